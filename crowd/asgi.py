@@ -1,0 +1,30 @@
+"""ASGI entry point: HTTP through Django, WebSocket through Channels with authentication."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowd.settings")
+# Django must be set up before anything imports models (the consumers below do).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from crowd.ws import auth_stack  # noqa: E402
+from tasks.consumers import WorkerConsumer  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws/worker/", WorkerConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The origin check stops another site's page from riding a worker's session cookie.
+        "websocket": AllowedHostsOriginValidator(auth_stack(URLRouter(websocket_urlpatterns))),
+    }
+)

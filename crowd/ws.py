@@ -1,0 +1,103 @@
+"""WebSocket authentication (session cookie, ``?token=`` or an ``Authorization`` header) and
+the base consumer every live channel builds on."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.middleware import BaseMiddleware
+from django.contrib.auth.models import AnonymousUser
+from rest_framework.authtoken.models import Token
+
+# Close codes, in the 4000-4999 range applications own; modelled on the HTTP statuses.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+@database_sync_to_async
+def _user_for_token(key: str) -> Any:
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return AnonymousUser()
+    return token.user
+
+
+def _token_from_scope(scope: dict[str, Any]) -> str | None:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("token"):
+        return query["token"][0]
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "token" and key:
+                return key.strip()
+    return None
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """A token, when given, decides who the connection is; a bad token is anonymous (and the
+    consumer closes it), never a fall-back to the session."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        key = _token_from_scope(scope)
+        if key is not None:
+            scope = dict(scope, user=await _user_for_token(key))
+        return await super().__call__(scope, receive, send)
+
+
+def auth_stack(inner: Any) -> Any:
+    return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+
+
+class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+    """Accepts only authenticated users of the given roles; forwards group events as JSON.
+
+    Refused connections are accepted and then closed with 4401/4403 so that the client sees
+    why (a handshake refusal carries no reason). Subclasses set ``roles`` and implement
+    ``groups_for`` and ``snapshot``.
+    """
+
+    roles: tuple[str, ...] = ()
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if self.roles and user.role not in self.roles:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        allowed_groups = await self.groups_for(user)
+        if allowed_groups is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        for group in allowed_groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.joined = allowed_groups
+        for event in await self.snapshot(user):
+            await self.send_json(event)
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        """Group messages of type ``live.event`` carry one event to forward as is."""
+        await self.send_json(message["event"])
+
+    async def groups_for(self, user: Any) -> list[str] | None:
+        """The groups this user joins, or None to refuse the connection."""
+        return []
+
+    async def snapshot(self, user: Any) -> list[dict[str, Any]]:
+        """Events sent right after connecting, before any update."""
+        return []

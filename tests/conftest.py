@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from crowd.models import User
+from tests.factories import ClientFactory, ManagerFactory, WorkerFactory, token_for
+from tests.plugins.services import Server, services_required, start
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    # Throttle counters live in the cache; one test's log-ins must not throttle the next's.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Server:
+    """A private Redis server for this test session (fails, not skips, with REQUIRE_SERVICES=1)."""
+    try:
+        return start("redis")
+    except (FileNotFoundError, RuntimeError) as exc:
+        if services_required():
+            pytest.fail(f"REQUIRE_SERVICES=1 but Redis cannot start: {exc}")
+        pytest.skip(f"Redis not available: {exc}")
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def api_as() -> Callable[[User], APIClient]:
+    """An API client authenticated with the user's token, as a script would be."""
+
+    def make(user: User) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def worker(db: None) -> User:
+    return WorkerFactory.create()
+
+
+@pytest.fixture
+def manager(db: None) -> User:
+    return ManagerFactory.create()
+
+
+@pytest.fixture
+def client_user(db: None) -> User:
+    return ClientFactory.create()

@@ -1,0 +1,70 @@
+"""Proof that the suite talks to real servers: PostgreSQL in the PostgreSQL pass, Redis always.
+
+With REQUIRE_SERVICES=1 (CI) neither can be skipped: a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+import redis
+from channels_redis.core import RedisChannelLayer
+from django.db import connection
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from tests.plugins.services import Server
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_postgres_pass_runs_on_a_real_postgresql_server() -> None:
+    assert connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version(), current_database()")
+        version, database = cursor.fetchone()
+    assert version.startswith("PostgreSQL ")
+    assert database.startswith("test_")  # pytest-django's database on the throwaway server
+    assert os.environ["DATABASE_URL"].startswith("postgres://postgres@127.0.0.1:")
+
+
+def test_redis_round_trip(redis_server: Server) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.ping()
+    client.set("crowd-test", "value")
+    assert client.get("crowd-test") == b"value"
+    assert client.info("server")["redis_version"]
+
+
+def test_channel_layer_on_redis_crosses_instances(redis_server: Server) -> None:
+    """Two layer instances stand for two ASGI processes: a group send from one reaches the
+    other's channel through Redis."""
+
+    async def scenario() -> dict:
+        publisher = RedisChannelLayer(hosts=[redis_server.url], prefix="crowd-test")
+        subscriber = RedisChannelLayer(hosts=[redis_server.url], prefix="crowd-test")
+        channel = await subscriber.new_channel()
+        await subscriber.group_add("project.1", channel)
+        await publisher.group_send("project.1", {"type": "live.event", "event": {"n": 1}})
+        message = await asyncio.wait_for(subscriber.receive(channel), 5)
+        await publisher.flush()
+        await subscriber.flush()
+        return message
+
+    assert asyncio.run(scenario()) == {"type": "live.event", "event": {"n": 1}}
+
+
+@pytest.mark.django_db
+def test_healthz_on_the_redis_channel_layer(redis_server: Server) -> None:
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        response = APIClient().get("/healthz")
+    assert response.status_code == 200, response.content
+    assert response.json()["channel_layer"]["backend"] == "RedisChannelLayer"
