@@ -11,10 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowd.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from crowd.ws import auth_stack  # noqa: E402
+from crowd.ws import auth_stack, origin_checked  # noqa: E402
 from tasks.consumers import WorkerConsumer  # noqa: E402
 
 websocket_urlpatterns = [
@@ -24,7 +23,6 @@ websocket_urlpatterns = [
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # The origin check stops another site's page from riding a worker's session cookie.
-        "websocket": AllowedHostsOriginValidator(auth_stack(URLRouter(websocket_urlpatterns))),
+        "websocket": origin_checked(auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )

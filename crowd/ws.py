@@ -10,6 +10,8 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.authtoken.models import Token
 
@@ -51,6 +53,22 @@ class TokenAuthMiddleware(BaseMiddleware):
 
 def auth_stack(inner: Any) -> Any:
     return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Refuses a handshake whose Origin is not one of ALLOWED_HOSTS.
+
+    Browsers always send Origin on a WebSocket handshake, so this stops another site's page
+    from riding a worker's session cookie. Scripts send none and authenticate with a token,
+    which a foreign page cannot read, so a missing Origin is let through.
+    """
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        return parsed_origin is None or bool(self.validate_origin(parsed_origin))
+
+
+def origin_checked(inner: Any) -> Any:
+    return BrowserOriginValidator(inner, list(settings.ALLOWED_HOSTS))
 
 
 class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):

@@ -77,6 +77,15 @@ async def test_a_manager_on_the_worker_channel_is_closed_with_4403() -> None:
     assert await ws.receive_output() == {"type": "websocket.close", "code": CLOSE_FORBIDDEN}
 
 
+async def test_a_script_without_origin_may_connect_with_a_token() -> None:
+    worker, token = await make_user(WorkerFactory)
+    communicator = WebsocketCommunicator(application, f"/ws/worker/?token={token}")
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_json_from())["user"]["id"] == worker.pk
+    await communicator.disconnect()
+
+
 async def test_a_foreign_origin_is_refused() -> None:
     _, token = await make_user(WorkerFactory)
     communicator = WebsocketCommunicator(

@@ -1,0 +1,99 @@
+"""Run the real app in server processes (uvicorn, as ``make demo``/``make serve`` do)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.plugins.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Token {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            raw, status = err.read(), err.code
+        return status, json.loads(raw) if raw else None
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(overrides)
+    env.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="crowd-e2e-var-"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@contextmanager
+def live_server(env: dict[str, str], workers: int = 1) -> Iterator[LiveServer]:
+    port = free_port()
+    fd, log_name = tempfile.mkstemp(prefix="crowd-uvicorn-", suffix=".log")
+    log = Path(log_name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--lifespan", "off"],
+        cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    server = LiveServer(f"http://127.0.0.1:{port}", port, process)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+            try:
+                status, _ = server.request("GET", "/healthz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        os.close(fd)
+        log.unlink()
