@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from crowd import services
 from crowd.models import Role, User
 from crowd.permissions import IsManager
-from crowd.profile import me_fields
+from crowd.profile import me_contributions
 
 
 class CredentialsIn(serializers.Serializer):
@@ -52,7 +52,7 @@ def _user_json(user: User) -> dict[str, Any]:
 
 
 def me_json(user: User) -> dict[str, Any]:
-    return {**_user_json(user), "email": user.email, **me_fields(user)}
+    return {**_user_json(user), "email": user.email, **me_contributions.collect(user)}
 
 
 class _AnonymousApi(APIView):

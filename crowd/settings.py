@@ -248,3 +248,11 @@ LOGGING = {
 }
 
 AUTHENTICATION_BACKENDS = ["crowd.backends.CaseInsensitiveModelBackend"]
+
+# --- Ingestion --------------------------------------------------------------------------------
+MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=100_000_000)  # decompression-bomb cap
+MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=200 * 1024 * 1024)
+MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=2 * 1024 * 1024 * 1024)  # one request
+MAX_ARCHIVE_FILES = env.int("MAX_ARCHIVE_FILES", default=20_000)
+NEAR_DUPLICATE_BITS = env.int("NEAR_DUPLICATE_BITS", default=6)  # of 64 perceptual-hash bits
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # larger uploads stream to a temporary file

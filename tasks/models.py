@@ -1,1 +1,235 @@
-from django.db import models  # noqa: F401
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Kind(models.TextChoices):
+    CLASSIFICATION = "classification"
+    BBOX = "bbox"
+    POLYGON = "polygon"
+    KEYPOINTS = "keypoints"
+
+
+class ProjectState(models.TextChoices):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+
+
+class Project(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=ProjectState.choices, default=ProjectState.DRAFT)
+
+    # Routing and consensus: a task starts at min_overlap answers and grows one at a time up to
+    # max_overlap while its answers agree with less confidence than agreement_threshold.
+    min_overlap = models.PositiveSmallIntegerField(default=3)
+    max_overlap = models.PositiveSmallIntegerField(default=5)
+    agreement_threshold = models.FloatField(default=0.7)
+    gold_rate = models.FloatField(default=0.1)
+    assignment_seconds = models.PositiveIntegerField(default=600)
+    min_worker_score = models.FloatField(default=0.0)
+
+    # Pay per approved assignment, in integer minor units of `currency` (cents for USD).
+    reward = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, default="USD")
+
+    # Images wider or taller than tile_size are split into tiles overlapping by tile_overlap
+    # pixels; 0 disables tiling. Classification never tiles.
+    tile_size = models.PositiveIntegerField(default=2048)
+    tile_overlap = models.PositiveIntegerField(default=256)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_overlap__gte=1) & Q(max_overlap__gte=F("min_overlap")),
+                name="project_overlap_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lt=1), name="project_gold_rate_range"
+            ),
+            models.CheckConstraint(condition=Q(reward__gte=0), name="project_reward_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tiles(self) -> bool:
+        return self.kind != Kind.CLASSIFICATION and self.tile_size > 0
+
+
+class MemberRole(models.TextChoices):
+    MANAGER = "manager"
+    CLIENT = "client"
+
+
+class ProjectMember(models.Model):
+    """Who may manage a project, or download its datasets as a client."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=16, choices=MemberRole.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="project_member_unique")
+        ]
+        indexes = [models.Index(fields=["user", "role"], name="project_member_user_role")]
+
+
+class Label(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7)
+    # Keypoint projects: the ordered names of this label's keypoints ("nose", "left_eye", ...).
+    keypoints = models.JSONField(default=list, blank=True)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="label_name_unique"),
+        ]
+
+
+class ImageStatus(models.TextChoices):
+    PENDING = "pending"  # stored and checked; the processing job has not run yet
+    READY = "ready"  # decoded, thumbnailed, hashed and split into tasks
+    FAILED = "failed"  # rejected by the processing job; `error` says why
+
+
+class Image(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    name = models.CharField(max_length=255)
+    file = models.FileField(max_length=255)
+    thumbnail = models.FileField(max_length=255, blank=True, default="")
+    # Of the bytes as uploaded: what exact de-duplication compares.
+    sha256 = models.CharField(max_length=64)
+    # 64-bit perceptual hash (DCT), stored signed to fit a BIGINT; near-duplicates differ in few bits.
+    phash = models.BigIntegerField(null=True, blank=True)
+    near_duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    near_duplicate_distance = models.PositiveSmallIntegerField(null=True, blank=True)
+    format = models.CharField(max_length=16)
+    # Of the upright image: EXIF orientation is applied once, at ingestion.
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    orientation = models.PositiveSmallIntegerField(default=1)  # EXIF, of the upload
+    size_bytes = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=ImageStatus.choices, default=ImageStatus.PENDING)
+    error = models.CharField(max_length=300, blank=True, default="")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="image_sha256_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "status"], name="image_project_status")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaskState(models.TextChoices):
+    OPEN = "open"  # needs more answers
+    DONE = "done"  # has its answers (and, for non-gold tasks, a consensus decision)
+
+
+class Task(models.Model):
+    """A microtask: one region (the whole image or a tile) of one image."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="tasks")
+    # Region of the image to annotate, in pixels of the upright image: COCO [x, y, w, h].
+    x = models.PositiveIntegerField(default=0)
+    y = models.PositiveIntegerField(default=0)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    is_gold = models.BooleanField(default=False)
+    state = models.CharField(max_length=8, choices=TaskState.choices, default=TaskState.OPEN)
+    priority = models.IntegerField(default=0)
+    # The answers this task needs now; starts at the project's min_overlap, may grow.
+    required_overlap = models.PositiveSmallIntegerField()
+    # Denormalised counters kept by the routing services in the same transaction as the
+    # assignment rows they count; tests recount them.
+    open_leases = models.PositiveSmallIntegerField(default=0)
+    answers = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(open_leases__gte=0)
+                & Q(answers__gte=0)
+                & Q(required_overlap__gte=F("open_leases") + F("answers")),
+                name="task_no_over_assignment",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "state", "is_gold"], name="task_routing"),
+            models.Index(fields=["image"], name="task_image"),
+        ]
+
+    @property
+    def region(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height]
+
+
+class AssignmentStatus(models.TextChoices):
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    SKIPPED = "skipped"
+
+
+class Assignment(models.Model):
+    """One worker's lease on, and answer to, one task."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    worker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    status = models.CharField(
+        max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.LEASED
+    )
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    answer = models.JSONField(null=True, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            # A worker never gets a task twice.
+            models.UniqueConstraint(fields=["task", "worker"], name="assignment_once_per_worker"),
+            # Never more than one open lease per worker per project.
+            models.UniqueConstraint(
+                fields=["worker", "project"],
+                condition=Q(status="leased"),
+                name="assignment_one_lease_per_project",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["worker", "status"], name="assignment_worker_status"),
+            models.Index(fields=["status", "expires_at"], name="assignment_expiry"),
+        ]

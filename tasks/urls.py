@@ -1,3 +1,27 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from tasks import apis
+
+urlpatterns = [
+    path("projects/", apis.ProjectListApi.as_view(), name="projects"),
+    path("projects/<int:project_id>/", apis.ProjectDetailApi.as_view(), name="project"),
+    path("projects/<int:project_id>/start/", apis.ProjectStartApi.as_view(), name="project-start"),
+    path("projects/<int:project_id>/pause/", apis.ProjectPauseApi.as_view(), name="project-pause"),
+    path(
+        "projects/<int:project_id>/images/", apis.ProjectImagesApi.as_view(), name="project-images"
+    ),
+    path(
+        "projects/<int:project_id>/progress/",
+        apis.ProjectProgressApi.as_view(),
+        name="project-progress",
+    ),
+    path(
+        "projects/<int:project_id>/clients/",
+        apis.ProjectClientsApi.as_view(),
+        name="project-clients",
+    ),
+    path("images/<int:image_id>/file/", apis.ImageFileApi.as_view(), name="image-file"),
+    path(
+        "images/<int:image_id>/thumbnail/", apis.ImageThumbnailApi.as_view(), name="image-thumbnail"
+    ),
+]

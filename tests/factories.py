@@ -4,6 +4,7 @@ import factory
 from rest_framework.authtoken.models import Token
 
 from crowd.models import Role, User
+from tasks.models import Image, ImageStatus, Project
 
 PASSWORD = "a-long-test-password-42"
 
@@ -41,3 +42,25 @@ class ClientFactory(UserFactory):
 
 def token_for(user: User) -> str:
     return Token.objects.get_or_create(user=user)[0].key
+
+
+def project_create(owner: User, **overrides: object) -> Project:
+    """A project made through the service, as the API would."""
+    from tasks.services import project_create as create
+
+    data: dict[str, object] = {"name": "Cars", "kind": "bbox", "labels": ["car", "tree"]}
+    data.update(overrides)
+    return create(owner=owner, data=data)
+
+
+def image_ready(project: Project, width: int = 320, height: int = 240, seed: int = 0) -> Image:
+    """A ready image with its tasks, without going through upload (for tests of later steps)."""
+    from tasks.ingest import tasks_create_for_image
+
+    image = Image.objects.create(
+        project=project, name=f"img{seed}.jpg", file=f"projects/{project.pk}/images/{seed}.jpg",
+        sha256=f"{seed:064x}", format="JPEG", width=width, height=height, size_bytes=1,
+        status=ImageStatus.READY,
+    )  # fmt: skip
+    tasks_create_for_image(project=project, image=image)
+    return image

@@ -1,0 +1,67 @@
+"""Gold answers over HTTP (managers only)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crowd.errors import InvalidInput
+from crowd.models import User
+from crowd.permissions import IsManager
+from qa import services
+from qa.models import GoldAnswer
+from tasks.selectors import project_for_manager
+
+
+def gold_json(gold: GoldAnswer) -> dict[str, object]:
+    return {
+        "image": gold.image_id,
+        "annotations": gold.annotations,
+        "tasks": gold.image.tasks.count(),
+        "updated_at": gold.updated_at.isoformat(),
+    }
+
+
+class GoldApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=inline_serializer(
+            "GoldIn", {"image": serializers.IntegerField(), "annotations": serializers.JSONField()}
+        )
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        if not isinstance(request.data, dict):
+            raise InvalidInput("Send {\"image\": id, \"annotations\": [...]}.")
+        if "annotations" not in request.data:
+            raise InvalidInput(errors={"annotations": ["This field is required."]})
+        gold, created = services.gold_set(
+            project=project,
+            image_id=request.data.get("image"),
+            annotations=request.data["annotations"],
+            user=request.user,
+        )
+        return Response(
+            gold_json(gold), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        golds = GoldAnswer.objects.filter(project=project).select_related("image").order_by("pk")
+        return Response([gold_json(g) for g in golds])
+
+
+class GoldDetailApi(APIView):
+    permission_classes = [IsManager]
+
+    def delete(self, request: Request, project_id: int, image_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        services.gold_remove(project=project, image_id=image_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

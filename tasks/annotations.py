@@ -1,0 +1,205 @@
+"""Validation of annotation payloads, shared by gold answers and worker submissions. Pure.
+
+Returns a normalised copy (floats, known keys only) or raises :class:`AnnotationError` with
+one message per problem, keyed like ``annotations[2].bbox``, that a person can act on.
+Coordinates are pixels of the full upright image, origin top-left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ITEMS = 2000
+MAX_POLYGON_POINTS = 5000
+VISIBILITY = (0, 1, 2)  # COCO: 0 not labelled/absent, 1 labelled but occluded, 2 visible
+
+
+class AnnotationError(ValueError):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a project accepts: its kind, label names, and per label its keypoint names."""
+
+    kind: str
+    keypoints: Mapping[str, Sequence[str]]  # label name -> keypoint names (empty list if none)
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return list(self.keypoints)
+
+
+def _number(value: Any) -> float | None:
+    # bool is an int in Python, but `true` is not a coordinate.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class _Checker:
+    def __init__(self, schema: Schema, width: int, height: int) -> None:
+        self.schema, self.width, self.height = schema, width, height
+        self.errors: dict[str, list[str]] = {}
+
+    def fail(self, where: str, message: str) -> None:
+        self.errors.setdefault(where, []).append(message)
+
+    def label(self, item: Mapping[str, Any], where: str) -> str | None:
+        label = item.get("label")
+        if not isinstance(label, str):
+            self.fail(f"{where}.label", "Give the label as a string.")
+            return None
+        if label not in self.schema.keypoints:
+            self.fail(
+                f"{where}.label",
+                f"Unknown label {label!r}; this project's labels are: "
+                f"{', '.join(self.schema.labels)}.",
+            )
+            return None
+        return label
+
+    def point(self, raw: Any, where: str) -> tuple[float, float] | None:
+        if not isinstance(raw, list | tuple) or len(raw) < 2:
+            self.fail(where, "A point is [x, y].")
+            return None
+        x, y = _number(raw[0]), _number(raw[1])
+        if x is None or y is None:
+            self.fail(where, "Point coordinates must be finite numbers.")
+            return None
+        if not (0 <= x <= self.width and 0 <= y <= self.height):
+            self.fail(
+                where, f"Point ({x:g}, {y:g}) is outside the {self.width}x{self.height} image."
+            )
+            return None
+        return x, y
+
+    def bbox(self, item: Mapping[str, Any], where: str) -> list[float] | None:
+        raw = item.get("bbox")
+        if not isinstance(raw, list | tuple) or len(raw) != 4:
+            self.fail(f"{where}.bbox", "A box is [x, y, width, height].")
+            return None
+        values = [_number(v) for v in raw]
+        if any(v is None for v in values):
+            self.fail(f"{where}.bbox", "Box values must be finite numbers.")
+            return None
+        x, y, w, h = (float(v) for v in values)  # type: ignore[arg-type]
+        if w <= 0 or h <= 0:
+            self.fail(f"{where}.bbox", "A box needs a positive width and height.")
+            return None
+        if x < 0 or y < 0 or x + w > self.width or y + h > self.height:
+            self.fail(
+                f"{where}.bbox",
+                f"Box [{x:g}, {y:g}, {w:g}, {h:g}] extends outside the "
+                f"{self.width}x{self.height} image.",
+            )
+            return None
+        return [x, y, w, h]
+
+    def polygon(self, item: Mapping[str, Any], where: str) -> list[list[float]] | None:
+        raw = item.get("points")
+        if not isinstance(raw, list | tuple):
+            self.fail(f"{where}.points", "A polygon is a list of [x, y] points.")
+            return None
+        if len(raw) < 3:
+            self.fail(f"{where}.points", "A polygon needs at least 3 points.")
+            return None
+        if len(raw) > MAX_POLYGON_POINTS:
+            self.fail(f"{where}.points", f"A polygon may have at most {MAX_POLYGON_POINTS} points.")
+            return None
+        points = [self.point(p, f"{where}.points[{i}]") for i, p in enumerate(raw)]
+        if any(p is None for p in points):
+            return None
+        xs = [p[0] for p in points]  # type: ignore[index]
+        ys = [p[1] for p in points]  # type: ignore[index]
+        area = 0.5 * abs(
+            sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(points)))
+        )
+        if area <= 0:
+            self.fail(f"{where}.points", "The polygon encloses no area.")
+            return None
+        return [[x, y] for x, y in zip(xs, ys, strict=True)]
+
+    def keypoints(self, item: Mapping[str, Any], label: str, where: str) -> list[list[float]] | None:
+        names = self.schema.keypoints[label]
+        raw = item.get("keypoints")
+        if not isinstance(raw, list | tuple):
+            self.fail(f"{where}.keypoints", "Keypoints are a list of [x, y, v].")
+            return None
+        if len(raw) != len(names):
+            self.fail(
+                f"{where}.keypoints",
+                f"Label {label!r} has {len(names)} keypoints ({', '.join(names)}); "
+                f"got {len(raw)}.",
+            )
+            return None
+        out: list[list[float]] = []
+        for i, point in enumerate(raw):
+            spot = f"{where}.keypoints[{i}]"
+            if not isinstance(point, list | tuple) or len(point) != 3:
+                self.fail(spot, "A keypoint is [x, y, v].")
+                return None
+            v = point[2]
+            if isinstance(v, bool) or v not in VISIBILITY:
+                self.fail(spot, "Visibility v must be 0 (absent), 1 (occluded) or 2 (visible).")
+                return None
+            if v == 0:
+                out.append([0.0, 0.0, 0])  # COCO: an absent keypoint has no position
+                continue
+            xy = self.point(point[:2], spot)
+            if xy is None:
+                return None
+            out.append([xy[0], xy[1], int(v)])
+        if all(p[2] == 0 for p in out):
+            self.fail(f"{where}.keypoints", "Mark at least one keypoint, or leave the instance out.")
+            return None
+        return out
+
+
+def validate_annotations(
+    payload: Any, *, schema: Schema, width: int, height: int
+) -> list[dict[str, Any]]:
+    """Check ``payload`` (the ``annotations`` list) against the project's schema and the image."""
+    if not isinstance(payload, list):
+        raise AnnotationError({"annotations": ["Give the annotations as a list."]})
+    if len(payload) > MAX_ITEMS:
+        raise AnnotationError({"annotations": [f"At most {MAX_ITEMS} annotations per answer."]})
+    if schema.kind == "classification" and len(payload) != 1:
+        raise AnnotationError(
+            {"annotations": ["A classification answer has exactly one item: {\"label\": ...}."]}
+        )
+    check = _Checker(schema, width, height)
+    out: list[dict[str, Any]] = []
+    for index, item in enumerate(payload):
+        where = f"annotations[{index}]"
+        if not isinstance(item, dict):
+            check.fail(where, "Each annotation is a JSON object.")
+            continue
+        label = check.label(item, where)
+        if label is None:
+            continue
+        if schema.kind == "classification":
+            out.append({"label": label})
+        elif schema.kind == "bbox":
+            box = check.bbox(item, where)
+            if box is not None:
+                out.append({"label": label, "bbox": box})
+        elif schema.kind == "polygon":
+            points = check.polygon(item, where)
+            if points is not None:
+                out.append({"label": label, "points": points})
+        elif schema.kind == "keypoints":
+            keypoints = check.keypoints(item, label, where)
+            if keypoints is not None:
+                out.append({"label": label, "keypoints": keypoints})
+        else:
+            raise ValueError(f"unknown annotation kind {schema.kind!r}")
+    if check.errors:
+        raise AnnotationError(check.errors)
+    return out

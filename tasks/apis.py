@@ -1,0 +1,248 @@
+"""Projects, images and image files over HTTP. Thin: parse, call a service or selector, render."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crowd.errors import DomainError, InvalidInput
+from crowd.models import Role, User
+from crowd.money import format_amount
+from crowd.permissions import IsManager, IsManagerOrClient
+from tasks import ingest, selectors, services
+from tasks.hooks import progress_contributions
+from tasks.models import Image, Project
+
+
+class PayloadTooLarge(DomainError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+
+
+class ProjectIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    instructions = serializers.CharField(allow_blank=True, required=False, max_length=50_000)
+    kind = serializers.CharField()
+    labels = serializers.JSONField()
+    min_overlap = serializers.IntegerField(required=False, min_value=1, max_value=50)
+    max_overlap = serializers.IntegerField(required=False, min_value=1, max_value=50)
+    agreement_threshold = serializers.FloatField(required=False, min_value=0, max_value=1)
+    gold_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    reward = serializers.CharField(required=False, max_length=32)
+    currency = serializers.CharField(required=False, max_length=3, min_length=3)
+    assignment_seconds = serializers.IntegerField(required=False, min_value=1)
+    min_worker_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    tile_size = serializers.IntegerField(required=False, min_value=0, max_value=1 << 20)
+    tile_overlap = serializers.IntegerField(required=False, min_value=0, max_value=1 << 20)
+
+
+def _labels_json(project: Project) -> list[dict[str, Any]]:
+    return [
+        {"name": label.name, "color": label.color, "keypoints": label.keypoints}
+        if label.keypoints
+        else {"name": label.name, "color": label.color}
+        for label in project.labels.all()
+    ]
+
+
+def project_json(project: Project, user: User) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": project.pk,
+        "name": project.name,
+        "instructions": project.instructions,
+        "kind": project.kind,
+        "labels": _labels_json(project),
+        "reward": format_amount(project.reward, project.currency),
+        "currency": project.currency,
+        "assignment_seconds": project.assignment_seconds,
+        "state": project.state,
+    }
+    if user.role != Role.WORKER:
+        data.update(
+            owner=project.owner.username,
+            min_overlap=project.min_overlap,
+            max_overlap=project.max_overlap,
+            agreement_threshold=project.agreement_threshold,
+            gold_rate=project.gold_rate,
+            min_worker_score=project.min_worker_score,
+            tile_size=project.tile_size,
+            tile_overlap=project.tile_overlap,
+            created_at=project.created_at.isoformat(),
+        )
+    return data
+
+
+def image_json(image: Image) -> dict[str, Any]:
+    return {
+        "id": image.pk,
+        "name": image.name,
+        "width": image.width,
+        "height": image.height,
+        "status": image.status,
+        "error": image.error or None,
+        "format": image.format,
+        "size_bytes": image.size_bytes,
+        "sha256": image.sha256,
+        "near_duplicate_of": image.near_duplicate_of_id,
+        "near_duplicate_distance": image.near_duplicate_distance,
+        "url": f"/api/v1/images/{image.pk}/file/",
+        "thumbnail_url": f"/api/v1/images/{image.pk}/thumbnail/" if image.thumbnail else None,
+    }
+
+
+def _user(request: Request) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class ProjectListApi(APIView):
+    def get_permissions(self) -> list[Any]:
+        return [IsManager()] if self.request.method == "POST" else [IsAuthenticated()]
+
+    def get(self, request: Request) -> Response:
+        user = _user(request)
+        projects = selectors.projects_for_user(user).select_related("owner").prefetch_related(
+            "labels"
+        )
+        return Response([project_json(p, user) for p in projects])
+
+    @extend_schema(request=ProjectIn)
+    def post(self, request: Request) -> Response:
+        data = ProjectIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_create(owner=_user(request), data=dict(data.validated_data))
+        return Response(project_json(project, _user(request)), status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_user(_user(request), project_id)
+        return Response(project_json(project, _user(request)))
+
+    @extend_schema(request=ProjectIn(partial=True))
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        data = ProjectIn(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project = services.project_update(project=project, data=dict(data.validated_data))
+        return Response(project_json(project, _user(request)))
+
+
+class _ProjectActionApi(APIView):
+    permission_classes = [IsManager]
+    action = ""
+
+    @extend_schema(request=None)
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        project = services.project_transition(project=project, action=self.action)
+        return Response(project_json(project, _user(request)))
+
+
+class ProjectStartApi(_ProjectActionApi):
+    action = "start"
+
+
+class ProjectPauseApi(_ProjectActionApi):
+    action = "pause"
+
+
+class ProjectImagesApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_permissions(self) -> list[Any]:
+        return [IsManager()] if self.request.method == "POST" else [IsManagerOrClient()]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_user(_user(request), project_id)
+        from rest_framework.pagination import LimitOffsetPagination
+
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(selectors.project_images(project), request, view=self)
+        return paginator.get_paginated_response([image_json(i) for i in page or []])
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "ImageUpload", {"files": serializers.ListField(child=serializers.FileField())}
+            )
+        }
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.MAX_UPLOAD_BYTES:
+            raise PayloadTooLarge(
+                f"The upload is {length:,} bytes; at most {settings.MAX_UPLOAD_BYTES:,} per "
+                "request. Split it into several uploads."
+            )
+        files = request.FILES.getlist("files")
+        if not files:
+            raise InvalidInput(errors={"files": ["Attach one or more images or .zip archives."]})
+        report = ingest.images_upload(project=project, user=_user(request), files=files)
+        return Response(report.as_json(), status=status.HTTP_201_CREATED)
+
+
+class ProjectProgressApi(APIView):
+    permission_classes = [IsManagerOrClient]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_user(_user(request), project_id)
+        return Response(
+            {**selectors.project_progress(project), **progress_contributions.collect(project)}
+        )
+
+
+class ProjectClientsApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=inline_serializer("ClientGrant", {"username": serializers.CharField()}),
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        username = request.data.get("username") if isinstance(request.data, dict) else None
+        if not isinstance(username, str) or not username:
+            raise InvalidInput(errors={"username": ["Give the client's username."]})
+        member = services.project_client_add(project=project, username=username)
+        return Response(
+            {"project": project.pk, "username": member.user.username, "role": member.role},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class _ImageFileApi(APIView):
+    """Streams a stored image file to a user entitled to see it (404 to everyone else)."""
+
+    field = "file"
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request: Request, image_id: int) -> FileResponse:
+        image = selectors.image_for_viewer(_user(request), image_id)
+        name = getattr(image, self.field).name
+        if not name:
+            raise InvalidInput("The thumbnail is not ready yet.", code="not_ready")
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+        response["Cache-Control"] = "private, max-age=3600"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class ImageFileApi(_ImageFileApi):
+    field = "file"
+
+
+class ImageThumbnailApi(_ImageFileApi):
+    field = "thumbnail"

@@ -1,0 +1,273 @@
+"""Ingestion: uploads become stored, checked, de-duplicated images, then tasks.
+
+The upload request streams each file (or each zip entry) to a temporary file while hashing
+it, runs the cheap checks of :func:`tasks.imaging.inspect`, and stores it. The heavy part,
+a full decode with thumbnail, perceptual hash, near-duplicate search and splitting into tasks,
+runs in the ``image_process`` job. One bad file never aborts the batch: each file is its own
+transaction and gets its own line in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from crowd.errors import Conflict
+from crowd.jobs import send_on_commit
+from crowd.models import User
+from tasks import archives, imaging
+from tasks.models import Image, ImageStatus, Project, ProjectState, Task
+from tasks.tiling import tile_regions
+
+logger = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+
+
+@dataclass
+class FileResult:
+    name: str
+    result: str  # created | duplicate | rejected
+    id: int | None = None
+    duplicate_of: int | None = None
+    code: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class UploadReport:
+    files: list[FileResult] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        def count(result: str) -> int:
+            return sum(f.result == result for f in self.files)
+
+        return {
+            "created": count("created"),
+            "duplicates": count("duplicate"),
+            "rejected": [
+                {"name": f.name, "error": f.error, "code": f.code}
+                for f in self.files
+                if f.result == "rejected"
+            ],
+            "files": [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files],
+        }
+
+
+def _display_name(raw: str) -> str:
+    cleaned = "".join(c for c in unicodedata.normalize("NFC", raw) if c.isprintable())
+    return cleaned.replace("\\", "/").strip()[-255:] or "unnamed"
+
+
+def _spool(source: IO[bytes], limit: int) -> tuple[IO[bytes], str, int] | None:
+    """Copy ``source`` to a temporary file in chunks while hashing; None past ``limit`` bytes."""
+    spooled = tempfile.NamedTemporaryFile(prefix="crowd-ingest-")
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            spooled.close()
+            return None
+        digest.update(chunk)
+        spooled.write(chunk)
+    spooled.flush()
+    spooled.seek(0)
+    return spooled, digest.hexdigest(), size
+
+
+def _storage_name(project: Project, sha256: str, fmt: str, suffix: str = "") -> str:
+    return f"projects/{project.pk}/images/{sha256[:2]}/{sha256}{suffix}{imaging.FORMATS[fmt]}"
+
+
+def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes]) -> FileResult:
+    name = _display_name(name)
+    spooled = _spool(source, settings.MAX_IMAGE_BYTES)
+    if spooled is None:
+        return FileResult(name, "rejected", code="file_too_large",
+                          error=f"Larger than the {settings.MAX_IMAGE_BYTES:,} bytes allowed.")  # fmt: skip
+    fh, sha256, size = spooled
+    with fh:
+        if size == 0:
+            return FileResult(name, "rejected", code="empty_file", error="The file is empty.")
+        if archives.looks_like_archive(name, fh.read(8)):
+            return FileResult(name, "rejected", code="nested_archive",
+                              error="Archives inside archives are not accepted.")  # fmt: skip
+        try:
+            header = imaging.inspect(fh.name, max_pixels=settings.MAX_IMAGE_PIXELS)
+        except imaging.ImageRejected as exc:
+            return FileResult(name, "rejected", code=exc.code, error=str(exc))
+        existing = Image.objects.filter(project=project, sha256=sha256).values_list("pk", flat=True)
+        if existing:
+            return FileResult(name, "duplicate", duplicate_of=existing[0])
+        fh.seek(0)
+        stored = default_storage.save(_storage_name(project, sha256, header.format), File(fh))
+    try:
+        with transaction.atomic():
+            image = Image.objects.create(
+                project=project, name=name, file=stored, sha256=sha256, format=header.format,
+                width=header.width, height=header.height, orientation=header.orientation,
+                size_bytes=size, uploaded_by=user,
+            )  # fmt: skip
+            from tasks.jobs import image_process
+
+            send_on_commit(image_process, image.pk)
+    except IntegrityError:
+        # The same bytes arrived in a concurrent upload and won the race.
+        default_storage.delete(stored)
+        winner = Image.objects.filter(project=project, sha256=sha256).values_list("pk", flat=True)
+        return FileResult(name, "duplicate", duplicate_of=winner[0] if winner else None)
+    except BaseException:
+        default_storage.delete(stored)  # nothing half-written: no row, no orphan file
+        raise
+    return FileResult(name, "created", id=image.pk)
+
+
+def _ingest_zip(project: Project, user: User | None, name: str, fh: IO[bytes]) -> list[FileResult]:
+    try:
+        archive = zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [FileResult(_display_name(name), "rejected", code="bad_archive",
+                           error=f"Not a readable zip archive ({exc}).")]  # fmt: skip
+    results = []
+    with archive:
+        for entry in archives.entries(
+            archive,
+            max_entries=settings.MAX_ARCHIVE_FILES,
+            max_entry_bytes=settings.MAX_IMAGE_BYTES,
+        ):
+            label = f"{_display_name(name)}/{_display_name(entry.name)}"
+            if entry.error:
+                results.append(FileResult(label, "rejected", code=entry.code, error=entry.error))
+                continue
+            assert entry.info is not None
+            try:
+                with archive.open(entry.info) as member:
+                    results.append(_ingest_one(project, user, label, member))
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+                results.append(FileResult(label, "rejected", code="bad_archive_entry",
+                                          error=f"The archive entry cannot be read ({exc})."))  # fmt: skip
+    return results
+
+
+def images_upload(*, project: Project, user: User | None, files: Iterable[Any]) -> UploadReport:
+    """Store each uploaded file (zip archives entry by entry); queue each new image's job.
+
+    Not one transaction on purpose: each file commits on its own, so one bad file never
+    aborts the batch, and a retried upload finds the good ones again as duplicates.
+    """
+    if project.state == ProjectState.COMPLETED:
+        raise Conflict("The project is completed; it takes no more images.", code="project_completed")
+    report = UploadReport()
+    for upload in files:
+        upload.seek(0)
+        if archives.is_zip(upload):
+            report.files.extend(_ingest_zip(project, user, upload.name or "archive.zip", upload))
+        else:
+            report.files.append(_ingest_one(project, user, upload.name or "unnamed", upload))
+    return report
+
+
+def _replace_file(image: Image, processed: imaging.Processed) -> None:
+    assert processed.replacement is not None and processed.replacement_format is not None
+    old = image.file.name
+    name = _storage_name(image.project, image.sha256, processed.replacement_format, "-upright")
+    image.file.name = default_storage.save(name, ContentFile(processed.replacement))
+    image.format = processed.replacement_format
+    if old != image.file.name:
+        default_storage.delete(old)
+
+
+def _near_duplicate(image: Image, phash: int) -> tuple[int, int] | None:
+    others = np.array(
+        Image.objects.filter(project_id=image.project_id, status=ImageStatus.READY)
+        .exclude(pk=image.pk)
+        .exclude(phash=None)
+        .values_list("pk", "phash"),
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    if not len(others):
+        return None
+    distances = imaging.hamming(phash, others[:, 1])
+    best = int(np.argmin(distances))
+    if distances[best] <= settings.NEAR_DUPLICATE_BITS:
+        return int(others[best, 0]), int(distances[best])
+    return None
+
+
+def image_process(*, image_id: int) -> Image | None:
+    """Decode, thumbnail, hash, find near-duplicates and split into tasks. Safe to run twice:
+    only the run that moves the image out of ``pending`` creates its tasks."""
+    image = Image.objects.select_related("project").filter(pk=image_id).first()
+    if image is None or image.status != ImageStatus.PENDING:
+        return image
+    project = image.project
+    try:
+        with default_storage.open(image.file.name, "rb") as fh:
+            processed = imaging.process(
+                fh,
+                orientation=image.orientation,
+                max_pixels=settings.MAX_IMAGE_PIXELS,
+            )
+    except imaging.ImageRejected as exc:
+        Image.objects.filter(pk=image.pk, status=ImageStatus.PENDING).update(
+            status=ImageStatus.FAILED, error=str(exc)[:300], processed_at=timezone.now()
+        )
+        image.refresh_from_db()
+        return image
+
+    if processed.replacement is not None:
+        _replace_file(image, processed)
+        image.width, image.height = processed.width, processed.height
+    thumb_name = f"projects/{project.pk}/thumbs/{image.pk}.jpg"
+    if default_storage.exists(thumb_name):
+        default_storage.delete(thumb_name)
+    image.thumbnail.name = default_storage.save(thumb_name, ContentFile(processed.thumbnail))
+    image.phash = processed.phash
+    near = _near_duplicate(image, processed.phash)
+    if near:
+        image.near_duplicate_of_id, image.near_duplicate_distance = near
+
+    with transaction.atomic():
+        claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.PENDING).update(
+            status=ImageStatus.READY,
+            file=image.file.name,
+            format=image.format,
+            width=image.width,
+            height=image.height,
+            thumbnail=image.thumbnail.name,
+            phash=image.phash,
+            near_duplicate_of=image.near_duplicate_of_id,
+            near_duplicate_distance=image.near_duplicate_distance,
+            processed_at=timezone.now(),
+        )
+        if claimed:
+            tasks_create_for_image(project=project, image=image)
+    image.refresh_from_db()
+    return image
+
+
+def tasks_create_for_image(*, project: Project, image: Image) -> list[Task]:
+    """One task per region: the whole image, or its tiles. Must run inside the transaction
+    that marks the image ready."""
+    if project.tiles:
+        regions = tile_regions(image.width, image.height, project.tile_size, project.tile_overlap)
+    else:
+        regions = [(0, 0, image.width, image.height)]
+    return Task.objects.bulk_create(
+        Task(project=project, image=image, x=x, y=y, width=w, height=h,
+             required_overlap=project.min_overlap)
+        for x, y, w, h in regions
+    )  # fmt: skip

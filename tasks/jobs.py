@@ -1,0 +1,12 @@
+"""Background jobs of the tasks app: thin, take ids, safe to run twice."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from tasks import ingest
+
+
+@dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=10 * 60 * 1000)
+def image_process(image_id: int) -> None:
+    ingest.image_process(image_id=image_id)

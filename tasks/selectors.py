@@ -1,0 +1,106 @@
+"""Reads with permission checks: who may see which project and image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from crowd.errors import NotFound
+from crowd.models import Role, User
+from tasks.models import (
+    Assignment,
+    AssignmentStatus,
+    Image,
+    ImageStatus,
+    MemberRole,
+    Project,
+    ProjectState,
+    Task,
+    TaskState,
+)
+
+
+def projects_for_user(user: User) -> QuerySet[Project]:
+    """Managers: the projects they manage; clients: those shared with them; workers: the
+    active ones."""
+    projects = Project.objects.order_by("-created_at")
+    if user.role == Role.WORKER:
+        return projects.filter(state=ProjectState.ACTIVE)
+    role = MemberRole.MANAGER if user.role == Role.MANAGER else MemberRole.CLIENT
+    return projects.filter(members__user=user, members__role=role)
+
+
+def project_for_user(user: User, project_id: int) -> Project:
+    """The project if this user may see it; 404 otherwise (no hint that it exists)."""
+    project = projects_for_user(user).filter(pk=project_id).first()
+    if project is None:
+        raise NotFound("No such project.")
+    return project
+
+
+def project_for_manager(user: User, project_id: int) -> Project:
+    project = (
+        Project.objects.filter(
+            pk=project_id, members__user=user, members__role=MemberRole.MANAGER
+        ).first()
+        if user.role == Role.MANAGER
+        else None
+    )
+    if project is None:
+        raise NotFound("No such project.")
+    return project
+
+
+def is_project_member(user: User, project_id: int) -> bool:
+    return Project.objects.filter(pk=project_id, members__user=user).exists()
+
+
+def image_for_viewer(user: User, image_id: int) -> Image:
+    """An image file may be fetched by the project's managers and clients, and by a worker
+    only while holding an unexpired lease on one of its tasks."""
+    image = Image.objects.filter(pk=image_id, status=ImageStatus.READY).first()
+    if image is not None:
+        if user.role == Role.WORKER:
+            allowed = Assignment.objects.filter(
+                worker=user,
+                task__image=image,
+                status=AssignmentStatus.LEASED,
+                expires_at__gt=timezone.now(),
+            ).exists()
+        else:
+            allowed = is_project_member(user, image.project_id)
+        if allowed:
+            return image
+    raise NotFound("No such image.")
+
+
+def project_images(project: Project) -> QuerySet[Image]:
+    return project.images.order_by("pk")
+
+
+def project_progress(project: Project) -> dict[str, Any]:
+    tasks = Task.objects.filter(project=project).aggregate(
+        tasks=Count("pk"),
+        done=Count("pk", filter=Q(state=TaskState.DONE)),
+        in_progress=Count("pk", filter=Q(state=TaskState.OPEN, open_leases__gt=0)),
+        open=Count("pk", filter=Q(state=TaskState.OPEN, open_leases=0)),
+        gold=Count("pk", filter=Q(is_gold=True)),
+    )
+    images = Image.objects.filter(project=project).aggregate(
+        total=Count("pk"),
+        pending=Count("pk", filter=Q(status=ImageStatus.PENDING)),
+        ready=Count("pk", filter=Q(status=ImageStatus.READY)),
+        failed=Count("pk", filter=Q(status=ImageStatus.FAILED)),
+        near_duplicates=Count("pk", filter=Q(near_duplicate_of__isnull=False)),
+    )
+    submitted = Assignment.objects.filter(
+        project=project,
+        status__in=[
+            AssignmentStatus.SUBMITTED,
+            AssignmentStatus.APPROVED,
+            AssignmentStatus.REJECTED,
+        ],
+    ).count()
+    return {**tasks, "assignments_submitted": submitted, "images": images}

@@ -1,0 +1,249 @@
+"""Writes on projects, labels, membership and tasks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from crowd.errors import Conflict, InvalidInput, NotFound
+from crowd.models import Role, User
+from crowd.money import MoneyError, normalize_currency, parse_amount
+from tasks.models import (
+    Image,
+    Kind,
+    Label,
+    MemberRole,
+    Project,
+    ProjectMember,
+    ProjectState,
+    Task,
+)
+
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
+           "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]  # fmt: skip
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_LABELS = 500
+MAX_KEYPOINTS = 100
+
+# Fields a PATCH may change, with the rule that applies once the project has tasks.
+SETTINGS_FIELDS = (
+    "name", "instructions", "min_overlap", "max_overlap", "agreement_threshold", "gold_rate",
+    "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap",
+)  # fmt: skip
+
+
+def _labels_in(raw: Any, kind: str) -> list[dict[str, Any]]:
+    """Normalise ``labels`` (names, or {"name","color","keypoints"}) or raise InvalidInput."""
+    problems: list[str] = []
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput(errors={"labels": ["Give at least one label."]})
+    if len(raw) > MAX_LABELS:
+        raise InvalidInput(errors={"labels": [f"At most {MAX_LABELS} labels."]})
+    labels: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        spec = {"name": item} if isinstance(item, str) else item
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            problems.append(f"Label {i + 1}: give a name, or {{\"name\", \"color\"}}.")
+            continue
+        name = spec["name"].strip()
+        color = spec.get("color") or PALETTE[i % len(PALETTE)]
+        keypoints = spec.get("keypoints", [])
+        if not name or len(name) > 100:
+            problems.append(f"Label {i + 1}: a name of 1 to 100 characters.")
+        elif name.casefold() in seen:
+            problems.append(f"Label {name!r} is given twice.")
+        seen.add(name.casefold())
+        if not isinstance(color, str) or not _COLOR.match(color):
+            problems.append(f"Label {name!r}: colour must look like #1f77b4.")
+        if kind == Kind.KEYPOINTS:
+            if (
+                not isinstance(keypoints, list)
+                or not keypoints
+                or len(keypoints) > MAX_KEYPOINTS
+                or not all(isinstance(k, str) and k.strip() for k in keypoints)
+            ):
+                problems.append(
+                    f"Label {name!r}: keypoint projects need \"keypoints\": a list of names."
+                )
+            elif len({k.strip() for k in keypoints}) != len(keypoints):
+                problems.append(f"Label {name!r}: keypoint names must be unique.")
+        elif keypoints:
+            problems.append(f"Label {name!r}: only keypoint projects have keypoints.")
+        labels.append({"name": name, "color": str(color).lower(),
+                       "keypoints": [k.strip() for k in keypoints] if isinstance(keypoints, list) else []})  # fmt: skip
+    if problems:
+        raise InvalidInput(errors={"labels": problems})
+    return labels
+
+
+def _check_settings(project: Project) -> None:
+    errors: dict[str, list[str]] = {}
+
+    def bad(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    if not project.name.strip():
+        bad("name", "Give the project a name.")
+    if project.min_overlap < 1:
+        bad("min_overlap", "At least 1.")
+    if project.max_overlap < project.min_overlap:
+        bad("max_overlap", "Must be at least min_overlap.")
+    if project.max_overlap > 50:
+        bad("max_overlap", "At most 50.")
+    if not 0 <= project.agreement_threshold <= 1:
+        bad("agreement_threshold", "Between 0 and 1.")
+    if not 0 <= project.gold_rate < 1:
+        bad("gold_rate", "At least 0 and below 1.")
+    if not 0 <= project.min_worker_score <= 1:
+        bad("min_worker_score", "Between 0 and 1.")
+    if not 30 <= project.assignment_seconds <= 24 * 3600:
+        bad("assignment_seconds", "Between 30 seconds and 24 hours.")
+    if project.tile_size and project.tile_size < 256:
+        bad("tile_size", "0 (no tiling) or at least 256 pixels.")
+    if project.tile_size and not 0 <= project.tile_overlap <= project.tile_size // 2:
+        bad("tile_overlap", "Between 0 and half the tile size.")
+    if project.reward < 0:
+        bad("reward", "Cannot be negative.")
+    if errors:
+        raise InvalidInput(errors=errors)
+
+
+def _money(data: dict[str, Any], project: Project) -> None:
+    if "currency" in data:
+        try:
+            project.currency = normalize_currency(data["currency"])
+        except MoneyError as exc:
+            raise InvalidInput(errors={"currency": [str(exc)]}) from None
+    if "reward" in data:
+        try:
+            project.reward = parse_amount(data["reward"], project.currency)
+        except MoneyError as exc:
+            raise InvalidInput(errors={"reward": [str(exc)]}) from None
+
+
+def _save_labels(project: Project, labels: list[dict[str, Any]]) -> None:
+    Label.objects.bulk_create(
+        Label(project=project, order=i, **spec) for i, spec in enumerate(labels)
+    )
+
+
+@transaction.atomic
+def project_create(*, owner: User, data: dict[str, Any]) -> Project:
+    if owner.role != Role.MANAGER:
+        raise InvalidInput("Only managers create projects.")
+    kind = data.get("kind")
+    if kind not in Kind.values:
+        raise InvalidInput(errors={"kind": [f"One of: {', '.join(Kind.values)}."]})
+    labels = _labels_in(data.get("labels"), kind)
+    project = Project(owner=owner, kind=kind)
+    for field in SETTINGS_FIELDS:
+        if field in data:
+            setattr(project, field, data[field])
+    _money(data, project)
+    _check_settings(project)
+    project.save()
+    _save_labels(project, labels)
+    ProjectMember.objects.create(project=project, user=owner, role=MemberRole.MANAGER)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, data: dict[str, Any]) -> Project:
+    """Change settings. Once tasks exist the kind is fixed, and labels may be recoloured or
+    added but not removed, renamed or given other keypoints: answers refer to them."""
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    has_tasks = Task.objects.filter(project=project).exists()
+    if "kind" in data and data["kind"] != project.kind:
+        if has_tasks:
+            raise Conflict("The kind cannot change once the project has tasks.", code="kind_locked")
+        if data["kind"] not in Kind.values:
+            raise InvalidInput(errors={"kind": [f"One of: {', '.join(Kind.values)}."]})
+        project.kind = data["kind"]
+    for field in SETTINGS_FIELDS:
+        if field in data:
+            setattr(project, field, data[field])
+    if "currency" in data and has_tasks and data["currency"] != project.currency:
+        raise Conflict("The currency cannot change once the project has tasks.", code="currency_locked")
+    _money(data, project)
+    _check_settings(project)
+    if "labels" in data or "kind" in data:
+        labels = _labels_in(data.get("labels", _current_labels(project)), project.kind)
+        if has_tasks:
+            _check_label_change(project, labels)
+        Label.objects.filter(project=project).delete()
+        _save_labels(project, labels)
+    project.save()
+    return project
+
+
+def _current_labels(project: Project) -> list[dict[str, Any]]:
+    return [
+        {"name": label.name, "color": label.color, "keypoints": label.keypoints}
+        for label in project.labels.all()
+    ]
+
+
+def _check_label_change(project: Project, labels: list[dict[str, Any]]) -> None:
+    new = {spec["name"]: spec for spec in labels}
+    for old in project.labels.all():
+        if old.name not in new:
+            raise Conflict(
+                f"Label {old.name!r} cannot be removed or renamed once the project has tasks.",
+                code="labels_locked",
+            )
+        if new[old.name]["keypoints"] != old.keypoints:
+            raise Conflict(
+                f"The keypoints of {old.name!r} cannot change once the project has tasks.",
+                code="labels_locked",
+            )
+
+
+_TRANSITIONS = {
+    "start": ({ProjectState.DRAFT, ProjectState.PAUSED}, ProjectState.ACTIVE),
+    "pause": ({ProjectState.ACTIVE}, ProjectState.PAUSED),
+}
+
+
+@transaction.atomic
+def project_transition(*, project: Project, action: str) -> Project:
+    """draft -> active <-> paused. Starting needs at least one task ready to route."""
+    project = Project.objects.select_for_update().get(pk=project.pk)
+    allowed_from, target = _TRANSITIONS[action]
+    if project.state == target:
+        return project  # repeating a start or pause is harmless
+    if project.state not in allowed_from:
+        raise Conflict(f"A {project.state} project cannot {action}.", code="invalid_state")
+    if target == ProjectState.ACTIVE and not Task.objects.filter(project=project).exists():
+        raise Conflict(
+            "Upload images (and let them finish processing) before starting.", code="no_tasks"
+        )
+    project.state = target
+    project.save(update_fields=["state", "updated_at"])
+    return project
+
+
+def project_client_add(*, project: Project, username: str) -> ProjectMember:
+    user = User.objects.filter(username__iexact=username).first()
+    if user is None:
+        raise InvalidInput(errors={"username": [f"No user named {username!r}."]})
+    if user.role != Role.CLIENT:
+        raise InvalidInput(errors={"username": [f"{user.username!r} is not a client account."]})
+    try:
+        with transaction.atomic():
+            member, _ = ProjectMember.objects.get_or_create(
+                project=project, user=user, defaults={"role": MemberRole.CLIENT}
+            )
+    except IntegrityError:
+        member = ProjectMember.objects.get(project=project, user=user)
+    return member
+
+
+def tasks_mark_gold(*, image: Image, gold: bool = True) -> int:
+    """Mark (or unmark) every task of the image as gold; called by ``qa`` when it stores or
+    removes the image's expert answer."""
+    if not Task.objects.filter(image=image).exists():
+        raise NotFound("The image has no tasks yet.")
+    return Task.objects.filter(image=image).update(is_gold=gold)

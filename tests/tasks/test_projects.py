@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import pytest
+
+from tasks.models import Label, Project, ProjectMember
+from tests.factories import ClientFactory, ManagerFactory, image_ready, project_create
+
+pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
+
+VALID = {
+    "name": "Street cars",
+    "instructions": "Box every car.",
+    "kind": "bbox",
+    "labels": ["car", {"name": "truck", "color": "#112233"}],
+    "min_overlap": 2,
+    "max_overlap": 4,
+    "agreement_threshold": 0.8,
+    "gold_rate": 0.1,
+    "reward": "0.05",
+    "currency": "usd",
+    "assignment_seconds": 300,
+    "min_worker_score": 0.6,
+}
+
+
+def test_manager_creates_a_project(api_as, manager) -> None:
+    response = api_as(manager).post("/api/v1/projects/", VALID, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["state"] == "draft"
+    assert body["reward"] == "0.05"
+    assert body["currency"] == "USD"
+    assert body["labels"][1] == {"name": "truck", "color": "#112233"}
+    assert body["labels"][0]["color"].startswith("#")
+    project = Project.objects.get(pk=body["id"])
+    assert project.reward == 5  # minor units
+    assert ProjectMember.objects.filter(project=project, user=manager, role="manager").exists()
+
+
+def test_keypoint_labels_carry_their_keypoint_names(api_as, manager) -> None:
+    data = {**VALID, "kind": "keypoints",
+            "labels": [{"name": "person", "keypoints": ["nose", "left_eye", "right_eye"]}]}  # fmt: skip
+    response = api_as(manager).post("/api/v1/projects/", data, format="json")
+    assert response.status_code == 201, response.json()
+    assert Label.objects.get(name="person").keypoints == ["nose", "left_eye", "right_eye"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"min_overlap": 3, "max_overlap": 2}, "max_overlap"),
+        ({"gold_rate": 1.0}, "gold_rate"),
+        ({"gold_rate": -0.1}, "gold_rate"),
+        ({"reward": "-1"}, "reward"),
+        ({"reward": "0.001"}, "reward"),
+        ({"reward": "lots"}, "reward"),
+        ({"currency": "dollars"}, "currency"),
+        ({"labels": []}, "labels"),
+        ({"labels": ["car", "Car"]}, "labels"),
+        ({"labels": [""]}, "labels"),
+        ({"labels": "car"}, "labels"),
+        ({"labels": [{"name": "car", "color": "red"}]}, "labels"),
+        ({"labels": [{"name": "car", "keypoints": ["a"]}]}, "labels"),
+        ({"kind": "video"}, "kind"),
+        ({"agreement_threshold": 2}, "agreement_threshold"),
+        ({"assignment_seconds": 5}, "assignment_seconds"),
+        ({"tile_size": 100}, "tile_size"),
+        ({"name": ""}, "name"),
+        ({"min_overlap": "three"}, "min_overlap"),
+    ],
+)
+def test_invalid_settings_are_rejected_naming_the_field(api_as, manager, change, field) -> None:
+    response = api_as(manager).post("/api/v1/projects/", {**VALID, **change}, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["errors"], response.json()
+    assert not Project.objects.exists()
+
+
+def test_keypoint_projects_need_keypoint_names(api_as, manager) -> None:
+    data = {**VALID, "kind": "keypoints", "labels": ["person"]}
+    response = api_as(manager).post("/api/v1/projects/", data, format="json")
+    assert response.status_code == 400
+    assert "labels" in response.json()["errors"]
+
+
+def test_workers_and_clients_cannot_create_projects(api_as, worker, client_user) -> None:
+    assert api_as(worker).post("/api/v1/projects/", VALID, format="json").status_code == 403
+    assert api_as(client_user).post("/api/v1/projects/", VALID, format="json").status_code == 403
+
+
+def test_each_role_lists_what_it_may_see(api_as, manager, worker) -> None:
+    mine = project_create(manager, name="Mine")
+    theirs = project_create(ManagerFactory.create(), name="Theirs")
+    client = ClientFactory.create()
+    from tasks.services import project_client_add
+
+    project_client_add(project=theirs, username=client.username)
+    image_ready(theirs)
+    from tasks.services import project_transition
+
+    project_transition(project=theirs, action="start")
+
+    def names(user) -> list[str]:
+        return [p["name"] for p in api_as(user).get("/api/v1/projects/").json()]
+
+    assert names(manager) == ["Mine"]
+    assert names(client) == ["Theirs"]
+    assert names(worker) == ["Theirs"]
+    # Workers see what they need to work, not the project's configuration.
+    worker_view = api_as(worker).get(f"/api/v1/projects/{theirs.pk}/").json()
+    assert "gold_rate" not in worker_view
+    assert "min_worker_score" not in worker_view
+    # Another manager's project is a 404, not a 403: no hint that it exists.
+    assert api_as(manager).get(f"/api/v1/projects/{theirs.pk}/").status_code == 404
+    assert api_as(worker).get(f"/api/v1/projects/{mine.pk}/").status_code == 404
+
+
+def test_patch_updates_settings_and_kind_is_locked_once_tasks_exist(api_as, manager) -> None:
+    project = project_create(manager)
+    client = api_as(manager)
+    response = client.patch(f"/api/v1/projects/{project.pk}/", {"kind": "polygon"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["kind"] == "polygon"
+    image_ready(project)
+    response = client.patch(f"/api/v1/projects/{project.pk}/", {"kind": "bbox"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "kind_locked"
+    # Labels may be added and recoloured, not removed, once tasks exist.
+    labels = [{"name": "car", "color": "#000000"}, "tree", "bus"]
+    response = client.patch(f"/api/v1/projects/{project.pk}/", {"labels": labels}, format="json")
+    assert response.status_code == 200, response.json()
+    response = client.patch(f"/api/v1/projects/{project.pk}/", {"labels": ["car"]}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "labels_locked"
+    response = client.patch(f"/api/v1/projects/{project.pk}/", {"max_overlap": 1}, format="json")
+    assert response.status_code == 400
+
+
+def test_another_manager_cannot_patch(api_as, manager) -> None:
+    project = project_create(manager)
+    other = ManagerFactory.create()
+    response = api_as(other).patch(f"/api/v1/projects/{project.pk}/", {"name": "x"}, format="json")
+    assert response.status_code == 404
+
+
+def test_start_needs_tasks_and_pause_resume(api_as, manager) -> None:
+    project = project_create(manager)
+    client = api_as(manager)
+    response = client.post(f"/api/v1/projects/{project.pk}/start/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "no_tasks"
+    image_ready(project)
+    assert client.post(f"/api/v1/projects/{project.pk}/start/").json()["state"] == "active"
+    assert client.post(f"/api/v1/projects/{project.pk}/start/").json()["state"] == "active"
+    assert client.post(f"/api/v1/projects/{project.pk}/pause/").json()["state"] == "paused"
+    assert client.post(f"/api/v1/projects/{project.pk}/start/").json()["state"] == "active"
+
+
+def test_grant_a_client(api_as, manager, worker) -> None:
+    project = project_create(manager)
+    client_user = ClientFactory.create(username="acme")
+    response = api_as(manager).post(
+        f"/api/v1/projects/{project.pk}/clients/", {"username": "ACME"}, format="json"
+    )
+    assert response.status_code == 201
+    assert ProjectMember.objects.filter(project=project, user=client_user, role="client").exists()
+    response = api_as(manager).post(
+        f"/api/v1/projects/{project.pk}/clients/", {"username": worker.username}, format="json"
+    )
+    assert response.status_code == 400
+    assert api_as(client_user).get(f"/api/v1/projects/{project.pk}/progress/").status_code == 200
