@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from dramatiq.middleware import Retries
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -132,11 +133,14 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-_JOB_MIDDLEWARE = [
+_JOB_MIDDLEWARE: list[Any] = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
     "dramatiq.middleware.Callbacks",
-    "dramatiq.middleware.Retries",
+    Retries(
+        min_backoff=env.int("JOB_RETRY_MIN_BACKOFF_MS", default=15_000),
+        max_backoff=env.int("JOB_RETRY_MAX_BACKOFF_MS", default=7 * 24 * 3600 * 1000),
+    ),
     "dramatiq.middleware.Pipelines",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
 ]

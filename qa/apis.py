@@ -37,7 +37,7 @@ class GoldApi(APIView):
         assert isinstance(request.user, User)
         project = project_for_manager(request.user, project_id)
         if not isinstance(request.data, dict):
-            raise InvalidInput("Send {\"image\": id, \"annotations\": [...]}.")
+            raise InvalidInput('Send {"image": id, "annotations": [...]}.')
         if "annotations" not in request.data:
             raise InvalidInput(errors={"annotations": ["This field is required."]})
         gold, created = services.gold_set(

@@ -22,14 +22,17 @@ def gold_set(
 
     Returns the answer and whether it was created.
     """
-    image = Image.objects.filter(project=project, pk=image_id).first() if isinstance(
-        image_id, int
-    ) and not isinstance(image_id, bool) else None
+    image = (
+        Image.objects.filter(project=project, pk=image_id).first()
+        if isinstance(image_id, int) and not isinstance(image_id, bool)
+        else None
+    )
     if image is None:
         raise NotFound("No such image in this project.")
     if image.status != ImageStatus.READY:
         raise Conflict(
-            f"The image is {image.status}; gold can be set once it is ready.", code="image_not_ready"
+            f"The image is {image.status}; gold can be set once it is ready.",
+            code="image_not_ready",
         )
     clean = annotations_clean(project=project, image=image, payload=annotations)
     gold, created = GoldAnswer.objects.update_or_create(

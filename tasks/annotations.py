@@ -118,15 +118,15 @@ class _Checker:
             return None
         xs = [p[0] for p in points]  # type: ignore[index]
         ys = [p[1] for p in points]  # type: ignore[index]
-        area = 0.5 * abs(
-            sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(points)))
-        )
+        area = 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(points))))
         if area <= 0:
             self.fail(f"{where}.points", "The polygon encloses no area.")
             return None
         return [[x, y] for x, y in zip(xs, ys, strict=True)]
 
-    def keypoints(self, item: Mapping[str, Any], label: str, where: str) -> list[list[float]] | None:
+    def keypoints(
+        self, item: Mapping[str, Any], label: str, where: str
+    ) -> list[list[float]] | None:
         names = self.schema.keypoints[label]
         raw = item.get("keypoints")
         if not isinstance(raw, list | tuple):
@@ -135,8 +135,7 @@ class _Checker:
         if len(raw) != len(names):
             self.fail(
                 f"{where}.keypoints",
-                f"Label {label!r} has {len(names)} keypoints ({', '.join(names)}); "
-                f"got {len(raw)}.",
+                f"Label {label!r} has {len(names)} keypoints ({', '.join(names)}); got {len(raw)}.",
             )
             return None
         out: list[list[float]] = []
@@ -157,7 +156,9 @@ class _Checker:
                 return None
             out.append([xy[0], xy[1], int(v)])
         if all(p[2] == 0 for p in out):
-            self.fail(f"{where}.keypoints", "Mark at least one keypoint, or leave the instance out.")
+            self.fail(
+                f"{where}.keypoints", "Mark at least one keypoint, or leave the instance out."
+            )
             return None
         return out
 
@@ -172,7 +173,7 @@ def validate_annotations(
         raise AnnotationError({"annotations": [f"At most {MAX_ITEMS} annotations per answer."]})
     if schema.kind == "classification" and len(payload) != 1:
         raise AnnotationError(
-            {"annotations": ["A classification answer has exactly one item: {\"label\": ...}."]}
+            {"annotations": ['A classification answer has exactly one item: {"label": ...}.']}
         )
     check = _Checker(schema, width, height)
     out: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowd.errors import DomainError, InvalidInput
+from crowd.errors import DomainError, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.permissions import IsManager, IsManagerOrClient
@@ -112,8 +112,8 @@ class ProjectListApi(APIView):
 
     def get(self, request: Request) -> Response:
         user = _user(request)
-        projects = selectors.projects_for_user(user).select_related("owner").prefetch_related(
-            "labels"
+        projects = (
+            selectors.projects_for_user(user).select_related("owner").prefetch_related("labels")
         )
         return Response([project_json(p, user) for p in projects])
 
@@ -232,7 +232,7 @@ class _ImageFileApi(APIView):
         image = selectors.image_for_viewer(_user(request), image_id)
         name = getattr(image, self.field).name
         if not name:
-            raise InvalidInput("The thumbnail is not ready yet.", code="not_ready")
+            raise NotFound("The image has no thumbnail yet.")
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
         response["Cache-Control"] = "private, max-age=3600"

@@ -48,7 +48,11 @@ def entries(archive: zipfile.ZipFile, *, max_entries: int, max_entry_bytes: int)
     count = 0
     for info in archive.infolist():
         name = info.filename
-        if info.is_dir() or any(j in name for j in JUNK) or PurePosixPath(name).name.startswith("._"):
+        if (
+            info.is_dir()
+            or any(j in name for j in JUNK)
+            or PurePosixPath(name).name.startswith("._")
+        ):
             continue
         count += 1
         if count > max_entries:
@@ -56,7 +60,9 @@ def entries(archive: zipfile.ZipFile, *, max_entries: int, max_entry_bytes: int)
                         "not read.", "too_many_files")  # fmt: skip
             return
         if _unsafe_path(name):
-            yield Entry(name, None, "Unsafe path in the archive (absolute or with '..').", "unsafe_path")
+            yield Entry(
+                name, None, "Unsafe path in the archive (absolute or with '..').", "unsafe_path"
+            )
         elif stat.S_ISLNK(info.external_attr >> 16):
             yield Entry(name, None, "Symbolic links are not accepted.", "symlink")
         elif info.flag_bits & 0x1:

@@ -70,6 +70,8 @@ def _open(source: str | IO[bytes], max_pixels: int) -> Any:
         ) from None
     except UnidentifiedImageError:
         raise ImageRejected("not_an_image", "Not an image file Pillow can read.") from None
+    except Exception as exc:  # Pillow parsing hostile bytes can raise nearly anything
+        raise ImageRejected("corrupt", f"The image header is corrupt ({exc}).") from None
 
 
 def _jpeg_is_complete(fh: IO[bytes]) -> bool:
@@ -83,6 +85,15 @@ def _jpeg_is_complete(fh: IO[bytes]) -> bool:
 def inspect(path: str, *, max_pixels: int) -> Header:
     """Cheap checks on a stored upload: readable header, supported format, pixel cap,
     and for JPEG and PNG that the file is complete. Raises :class:`ImageRejected`."""
+    try:
+        return _inspect(path, max_pixels)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # as in _open: hostile bytes, any exception
+        raise ImageRejected("corrupt", f"The image is corrupt ({exc}).") from None
+
+
+def _inspect(path: str, max_pixels: int) -> Header:
     with open(path, "rb") as fh:
         image = _open(fh, max_pixels)
         with image:
@@ -90,7 +101,8 @@ def inspect(path: str, *, max_pixels: int) -> Header:
             if fmt not in FORMATS:
                 raise ImageRejected(
                     "unsupported_format",
-                    f"{fmt or 'This'} format is not supported; use JPEG, PNG, WebP, GIF, BMP or TIFF.",
+                    f"{fmt or 'This'} format is not supported; "
+                    "use JPEG, PNG, WebP, GIF, BMP or TIFF.",
                 )
             width, height = image.size
             if width < 1 or height < 1:
@@ -104,13 +116,15 @@ def inspect(path: str, *, max_pixels: int) -> Header:
             frames = int(getattr(image, "n_frames", 1))
             if fmt in ("JPEG", "MPO") and not _jpeg_is_complete(fh):
                 raise ImageRejected("truncated", "The JPEG file is truncated (upload cut short?).")
-            if fmt == "PNG":
-                try:
-                    image.verify()  # walks every chunk and checks its CRC
-                except Exception:
-                    raise ImageRejected(
-                        "corrupt", "The PNG file is corrupt or truncated."
-                    ) from None
+        if fmt == "PNG":
+            fh.seek(0)
+            try:
+                # A fresh open: verify() must start right after the header. It walks every
+                # chunk and checks its CRC, without decompressing the pixels.
+                with Image.open(fh) as fresh:
+                    fresh.verify()
+            except Exception:
+                raise ImageRejected("corrupt", "The PNG file is corrupt or truncated.") from None
     if orientation not in range(1, 9):
         orientation = 1
     if orientation in _TRANSPOSED:
@@ -149,7 +163,7 @@ def process(source: str | IO[bytes], *, orientation: int, max_pixels: int) -> Pr
             image.draft("RGB", (THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
         try:
             image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
+        except Exception as exc:  # hostile bytes: any exception means undecodable
             code = "truncated" if "truncated" in str(exc) else "corrupt"
             raise ImageRejected(code, f"The image cannot be decoded ({exc}).") from None
         replacement = replacement_format = None

@@ -73,7 +73,7 @@ def _display_name(raw: str) -> str:
 
 def _spool(source: IO[bytes], limit: int) -> tuple[IO[bytes], str, int] | None:
     """Copy ``source`` to a temporary file in chunks while hashing; None past ``limit`` bytes."""
-    spooled = tempfile.NamedTemporaryFile(prefix="crowd-ingest-")
+    spooled = tempfile.NamedTemporaryFile(prefix="crowd-ingest-")  # noqa: SIM115 (returned open)
     digest = hashlib.sha256()
     size = 0
     while chunk := source.read(CHUNK):
@@ -96,8 +96,13 @@ def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes
     name = _display_name(name)
     spooled = _spool(source, settings.MAX_IMAGE_BYTES)
     if spooled is None:
-        return FileResult(name, "rejected", code="file_too_large",
-                          error=f"Larger than the {settings.MAX_IMAGE_BYTES:,} bytes allowed.")  # fmt: skip
+        limit = settings.MAX_IMAGE_BYTES
+        return FileResult(
+            name,
+            "rejected",
+            code="file_too_large",
+            error=f"Larger than the {limit:,} bytes allowed.",
+        )
     fh, sha256, size = spooled
     with fh:
         if size == 0:
@@ -157,8 +162,10 @@ def _ingest_zip(project: Project, user: User | None, name: str, fh: IO[bytes]) -
                 with archive.open(entry.info) as member:
                     results.append(_ingest_one(project, user, label, member))
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-                results.append(FileResult(label, "rejected", code="bad_archive_entry",
-                                          error=f"The archive entry cannot be read ({exc})."))  # fmt: skip
+                results.append(
+                    FileResult(label, "rejected", code="bad_archive_entry",
+                               error=f"The archive entry cannot be read ({exc}).")
+                )  # fmt: skip
     return results
 
 
@@ -169,7 +176,9 @@ def images_upload(*, project: Project, user: User | None, files: Iterable[Any]) 
     aborts the batch, and a retried upload finds the good ones again as duplicates.
     """
     if project.state == ProjectState.COMPLETED:
-        raise Conflict("The project is completed; it takes no more images.", code="project_completed")
+        raise Conflict(
+            "The project is completed; it takes no more images.", code="project_completed"
+        )
     report = UploadReport()
     for upload in files:
         upload.seek(0)
@@ -181,7 +190,8 @@ def images_upload(*, project: Project, user: User | None, files: Iterable[Any]) 
 
 
 def _replace_file(image: Image, processed: imaging.Processed) -> None:
-    assert processed.replacement is not None and processed.replacement_format is not None
+    assert processed.replacement is not None
+    assert processed.replacement_format is not None
     old = image.file.name
     name = _storage_name(image.project, image.sha256, processed.replacement_format, "-upright")
     image.file.name = default_storage.save(name, ContentFile(processed.replacement))
@@ -192,10 +202,12 @@ def _replace_file(image: Image, processed: imaging.Processed) -> None:
 
 def _near_duplicate(image: Image, phash: int) -> tuple[int, int] | None:
     others = np.array(
-        Image.objects.filter(project_id=image.project_id, status=ImageStatus.READY)
-        .exclude(pk=image.pk)
-        .exclude(phash=None)
-        .values_list("pk", "phash"),
+        list(
+            Image.objects.filter(project_id=image.project_id, status=ImageStatus.READY)
+            .exclude(pk=image.pk)
+            .exclude(phash=None)
+            .values_list("pk", "phash")
+        ),
         dtype=np.int64,
     ).reshape(-1, 2)
     if not len(others):

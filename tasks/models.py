@@ -24,7 +24,9 @@ class Project(models.Model):
     name = models.CharField(max_length=200)
     instructions = models.TextField(blank=True, default="")
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    state = models.CharField(max_length=16, choices=ProjectState.choices, default=ProjectState.DRAFT)
+    state = models.CharField(
+        max_length=16, choices=ProjectState.choices, default=ProjectState.DRAFT
+    )
 
     # Routing and consensus: a task starts at min_overlap answers and grows one at a time up to
     # max_overlap while its answers agree with less confidence than agreement_threshold.
@@ -115,7 +117,7 @@ class Image(models.Model):
     thumbnail = models.FileField(max_length=255, blank=True, default="")
     # Of the bytes as uploaded: what exact de-duplication compares.
     sha256 = models.CharField(max_length=64)
-    # 64-bit perceptual hash (DCT), stored signed to fit a BIGINT; near-duplicates differ in few bits.
+    # 64-bit perceptual hash (DCT), signed to fit a BIGINT; near-duplicates differ in few bits.
     phash = models.BigIntegerField(null=True, blank=True)
     near_duplicate_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -127,7 +129,9 @@ class Image(models.Model):
     height = models.PositiveIntegerField()
     orientation = models.PositiveSmallIntegerField(default=1)  # EXIF, of the upload
     size_bytes = models.BigIntegerField()
-    status = models.CharField(max_length=16, choices=ImageStatus.choices, default=ImageStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=ImageStatus.choices, default=ImageStatus.PENDING
+    )
     error = models.CharField(max_length=300, blank=True, default="")
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

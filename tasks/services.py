@@ -46,11 +46,11 @@ def _labels_in(raw: Any, kind: str) -> list[dict[str, Any]]:
     for i, item in enumerate(raw):
         spec = {"name": item} if isinstance(item, str) else item
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            problems.append(f"Label {i + 1}: give a name, or {{\"name\", \"color\"}}.")
+            problems.append(f'Label {i + 1}: give a name, or {{"name", "color"}}.')
             continue
         name = spec["name"].strip()
         color = spec.get("color") or PALETTE[i % len(PALETTE)]
-        keypoints = spec.get("keypoints", [])
+        keypoints: Any = spec.get("keypoints", [])
         if not name or len(name) > 100:
             problems.append(f"Label {i + 1}: a name of 1 to 100 characters.")
         elif name.casefold() in seen:
@@ -66,14 +66,14 @@ def _labels_in(raw: Any, kind: str) -> list[dict[str, Any]]:
                 or not all(isinstance(k, str) and k.strip() for k in keypoints)
             ):
                 problems.append(
-                    f"Label {name!r}: keypoint projects need \"keypoints\": a list of names."
+                    f'Label {name!r}: keypoint projects need "keypoints": a list of names.'
                 )
             elif len({k.strip() for k in keypoints}) != len(keypoints):
                 problems.append(f"Label {name!r}: keypoint names must be unique.")
         elif keypoints:
             problems.append(f"Label {name!r}: only keypoint projects have keypoints.")
-        labels.append({"name": name, "color": str(color).lower(),
-                       "keypoints": [k.strip() for k in keypoints] if isinstance(keypoints, list) else []})  # fmt: skip
+        names = [k.strip() for k in keypoints] if isinstance(keypoints, list) else []
+        labels.append({"name": name, "color": str(color).lower(), "keypoints": names})
     if problems:
         raise InvalidInput(errors={"labels": problems})
     return labels
@@ -166,7 +166,9 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
         if field in data:
             setattr(project, field, data[field])
     if "currency" in data and has_tasks and data["currency"] != project.currency:
-        raise Conflict("The currency cannot change once the project has tasks.", code="currency_locked")
+        raise Conflict(
+            "The currency cannot change once the project has tasks.", code="currency_locked"
+        )
     _money(data, project)
     _check_settings(project)
     if "labels" in data or "kind" in data:

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import dramatiq
 import pytest
 from django.core.cache import cache
+from dramatiq.brokers.stub import StubBroker
 from rest_framework.test import APIClient
 
+from crowd.jobs import wait_for_jobs
 from crowd.models import User
 from tests.factories import ClientFactory, ManagerFactory, WorkerFactory, token_for
 from tests.plugins.services import Server, services_required, start
@@ -17,6 +20,18 @@ def _fresh_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _jobs_finish_within_their_test() -> Iterator[None]:
+    """Jobs a test caused run (and fail) inside that test, never in the next one."""
+    yield
+    broker = dramatiq.get_broker()
+    if isinstance(broker, StubBroker):
+        try:
+            wait_for_jobs()
+        finally:
+            broker.flush_all()
 
 
 @pytest.fixture(scope="session")

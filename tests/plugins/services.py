@@ -218,6 +218,9 @@ def pytest_load_initial_conftests(
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"):
         os.environ.pop(name, None)
     os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="crowd-test-var-")
+    # A failing job is retried at once, so a test sees its final failure instead of waiting.
+    os.environ["JOB_RETRY_MIN_BACKOFF_MS"] = "10"
+    os.environ["JOB_RETRY_MAX_BACKOFF_MS"] = "50"
     early_config.stash[UNAVAILABLE] = ""
     if early_config.known_args_namespace.db == "postgres":
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import zipfile
 
 import numpy as np
@@ -34,12 +35,16 @@ class TestTiling:
         regions = tile_regions(width, height, tile, overlap)
         covered = np.zeros((height, width), dtype=bool)
         for x, y, w, h in regions:
-            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
-            assert w <= tile and h <= tile
+            assert x >= 0
+            assert y >= 0
+            assert x + w <= width
+            assert y + h <= height
+            assert w <= tile
+            assert h <= tile
             covered[y : y + h, x : x + w] = True
         assert covered.all()
         xs = sorted({r[0] for r in regions})
-        for a, b in zip(xs, xs[1:], strict=False):
+        for a, b in itertools.pairwise(xs):
             assert a + tile - b >= overlap
 
     def test_small_images_are_one_region(self) -> None:
@@ -73,7 +78,9 @@ class TestAnnotations:
         assert check("bbox", []) == []
         assert check("classification", [{"label": "dog"}]) == [{"label": "dog"}]
         assert check("polygon", [{"label": "car", "points": [[0, 0], [10, 0], [10, 10]]}])
-        kp = check("keypoints", [{"label": "person", "keypoints": [[1, 2, 2], [5, 5, 0], [3, 4, 1]]}])
+        kp = check(
+            "keypoints", [{"label": "person", "keypoints": [[1, 2, 2], [5, 5, 0], [3, 4, 1]]}]
+        )
         assert kp[0]["keypoints"][1] == [0.0, 0.0, 0]
 
     @pytest.mark.parametrize(
@@ -142,7 +149,10 @@ class TestArchives:
             symlinks={"link.jpg": "/etc/passwd"},
         )  # fmt: skip
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            found = {e.name: e.code for e in archives.entries(archive, max_entries=100, max_entry_bytes=10)}
+            found = {
+                e.name: e.code
+                for e in archives.entries(archive, max_entries=100, max_entry_bytes=10)
+            }
         assert found == {
             "ok.jpg": None, "../escape.jpg": "unsafe_path", "/etc/abs.jpg": "unsafe_path",
             "a/../../b.jpg": "unsafe_path", "inner.zip": "nested_archive",
