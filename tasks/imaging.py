@@ -159,8 +159,9 @@ def process(source: str | IO[bytes], *, orientation: int, max_pixels: int) -> Pr
         needs_upright = orientation != 1 or fmt in BROWSER_UNSAFE
         if fmt in ("JPEG", "MPO") and not needs_upright:
             # JPEG can decode at 1/2..1/8 scale straight from the DCT: the whole stream is
-            # still read (so truncation is still caught) at a fraction of the cost.
-            image.draft("RGB", (THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
+            # still read (so truncation is still caught) at a fraction of the cost. The
+            # smallest scale still at least thumbnail-sized is all the thumbnail needs.
+            image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
         try:
             image.load()
         except Exception as exc:  # hostile bytes: any exception means undecodable
@@ -181,7 +182,7 @@ def process(source: str | IO[bytes], *, orientation: int, max_pixels: int) -> Pr
             working = upright
         else:
             working = image
-        thumb = working.convert("RGB")
+        thumb = working if working.mode == "RGB" else working.convert("RGB")
         thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.BILINEAR)
         out = io.BytesIO()
         thumb.save(out, "JPEG", quality=82)

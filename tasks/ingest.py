@@ -2,15 +2,18 @@
 
 The upload request streams each file (or each zip entry) to a temporary file while hashing
 it, runs the cheap checks of :func:`tasks.imaging.inspect`, and stores it. The heavy part,
-a full decode with thumbnail, perceptual hash, near-duplicate search and splitting into tasks,
-runs in the ``image_process`` job. One bad file never aborts the batch: each file is its own
+a full decode with thumbnail, perceptual hash and splitting into tasks, runs in the
+``image_process`` job; once a batch is processed, ``near_duplicates_scan`` reports images that
+look like earlier ones. One bad file never aborts the batch: each file is its own
 transaction and gets its own line in the report.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import tempfile
 import unicodedata
 import zipfile
@@ -71,21 +74,54 @@ def _display_name(raw: str) -> str:
     return cleaned.replace("\\", "/").strip()[-255:] or "unnamed"
 
 
-def _spool(source: IO[bytes], limit: int) -> tuple[IO[bytes], str, int] | None:
-    """Copy ``source`` to a temporary file in chunks while hashing; None past ``limit`` bytes."""
-    spooled = tempfile.NamedTemporaryFile(prefix="crowd-ingest-")  # noqa: SIM115 (returned open)
+class _Staged(File):
+    """An upload on local disk with its hash. ``temporary_file_path`` lets a filesystem
+    storage move it into place instead of copying it again."""
+
+    def __init__(self, path: str, sha256: str, size: int, *, owned: bool) -> None:
+        super().__init__(open(path, "rb"))  # noqa: SIM115 (a File owns and closes it)
+        self.path, self.sha256, self.size, self.owned = path, sha256, size, owned
+
+    def temporary_file_path(self) -> str:
+        return self.path
+
+    def discard(self) -> None:
+        self.close()
+        if self.owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # gone already if the storage moved it
+
+
+def _stage(source: IO[bytes], limit: int) -> _Staged | None:
+    """The upload on local disk, hashed; None past ``limit`` bytes.
+
+    Django has already streamed a large upload to a temporary file: that file is hashed
+    where it lies. Anything else (small uploads, zip entries) is copied to a temporary file
+    in chunks while hashing, never held whole in memory.
+    """
+    temporary = getattr(source, "temporary_file_path", None)
+    if callable(temporary):
+        path = str(temporary())
+        size = os.path.getsize(path)
+        if size > limit:
+            return None
+        with open(path, "rb") as fh:
+            sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+        return _Staged(path, sha256, size, owned=False)
+    descriptor, path = tempfile.mkstemp(prefix="crowd-ingest-")
     digest = hashlib.sha256()
     size = 0
-    while chunk := source.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            spooled.close()
-            return None
-        digest.update(chunk)
-        spooled.write(chunk)
-    spooled.flush()
-    spooled.seek(0)
-    return spooled, digest.hexdigest(), size
+    with os.fdopen(descriptor, "wb") as out:
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+    if size > limit:
+        os.unlink(path)
+        return None
+    return _Staged(path, digest.hexdigest(), size, owned=True)
 
 
 def _storage_name(project: Project, sha256: str, fmt: str, suffix: str = "") -> str:
@@ -94,8 +130,8 @@ def _storage_name(project: Project, sha256: str, fmt: str, suffix: str = "") -> 
 
 def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes]) -> FileResult:
     name = _display_name(name)
-    spooled = _spool(source, settings.MAX_IMAGE_BYTES)
-    if spooled is None:
+    fh = _stage(source, settings.MAX_IMAGE_BYTES)
+    if fh is None:
         limit = settings.MAX_IMAGE_BYTES
         return FileResult(
             name,
@@ -103,22 +139,24 @@ def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes
             code="file_too_large",
             error=f"Larger than the {limit:,} bytes allowed.",
         )
-    fh, sha256, size = spooled
-    with fh:
+    sha256, size = fh.sha256, fh.size
+    try:
         if size == 0:
             return FileResult(name, "rejected", code="empty_file", error="The file is empty.")
         if archives.looks_like_archive(name, fh.read(8)):
             return FileResult(name, "rejected", code="nested_archive",
                               error="Archives inside archives are not accepted.")  # fmt: skip
         try:
-            header = imaging.inspect(fh.name, max_pixels=settings.MAX_IMAGE_PIXELS)
+            header = imaging.inspect(fh.path, max_pixels=settings.MAX_IMAGE_PIXELS)
         except imaging.ImageRejected as exc:
             return FileResult(name, "rejected", code=exc.code, error=str(exc))
         existing = Image.objects.filter(project=project, sha256=sha256).values_list("pk", flat=True)
         if existing:
             return FileResult(name, "duplicate", duplicate_of=existing[0])
         fh.seek(0)
-        stored = default_storage.save(_storage_name(project, sha256, header.format), File(fh))
+        stored = default_storage.save(_storage_name(project, sha256, header.format), fh)
+    finally:
+        fh.discard()  # a no-op once the storage has moved the file into place
     try:
         with transaction.atomic():
             image = Image.objects.create(
@@ -200,28 +238,51 @@ def _replace_file(image: Image, processed: imaging.Processed) -> None:
         default_storage.delete(old)
 
 
-def _near_duplicate(image: Image, phash: int) -> tuple[int, int] | None:
-    others = np.array(
-        list(
-            Image.objects.filter(project_id=image.project_id, status=ImageStatus.READY)
-            .exclude(pk=image.pk)
-            .exclude(phash=None)
-            .values_list("pk", "phash")
-        ),
-        dtype=np.int64,
-    ).reshape(-1, 2)
-    if not len(others):
-        return None
-    distances = imaging.hamming(phash, others[:, 1])
-    best = int(np.argmin(distances))
-    if distances[best] <= settings.NEAR_DUPLICATE_BITS:
-        return int(others[best, 0]), int(distances[best])
-    return None
+def near_duplicates_scan(*, project_id: int) -> int:
+    """Compare the perceptual hashes of the project's newly processed images with all of its
+    images; a later image within ``NEAR_DUPLICATE_BITS`` of an earlier one is reported as its
+    near-duplicate. Returns how many images were checked. Safe to run twice.
+
+    One pass per batch rather than per image: loading the project's hashes once per batch
+    keeps a large project's ingestion linear instead of quadratic.
+    """
+    ready = Image.objects.filter(project_id=project_id, status=ImageStatus.READY).exclude(
+        phash=None
+    )
+    unchecked: list[tuple[int, int]] = list(
+        ready.filter(near_duplicate_checked=False).order_by("pk").values_list("pk", "phash")  # type: ignore[arg-type]
+    )
+    if not unchecked:
+        return 0
+    known = np.array(list(ready.values_list("pk", "phash")), dtype=np.int64).reshape(-1, 2)
+    clean: list[int] = []
+    for pk, phash in unchecked:
+        earlier = known[known[:, 0] < pk]
+        distances = imaging.hamming(phash, earlier[:, 1]) if len(earlier) else np.array([])
+        best = int(np.argmin(distances)) if len(distances) else -1
+        if best >= 0 and distances[best] <= settings.NEAR_DUPLICATE_BITS:
+            Image.objects.filter(pk=pk).update(
+                near_duplicate_of=int(earlier[best, 0]),
+                near_duplicate_distance=int(distances[best]),
+                near_duplicate_checked=True,
+            )
+        else:
+            clean.append(pk)
+    Image.objects.filter(pk__in=clean).update(near_duplicate_checked=True)
+    return len(unchecked)
+
+
+def _after_processing(project_id: int) -> None:
+    # The batch is done when nothing is pending: then look for near-duplicates, once.
+    if not Image.objects.filter(project_id=project_id, status=ImageStatus.PENDING).exists():
+        from tasks.jobs import near_duplicates_scan as scan
+
+        send_on_commit(scan, project_id)
 
 
 def image_process(*, image_id: int) -> Image | None:
-    """Decode, thumbnail, hash, find near-duplicates and split into tasks. Safe to run twice:
-    only the run that moves the image out of ``pending`` creates its tasks."""
+    """Decode, thumbnail, hash and split into tasks. Safe to run twice: only the run that
+    moves the image out of ``pending`` creates its tasks."""
     image = Image.objects.select_related("project").filter(pk=image_id).first()
     if image is None or image.status != ImageStatus.PENDING:
         return image
@@ -234,9 +295,11 @@ def image_process(*, image_id: int) -> Image | None:
                 max_pixels=settings.MAX_IMAGE_PIXELS,
             )
     except imaging.ImageRejected as exc:
-        Image.objects.filter(pk=image.pk, status=ImageStatus.PENDING).update(
-            status=ImageStatus.FAILED, error=str(exc)[:300], processed_at=timezone.now()
-        )
+        with transaction.atomic():
+            Image.objects.filter(pk=image.pk, status=ImageStatus.PENDING).update(
+                status=ImageStatus.FAILED, error=str(exc)[:300], processed_at=timezone.now()
+            )
+            _after_processing(project.pk)
         image.refresh_from_db()
         return image
 
@@ -248,9 +311,6 @@ def image_process(*, image_id: int) -> Image | None:
         default_storage.delete(thumb_name)
     image.thumbnail.name = default_storage.save(thumb_name, ContentFile(processed.thumbnail))
     image.phash = processed.phash
-    near = _near_duplicate(image, processed.phash)
-    if near:
-        image.near_duplicate_of_id, image.near_duplicate_distance = near
 
     with transaction.atomic():
         claimed = Image.objects.filter(pk=image.pk, status=ImageStatus.PENDING).update(
@@ -261,14 +321,14 @@ def image_process(*, image_id: int) -> Image | None:
             height=image.height,
             thumbnail=image.thumbnail.name,
             phash=image.phash,
-            near_duplicate_of=image.near_duplicate_of_id,
-            near_duplicate_distance=image.near_duplicate_distance,
             processed_at=timezone.now(),
         )
         if claimed:
             tasks_create_for_image(project=project, image=image)
-    image.refresh_from_db()
-    return image
+            image.status = ImageStatus.READY
+            _after_processing(project.pk)
+            return image
+    return Image.objects.filter(pk=image.pk).first()
 
 
 def tasks_create_for_image(*, project: Project, image: Image) -> list[Task]:

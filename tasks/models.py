@@ -123,6 +123,7 @@ class Image(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     near_duplicate_distance = models.PositiveSmallIntegerField(null=True, blank=True)
+    near_duplicate_checked = models.BooleanField(default=False)
     format = models.CharField(max_length=16)
     # Of the upright image: EXIF orientation is applied once, at ingestion.
     width = models.PositiveIntegerField()
@@ -143,7 +144,12 @@ class Image(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "sha256"], name="image_sha256_unique"),
         ]
-        indexes = [models.Index(fields=["project", "status"], name="image_project_status")]
+        indexes = [
+            models.Index(fields=["project", "status"], name="image_project_status"),
+            models.Index(
+                fields=["project", "near_duplicate_checked"], name="image_near_duplicate_checked"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
