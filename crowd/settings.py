@@ -259,6 +259,9 @@ LOGGING = {
 
 AUTHENTICATION_BACKENDS = ["crowd.backends.CaseInsensitiveModelBackend"]
 
+# --- Routing --------------------------------------------------------------------------------
+LEASE_SWEEP_SECONDS = env.int("LEASE_SWEEP_SECONDS", default=30)  # 0: no periodic sweep
+
 # --- Ingestion --------------------------------------------------------------------------------
 MAX_IMAGE_PIXELS = env.int("MAX_IMAGE_PIXELS", default=100_000_000)  # decompression-bomb cap
 MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=200 * 1024 * 1024)

@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -19,10 +20,10 @@ from rest_framework.views import APIView
 from crowd.errors import DomainError, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import format_amount
-from crowd.permissions import IsManager, IsManagerOrClient
-from tasks import ingest, selectors, services
+from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
+from tasks import ingest, routing, selectors, services
 from tasks.hooks import progress_contributions
-from tasks.models import Image, Project
+from tasks.models import Assignment, Image, Project
 
 
 class PayloadTooLarge(DomainError):
@@ -166,8 +167,6 @@ class ProjectImagesApi(APIView):
 
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(_user(request), project_id)
-        from rest_framework.pagination import LimitOffsetPagination
-
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.project_images(project), request, view=self)
         return paginator.get_paginated_response([image_json(i) for i in page or []])
@@ -246,3 +245,101 @@ class ImageFileApi(_ImageFileApi):
 
 class ImageThumbnailApi(_ImageFileApi):
     field = "thumbnail"
+
+
+# --- Work -------------------------------------------------------------------------------------
+
+
+def assignment_json(assignment: Assignment) -> dict[str, Any]:
+    """What a worker sees of a leased task. Identical in shape for gold and real tasks."""
+    task, project = assignment.task, assignment.project
+    image = task.image
+    return {
+        "id": assignment.pk,
+        "status": assignment.status,
+        "expires_at": assignment.expires_at.isoformat(),
+        "kind": project.kind,
+        "labels": _labels_json(project),
+        "instructions": project.instructions,
+        "reward": format_amount(project.reward, project.currency),
+        "currency": project.currency,
+        "task": {
+            "id": task.pk,
+            "image": image.pk,
+            "image_url": f"/api/v1/images/{image.pk}/file/",
+            "width": image.width,
+            "height": image.height,
+            "region": task.region,
+        },
+    }
+
+
+class SubmitIn(serializers.Serializer):
+    annotations = serializers.JSONField()
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
+
+
+class AssignmentNextApi(APIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=None, responses={201: dict, 204: None})
+    def post(self, request: Request, project_id: int) -> Response:
+        worker = _user(request)
+        project = selectors.project_for_worker(worker, project_id)
+        assignment = routing.assignment_next(project=project, worker=worker)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        assignment.project = project
+        return Response(assignment_json(assignment), status=status.HTTP_201_CREATED)
+
+
+class AssignmentSubmitApi(APIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=SubmitIn)
+    def post(self, request: Request, assignment_id: int) -> Response:
+        data = SubmitIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = routing.assignment_submit(
+            assignment_id=assignment_id,
+            worker=_user(request),
+            annotations=data.validated_data["annotations"],
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            time_spent_ms=data.validated_data.get("time_spent_ms"),
+        )
+        return Response({"id": assignment.pk, "status": assignment.status})
+
+
+class AssignmentSkipApi(APIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=None)
+    def post(self, request: Request, assignment_id: int) -> Response:
+        assignment = routing.assignment_skip(assignment_id=assignment_id, worker=_user(request))
+        return Response({"id": assignment.pk, "status": assignment.status})
+
+
+class MyAssignmentsApi(APIView):
+    permission_classes = [IsWorker]
+
+    def get(self, request: Request) -> Response:
+        paginator = LimitOffsetPagination()
+        rows = selectors.assignments_for_worker(_user(request))
+        page = paginator.paginate_queryset(rows, request, view=self) or []
+        return paginator.get_paginated_response(
+            [
+                {
+                    "id": a.pk,
+                    "project": a.project_id,
+                    "project_name": a.project.name,
+                    "task": a.task_id,
+                    "status": a.status,
+                    "leased_at": a.leased_at.isoformat(),
+                    "submitted_at": a.submitted_at.isoformat() if a.submitted_at else None,
+                    "time_spent_ms": a.time_spent_ms,
+                    "reward": format_amount(a.project.reward, a.project.currency),
+                    "currency": a.project.currency,
+                }
+                for a in page
+            ]
+        )

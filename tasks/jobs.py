@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dramatiq
+from django.conf import settings
+from django.core.cache import cache
 
 from tasks import ingest
 
@@ -15,3 +17,30 @@ def image_process(image_id: int) -> None:
 @dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=10 * 60 * 1000)
 def near_duplicates_scan(project_id: int) -> None:
     ingest.near_duplicates_scan(project_id=project_id)
+
+
+@dramatiq.actor(queue_name="routing", max_retries=0, time_limit=5 * 60 * 1000)
+def leases_sweep() -> None:
+    """Return the slots of expired leases across all projects, then schedule the next sweep.
+
+    Routing also releases expired leases of a project whenever a worker asks it for work, so
+    correctness never waits for this job; it keeps counts and live queues fresh when nobody
+    asks.
+    """
+    from tasks import routing
+
+    while routing.leases_release_expired(limit=1000):
+        pass
+    cache.delete(SWEEP_SCHEDULED)
+    leases_sweep_schedule()
+
+
+SWEEP_SCHEDULED = "tasks:leases-sweep-scheduled"
+
+
+def leases_sweep_schedule() -> None:
+    """Schedule the next sweep unless one is already scheduled (cache.add is atomic, and
+    shared between processes when the cache is Redis)."""
+    interval = settings.LEASE_SWEEP_SECONDS
+    if interval and cache.add(SWEEP_SCHEDULED, 1, timeout=interval * 2):
+        leases_sweep.send_with_options(delay=interval * 1000)

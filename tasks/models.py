@@ -179,6 +179,10 @@ class Task(models.Model):
     # assignment rows they count; tests recount them.
     open_leases = models.PositiveSmallIntegerField(default=0)
     answers = models.PositiveSmallIntegerField(default=0)
+    # Set when the task completes: the consensus confidence, and whether max_overlap was
+    # reached without the answers agreeing at the project's threshold.
+    confidence = models.FloatField(null=True, blank=True)
+    low_confidence = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)
 
@@ -192,7 +196,17 @@ class Task(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["project", "state", "is_gold"], name="task_routing"),
+            # The routing order among claimable tasks: closest to done (fewest answers still
+            # needed), then priority, then age; only open, non-gold tasks are in it.
+            models.Index(
+                F("project"),
+                F("required_overlap") - F("answers"),
+                F("priority").desc(),
+                F("id"),
+                condition=Q(state="open", is_gold=False),
+                name="task_routing_order",
+            ),
+            models.Index(fields=["project", "id"], condition=Q(is_gold=True), name="task_gold"),
             models.Index(fields=["image"], name="task_image"),
         ]
 
@@ -227,6 +241,9 @@ class Assignment(models.Model):
     answer = models.JSONField(null=True, blank=True)
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, blank=True, default="")
+    # Whether this assignment holds a slot in its task's overlap counters (false for gold
+    # tasks, which every worker may answer once and which never complete).
+    counted = models.BooleanField(default=True)
 
     class Meta:
         constraints = [
@@ -241,5 +258,11 @@ class Assignment(models.Model):
         ]
         indexes = [
             models.Index(fields=["worker", "status"], name="assignment_worker_status"),
-            models.Index(fields=["status", "expires_at"], name="assignment_expiry"),
+            models.Index(fields=["project", "worker"], name="assignment_project_worker"),
+            models.Index(
+                fields=["project", "expires_at"],
+                condition=Q(status="leased"),
+                name="assignment_open_leases",
+            ),
+            models.Index(fields=["task", "status"], name="assignment_task_status"),
         ]

@@ -40,6 +40,25 @@ def project_for_user(user: User, project_id: int) -> Project:
     return project
 
 
+def project_for_worker(user: User, project_id: int) -> Project:
+    """A project a worker may ask for work: active ones, and paused ones (which hand out
+    nothing for now, rather than vanishing under a working crowd)."""
+    project = Project.objects.filter(
+        pk=project_id, state__in=[ProjectState.ACTIVE, ProjectState.PAUSED]
+    ).first()
+    if project is None:
+        raise NotFound("No such project.")
+    return project
+
+
+def assignments_for_worker(user: User) -> QuerySet[Assignment]:
+    return (
+        Assignment.objects.filter(worker=user)
+        .select_related("project")
+        .order_by("-leased_at", "-pk")
+    )
+
+
 def project_for_manager(user: User, project_id: int) -> Project:
     project = (
         Project.objects.filter(

@@ -24,4 +24,20 @@ urlpatterns = [
     path(
         "images/<int:image_id>/thumbnail/", apis.ImageThumbnailApi.as_view(), name="image-thumbnail"
     ),
+    path(
+        "projects/<int:project_id>/assignments/next/",
+        apis.AssignmentNextApi.as_view(),
+        name="assignment-next",
+    ),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        apis.AssignmentSubmitApi.as_view(),
+        name="assignment-submit",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/",
+        apis.AssignmentSkipApi.as_view(),
+        name="assignment-skip",
+    ),
+    path("me/assignments/", apis.MyAssignmentsApi.as_view(), name="my-assignments"),
 ]
