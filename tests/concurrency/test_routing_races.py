@@ -1,0 +1,133 @@
+"""Routing under real concurrency on PostgreSQL: many threads, each with its own connection."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from crowd.errors import Conflict
+from tasks import routing
+from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Project, Task, TaskState
+from tasks.services import project_transition
+from tests.factories import WorkerFactory, project_create
+from tests.tasks.routing_helpers import assert_counters_match_recount, assert_no_worker_twice
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+BOX = [{"label": "car", "bbox": [1, 1, 10, 10]}]
+
+
+def project_with_tasks(manager, tasks: int, overlap: int) -> Project:
+    project = project_create(
+        manager, min_overlap=overlap, max_overlap=overlap, gold_rate=0.0, tile_size=0
+    )
+    images = Image.objects.bulk_create(
+        Image(project=project, name=f"{i}.jpg", file=f"x/{i}.jpg", sha256=f"{i:064x}",
+              format="JPEG", width=100, height=100, size_bytes=1, status=ImageStatus.READY)
+        for i in range(tasks)
+    )  # fmt: skip
+    Task.objects.bulk_create(
+        Task(project=project, image=image, width=100, height=100, required_overlap=overlap)
+        for image in images
+    )
+    return project_transition(project=project, action="start")
+
+
+def run_threads(count: int, body: Callable[[int], None]) -> list[BaseException]:
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def target(index: int) -> None:
+        try:
+            start.wait()
+            body(index)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    return errors
+
+
+def never() -> float:
+    return 1.0
+
+
+def test_64_workers_hammering_next_and_submit(manager) -> None:
+    project = project_with_tasks(manager, tasks=1000, overlap=3)
+    workers = [WorkerFactory.create() for _ in range(64)]
+    handed_out: list[int] = []
+
+    def body(index: int) -> None:
+        worker = workers[index]
+        mine = Project.objects.get(pk=project.pk)
+        while (lease := routing.assignment_next(project=mine, worker=worker, rand=never)) is not None:
+            handed_out.append(lease.pk)
+            # A double click now and then: the same lease comes back, nothing new.
+            if lease.pk % 7 == 0:
+                again = routing.assignment_next(project=mine, worker=worker, rand=never)
+                assert again is not None
+                assert again.pk == lease.pk
+            routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+
+    assert run_threads(len(workers), body) == []
+    tasks = Task.objects.filter(project=project)
+    assert set(tasks.values_list("answers", "state")) == {(3, TaskState.DONE)}
+    assert Assignment.objects.filter(status=AssignmentStatus.SUBMITTED).count() == 3000
+    assert len(handed_out) == len(set(handed_out)) == 3000  # no lease handed out twice
+    assert_counters_match_recount(project)
+    assert_no_worker_twice(project)
+
+
+def test_leases_expiring_while_submissions_arrive(manager) -> None:
+    project = project_with_tasks(manager, tasks=150, overlap=3)
+    # Leases of a fraction of a second: a slow worker's lease runs out under them.
+    Project.objects.filter(pk=project.pk).update(assignment_seconds=1)
+    workers = [WorkerFactory.create() for _ in range(32)]
+    late_rejected: list[int] = []
+    late_accepted: list[int] = []
+
+    def body(index: int) -> None:
+        worker = workers[index]
+        rng = random.Random(index)
+        mine = Project.objects.get(pk=project.pk)
+        mine.assignment_seconds = 1
+        while (lease := routing.assignment_next(project=mine, worker=worker, rand=never)) is not None:
+            slow = rng.random() < 0.15
+            if slow:
+                time.sleep(1.1)
+            try:
+                routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+            except Conflict as exc:
+                assert exc.code == "lease_expired"
+                late_rejected.append(lease.pk)
+            else:
+                if slow:
+                    late_accepted.append(lease.pk)
+            # The sweep runs alongside, as the periodic job would.
+            if index == 0:
+                routing.leases_release_expired()
+
+    assert run_threads(len(workers), body) == []
+    assert late_accepted  # a late answer counts while its task still needs it
+    tasks = Task.objects.filter(project=project)
+    assert set(tasks.values_list("answers", "state")) == {(3, TaskState.DONE)}
+    assert_counters_match_recount(project)
+    assert_no_worker_twice(project)
+    rejected = Assignment.objects.filter(pk__in=late_rejected)
+    assert set(rejected.values_list("status", flat=True)) <= {AssignmentStatus.EXPIRED}
+    per_task = Assignment.objects.filter(
+        project=project, status=AssignmentStatus.SUBMITTED
+    ).values("task").annotate(n=Count("id"))
+    assert {row["n"] for row in per_task} == {3}
