@@ -24,6 +24,7 @@ from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
 from tasks import ingest, routing, selectors, services
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Project
+from tasks.schema import project_labels
 
 
 class PayloadTooLarge(DomainError):
@@ -48,22 +49,13 @@ class ProjectIn(serializers.Serializer):
     tile_overlap = serializers.IntegerField(required=False, min_value=0, max_value=1 << 20)
 
 
-def _labels_json(project: Project) -> list[dict[str, Any]]:
-    return [
-        {"name": label.name, "color": label.color, "keypoints": label.keypoints}
-        if label.keypoints
-        else {"name": label.name, "color": label.color}
-        for label in project.labels.all()
-    ]
-
-
 def project_json(project: Project, user: User) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": project.pk,
         "name": project.name,
         "instructions": project.instructions,
         "kind": project.kind,
-        "labels": _labels_json(project),
+        "labels": project_labels(project),
         "reward": format_amount(project.reward, project.currency),
         "currency": project.currency,
         "assignment_seconds": project.assignment_seconds,
@@ -113,9 +105,7 @@ class ProjectListApi(APIView):
 
     def get(self, request: Request) -> Response:
         user = _user(request)
-        projects = (
-            selectors.projects_for_user(user).select_related("owner").prefetch_related("labels")
-        )
+        projects = selectors.projects_for_user(user).select_related("owner")
         return Response([project_json(p, user) for p in projects])
 
     @extend_schema(request=ProjectIn)
@@ -259,7 +249,7 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
         "status": assignment.status,
         "expires_at": assignment.expires_at.isoformat(),
         "kind": project.kind,
-        "labels": _labels_json(project),
+        "labels": project_labels(project),
         "instructions": project.instructions,
         "reward": format_amount(project.reward, project.currency),
         "currency": project.currency,

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from crowd.errors import Conflict, Forbidden, NotFound
@@ -37,6 +37,7 @@ from tasks.hooks import routing_policy
 from tasks.models import (
     Assignment,
     AssignmentStatus,
+    Image,
     Project,
     ProjectState,
     Task,
@@ -73,27 +74,46 @@ def gold_rate_for(*, project: Project, worker: User) -> float:
     return base + (start - base) * max(0.0, 1 - seen / GOLD_WARMUP_TASKS)
 
 
-def leases_release_expired(*, project_id: int | None = None, limit: int = RELEASE_BATCH) -> int:
-    """Expire leases past their time and return their slots. Each lease is released by one
-    conditional update, so concurrent releasers never give a slot back twice."""
-    expired = Assignment.objects.filter(
-        status=AssignmentStatus.LEASED, expires_at__lte=timezone.now()
-    )
-    if project_id is not None:
-        expired = expired.filter(project_id=project_id)
+def _release(rows: list[tuple[int, int, int, bool]]) -> int:
+    """Expire these leases and return their slots. Each lease is released by one conditional
+    update, so concurrent releasers never give a slot back twice."""
     released = 0
-    rows = expired.values_list("pk", "task_id", "project_id", "counted")[:limit]
-    for pk, task_id, project, counted in rows:
+    for pk, task_id, project_id, counted in rows:
         with transaction.atomic():
             won = Assignment.objects.filter(pk=pk, status=AssignmentStatus.LEASED).update(
                 status=AssignmentStatus.EXPIRED
             )
             if won and counted:
                 Task.objects.filter(pk=task_id).update(open_leases=F("open_leases") - 1)
-            released += won
             if won:
-                events.lease_released(task_id=task_id, project_id=project)
+                released += 1
+                events.lease_released(task_id=task_id, project_id=project_id)
     return released
+
+
+def leases_release_expired(*, project_id: int | None = None, limit: int = RELEASE_BATCH) -> int:
+    """Expire leases past their time (of one project, or all) and return their slots."""
+    expired = Assignment.objects.filter(
+        status=AssignmentStatus.LEASED, expires_at__lte=timezone.now()
+    )
+    if project_id is not None:
+        expired = expired.filter(project_id=project_id)
+    return _release(list(expired.values_list("pk", "task_id", "project_id", "counted")[:limit]))
+
+
+def _own_lease_releasing_expired(project: Project, worker: User) -> Assignment | None:
+    """The worker's open lease in the project, if any; on the way, release the project's
+    expired leases (so no cron is needed for correctness). One query when nothing expired."""
+    now = timezone.now()
+    leases = list(
+        Assignment.objects.select_related("task__image")
+        .filter(project=project, status=AssignmentStatus.LEASED)
+        .filter(Q(worker=worker) | Q(expires_at__lte=now))[: RELEASE_BATCH + 1]
+    )
+    expired = [a for a in leases if a.expires_at <= now]
+    if expired:
+        _release([(a.pk, a.task_id, a.project_id, a.counted) for a in expired])
+    return next((a for a in leases if a.worker_id == worker.pk and a.expires_at > now), None)
 
 
 def _open_lease(project: Project, worker: User) -> Assignment | None:
@@ -129,14 +149,51 @@ def _claimable(project: Project, worker: User) -> QuerySet[Task]:
     )
 
 
+_TASK, _ASSIGNMENT, _IMAGE = (m._meta.db_table for m in (Task, Assignment, Image))
+_CLAIM_SQL = f"""
+WITH candidate AS (
+    SELECT t.id FROM {_TASK} t
+    WHERE t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold
+      AND t.open_leases < t.required_overlap - t.answers
+      AND NOT EXISTS (
+          SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s
+      )
+    ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE {_TASK} AS u SET open_leases = u.open_leases + 1
+FROM candidate, {_IMAGE} i
+WHERE u.id = candidate.id AND i.id = u.image_id
+RETURNING u.id, u.image_id, u.x, u.y, u.width, u.height, u.priority, i.width, i.height
+"""
+
+
+def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | None:
+    """PostgreSQL: pick, lock and take the slot in one statement; concurrent claimers skip
+    each other's locked rows instead of waiting."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, {"project": project.pk, "worker": worker.pk})
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        task_id, image_id, x, y, width, height, priority, image_width, image_height = row
+        task = Task(
+            pk=task_id, project=project, x=x, y=y, width=width, height=height,
+            priority=priority, image=Image(pk=image_id, width=image_width, height=image_height),
+        )  # fmt: skip
+        return _lease(task, project, worker, counted=True)
+
+
 def _claim_regular(project: Project, worker: User) -> Assignment | None:
-    skip_locked = connection.features.has_select_for_update_skip_locked
+    if connection.features.has_select_for_update_skip_locked:
+        return _claim_regular_skip_locked(project, worker)
+    # SQLite: IMMEDIATE transactions serialise writers; the conditional update, which must
+    # change exactly one row, is the guard.
     for _ in range(CLAIM_ATTEMPTS):
         with transaction.atomic():
-            candidates = _claimable(project, worker).select_related("image")
-            if skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-            task = candidates.first()
+            task = _claimable(project, worker).select_related("image").first()
             if task is None:
                 return None
             taken = Task.objects.filter(
@@ -144,9 +201,8 @@ def _claim_regular(project: Project, worker: User) -> Assignment | None:
                 state=TaskState.OPEN,
                 open_leases__lt=F("required_overlap") - F("answers"),
             ).update(open_leases=F("open_leases") + 1)
-            if taken != 1:
-                continue  # SQLite only: another claim filled it between our read and write
-            return _lease(task, project, worker, counted=True)
+            if taken == 1:
+                return _lease(task, project, worker, counted=True)
     return None
 
 
@@ -187,7 +243,7 @@ def _keep_sweeping() -> None:
 
 
 def assignment_next(
-    *, project: Project, worker: User, rand: Callable[[], float] = random.random
+    *, project: Project, worker: User, rand: Callable[[], float] | None = None
 ) -> Assignment | None:
     """The worker's task: their open lease if they hold one, else gold at the worker's gold
     rate, else the claimable task closest to done. None when nothing is available."""
@@ -197,12 +253,12 @@ def assignment_next(
     if reason:
         raise NotEligible(reason)
     _keep_sweeping()
-    leases_release_expired(project_id=project.pk)
-    own = _open_lease(project, worker)
+    own = _own_lease_releasing_expired(project, worker)
     if own is not None:
         return own
     try:
-        want_gold = project.gold_rate > 0 and rand() < gold_rate_for(project=project, worker=worker)
+        draw = (rand or random.random)()
+        want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
         if want_gold and (gold := _claim_gold(project, worker)) is not None:
             return gold
         return _claim_regular(project, worker)
@@ -230,6 +286,30 @@ def _decide(task: Task, project: Project) -> None:
         task.required_overlap += 1
 
 
+_ANSWER_SQL = f"""
+UPDATE {_TASK} SET answers = answers + 1, open_leases = open_leases - %(released)s
+WHERE id = %(task)s AND state = 'open'
+  AND (%(holds_lease)s OR open_leases - %(released)s + answers < required_overlap)
+RETURNING answers, required_overlap
+"""
+
+
+def _count_answer(assignment: Assignment, *, holds_lease: bool) -> tuple[int, int] | None:
+    """Add the answer to its task's counters, giving back its lease slot if it still held
+    one. A late answer counts only while the task needs it. One conditional statement, which
+    is also where the task's row lock is first taken: it is held only to the commit.
+    Returns (answers, required_overlap) after the update, or None if the task is not taken.
+    """
+    released = 1 if assignment.status == AssignmentStatus.LEASED else 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ANSWER_SQL,
+            {"released": released, "task": assignment.task_id, "holds_lease": holds_lease},
+        )
+        row = cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
 def assignment_submit(
     *,
     assignment_id: int,
@@ -242,39 +322,32 @@ def assignment_submit(
 
     A late answer (the lease expired) is accepted only while the task still needs one.
     """
-    assignment = (
-        Assignment.objects.select_related("task__image", "project")
-        .filter(pk=assignment_id, worker=worker)
-        .first()
-    )
-    if assignment is None:
-        raise NotFound("No such assignment.")
-    if assignment.status in ANSWERED:
-        return assignment
-    if assignment.status == AssignmentStatus.SKIPPED:
-        raise Conflict("You skipped this task.", code="skipped")
-    project, task = assignment.project, assignment.task
-    clean = annotations_clean(project=project, image=task.image, payload=annotations)
-
     with transaction.atomic():
-        assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        # Lock the assignment (PostgreSQL; SQLite's IMMEDIATE transaction already excludes
+        # other writers), so a double submit serialises here; bring what validation needs.
+        assignment = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("task__image", "project")
+            .filter(pk=assignment_id, worker=worker)
+            .first()
+        )
+        if assignment is None:
+            raise NotFound("No such assignment.")
         if assignment.status in ANSWERED:
-            return assignment  # the same submission, concurrently: it already won
+            return assignment  # a repeat (or a concurrent double submit that already won)
         if assignment.status == AssignmentStatus.SKIPPED:
             raise Conflict("You skipped this task.", code="skipped")
-        task = Task.objects.select_for_update().get(pk=task.pk)
+        project, task = assignment.project, assignment.task
+        clean = annotations_clean(project=project, image=task.image, payload=annotations)
         now = timezone.now()
         holds_lease = assignment.status == AssignmentStatus.LEASED and assignment.expires_at > now
-        if not holds_lease:
-            if assignment.status == AssignmentStatus.LEASED and assignment.counted:
-                task.open_leases -= 1  # release the stale lease; its slot is free again
-            still_needed = task.state == TaskState.OPEN and (
-                not assignment.counted or task.open_leases + task.answers < task.required_overlap
-            )
-            if not still_needed:
+        counts = None
+        if assignment.counted:
+            counts = _count_answer(assignment, holds_lease=holds_lease)
+            if counts is None:
                 raise LeaseExpired()
-        elif assignment.counted:
-            task.open_leases -= 1
+        elif not holds_lease and task.state != TaskState.OPEN:
+            raise LeaseExpired()
         assignment.status = AssignmentStatus.SUBMITTED
         assignment.answer = clean
         assignment.submitted_at = now
@@ -284,16 +357,16 @@ def assignment_submit(
         assignment.save(
             update_fields=["status", "answer", "submitted_at", "idempotency_key", "time_spent_ms"]
         )
-        if assignment.counted:
-            task.answers += 1
-            if task.answers >= task.required_overlap:
-                _decide(task, project)
-        else:
+        if counts is None:
             routing_policy().gold_answered(assignment=assignment)
-        task.save(
-            update_fields=["open_leases", "answers", "required_overlap", "state", "done_at",
-                           "confidence", "low_confidence"]
-        )  # fmt: skip
+        elif counts[0] >= counts[1]:
+            # The UPDATE above holds the task's row lock: decide, and record the decision.
+            task.answers, task.required_overlap = counts
+            _decide(task, project)
+            task.save(
+                update_fields=["required_overlap", "state", "done_at", "confidence",
+                               "low_confidence"]
+            )  # fmt: skip
         events.answer_submitted(assignment, task)
     return assignment
 

@@ -71,7 +71,9 @@ def test_64_workers_hammering_next_and_submit(manager) -> None:
     def body(index: int) -> None:
         worker = workers[index]
         mine = Project.objects.get(pk=project.pk)
-        while (lease := routing.assignment_next(project=mine, worker=worker, rand=never)) is not None:
+        while (
+            lease := routing.assignment_next(project=mine, worker=worker, rand=never)
+        ) is not None:
             handed_out.append(lease.pk)
             # A double click now and then: the same lease comes back, nothing new.
             if lease.pk % 7 == 0:
@@ -102,7 +104,9 @@ def test_leases_expiring_while_submissions_arrive(manager) -> None:
         rng = random.Random(index)
         mine = Project.objects.get(pk=project.pk)
         mine.assignment_seconds = 1
-        while (lease := routing.assignment_next(project=mine, worker=worker, rand=never)) is not None:
+        while (
+            lease := routing.assignment_next(project=mine, worker=worker, rand=never)
+        ) is not None:
             slow = rng.random() < 0.15
             if slow:
                 time.sleep(1.1)
@@ -125,7 +129,9 @@ def test_leases_expiring_while_submissions_arrive(manager) -> None:
     assert_no_worker_twice(project)
     rejected = Assignment.objects.filter(pk__in=late_rejected)
     assert set(rejected.values_list("status", flat=True)) <= {AssignmentStatus.EXPIRED}
-    per_task = Assignment.objects.filter(
-        project=project, status=AssignmentStatus.SUBMITTED
-    ).values("task").annotate(n=Count("id"))
+    per_task = (
+        Assignment.objects.filter(project=project, status=AssignmentStatus.SUBMITTED)
+        .values("task")
+        .annotate(n=Count("id"))
+    )
     assert {row["n"] for row in per_task} == {3}

@@ -134,19 +134,21 @@ class TestSelection:
         routing.assignment_submit(assignment_id=first.pk, worker=worker, annotations=[])
         assert routing.assignment_next(project=project, worker=worker, rand=always) is None
 
-    def test_gold_looks_exactly_like_a_real_task(self, api_as, manager) -> None:
+    def test_gold_looks_exactly_like_a_real_task(self, api_as, manager, monkeypatch) -> None:
         project = project_create(manager, gold_rate=0.5, min_overlap=1, max_overlap=1)
         real, gold = image_ready(project, seed=1), image_ready(project, seed=2)
         tasks_mark_gold(image=gold)
         project_transition(project=project, action="start")
         bodies = {}
-        for image in (real, gold):
+        for image, draw in ((real, 1.0), (gold, 0.0)):  # draw 0.0: gold whenever available
+            monkeypatch.setattr(routing.random, "random", lambda draw=draw: draw)
             worker = WorkerFactory.create()
             Task.objects.exclude(image=image).update(state=TaskState.DONE)
             Task.objects.filter(image=image).update(state=TaskState.OPEN)
             response = api_as(worker).post(f"/api/v1/projects/{project.pk}/assignments/next/")
             assert response.status_code == 201
             bodies[image.pk] = response.json()
+            assert Assignment.objects.get(pk=bodies[image.pk]["id"]).task.is_gold == (image == gold)
         real_body, gold_body = bodies[real.pk], bodies[gold.pk]
 
         def shape(value):

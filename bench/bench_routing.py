@@ -1,0 +1,289 @@
+"""Routing throughput on PostgreSQL: service level, over HTTP, and the bare-SQL ceiling.
+
+(a) claim+submit cycles/s through the routing services, 16 client processes;
+(b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against uvicorn with
+    several processes, with p50/p99 latency per request;
+(c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
+    same tables and indexes, 16 client processes.
+Each phase runs on its own project; afterwards duplicates and over-assignments are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import time
+from typing import Any
+
+NAME = "routing"
+DESCRIPTION = "next+submit cycles/s on PostgreSQL: services, HTTP, bare SQL ceiling"
+OVERLAP = 3
+BOX = [{"label": "thing", "bbox": [1, 1, 10, 10]}]
+
+
+def _make_project(tasks: int, workers: int, tag: str) -> tuple[int, list[tuple[int, str]]]:
+    from rest_framework.authtoken.models import Token
+
+    from crowd.models import Role, User
+    from tasks.models import Image, ImageStatus, Task
+    from tasks.services import project_create, project_transition
+
+    manager = User.objects.create(username=f"m-{tag}", role=Role.MANAGER)
+    project = project_create(
+        owner=manager,
+        data={"name": tag, "kind": "bbox", "labels": ["thing"], "min_overlap": OVERLAP,
+              "max_overlap": OVERLAP, "gold_rate": 0.0, "tile_size": 0},
+    )  # fmt: skip
+    images = Image.objects.bulk_create(
+        Image(project=project, name=f"{i}.jpg", file=f"b/{i}.jpg", sha256=f"{tag}{i:060x}"[:64],
+              format="JPEG", width=640, height=480, size_bytes=1, status=ImageStatus.READY)
+        for i in range(tasks)
+    )  # fmt: skip
+    Task.objects.bulk_create(
+        Task(project=project, image=image, width=640, height=480, required_overlap=OVERLAP)
+        for image in images
+    )
+    project_transition(project=project, action="start")
+    people = []
+    for i in range(workers):
+        worker = User.objects.create(username=f"w-{tag}-{i}", role=Role.WORKER)
+        people.append((worker.pk, Token.objects.create(user=worker).key))
+    return project.pk, people
+
+
+def _integrity(project_id: int) -> dict[str, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM tasks_task WHERE project_id = %s "
+            "AND open_leases + answers > required_overlap",
+            [project_id],
+        )
+        over = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT task_id, worker_id FROM tasks_assignment "
+            "WHERE project_id = %s GROUP BY 1, 2 HAVING count(*) > 1) d",
+            [project_id],
+        )
+        duplicates = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM tasks_task t WHERE project_id = %s AND answers <> "
+            "(SELECT count(*) FROM tasks_assignment a WHERE a.task_id = t.id "
+            "AND a.status = 'submitted')",
+            [project_id],
+        )
+        miscounted = cursor.fetchone()[0]
+    return {"over_assigned": over, "duplicates": duplicates, "miscounted": miscounted}
+
+
+# --- (a) service level ------------------------------------------------------------------------
+
+
+def _service_client(args: tuple[int, int, float, Any]) -> int:
+    project_id, worker_id, seconds, _ = args
+    import django
+    from django.db import connections
+
+    django.setup()
+    connections.close_all()
+    from crowd.models import User
+    from tasks import routing
+    from tasks.models import Project
+
+    project = Project.objects.get(pk=project_id)
+    worker = User.objects.get(pk=worker_id)
+    cycles, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lease = routing.assignment_next(project=project, worker=worker, rand=lambda: 1.0)
+        if lease is None:
+            break
+        routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+        cycles += 1
+    connections.close_all()
+    return cycles
+
+
+# --- (c) bare SQL -----------------------------------------------------------------------------
+
+CLAIM = """
+SELECT t.id FROM tasks_task t
+WHERE t.project_id = %(p)s AND t.state = 'open' AND NOT t.is_gold
+  AND t.open_leases < t.required_overlap - t.answers
+  AND NOT EXISTS (SELECT 1 FROM tasks_assignment a WHERE a.task_id = t.id AND a.worker_id = %(w)s)
+ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id
+LIMIT 1 FOR UPDATE OF t SKIP LOCKED
+"""
+
+
+def _sql_client(args: tuple[int, int, float, str]) -> int:
+    project_id, worker_id, seconds, url = args
+    import psycopg
+
+    cycles, deadline = 0, time.monotonic() + seconds
+    with psycopg.connect(url, autocommit=False) as conn:
+        while time.monotonic() < deadline:
+            with conn.transaction():
+                row = conn.execute(CLAIM, {"p": project_id, "w": worker_id}).fetchone()
+                if row is None:
+                    break
+                conn.execute("UPDATE tasks_task SET open_leases = open_leases + 1 WHERE id = %s",
+                             [row[0]])  # fmt: skip
+                inserted = conn.execute(
+                    "INSERT INTO tasks_assignment (task_id, project_id, worker_id, status, "
+                    "leased_at, expires_at, idempotency_key, counted) VALUES "
+                    "(%s, %s, %s, 'leased', now(), now() + interval '10 minutes', '', true) "
+                    "RETURNING id",
+                    [row[0], project_id, worker_id],
+                ).fetchone()
+                assert inserted is not None
+                assignment = inserted[0]
+            with conn.transaction():
+                conn.execute("SELECT id FROM tasks_assignment WHERE id = %s FOR UPDATE",
+                             [assignment])  # fmt: skip
+                conn.execute(
+                    "UPDATE tasks_assignment SET status = 'submitted', submitted_at = now(), "
+                    "answer = %s WHERE id = %s",
+                    [json.dumps(BOX), assignment],
+                )
+                conn.execute(
+                    "UPDATE tasks_task SET answers = answers + 1, open_leases = open_leases - 1, "
+                    "state = CASE WHEN answers + 1 >= required_overlap THEN 'done' ELSE state END "
+                    "WHERE id = %s",
+                    [row[0]],
+                )
+            cycles += 1
+    return cycles
+
+
+def _run_processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[int, float]:
+    from django.db import connections
+
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(len(args)) as pool:
+        started = time.perf_counter()
+        counts = pool.map(target, args)
+        elapsed = time.perf_counter() - started
+    return sum(counts), elapsed
+
+
+# --- (b) HTTP ---------------------------------------------------------------------------------
+
+
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, token: str, body: bytes
+) -> tuple[int, bytes]:
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    payload = await reader.readexactly(length) if length else b""
+    return int(status_line.split()[1]), payload
+
+
+async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = cycles = 0
+    deadline = time.monotonic() + seconds
+    submit_body = json.dumps({"annotations": BOX}).encode()
+
+    async def client(token: str) -> None:
+        nonlocal errors, cycles
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                status, payload = await _request(
+                    reader, writer, f"/api/v1/projects/{project_id}/assignments/next/", token, b""
+                )
+                latencies.append(time.perf_counter() - started)
+                if status == 204:
+                    return
+                if status != 201:
+                    errors += 1
+                    continue
+                assignment = json.loads(payload)["id"]
+                started = time.perf_counter()
+                status, _ = await _request(
+                    reader, writer, f"/api/v1/assignments/{assignment}/submit/", token, submit_body
+                )
+                latencies.append(time.perf_counter() - started)
+                if status == 200:
+                    cycles += 1
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(t) for t in tokens))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "cycles": cycles, "seconds": elapsed, "errors": errors,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }  # fmt: skip
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    from tests.plugins.services import start
+
+    server = start("postgres")
+    import psycopg
+
+    admin = server.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE crowd")
+    from bench.django_env import setup
+
+    setup(DATABASE_URL=server.url)
+    seconds = 5.0 if quick else 15.0
+    tasks = 3000 if quick else 10000
+    rows = []
+
+    sql_project, sql_people = _make_project(tasks, 16, "sql")
+    cycles, elapsed = _run_processes(
+        _sql_client, [(sql_project, w, seconds, server.url) for w, _ in sql_people]
+    )
+    ceiling = cycles / elapsed
+    rows.append({"path": "bare SQL (psycopg)", "clients": 16, "cycles": cycles,
+                 "cycles_per_s": ceiling, "p50_ms": None, "p99_ms": None,
+                 "of_ceiling_pct": 100.0, **_integrity(sql_project)})  # fmt: skip
+
+    service_project, service_people = _make_project(tasks, 16, "svc")
+    cycles, elapsed = _run_processes(
+        _service_client, [(service_project, w, seconds, None) for w, _ in service_people]
+    )
+    rows.append({"path": "services (Django ORM)", "clients": 16, "cycles": cycles,
+                 "cycles_per_s": cycles / elapsed, "p50_ms": None, "p99_ms": None,
+                 "of_ceiling_pct": 100 * cycles / elapsed / ceiling,
+                 **_integrity(service_project)})  # fmt: skip
+
+    from tests.e2e.server import live_server, server_env
+
+    http_project, http_people = _make_project(tasks, 64, "http")
+    env = server_env(DATABASE_URL=server.url, VAR_DIR=os.environ["VAR_DIR"])
+    processes = int(os.environ.get("BENCH_WEB_PROCESSES", "3"))
+    with live_server(env, workers=processes) as live:
+        result = asyncio.run(
+            _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
+        )
+    rows.append({"path": f"HTTP, uvicorn x{processes}", "clients": 64,
+                 "cycles": result["cycles"], "cycles_per_s": result["cycles"] / result["seconds"],
+                 "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+                 "of_ceiling_pct": 100 * result["cycles"] / result["seconds"] / ceiling,
+                 "http_errors": result["errors"], **_integrity(http_project)})  # fmt: skip
+    return rows
