@@ -31,6 +31,7 @@ def leases_sweep() -> None:
 
     while routing.leases_release_expired(limit=1000):
         pass
+    routing.tasks_decide_due()
     cache.delete(SWEEP_SCHEDULED)
     leases_sweep_schedule()
 

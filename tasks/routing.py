@@ -19,6 +19,7 @@ exactly one row is the guard on both engines.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -150,6 +151,8 @@ def _claimable(project: Project, worker: User) -> QuerySet[Task]:
 
 
 _TASK, _ASSIGNMENT, _IMAGE = (m._meta.db_table for m in (Task, Assignment, Image))
+# Pick, lock, take the slot and insert the lease in one statement: the task's row lock lives
+# only while the statement runs, never across a round trip to this process.
 _CLAIM_SQL = f"""
 WITH candidate AS (
     SELECT t.id FROM {_TASK} t
@@ -161,29 +164,46 @@ WITH candidate AS (
     ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
+), taken AS (
+    UPDATE {_TASK} AS u SET open_leases = u.open_leases + 1
+    FROM candidate WHERE u.id = candidate.id
+    RETURNING u.id, u.image_id, u.x, u.y, u.width, u.height, u.priority
+), leased AS (
+    INSERT INTO {_ASSIGNMENT}
+        (task_id, project_id, worker_id, status, leased_at, expires_at, idempotency_key, counted)
+    SELECT taken.id, %(project)s, %(worker)s, 'leased', %(now)s, %(expires)s, '', true
+    FROM taken
+    RETURNING id, task_id
 )
-UPDATE {_TASK} AS u SET open_leases = u.open_leases + 1
-FROM candidate, {_IMAGE} i
-WHERE u.id = candidate.id AND i.id = u.image_id
-RETURNING u.id, u.image_id, u.x, u.y, u.width, u.height, u.priority, i.width, i.height
+SELECT leased.id, taken.id, taken.image_id, taken.x, taken.y, taken.width, taken.height,
+       taken.priority, i.width, i.height
+FROM leased JOIN taken ON taken.id = leased.task_id JOIN {_IMAGE} i ON i.id = taken.image_id
 """
 
 
 def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | None:
-    """PostgreSQL: pick, lock and take the slot in one statement; concurrent claimers skip
-    each other's locked rows instead of waiting."""
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, {"project": project.pk, "worker": worker.pk})
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        task_id, image_id, x, y, width, height, priority, image_width, image_height = row
-        task = Task(
-            pk=task_id, project=project, x=x, y=y, width=width, height=height,
-            priority=priority, image=Image(pk=image_id, width=image_width, height=image_height),
-        )  # fmt: skip
-        return _lease(task, project, worker, counted=True)
+    """PostgreSQL: concurrent claimers skip each other's locked rows instead of waiting."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=project.assignment_seconds)
+    params: dict[str, Any] = {
+        "project": project.pk, "worker": worker.pk, "now": now, "expires": expires
+    }  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    assignment_id, task_id, image_id, x, y, width, height, priority, image_w, image_h = row
+    task = Task(
+        pk=task_id, project=project, x=x, y=y, width=width, height=height, priority=priority,
+        image=Image(pk=image_id, project=project, width=image_w, height=image_h),
+    )  # fmt: skip
+    assignment = Assignment(
+        pk=assignment_id, task=task, project=project, worker=worker,
+        status=AssignmentStatus.LEASED, leased_at=now, expires_at=expires, counted=True,
+    )  # fmt: skip
+    events.lease_granted(assignment)
+    return assignment
 
 
 def _claim_regular(project: Project, worker: User) -> Assignment | None:
@@ -269,7 +289,7 @@ def assignment_next(
 
 def _decide(task: Task, project: Project) -> None:
     """The task has its required answers: complete it, or ask for one more (dynamic overlap).
-    Caller holds the task's row lock."""
+    Caller holds the task's row lock and saves the task."""
     answers = list(
         Assignment.objects.filter(
             task=task, status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED]
@@ -286,6 +306,106 @@ def _decide(task: Task, project: Project) -> None:
         task.required_overlap += 1
 
 
+_DECISION_FIELDS = ["required_overlap", "state", "done_at", "confidence", "low_confidence"]
+
+
+def task_decide_if_due(*, task_id: int, project: Project) -> Task | None:
+    """Decide a task whose answers have reached its required overlap, in a short transaction
+    of its own. Safe to call twice and at any time: it acts only on a task still due."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().filter(pk=task_id).first()
+        if task is None or task.is_gold or task.state != TaskState.OPEN:
+            return task
+        if task.answers < task.required_overlap:
+            return task
+        _decide(task, project)
+        task.save(update_fields=_DECISION_FIELDS)
+        return task
+
+
+# PostgreSQL: record a counted answer in one statement. The assignment and its task are
+# locked and updated together, or neither is: the answer counts only if the assignment is
+# still open (not a concurrent double submit) and the task still needs it (its lease is
+# live, or a slot is free). No lock outlives the statement.
+_SUBMIT_SQL = f"""
+WITH a AS (
+    SELECT id, task_id, status = 'leased' AS leased,
+           status = 'leased' AND expires_at > %(now)s AS live
+    FROM {_ASSIGNMENT}
+    WHERE id = %(assignment)s AND worker_id = %(worker)s AND status IN ('leased', 'expired')
+    FOR UPDATE
+), t AS (
+    UPDATE {_TASK} AS u
+    SET answers = u.answers + 1, open_leases = u.open_leases - a.leased::int
+    FROM a
+    WHERE u.id = a.task_id AND u.state = 'open'
+      AND (a.live OR u.open_leases - a.leased::int + u.answers < u.required_overlap)
+    RETURNING u.answers, u.required_overlap
+), s AS (
+    UPDATE {_ASSIGNMENT} AS x
+    SET status = 'submitted', answer = %(answer)s, submitted_at = %(now)s,
+        idempotency_key = %(key)s, time_spent_ms = %(spent)s
+    FROM t
+    WHERE x.id = %(assignment)s
+    RETURNING x.id
+)
+SELECT t.answers, t.required_overlap FROM t, s
+"""
+
+
+def _record_in_one_statement(
+    assignment: Assignment, values: dict[str, Any]
+) -> tuple[int, int] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SUBMIT_SQL,
+            {**values, "assignment": assignment.pk, "worker": assignment.worker_id,
+             "answer": json.dumps(values["answer"])},
+        )  # fmt: skip
+        row = cursor.fetchone()
+    if row is None:
+        current = Assignment.objects.filter(pk=assignment.pk).values_list("status", flat=True)
+        if current and current[0] in ANSWERED:
+            raise _AlreadyAnswered()
+        raise LeaseExpired()
+    return int(row[0]), int(row[1])
+
+
+def _record_in_transaction(
+    assignment: Assignment, values: dict[str, Any]
+) -> tuple[int, int] | None:
+    """Every engine, and gold answers: lock the assignment, then count the answer last, so
+    the task's row lock is held only until the commit. SQLite's IMMEDIATE transaction
+    excludes other writers throughout."""
+    with transaction.atomic():
+        locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        if locked.status in ANSWERED:
+            raise _AlreadyAnswered()
+        if locked.status not in (AssignmentStatus.LEASED, AssignmentStatus.EXPIRED):
+            raise Conflict("You skipped this task.", code="skipped")
+        live = locked.status == AssignmentStatus.LEASED and locked.expires_at > values["now"]
+        if not locked.counted and not live and assignment.task.state != TaskState.OPEN:
+            raise LeaseExpired()
+        was_leased = locked.status == AssignmentStatus.LEASED
+        Assignment.objects.filter(pk=locked.pk).update(
+            status=AssignmentStatus.SUBMITTED, answer=values["answer"],
+            submitted_at=values["now"], idempotency_key=values["key"],
+            time_spent_ms=values["spent"],
+        )  # fmt: skip
+        if not locked.counted:
+            assignment.status = AssignmentStatus.SUBMITTED
+            routing_policy().gold_answered(assignment=assignment)
+            return None
+        counts = _count_answer(locked.task_id, released=was_leased, holds_lease=live)
+        if counts is None:
+            raise LeaseExpired()  # rolls back the assignment's update too
+        return counts
+
+
+class _AlreadyAnswered(Exception):
+    """A concurrent submission of the same assignment won; return its result."""
+
+
 _ANSWER_SQL = f"""
 UPDATE {_TASK} SET answers = answers + 1, open_leases = open_leases - %(released)s
 WHERE id = %(task)s AND state = 'open'
@@ -294,17 +414,14 @@ RETURNING answers, required_overlap
 """
 
 
-def _count_answer(assignment: Assignment, *, holds_lease: bool) -> tuple[int, int] | None:
-    """Add the answer to its task's counters, giving back its lease slot if it still held
-    one. A late answer counts only while the task needs it. One conditional statement, which
-    is also where the task's row lock is first taken: it is held only to the commit.
-    Returns (answers, required_overlap) after the update, or None if the task is not taken.
-    """
-    released = 1 if assignment.status == AssignmentStatus.LEASED else 0
+def _count_answer(task_id: int, *, released: bool, holds_lease: bool) -> tuple[int, int] | None:
+    """Add an answer to its task's counters, giving back its lease slot if it held one. A
+    late answer counts only while the task needs it. Returns (answers, required_overlap),
+    or None if the task does not take it."""
     with connection.cursor() as cursor:
         cursor.execute(
             _ANSWER_SQL,
-            {"released": released, "task": assignment.task_id, "holds_lease": holds_lease},
+            {"released": int(released), "task": task_id, "holds_lease": holds_lease},
         )
         row = cursor.fetchone()
     return (int(row[0]), int(row[1])) if row else None
@@ -321,54 +438,60 @@ def assignment_submit(
     """Record the worker's answer. Idempotent: a repeat returns the first result unchanged.
 
     A late answer (the lease expired) is accepted only while the task still needs one.
+    When the answers reach the task's required overlap, the routing policy decides it.
     """
-    with transaction.atomic():
-        # Lock the assignment (PostgreSQL; SQLite's IMMEDIATE transaction already excludes
-        # other writers), so a double submit serialises here; bring what validation needs.
-        assignment = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("task__image", "project")
-            .filter(pk=assignment_id, worker=worker)
-            .first()
-        )
-        if assignment is None:
-            raise NotFound("No such assignment.")
-        if assignment.status in ANSWERED:
-            return assignment  # a repeat (or a concurrent double submit that already won)
-        if assignment.status == AssignmentStatus.SKIPPED:
-            raise Conflict("You skipped this task.", code="skipped")
-        project, task = assignment.project, assignment.task
-        clean = annotations_clean(project=project, image=task.image, payload=annotations)
-        now = timezone.now()
-        holds_lease = assignment.status == AssignmentStatus.LEASED and assignment.expires_at > now
-        counts = None
-        if assignment.counted:
-            counts = _count_answer(assignment, holds_lease=holds_lease)
-            if counts is None:
-                raise LeaseExpired()
-        elif not holds_lease and task.state != TaskState.OPEN:
-            raise LeaseExpired()
-        assignment.status = AssignmentStatus.SUBMITTED
-        assignment.answer = clean
-        assignment.submitted_at = now
-        assignment.idempotency_key = idempotency_key[:100]
-        elapsed_ms = int((now - assignment.leased_at).total_seconds() * 1000)
-        assignment.time_spent_ms = min(time_spent_ms, elapsed_ms) if time_spent_ms else elapsed_ms
-        assignment.save(
-            update_fields=["status", "answer", "submitted_at", "idempotency_key", "time_spent_ms"]
-        )
-        if counts is None:
-            routing_policy().gold_answered(assignment=assignment)
-        elif counts[0] >= counts[1]:
-            # The UPDATE above holds the task's row lock: decide, and record the decision.
-            task.answers, task.required_overlap = counts
-            _decide(task, project)
-            task.save(
-                update_fields=["required_overlap", "state", "done_at", "confidence",
-                               "low_confidence"]
-            )  # fmt: skip
-        events.answer_submitted(assignment, task)
+    assignment = (
+        Assignment.objects.select_related("task__image", "project")
+        .filter(pk=assignment_id, worker=worker)
+        .first()
+    )
+    if assignment is None:
+        raise NotFound("No such assignment.")
+    if assignment.status in ANSWERED:
+        return assignment
+    if assignment.status == AssignmentStatus.SKIPPED:
+        raise Conflict("You skipped this task.", code="skipped")
+    project, task = assignment.project, assignment.task
+    clean = annotations_clean(project=project, image=task.image, payload=annotations)
+    now = timezone.now()
+    elapsed_ms = max(0, int((now - assignment.leased_at).total_seconds() * 1000))
+    values: dict[str, Any] = {
+        "answer": clean,
+        "now": now,
+        "key": idempotency_key[:100],
+        "spent": min(time_spent_ms, elapsed_ms) if time_spent_ms else elapsed_ms,
+    }
+    try:
+        if assignment.counted and connection.vendor == "postgresql":
+            counts = _record_in_one_statement(assignment, values)
+        else:
+            counts = _record_in_transaction(assignment, values)
+    except _AlreadyAnswered:
+        return Assignment.objects.get(pk=assignment.pk)
+    if counts is not None and counts[0] >= counts[1]:
+        # Nobody else can lease this task now (it has no free slot), so the decision can
+        # take its own short transaction; the sweep decides any task a crash left due.
+        task_decide_if_due(task_id=task.pk, project=project)
+    assignment.status = AssignmentStatus.SUBMITTED
+    assignment.answer = clean
+    assignment.submitted_at = now
+    assignment.idempotency_key = values["key"]
+    assignment.time_spent_ms = values["spent"]
+    events.answer_submitted(assignment, task)
     return assignment
+
+
+def tasks_decide_due(*, limit: int = 1000) -> int:
+    """Decide tasks that reached their overlap but were left undecided (a crash between the
+    answer and its decision). Part of the periodic sweep."""
+    due = (
+        Task.objects.filter(state=TaskState.OPEN, is_gold=False, answers__gte=F("required_overlap"))
+        .select_related("project")
+        .only("pk", "project")[:limit]
+    )
+    for task in due:
+        task_decide_if_due(task_id=task.pk, project=task.project)
+    return len(due)
 
 
 def assignment_skip(*, assignment_id: int, worker: User) -> Assignment:
