@@ -252,7 +252,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     # The client processes stand for web processes, which in production hand jobs to the Redis
     # broker and host no job worker: no periodic lease sweep (and so no in-process worker)
     # in each of them. Routing releases expired leases itself.
-    setup(DATABASE_URL=server.url, LEASE_SWEEP_SECONDS="0")
+    # They are forked from this one, so each keeps a connection of its own rather than
+    # sharing a pool opened before the fork.
+    setup(DATABASE_URL=server.url, LEASE_SWEEP_SECONDS="0", DATABASE_POOL="false")
     seconds = 5.0 if quick else 15.0
     tasks = 3000 if quick else 10000
     rows = []
@@ -278,7 +280,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.e2e.server import live_server, server_env
 
     http_project, http_people = _make_project(tasks, 64, "http")
-    env = server_env(DATABASE_URL=server.url, VAR_DIR=os.environ["VAR_DIR"])
+    env = server_env(DATABASE_URL=server.url, VAR_DIR=os.environ["VAR_DIR"], DATABASE_POOL="true")
     processes = int(os.environ.get("BENCH_WEB_PROCESSES", "3"))
     with live_server(env, workers=processes) as live:
         result = asyncio.run(

@@ -114,8 +114,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # tables without waiting, so it would test a different engine from the one that runs.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A connection pool per process: under ASGI each request may run in another thread, so
+    # persistent per-thread connections would pile up, and no connection at all would cost
+    # a PostgreSQL backend start (several ms) on every request.
+    if env.bool("DATABASE_POOL", default=True):
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX", default=20),
+            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 
 # --- Redis: channel layer, job broker, cache --------------------------------------------------

@@ -221,6 +221,8 @@ def pytest_load_initial_conftests(
     # A failing job is retried at once, so a test sees its final failure instead of waiting.
     os.environ["JOB_RETRY_MIN_BACKOFF_MS"] = "10"
     os.environ["JOB_RETRY_MAX_BACKOFF_MS"] = "50"
+    # The concurrency tests run 64 threads in this one process, each holding a connection.
+    os.environ["DATABASE_POOL_MAX"] = "100"
     # No self-rescheduling sweep: each test that needs it runs it (and waits for no timer).
     os.environ["LEASE_SWEEP_SECONDS"] = "0"
     early_config.stash[UNAVAILABLE] = ""
