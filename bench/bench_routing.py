@@ -281,7 +281,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
     http_project, http_people = _make_project(tasks, 64, "http")
     env = server_env(DATABASE_URL=server.url, VAR_DIR=os.environ["VAR_DIR"], DATABASE_POOL="true")
-    processes = int(os.environ.get("BENCH_WEB_PROCESSES", "3"))
+    processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
     with live_server(env, workers=processes) as live:
         result = asyncio.run(
             _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
