@@ -6,19 +6,22 @@ Invariants (tests/tasks/test_routing.py and tests/concurrency/ check each one):
   lease per project (partial unique index), and gets a task only of an active project they
   are not blocked from;
 - for every non-gold task, open leases + accepted answers <= required overlap, under any
-  concurrency (a check constraint, and every counter change is a conditional update or
-  happens under the task's row lock);
-- counters change only in the transaction that changes the assignment rows they count.
+  concurrency (a check constraint, and every counter change is a conditional update);
+- counters change only in the transaction (or statement) that changes the assignment rows
+  they count.
 
-Locking: on PostgreSQL a claim is one short transaction that picks the first claimable task
-with ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each other's
-rows. SQLite has no row locks; its ``IMMEDIATE`` transactions serialise writers, and the
-conditional ``UPDATE ... WHERE open_leases < required_overlap - answers`` that must change
-exactly one row is the guard on both engines.
+Locking: on PostgreSQL a claim is one statement (pick with ``FOR UPDATE SKIP LOCKED``, take
+the slot, insert the lease) and so is a counted answer (the assignment and its task's
+counters together, or neither): no row lock outlives a statement, and concurrent workers skip
+each other's rows instead of waiting behind a process the scheduler has paused. SQLite has no
+row locks; its ``IMMEDIATE`` transactions serialise writers, and a conditional
+``UPDATE ... WHERE open_leases < required_overlap - answers`` that must change exactly one
+row is the guard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -188,7 +191,10 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
     params: dict[str, Any] = {
         "project": project.pk, "worker": worker.pk, "now": now, "expires": expires
     }  # fmt: skip
-    with connection.cursor() as cursor:
+    # Alone, the statement is its own transaction. Inside a caller's transaction it gets a
+    # savepoint, so a unique violation (a double click) does not abort the caller's work.
+    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with guard, connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, params)
         row = cursor.fetchone()
     if row is None:

@@ -135,3 +135,20 @@ def test_leases_expiring_while_submissions_arrive(manager) -> None:
         .annotate(n=Count("id"))
     )
     assert {row["n"] for row in per_task} == {3}
+
+
+def test_a_burst_of_clicks_from_one_worker_gets_one_lease(manager) -> None:
+    project = project_with_tasks(manager, tasks=20, overlap=3)
+    worker = WorkerFactory.create()
+    got: list[int] = []
+
+    def body(index: int) -> None:
+        mine = Project.objects.get(pk=project.pk)
+        lease = routing.assignment_next(project=mine, worker=worker, rand=never)
+        assert lease is not None
+        got.append(lease.pk)
+
+    assert run_threads(12, body) == []
+    assert len(set(got)) == 1
+    assert Assignment.objects.filter(worker=worker).count() == 1
+    assert_counters_match_recount(project)
