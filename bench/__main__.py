@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,14 @@ def main() -> int:
     args = parser.parse_args()
     names = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
     selected = [n for n in names if not args.only or n in args.only]
+    if len(selected) > 1:
+        # Each benchmark in a process of its own: each configures Django (and its database)
+        # for itself, and settings load once per process.
+        failed = 0
+        for name in selected:
+            command = [sys.executable, "-m", "bench", name, *(["--quick"] if args.quick else [])]
+            failed += subprocess.run(command, check=False).returncode != 0
+        return 1 if failed else 0
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     info = machine()
