@@ -21,32 +21,17 @@ from typing import Any
 NAME = "routing"
 DESCRIPTION = "next+submit cycles/s on PostgreSQL: services, HTTP, bare SQL ceiling"
 OVERLAP = 3
-BOX = [{"label": "thing", "bbox": [1, 1, 10, 10]}]
+BOX = [{"label": "car", "bbox": [1, 1, 10, 10]}]
 
 
 def _make_project(tasks: int, workers: int, tag: str) -> tuple[int, list[tuple[int, str]]]:
     from rest_framework.authtoken.models import Token
 
     from crowd.models import Role, User
-    from tasks.models import Image, ImageStatus, Task
-    from tasks.services import project_create, project_transition
+    from tests.factories import project_with_tasks
 
     manager = User.objects.create(username=f"m-{tag}", role=Role.MANAGER)
-    project = project_create(
-        owner=manager,
-        data={"name": tag, "kind": "bbox", "labels": ["thing"], "min_overlap": OVERLAP,
-              "max_overlap": OVERLAP, "gold_rate": 0.0, "tile_size": 0},
-    )  # fmt: skip
-    images = Image.objects.bulk_create(
-        Image(project=project, name=f"{i}.jpg", file=f"b/{i}.jpg", sha256=f"{tag}{i:060x}"[:64],
-              format="JPEG", width=640, height=480, size_bytes=1, status=ImageStatus.READY)
-        for i in range(tasks)
-    )  # fmt: skip
-    Task.objects.bulk_create(
-        Task(project=project, image=image, width=640, height=480, required_overlap=OVERLAP)
-        for image in images
-    )
-    project_transition(project=project, action="start")
+    project = project_with_tasks(manager, tasks, OVERLAP)
     people = []
     for i in range(workers):
         worker = User.objects.create(username=f"w-{tag}-{i}", role=Role.WORKER)

@@ -64,3 +64,23 @@ def image_ready(project: Project, width: int = 320, height: int = 240, seed: int
     )  # fmt: skip
     tasks_create_for_image(project=project, image=image)
     return image
+
+
+def project_with_tasks(manager: User, tasks: int, overlap: int) -> Project:
+    """An active bbox project with ``tasks`` ready single-task images, made in bulk."""
+    from tasks.models import Task
+    from tasks.services import project_transition
+
+    project = project_create(
+        manager, min_overlap=overlap, max_overlap=overlap, gold_rate=0.0, tile_size=0
+    )
+    images = Image.objects.bulk_create(
+        Image(project=project, name=f"{i}.jpg", file=f"x/{i}.jpg", sha256=f"{i:064x}",
+              format="JPEG", width=640, height=480, size_bytes=1, status=ImageStatus.READY)
+        for i in range(tasks)
+    )  # fmt: skip
+    Task.objects.bulk_create(
+        Task(project=project, image=image, width=640, height=480, required_overlap=overlap)
+        for image in images
+    )
+    return project_transition(project=project, action="start")

@@ -12,30 +12,13 @@ from django.db import connection
 from django.db.models import Count
 
 from tasks import routing
-from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Project, Task, TaskState
-from tasks.services import project_transition
-from tests.factories import WorkerFactory, project_create
+from tasks.models import Assignment, AssignmentStatus, Project, Task, TaskState
+from tests.factories import WorkerFactory, project_with_tasks
 from tests.tasks.routing_helpers import assert_counters_match_recount, assert_no_worker_twice
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 BOX = [{"label": "car", "bbox": [1, 1, 10, 10]}]
-
-
-def project_with_tasks(manager, tasks: int, overlap: int) -> Project:
-    project = project_create(
-        manager, min_overlap=overlap, max_overlap=overlap, gold_rate=0.0, tile_size=0
-    )
-    images = Image.objects.bulk_create(
-        Image(project=project, name=f"{i}.jpg", file=f"x/{i}.jpg", sha256=f"{i:064x}",
-              format="JPEG", width=100, height=100, size_bytes=1, status=ImageStatus.READY)
-        for i in range(tasks)
-    )  # fmt: skip
-    Task.objects.bulk_create(
-        Task(project=project, image=image, width=100, height=100, required_overlap=overlap)
-        for image in images
-    )
-    return project_transition(project=project, action="start")
 
 
 def run_threads(count: int, body: Callable[[int], None]) -> list[BaseException]:
