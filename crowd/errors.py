@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -62,6 +64,12 @@ class Conflict(DomainError):
     default_detail = "The request conflicts with the current state."
 
 
+class PayloadTooLarge(DomainError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    default_detail = "The request body is larger than allowed."
+
+
 class ServiceUnavailable(DomainError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "unavailable"
@@ -85,6 +93,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # A lost or refused database connection: the request was not carried out (its
         # transaction rolled back), so the client may retry it.
         exc = ServiceUnavailable()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge(
+            f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} "
+            "bytes allowed."
+        )
     if isinstance(exc, DomainError):
         domain_response = Response(
             error_body(exc.detail, exc.code, exc.errors), status=exc.status_code

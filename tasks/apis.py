@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowd.errors import DomainError, InvalidInput, NotFound
+from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
@@ -25,11 +25,6 @@ from tasks import ingest, routing, selectors, services
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Project
 from tasks.schema import project_labels
-
-
-class PayloadTooLarge(DomainError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    code = "payload_too_large"
 
 
 class ProjectIn(serializers.Serializer):

@@ -103,3 +103,13 @@ def test_api_schema_and_docs_are_served_without_a_cdn(db: None) -> None:
     assert "swagger-ui" in html
     assert "cdn.jsdelivr" not in html
     assert "unpkg.com" not in html
+
+
+@pytest.mark.django_db
+def test_an_oversized_json_body_is_a_json_413(settings) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = APIClient().post(
+        "/api/v1/auth/register/", {"username": "x" * 5000, "password": "y"}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
