@@ -97,9 +97,9 @@ class LoginApi(_AnonymousApi):
     def post(self, request: Request) -> Response:
         data = CredentialsIn(data=request.data)
         data.is_valid(raise_exception=True)
-        token = services.token_obtain(**data.validated_data)
-        login(request._request, token.user, backend="crowd.backends.CaseInsensitiveModelBackend")
-        return Response(me_json(token.user))
+        user = services.user_authenticate(**data.validated_data)
+        login(request._request, user, backend="crowd.backends.CaseInsensitiveModelBackend")
+        return Response(me_json(user))
 
 
 class LogoutApi(APIView):

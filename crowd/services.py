@@ -53,14 +53,20 @@ def user_create(*, username: str, password: str, email: str = "", role: str = Ro
     return user
 
 
-def token_obtain(*, username: str, password: str) -> Token:
-    """The API token for these credentials, created on first use."""
+def user_authenticate(*, username: str, password: str) -> User:
+    """The user with these credentials, or InvalidInput."""
     user = authenticate(username=username, password=password)
-    if user is None:
+    if not isinstance(user, User):
         # One message for unknown user, wrong password and disabled account: no user probing.
         raise InvalidInput(
             "Unable to log in with the username and password given.", code="invalid_credentials"
         )
+    return user
+
+
+def token_obtain(*, username: str, password: str) -> Token:
+    """The API token for these credentials, created on first use."""
+    user = user_authenticate(username=username, password=password)
     token, _ = Token.objects.get_or_create(user=user)
     return token
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Count
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -16,11 +17,11 @@ from qa.models import GoldAnswer
 from tasks.selectors import project_for_manager
 
 
-def gold_json(gold: GoldAnswer) -> dict[str, object]:
+def gold_json(gold: GoldAnswer, tasks: int) -> dict[str, object]:
     return {
         "image": gold.image_id,
         "annotations": gold.annotations,
-        "tasks": gold.image.tasks.count(),
+        "tasks": tasks,
         "updated_at": gold.updated_at.isoformat(),
     }
 
@@ -47,14 +48,19 @@ class GoldApi(APIView):
             user=request.user,
         )
         return Response(
-            gold_json(gold), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            gold_json(gold, gold.image.tasks.count()),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     def get(self, request: Request, project_id: int) -> Response:
         assert isinstance(request.user, User)
         project = project_for_manager(request.user, project_id)
-        golds = GoldAnswer.objects.filter(project=project).select_related("image").order_by("pk")
-        return Response([gold_json(g) for g in golds])
+        golds = (
+            GoldAnswer.objects.filter(project=project)
+            .annotate(task_count=Count("image__tasks"))
+            .order_by("pk")
+        )
+        return Response([gold_json(g, g.task_count) for g in golds])
 
 
 class GoldDetailApi(APIView):

@@ -22,7 +22,7 @@ def lease_granted(assignment: Assignment) -> None:
     )
 
 
-def lease_released(*, task_id: int, project_id: int) -> None:
+def lease_released(*, project_id: int) -> None:
     publish(project_group(project_id), {"type": "queue", "project": project_id})
 
 

@@ -91,7 +91,7 @@ def _release(rows: list[tuple[int, int, int, bool]]) -> int:
                 Task.objects.filter(pk=task_id).update(open_leases=F("open_leases") - 1)
             if won:
                 released += 1
-                events.lease_released(task_id=task_id, project_id=project_id)
+                events.lease_released(project_id=project_id)
     return released
 
 
@@ -519,7 +519,7 @@ def assignment_skip(*, assignment_id: int, worker: User) -> Assignment:
         assignment.save(update_fields=["status"])
         if assignment.counted:
             Task.objects.filter(pk=assignment.task_id).update(open_leases=F("open_leases") - 1)
-        events.lease_released(task_id=assignment.task_id, project_id=assignment.project_id)
+        events.lease_released(project_id=assignment.project_id)
     return assignment
 
 

@@ -20,6 +20,7 @@ from tasks.models import (
     ProjectState,
     Task,
 )
+from tasks.schema import project_labels
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
            "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]  # fmt: skip
@@ -172,20 +173,13 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
     _money(data, project)
     _check_settings(project)
     if "labels" in data or "kind" in data:
-        labels = _labels_in(data.get("labels", _current_labels(project)), project.kind)
+        labels = _labels_in(data.get("labels", project_labels(project)), project.kind)
         if has_tasks:
             _check_label_change(project, labels)
         Label.objects.filter(project=project).delete()
         _save_labels(project, labels)
     project.save()
     return project
-
-
-def _current_labels(project: Project) -> list[dict[str, Any]]:
-    return [
-        {"name": label.name, "color": label.color, "keypoints": label.keypoints}
-        for label in project.labels.all()
-    ]
 
 
 def _check_label_change(project: Project, labels: list[dict[str, Any]]) -> None:
