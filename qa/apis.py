@@ -1,4 +1,5 @@
-"""Gold answers over HTTP (managers only)."""
+"""Quality over HTTP: gold answers, workers' scores and status, agreement (managers); a
+worker's own standing."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowd.errors import InvalidInput
+from crowd.errors import InvalidInput, NotFound
 from crowd.models import User
-from crowd.permissions import IsManager
-from qa import services
+from crowd.permissions import IsManager, IsWorker
+from qa import selectors, services
 from qa.models import GoldAnswer
-from tasks.selectors import project_for_manager
+from tasks.selectors import project_for_manager, project_for_worker
 
 
 def gold_json(gold: GoldAnswer, tasks: int) -> dict[str, object]:
@@ -71,3 +72,82 @@ class GoldDetailApi(APIView):
         project = project_for_manager(request.user, project_id)
         services.gold_remove(project=project, image_id=image_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Workers ----------------------------------------------------------------------------------
+
+
+class ProjectWorkersApi(APIView):
+    permission_classes = [IsManager]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        return Response(selectors.project_workers(project))
+
+
+class ProjectWorkerApi(APIView):
+    permission_classes = [IsManager]
+
+    def get(self, request: Request, project_id: int, worker_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        data = selectors.project_worker(project, worker_id)
+        if data is None:
+            raise NotFound("This worker has not worked on this project.")
+        return Response(data)
+
+
+class WorkerSuspendApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(request=inline_serializer("SuspendIn", {"reason": serializers.CharField()}))
+    def post(self, request: Request, project_id: int, worker_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
+        if not isinstance(reason, str):
+            raise InvalidInput(errors={"reason": ["Give the reason as text."]})
+        services.worker_suspend(
+            project=project, worker_id=worker_id, by=request.user, reason=reason
+        )
+        return Response(selectors.project_worker(project, worker_id))
+
+
+class WorkerReinstateApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(request=None)
+    def post(self, request: Request, project_id: int, worker_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        services.worker_reinstate(project=project, worker_id=worker_id, by=request.user)
+        return Response(selectors.project_worker(project, worker_id))
+
+
+class ProjectAgreementApi(APIView):
+    permission_classes = [IsManager]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        return Response(selectors.project_agreement(project))
+
+
+class MyProjectStatusApi(APIView):
+    """A worker's own standing in a project: whether they may work, and why not."""
+
+    permission_classes = [IsWorker]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_worker(request.user, project_id)
+        row = services.worker_score_get(project=project, worker_id=request.user.pk)
+        return Response(
+            {
+                "project": project.pk,
+                "status": row.status,
+                "reason": row.status_reason or None,
+                "score": round(row.score, 2),
+            }
+        )

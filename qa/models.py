@@ -17,3 +17,81 @@ class GoldAnswer(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class WorkerStatus(models.TextChoices):
+    EXAM = "exam"  # taking the project's qualification exam: gold tasks only
+    PROBATION = "probation"  # fewer gold answers than it takes to judge them
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # no tasks; their answers stop counting in consensus
+
+
+class WorkerScore(models.Model):
+    """A worker's standing in one project: the evidence behind their score, and their status.
+
+    The counts are the evidence (see ``qa.reliability``); ``score`` is derived from them and
+    stored so lists can sort by it. ``review_*`` hold the evidence at the manager's last
+    reinstatement: automatic suspension judges only what came after it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="worker_scores")
+    worker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="worker_scores"
+    )
+    status = models.CharField(max_length=16, choices=WorkerStatus.choices)
+    status_reason = models.CharField(max_length=300, blank=True, default="")
+    score = models.FloatField(default=0.5)
+    gold_seen = models.PositiveIntegerField(default=0)
+    gold_passed = models.PositiveIntegerField(default=0)
+    gold_score_sum = models.FloatField(default=0.0)
+    exam_seen = models.PositiveSmallIntegerField(default=0)
+    exam_score_sum = models.FloatField(default=0.0)
+    agreement_seen = models.PositiveIntegerField(default=0)
+    agreement_sum = models.FloatField(default=0.0)
+    review_gold_seen = models.PositiveIntegerField(default=0)
+    review_gold_score_sum = models.FloatField(default=0.0)
+    review_agreement_seen = models.PositiveIntegerField(default=0)
+    review_agreement_sum = models.FloatField(default=0.0)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    # Null when the score suspended them; the manager otherwise.
+    suspended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reinstated_at = models.DateTimeField(null=True, blank=True)
+    reinstated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "worker"], name="worker_score_unique"),
+        ]
+        indexes = [models.Index(fields=["project", "status"], name="worker_score_status")]
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreement_sum / self.agreement_seen if self.agreement_seen else None
+
+
+class GoldResult(models.Model):
+    """How one answer to a gold task scored against the gold answer."""
+
+    assignment = models.OneToOneField(
+        "tasks.Assignment", on_delete=models.CASCADE, related_name="gold_result"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    worker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    passed = models.BooleanField()
+    exam = models.BooleanField(default=False)
+    # Precision, recall, F1, mean IoU and the match counts: evidence for the manager.
+    details = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "worker", "created_at"], name="gold_result_worker"),
+        ]

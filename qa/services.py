@@ -1,16 +1,26 @@
-"""Writes on quality data: gold answers."""
+"""Writes on quality data: gold answers, gold results, worker scores and status."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+import numpy as np
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from crowd.errors import Conflict, NotFound
 from crowd.models import User
-from qa.models import GoldAnswer
-from tasks.models import Image, ImageStatus, Project
-from tasks.schema import annotations_clean
+from qa import events
+from qa.geometry import keypoint_sigmas
+from qa.models import GoldAnswer, GoldResult, WorkerScore, WorkerStatus
+from qa.regions import restrict
+from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
+from qa.scoring import GoldScore, gold_score
+from tasks.hooks import ADMITTED, Admission
+from tasks.models import Assignment, Image, ImageStatus, Kind, Project, Task
+from tasks.routing import leases_release_for_worker
+from tasks.schema import annotations_clean, project_schema
 from tasks.services import tasks_mark_gold
 
 
@@ -50,3 +60,254 @@ def gold_remove(*, project: Project, image_id: int) -> None:
         raise NotFound("This image has no gold answer.")
     tasks_mark_gold(image=answer.image, gold=False)
     answer.delete()
+
+
+# --- Worker scores and status ------------------------------------------------------------------
+
+
+def _evidence(row: WorkerScore) -> Evidence:
+    return Evidence(
+        gold_seen=row.gold_seen,
+        gold_score_sum=row.gold_score_sum,
+        agreement_seen=row.agreement_seen,
+        agreement_sum=row.agreement_sum,
+    )
+
+
+def _evidence_at_review(row: WorkerScore) -> Evidence:
+    return Evidence(
+        gold_seen=row.review_gold_seen,
+        gold_score_sum=row.review_gold_score_sum,
+        agreement_seen=row.review_agreement_seen,
+        agreement_sum=row.review_agreement_sum,
+    )
+
+
+def _initial_status(project: Project) -> str:
+    return WorkerStatus.EXAM if project.exam_tasks else WorkerStatus.PROBATION
+
+
+def worker_score_get(*, project: Project, worker_id: int, lock: bool = False) -> WorkerScore:
+    """The worker's row in this project, created on first use. With ``lock``, the row is
+    locked until the caller's transaction ends (call inside one)."""
+    rows = WorkerScore.objects.select_for_update() if lock else WorkerScore.objects
+    row = rows.filter(project=project, worker_id=worker_id).first()
+    if row is not None:
+        return row
+    try:
+        with transaction.atomic():
+            return WorkerScore.objects.create(
+                project=project, worker_id=worker_id, status=_initial_status(project)
+            )
+    except IntegrityError:  # created by a concurrent request of the same worker
+        return rows.get(project=project, worker_id=worker_id)
+
+
+def _percent(value: float) -> str:
+    return f"{round(100 * value)}%"
+
+
+def _judge(row: WorkerScore, project: Project, *, exam_size: int | None = None) -> None:
+    """Recompute the score and move the status on from the evidence. Manual suspensions
+    stay until a manager lifts them."""
+    row.score = reliability(_evidence(row))
+    if row.status == WorkerStatus.SUSPENDED:
+        return
+    now = timezone.now()
+    if row.status == WorkerStatus.EXAM:
+        size = project.exam_tasks if exam_size is None else exam_size
+        if row.exam_seen < size:
+            return
+        mean = row.exam_score_sum / row.exam_seen if row.exam_seen else 1.0
+        if mean < project.exam_pass_score:
+            row.status = WorkerStatus.SUSPENDED
+            row.suspended_at, row.suspended_by = now, None
+            row.status_reason = (
+                f"You did not pass this project's qualification: your answers scored "
+                f"{_percent(mean)} against the {_percent(project.exam_pass_score)} needed."
+            )
+            return
+        row.status = WorkerStatus.PROBATION
+        row.status_reason = ""
+    judged = _evidence(row).since(_evidence_at_review(row))
+    if should_suspend(judged, project.min_worker_score):
+        row.status = WorkerStatus.SUSPENDED
+        row.suspended_at, row.suspended_by = now, None
+        row.status_reason = (
+            f"Suspended: your estimated accuracy of {_percent(reliability(judged))} is below "
+            f"this project's minimum of {_percent(project.min_worker_score)}."
+        )
+    elif row.status == WorkerStatus.PROBATION and row.gold_seen >= PROBATION_GOLD:
+        row.status = WorkerStatus.ACTIVE
+
+
+def _save_judged(row: WorkerScore, status_before: str) -> None:
+    row.save()
+    changed = row.status != status_before
+    if changed and row.status == WorkerStatus.SUSPENDED:
+        # After commit, in transactions of their own: the caller may hold a task's row lock,
+        # and releasing takes other tasks' locks.
+        project_id, worker_id = row.project_id, row.worker_id
+        transaction.on_commit(
+            lambda: leases_release_for_worker(project_id=project_id, worker_id=worker_id)
+        )
+    events.worker_changed(row, status_changed=changed)
+
+
+def _gold_images(project: Project) -> int:
+    return Task.objects.filter(project=project, is_gold=True).values("image").distinct().count()
+
+
+def worker_admission(*, project: Project, worker: User) -> Admission:
+    """May the worker get tasks of the project (the routing policy's admission)."""
+    row = worker_score_get(project=project, worker_id=worker.pk)
+    if row.status == WorkerStatus.SUSPENDED:
+        return Admission(reason=row.status_reason or "You are suspended from this project.")
+    if row.status != WorkerStatus.EXAM:
+        return ADMITTED
+    # An exam larger than the gold left would never end: it ends with the gold there is.
+    size = min(project.exam_tasks, _gold_images(project))
+    if row.exam_seen < size:
+        return Admission(gold_only=True)
+    with transaction.atomic():
+        row = worker_score_get(project=project, worker_id=worker.pk, lock=True)
+        before = row.status
+        _judge(row, project, exam_size=size)
+        _save_judged(row, before)
+    return worker_admission(project=project, worker=worker) if row.status != before else ADMITTED
+
+
+def project_sigmas(project: Project) -> dict[str, np.ndarray]:
+    """Per keypoint label: the OKS sigma of each of its keypoints."""
+    schema = project_schema(project)
+    return {
+        label: keypoint_sigmas(list(names), default=project.keypoint_sigma)
+        for label, names in schema.keypoints.items()
+    }
+
+
+def answer_compare(
+    *,
+    project: Project,
+    reference: list[dict[str, Any]],
+    answer: list[dict[str, Any]],
+    width: int,
+    height: int,
+) -> GoldScore:
+    """Score ``answer`` against ``reference`` with the project's thresholds."""
+    return gold_score(
+        project.kind,
+        reference,
+        answer,
+        iou_threshold=project.iou_threshold,
+        oks_threshold=project.iou_threshold,
+        sigmas=project_sigmas(project) if project.kind == Kind.KEYPOINTS else None,
+        width=width,
+        height=height,
+    )
+
+
+def gold_result_record(*, assignment: Assignment) -> GoldResult | None:
+    """Score a submitted gold answer and update the worker's standing. Called inside the
+    submitting transaction (the routing policy's ``gold_answered``); a repeat does nothing."""
+    task, project = assignment.task, assignment.project
+    gold = GoldAnswer.objects.filter(image_id=task.image_id).first()
+    if gold is None or GoldResult.objects.filter(assignment=assignment).exists():
+        return None  # the gold was removed meanwhile, or this answer was scored already
+    image = task.image
+    reference, answer = restrict(
+        project.kind,
+        gold.annotations,
+        assignment.answer or [],
+        task.region,
+        image_size=[0, 0, image.width, image.height],
+    )
+    result = answer_compare(
+        project=project, reference=reference, answer=answer, width=image.width, height=image.height
+    )
+    row = worker_score_get(project=project, worker_id=assignment.worker_id, lock=True)
+    before = row.status
+    passed = result.score >= project.gold_pass_score
+    in_exam = row.status == WorkerStatus.EXAM
+    row.gold_seen += 1
+    row.gold_passed += int(passed)
+    row.gold_score_sum += result.score
+    if in_exam:
+        row.exam_seen += 1
+        row.exam_score_sum += result.score
+    _judge(row, project, exam_size=min(project.exam_tasks, _gold_images(project)))
+    _save_judged(row, before)
+    return GoldResult.objects.create(
+        assignment=assignment,
+        project=project,
+        worker_id=assignment.worker_id,
+        image_id=task.image_id,
+        score=result.score,
+        passed=passed,
+        exam=in_exam,
+        details={
+            **result.details(),
+            "gold_objects": len(reference),
+            "answer_objects": len(answer),
+        },
+    )
+
+
+def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
+    """Add each worker's agreement (in [0, 1]) with a completed task's consensus. Called in
+    the transaction that completes the task; rows are locked in worker order so two
+    completions sharing workers cannot deadlock."""
+    for worker_id in sorted(agreement):
+        row = worker_score_get(project=project, worker_id=worker_id, lock=True)
+        before = row.status
+        row.agreement_seen += 1
+        row.agreement_sum += agreement[worker_id]
+        _judge(row, project)
+        _save_judged(row, before)
+
+
+def suspended_workers(*, project: Project, worker_ids: Iterable[int]) -> set[int]:
+    return set(
+        WorkerScore.objects.filter(
+            project=project, worker_id__in=list(worker_ids), status=WorkerStatus.SUSPENDED
+        ).values_list("worker_id", flat=True)
+    )
+
+
+@transaction.atomic
+def worker_suspend(*, project: Project, worker_id: int, by: User, reason: str) -> WorkerScore:
+    """A manager suspends a worker from the project; the reason is shown to them."""
+    row = _known_worker(project, worker_id)
+    before = row.status
+    row.status = WorkerStatus.SUSPENDED
+    row.status_reason = reason.strip()[:300] or "Suspended by the project's manager."
+    row.suspended_at, row.suspended_by = timezone.now(), by
+    _save_judged(row, before)
+    return row
+
+
+@transaction.atomic
+def worker_reinstate(*, project: Project, worker_id: int, by: User) -> WorkerScore:
+    """Lift a suspension. Automatic suspension then judges only evidence from now on, and a
+    worker who failed the exam is let through it."""
+    row = _known_worker(project, worker_id)
+    if row.status != WorkerStatus.SUSPENDED:
+        raise Conflict("This worker is not suspended.", code="not_suspended")
+    row.status = WorkerStatus.ACTIVE if row.gold_seen >= PROBATION_GOLD else WorkerStatus.PROBATION
+    row.status_reason = ""
+    row.reinstated_at, row.reinstated_by = timezone.now(), by
+    row.review_gold_seen, row.review_gold_score_sum = row.gold_seen, row.gold_score_sum
+    row.review_agreement_seen, row.review_agreement_sum = row.agreement_seen, row.agreement_sum
+    row.score = reliability(_evidence(row))
+    _save_judged(row, WorkerStatus.SUSPENDED)
+    return row
+
+
+def _known_worker(project: Project, worker_id: int) -> WorkerScore:
+    """The locked row of a worker who has worked on (or asked for work in) the project."""
+    row = (
+        WorkerScore.objects.select_for_update().filter(project=project, worker_id=worker_id).first()
+    )
+    if row is None:
+        raise NotFound("This worker has not worked on this project.")
+    return row

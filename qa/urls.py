@@ -9,4 +9,34 @@ urlpatterns = [
         apis.GoldDetailApi.as_view(),
         name="project-gold-detail",
     ),
+    path(
+        "projects/<int:project_id>/workers/",
+        apis.ProjectWorkersApi.as_view(),
+        name="project-workers",
+    ),
+    path(
+        "projects/<int:project_id>/workers/<int:worker_id>/",
+        apis.ProjectWorkerApi.as_view(),
+        name="project-worker",
+    ),
+    path(
+        "projects/<int:project_id>/workers/<int:worker_id>/suspend/",
+        apis.WorkerSuspendApi.as_view(),
+        name="project-worker-suspend",
+    ),
+    path(
+        "projects/<int:project_id>/workers/<int:worker_id>/reinstate/",
+        apis.WorkerReinstateApi.as_view(),
+        name="project-worker-reinstate",
+    ),
+    path(
+        "projects/<int:project_id>/agreement/",
+        apis.ProjectAgreementApi.as_view(),
+        name="project-agreement",
+    ),
+    path(
+        "projects/<int:project_id>/me/",
+        apis.MyProjectStatusApi.as_view(),
+        name="project-my-status",
+    ),
 ]

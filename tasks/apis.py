@@ -42,6 +42,11 @@ class ProjectIn(serializers.Serializer):
     min_worker_score = serializers.FloatField(required=False, min_value=0, max_value=1)
     tile_size = serializers.IntegerField(required=False, min_value=0, max_value=1 << 20)
     tile_overlap = serializers.IntegerField(required=False, min_value=0, max_value=1 << 20)
+    iou_threshold = serializers.FloatField(required=False, min_value=0, max_value=1)
+    gold_pass_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    keypoint_sigma = serializers.FloatField(required=False, min_value=0, max_value=1)
+    exam_tasks = serializers.IntegerField(required=False, min_value=0, max_value=100)
+    exam_pass_score = serializers.FloatField(required=False, min_value=0, max_value=1)
 
 
 def project_json(project: Project, user: User) -> dict[str, Any]:
@@ -66,6 +71,11 @@ def project_json(project: Project, user: User) -> dict[str, Any]:
             min_worker_score=project.min_worker_score,
             tile_size=project.tile_size,
             tile_overlap=project.tile_overlap,
+            iou_threshold=project.iou_threshold,
+            gold_pass_score=project.gold_pass_score,
+            keypoint_sigma=project.keypoint_sigma,
+            exam_tasks=project.exam_tasks,
+            exam_pass_score=project.exam_pass_score,
             created_at=project.created_at.isoformat(),
         )
     return data

@@ -1,13 +1,14 @@
 """Decisions and figures ``tasks`` needs from apps built on it, registered at start-up.
 
 ``tasks`` never imports ``qa`` or ``payouts``. Routing asks one :class:`RoutingPolicy` (which
-``qa`` registers in its ``AppConfig.ready``) whether a worker may work, whether a task's
-answers agree well enough to complete it, and tells it when a gold task was answered.
+``qa`` registers in its ``AppConfig.ready``) whether a worker may work and on what (an exam
+is gold only), whether a task's answers agree well enough to complete it, and tells it when
+a gold task was answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +26,18 @@ progress_contributions: Contributions[Project] = Contributions(
 
 
 @dataclass(frozen=True)
+class Admission:
+    """Whether a worker may get tasks of a project now: a reason shown to them when they may
+    not, and ``gold_only`` while they are taking the project's qualification exam."""
+
+    reason: str | None = None
+    gold_only: bool = False
+
+
+ADMITTED = Admission()
+
+
+@dataclass(frozen=True)
 class Decision:
     """What to do with a task that has its required answers."""
 
@@ -33,8 +46,8 @@ class Decision:
 
 
 class RoutingPolicy(Protocol):
-    def blocked(self, *, project: Project, worker: User) -> str | None:
-        """A reason the worker may not get tasks of this project (shown to them), or None."""
+    def admission(self, *, project: Project, worker: User) -> Admission:
+        """May the worker get tasks of this project, and which (called by every ``next``)."""
 
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         """Complete the task, or ask for one more answer. Called inside the transaction that
@@ -47,8 +60,8 @@ class RoutingPolicy(Protocol):
 class CompleteAtOverlap:
     """Before ``qa`` registers its policy: everyone may work, a task completes at its overlap."""
 
-    def blocked(self, *, project: Project, worker: User) -> str | None:
-        return None
+    def admission(self, *, project: Project, worker: User) -> Admission:
+        return ADMITTED
 
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         return Decision(complete=True)
@@ -67,3 +80,18 @@ def register_routing_policy(policy: RoutingPolicy) -> None:
 
 def routing_policy() -> RoutingPolicy:
     return _policy
+
+
+# What each worker has earned in a project, in minor units of the project's currency:
+# ``payouts`` registers the ledger's answer; until then nobody has earned anything.
+Earnings = Callable[["Project", Sequence[int]], dict[int, int]]
+_earnings: Earnings = lambda project, worker_ids: {}  # noqa: E731
+
+
+def register_earnings(earnings: Earnings) -> None:
+    global _earnings
+    _earnings = earnings
+
+
+def worker_earnings(project: Project, worker_ids: Sequence[int]) -> dict[int, int]:
+    return _earnings(project, worker_ids)

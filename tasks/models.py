@@ -36,6 +36,15 @@ class Project(models.Model):
     gold_rate = models.FloatField(default=0.1)
     assignment_seconds = models.PositiveIntegerField(default=600)
     min_worker_score = models.FloatField(default=0.0)
+    # Quality: shapes match gold and each other at iou_threshold (box or mask IoU; OKS for
+    # keypoints); a gold answer passes at gold_pass_score; keypoint names without a COCO
+    # sigma use keypoint_sigma. A worker must first pass an exam of exam_tasks gold tasks
+    # (mean gold score >= exam_pass_score) when exam_tasks > 0.
+    iou_threshold = models.FloatField(default=0.5)
+    gold_pass_score = models.FloatField(default=0.7)
+    keypoint_sigma = models.FloatField(default=0.05)
+    exam_tasks = models.PositiveSmallIntegerField(default=0)
+    exam_pass_score = models.FloatField(default=0.8)
 
     # Pay per approved assignment, in integer minor units of `currency` (cents for USD).
     reward = models.BigIntegerField(default=0)

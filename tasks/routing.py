@@ -3,8 +3,8 @@
 Invariants (tests/tasks/test_routing.py and tests/concurrency/ check each one):
 
 - a worker never gets a task twice (unique ``(task, worker)``), never holds more than one open
-  lease per project (partial unique index), and gets a task only of an active project they
-  are not blocked from;
+  lease per project (partial unique index), and gets a task only of an active project the
+  routing policy admits them to (gold only while they take its exam);
 - for every non-gold task, open leases + accepted answers <= required overlap, under any
   concurrency (a check constraint, and every counter change is a conditional update);
 - counters change only in the transaction (or statement) that changes the assignment rows
@@ -103,6 +103,14 @@ def leases_release_expired(*, project_id: int | None = None, limit: int = RELEAS
     if project_id is not None:
         expired = expired.filter(project_id=project_id)
     return _release(list(expired.values_list("pk", "task_id", "project_id", "counted")[:limit]))
+
+
+def leases_release_for_worker(*, project_id: int, worker_id: int) -> int:
+    """Give back the worker's open leases in the project (they were suspended)."""
+    leases = Assignment.objects.filter(
+        project_id=project_id, worker_id=worker_id, status=AssignmentStatus.LEASED
+    )
+    return _release(list(leases.values_list("pk", "task_id", "project_id", "counted")))
 
 
 def _own_lease_releasing_expired(project: Project, worker: User) -> Assignment | None:
@@ -275,14 +283,16 @@ def assignment_next(
     rate, else the claimable task closest to done. None when nothing is available."""
     if project.state != ProjectState.ACTIVE:
         return None
-    reason = routing_policy().blocked(project=project, worker=worker)
-    if reason:
-        raise NotEligible(reason)
+    admission = routing_policy().admission(project=project, worker=worker)
+    if admission.reason:
+        raise NotEligible(admission.reason)
     _keep_sweeping()
     own = _own_lease_releasing_expired(project, worker)
     if own is not None:
         return own
     try:
+        if admission.gold_only:
+            return _claim_gold(project, worker)
         draw = (rand or random.random)()
         want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
         if want_gold and (gold := _claim_gold(project, worker)) is not None:
@@ -400,6 +410,8 @@ def _record_in_transaction(
         )  # fmt: skip
         if not locked.counted:
             assignment.status = AssignmentStatus.SUBMITTED
+            assignment.answer = values["answer"]
+            assignment.time_spent_ms = values["spent"]
             routing_policy().gold_answered(assignment=assignment)
             return None
         counts = _count_answer(locked.task_id, released=was_leased, holds_lease=live)

@@ -31,7 +31,8 @@ MAX_KEYPOINTS = 100
 # Fields a PATCH may change, with the rule that applies once the project has tasks.
 SETTINGS_FIELDS = (
     "name", "instructions", "min_overlap", "max_overlap", "agreement_threshold", "gold_rate",
-    "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap",
+    "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap", "iou_threshold",
+    "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score",
 )  # fmt: skip
 
 
@@ -108,6 +109,13 @@ def _check_settings(project: Project) -> None:
         bad("tile_overlap", "Between 0 and half the tile size.")
     if project.reward < 0:
         bad("reward", "Cannot be negative.")
+    for field in ("iou_threshold", "gold_pass_score", "exam_pass_score"):
+        if not 0 < getattr(project, field) <= 1:
+            bad(field, "Above 0 and at most 1.")
+    if not 0 < project.keypoint_sigma <= 1:
+        bad("keypoint_sigma", "Above 0 and at most 1 (a fraction of the object's scale).")
+    if not 0 <= project.exam_tasks <= 100:
+        bad("exam_tasks", "Between 0 (no exam) and 100.")
     if errors:
         raise InvalidInput(errors=errors)
 
@@ -216,6 +224,16 @@ def project_transition(*, project: Project, action: str) -> Project:
         raise Conflict(
             "Upload images (and let them finish processing) before starting.", code="no_tasks"
         )
+    if target == ProjectState.ACTIVE and project.exam_tasks:
+        gold_images = (
+            Task.objects.filter(project=project, is_gold=True).values("image").distinct().count()
+        )
+        if gold_images < project.exam_tasks:
+            raise Conflict(
+                f"The exam asks for {project.exam_tasks} gold tasks but the project has gold "
+                f"answers for {gold_images} images. Add gold, or lower exam_tasks.",
+                code="not_enough_gold",
+            )
     project.state = target
     project.save(update_fields=["state", "updated_at"])
     return project

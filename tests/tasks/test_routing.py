@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tasks import routing
-from tasks.hooks import Decision, register_routing_policy, routing_policy
+from tasks.hooks import Admission, Decision, register_routing_policy, routing_policy
 from tasks.models import Assignment, AssignmentStatus, Task, TaskState
 from tasks.services import project_transition, tasks_mark_gold
 from tests.factories import WorkerFactory, image_ready, project_create
@@ -188,8 +188,10 @@ class TestSelection:
         previous = routing_policy()
 
         class Suspending(type(previous)):  # type: ignore[misc]
-            def blocked(self, *, project, worker):
-                return "Suspended: gold accuracy 40% is below the project's minimum of 70%."
+            def admission(self, *, project, worker):
+                return Admission(
+                    reason="Suspended: gold accuracy 40% is below the project's minimum of 70%."
+                )
 
         register_routing_policy(Suspending())
         try:

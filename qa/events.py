@@ -1,0 +1,36 @@
+"""Live events of quality: a worker's status, published after commit.
+
+Workers hear of their own status changes only, never of each gold result: a score that
+moved right after a submission would tell them which task was gold.
+"""
+
+from __future__ import annotations
+
+from crowd.live import publish, user_group
+from qa.models import WorkerScore
+from tasks.events import project_group
+
+
+def worker_changed(row: WorkerScore, *, status_changed: bool) -> None:
+    publish(
+        project_group(row.project_id),
+        {
+            "type": "worker",
+            "project": row.project_id,
+            "worker": row.worker_id,
+            "score": round(row.score, 4),
+            "status": row.status,
+            "reason": row.status_reason or None,
+        },
+    )
+    if status_changed:
+        publish(
+            user_group(row.worker_id),
+            {
+                "type": "score",
+                "project": row.project_id,
+                "score": round(row.score, 2),
+                "status": row.status,
+                "reason": row.status_reason or None,
+            },
+        )

@@ -1,0 +1,161 @@
+"""Restrict answers to the region (tile) of a task before comparing them. Pure.
+
+A task may be one tile of a large image, while gold answers cover the whole image. A worker
+marks what they see in the tile, so an object cut by the tile's edge is marked as its visible
+part. Before scoring, both sides are clipped to the region; a gold object with less than
+``MIN_VISIBLE`` of its area inside is ambiguous (the worker may or may not mark a sliver),
+so it neither counts as missed nor makes the worker's box on it an extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Region = Sequence[float]  # [x, y, width, height]
+Item = dict[str, Any]
+
+MIN_VISIBLE = 0.5
+
+
+def _clip_box(box: Sequence[float], region: Region) -> list[float]:
+    rx, ry, rw, rh = region
+    x0, y0 = max(box[0], rx), max(box[1], ry)
+    x1, y1 = min(box[0] + box[2], rx + rw), min(box[1] + box[3], ry + rh)
+    return [x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0)]
+
+
+def _area(box: Sequence[float]) -> float:
+    return float(box[2] * box[3])
+
+
+def clip_polygon(points: Sequence[Sequence[float]], region: Region) -> list[list[float]]:
+    """Sutherland-Hodgman clipping of a polygon to the region's rectangle."""
+    rx, ry, rw, rh = region
+    edges = (
+        (lambda p: p[0] >= rx, lambda a, b: _cross_x(a, b, rx)),
+        (lambda p: p[0] <= rx + rw, lambda a, b: _cross_x(a, b, rx + rw)),
+        (lambda p: p[1] >= ry, lambda a, b: _cross_y(a, b, ry)),
+        (lambda p: p[1] <= ry + rh, lambda a, b: _cross_y(a, b, ry + rh)),
+    )
+    out = [[float(p[0]), float(p[1])] for p in points]
+    for inside, cross in edges:
+        if not out:
+            break
+        src, out = out, []
+        for i, cur in enumerate(src):
+            prev = src[i - 1]
+            if inside(cur):
+                if not inside(prev):
+                    out.append(cross(prev, cur))
+                out.append(cur)
+            elif inside(prev):
+                out.append(cross(prev, cur))
+    return out
+
+
+def _cross_x(a: Sequence[float], b: Sequence[float], x: float) -> list[float]:
+    t = (x - a[0]) / (b[0] - a[0])
+    return [x, a[1] + t * (b[1] - a[1])]
+
+
+def _cross_y(a: Sequence[float], b: Sequence[float], y: float) -> list[float]:
+    t = (y - a[1]) / (b[1] - a[1])
+    return [a[0] + t * (b[0] - a[0]), y]
+
+
+def polygon_area(points: Sequence[Sequence[float]]) -> float:
+    total = 0.0
+    for i, (x1, y1) in enumerate(points):
+        x0, y0 = points[i - 1]
+        total += x0 * y1 - x1 * y0
+    return abs(total) / 2
+
+
+def _bounds(points: Sequence[Sequence[float]]) -> list[float]:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    inter = _area(_clip_box(a, b))
+    union = _area(a) + _area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _inside(point: Sequence[float], region: Region) -> bool:
+    rx, ry, rw, rh = region
+    return rx <= point[0] <= rx + rw and ry <= point[1] <= ry + rh
+
+
+def restrict(
+    kind: str, gold: list[Item], answer: list[Item], region: Region, *, image_size: Region
+) -> tuple[list[Item], list[Item]]:
+    """Gold and answer items as seen through the region. A region covering the whole image
+    changes nothing."""
+    if kind == "classification" or list(region) == list(image_size):
+        return gold, answer
+    if kind == "keypoints":
+        return _restrict_keypoints(gold, answer, region)
+    clip, measure, bounds = _shape_ops(kind, region)
+    kept, ignored = [], []
+    for item in gold:
+        clipped = clip(item)
+        whole = measure(item)
+        if clipped is not None and whole > 0 and measure(clipped) >= MIN_VISIBLE * whole:
+            kept.append(clipped)
+        elif clipped is not None:
+            ignored.append(bounds(clipped))
+    seen = []
+    for item in answer:
+        clipped = clip(item)
+        if clipped is None or measure(clipped) <= 0:
+            continue
+        if any(_box_iou(bounds(clipped), box) >= 0.5 for box in ignored):
+            continue
+        seen.append(clipped)
+    return kept, seen
+
+
+def _shape_ops(kind: str, region: Region) -> tuple[Any, Any, Any]:
+    if kind == "bbox":
+
+        def clip_box(item: Item) -> Item | None:
+            box = _clip_box(item["bbox"], region)
+            return {**item, "bbox": box} if _area(box) > 0 else None
+
+        return clip_box, lambda item: _area(item["bbox"]), lambda item: item["bbox"]
+
+    def clip_poly(item: Item) -> Item | None:
+        points = clip_polygon(item["points"], region)
+        return {**item, "points": points} if len(points) >= 3 else None
+
+    return (
+        clip_poly,
+        lambda item: polygon_area(item["points"]),
+        lambda item: _bounds(item["points"]),
+    )
+
+
+def _restrict_keypoints(
+    gold: list[Item], answer: list[Item], region: Region
+) -> tuple[list[Item], list[Item]]:
+    def clip(item: Item) -> tuple[Item, int, int]:
+        points, labelled, inside = [], 0, 0
+        for x, y, v in item["keypoints"]:
+            if v > 0:
+                labelled += 1
+                if _inside((x, y), region):
+                    inside += 1
+                else:
+                    v = 0
+            points.append([x, y, v])
+        return {**item, "keypoints": points}, labelled, inside
+
+    kept = []
+    for item in gold:
+        clipped, labelled, inside = clip(item)
+        if labelled and inside >= MIN_VISIBLE * labelled:
+            kept.append(clipped)
+    seen = [c for c, _, inside in map(clip, answer) if inside]
+    return kept, seen
