@@ -228,7 +228,11 @@ class _ImageFileApi(APIView):
         if not name:
             raise NotFound("The image has no thumbnail yet.")
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+        try:
+            stored = default_storage.open(name, "rb")
+        except FileNotFoundError:
+            raise NotFound("The image's file is missing from storage.") from None
+        response = FileResponse(stored, content_type=content_type)
         response["Cache-Control"] = "private, max-age=3600"
         response["X-Content-Type-Options"] = "nosniff"
         return response
