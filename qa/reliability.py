@@ -23,7 +23,7 @@ PRIOR_FAILURES = 1.0
 AGREEMENT_WEIGHT = 0.5
 # Gold answers a worker gives before the score can suspend them (their probation).
 PROBATION_GOLD = 5
-SUSPEND_CONFIDENCE = 0.95
+SUSPEND_CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def api_routes() -> list[str]:
 
 
 def fill(route: str, ids: dict[str, int]) -> str:
-    return "/api/v1/" + re.sub(r"<int:(\w+)>", lambda m: str(ids[m.group(1)]), route)
+    return "/api/v1/" + re.sub(r"<int:(\w+)>", lambda m: str(ids[str(m.group(1))]), route)
 
 
 def assert_no_gold(body: str, where: str) -> None:
@@ -74,7 +74,9 @@ def test_every_worker_visible_response_is_free_of_gold(api_as, manager, worker) 
     }
     visited = []
     for route in api_routes():
-        if "<" in route and not all(f"<int:{k}>" in route for k in re.findall(r"<int:(\w+)>", route)):
+        if "<" in route and not all(
+            f"<int:{k}>" in route for k in re.findall(r"<int:(\w+)>", route)
+        ):
             continue
         url = fill(route, ids)
         response = client.get(url)

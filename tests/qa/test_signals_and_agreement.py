@@ -82,7 +82,7 @@ def test_classification_agreement_matches_the_statistics(api_as, manager) -> Non
     triples = list(
         Assignment.objects.filter(project=project).values_list("task_id", "worker_id", "answer")
     )
-    triples = [(t, w, a[0]["label"]) for t, w, a in triples]
+    triples = [(t, w, a[0]["label"]) for t, w, a in triples if a]
     assert data["krippendorff_alpha"] == pytest.approx(
         stats.krippendorff_alpha_from_triples(triples), abs=1e-6
     )
@@ -104,11 +104,18 @@ def test_shape_agreement_gives_iou_and_a_confusion_matrix(api_as, manager) -> No
     image_ready(project, seed=1)
     project = project_transition(project=project, action="start")
     a, b = WorkerFactory.create(), WorkerFactory.create()
-    boxes = [{"label": "car", "bbox": [10, 10, 40, 40]}, {"label": "tree", "bbox": [100, 100, 20, 20]}]
-    other = [{"label": "car", "bbox": [10, 10, 40, 40]}, {"label": "car", "bbox": [100, 100, 20, 20]}]
-    for worker, annotations in ((a, boxes), (b, other)):
+    boxes = [
+        {"label": "car", "bbox": [10, 10, 40, 40]},
+        {"label": "tree", "bbox": [100, 100, 20, 20]},
+    ]
+    other = [
+        {"label": "car", "bbox": [10, 10, 40, 40]},
+        {"label": "car", "bbox": [100, 100, 20, 20]},
+    ]
+    for worker, items in ((a, boxes), (b, other)):
         lease = routing.assignment_next(project=project, worker=worker, rand=no_gold)
-        routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=annotations)
+        assert lease is not None
+        routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=items)
     data = api_as(manager).get(f"/api/v1/projects/{project.pk}/agreement/").json()
     assert data["mean_pairwise_iou"] == 1.0
     assert data["confusion"]["labels"] == ["car", "tree", None]

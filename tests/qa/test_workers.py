@@ -68,7 +68,7 @@ def test_a_worker_below_the_minimum_is_suspended_and_sees_why(api_as, manager, w
 def test_manager_suspends_and_reinstates_through_the_api(
     api_as, manager, worker, django_capture_on_commit_callbacks
 ) -> None:
-    project, truth = classification_project(manager, gold=2, images=5)
+    project, _ = classification_project(manager, gold=2, images=5)
     lease = routing.assignment_next(project=project, worker=worker, rand=no_gold)
     assert lease is not None
     url = f"/api/v1/projects/{project.pk}/workers/{worker.pk}/"
@@ -120,9 +120,12 @@ def test_reinstatement_judges_only_new_evidence(manager, worker) -> None:
     from qa.services import worker_reinstate
 
     project, truth = classification_project(manager, gold=14, images=0, min_worker_score=0.6)
-    while WorkerScore.objects.get_or_create(
-        project=project, worker=worker, defaults={"status": WorkerStatus.PROBATION}
-    )[0].status != WorkerStatus.SUSPENDED:
+    while (
+        WorkerScore.objects.get_or_create(
+            project=project, worker=worker, defaults={"status": WorkerStatus.PROBATION}
+        )[0].status
+        != WorkerStatus.SUSPENDED
+    ):
         assert answer(project, worker, always("fish"), rand=gold_draw) is not None
     worker_reinstate(project=project, worker_id=worker.pk, by=manager)
     # Good answers from now on keep them working, whatever the old evidence says.
@@ -154,7 +157,7 @@ class TestExam:
         assert not Task.objects.get(pk=assignment.task_id).is_gold
 
     def test_failing_the_exam_blocks_with_the_reason(self, manager, worker) -> None:
-        project, truth = classification_project(manager, gold=5, images=5, exam_tasks=3)
+        project, _ = classification_project(manager, gold=5, images=5, exam_tasks=3)
         for _ in range(3):
             answer(project, worker, always("fish"), rand=no_gold)
         with pytest.raises(NotEligible, match="did not pass this project's qualification"):
