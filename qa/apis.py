@@ -3,19 +3,22 @@ worker's own standing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Count
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.errors import InvalidInput, NotFound
-from crowd.models import User
-from crowd.permissions import IsManager, IsWorker
-from qa import selectors, services
-from qa.models import GoldAnswer
-from tasks.selectors import project_for_manager, project_for_worker
+from crowd.models import Role, User
+from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
+from qa import merge, selectors, services
+from qa.models import ConsensusResult, ConsensusRun, GoldAnswer
+from tasks.selectors import project_for_manager, project_for_user, project_for_worker
 
 
 def gold_json(gold: GoldAnswer, tasks: int) -> dict[str, object]:
@@ -150,4 +153,69 @@ class MyProjectStatusApi(APIView):
                 "reason": row.status_reason or None,
                 "score": round(row.score, 2),
             }
+        )
+
+
+# --- Consensus --------------------------------------------------------------------------------
+
+
+def run_json(run: ConsensusRun) -> dict[str, object]:
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "method": run.method or None,
+        "params": run.params,
+        "images_total": run.images_total,
+        "images_done": run.images_done,
+        "error": run.error or None,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+class ProjectConsensusApi(APIView):
+    """The project's consensus runs: start one (managers), see the latest (managers, clients)."""
+
+    def get_permissions(self) -> list[Any]:
+        return [IsManager()] if self.request.method == "POST" else [IsManagerOrClient()]
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        run = merge.consensus_run_request(project=project, user=request.user)
+        return Response(run_json(run), status=status.HTTP_202_ACCEPTED)
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_user(request.user, project_id)
+        run = ConsensusRun.objects.filter(project=project).order_by("-pk").first()
+        return Response({"run": run_json(run) if run else None})
+
+
+class ProjectConsensusResultsApi(APIView):
+    """Merged answers per image; managers also see who contributed what."""
+
+    permission_classes = [IsManagerOrClient]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_user(request.user, project_id)
+        rows = ConsensusResult.objects.filter(project=project).order_by("image_id")
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(rows, request, view=self) or []
+        manager = request.user.role == Role.MANAGER
+        return paginator.get_paginated_response(
+            [
+                {
+                    "image": r.image_id,
+                    "method": r.method,
+                    "annotations": r.annotations,
+                    "confidence": r.confidence,
+                    "votes": r.votes,
+                    "low_confidence": r.low_confidence,
+                    **({"contributors": r.contributors} if manager else {}),
+                }
+                for r in page
+            ]
         )

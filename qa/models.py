@@ -95,3 +95,50 @@ class GoldResult(models.Model):
         indexes = [
             models.Index(fields=["project", "worker", "created_at"], name="gold_result_worker"),
         ]
+
+
+class ConsensusResult(models.Model):
+    """The merged answer of one image: what a dataset export ships.
+
+    ``annotations`` are API items plus ``score`` and ``num_votes`` (classification: one item
+    with the label). ``contributors`` makes it traceable: per object, which assignment's
+    which item went into it, and the weight of every worker who voted.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="consensus")
+    method = models.CharField(max_length=32)
+    annotations = models.JSONField(default=list)
+    confidence = models.FloatField(null=True, blank=True)
+    votes = models.PositiveIntegerField(default=0)
+    low_confidence = models.BooleanField(default=False)
+    contributors = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "image"], name="consensus_project_image")]
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ConsensusRun(models.Model):
+    """One computation of a project's consensus (a job); the results replace earlier ones."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    method = models.CharField(max_length=32, blank=True, default="")
+    params = models.JSONField(default=dict)
+    images_total = models.PositiveIntegerField(default=0)
+    images_done = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True, default="")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)

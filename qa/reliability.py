@@ -69,3 +69,17 @@ def should_suspend(evidence: Evidence, minimum: float) -> bool:
     if minimum <= 0 or evidence.gold_seen < PROBATION_GOLD:
         return False
     return probability_below(evidence, minimum) >= SUSPEND_CONFIDENCE
+
+
+# Voting presumes a newcomer is a typical worker (right 80% of the time, worth 5 answers of
+# evidence) until their own evidence says otherwise; suspension presumes nothing.
+VOTE_PRIOR_SUCCESSES = 4.0
+VOTE_PRIOR_FAILURES = 1.0
+
+
+def vote_weight(evidence: Evidence) -> float:
+    """How far a worker's answer counts in consensus: their expected accuracy, in (0, 1)."""
+    successes, failures = evidence.posterior()
+    successes += VOTE_PRIOR_SUCCESSES - PRIOR_SUCCESSES
+    failures += VOTE_PRIOR_FAILURES - PRIOR_FAILURES
+    return successes / (successes + failures)

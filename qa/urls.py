@@ -35,6 +35,16 @@ urlpatterns = [
         name="project-agreement",
     ),
     path(
+        "projects/<int:project_id>/consensus/",
+        apis.ProjectConsensusApi.as_view(),
+        name="project-consensus",
+    ),
+    path(
+        "projects/<int:project_id>/consensus/results/",
+        apis.ProjectConsensusResultsApi.as_view(),
+        name="project-consensus-results",
+    ),
+    path(
         "projects/<int:project_id>/me/",
         apis.MyProjectStatusApi.as_view(),
         name="project-my-status",

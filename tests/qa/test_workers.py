@@ -29,12 +29,15 @@ def next_url(project) -> str:
 
 def test_gold_answers_are_scored_and_counted(manager, worker) -> None:
     project, truth = classification_project(manager, gold=4, images=0)
-    right, wrong = truthfully(truth), always("fish")
+    right = truthfully(truth)
+
+    def wrong(assignment):
+        return [{"label": "cat" if truth[assignment.task.image_id] != "cat" else "dog"}]
+
     for label_for in (right, right, wrong):
         assert answer(project, worker, label_for, rand=gold_draw) is not None
     row = WorkerScore.objects.get(project=project, worker=worker)
     results = list(GoldResult.objects.filter(worker=worker).order_by("pk"))
-    # The third gold image's truth is "bird": "fish" fails it.
     assert [r.passed for r in results] == [True, True, False]
     assert (row.gold_seen, row.gold_passed, row.gold_score_sum) == (3, 2, 2.0)
     assert row.score == pytest.approx((1 + 2) / (2 + 3))  # Beta(1, 1) prior
@@ -189,7 +192,9 @@ def test_suspended_workers_answers_stop_counting_in_consensus(manager) -> None:
     answer(project, b, always("cat"))
     task.refresh_from_db()
     assert task.state == TaskState.DONE
-    assert task.confidence == 1.0  # the two counted answers agree
+    # The two counted answers agree; newcomers (right 80% of the time, 4 labels) make the
+    # posterior 12^2 / (12^2 + 3).
+    assert task.confidence == pytest.approx(144 / 147)
     assert not task.low_confidence
     agreement = dict(
         WorkerScore.objects.filter(project=project).values_list("worker_id", "agreement_seen")
@@ -216,8 +221,9 @@ def test_shape_tasks_complete_on_geometric_agreement(manager) -> None:
     assert (task.state, task.required_overlap) == (TaskState.OPEN, 3)  # they disagree
     answer(project, w3, lambda a: near)
     task.refresh_from_db()
-    # Three answers, one far off: mean pairwise F1 1/3 stays below 0.8, and max overlap
-    # completes the task as low confidence.
+    # Three answers, one far off: the merge keeps the box two of three marked, and the
+    # answers' mean F1 against it, 2/3, stays below 0.8; max overlap completes the task as
+    # low confidence.
     assert task.state == TaskState.DONE
     assert task.low_confidence
-    assert task.confidence == pytest.approx(1 / 3)
+    assert task.confidence == pytest.approx(2 / 3)

@@ -367,22 +367,25 @@ class TestDynamicOverlap:
         self.answer(project, "cat")
         self.answer(project, "cat")
         task = Task.objects.get()
-        assert (task.state, task.required_overlap, task.confidence) == (TaskState.DONE, 2, 1.0)
+        assert (task.state, task.required_overlap) == (TaskState.DONE, 2)
+        # Newcomers count as typical workers (right 80% of the time): two who agree make the
+        # posterior 4^2 / (4^2 + 1).
+        assert task.confidence == pytest.approx(16 / 17)
 
     def test_disagreement_grows_overlap_until_agreement(self, manager) -> None:
         project = self.classification(
-            manager, min_overlap=2, max_overlap=4, agreement_threshold=0.7
+            manager, min_overlap=2, max_overlap=4, agreement_threshold=0.85
         )
         self.answer(project, "cat")
         self.answer(project, "dog")
         task = Task.objects.get()
         assert (task.state, task.required_overlap) == (TaskState.OPEN, 3)
-        self.answer(project, "cat")  # 2/3 < 0.7
+        self.answer(project, "cat")  # posterior 16 / 20 = 0.8 < 0.85
         assert Task.objects.get().required_overlap == 4
-        self.answer(project, "cat")  # 3/4 >= 0.7
+        self.answer(project, "cat")  # 64 / 68 >= 0.85
         task = Task.objects.get()
         assert (task.state, task.answers, task.low_confidence) == (TaskState.DONE, 4, False)
-        assert task.confidence == 0.75
+        assert task.confidence == pytest.approx(64 / 68)
 
     def test_stops_at_max_overlap_with_a_low_confidence_flag(self, manager) -> None:
         project = self.classification(
@@ -392,7 +395,7 @@ class TestDynamicOverlap:
             self.answer(project, label)
         task = Task.objects.get()
         assert (task.state, task.answers, task.low_confidence) == (TaskState.DONE, 3, True)
-        assert task.confidence == pytest.approx(2 / 3)
+        assert task.confidence == pytest.approx(0.8)
         assert (
             routing.assignment_next(project=project, worker=WorkerFactory.create(), rand=never)
             is None

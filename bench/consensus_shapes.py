@@ -1,0 +1,690 @@
+"""Consensus of shapes on a simulated crowd: our merges against their peers. Pure, no Django.
+
+Used by the consensus benchmark (``rows(quick)``); every row has the keys ``kind``,
+``dataset``, ``method``, ``accuracy_or_f1``, ``mean_iou``, ``seconds``, ``speedup``,
+``target``.
+
+The crowd (seeded numpy RNG): each image has ground-truth objects, and five workers answer it:
+four honest ones drawn from a pool of workers with fixed skills, who jitter shapes in
+proportion to their size, miss about 10% of the objects, add an extra shape about 5% of the
+time and give a wrong label about 5% of the time (all scaled by skill), and one spammer who
+draws random shapes. Each worker's weight is their true accuracy plus the error of an
+estimate (as a gold-based score would give), fixed per worker. Answers are handed to both
+sides as the database hands them over: parsed JSON.
+
+- **bbox**: ``merge_boxes_batch`` against ``ensemble_boxes.weighted_boxes_fusion`` (each
+  worker one model, weight = reliability, score 1 per box, coordinates normalised, iou_thr
+  0.5). WBF's fused score is its weighted support (the cluster's weights over all models'
+  weights), so it is filtered like our quorum. Two comparisons: both at 0.5, and each method's
+  threshold tuned for F1 on a separately seeded crowd (the fairest threshold WBF can have).
+  Accuracy is F1 at IoU 0.5 with the label required to match; ``mean_iou`` is over those
+  matched pairs; ``seconds`` is the best wall time over the whole set (conversion from the
+  items included on both sides), ``speedup`` = WBF's time / ours; target: F1 >= WBF's and
+  speedup >= 10.
+- **polygon**: ``merge_polygons`` (weighted, mask vote inside a cluster) against
+  ``pixel_majority_vote`` (unweighted, connected regions); F1 at mask IoU 0.5, and
+  ``mean_iou`` is the mask IoU with the true mask per true object (0 when no merged object
+  matches it), so a method cannot raise it by dropping hard objects; target: both at least
+  the baseline's.
+- **keypoints**: ``merge_keypoints`` against an unweighted per-keypoint mean over the same
+  clusters; F1 at OKS 0.5, and ``mean_iou`` is the OKS per true instance (0 when missed);
+  target: both at least the baseline's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from ensemble_boxes import weighted_boxes_fusion  # type: ignore[import-untyped]
+
+from qa.consensus.boxes import merge_boxes_batch
+from qa.consensus.keypoints import merge_keypoints
+from qa.consensus.objects import MergedObject
+from qa.consensus.polygons import merge_polygons, pixel_majority_vote
+from qa.geometry import COCO_KEYPOINT_SIGMAS, box_iou, keypoint_area, mask_iou, match, oks
+from qa.geometry import polygons_to_rles as rasterise
+
+FloatArray = npt.NDArray[np.float64]
+Item = dict[str, Any]
+Answers = list[Any]  # [worker, weight, items] per worker, as parsed from JSON
+
+SEED = 20_240_611
+TUNING_SEED = SEED + 1
+CLASSES = ("car", "person", "bicycle", "dog", "sign")
+# Per class: typical width / height, and typical side as a share of the image's diagonal.
+ASPECT = np.array([1.8, 0.4, 1.4, 1.3, 1.0])
+SIDE = np.array([0.18, 0.15, 0.12, 0.10, 0.05])
+IMAGE_SIZES = ((640, 480), (1024, 768), (1280, 720), (1920, 1080))
+WORKERS_PER_IMAGE = 5
+HONEST_POOL, SPAMMER_POOL = 100, 20
+THRESHOLDS = np.round(np.arange(0.20, 0.801, 0.05), 2)
+SPEEDUP_TARGET = 10.0
+
+
+def rows(quick: bool) -> list[dict[str, Any]]:
+    return box_rows(quick) + polygon_rows(quick) + keypoint_rows(quick)
+
+
+def _row(
+    kind: str,
+    dataset: str,
+    method: str,
+    f1: float,
+    mean_iou: float,
+    seconds: float,
+    speedup: float | None,
+    target: str,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "dataset": dataset,
+        "method": method,
+        "accuracy_or_f1": round(f1, 4),
+        "mean_iou": round(mean_iou, 4),
+        "seconds": round(seconds, 4),
+        "speedup": None if speedup is None else round(speedup, 2),
+        "target": target,
+    }
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` calls, and the last result (dropped before each next call,
+    so freeing it is not timed)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        result = None
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+# The crowd
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Workers with fixed skills, and the weights a gold-based estimate would give them."""
+
+    skill: FloatArray
+    weight: FloatArray
+    spammer_weight: FloatArray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Pool:
+        skill = np.clip(rng.beta(8, 2, HONEST_POOL), 0.5, 0.99)
+        spammer_accuracy = rng.uniform(0.05, 0.3, SPAMMER_POOL)
+        return cls(
+            skill=skill,
+            weight=np.clip(skill + rng.normal(0, 0.05, HONEST_POOL), 0.05, 1.0),
+            spammer_weight=np.clip(spammer_accuracy + rng.normal(0, 0.05, SPAMMER_POOL), 0.05, 1.0),
+        )
+
+    def workers(self, rng: np.random.Generator) -> list[tuple[str, float, float | None]]:
+        """Five workers for one image, in random order: (id, weight, skill or None if spammer)."""
+        honest = rng.choice(HONEST_POOL, WORKERS_PER_IMAGE - 1, replace=False).tolist()
+        chosen: list[tuple[str, float, float | None]] = [
+            (f"w{i}", float(self.weight[i]), float(self.skill[i])) for i in honest
+        ]
+        spammer = int(rng.integers(SPAMMER_POOL))
+        chosen.insert(
+            int(rng.integers(WORKERS_PER_IMAGE)),
+            (f"s{spammer}", float(self.spammer_weight[spammer]), None),
+        )
+        return chosen
+
+
+def _other_label(rng: np.random.Generator, label: str) -> str:
+    return CLASSES[(CLASSES.index(label) + int(rng.integers(1, len(CLASSES)))) % len(CLASSES)]
+
+
+def _as_parsed_json(answers: list[Answers]) -> list[Answers]:
+    parsed: list[Answers] = json.loads(json.dumps(answers))
+    return parsed
+
+
+# Boxes
+
+
+@dataclass(frozen=True)
+class BoxImage:
+    width: int
+    height: int
+    truth: list[Item]
+
+
+def box_crowd(n_images: int, seed: int) -> tuple[list[BoxImage], list[Answers]]:
+    rng = np.random.default_rng(seed)
+    pool = Pool.draw(rng)
+    images: list[BoxImage] = []
+    answers: list[Answers] = []
+    for _ in range(n_images):
+        width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+        truth = _true_boxes(rng, width, height)
+        images.append(BoxImage(width, height, truth))
+        answers.append(
+            [
+                [worker, weight, _box_answer(rng, truth, skill, width, height)]
+                for worker, weight, skill in pool.workers(rng)
+            ]
+        )
+    return images, _as_parsed_json(answers)
+
+
+def _true_boxes(rng: np.random.Generator, width: int, height: int) -> list[Item]:
+    boxes: list[Item] = []
+    for _ in range(int(rng.integers(1, 9))):
+        c = int(rng.integers(len(CLASSES)))
+        side = SIDE[c] * np.exp(rng.normal(0, 0.4)) * np.sqrt(width * height)
+        aspect = ASPECT[c] * np.exp(rng.normal(0, 0.2))
+        w = min(side * np.sqrt(aspect), width * 0.9)
+        h = min(side / np.sqrt(aspect), height * 0.9)
+        if boxes and rng.random() < 0.3:
+            # Next to an earlier object, partly overlapping it (a crowd, a parking lot).
+            px, py, pw, ph = boxes[int(rng.integers(len(boxes)))]["bbox"]
+            angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.4, 0.9)
+            cx = px + pw / 2 + np.cos(angle) * distance * pw
+            cy = py + ph / 2 + np.sin(angle) * distance * ph
+        else:
+            cx, cy = rng.uniform(w / 2, width - w / 2), rng.uniform(h / 2, height - h / 2)
+        boxes.append(
+            {
+                "label": CLASSES[c],
+                "bbox": _clipped(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, width, height),
+            }
+        )
+    return boxes
+
+
+def _clipped(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> list[float]:
+    x0, y0 = float(np.clip(x0, 0, width - 2)), float(np.clip(y0, 0, height - 2))
+    x1, y1 = float(np.clip(x1, x0 + 1, width)), float(np.clip(y1, y0 + 1, height))
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _random_box(rng: np.random.Generator, width: int, height: int) -> Item:
+    w, h = rng.uniform(0.03, 0.4) * width, rng.uniform(0.03, 0.4) * height
+    x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+    return {"label": CLASSES[int(rng.integers(len(CLASSES)))], "bbox": [x, y, w, h]}
+
+
+def _box_answer(
+    rng: np.random.Generator, truth: list[Item], skill: float | None, width: int, height: int
+) -> list[Item]:
+    if skill is None:
+        return [_random_box(rng, width, height) for _ in range(int(rng.integers(1, 9)))]
+    miss, confusion, extra = 0.5 * (1 - skill), 0.25 * (1 - skill), 0.25 * (1 - skill)
+    jitter = 0.02 + 0.15 * (1 - skill)  # per edge, as a share of the box's side
+    items: list[Item] = []
+    for obj in truth:
+        if rng.random() < miss:
+            continue
+        x, y, w, h = obj["bbox"]
+        e = rng.normal(0, jitter, 4) * [w, h, w, h]
+        label = _other_label(rng, obj["label"]) if rng.random() < confusion else obj["label"]
+        items.append(
+            {
+                "label": label,
+                "bbox": _clipped(x + e[0], y + e[1], x + w + e[2], y + h + e[3], width, height),
+            }
+        )
+        if rng.random() < extra:
+            if rng.random() < 0.5:  # the same object marked twice, shifted
+                dx = rng.uniform(0.3, 0.6) * w * rng.choice([-1, 1])
+                items.append(
+                    {"label": label, "bbox": _clipped(x + dx, y, x + w + dx, y + h, width, height)}
+                )
+            else:
+                items.append(_random_box(rng, width, height))
+    return items
+
+
+def _wbf(images: Sequence[BoxImage], answers: Sequence[Answers]) -> list[list[tuple[Item, float]]]:
+    ids = {label: i for i, label in enumerate(CLASSES)}
+    out: list[list[tuple[Item, float]]] = []
+    for image, crowd in zip(images, answers, strict=True):
+        scale = np.array([image.width, image.height, image.width, image.height], dtype=np.float64)
+        boxes, scores, labels, weights = [], [], [], []
+        for _, weight, items in crowd:
+            xywh = np.array([item["bbox"] for item in items], dtype=np.float64).reshape(-1, 4)
+            xywh[:, 2:] += xywh[:, :2]
+            boxes.append(xywh / scale)
+            scores.append(np.ones(len(items)))
+            labels.append([ids[item["label"]] for item in items])
+            weights.append(weight)
+        fused, fused_scores, fused_labels = weighted_boxes_fusion(
+            boxes, scores, labels, weights=weights, iou_thr=0.5, skip_box_thr=1e-4
+        )
+        corners = fused * scale
+        out.append(
+            [
+                (
+                    {"label": CLASSES[int(lab)], "bbox": [c[0], c[1], c[2] - c[0], c[3] - c[1]]},
+                    float(s),
+                )
+                for c, s, lab in zip(
+                    corners.tolist(), fused_scores.tolist(), fused_labels.tolist(), strict=True
+                )
+            ]
+        )
+    return out
+
+
+def _score_items(
+    truth: Sequence[Sequence[Item]],
+    found: Sequence[Sequence[Item]],
+    similarity: Callable[[int, Sequence[Item], Sequence[Item]], FloatArray],
+    threshold: float,
+) -> tuple[float, float, float]:
+    """F1 over all images (a match needs the label and similarity >= threshold), the mean
+    similarity of the matched pairs, and the mean similarity per true object (0 if missed)."""
+    hits, n_truth, n_found, total = 0, 0, 0, 0.0
+    for index, (gold, ours) in enumerate(zip(truth, found, strict=True)):
+        n_truth += len(gold)
+        n_found += len(ours)
+        if not gold or not ours:
+            continue
+        matrix = similarity(index, gold, ours)
+        same = np.array([[g["label"] == o["label"] for o in ours] for g in gold])
+        for pair in match(np.where(same, matrix, 0.0), threshold).pairs:
+            hits += 1
+            total += pair.similarity
+    f1 = 2 * hits / (n_truth + n_found) if n_truth + n_found else 1.0
+    return f1, total / hits if hits else 0.0, total / n_truth if n_truth else 0.0
+
+
+def _box_similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
+    return box_iou([g["bbox"] for g in gold], [o["bbox"] for o in ours])
+
+
+def _score_boxes(
+    images: Sequence[BoxImage], found: Sequence[Sequence[Item]]
+) -> tuple[float, float]:
+    f1, matched_iou, _ = _score_items(
+        [image.truth for image in images], found, _box_similarity, 0.5
+    )
+    return f1, matched_iou
+
+
+def _tune(images: Sequence[BoxImage], scored: Sequence[Sequence[tuple[Item, float]]]) -> float:
+    """The threshold on the objects' scores (support) that gives the best F1."""
+    best, best_f1 = float(THRESHOLDS[0]), -1.0
+    for threshold in THRESHOLDS.tolist():
+        f1, _ = _score_boxes(
+            images, [[i for i, s in objs if s >= threshold - 1e-9] for objs in scored]
+        )
+        if f1 > best_f1:
+            best, best_f1 = threshold, f1
+    return best
+
+
+def _ours_scored(answers: Sequence[Answers]) -> list[list[tuple[Item, float]]]:
+    return [
+        [(obj.to_item(), obj.support) for obj in objs]
+        for objs in merge_boxes_batch(answers, quorum=0.0)
+    ]
+
+
+def box_rows(quick: bool) -> list[dict[str, Any]]:
+    n_images, n_tuning = (1000, 500) if quick else (10_000, 2000)
+    repeats = 1 if quick else 3
+    tuning_images, tuning_answers = box_crowd(n_tuning, TUNING_SEED)
+    wbf_threshold = _tune(tuning_images, _wbf(tuning_images, tuning_answers))
+    our_quorum = _tune(tuning_images, _ours_scored(tuning_answers))
+
+    images, answers = box_crowd(n_images, SEED)
+    dataset = f"{n_images} images, 1-8 boxes, 5 classes, 5 workers (1 spammer)"
+    wbf_seconds, fused = _best_time(lambda: _wbf(images, answers), repeats)
+    out: list[dict[str, Any]] = []
+    for label, wbf_cut, quorum in (
+        ("same threshold", 0.5, 0.5),
+        ("tuned thresholds", wbf_threshold, our_quorum),
+    ):
+        wbf_f1, wbf_iou = _score_boxes(
+            images, [[i for i, s in objs if s >= wbf_cut - 1e-9] for objs in fused]
+        )
+        seconds, merged = _best_time(partial(merge_boxes_batch, answers, quorum=quorum), repeats)
+        f1, iou = _score_boxes(images, [[obj.to_item() for obj in objs] for objs in merged])
+        speedup = wbf_seconds / seconds
+        ok = f1 >= wbf_f1 and speedup >= SPEEDUP_TARGET
+        out.append(
+            _row(
+                "bbox",
+                dataset,
+                f"weighted_boxes_fusion, score >= {wbf_cut:.2f} ({label})",
+                wbf_f1,
+                wbf_iou,
+                wbf_seconds,
+                1.0,
+                "baseline",
+            )
+        )
+        out.append(
+            _row(
+                "bbox",
+                dataset,
+                f"merge_boxes_batch, quorum {quorum:.2f} ({label})",
+                f1,
+                iou,
+                seconds,
+                speedup,
+                "ok" if ok else "MISSED",
+            )
+        )
+    return out
+
+
+# Polygons
+
+
+@dataclass(frozen=True)
+class PolygonImage:
+    width: int
+    height: int
+    truth: list[Item]
+    rles: list[dict[str, Any]]
+
+
+def polygon_crowd(n_images: int, seed: int) -> tuple[list[PolygonImage], list[Answers]]:
+    rng = np.random.default_rng(seed)
+    pool = Pool.draw(rng)
+    images: list[PolygonImage] = []
+    answers: list[Answers] = []
+    for _ in range(n_images):
+        width, height = ((320, 240), (480, 360), (640, 480))[int(rng.integers(3))]
+        truth: list[Item] = []
+        for _ in range(int(rng.integers(1, 5))):
+            radius = rng.uniform(15, min(width, height) / 5)
+            centre = rng.uniform([radius, radius], [width - radius, height - radius])
+            truth.append(
+                {
+                    "label": CLASSES[int(rng.integers(len(CLASSES)))],
+                    "points": _star(rng, centre, radius),
+                }
+            )
+        images.append(
+            PolygonImage(
+                width, height, truth, rasterise([t["points"] for t in truth], width, height)
+            )
+        )
+        answers.append(
+            [
+                [worker, weight, _polygon_answer(rng, truth, skill, width, height)]
+                for worker, weight, skill in pool.workers(rng)
+            ]
+        )
+    return images, _as_parsed_json(answers)
+
+
+def _star(rng: np.random.Generator, centre: FloatArray, radius: float) -> list[list[float]]:
+    """A random star-shaped polygon (convex when its radii are close)."""
+    n = int(rng.integers(6, 15))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = radius * rng.uniform(0.6, 1.0, n)
+    points = centre + np.column_stack([np.cos(angles), np.sin(angles)]) * radii[:, None]
+    return points.tolist()
+
+
+def _polygon_answer(
+    rng: np.random.Generator, truth: list[Item], skill: float | None, width: int, height: int
+) -> list[Item]:
+    def random_polygon() -> Item:
+        radius = rng.uniform(10, min(width, height) / 5)
+        centre = rng.uniform([radius, radius], [width - radius, height - radius])
+        return {
+            "label": CLASSES[int(rng.integers(len(CLASSES)))],
+            "points": _star(rng, centre, radius),
+        }
+
+    if skill is None:
+        return [random_polygon() for _ in range(int(rng.integers(1, 5)))]
+    miss, confusion, extra = 0.5 * (1 - skill), 0.25 * (1 - skill), 0.25 * (1 - skill)
+    jitter = 0.02 + 0.2 * (1 - skill)  # per vertex, as a share of the polygon's radius
+    items: list[Item] = []
+    for obj in truth:
+        if rng.random() < miss:
+            continue
+        points = np.array(obj["points"])
+        radius = float(np.linalg.norm(points - points.mean(axis=0), axis=1).mean())
+        moved = (
+            points
+            + rng.normal(0, jitter * radius, points.shape)
+            + rng.normal(0, jitter * radius / 2, 2)
+        )
+        label = _other_label(rng, obj["label"]) if rng.random() < confusion else obj["label"]
+        items.append({"label": label, "points": moved.tolist()})
+        if rng.random() < extra:
+            items.append(random_polygon())
+    return items
+
+
+def _masks_similarity(
+    images: Sequence[PolygonImage],
+) -> Callable[[int, Sequence[Item], Sequence[Item]], FloatArray]:
+    def similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
+        return mask_iou(images[index].rles, [o["rle"] for o in ours])
+
+    return similarity
+
+
+def polygon_rows(quick: bool) -> list[dict[str, Any]]:
+    n_images = 100 if quick else 500
+    images, answers = polygon_crowd(n_images, SEED)
+    dataset = f"{n_images} images, 1-4 star polygons, 5 workers (1 spammer)"
+    truth = [image.truth for image in images]
+    similarity = _masks_similarity(images)
+
+    def ours() -> list[list[MergedObject]]:
+        return [
+            merge_polygons(crowd, width=image.width, height=image.height)
+            for image, crowd in zip(images, answers, strict=True)
+        ]
+
+    def baseline() -> list[list[MergedObject]]:
+        return [
+            pixel_majority_vote(crowd, width=image.width, height=image.height)
+            for image, crowd in zip(images, answers, strict=True)
+        ]
+
+    base_seconds, base_objects = _best_time(baseline, 1)
+    seconds, objects = _best_time(ours, 1)
+    base_f1, _, base_iou = _score_items(
+        truth, [[o.to_item() for o in objs] for objs in base_objects], similarity, 0.5
+    )
+    f1, _, iou = _score_items(
+        truth, [[o.to_item() for o in objs] for objs in objects], similarity, 0.5
+    )
+    ok = f1 >= base_f1 and iou >= base_iou
+    return [
+        _row(
+            "polygon",
+            dataset,
+            "pixel_majority_vote (unweighted)",
+            base_f1,
+            base_iou,
+            base_seconds,
+            1.0,
+            "baseline",
+        ),
+        _row(
+            "polygon",
+            dataset,
+            "merge_polygons",
+            f1,
+            iou,
+            seconds,
+            base_seconds / seconds,
+            "ok" if ok else "MISSED",
+        ),
+    ]
+
+
+# Keypoints
+
+KEYPOINT_NAMES = tuple(COCO_KEYPOINT_SIGMAS)
+SIGMAS = {"person": np.array([COCO_KEYPOINT_SIGMAS[name] for name in KEYPOINT_NAMES])}
+# A standing person, in units of their height, origin at the top of the head's box.
+TEMPLATE = np.array(
+    [
+        [0.0, 0.06],
+        [-0.03, 0.04],
+        [0.03, 0.04],
+        [-0.06, 0.05],
+        [0.06, 0.05],
+        [-0.12, 0.18],
+        [0.12, 0.18],
+        [-0.16, 0.33],
+        [0.16, 0.33],
+        [-0.17, 0.46],
+        [0.17, 0.46],
+        [-0.08, 0.52],
+        [0.08, 0.52],
+        [-0.09, 0.74],
+        [0.09, 0.74],
+        [-0.09, 0.96],
+        [0.09, 0.96],
+    ]
+)
+# Left and right keypoints, for the classic mistake of swapping a person's sides.
+SWAP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
+
+
+def keypoint_crowd(n_images: int, seed: int) -> tuple[list[list[Item]], list[Answers]]:
+    rng = np.random.default_rng(seed)
+    pool = Pool.draw(rng)
+    truths: list[list[Item]] = []
+    answers: list[Answers] = []
+    for _ in range(n_images):
+        truth: list[Item] = []
+        for _ in range(int(rng.integers(1, 5))):
+            height = rng.uniform(80, 300)
+            origin = rng.uniform([height / 4, 0], [640 - height / 4, 480 - height])
+            xy = origin + TEMPLATE * height + rng.normal(0, 0.03 * height, TEMPLATE.shape)
+            v = rng.choice([2, 1, 0], size=len(TEMPLATE), p=[0.8, 0.15, 0.05])
+            truth.append({"label": "person", "keypoints": np.column_stack([xy, v]).tolist()})
+        truths.append(truth)
+        answers.append(
+            [
+                [worker, weight, _keypoint_answer(rng, truth, skill)]
+                for worker, weight, skill in pool.workers(rng)
+            ]
+        )
+    return truths, _as_parsed_json(answers)
+
+
+def _keypoint_answer(
+    rng: np.random.Generator, truth: list[Item], skill: float | None
+) -> list[Item]:
+    k = len(TEMPLATE)
+    if skill is None:
+        out = []
+        for _ in range(int(rng.integers(1, 4))):
+            height = rng.uniform(80, 300)
+            xy = rng.uniform([0, 0], [640, 480]) + rng.normal(0, height / 3, (k, 2))
+            out.append(
+                {
+                    "label": "person",
+                    "keypoints": np.column_stack([xy, rng.choice([1, 2], k)]).tolist(),
+                }
+            )
+        return out
+    miss, flip, slip = 0.5 * (1 - skill), 0.5 * (1 - skill), 0.25 * (1 - skill)
+    noise = 0.15 + 1.0 * (1 - skill)  # position error in units of the keypoint's tolerance
+    items: list[Item] = []
+    for obj in truth:
+        if rng.random() < miss:
+            continue
+        kps = np.array(obj["keypoints"])
+        scale = np.sqrt(max(keypoint_area(kps), 1.0))
+        tolerance = 2 * SIGMAS["person"] * scale
+        xy = kps[:, :2] + rng.normal(0, 1, (k, 2)) * (noise * tolerance)[:, None]
+        v = kps[:, 2].copy()
+        if rng.random() < slip:
+            xy, v = xy[SWAP], v[SWAP]
+        changed = rng.random(k) < flip
+        v = np.where(changed & (v > 0), 3 - v, v)  # visible <-> occluded
+        dropped = rng.random(k) < slip
+        guessed = (v == 0) & ~dropped & (rng.random(k) < slip)
+        v = np.where(dropped, 0, np.where(guessed, 2, v))
+        xy = np.where((v == 0)[:, None], 0.0, xy)
+        items.append({"label": "person", "keypoints": np.column_stack([xy, v]).tolist()})
+    return items
+
+
+def _mean_keypoints(answers: Answers) -> list[Item]:
+    """Baseline: the same clusters (found without weights), each keypoint the plain mean of
+    the members that marked it, present when at least half of the members marked it."""
+    unweighted = [[worker, 1.0, items] for worker, _, items in answers]
+    out: list[Item] = []
+    for obj in merge_keypoints(unweighted, sigmas=SIGMAS):
+        by_worker = {worker: items for worker, _, items in answers}
+        kps = np.array(
+            [by_worker[m.worker][m.item]["keypoints"] for m in obj.members], dtype=np.float64
+        )
+        marked = kps[:, :, 2] > 0
+        count = marked.sum(axis=0)
+        present = count * 2 >= len(kps)
+        xy = (
+            np.where(marked[:, :, None], kps[:, :, :2], 0.0).sum(axis=0)
+            / np.maximum(count, 1)[:, None]
+        )
+        visible = (kps[:, :, 2] == 2).sum(axis=0) >= (kps[:, :, 2] == 1).sum(axis=0)
+        v = np.where(present, np.where(visible, 2, 1), 0)
+        out.append(
+            {
+                "label": obj.label,
+                "keypoints": np.column_stack([np.where(present[:, None], xy, 0.0), v]).tolist(),
+            }
+        )
+    return out
+
+
+def _oks_similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
+    refs = np.array([g["keypoints"] for g in gold], dtype=np.float64)
+    cands = np.array([o["keypoints"] for o in ours], dtype=np.float64)
+    areas = [keypoint_area(r) for r in refs]
+    return np.asarray(oks(cands, refs, SIGMAS["person"], areas).T, dtype=np.float64)
+
+
+def keypoint_rows(quick: bool) -> list[dict[str, Any]]:
+    n_images = 100 if quick else 300
+    truths, answers = keypoint_crowd(n_images, SEED)
+    dataset = f"{n_images} images, 1-4 people x 17 keypoints, 5 workers (1 spammer)"
+    base_seconds, base = _best_time(lambda: [_mean_keypoints(crowd) for crowd in answers], 1)
+    seconds, merged = _best_time(
+        lambda: [merge_keypoints(crowd, sigmas=SIGMAS) for crowd in answers], 1
+    )
+    base_f1, _, base_oks = _score_items(truths, base, _oks_similarity, 0.5)
+    f1, _, mean_oks = _score_items(
+        truths, [[o.to_item() for o in objs] for objs in merged], _oks_similarity, 0.5
+    )
+    ok = f1 >= base_f1 and mean_oks >= base_oks
+    return [
+        _row(
+            "keypoints",
+            dataset,
+            "unweighted per-keypoint mean (same clusters)",
+            base_f1,
+            base_oks,
+            base_seconds,
+            1.0,
+            "baseline",
+        ),
+        _row(
+            "keypoints",
+            dataset,
+            "merge_keypoints",
+            f1,
+            mean_oks,
+            seconds,
+            base_seconds / seconds,
+            "ok" if ok else "MISSED",
+        ),
+    ]

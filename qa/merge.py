@@ -1,0 +1,314 @@
+"""Consensus services: a task's agreement for dynamic overlap, and a project's merged answers.
+
+The algorithms are the pure ``qa.consensus`` package; this module feeds them the answers that
+count (not suspended workers', weighted by each worker's reliability) and stores one
+:class:`ConsensusResult` per image. Classification runs over the whole project at once
+(Dawid-Skene learns each worker's confusion matrix from all of their answers); shapes merge
+per task, and the tiles of one image are united.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from qa import services
+from qa.consensus import classification as cls
+from qa.consensus.boxes import merge_across_tiles, merge_boxes
+from qa.consensus.keypoints import merge_keypoints
+from qa.consensus.objects import Answer, MergedObject
+from qa.consensus.polygons import merge_polygons
+from qa.geometry import box_iou
+from qa.models import (
+    ConsensusResult,
+    ConsensusRun,
+    GoldAnswer,
+    RunStatus,
+    WorkerScore,
+    WorkerStatus,
+)
+from qa.reliability import Evidence, vote_weight
+from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project, Task
+from tasks.schema import project_schema
+
+COUNTED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED]
+QUORUM = 0.5
+WRITE_BATCH = 500
+
+
+def vote_weights(project: Project, worker_ids: Sequence[int]) -> dict[int, float]:
+    """Each worker's weight in consensus; newcomers count as a typical worker."""
+    rows = WorkerScore.objects.filter(project=project, worker_id__in=list(worker_ids)).values_list(
+        "worker_id", "gold_seen", "gold_score_sum", "agreement_seen", "agreement_sum"
+    )
+    weights = {w: vote_weight(Evidence()) for w in worker_ids}
+    for worker_id, seen, score_sum, agreed_seen, agreed_sum in rows:
+        weights[worker_id] = vote_weight(Evidence(seen, score_sum, agreed_seen, agreed_sum))
+    return weights
+
+
+def shapes_merge(
+    project: Project, answers: Sequence[Answer], *, width: int, height: int
+) -> list[MergedObject]:
+    threshold = project.iou_threshold
+    if project.kind == Kind.BBOX:
+        return merge_boxes(answers, iou_threshold=threshold, quorum=QUORUM)
+    if project.kind == Kind.POLYGON:
+        return merge_polygons(
+            answers, width=width, height=height, iou_threshold=threshold, quorum=QUORUM
+        )
+    return merge_keypoints(
+        answers, sigmas=services.project_sigmas(project), oks_threshold=threshold, quorum=QUORUM
+    )
+
+
+@dataclass(frozen=True)
+class TaskConsensus:
+    confidence: float
+    agreement: dict[int, float]  # worker -> agreement of their answer with the consensus
+
+
+def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
+    """The consensus of one task's counted answers: classification by reliability-weighted
+    vote (confidence: the leading label's posterior); shapes merged (confidence: the
+    weighted mean F1 of the answers against the merged objects)."""
+    weights = vote_weights(project, [a.worker_id for a in answers])
+    if project.kind == Kind.CLASSIFICATION:
+        labels = [(a.worker_id, a.answer[0]["label"]) for a in answers if a.answer]
+        if not labels:
+            return TaskConsensus(0.0, {})
+        encoded, _, workers, keys = cls.encode(
+            ((0, w, label) for w, label in labels), labels=list(project_schema(project).labels)
+        )
+        result = cls.weighted_vote(encoded, [weights[w] for w in workers])  # type: ignore[index]
+        winner = keys[int(result.label[0])]
+        return TaskConsensus(
+            float(result.confidence[0]), {w: float(label == winner) for w, label in labels}
+        )
+    image = task.image
+    crowd = [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in answers]
+    merged = [
+        o.to_item() for o in shapes_merge(project, crowd, width=image.width, height=image.height)
+    ]
+    agreement = {
+        a.worker_id: services.answer_compare(
+            project=project, reference=merged, answer=list(a.answer or []),
+            width=image.width, height=image.height,
+        ).f1
+        for a in answers
+    }  # fmt: skip
+    total = sum(weights[w] for w in agreement)
+    confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
+    return TaskConsensus(confidence, agreement)
+
+
+# --- Project runs ------------------------------------------------------------------------------
+
+
+def consensus_run_request(*, project: Project, user: Any = None) -> ConsensusRun:
+    """Queue a computation of the project's consensus; the job starts after commit."""
+    from crowd.jobs import send_on_commit
+    from qa.jobs import consensus_compute
+
+    run = ConsensusRun.objects.create(project=project, requested_by=user)
+    send_on_commit(consensus_compute, run.pk)
+    return run
+
+
+def _counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
+    """(assignment, task, image, worker, answer) of every answer that counts in consensus."""
+    suspended = set(
+        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
+            "worker_id", flat=True
+        )
+    )
+    rows = (
+        Assignment.objects.filter(project=project, status__in=COUNTED, task__is_gold=False)
+        .order_by("task_id", "pk")
+        .values_list("pk", "task_id", "task__image_id", "worker_id", "answer")
+    )
+    return [r for r in rows if r[3] not in suspended]
+
+
+def consensus_compute(*, run_id: int) -> ConsensusRun | None:
+    """Compute and store the consensus of every answered image of the run's project,
+    replacing earlier results. Safe to run twice: a finished run is left alone."""
+    run = ConsensusRun.objects.select_related("project").filter(pk=run_id).first()
+    if run is None or run.status == RunStatus.DONE:
+        return run
+    project = run.project
+    run.status, run.started_at, run.error = RunStatus.RUNNING, timezone.now(), ""
+    run.save(update_fields=["status", "started_at", "error"])
+    try:
+        answers = _counted_answers(project)
+        if project.kind == Kind.CLASSIFICATION:
+            method, results = _classification_results(project, answers)
+        else:
+            method, results = _shape_results(project, answers)
+        results += _gold_results(project)
+        run.method = method
+        run.images_total = len(results)
+        run.params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
+        _store(project, run, results)
+    except Exception as exc:
+        run.status, run.error, run.finished_at = RunStatus.FAILED, str(exc)[:500], timezone.now()
+        run.save(update_fields=["status", "error", "finished_at"])
+        raise
+    run.status, run.finished_at = RunStatus.DONE, timezone.now()
+    run.save(update_fields=["status", "finished_at", "method", "images_total", "params"])
+    return run
+
+
+def _store(project: Project, run: ConsensusRun, results: list[ConsensusResult]) -> None:
+    images = {r.image_id for r in results}
+    for start in range(0, len(results), WRITE_BATCH):
+        batch = results[start : start + WRITE_BATCH]
+        with transaction.atomic():
+            ConsensusResult.objects.filter(image_id__in=[r.image_id for r in batch]).delete()
+            ConsensusResult.objects.bulk_create(batch)
+            run.images_done = start + len(batch)
+            run.save(update_fields=["images_done"])
+    stale = ConsensusResult.objects.filter(project=project).exclude(image_id__in=images)
+    stale.delete()
+
+
+def _classification_results(
+    project: Project, answers: list[tuple[int, int, int, int, Any]]
+) -> tuple[str, list[ConsensusResult]]:
+    labelled = [(a, t, i, w, ans[0]["label"]) for a, t, i, w, ans in answers if ans]
+    if not labelled:
+        return "none", []
+    labels = list(project_schema(project).labels)
+    encoded, tasks, workers, keys = cls.encode(
+        ((t, w, label) for _, t, _, w, label in labelled), labels=labels
+    )
+    weights = vote_weights(project, [int(w) for w in workers])  # type: ignore[call-overload]
+    result = cls.aggregate(encoded, weights=[weights[int(w)] for w in workers])  # type: ignore[call-overload]
+    by_task: dict[Any, list[tuple[int, int, str]]] = defaultdict(list)
+    image_of: dict[Any, int] = {}
+    for a, t, i, w, label in labelled:
+        by_task[t].append((a, w, label))
+        image_of[t] = i
+    low = set(
+        Task.objects.filter(project=project, low_confidence=True).values_list("pk", flat=True)
+    )
+    out = []
+    for index, task in enumerate(tasks):
+        confidence = float(result.confidence[index])
+        label = keys[int(result.label[index])]
+        out.append(
+            ConsensusResult(
+                project=project, image_id=image_of[task], method=result.method,
+                annotations=[{"label": label, "score": round(confidence, 6),
+                              "num_votes": int(result.votes[index])}],
+                confidence=confidence, votes=int(result.votes[index]),
+                low_confidence=task in low or confidence < project.agreement_threshold,
+                contributors={"answers": [
+                    {"assignment": a, "worker": w, "label": lab, "weight": round(weights[w], 4)}
+                    for a, w, lab in by_task[task]
+                ]},
+            )
+        )  # fmt: skip
+    return result.method, out
+
+
+def _shape_results(
+    project: Project, answers: list[tuple[int, int, int, int, Any]]
+) -> tuple[str, list[ConsensusResult]]:
+    weights = vote_weights(project, sorted({w for _, _, _, w, _ in answers}))
+    by_image: dict[int, dict[int, list[tuple[int, int, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for a, t, i, w, ans in answers:
+        by_image[i][t].append((a, w, ans or []))
+    images = Image.objects.in_bulk(list(by_image))
+    tasks = Task.objects.in_bulk([t for per in by_image.values() for t in per])
+    out = []
+    for image_id, per_task in by_image.items():
+        image = images[image_id]
+        task_ids = sorted(per_task)
+        objects_per_tile: list[list[MergedObject]] = []
+        assignment_of: dict[tuple[int, Any], int] = {}
+        for tile, task_id in enumerate(task_ids):
+            crowd = []
+            for a, w, items in per_task[task_id]:
+                assignment_of[(tile, w)] = a
+                crowd.append(Answer(w, weights[w], items))
+            objects_per_tile.append(
+                shapes_merge(project, crowd, width=image.width, height=image.height)
+            )
+        regions = [tasks[t].region for t in task_ids]
+        objects = _unite_tiles(project, objects_per_tile, regions)
+        confidences = [c for t in task_ids if (c := tasks[t].confidence) is not None]
+        confidence = float(np.mean(confidences)) if confidences else None
+        out.append(
+            ConsensusResult(
+                project=project, image=image, method="merge", confidence=confidence,
+                annotations=[o.to_item() for o in objects],
+                votes=sum(len(v) for v in per_task.values()),
+                low_confidence=any(tasks[t].low_confidence for t in task_ids),
+                contributors={
+                    "weights": {str(w): round(weights[w], 4) for a, w, _ in
+                                (x for v in per_task.values() for x in v)},
+                    "objects": [
+                        [[assignment_of[(m.tile or 0, m.worker)], m.item] for m in o.members]
+                        for o in objects
+                    ],
+                },
+            )
+        )  # fmt: skip
+    return "merge", out
+
+
+def _unite_tiles(
+    project: Project, objects_per_tile: list[list[MergedObject]], regions: list[list[int]]
+) -> list[MergedObject]:
+    """One image's objects from its tiles' merges. Boxes crossing a seam are united into one
+    box; polygons and keypoint instances found twice in an overlap keep the better copy."""
+    if len(objects_per_tile) == 1:
+        return objects_per_tile[0]
+    if project.kind == Kind.BBOX:
+        return merge_across_tiles(objects_per_tile, regions)
+    kept: list[MergedObject] = []
+    flat = [(o, tile) for tile, objs in enumerate(objects_per_tile) for o in objs]
+    for obj, tile in sorted(flat, key=lambda x: -x[0].score):
+        box = _bounds(obj)
+        if any(
+            k.label == obj.label and box_iou([box], [_bounds(k)])[0, 0] >= project.iou_threshold
+            for k in kept
+        ):
+            continue
+        members = tuple(m._replace(tile=tile) for m in obj.members)
+        kept.append(replace(obj, members=members))  # type: ignore[type-var]
+    return kept
+
+
+def _bounds(obj: MergedObject) -> list[float]:
+    if obj.points is not None:
+        xs, ys = [p[0] for p in obj.points], [p[1] for p in obj.points]
+    else:
+        shown = [k for k in obj.keypoints or () if k[2] > 0] or list(obj.keypoints or ())
+        xs, ys = [k[0] for k in shown], [k[1] for k in shown]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _gold_results(project: Project) -> list[ConsensusResult]:
+    """Gold images ship their expert answer."""
+    return [
+        ConsensusResult(
+            project=project,
+            image_id=g.image_id,
+            method="gold",
+            confidence=1.0,
+            votes=0,
+            annotations=[{**item, "score": 1.0, "num_votes": 0} for item in g.annotations],
+            contributors={"gold": True},
+        )
+        for g in GoldAnswer.objects.filter(project=project)
+    ]

@@ -1,0 +1,151 @@
+"""Consensus runs of a project (job and API), and ``manage.py aggregate`` on outside answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from crowd.jobs import wait_for_jobs
+from qa.models import ConsensusResult, ConsensusRun
+from tasks import routing
+from tasks.models import Task
+from tasks.services import project_transition
+from tests.factories import WorkerFactory, image_ready, project_create
+from tests.qa.helpers import classification_project, no_gold
+
+
+def work(project, worker, items) -> None:
+    lease = routing.assignment_next(project=project, worker=worker, rand=no_gold)
+    assert lease is not None
+    routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=items)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.both_databases
+def test_a_consensus_run_stores_traceable_results(api_as, manager, client_user) -> None:
+    project, truth = classification_project(
+        manager, gold=1, images=3, min_overlap=3, max_overlap=3, agreement_threshold=0.5
+    )
+    workers = [WorkerFactory.create() for _ in range(3)]
+    for _ in range(3):
+        for i, w in enumerate(workers):
+            # The third worker says "fish" to everything; the others tell the truth.
+            lease = routing.assignment_next(project=project, worker=w, rand=no_gold)
+            assert lease is not None
+            label = "fish" if i == 2 else truth[lease.task.image_id]
+            routing.assignment_submit(
+                assignment_id=lease.pk, worker=w, annotations=[{"label": label}]
+            )
+    response = api_as(manager).post(f"/api/v1/projects/{project.pk}/consensus/")
+    assert response.status_code == 202
+    wait_for_jobs()
+    run = ConsensusRun.objects.get(pk=response.json()["id"])
+    assert run.status == "done", run.error
+    latest = api_as(client_user).get(f"/api/v1/projects/{project.pk}/consensus/")
+    assert latest.status_code == 404  # the client is not on this project
+    results = api_as(manager).get(f"/api/v1/projects/{project.pk}/consensus/results/").json()
+    assert results["count"] == 4  # three answered images and the gold one
+    by_image = {r["image"]: r for r in results["results"]}
+    for image_id, row in by_image.items():
+        assert row["annotations"][0]["label"] == truth[image_id]
+        if row["method"] == "gold":
+            continue
+        assert row["votes"] == 3
+        assert row["annotations"][0]["num_votes"] == 3
+        said = {c["worker"]: c["label"] for c in row["contributors"]["answers"]}
+        assert said[workers[2].pk] == "fish"
+    # Running it again replaces the results; nothing is duplicated.
+    api_as(manager).post(f"/api/v1/projects/{project.pk}/consensus/")
+    wait_for_jobs()
+    assert ConsensusResult.objects.filter(project=project).count() == 4
+    # Workers see none of it.
+    assert api_as(workers[0]).get(f"/api/v1/projects/{project.pk}/consensus/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_boxes_across_a_tile_seam_come_out_as_one(manager) -> None:
+    from qa.merge import consensus_compute
+
+    project = project_create(
+        manager, kind="bbox", labels=["car"], gold_rate=0.0, min_overlap=2, max_overlap=2,
+        tile_size=512, tile_overlap=64, agreement_threshold=0.1,
+    )  # fmt: skip
+    image_ready(project, width=960, height=400)
+    project = project_transition(project=project, action="start")
+    tiles = list(Task.objects.order_by("x"))
+    assert [t.region for t in tiles] == [[0, 0, 512, 400], [448, 0, 512, 400]]
+    # A car from x=400 to x=600 crosses the seam: each tile's workers mark the part they see.
+    left = [{"label": "car", "bbox": [400, 100, 112, 50]}]
+    right = [{"label": "car", "bbox": [448, 100, 152, 50]}]
+    workers = [WorkerFactory.create() for _ in range(4)]
+    for w in workers[:2]:
+        work(project, w, left)
+    for w in workers[2:]:
+        work(project, w, right)
+    assert set(Task.objects.values_list("state", flat=True)) == {"done"}
+    run = ConsensusRun.objects.create(project=project)
+    consensus_compute(run_id=run.pk)
+    result = ConsensusResult.objects.get()
+    assert len(result.annotations) == 1, result.annotations
+    assert result.annotations[0]["bbox"] == pytest.approx([400, 100, 200, 50], abs=1)
+    members = result.contributors["objects"][0]
+    assert len(members) == 4  # every worker's piece is traceable
+
+
+def run_aggregate(tmp_path, kind: str, text: str, *extra: str) -> str:
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.write_text(text)
+    call_command(
+        "aggregate", "--kind", kind, "--input", str(source), "--output", str(target), *extra
+    )
+    return target.read_text()
+
+
+def test_aggregate_classification_csv(tmp_path) -> None:
+    text = "task,worker,label\n" + "".join(
+        f"t{t},w{w},{'a' if (t + w) % 4 else 'b'}\n" for t in range(6) for w in range(3)
+    )
+    out = list(csv.DictReader(io.StringIO(run_aggregate(tmp_path, "classification", text))))
+    assert [r["task"] for r in out] == [f"t{t}" for t in range(6)]
+    assert all(r["votes"] == "3" for r in out)
+    assert out[0]["label"] == "a"  # t0: w0 says b, w1 and w2 say a
+    majority = run_aggregate(tmp_path, "classification", text, "--method", "majority_vote")
+    assert "task,label,confidence,votes" in majority
+
+
+def test_aggregate_boxes_json_lines(tmp_path) -> None:
+    lines = [
+        {"task": "img1", "worker": w, "annotations": [{"label": "car", "bbox": [10 + w, 10, 50, 40]}],
+         "width": 200, "height": 100}
+        for w in range(3)
+    ] + [{"task": "img1", "worker": 9, "annotations": [{"label": "car", "bbox": [150, 50, 20, 20]}]}]  # fmt: skip
+    out = run_aggregate(tmp_path, "bbox", "\n".join(json.dumps(x) for x in lines))
+    (row,) = [json.loads(x) for x in out.splitlines()]
+    assert row["task"] == "img1"
+    (car,) = row["annotations"]  # the lone box of worker 9 is below the quorum
+    assert car["num_votes"] == 3
+    assert car["bbox"] == pytest.approx([11, 10, 50, 40], abs=1)
+    assert 0 < car["score"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        ("classification", "a,b\n1,2\n", "task,worker,label"),
+        ("classification", "task,worker,label\n", "No answers"),
+        ("bbox", "{not json\n", "Line 1: not JSON"),
+        ("bbox", '{"task": 1, "worker": 2, "annotations": {}}\n', "annotations must be a list"),
+        (
+            "bbox",
+            '{"task": 1, "worker": 2, "annotations": [{"label": "car", "bbox": [0, 0, -1, 5]}], "width": 10, "height": 10}\n',
+            "Line 1",
+        ),
+    ],
+)
+def test_aggregate_reports_bad_input_by_line(tmp_path, kind, text, message) -> None:
+    with pytest.raises(CommandError, match=message):
+        run_aggregate(tmp_path, kind, text)
