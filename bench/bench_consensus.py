@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import consensus_overlap, consensus_shapes
 from qa.consensus.classification import Result, dawid_skene, encode, majority_vote
 
 NAME = "consensus"
@@ -120,4 +121,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for folder in folders:
         rows += _classification(folder, repeats)
+    rows += consensus_overlap.rows(quick)
+    rows += consensus_shapes.rows(quick)
     return rows
