@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -284,8 +284,7 @@ def _unite_tiles(
             for k in kept
         ):
             continue
-        members = tuple(m._replace(tile=tile) for m in obj.members)
-        kept.append(replace(obj, members=members))  # type: ignore[type-var]
+        kept.append(obj._replace(tiles=(tile,) * len(obj.items)))
     return kept
 
 

@@ -88,6 +88,9 @@ class _Polygons:
                 self.item.append(i)
                 self.labels.append(item["label"])
                 points.append(item["points"])
+        for index, shape in enumerate(points):
+            if not np.isfinite(np.asarray(shape, dtype=np.float64)).all():
+                raise ValueError(f"polygon {index} has a coordinate that is not a finite number")
         self.n = len(points)
         self.points = points
         self.rank = np.array([rank_of[a] for a in self.answer], dtype=np.intp)
