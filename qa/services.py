@@ -235,7 +235,8 @@ def gold_result_record(*, assignment: Assignment) -> GoldResult | None:
     if in_exam:
         row.exam_seen += 1
         row.exam_score_sum += result.score
-    _judge(row, project, exam_size=min(project.exam_tasks, _gold_images(project)))
+    exam_size = min(project.exam_tasks, _gold_images(project)) if in_exam else None
+    _judge(row, project, exam_size=exam_size)
     _save_judged(row, before)
     return GoldResult.objects.create(
         assignment=assignment,

@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qa.consensus.objects import EPS, Answer, MergedObject, as_answers, weighted_median
-from qa.geometry import keypoint_area, match, oks
+from qa.consensus.objects import (
+    EPS,
+    Answer,
+    MergedObject,
+    as_answers,
+    cluster_by_rank,
+    weighted_median,
+)
+from qa.geometry import keypoint_area, oks
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -72,7 +79,7 @@ def merge_keypoints(
         weight = np.array([crowd[a].weight for a, _ in refs])
         ranks = np.array([rank[a] for a, _ in refs], dtype=np.intp)
         similarity = _symmetric_oks(instances, label_sigmas)
-        for members in _cluster(similarity, weight, ranks, oks_threshold):
+        for members in cluster_by_rank(similarity, weight, ranks, oks_threshold):
             if weight[members].sum() / voters < quorum - EPS:
                 continue
             merged = _merge(instances[members], weight[members], label_sigmas)
@@ -101,31 +108,6 @@ def _symmetric_oks(instances: FloatArray, sigmas: FloatArray) -> FloatArray:
     areas = [keypoint_area(kps) for kps in instances]
     one_way = oks(instances, instances, sigmas, areas)  # rows candidate, columns reference
     return np.asarray((one_way + one_way.T) / 2, dtype=np.float64)
-
-
-def _cluster(
-    similarity: FloatArray, weight: FloatArray, ranks: npt.NDArray[np.intp], threshold: float
-) -> list[list[int]]:
-    clusters: list[list[int]] = []
-    for rank in np.unique(ranks).tolist():
-        new = np.flatnonzero(ranks == rank)
-        if clusters:
-            to_clusters = np.array(
-                [
-                    similarity[np.ix_(new, np.asarray(members))]
-                    @ weight[members]
-                    / weight[members].sum()
-                    for members in clusters
-                ]
-            ).T
-            found = match(to_clusters, threshold)
-            for pair in found.pairs:
-                clusters[pair.col].append(int(new[pair.row]))
-            left = [int(new[row]) for row in found.unmatched_rows]
-        else:
-            left = new.tolist()
-        clusters.extend([i] for i in left)
-    return clusters
 
 
 def _merge(

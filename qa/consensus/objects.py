@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from qa.geometry import match
+
 Item = Mapping[str, Any]
 Rle = dict[str, Any]
 FloatArray = npt.NDArray[np.float64]
@@ -107,6 +109,35 @@ class MergedObject(NamedTuple):
         item["score"] = self.score
         item["num_votes"] = self.num_votes
         return item
+
+
+def cluster_by_rank(
+    similarity: FloatArray, weight: FloatArray, ranks: npt.NDArray[np.intp], threshold: float
+) -> list[list[int]]:
+    """Cluster items worker by worker (``ranks``: the order of each item's worker, highest
+    weight first), at most one item of a worker per cluster: each worker's items are matched
+    optimally to the clusters so far by their weighted mean similarity with the members;
+    unmatched items start clusters of their own."""
+    clusters: list[list[int]] = []
+    for rank in np.unique(ranks).tolist():
+        new = np.flatnonzero(ranks == rank)
+        if clusters:
+            to_clusters = np.array(
+                [
+                    similarity[np.ix_(new, np.asarray(members))]
+                    @ weight[members]
+                    / weight[members].sum()
+                    for members in clusters
+                ]
+            ).T
+            found = match(to_clusters, threshold)
+            for pair in found.pairs:
+                clusters[pair.col].append(int(new[pair.row]))
+            left = [int(new[row]) for row in found.unmatched_rows]
+        else:
+            left = new.tolist()
+        clusters.extend([i] for i in left)
+    return clusters
 
 
 def as_answers(answers: Sequence[Answer | Sequence[Any]]) -> list[Answer]:

@@ -34,8 +34,8 @@ import numpy.typing as npt
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from qa.consensus.objects import EPS, Answer, MergedObject, Rle, as_answers
-from qa.geometry import mask_iou, match, polygons_to_rles
+from qa.consensus.objects import EPS, Answer, MergedObject, Rle, as_answers, cluster_by_rank
+from qa.geometry import mask_iou, polygons_to_rles
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -59,7 +59,7 @@ def merge_polygons(
     if not polygons.n:
         return []
     voters = sum(answer.weight for answer in crowd)
-    clusters = _cluster(polygons, iou_threshold)
+    clusters = cluster_by_rank(polygons.iou, polygons.weight, polygons.rank, iou_threshold)
     out: list[MergedObject] = []
     for members in clusters:
         weight = polygons.weight[members]
@@ -97,32 +97,6 @@ class _Polygons:
         self.weight = np.array([crowd[a].weight for a in self.answer], dtype=np.float64)
         self.rles = polygons_to_rles(points, width, height)
         self.iou = mask_iou(self.rles, self.rles)
-
-
-def _cluster(polygons: _Polygons, threshold: float) -> list[list[int]]:
-    clusters: list[list[int]] = []
-    for rank in range(int(polygons.rank.max()) + 1):
-        new = np.flatnonzero(polygons.rank == rank)
-        if not len(new):
-            continue
-        if clusters:
-            # Similarity to a cluster: weighted mean IoU with its members.
-            similarity = np.array(
-                [
-                    polygons.iou[np.ix_(new, np.asarray(members))]
-                    @ polygons.weight[members]
-                    / polygons.weight[members].sum()
-                    for members in clusters
-                ]
-            ).T
-            found = match(similarity, threshold)
-            for pair in found.pairs:
-                clusters[pair.col].append(int(new[pair.row]))
-            left = [int(new[row]) for row in found.unmatched_rows]
-        else:
-            left = new.tolist()
-        clusters.extend([i] for i in left)
-    return clusters
 
 
 def _merge(
