@@ -4,12 +4,16 @@ A pool of workers with known accuracy (most 70-95% right, some spammers who answ
 labels tasks of 4 classes. Fixed overlap: every task gets 5 answers; the project's labels are
 then Dawid-Skene over all answers (what a consensus run does). Dynamic overlap: a task starts
 with ``min_overlap`` answers and gets one more while the reliability-weighted vote's posterior
-of the leading label is below the threshold, up to 5 (the rule ``qa.merge.task_consensus``
-applies per task); the final labels are again Dawid-Skene over all answers. Worker weights
-come from 20 simulated gold answers each, through the product's ``vote_weight``.
+of the leading label is below the threshold, up to ``max_overlap`` (the rule
+``qa.merge.task_consensus`` applies per task); the final labels are again Dawid-Skene over all
+answers. Worker weights come from 20 simulated gold answers each, through the product's
+``vote_weight``.
 
 Cost is answers per task; the target is the dynamic set-up reaching at least the fixed set-up's
-accuracy at no more than 60% of its cost.
+accuracy at no more than 60% of its cost. Dynamic overlap saves on the tasks two workers agree
+on and spends on the contested ones: capped at 5, a contested task ends with the same five
+split answers as under fixed overlap, and the savings cost accuracy; a higher cap is what buys
+it back, and the mean cost hardly moves because few tasks reach it.
 """
 
 from __future__ import annotations
@@ -60,7 +64,12 @@ def _final(tasks: list[int], workers: list[int], labels: list[int], n_tasks: int
 
 
 def simulate(
-    n_tasks: int, *, min_overlap: int, threshold: float | None, seed: int, final_vote: bool = False
+    n_tasks: int,
+    *,
+    min_overlap: int,
+    threshold: float | None,
+    seed: int,
+    max_overlap: int = FIXED,
 ) -> tuple[float, float]:
     """(accuracy, answers per task); ``threshold`` None is fixed overlap ``min_overlap``."""
     rng = np.random.default_rng(seed)
@@ -81,7 +90,7 @@ def simulate(
             n = len(given)
             if n < min_overlap:
                 continue
-            if threshold is None or n >= FIXED:
+            if threshold is None or n >= max_overlap:
                 break
             vote = weighted_vote(
                 Answers(
@@ -96,20 +105,7 @@ def simulate(
             )
             if vote.confidence[0] >= threshold:
                 break
-    if final_vote:
-        final = weighted_vote(
-            Answers(
-                task=np.asarray(tasks, dtype=np.intp),
-                worker=np.asarray(workers, dtype=np.intp),
-                label=np.asarray(labels, dtype=np.intp),
-                n_tasks=n_tasks,
-                n_workers=len(accuracy),
-                n_labels=CLASSES,
-            ),
-            weights,
-        ).label
-    else:
-        final = _final(tasks, workers, labels, n_tasks)
+    final = _final(tasks, workers, labels, n_tasks)
     return float(np.mean(final == truth)), len(tasks) / n_tasks
 
 
@@ -119,17 +115,21 @@ def rows(quick: bool) -> list[dict[str, Any]]:
     started = time.perf_counter()
     fixed_acc, fixed_cost = simulate(n_tasks, min_overlap=FIXED, threshold=None, seed=seed)
     out = [_row("fixed overlap 5", fixed_acc, fixed_cost, time.perf_counter() - started, None)]
-    for min_overlap, threshold in ((2, 0.95), (2, 0.98), (2, 0.99)):
+    for max_overlap, threshold in ((5, 0.99), (10, 0.95), (10, 0.96), (10, 0.97)):
         started = time.perf_counter()
-        acc, cost = simulate(n_tasks, min_overlap=min_overlap, threshold=threshold, seed=seed)
+        acc, cost = simulate(
+            n_tasks, min_overlap=2, max_overlap=max_overlap, threshold=threshold, seed=seed
+        )
         ok = acc >= fixed_acc and cost <= MAX_COST_SHARE * fixed_cost
+        # The cap of 5 is shown for what it costs in accuracy, not offered as a set-up.
+        verdict = None if max_overlap == FIXED else "ok" if ok else "MISSED"
         out.append(
             _row(
-                f"dynamic {min_overlap}..5 at {threshold}",
+                f"dynamic 2..{max_overlap} at {threshold}",
                 acc,
                 cost,
                 time.perf_counter() - started,
-                "ok" if ok else "MISSED",
+                verdict,
             )
         )
     return out
