@@ -8,6 +8,7 @@ from pycocotools import mask as coco_mask
 
 from qa.geometry import (
     COCO_KEYPOINT_SIGMAS,
+    MIN_KEYPOINT_AREA,
     box_iou,
     keypoint_area,
     keypoint_sigmas,
@@ -147,8 +148,10 @@ def test_coco_sigmas() -> None:
 
 
 def test_keypoint_area_uses_labelled_points_only() -> None:
-    assert keypoint_area([[10, 20, 2], [30, 25, 1], [0, 0, 0]]) == 20 * 5
-    assert keypoint_area([[10, 20, 2]]) == 0.0
+    assert keypoint_area([[10, 20, 2], [90, 45, 1], [0, 0, 0]]) == 80 * 25
+    # A point or a line spans nothing; the scale is floored at a small object's area.
+    assert keypoint_area([[10, 20, 2]]) == MIN_KEYPOINT_AREA
+    assert keypoint_area([[10, 20, 2], [30, 25, 1]]) == MIN_KEYPOINT_AREA
     assert keypoint_area([[0, 0, 0]]) == 0.0
 
 
@@ -195,8 +198,17 @@ def test_oks_of_a_reference_with_nothing_labelled_is_zero() -> None:
 def test_oks_of_zero_area_reference_hits_only_exactly() -> None:
     single = np.array([[10.0, 10.0, 2], [0, 0, 0], [0, 0, 0]])
     near = single + np.array([[0.5, 0, 0], [0, 0, 0], [0, 0, 0]])
-    got = oks([single, near], [single], SIGMAS, [keypoint_area(single)])
+    got = oks([single, near], [single], SIGMAS, [0.0])
     assert got[:, 0].tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_a_single_point_reference_forgives_a_near_click() -> None:
+    single = np.array([[10.0, 10.0, 2], [0, 0, 0], [0, 0, 0]])
+    near = single + np.array([[3.0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    far = single + np.array([[30.0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    got = oks([near, far], [single], [0.05, 0.05, 0.05], [keypoint_area(single)])[:, 0]
+    assert got[0] == pytest.approx(np.exp(-9 / (2 * 0.01 * MIN_KEYPOINT_AREA)))
+    assert got[0] > 0.6 > 0.01 > got[1]
 
 
 def test_oks_agrees_with_coco_loop() -> None:

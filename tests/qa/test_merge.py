@@ -149,3 +149,44 @@ def test_aggregate_boxes_json_lines(tmp_path) -> None:
 def test_aggregate_reports_bad_input_by_line(tmp_path, kind, text, message) -> None:
     with pytest.raises(CommandError, match=message):
         run_aggregate(tmp_path, kind, text)
+
+
+@pytest.mark.django_db
+def test_a_spammer_is_outweighed_then_suspended_out_of_the_merge(manager) -> None:
+    """Three workers box every image; the third marks a box nowhere near any object. While
+    they count, their box finds no quorum; once suspended, their answers leave the merge and
+    the contributors, and the vote count drops to the two who remain."""
+    from qa.merge import consensus_compute
+    from qa.services import worker_suspend
+
+    project = project_create(
+        manager, kind="bbox", labels=["car", "person"], gold_rate=0.0, min_overlap=3,
+        max_overlap=3, agreement_threshold=0.1,
+    )  # fmt: skip
+    for seed in range(2):
+        image_ready(project, width=400, height=300, seed=seed)
+    project = project_transition(project=project, action="start")
+    car = [{"label": "car", "bbox": [50, 60, 100, 80]}]
+    workers = [WorkerFactory.create() for _ in range(3)]
+    for _ in range(2):
+        for i, w in enumerate(workers):
+            if i < 2:
+                work(project, w, car)
+            else:
+                work(project, w, [{"label": "person", "bbox": [300, 200, 40, 40]}])
+
+    def merged() -> list[ConsensusResult]:
+        consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
+        return list(ConsensusResult.objects.filter(project=project))
+
+    for result in merged():
+        assert [a["label"] for a in result.annotations] == ["car"]
+        assert result.annotations[0]["num_votes"] == 2
+        assert result.votes == 3
+        assert str(workers[2].pk) in result.contributors["weights"]
+    worker_suspend(project=project, worker_id=workers[2].pk, by=manager, reason="spam")
+    for result in merged():
+        assert [a["label"] for a in result.annotations] == ["car"]
+        assert result.annotations[0]["bbox"] == [50, 60, 100, 80]
+        assert result.votes == 2
+        assert str(workers[2].pk) not in result.contributors["weights"]
