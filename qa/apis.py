@@ -17,7 +17,7 @@ from crowd.errors import InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
 from qa import merge, selectors, services
-from qa.models import ConsensusResult, ConsensusRun, GoldAnswer
+from qa.models import ConsensusRun, GoldAnswer
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
 
 
@@ -201,7 +201,7 @@ class ProjectConsensusResultsApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         assert isinstance(request.user, User)
         project = project_for_user(request.user, project_id)
-        rows = ConsensusResult.objects.filter(project=project).order_by("image_id")
+        rows = merge.current_results(project).order_by("image_id")
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(rows, request, view=self) or []
         manager = request.user.role == Role.MANAGER

@@ -7,7 +7,7 @@ moved right after a submission would tell them which task was gold.
 from __future__ import annotations
 
 from crowd.live import publish, user_group
-from qa.models import WorkerScore
+from qa.models import DatasetExport, WorkerScore
 from tasks.events import project_group
 
 
@@ -34,3 +34,20 @@ def worker_changed(row: WorkerScore, *, status_changed: bool) -> None:
                 "reason": row.status_reason or None,
             },
         )
+
+
+def export_changed(export: DatasetExport) -> None:
+    """An export's status and progress, for the project's managers."""
+    publish(
+        project_group(export.project_id),
+        {
+            "type": "export",
+            "project": export.project_id,
+            "id": export.pk,
+            "version": export.version,
+            "format": export.format,
+            "status": export.status,
+            "images_done": export.images_done,
+            "images_total": export.images_total,
+        },
+    )

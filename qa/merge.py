@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from qa import services
@@ -162,20 +163,48 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
         raise
     run.status, run.finished_at = RunStatus.DONE, timezone.now()
     run.save(update_fields=["status", "finished_at", "method", "images_total", "params"])
+    results_prune(project)
     return run
 
 
 def _store(project: Project, run: ConsensusRun, results: list[ConsensusResult]) -> None:
-    images = {r.image_id for r in results}
+    """Write the run's rows in batches; a retried run starts over from none."""
+    ConsensusResult.objects.filter(run=run).delete()
     for start in range(0, len(results), WRITE_BATCH):
         batch = results[start : start + WRITE_BATCH]
+        for row in batch:
+            row.run = run
         with transaction.atomic():
-            ConsensusResult.objects.filter(image_id__in=[r.image_id for r in batch]).delete()
             ConsensusResult.objects.bulk_create(batch)
             run.images_done = start + len(batch)
             run.save(update_fields=["images_done"])
-    stale = ConsensusResult.objects.filter(project=project).exclude(image_id__in=images)
-    stale.delete()
+
+
+def latest_run(project: Project) -> ConsensusRun | None:
+    """The project's newest finished consensus run: the one whose results are current."""
+    return (
+        ConsensusRun.objects.filter(project=project, status=RunStatus.DONE).order_by("-pk").first()
+    )
+
+
+def current_results(project: Project) -> QuerySet[ConsensusResult]:
+    run = latest_run(project)
+    return ConsensusResult.objects.filter(run=run) if run else ConsensusResult.objects.none()
+
+
+def results_prune(project: Project) -> int:
+    """Drop the rows of superseded runs that no unfinished export still reads."""
+    from qa.models import DatasetExport
+
+    keep = {run.pk} if (run := latest_run(project)) else set()
+    keep |= set(
+        DatasetExport.objects.filter(
+            project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        ).values_list("consensus_run_id", flat=True)
+    )
+    stale = ConsensusResult.objects.filter(project=project).exclude(run_id__in=keep - {None})
+    deleted, _ = stale.delete()
+    return deleted
 
 
 def _classification_results(

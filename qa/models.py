@@ -98,15 +98,21 @@ class GoldResult(models.Model):
 
 
 class ConsensusResult(models.Model):
-    """The merged answer of one image: what a dataset export ships.
+    """The merged answer of one image in one consensus run: what a dataset export ships.
 
     ``annotations`` are API items plus ``score`` and ``num_votes`` (classification: one item
     with the label). ``contributors`` makes it traceable: per object, which assignment's
     which item went into it, and the weight of every worker who voted.
+
+    A run's rows are never changed: a new run writes its own, and older runs' rows are
+    dropped once no export still reads them, so an export is a snapshot of one run.
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="consensus")
+    run = models.ForeignKey(
+        "ConsensusRun", null=True, on_delete=models.CASCADE, related_name="results"
+    )
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="consensus")
     method = models.CharField(max_length=32)
     annotations = models.JSONField(default=list)
     confidence = models.FloatField(null=True, blank=True)
@@ -116,7 +122,9 @@ class ConsensusResult(models.Model):
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "image"], name="consensus_project_image")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "image"], name="consensus_run_image_unique")
+        ]
 
 
 class RunStatus(models.TextChoices):
@@ -142,3 +150,52 @@ class ConsensusRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class ExportFormat(models.TextChoices):
+    COCO = "coco"
+    YOLO = "yolo"
+    VOC = "voc"
+    CSV = "csv"
+    RAW = "raw"
+
+
+class DatasetExport(models.Model):
+    """One dataset version: an immutable file built from one consensus run.
+
+    ``version`` numbers a project's exports 1, 2, 3, ...; once ``done``, the file, its
+    ``sha256``, the consensus method and parameters and the dataset ``card`` never change.
+    ``options`` are the export's settings as validated (filters, split, images or labels).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    version = models.PositiveIntegerField()
+    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    options = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    consensus_run = models.ForeignKey(
+        ConsensusRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="exports"
+    )
+    method = models.CharField(max_length=32, blank=True, default="")
+    params = models.JSONField(default=dict)
+    file = models.FileField(max_length=255, blank=True, default="")
+    file_name = models.CharField(max_length=255, blank=True, default="")
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    card = models.TextField(blank=True, default="")
+    counts = models.JSONField(default=dict)
+    images_total = models.PositiveIntegerField(default=0)
+    images_done = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="export_version_unique")
+        ]

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from qa import apis
+from qa.exports import apis as export_apis
 
 urlpatterns = [
     path("projects/<int:project_id>/gold/", apis.GoldApi.as_view(), name="project-gold"),
@@ -48,5 +49,16 @@ urlpatterns = [
         "projects/<int:project_id>/me/",
         apis.MyProjectStatusApi.as_view(),
         name="project-my-status",
+    ),
+    path(
+        "projects/<int:project_id>/exports/",
+        export_apis.ProjectExportsApi.as_view(),
+        name="project-exports",
+    ),
+    path("exports/<int:export_id>/", export_apis.ExportApi.as_view(), name="export"),
+    path(
+        "exports/<int:export_id>/download/",
+        export_apis.ExportDownloadApi.as_view(),
+        name="export-download",
     ),
 ]

@@ -1,0 +1,567 @@
+"""Dataset exports: request a version, build its file from one consensus run, describe it.
+
+An export is a numbered, immutable dataset version. The job (``qa.jobs.export_build``)
+computes a fresh consensus run unless the request named the project's current one, then
+streams that run's results, ordered by image, through a writer of ``qa.exports.formats`` into
+a temporary file, hashes it and stores it. A run's results are never changed (see
+``ConsensusResult``), so the version is a snapshot even while work goes on. A retried job
+starts the file over; a finished version is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Avg, Count, Max, Q
+from django.utils import timezone
+
+from crowd.errors import Conflict, InvalidInput
+from crowd.models import User
+from qa import merge
+from qa.exports import formats
+from qa.exports.formats import Counts, Label, Record, Splitter
+from qa.models import (
+    ConsensusResult,
+    ConsensusRun,
+    DatasetExport,
+    ExportFormat,
+    GoldResult,
+    RunStatus,
+    WorkerScore,
+    WorkerStatus,
+)
+from qa.selectors import project_agreement
+from tasks.imaging import FORMATS
+from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project
+from tasks.schema import project_labels
+
+# Unfinished exports a project may have at once: each reads a whole project.
+MAX_ACTIVE_EXPORTS = 3
+READ_CHUNK = 2000
+PROGRESS_EVERY = 2000
+NEAR_DUPLICATES_LISTED = 10
+
+KINDS = {
+    ExportFormat.COCO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
+    ExportFormat.YOLO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
+    ExportFormat.VOC: {Kind.BBOX, Kind.POLYGON},
+    ExportFormat.CSV: {Kind.CLASSIFICATION},
+    ExportFormat.RAW: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
+}
+FORMAT_NAMES = {
+    ExportFormat.COCO: "COCO",
+    ExportFormat.YOLO: "YOLO (Ultralytics)",
+    ExportFormat.VOC: "Pascal VOC",
+    ExportFormat.CSV: "CSV",
+    ExportFormat.RAW: "raw worker answers (JSON Lines)",
+}
+
+
+# --- Request -----------------------------------------------------------------------------------
+
+
+def _bool(data: dict[str, Any], key: str, default: bool, errors: dict[str, list[str]]) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        errors[key] = ["Must be true or false."]
+        return default
+    return value
+
+
+def export_options(project: Project, data: Any) -> tuple[str, dict[str, Any]]:
+    """The format and the validated options of an export request, or InvalidInput."""
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"format": "coco" | "yolo" | "voc" | "csv" | "raw", ...}.')
+    errors: dict[str, list[str]] = {}
+    fmt = data.get("format")
+    if fmt not in ExportFormat.values:
+        raise InvalidInput(
+            errors={"format": [f"Must be one of: {', '.join(ExportFormat.values)}."]}
+        )
+    if project.kind not in KINDS[ExportFormat(fmt)]:
+        raise InvalidInput(
+            errors={"format": [f"A {project.kind} project cannot be exported as {fmt}."]}
+        )
+    known = {"format", "min_confidence", "low_confidence", "include_images", "split",
+             "segmentation", "consensus_run"}  # fmt: skip
+    for key in sorted(set(data) - known):
+        errors[key] = ["Unknown option."]
+    options: dict[str, Any] = {}
+    minimum = data.get("min_confidence", 0.0)
+    if isinstance(minimum, bool) or not isinstance(minimum, int | float) or not 0 <= minimum <= 1:
+        errors["min_confidence"] = ["Must be a number from 0 to 1."]
+    else:
+        options["min_confidence"] = float(minimum)
+    low = data.get("low_confidence", "include")
+    if low not in ("include", "exclude"):
+        errors["low_confidence"] = ['Must be "include" or "exclude".']
+    options["low_confidence"] = low
+    images_default = fmt in (ExportFormat.YOLO, ExportFormat.VOC)
+    include_images = _bool(data, "include_images", images_default, errors)
+    if fmt in (ExportFormat.CSV, ExportFormat.RAW) and include_images:
+        errors["include_images"] = [f"A {fmt} export carries no images."]
+    if fmt == ExportFormat.YOLO and project.kind == Kind.CLASSIFICATION and not include_images:
+        errors["include_images"] = ["A YOLO classification dataset is its images, by folder."]
+    options["include_images"] = include_images
+    split = data.get("split")
+    if split is not None:
+        if fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
+            errors["split"] = ["Only YOLO and Pascal VOC exports are split."]
+        else:
+            options["split"] = _split(split, errors)
+    segmentation = data.get("segmentation", "polygon")
+    if segmentation not in ("polygon", "rle"):
+        errors["segmentation"] = ['Must be "polygon" or "rle".']
+    elif segmentation == "rle" and (fmt != ExportFormat.COCO or project.kind != Kind.POLYGON):
+        errors["segmentation"] = ["Masks as RLE are for COCO exports of polygon projects."]
+    options["segmentation"] = segmentation
+    if errors:
+        raise InvalidInput("The export options are not valid.", errors=errors)
+    return fmt, options
+
+
+def _split(split: Any, errors: dict[str, list[str]]) -> dict[str, Any] | None:
+    if not isinstance(split, dict) or set(split) - {"train", "val", "test", "seed"}:
+        errors["split"] = ['Send {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0}.']
+        return None
+    fractions = {}
+    for name in formats.SUBSETS:
+        value = split.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            errors["split"] = [f"{name} must be a fraction from 0 to 1."]
+            return None
+        fractions[name] = float(value)
+    if abs(sum(fractions.values()) - 1) > 1e-6:
+        errors["split"] = ["The fractions must add up to 1."]
+        return None
+    seed = split.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        errors["split"] = ["seed must be a non-negative integer."]
+        return None
+    return {**fractions, "seed": seed}
+
+
+def export_request(*, project: Project, user: User | None, data: Any) -> DatasetExport:
+    """Validate the options, number the version and queue its build after commit."""
+    from crowd.jobs import send_on_commit
+    from qa.jobs import export_build
+
+    fmt, options = export_options(project, data)
+    run_id = data.get("consensus_run")
+    with transaction.atomic():
+        # One version number per request, even for concurrent requests.
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        run = None
+        if run_id is not None:
+            run = merge.latest_run(project)
+            if run is None or run.pk != run_id:
+                raise Conflict(
+                    "Only the project's latest finished consensus run can be exported; "
+                    "leave consensus_run out to compute a fresh one.",
+                    code="stale_consensus_run",
+                )
+        active = DatasetExport.objects.filter(
+            project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        ).count()
+        if active >= MAX_ACTIVE_EXPORTS:
+            raise Conflict(
+                f"This project already has {active} exports in progress; wait for one to finish.",
+                code="too_many_exports",
+            )
+        last = DatasetExport.objects.filter(project=project).aggregate(v=Max("version"))["v"]
+        export = DatasetExport.objects.create(
+            project=project, version=(last or 0) + 1, format=fmt, options=options,
+            consensus_run=run, requested_by=user,
+        )  # fmt: skip
+        send_on_commit(export_build, export.pk)
+    return export
+
+
+# --- Build -------------------------------------------------------------------------------------
+
+
+def export_build(*, export_id: int) -> DatasetExport | None:
+    """Build the version's file. Safe to run twice: a finished version is left alone."""
+    export = DatasetExport.objects.select_related("project").filter(pk=export_id).first()
+    if export is None or export.status == RunStatus.DONE:
+        return export
+    project = export.project
+    export.status, export.started_at, export.error = RunStatus.RUNNING, timezone.now(), ""
+    export.attempts += 1
+    export.save(update_fields=["status", "started_at", "error", "attempts"])
+    _progress_event(export)
+    try:
+        run = _consensus_for(export)
+        export.method, export.params = run.method, {**run.params, **export.options}
+        export.images_total = ConsensusResult.objects.filter(run=run).count()
+        export.save(update_fields=["method", "params", "images_total"])
+        with tempfile.TemporaryFile() as out:
+            counts = _write(export, run, out)
+            out.seek(0)
+            sha256 = _sha256(out)
+            out.seek(0)
+            ext = "json" if export.format == ExportFormat.COCO and not _zipped(export) else "zip"
+            slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "dataset"
+            export.file_name = f"{slug}-v{export.version}-{export.format}.{ext}"
+            export.file = default_storage.save(
+                f"exports/{project.pk}/{export.pk}/{export.file_name}", File(out)
+            )
+            export.size_bytes = default_storage.size(export.file.name)
+        export.sha256 = sha256
+        export.counts = counts.as_json()
+        export.card = dataset_card(export, run, counts)
+        export.status, export.finished_at = RunStatus.DONE, timezone.now()
+        export.images_done = export.images_total
+        export.save()
+    except Exception as exc:
+        export.status, export.error, export.finished_at = (
+            RunStatus.FAILED, str(exc)[:500], timezone.now(),
+        )  # fmt: skip
+        export.save(update_fields=["status", "error", "finished_at"])
+        raise
+    finally:
+        _progress_event(export)
+        merge.results_prune(project)
+    return export
+
+
+def _consensus_for(export: DatasetExport) -> ConsensusRun:
+    """The run the version is built from: the one named, or a fresh one (computed here, so a
+    retried build reuses the run its first attempt finished)."""
+    run = export.consensus_run
+    if run is None:
+        run = ConsensusRun.objects.create(project=export.project, requested_by=export.requested_by)
+        export.consensus_run = run
+        export.save(update_fields=["consensus_run"])
+    if run.status != RunStatus.DONE:
+        merge.consensus_compute(run_id=run.pk)
+        run.refresh_from_db()
+    return run
+
+
+def _zipped(export: DatasetExport) -> bool:
+    return export.format != ExportFormat.COCO or bool(export.options.get("include_images"))
+
+
+def _sha256(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := fh.read(formats.COPY_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _labels(project: Project) -> list[Label]:
+    return [
+        Label(name=x["name"], color=x["color"], keypoints=tuple(x.get("keypoints", ())))
+        for x in project_labels(project)
+    ]
+
+
+def _write(export: DatasetExport, run: ConsensusRun, out: IO[bytes]) -> Counts:
+    project = export.project
+    labels = _labels(project)
+
+    def card(counts: Counts) -> str:
+        return dataset_card(export, run, counts)
+
+    if export.format == ExportFormat.RAW:
+        return formats.write_raw(out, raw_answers(export, run), card=card)
+    records = export_records(export, run)
+    kind = project.kind
+    if export.format == ExportFormat.COCO:
+        rle = export.options.get("segmentation") == "rle"
+        if export.options.get("include_images"):
+            return formats.write_coco_zip(
+                out, records, kind=kind, labels=labels, description=project.name, card=card,
+                rle=rle,
+            )  # fmt: skip
+        return formats.write_coco(
+            out, records, kind=kind, labels=labels, description=project.name, rle=rle
+        )
+    if export.format == ExportFormat.YOLO:
+        split = export.options.get("split") or {}
+        subsets = [s for s in formats.SUBSETS if split.get(s, 0) > 0]
+        return formats.write_yolo(
+            out, records, kind=kind, labels=labels, card=card, subsets=subsets
+        )
+    if export.format == ExportFormat.VOC:
+        return formats.write_voc(out, records, labels=labels, card=card)
+    return formats.write_csv(out, records, card=card)
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Unique, path-safe file names: the uploaded name when it is unique (by stem, ignoring
+    case), else with the image id added."""
+
+    taken: frozenset[str]
+
+    @staticmethod
+    def clean(name: str, image_id: int, fmt: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("\\", "/").rsplit("/", 1)[-1])
+        base = base.lstrip("._")[:150] or f"image-{image_id}"
+        ext = FORMATS.get(fmt, "")
+        if ext and not base.lower().endswith(ext):
+            base += ext
+        return base
+
+    def __call__(self, name: str, image_id: int, fmt: str) -> str:
+        base = self.clean(name, image_id, fmt)
+        if formats.stem(base).lower() in self.taken:
+            head, _, ext = base.rpartition(".")
+            return f"{head}-{image_id}.{ext}"
+        return base
+
+
+def _names(run: ConsensusRun) -> _Names:
+    stems = Counter(
+        formats.stem(_Names.clean(name, image_id, fmt)).lower()
+        for image_id, name, fmt in ConsensusResult.objects.filter(run=run).values_list(
+            "image_id", "image__name", "image__format"
+        )
+    )
+    return _Names(frozenset(s for s, n in stems.items() if n > 1))
+
+
+def export_records(export: DatasetExport, run: ConsensusRun) -> Iterator[Record]:
+    """The run's results as records, by image id, with the export's filters applied."""
+    options = export.options
+    minimum = float(options.get("min_confidence", 0.0))
+    exclude_low = options.get("low_confidence") == "exclude"
+    shapes = export.project.kind != Kind.CLASSIFICATION
+    splitter = None
+    if split := options.get("split"):
+        splitter = Splitter({s: split.get(s, 0) for s in formats.SUBSETS}, int(split["seed"]))
+    names = _names(run)
+    rows = (
+        ConsensusResult.objects.filter(run=run)
+        .order_by("image_id")
+        .values_list(
+            "image_id",
+            "image__name",
+            "image__format",
+            "image__width",
+            "image__height",
+            "image__file",
+            "annotations",
+            "confidence",
+            "votes",
+            "low_confidence",
+            "method",
+        )
+    )
+    done = 0
+    for (image_id, name, fmt, width, height, file, items, confidence, votes, low,
+         method) in rows.iterator(chunk_size=READ_CHUNK):  # fmt: skip
+        done += 1
+        if done % PROGRESS_EVERY == 0:
+            DatasetExport.objects.filter(pk=export.pk).update(images_done=done)
+            export.images_done = done
+            _progress_event(export)
+        if exclude_low and low:
+            continue
+        if shapes:
+            items = [a for a in items if a.get("score", 1.0) >= minimum]
+        elif minimum and (confidence is None or confidence < minimum):
+            continue
+        yield Record(
+            id=image_id, file_name=names(name, image_id, fmt), width=width, height=height,
+            annotations=items, confidence=confidence, votes=votes, method=method,
+            subset=splitter.assign(image_id, formats.stratum(items)) if splitter else "",
+            open=_opener(file) if options.get("include_images") else None,
+        )  # fmt: skip
+
+
+def _opener(name: str) -> Any:
+    return lambda: default_storage.open(name, "rb")
+
+
+def raw_answers(export: DatasetExport, run: ConsensusRun) -> Iterator[dict[str, Any]]:
+    """Every worker answer to the project's real tasks, workers numbered by first appearance
+    in this export (``w1``, ``w2``, ...): the client can tell workers apart, not who they are."""
+    project = export.project
+    suspended = set(
+        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
+            "worker_id", flat=True
+        )
+    )
+    pseudonyms: dict[int, str] = {}
+    rows = (
+        Assignment.objects.filter(
+            project=project,
+            task__is_gold=False,
+            status__in=[
+                AssignmentStatus.SUBMITTED,
+                AssignmentStatus.APPROVED,
+                AssignmentStatus.REJECTED,
+            ],
+        )
+        .order_by("task__image_id", "task_id", "pk")
+        .values_list(
+            "task__image_id",
+            "task__image__name",
+            "task_id",
+            "task__x",
+            "task__y",
+            "task__width",
+            "task__height",
+            "worker_id",
+            "status",
+            "answer",
+            "time_spent_ms",
+            "submitted_at",
+        )
+    )
+    for (image_id, name, task_id, x, y, w, h, worker, status, answer, spent,
+         submitted) in rows.iterator(chunk_size=READ_CHUNK):  # fmt: skip
+        if worker not in pseudonyms:
+            pseudonyms[worker] = f"w{len(pseudonyms) + 1}"
+        yield {
+            "image": image_id,
+            "image_name": name,
+            "task": task_id,
+            "region": [x, y, w, h],
+            "worker": pseudonyms[worker],
+            "status": status,
+            "counted": worker not in suspended and status != AssignmentStatus.REJECTED,
+            "annotations": answer or [],
+            "time_spent_ms": spent,
+            "submitted_at": submitted.isoformat() if submitted else None,
+        }
+
+
+def _progress_event(export: DatasetExport) -> None:
+    from qa.events import export_changed
+
+    export_changed(export)
+
+
+# --- Dataset card ------------------------------------------------------------------------------
+
+
+def dataset_card(export: DatasetExport, run: ConsensusRun, counts: Counts) -> str:
+    """The version's card, in Markdown. It reads only what the version was built from, so
+    the same inputs give the same card (it is shipped inside the file)."""
+    project = export.project
+    options = export.options
+    lines = [
+        f"# {project.name}: dataset card",
+        "",
+        f"- Kind: {project.kind}; format: {FORMAT_NAMES[ExportFormat(export.format)]}",
+        f"- Consensus: {run.method or 'none'}"
+        + "".join(f", {k} {v}" for k, v in sorted(run.params.items())),
+        f"- Options: minimum confidence {options.get('min_confidence', 0.0)}, low-confidence "
+        f"images {'excluded' if options.get('low_confidence') == 'exclude' else 'included'}, "
+        f"images {'included' if options.get('include_images') else 'not included'}"
+        + (f", split {_split_text(options['split'])}" if options.get("split") else ""),
+        "",
+        "## Contents",
+        "",
+        "| | count |",
+        "|---|---:|",
+    ]
+    if export.format == ExportFormat.RAW:
+        lines += [f"| images | {counts.images} |", f"| worker answers | {counts.annotations} |"]
+    else:
+        lines += [
+            f"| images | {counts.images} |",
+            f"| annotations | {counts.annotations} |",
+            f"| images without annotations | {counts.empty_images} |",
+        ]
+        lines += ["", "| label | annotations |", "|---|---:|"]
+        lines += [f"| {_cell(name)} | {counts.per_label.get(name, 0)} |" for name in
+                  (label["name"] for label in project_labels(project))]  # fmt: skip
+        if counts.per_subset:
+            lines += ["", "| subset | images |", "|---|---:|"]
+            lines += [f"| {s} | {n} |" for s, n in sorted(counts.per_subset.items())]
+    lines += ["", "## Quality", "", *_quality(project, run), "", "## Known issues", ""]
+    lines += _known_issues(project, run)
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _split_text(split: dict[str, Any]) -> str:
+    parts = [f"{s} {split[s]:g}" for s in formats.SUBSETS if split.get(s)]
+    return " / ".join(parts) + f" (seed {split['seed']}, stratified by label)"
+
+
+def _quality(project: Project, run: ConsensusRun) -> list[str]:
+    answers = Assignment.objects.filter(
+        project=project,
+        task__is_gold=False,
+        status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED],
+    )
+    workers = answers.values("worker_id").distinct().count()
+    suspended = WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).count()
+    gold = GoldResult.objects.filter(project=project).aggregate(
+        n=Count("pk"), mean=Avg("score"), passed=Count("pk", filter=Q(passed=True))
+    )
+    low = ConsensusResult.objects.filter(run=run, low_confidence=True).count()
+    lines = [
+        f"- Workers: {workers} answered; {suspended} suspended (their answers do not count)",
+        f"- Answers counted: {answers.count()}",
+    ]
+    if gold["n"]:
+        lines.append(
+            f"- Gold: {gold['n']} gold answers, mean score {gold['mean']:.3f}, "
+            f"{gold['passed'] / gold['n']:.1%} passed"
+        )
+    else:
+        lines.append("- Gold: no gold answers yet")
+    agreement = project_agreement(project)
+    if project.kind == Kind.CLASSIFICATION:
+        lines.append(
+            f"- Agreement over {agreement['tasks']} tasks: Fleiss' kappa "
+            f"{_fmt(agreement.get('fleiss_kappa'))}, Krippendorff's alpha "
+            f"{_fmt(agreement.get('krippendorff_alpha'))}"
+        )
+    else:
+        lines.append(
+            f"- Agreement over {agreement['tasks']} tasks: mean pairwise "
+            f"{'OKS' if project.kind == Kind.KEYPOINTS else 'IoU'} "
+            f"{_fmt(agreement.get('mean_pairwise_iou'))}, mean pairwise F1 "
+            f"{_fmt(agreement.get('mean_pairwise_f1'))}"
+        )
+    lines.append(f"- Low-confidence images (answers disagreed at the cap): {low}")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _known_issues(project: Project, run: ConsensusRun) -> list[str]:
+    exported = ConsensusResult.objects.filter(run=run)
+    near = (
+        Image.objects.filter(pk__in=exported.values("image_id"), near_duplicate_of__isnull=False)
+        .order_by("pk")
+        .values_list("name", "near_duplicate_of__name", "near_duplicate_distance")
+    )
+    lines = []
+    total = near.count()
+    if total:
+        lines.append(f"- Near-duplicate images: {total}")
+        lines += [
+            f"  - `{a}` looks like `{b}` (hash distance {d})"
+            for a, b, d in near[:NEAR_DUPLICATES_LISTED]
+        ]
+    ready = Image.objects.filter(project=project, status=ImageStatus.READY).count()
+    missing = ready - exported.count()
+    if missing > 0:
+        lines.append(f"- Images not in this version (no finished answers yet): {missing}")
+    failed = Image.objects.filter(project=project, status=ImageStatus.FAILED).count()
+    if failed:
+        lines.append(f"- Uploads rejected as unreadable: {failed}")
+    return lines or ["- None found."]

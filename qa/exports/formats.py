@@ -1,0 +1,561 @@
+"""Dataset writers: COCO, YOLO (Ultralytics), Pascal VOC, CSV and raw answers. Pure, no Django.
+
+Each writer takes the images one at a time (an iterable of :class:`Record`, in a fixed
+order) and writes to a seekable binary file, never holding the dataset: COCO writes its
+``images`` array straight out and spools ``annotations`` to a temporary file that is appended
+at the end; the zip layouts write one member per image as they go. Every byte depends only on
+the records, the labels and the options: zip members carry a fixed timestamp and mode, JSON
+keys keep one order, numbers one format. The same inputs give the same file, byte for byte.
+
+Coordinates come in as the product stores them: pixels of the full upright image, origin at
+the top-left corner, boxes ``[x, y, w, h]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import orjson
+from pycocotools import mask as coco_mask
+
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+COPY_CHUNK = 1 << 20
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    color: str = "#000000"
+    keypoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of the dataset and its merged annotations (API items with ``score`` and
+    ``num_votes``; classification: one item with the label, or none)."""
+
+    id: int
+    file_name: str  # unique within the export, safe as a path member
+    width: int
+    height: int
+    annotations: Sequence[dict[str, Any]]
+    confidence: float | None = None
+    votes: int = 0
+    method: str = ""
+    subset: str = ""  # train, val, test; "" without a split
+    open: Callable[[], IO[bytes]] | None = None  # the image's bytes, when images are shipped
+
+
+@dataclass
+class Counts:
+    """What a writer wrote: for the dataset card."""
+
+    images: int = 0
+    annotations: int = 0
+    per_label: Counter[str] = field(default_factory=Counter)
+    per_subset: Counter[str] = field(default_factory=Counter)
+    empty_images: int = 0
+
+    def add(self, record: Record, items: Sequence[dict[str, Any]]) -> None:
+        self.images += 1
+        self.annotations += len(items)
+        self.per_label.update(item["label"] for item in items)
+        if record.subset:
+            self.per_subset[record.subset] += 1
+        if not items:
+            self.empty_images += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "annotations": self.annotations,
+            "empty_images": self.empty_images,
+            "per_label": dict(sorted(self.per_label.items())),
+            "per_subset": dict(sorted(self.per_subset.items())),
+        }
+
+
+# --- Shared helpers -----------------------------------------------------------------------------
+
+
+def _num(value: float) -> float | int:
+    """A coordinate as JSON writes it: integers without ``.0``, others to 1/100 pixel."""
+    rounded = round(float(value), 2)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+def _norm(value: float) -> str:
+    """A normalised coordinate for YOLO, clipped to [0, 1]."""
+    return f"{min(max(value, 0.0), 1.0):.6f}"
+
+
+def stem(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0] if "." in file_name else file_name
+
+
+def zip_info(name: str, *, compress: bool = True) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    info.create_system = 3
+    return info
+
+
+def zip_write(archive: zipfile.ZipFile, name: str, data: bytes | str) -> None:
+    archive.writestr(zip_info(name), data.encode() if isinstance(data, str) else data)
+
+
+def zip_copy(archive: zipfile.ZipFile, name: str, source: IO[bytes], *, compress: bool) -> None:
+    with archive.open(zip_info(name, compress=compress), "w", force_zip64=True) as member:
+        shutil.copyfileobj(source, member, COPY_CHUNK)
+
+
+def _ship_image(archive: zipfile.ZipFile, name: str, record: Record) -> None:
+    if record.open is None:
+        return
+    with record.open() as source:
+        # Images are compressed already; deflating them again costs time and saves nothing.
+        zip_copy(archive, name, source, compress=False)
+
+
+def _bounds(points: Sequence[Sequence[float]]) -> list[float]:
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _shown_keypoints(item: dict[str, Any]) -> list[Sequence[float]]:
+    return [k for k in item["keypoints"] if k[2] > 0]
+
+
+def item_box(item: dict[str, Any]) -> list[float] | None:
+    """The box of any shape item, ``[x, y, w, h]``; None for classification or no points."""
+    if "bbox" in item:
+        return [float(v) for v in item["bbox"]]
+    if "points" in item:
+        return _bounds(item["points"])
+    if "keypoints" in item:
+        shown = _shown_keypoints(item)
+        return _bounds(shown) if shown else None
+    return None
+
+
+def polygon_area(points: Sequence[Sequence[float]]) -> float:
+    xs = np.asarray([p[0] for p in points], dtype=np.float64)
+    ys = np.asarray([p[1] for p in points], dtype=np.float64)
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
+
+
+# --- Splits ------------------------------------------------------------------------------------
+
+
+class Splitter:
+    """Seeded, stratified train/val/test assignment, one image at a time.
+
+    Each image draws a uniform number from a hash of (seed, image id) and falls in a subset by
+    the fractions, unless that subset already holds more than its share of the image's
+    stratum (its most frequent label) by one image or more; then it goes to the subset
+    furthest below its share. Every stratum stays within one image of its fractions, and the
+    same seed gives the same split whatever else changes in the dataset.
+    """
+
+    def __init__(self, fractions: dict[str, float], seed: int) -> None:
+        self.names = [s for s in SUBSETS if fractions.get(s, 0) > 0]
+        total = sum(fractions[s] for s in self.names)
+        self.share = {s: fractions[s] / total for s in self.names}
+        self.seed = seed
+        self.seen: Counter[str] = Counter()
+        self.placed: dict[str, Counter[str]] = {}
+
+    def _draw(self, image_id: int) -> float:
+        digest = hashlib.blake2b(f"{self.seed}:{image_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def assign(self, image_id: int, stratum: str) -> str:
+        placed = self.placed.setdefault(stratum, Counter())
+        self.seen[stratum] += 1
+        n = self.seen[stratum]
+        draw, edge, chosen = self._draw(image_id), 0.0, self.names[-1]
+        for name in self.names:
+            edge += self.share[name]
+            if draw < edge:
+                chosen = name
+                break
+        if placed[chosen] + 1 - self.share[chosen] * n >= 1:
+            chosen = max(
+                self.names, key=lambda s: (self.share[s] * n - placed[s], -SUBSETS.index(s))
+            )
+        placed[chosen] += 1
+        return chosen
+
+
+def stratum(annotations: Sequence[dict[str, Any]]) -> str:
+    """An image's stratum for splitting: its most frequent label (ties: first by name)."""
+    if not annotations:
+        return ""
+    counts = Counter(item["label"] for item in annotations)
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+# --- COCO --------------------------------------------------------------------------------------
+
+
+def coco_categories(kind: str, labels: Sequence[Label]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, label in enumerate(labels, start=1):
+        category: dict[str, Any] = {"id": i, "name": label.name, "supercategory": ""}
+        if kind == "keypoints":
+            category["keypoints"] = list(label.keypoints)
+            category["skeleton"] = []
+        out.append(category)
+    return out
+
+
+def coco_annotation(
+    item: dict[str, Any], *, kind: str, ann_id: int, image: Record, category: int, rle: bool
+) -> dict[str, Any]:
+    ann: dict[str, Any] = {"id": ann_id, "image_id": image.id, "category_id": category}
+    if kind == "bbox":
+        x, y, w, h = (float(v) for v in item["bbox"])
+        ann.update(bbox=[_num(x), _num(y), _num(w), _num(h)], area=_num(w * h), segmentation=[])
+    elif kind == "polygon":
+        points = item["points"]
+        ann["bbox"] = [_num(v) for v in _bounds(points)]
+        if rle and "rle" in item:
+            ann["segmentation"] = {
+                "size": list(item["rle"]["size"]),
+                "counts": item["rle"]["counts"],
+            }
+            ann["area"] = _num(float(coco_mask.area(_rle_bytes(item["rle"]))))
+        else:
+            ann["segmentation"] = [[_num(c) for p in points for c in p[:2]]]
+            ann["area"] = _num(polygon_area(points))
+    elif kind == "keypoints":
+        flat: list[float | int] = []
+        for x, y, v in item["keypoints"]:
+            flat += [_num(x), _num(y), int(v)] if v > 0 else [0, 0, 0]
+        box = item_box(item) or [0.0, 0.0, 0.0, 0.0]
+        ann.update(
+            keypoints=flat,
+            num_keypoints=sum(1 for k in item["keypoints"] if k[2] > 0),
+            bbox=[_num(v) for v in box],
+            area=_num(box[2] * box[3]),
+            segmentation=[],
+        )
+    else:  # classification: an image-level annotation (Datumaro's "COCO labels")
+        pass
+    if kind != "classification":
+        ann["iscrowd"] = 0
+    ann["score"] = float(item.get("score", 1.0))
+    ann["num_votes"] = int(item.get("num_votes", 0))
+    return ann
+
+
+def _rle_bytes(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
+def write_coco(
+    out: IO[bytes],
+    records: Iterable[Record],
+    *,
+    kind: str,
+    labels: Sequence[Label],
+    description: str,
+    rle: bool = False,
+) -> Counts:
+    """A COCO file: ``info``, ``licenses``, ``categories``, ``images`` (classification adds
+    ``label``, ``score`` and ``num_votes``), ``annotations`` (with ``score``, ``num_votes``)."""
+    category_of = {label.name: i for i, label in enumerate(labels, start=1)}
+    counts = Counts()
+    header = {
+        "info": {"description": description, "version": "", "contributor": "", "url": ""},
+        "licenses": [],
+        "categories": coco_categories(kind, labels),
+    }
+    out.write(orjson.dumps(header)[:-1] + b',"images":[')
+    ann_id = 0
+    with tempfile.TemporaryFile() as spool:
+        first_image = True
+        for record in records:
+            image: dict[str, Any] = {
+                "id": record.id,
+                "file_name": record.file_name,
+                "width": record.width,
+                "height": record.height,
+            }
+            items = list(record.annotations)
+            if kind == "classification" and items:
+                image.update(
+                    label=items[0]["label"],
+                    score=float(items[0].get("score", 1.0)),
+                    num_votes=int(items[0].get("num_votes", 0)),
+                )
+            if not first_image:
+                out.write(b",")
+            out.write(orjson.dumps(image))
+            first_image = False
+            chunk = []
+            for item in items:
+                ann_id += 1
+                chunk.append(
+                    orjson.dumps(
+                        coco_annotation(
+                            item, kind=kind, ann_id=ann_id, image=record,
+                            category=category_of[item["label"]], rle=rle,
+                        )
+                    )
+                )  # fmt: skip
+            if chunk:
+                if ann_id > len(chunk):
+                    spool.write(b",")
+                spool.write(b",".join(chunk))
+            counts.add(record, items)
+        out.write(b'],"annotations":[')
+        spool.seek(0)
+        shutil.copyfileobj(spool, out, COPY_CHUNK)
+    out.write(b"]}")
+    return counts
+
+
+def write_coco_zip(
+    out: IO[bytes],
+    records: Iterable[Record],
+    *,
+    kind: str,
+    labels: Sequence[Label],
+    description: str,
+    card: Callable[[Counts], str],
+    rle: bool = False,
+) -> Counts:
+    """COCO with the images, in the layout Datumaro and CVAT read:
+    ``annotations/instances_default.json`` and ``images/default/<file>``."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+
+        def shipping(records: Iterable[Record]) -> Iterator[Record]:
+            for record in records:
+                _ship_image(archive, f"images/default/{record.file_name}", record)
+                yield record
+
+        task = "labels" if kind == "classification" else "instances"
+        if kind == "keypoints":
+            task = "person_keypoints"
+        with tempfile.TemporaryFile() as coco:
+            counts = write_coco(
+                coco, shipping(records), kind=kind, labels=labels, description=description, rle=rle
+            )
+            coco.seek(0)
+            zip_copy(archive, f"annotations/{task}_default.json", coco, compress=True)
+        zip_write(archive, "README.md", card(counts))
+    return counts
+
+
+# --- YOLO (Ultralytics) ------------------------------------------------------------------------
+
+
+def yolo_lines(record: Record, *, kind: str, category_of: dict[str, int], kpts: int) -> str:
+    w, h = float(record.width), float(record.height)
+    lines = []
+    for item in record.annotations:
+        cls = category_of[item["label"]]
+        if kind == "bbox":
+            x, y, bw, bh = (float(v) for v in item["bbox"])
+            lines.append(
+                f"{cls} {_norm((x + bw / 2) / w)} {_norm((y + bh / 2) / h)} "
+                f"{_norm(bw / w)} {_norm(bh / h)}"
+            )
+        elif kind == "polygon":
+            coords = " ".join(f"{_norm(px / w)} {_norm(py / h)}" for px, py in item["points"])
+            lines.append(f"{cls} {coords}")
+        elif kind == "keypoints":
+            box = item_box(item)
+            if box is None:
+                continue
+            x, y, bw, bh = box
+            points = [
+                f"{_norm(px / w)} {_norm(py / h)} {int(v)}" if v > 0 else "0.000000 0.000000 0"
+                for px, py, v in item["keypoints"]
+            ]
+            points += ["0.000000 0.000000 0"] * (kpts - len(points))
+            lines.append(
+                f"{cls} {_norm((x + bw / 2) / w)} {_norm((y + bh / 2) / h)} "
+                f"{_norm(bw / w)} {_norm(bh / h)} " + " ".join(points)
+            )
+    return "".join(line + "\n" for line in lines)
+
+
+def yolo_yaml(kind: str, labels: Sequence[Label], subsets: Sequence[str]) -> str:
+    lines = ["# Ultralytics YOLO dataset; the dataset card is README.md", "path: ."]
+    present = [name for name in SUBSETS if name in subsets] or ["train"]
+    lines += [f"{name}: images/{name}" for name in present]
+    if "val" not in present:  # Ultralytics needs a validation set to train
+        lines.append(f"val: images/{present[0]}")
+    if kind == "keypoints":
+        lines.append(f"kpt_shape: [{max((len(x.keypoints) for x in labels), default=0)}, 3]")
+    lines.append("names:")
+    lines += [f"  {i}: {json.dumps(label.name)}" for i, label in enumerate(labels)]
+    return "\n".join(lines) + "\n"
+
+
+def write_yolo(
+    out: IO[bytes],
+    records: Iterable[Record],
+    *,
+    kind: str,
+    labels: Sequence[Label],
+    card: Callable[[Counts], str],
+    subsets: Sequence[str] = (),
+) -> Counts:
+    """``images/<subset>/<file>``, ``labels/<subset>/<stem>.txt`` (subset ``train`` without a
+    split), ``data.yaml``. Detection
+    lines are ``class xc yc w h``, segments ``class x1 y1 x2 y2 ...``, pose adds ``x y v`` per
+    keypoint, all normalised to [0, 1]. Classification is Ultralytics' folder layout:
+    ``<subset>/<class>/<file>`` (``train`` without a split), images always shipped."""
+    category_of = {label.name: i for i, label in enumerate(labels)}
+    kpts = max((len(x.keypoints) for x in labels), default=0)
+    counts = Counts()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for record in records:
+            items = list(record.annotations)
+            counts.add(record, items)
+            if kind == "classification":
+                if items:
+                    folder = f"{record.subset or 'train'}/{items[0]['label']}"
+                    _ship_image(archive, f"{folder}/{record.file_name}", record)
+                continue
+            sub = record.subset or "train"
+            _ship_image(archive, f"images/{sub}/{record.file_name}", record)
+            text = yolo_lines(record, kind=kind, category_of=category_of, kpts=kpts)
+            zip_write(archive, f"labels/{sub}/{stem(record.file_name)}.txt", text)
+        if kind != "classification":
+            zip_write(archive, "data.yaml", yolo_yaml(kind, labels, list(subsets)))
+        zip_write(archive, "README.md", card(counts))
+    return counts
+
+
+# --- Pascal VOC --------------------------------------------------------------------------------
+
+
+def voc_xml(record: Record, *, folder: str) -> str:
+    objects = []
+    for item in record.annotations:
+        box = item_box(item)
+        if box is None:
+            continue
+        x, y, w, h = box
+        objects.append(
+            "  <object>\n"
+            f"    <name>{escape(item['label'])}</name>\n"
+            "    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"
+            "    <difficult>0</difficult>\n    <occluded>0</occluded>\n"
+            "    <bndbox>\n"
+            f"      <xmin>{_num(x)}</xmin>\n      <ymin>{_num(y)}</ymin>\n"
+            f"      <xmax>{_num(x + w)}</xmax>\n      <ymax>{_num(y + h)}</ymax>\n"
+            "    </bndbox>\n"
+            f"    <score>{round(float(item.get('score', 1.0)), 6)}</score>\n"
+            f"    <num_votes>{int(item.get('num_votes', 0))}</num_votes>\n"
+            "  </object>\n"
+        )
+    return (
+        "<annotation>\n"
+        f"  <folder>{folder}</folder>\n"
+        f"  <filename>{escape(record.file_name)}</filename>\n"
+        "  <source><database>crowd</database></source>\n"
+        f"  <size><width>{record.width}</width><height>{record.height}</height>"
+        "<depth>3</depth></size>\n"
+        "  <segmented>0</segmented>\n" + "".join(objects) + "</annotation>\n"
+    )
+
+
+def _rgb(color: str) -> str:
+    value = color.lstrip("#")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", value):
+        return "0,0,0"
+    return ",".join(str(int(value[i : i + 2], 16)) for i in (0, 2, 4))
+
+
+def write_voc(
+    out: IO[bytes],
+    records: Iterable[Record],
+    *,
+    labels: Sequence[Label],
+    card: Callable[[Counts], str],
+) -> Counts:
+    """``Annotations/<stem>.xml`` (boxes; polygons and keypoint instances by their bounds),
+    ``ImageSets/Main/<subset>.txt``, ``JPEGImages/<file>`` when images are shipped, and
+    ``labelmap.txt`` (names and colours) so readers need not assume VOC's 20 classes."""
+    counts = Counts()
+    members: dict[str, list[str]] = {}
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for record in records:
+            items = [i for i in record.annotations if item_box(i) is not None]
+            counts.add(record, items)
+            name = stem(record.file_name)
+            members.setdefault(record.subset or "default", []).append(name)
+            _ship_image(archive, f"JPEGImages/{record.file_name}", record)
+            zip_write(archive, f"Annotations/{name}.xml", voc_xml(record, folder="JPEGImages"))
+        for subset, names in sorted(members.items()):
+            zip_write(archive, f"ImageSets/Main/{subset}.txt", "".join(n + "\n" for n in names))
+        labelmap = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
+        labelmap += [f"{label.name}:{_rgb(label.color)}::" for label in labels]
+        zip_write(archive, "labelmap.txt", "\n".join(labelmap) + "\n")
+        zip_write(archive, "README.md", card(counts))
+    return counts
+
+
+# --- CSV and raw answers -------------------------------------------------------------------------
+
+
+def write_csv(
+    out: IO[bytes], records: Iterable[Record], *, card: Callable[[Counts], str]
+) -> Counts:
+    """``labels.csv``: ``image_id, file_name, label, confidence, votes`` (classification)."""
+    counts = Counts()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(zip_info("labels.csv"), "w", force_zip64=True) as member:
+            text = io.TextIOWrapper(member, encoding="utf-8", newline="")
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(["image_id", "file_name", "label", "confidence", "votes"])
+            for record in records:
+                items = list(record.annotations)
+                counts.add(record, items)
+                label = items[0]["label"] if items else ""
+                confidence = "" if record.confidence is None else f"{record.confidence:.6f}"
+                writer.writerow([record.id, record.file_name, label, confidence, record.votes])
+            text.flush()
+            text.detach()
+        zip_write(archive, "README.md", card(counts))
+    return counts
+
+
+def write_raw(
+    out: IO[bytes], answers: Iterable[dict[str, Any]], *, card: Callable[[Counts], str]
+) -> Counts:
+    """``answers.jsonl``: every worker answer, one JSON object a line, as given."""
+    counts = Counts()
+    images: set[int] = set()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(zip_info("answers.jsonl"), "w", force_zip64=True) as member:
+            for answer in answers:
+                member.write(orjson.dumps(answer) + b"\n")
+                counts.annotations += 1
+                if answer["image"] not in images:
+                    images.add(answer["image"])
+                    counts.images += 1
+        zip_write(archive, "README.md", card(counts))
+    return counts
