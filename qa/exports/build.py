@@ -308,7 +308,7 @@ class _Names:
     @staticmethod
     def clean(name: str, image_id: int, fmt: str) -> str:
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("\\", "/").rsplit("/", 1)[-1])
-        base = base.lstrip("._")[:150] or f"image-{image_id}"
+        base = base.lstrip(".")[:150] or f"image-{image_id}"
         ext = FORMATS.get(fmt, "")
         if ext and not base.lower().endswith(ext):
             base += ext
