@@ -252,6 +252,18 @@ SPECTACULAR_SETTINGS = {
 # --- Product ----------------------------------------------------------------------------------
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
 
+# --- Money ------------------------------------------------------------------------------------
+# A worker may request a payout once their balance reaches this (in each currency's units).
+MIN_PAYOUT = env.str("MIN_PAYOUT", default="5.00")
+# Projects whose effective hourly rate (median active time per task x reward) falls below
+# this, in the project's currency per hour, carry a fair-pay warning.
+FAIR_PAY_HOURLY_FLOOR = env.str("FAIR_PAY_HOURLY_FLOOR", default="10.00")
+# Stripe Connect: set STRIPE_SECRET_KEY to pay through Stripe; the manual provider otherwise.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Where the SDK sends requests; only changed to point it at a local Stripe stand-in.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+
 # --- Locale, logging --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

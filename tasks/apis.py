@@ -47,6 +47,12 @@ class ProjectIn(serializers.Serializer):
     keypoint_sigma = serializers.FloatField(required=False, min_value=0, max_value=1)
     exam_tasks = serializers.IntegerField(required=False, min_value=0, max_value=100)
     exam_pass_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    review_delay_hours = serializers.IntegerField(required=False, min_value=0)
+    auto_reject_failed_gold = serializers.BooleanField(required=False)
+    budget = serializers.CharField(required=False, allow_null=True, max_length=32)
+    auto_bonus_amount = serializers.CharField(required=False, max_length=32)
+    auto_bonus_min_score = serializers.FloatField(required=False, min_value=0, max_value=1)
+    auto_bonus_min_answers = serializers.IntegerField(required=False, min_value=0)
 
 
 def project_json(project: Project, user: User) -> dict[str, Any]:
@@ -76,6 +82,14 @@ def project_json(project: Project, user: User) -> dict[str, Any]:
             keypoint_sigma=project.keypoint_sigma,
             exam_tasks=project.exam_tasks,
             exam_pass_score=project.exam_pass_score,
+            review_delay_hours=project.review_delay_hours,
+            auto_reject_failed_gold=project.auto_reject_failed_gold,
+            budget=None
+            if project.budget is None
+            else format_amount(project.budget, project.currency),
+            auto_bonus_amount=format_amount(project.auto_bonus_amount, project.currency),
+            auto_bonus_min_score=project.auto_bonus_min_score,
+            auto_bonus_min_answers=project.auto_bonus_min_answers,
             created_at=project.created_at.isoformat(),
         )
     return data

@@ -49,6 +49,19 @@ class Project(models.Model):
     # Pay per approved assignment, in integer minor units of `currency` (cents for USD).
     reward = models.BigIntegerField(default=0)
     currency = models.CharField(max_length=3, default="USD")
+    # Submitted answers are approved automatically review_delay_hours after submission
+    # unless a manager rejects them first; with auto_reject_failed_gold a gold answer that
+    # fails its gold check is rejected at once instead.
+    review_delay_hours = models.PositiveIntegerField(default=72)
+    auto_reject_failed_gold = models.BooleanField(default=False)
+    # Optional spending cap in minor units: no task is handed out when approved, submitted
+    # and leased work at the reward, plus bonuses, would pass it.
+    budget = models.BigIntegerField(null=True, blank=True)
+    # Optional automatic bonus: once per project, to a worker whose score reaches
+    # auto_bonus_min_score after at least auto_bonus_min_answers answers.
+    auto_bonus_amount = models.BigIntegerField(default=0)
+    auto_bonus_min_score = models.FloatField(default=0.9)
+    auto_bonus_min_answers = models.PositiveIntegerField(default=50)
 
     # Images wider or taller than tile_size are split into tiles overlapping by tile_overlap
     # pixels; 0 disables tiling. Classification never tiles.
@@ -253,6 +266,13 @@ class Assignment(models.Model):
     # Whether this assignment holds a slot in its task's overlap counters (false for gold
     # tasks, which every worker may answer once and which never complete).
     counted = models.BooleanField(default=True)
+    # The review: who approved or rejected the answer (None: the automatic rules), when, and
+    # the reason the worker is shown.
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    review_reason = models.CharField(max_length=500, blank=True, default="")
 
     class Meta:
         constraints = [

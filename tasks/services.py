@@ -32,8 +32,11 @@ MAX_KEYPOINTS = 100
 SETTINGS_FIELDS = (
     "name", "instructions", "min_overlap", "max_overlap", "agreement_threshold", "gold_rate",
     "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap", "iou_threshold",
-    "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score",
+    "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
+    "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
 )  # fmt: skip
+# Amounts a PATCH may change, as decimal strings in the project's currency.
+MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
 
 
 def _labels_in(raw: Any, kind: str) -> list[dict[str, Any]]:
@@ -109,6 +112,14 @@ def _check_settings(project: Project) -> None:
         bad("tile_overlap", "Between 0 and half the tile size.")
     if project.reward < 0:
         bad("reward", "Cannot be negative.")
+    if project.budget is not None and project.budget < 0:
+        bad("budget", "Cannot be negative.")
+    if project.auto_bonus_amount < 0:
+        bad("auto_bonus_amount", "Cannot be negative.")
+    if not 0 <= project.auto_bonus_min_score <= 1:
+        bad("auto_bonus_min_score", "Between 0 and 1.")
+    if not 0 <= project.review_delay_hours <= 24 * 90:
+        bad("review_delay_hours", "Between 0 (approve at once) and 2160 hours (90 days).")
     for field in ("iou_threshold", "gold_pass_score", "exam_pass_score"):
         if not 0 < getattr(project, field) <= 1:
             bad(field, "Above 0 and at most 1.")
@@ -126,11 +137,16 @@ def _money(data: dict[str, Any], project: Project) -> None:
             project.currency = normalize_currency(data["currency"])
         except MoneyError as exc:
             raise InvalidInput(errors={"currency": [str(exc)]}) from None
-    if "reward" in data:
+    for field in MONEY_FIELDS:
+        if field not in data:
+            continue
+        if field == "budget" and data[field] in (None, ""):
+            project.budget = None
+            continue
         try:
-            project.reward = parse_amount(data["reward"], project.currency)
+            setattr(project, field, parse_amount(data[field], project.currency))
         except MoneyError as exc:
-            raise InvalidInput(errors={"reward": [str(exc)]}) from None
+            raise InvalidInput(errors={field: [str(exc)]}) from None
 
 
 def _save_labels(project: Project, labels: list[dict[str, Any]]) -> None:

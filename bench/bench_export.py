@@ -1,0 +1,221 @@
+"""Dataset export: wall time and peak memory of building a COCO and a YOLO version.
+
+The database is seeded once, in a throwaway VAR_DIR (SQLite file, media): a bbox project of
+100,000 ready images (10,000 with ``--quick``) and one finished consensus run whose results
+carry 10 boxes an image, with ``contributors`` shaped like a real merge's. Seeding is not
+timed. Each version is requested through the export service (``export_request``: options,
+version number, the run check) with the job's on-commit send held back, and then built by
+the job body, ``export_build``: reading the results, writing the file, hashing and storing
+it. COCO is the plain JSON file, YOLO the labels-only zip (no images).
+
+Each build runs in a fresh Python process of its own, set up like a job worker against the
+same database file, so that its peak RSS (``VmHWM``, see :func:`_peak_rss_kib`) is its own
+and not the high-water mark of seeding or of the other format. A baseline process that only
+sets up Django, imports the export modules and connects shows what the interpreter and the
+framework take before any export; ``export_adds_MiB`` is the difference. Targets: COCO in
+at most 20 s, and a peak RSS of at most 1 GiB for either format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "export"
+DESCRIPTION = (
+    "dataset export of 10 boxes an image, COCO and YOLO labels-only: wall time and peak RSS "
+    "(targets: COCO <= 20 s, peak RSS <= 1 GiB)"
+)
+COCO_SECONDS = 20.0
+RSS_MIB = 1024.0
+BOXES_PER_IMAGE = 10
+LABELS = ["car", "truck", "bus", "person", "bicycle"]
+WIDTH, HEIGHT = 1920, 1080
+VOTERS = 5
+SEED_BATCH = 5000
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = "import sys; from bench.bench_export import child; child(sys.argv[1:])"
+
+
+# --- Seeding (not timed) ----------------------------------------------------------------------
+
+
+def _boxes(rng: random.Random) -> list[dict[str, Any]]:
+    items = []
+    for _ in range(BOXES_PER_IMAGE):
+        w, h = round(rng.uniform(8, 400), 2), round(rng.uniform(8, 300), 2)
+        x, y = round(rng.uniform(0, WIDTH - w), 2), round(rng.uniform(0, HEIGHT - h), 2)
+        items.append({"label": rng.choice(LABELS), "bbox": [x, y, w, h],
+                      "score": round(rng.uniform(0.4, 1.0), 6),
+                      "num_votes": rng.randint(2, VOTERS)})  # fmt: skip
+    return items
+
+
+def _contributors(rng: random.Random, image_index: int) -> dict[str, Any]:
+    """What a merge records: each voter's weight and, per object, (assignment, item) pairs."""
+    workers = [100 + (image_index + k) % 40 for k in range(VOTERS)]
+    first = image_index * VOTERS
+    return {
+        "weights": {str(w): round(rng.uniform(0.5, 1.0), 4) for w in workers},
+        "objects": [[[first + k, obj] for k in range(VOTERS)] for obj in range(BOXES_PER_IMAGE)],
+    }
+
+
+def _seed(images: int) -> tuple[Any, Any, Any]:
+    """A bbox project with ``images`` ready images and one finished consensus run over them."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from crowd.models import Role, User
+    from qa.models import ConsensusResult, ConsensusRun, RunStatus
+    from tasks.models import Image, ImageStatus
+    from tasks.services import project_create
+
+    manager = User.objects.create(username="bench-export", role=Role.MANAGER)
+    project = project_create(
+        owner=manager,
+        data={"name": "Export bench", "kind": "bbox", "labels": LABELS, "tile_size": 0},
+    )
+    rng = random.Random(0)
+    with transaction.atomic():
+        run = ConsensusRun.objects.create(
+            project=project, status=RunStatus.DONE, method="merge", params={"iou": 0.5},
+            images_total=images, images_done=images, requested_by=manager,
+            started_at=timezone.now(), finished_at=timezone.now(),
+        )  # fmt: skip
+        for start in range(0, images, SEED_BATCH):
+            stop = min(start + SEED_BATCH, images)
+            rows = Image.objects.bulk_create(
+                Image(project=project, name=f"frame_{i:06d}.jpg",
+                      file=f"projects/{project.pk}/images/{i}.jpg", sha256=f"{i:064x}",
+                      format="JPEG", width=WIDTH, height=HEIGHT, size_bytes=250_000,
+                      status=ImageStatus.READY, uploaded_by=manager)
+                for i in range(start, stop)
+            )  # fmt: skip
+            ConsensusResult.objects.bulk_create(
+                ConsensusResult(project=project, run=run, image=image, method="merge",
+                                annotations=_boxes(rng), confidence=round(rng.random(), 6),
+                                votes=VOTERS, low_confidence=False,
+                                contributors=_contributors(rng, i))
+                for i, image in zip(range(start, stop), rows, strict=True)
+            )  # fmt: skip
+    return project, manager, run
+
+
+def _request(project: Any, manager: Any, run: Any, fmt: str) -> int:
+    """A version requested as the API does; its job is held back, to be run by a child."""
+    from unittest import mock
+
+    from qa import jobs
+    from qa.exports.build import export_request
+
+    data: dict[str, Any] = {"format": fmt, "consensus_run": run.pk}
+    if fmt == "yolo":
+        data["include_images"] = False
+    with mock.patch("crowd.jobs.send_on_commit") as send:
+        export = export_request(project=project, user=manager, data=data)
+    send.assert_called_once_with(jobs.export_build, export.pk)
+    return export.pk
+
+
+# --- Child processes (measured) ---------------------------------------------------------------
+
+
+def child(args: list[str]) -> None:
+    """In a fresh process: set up Django, run one build (or none, for the baseline), and print
+    wall and CPU seconds and the peak RSS as one JSON line."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowd.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from qa.exports import build, formats  # noqa: F401  (the baseline's imports)
+
+    connection.ensure_connection()
+    seconds = cpu = 0.0
+    if args[0] == "build":
+        wall, started_cpu = time.perf_counter(), time.process_time()
+        build.export_build(export_id=int(args[1]))
+        seconds, cpu = time.perf_counter() - wall, time.process_time() - started_cpu
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rss_kib": _peak_rss_kib()}))
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak RSS in KiB: ``VmHWM``, the high-water mark of its own address
+    space. Linux's ``ru_maxrss`` keeps the parent's peak across fork and exec, so a child
+    started by a large parent would report the parent's; it is the fallback elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def _spawn(*args: str) -> dict[str, Any]:
+    from django.db import connections
+
+    connections.close_all()  # the child opens its own; no handle is shared
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"export child {args} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    from bench.django_env import setup
+
+    # The files go to the throwaway VAR_DIR's media folder, never to a configured one.
+    os.environ.pop("MEDIA_ROOT", None)
+    var_dir = setup()
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+
+    assert Path(settings.MEDIA_ROOT).is_relative_to(var_dir), settings.MEDIA_ROOT
+
+    from qa.models import DatasetExport, RunStatus
+
+    images = 10_000 if quick else 100_000
+    annotations = images * BOXES_PER_IMAGE
+    project, manager, consensus = _seed(images)
+
+    baseline = _spawn("baseline")
+    base_mib = baseline["rss_kib"] / 1024
+    rows: list[dict[str, Any]] = [{
+        "format": "baseline (Django + export modules)", "images": None, "annotations": None,
+        "seconds": None, "cpu_seconds": None, "images_per_s": None, "file_MB": None,
+        "peak_rss_MiB": base_mib, "export_adds_MiB": None, "target": None,
+    }]  # fmt: skip
+    for fmt in ("coco", "yolo"):
+        export_id = _request(project, manager, consensus, fmt)
+        measured = _spawn("build", str(export_id))
+        export = DatasetExport.objects.get(pk=export_id)
+        assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
+        assert export.counts["images"] == images, export.counts
+        assert export.counts["annotations"] == annotations, export.counts
+        assert export.size_bytes > 0
+        assert default_storage.size(export.file.name) == export.size_bytes
+        rss_mib = measured["rss_kib"] / 1024
+        ok = rss_mib <= RSS_MIB and (fmt != "coco" or measured["seconds"] <= COCO_SECONDS)
+        rows.append({
+            "format": f"{fmt} ({export.file_name.rsplit('.', 1)[-1]})", "images": images,
+            "annotations": annotations, "seconds": measured["seconds"],
+            "cpu_seconds": measured["cpu_seconds"],
+            "images_per_s": images / measured["seconds"], "file_MB": export.size_bytes / 1e6,
+            "peak_rss_MiB": rss_mib, "export_adds_MiB": rss_mib - base_mib,
+            "target": "ok" if ok else "MISSED",
+        })  # fmt: skip
+    return rows

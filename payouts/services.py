@@ -1,0 +1,391 @@
+"""Money writes: reviews and their rewards, bonuses, payout requests and their outcomes.
+
+Every function that moves money runs in one transaction that takes the rows it depends on
+with ``select_for_update`` (a no-op on SQLite, whose IMMEDIATE transactions already run one
+writer at a time), so concurrent requests queue instead of interleaving. The ledger's
+constraints are the last line: a second reward for one assignment, a second credit for one
+bonus, a second open payout for one worker are refused by the database.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from crowd.errors import Conflict, InvalidInput, NotFound
+from crowd.models import Role, User
+from crowd.money import MoneyError, format_amount, parse_amount
+from payouts.models import (
+    Bonus,
+    EntryKind,
+    LedgerEntry,
+    Payout,
+    PayoutStatus,
+)
+from tasks.models import Assignment, AssignmentStatus, Project
+
+REVIEWABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
+
+
+# --- Balances ----------------------------------------------------------------------------------
+
+
+def balance(worker_id: int, currency: str) -> int:
+    """The worker's balance in ``currency``: the sum of their entries, in minor units."""
+    total = LedgerEntry.objects.filter(worker_id=worker_id, currency=currency).aggregate(
+        s=Sum("amount")
+    )["s"]
+    return int(total or 0)
+
+
+def balances(worker_id: int) -> dict[str, int]:
+    rows = (
+        LedgerEntry.objects.filter(worker_id=worker_id)
+        .values("currency")
+        .annotate(s=Sum("amount"))
+        .order_by("currency")
+    )
+    return {r["currency"]: int(r["s"]) for r in rows}
+
+
+def project_earnings(project: Project, worker_ids: Any) -> dict[int, int]:
+    """What each worker has earned in the project (rewards, bonuses and adjustments)."""
+    rows = (
+        LedgerEntry.objects.filter(project=project, worker_id__in=list(worker_ids))
+        .values("worker_id")
+        .annotate(s=Sum("amount"))
+    )
+    return {r["worker_id"]: int(r["s"]) for r in rows}
+
+
+# --- Reviews -----------------------------------------------------------------------------------
+
+
+def _locked_assignment(assignment_id: int, project: Project | None) -> Assignment:
+    query = Assignment.objects.select_for_update().select_related("project")
+    if project is not None:
+        query = query.filter(project=project)
+    assignment = query.filter(pk=assignment_id).first()
+    if assignment is None:
+        raise NotFound("No such assignment.")
+    if assignment.status not in REVIEWABLE:
+        raise Conflict(
+            f"Only submitted answers are reviewed; this one is {assignment.status}.",
+            code="not_reviewable",
+        )
+    return assignment
+
+
+def _reward_paid(assignment: Assignment) -> bool:
+    return LedgerEntry.objects.filter(assignment=assignment, kind=EntryKind.REWARD).exists()
+
+
+def _reviewed(assignment: Assignment, status: str, by: User | None, reason: str) -> None:
+    assignment.status = status
+    assignment.reviewed_at = timezone.now()
+    assignment.reviewed_by = by
+    assignment.review_reason = reason[:500]
+    assignment.save(update_fields=["status", "reviewed_at", "reviewed_by", "review_reason"])
+
+
+@transaction.atomic
+def assignment_approve(
+    *, assignment_id: int, by: User | None, reason: str = "", project: Project | None = None
+) -> Assignment:
+    """Approve a submitted answer and credit its reward, once. Approving again changes
+    nothing; an answer rejected after it was paid stays rejected (its money was taken back,
+    and a second reward would pay it twice)."""
+    assignment = _locked_assignment(assignment_id, project)
+    if assignment.status == AssignmentStatus.APPROVED:
+        return assignment
+    if assignment.status == AssignmentStatus.REJECTED and _reward_paid(assignment):
+        raise Conflict(
+            "This answer was paid, then rejected; grant a bonus to pay the worker again.",
+            code="rejected_after_payment",
+        )
+    _reviewed(assignment, AssignmentStatus.APPROVED, by, reason)
+    reward = assignment.project.reward
+    if reward > 0:
+        LedgerEntry.objects.create(
+            worker_id=assignment.worker_id, project=assignment.project, kind=EntryKind.REWARD,
+            amount=reward, currency=assignment.project.currency, assignment=assignment,
+            memo=f"Task {assignment.task_id} approved",
+        )  # fmt: skip
+        _balance_event(assignment.worker_id, assignment.project.currency)
+    return assignment
+
+
+@transaction.atomic
+def assignment_reject(
+    *, assignment_id: int, by: User | None, reason: str, project: Project | None = None
+) -> Assignment:
+    """Reject an answer with a reason the worker sees. Rejecting a paid answer takes its
+    reward back with an adjustment; the reward entry itself is never touched."""
+    if not reason.strip():
+        raise InvalidInput(errors={"reason": ["Tell the worker why."]})
+    assignment = _locked_assignment(assignment_id, project)
+    if assignment.status == AssignmentStatus.REJECTED:
+        return assignment
+    paid = LedgerEntry.objects.filter(assignment=assignment, kind=EntryKind.REWARD).first()
+    _reviewed(assignment, AssignmentStatus.REJECTED, by, reason.strip())
+    if paid is not None:
+        LedgerEntry.objects.create(
+            worker_id=assignment.worker_id, project=assignment.project,
+            kind=EntryKind.ADJUSTMENT, amount=-paid.amount, currency=paid.currency,
+            assignment=assignment, memo=f"Task {assignment.task_id} rejected after approval",
+        )  # fmt: skip
+        _balance_event(assignment.worker_id, paid.currency)
+    return assignment
+
+
+def reviews_bulk(
+    *, project: Project, assignment_ids: list[int], approve: bool, by: User, reason: str
+) -> dict[str, Any]:
+    """Approve or reject many answers; each one in its own transaction, so one that cannot
+    change does not hold back the others. Returns what happened to each."""
+    done: list[int] = []
+    refused: dict[str, str] = {}
+    for assignment_id in dict.fromkeys(assignment_ids):
+        try:
+            if approve:
+                assignment_approve(
+                    assignment_id=assignment_id, by=by, reason=reason, project=project
+                )
+            else:
+                assignment_reject(
+                    assignment_id=assignment_id, by=by, reason=reason, project=project
+                )
+            done.append(assignment_id)
+        except (NotFound, Conflict, InvalidInput) as exc:
+            refused[str(assignment_id)] = exc.detail
+    return {"done": done, "refused": refused}
+
+
+def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
+    """Approve the submitted answers whose project's review delay has passed. Returns how
+    many were approved."""
+    now = now or timezone.now()
+    count = 0
+    due = (
+        Assignment.objects.filter(status=AssignmentStatus.SUBMITTED, submitted_at__isnull=False)
+        .select_related("project")
+        .order_by("submitted_at")[: limit * 4]
+    )
+    for assignment in due:
+        delay = timedelta(hours=assignment.project.review_delay_hours)
+        assert assignment.submitted_at is not None
+        if assignment.submitted_at + delay > now:
+            continue
+        try:
+            assignment_approve(
+                assignment_id=assignment.pk, by=None, reason="Approved after the review period."
+            )
+            count += 1
+        except (NotFound, Conflict):
+            continue
+        if count >= limit:
+            break
+    return count
+
+
+def gold_failed(*, assignment: Assignment) -> None:
+    """A gold answer failed its check: rejected at once when the project says so."""
+    if assignment.project.auto_reject_failed_gold:
+        assignment_reject(
+            assignment_id=assignment.pk, by=None,
+            reason="The answer did not match the expected answer on a check task.",
+        )  # fmt: skip
+
+
+# --- Budget ------------------------------------------------------------------------------------
+
+
+def committed_spend(project: Project) -> int:
+    """Money the project has spent or promised: rewards, bonuses and adjustments in the
+    ledger, plus every submitted answer and open lease at the current reward."""
+    spent = LedgerEntry.objects.filter(project=project).aggregate(s=Sum("amount"))["s"] or 0
+    pending = Assignment.objects.filter(
+        project=project, status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.LEASED]
+    ).count()
+    return int(spent) + pending * project.reward
+
+
+def budget_left(project: Project) -> int | None:
+    if project.budget is None:
+        return None
+    return project.budget - committed_spend(project)
+
+
+def budget_blocks(project: Project) -> bool:
+    """Whether handing out one more task could take the project past its budget."""
+    left = budget_left(project)
+    return left is not None and left < max(project.reward, 1)
+
+
+# --- Bonuses -----------------------------------------------------------------------------------
+
+
+def bonus_grant(
+    *,
+    project: Project,
+    worker_id: Any,
+    amount: Any,
+    reason: Any,
+    by: User | None,
+    idempotency_key: str = "",
+    rule: str = "",
+) -> tuple[Bonus, bool]:
+    """Grant a bonus to a worker who has worked on the project; returns (bonus, created).
+    A repeated request with the same idempotency key returns the first bonus."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(reason, str) or not reason.strip():
+        errors["reason"] = ["Tell the worker what it is for."]
+    elif len(reason) > 300:
+        errors["reason"] = ["At most 300 characters."]
+    minor = 0
+    if isinstance(amount, int) and not isinstance(amount, bool) and rule:
+        minor = amount
+    else:
+        try:
+            minor = parse_amount(
+                amount if isinstance(amount, str) else str(amount), project.currency
+            )
+        except MoneyError as exc:
+            errors["amount"] = [str(exc)]
+    if not errors.get("amount") and minor <= 0:
+        errors["amount"] = ["Must be more than zero."]
+    if isinstance(worker_id, bool) or not isinstance(worker_id, int):
+        errors["worker"] = ["Give the worker's id."]
+    if errors:
+        raise InvalidInput("The bonus is not valid.", errors=errors)
+    if idempotency_key:
+        earlier = Bonus.objects.filter(
+            project=project, granted_by=by, idempotency_key=idempotency_key
+        ).first()
+        if earlier is not None:
+            return earlier, False
+    worker = User.objects.filter(pk=worker_id, role=Role.WORKER).first()
+    if worker is None or not Assignment.objects.filter(project=project, worker=worker).exists():
+        raise InvalidInput(errors={"worker": ["No worker of this project has that id."]})
+    try:
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project.pk).first()
+            left = budget_left(project)
+            if left is not None and minor > left:
+                raise Conflict(
+                    f"The bonus would pass the project's budget "
+                    f"({format_amount(max(left, 0), project.currency)} left).",
+                    code="budget_exceeded",
+                )
+            bonus = Bonus.objects.create(
+                project=project, worker=worker, amount=minor, currency=project.currency,
+                reason=reason.strip(), granted_by=by, idempotency_key=idempotency_key, rule=rule,
+            )  # fmt: skip
+            LedgerEntry.objects.create(
+                worker=worker, project=project, kind=EntryKind.BONUS, amount=minor,
+                currency=project.currency, bonus=bonus, memo=reason.strip()[:300],
+            )  # fmt: skip
+    except IntegrityError:
+        # A concurrent twin with the same key (or the same rule) won.
+        query = Bonus.objects.filter(project=project, worker=worker)
+        query = (
+            query.filter(granted_by=by, idempotency_key=idempotency_key)
+            if idempotency_key
+            else query.filter(rule=rule)
+        )
+        earlier = query.first()
+        if earlier is None:
+            raise
+        return earlier, False
+    _balance_event(worker.pk, project.currency)
+    return bonus, True
+
+
+# --- Payouts -----------------------------------------------------------------------------------
+
+
+def minimum_payout(currency: str) -> int:
+    return parse_amount(settings.MIN_PAYOUT, currency)
+
+
+def payout_request(*, worker: User, currency: str, provider: str) -> Payout:
+    """Move the worker's whole balance in ``currency`` into a new payout: the payout row and
+    its debit are written together. One open payout per worker and currency; a balance below
+    the minimum is refused."""
+    try:
+        with transaction.atomic():
+            User.objects.select_for_update().filter(pk=worker.pk).first()
+            if Payout.objects.filter(
+                worker=worker, currency=currency,
+                status__in=[PayoutStatus.REQUESTED, PayoutStatus.PROCESSING],
+            ).exists():  # fmt: skip
+                raise Conflict("A payout is already on its way.", code="payout_in_progress")
+            amount = balance(worker.pk, currency)
+            minimum = minimum_payout(currency)
+            if amount < max(minimum, 1):
+                raise Conflict(
+                    f"The balance ({format_amount(amount, currency)} {currency}) is below the "
+                    f"minimum payout of {format_amount(minimum, currency)} {currency}.",
+                    code="below_minimum",
+                )
+            payout = Payout.objects.create(
+                worker=worker, amount=amount, currency=currency, provider=provider
+            )
+            LedgerEntry.objects.create(
+                worker=worker, kind=EntryKind.PAYOUT, amount=-amount, currency=currency,
+                payout=payout, memo=f"Payout {payout.pk}",
+            )  # fmt: skip
+    except IntegrityError:
+        raise Conflict("A payout is already on its way.", code="payout_in_progress") from None
+    _balance_event(worker.pk, currency)
+    return payout
+
+
+_NEXT = {
+    PayoutStatus.REQUESTED: {PayoutStatus.PROCESSING, PayoutStatus.FAILED},
+    PayoutStatus.PROCESSING: {PayoutStatus.PAID, PayoutStatus.FAILED},
+    PayoutStatus.PAID: {PayoutStatus.FAILED},  # the provider reversed a paid transfer
+    PayoutStatus.FAILED: set(),
+}
+
+
+@transaction.atomic
+def payout_transition(
+    *, payout_id: int, status: str, provider_ref: str = "", reason: str = ""
+) -> Payout:
+    """Move a payout along its state machine; a failure returns its money with a reversal
+    entry (once: the ledger's constraint). Repeating a transition already made is a no-op."""
+    payout = Payout.objects.select_for_update().get(pk=payout_id)
+    if payout.status == status:
+        return payout
+    if status not in _NEXT[PayoutStatus(payout.status)]:
+        raise Conflict(f"A {payout.status} payout cannot become {status}.", code="payout_state")
+    payout.status = status
+    if provider_ref:
+        payout.provider_ref = provider_ref
+    if status == PayoutStatus.PAID:
+        payout.paid_at = timezone.now()
+    if status == PayoutStatus.FAILED:
+        payout.failure_reason = reason[:300]
+        LedgerEntry.objects.create(
+            worker_id=payout.worker_id, kind=EntryKind.PAYOUT_REVERSAL, amount=payout.amount,
+            currency=payout.currency, payout=payout, memo=f"Payout {payout.pk} failed",
+        )  # fmt: skip
+        _balance_event(payout.worker_id, payout.currency)
+    payout.save()
+    return payout
+
+
+def _balance_event(worker_id: int, currency: str) -> None:
+    from crowd.live import publish, user_group
+
+    amount = balance(worker_id, currency)
+    publish(
+        user_group(worker_id),
+        {"type": "balance", "currency": currency, "amount": format_amount(amount, currency)},
+    )
