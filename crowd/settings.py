@@ -263,6 +263,9 @@ STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 # Where the SDK sends requests; only changed to point it at a local Stripe stand-in.
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
+# Retries inside one call (same idempotency key); the payout job retries on top of these.
+STRIPE_NETWORK_RETRIES = env.int("STRIPE_NETWORK_RETRIES", default=2)
 
 # --- Locale, logging --------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

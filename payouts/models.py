@@ -231,3 +231,13 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once")
         ]
+
+
+class ReviewFlag(models.Model):
+    """An answer the automatic review rejects instead of approving when its review delay is
+    over (a failed gold check in a project that rejects those). Acting at review time, not at
+    submission, keeps the worker from learning which task was gold."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -26,6 +26,7 @@ from payouts.models import (
     LedgerEntry,
     Payout,
     PayoutStatus,
+    ReviewFlag,
 )
 from tasks.models import Assignment, AssignmentStatus, Project
 
@@ -167,8 +168,8 @@ def reviews_bulk(
 
 
 def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
-    """Approve the submitted answers whose project's review delay has passed. Returns how
-    many were approved."""
+    """Review the submitted answers whose project's review delay has passed: approve them,
+    or reject those flagged for rejection. Returns how many were reviewed."""
     now = now or timezone.now()
     count = 0
     due = (
@@ -181,10 +182,14 @@ def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
         assert assignment.submitted_at is not None
         if assignment.submitted_at + delay > now:
             continue
+        flag = ReviewFlag.objects.filter(assignment=assignment).first()
         try:
-            assignment_approve(
-                assignment_id=assignment.pk, by=None, reason="Approved after the review period."
-            )
+            if flag is not None and assignment.project.auto_reject_failed_gold:
+                assignment_reject(assignment_id=assignment.pk, by=None, reason=flag.reason)
+            else:
+                assignment_approve(
+                    assignment_id=assignment.pk, by=None, reason="Approved after the review period."
+                )
             count += 1
         except (NotFound, Conflict):
             continue
@@ -193,26 +198,36 @@ def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
     return count
 
 
+def approvals_sweep() -> None:
+    while approvals_due(limit=1000) == 1000:
+        pass
+
+
 def gold_failed(*, assignment: Assignment) -> None:
-    """A gold answer failed its check: rejected at once when the project says so."""
-    if assignment.project.auto_reject_failed_gold:
-        assignment_reject(
-            assignment_id=assignment.pk, by=None,
-            reason="The answer did not match the expected answer on a check task.",
-        )  # fmt: skip
+    """A gold answer failed its check: flagged, so that the automatic review rejects it when
+    the project says so (at review time, like every other answer)."""
+    ReviewFlag.objects.get_or_create(
+        assignment=assignment,
+        defaults={"reason": "The answer did not match the expected answer on a check task."},
+    )
 
 
 # --- Budget ------------------------------------------------------------------------------------
+
+
+def pending_spend(project: Project) -> int:
+    """Submitted answers and open leases at the current reward: promised, not yet paid."""
+    pending = Assignment.objects.filter(
+        project=project, status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.LEASED]
+    ).count()
+    return pending * project.reward
 
 
 def committed_spend(project: Project) -> int:
     """Money the project has spent or promised: rewards, bonuses and adjustments in the
     ledger, plus every submitted answer and open lease at the current reward."""
     spent = LedgerEntry.objects.filter(project=project).aggregate(s=Sum("amount"))["s"] or 0
-    pending = Assignment.objects.filter(
-        project=project, status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.LEASED]
-    ).count()
-    return int(spent) + pending * project.reward
+    return int(spent) + pending_spend(project)
 
 
 def budget_left(project: Project) -> int | None:
@@ -313,10 +328,12 @@ def minimum_payout(currency: str) -> int:
     return parse_amount(settings.MIN_PAYOUT, currency)
 
 
-def payout_request(*, worker: User, currency: str, provider: str) -> Payout:
-    """Move the worker's whole balance in ``currency`` into a new payout: the payout row and
-    its debit are written together. One open payout per worker and currency; a balance below
-    the minimum is refused."""
+def payout_request(
+    *, worker: User, currency: str, provider: str, amount: int | None = None
+) -> Payout:
+    """Move ``amount`` (default: the whole balance) in ``currency`` into a new payout: the
+    payout row and its debit are written together. One open payout per worker and currency;
+    an amount below the minimum or above the balance is refused."""
     try:
         with transaction.atomic():
             User.objects.select_for_update().filter(pk=worker.pk).first()
@@ -325,12 +342,19 @@ def payout_request(*, worker: User, currency: str, provider: str) -> Payout:
                 status__in=[PayoutStatus.REQUESTED, PayoutStatus.PROCESSING],
             ).exists():  # fmt: skip
                 raise Conflict("A payout is already on its way.", code="payout_in_progress")
-            amount = balance(worker.pk, currency)
+            available = balance(worker.pk, currency)
+            amount = available if amount is None else amount
             minimum = minimum_payout(currency)
+            if amount > available:
+                raise Conflict(
+                    f"The balance is {format_amount(available, currency)} {currency}; "
+                    f"{format_amount(amount, currency)} cannot be paid out.",
+                    code="above_balance",
+                )
             if amount < max(minimum, 1):
                 raise Conflict(
-                    f"The balance ({format_amount(amount, currency)} {currency}) is below the "
-                    f"minimum payout of {format_amount(minimum, currency)} {currency}.",
+                    f"{format_amount(amount, currency)} {currency} is below the minimum payout "
+                    f"of {format_amount(minimum, currency)} {currency}.",
                     code="below_minimum",
                 )
             payout = Payout.objects.create(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from crowd.models import User
 from qa import services
 from qa.merge import task_consensus
-from tasks.hooks import Admission, Decision
+from tasks.hooks import Admission, Decision, gold_failed
 from tasks.models import Assignment, Project, Task
 
 
@@ -34,4 +34,6 @@ class QaRoutingPolicy:
         return Decision(complete=complete, confidence=consensus.confidence)
 
     def gold_answered(self, *, assignment: Assignment) -> None:
-        services.gold_result_record(assignment=assignment)
+        result = services.gold_result_record(assignment=assignment)
+        if result is not None and not result.passed:
+            gold_failed(assignment)

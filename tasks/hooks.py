@@ -95,3 +95,45 @@ def register_earnings(earnings: Earnings) -> None:
 
 def worker_earnings(project: Project, worker_ids: Sequence[int]) -> dict[int, int]:
     return _earnings(project, worker_ids)
+
+
+# Whether a project's budget leaves room for one more task at its reward: ``payouts`` registers
+# the ledger's answer; until then no project has a budget to exhaust.
+BudgetCheck = Callable[["Project"], bool]
+_budget_exhausted: BudgetCheck = lambda project: False  # noqa: E731
+
+
+def register_budget_check(check: BudgetCheck) -> None:
+    global _budget_exhausted
+    _budget_exhausted = check
+
+
+def budget_exhausted(project: Project) -> bool:
+    return project.budget is not None and _budget_exhausted(project)
+
+
+# Work other apps want done on the periodic sweep (``payouts``: approve answers whose review
+# delay has passed). Each runs in the sweep job, after the leases.
+_periodic: dict[str, Callable[[], object]] = {}
+
+
+def register_periodic(name: str, work: Callable[[], object]) -> None:
+    _periodic[name] = work
+
+
+def run_periodic() -> None:
+    for work in _periodic.values():
+        work()
+
+
+# Who hears that a gold answer failed its check (``payouts``: the project may reject it).
+_gold_failed: dict[str, Callable[[Assignment], object]] = {}
+
+
+def register_gold_failed(name: str, listener: Callable[[Assignment], object]) -> None:
+    _gold_failed[name] = listener
+
+
+def gold_failed(assignment: Assignment) -> None:
+    for listener in _gold_failed.values():
+        listener(assignment)

@@ -28,10 +28,12 @@ def leases_sweep() -> None:
     asks.
     """
     from tasks import routing
+    from tasks.hooks import run_periodic
 
     while routing.leases_release_expired(limit=1000):
         pass
     routing.tasks_decide_due()
+    run_periodic()
     cache.delete(SWEEP_SCHEDULED)
     leases_sweep_schedule()
 

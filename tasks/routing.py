@@ -37,7 +37,7 @@ from django.utils import timezone
 from crowd.errors import Conflict, Forbidden, NotFound
 from crowd.models import User
 from tasks import events
-from tasks.hooks import routing_policy
+from tasks.hooks import budget_exhausted, routing_policy
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -290,6 +290,8 @@ def assignment_next(
     own = _own_lease_releasing_expired(project, worker)
     if own is not None:
         return own
+    if budget_exhausted(project):
+        return None
     try:
         if admission.gold_only:
             return _claim_gold(project, worker)

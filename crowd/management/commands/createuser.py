@@ -17,6 +17,11 @@ class Command(BaseCommand):
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument("--password", required=True)
         parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="a platform operator: a manager who also handles manual payout batches",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -32,4 +37,7 @@ class Command(BaseCommand):
                 for field, messages in exc.errors.items()
             )
             raise CommandError(problems or exc.detail) from None
+        if options["staff"]:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
         self.stdout.write(f"Created {user.role} {user.username!r} (id {user.pk}).")
