@@ -23,8 +23,8 @@ def median_seconds_per_task(project: Project) -> float | None:
         .order_by("-submitted_at")
         .values_list("time_spent_ms", flat=True)[:RECENT_ANSWERS]
     )
-    times = [t for t in times if t and t > 0]
-    return float(np.median(times)) / 1000 if times else None
+    positive = [int(t) for t in times if t]
+    return float(np.median(positive)) / 1000 if positive else None
 
 
 def fair_pay(project: Project) -> dict[str, Any]:
