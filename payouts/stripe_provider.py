@@ -109,10 +109,10 @@ def onboarding_start(*, worker: User, refresh_url: str, return_url: str) -> Onbo
 def account_refresh(account: PayoutAccount) -> PayoutAccount:
     """Read the account's state from Stripe (the return URL after onboarding calls this)."""
     remote = client().v1.accounts.retrieve(account.external_id)
-    return _account_update(account.external_id, remote)
+    return _account_update(account.external_id, remote.to_dict())
 
 
-def _account_update(external_id: str, remote: Any) -> PayoutAccount:
+def _account_update(external_id: str, remote: dict[str, Any]) -> PayoutAccount:
     account = PayoutAccount.objects.get(provider=NAME, external_id=external_id)
     account.payouts_enabled = bool(remote.get("payouts_enabled"))
     account.details_submitted = bool(remote.get("details_submitted"))
@@ -173,18 +173,19 @@ def webhook_handle(*, payload: bytes, signature: str) -> tuple[str, bool]:
         event = stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET)
     except (ValueError, stripe.SignatureVerificationError):
         raise InvalidInput("The event's signature does not verify.", code="bad_signature") from None
-    kind = event["type"]
-    obj = event["data"]["object"]
+    data = event.to_dict()
+    kind = data["type"]
+    obj = data["data"]["object"]
     try:
         with transaction.atomic():
-            WebhookEvent.objects.create(provider=NAME, event_id=event["id"], type=kind)
+            WebhookEvent.objects.create(provider=NAME, event_id=data["id"], type=kind)
             _apply(kind, obj)
     except IntegrityError:
         return kind, False
     return kind, True
 
 
-def _payout_of(transfer: Any) -> Payout | None:
+def _payout_of(transfer: dict[str, Any]) -> Payout | None:
     metadata = transfer.get("metadata") or {}
     payout_id = metadata.get("payout")
     if not payout_id or not str(payout_id).isdigit():
@@ -192,7 +193,7 @@ def _payout_of(transfer: Any) -> Payout | None:
     return Payout.objects.filter(pk=int(payout_id), provider=NAME).first()
 
 
-def _apply(kind: str, obj: Any) -> None:
+def _apply(kind: str, obj: dict[str, Any]) -> None:
     if kind == "account.updated":
         if PayoutAccount.objects.filter(provider=NAME, external_id=obj["id"]).exists():
             _account_update(obj["id"], obj)
@@ -233,37 +234,44 @@ def reconcile() -> list[Mismatch]:
     """Compare our Stripe payouts with Stripe's transfers, both ways."""
     transfers: dict[int, Any] = {}
     problems: list[Mismatch] = []
-    for transfer in client().v1.transfers.list(params={"limit": 100}).auto_paging_iter():
-        metadata: Any = transfer.metadata or {}
-        payout_id = metadata.get("payout")
+    for remote in client().v1.transfers.list(params={"limit": 100}).auto_paging_iter():
+        transfer = remote.to_dict()
+        payout_id = (transfer.get("metadata") or {}).get("payout")
         if not payout_id or not str(payout_id).isdigit():
             continue  # not one of ours
         if int(payout_id) in transfers:
-            problems.append(Mismatch(int(payout_id), transfer.id, "a second transfer"))
+            problems.append(Mismatch(int(payout_id), transfer["id"], "a second transfer"))
         transfers[int(payout_id)] = transfer
     ours = Payout.objects.filter(provider=NAME).order_by("pk")
     for payout in ours:
         transfer = transfers.pop(payout.pk, None)
-        reversed_all = transfer is not None and bool(transfer.reversed)
+        reversed_all = transfer is not None and bool(transfer.get("reversed"))
         if transfer is None:
             if payout.status == PayoutStatus.PAID:
                 problems.append(Mismatch(payout.pk, None, "paid here, no transfer at Stripe"))
             elif payout.status == PayoutStatus.PROCESSING:
                 problems.append(Mismatch(payout.pk, None, "processing, no transfer yet"))
             continue
-        if transfer.amount != payout.amount or transfer.currency != payout.currency.lower():
+        if transfer["amount"] != payout.amount or transfer["currency"] != payout.currency.lower():
+            there = f"{transfer['amount']} {transfer['currency']}"
             problems.append(
-                Mismatch(payout.pk, transfer.id, f"amount {transfer.amount} {transfer.currency}"
-                         f" at Stripe, {payout.amount} {payout.currency} here")
+                Mismatch(
+                    payout.pk, transfer["id"],
+                    f"amount {there} at Stripe, {payout.amount} {payout.currency} here",
+                )
             )  # fmt: skip
         if payout.status == PayoutStatus.FAILED and not reversed_all:
-            problems.append(Mismatch(payout.pk, transfer.id, "failed here, transferred at Stripe"))
+            problems.append(
+                Mismatch(payout.pk, transfer["id"], "failed here, transferred at Stripe")
+            )
         elif payout.status in (PayoutStatus.REQUESTED, PayoutStatus.PROCESSING):
-            problems.append(Mismatch(payout.pk, transfer.id, f"{payout.status} here, transferred"))
+            problems.append(
+                Mismatch(payout.pk, transfer["id"], f"{payout.status} here, transferred")
+            )
         elif payout.status == PayoutStatus.PAID and reversed_all:
-            problems.append(Mismatch(payout.pk, transfer.id, "paid here, reversed at Stripe"))
-        if payout.provider_ref and payout.provider_ref != transfer.id:
-            problems.append(Mismatch(payout.pk, transfer.id, f"recorded {payout.provider_ref}"))
+            problems.append(Mismatch(payout.pk, transfer["id"], "paid here, reversed at Stripe"))
+        if payout.provider_ref and payout.provider_ref != transfer["id"]:
+            problems.append(Mismatch(payout.pk, transfer["id"], f"recorded {payout.provider_ref}"))
     for payout_id, transfer in transfers.items():
-        problems.append(Mismatch(payout_id, transfer.id, "transfer for an unknown payout"))
+        problems.append(Mismatch(payout_id, transfer["id"], "transfer for an unknown payout"))
     return problems

@@ -272,7 +272,8 @@ class Assignment(models.Model):
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    review_reason = models.CharField(max_length=500, blank=True, default="")
+    # A database default too: PostgreSQL's claim inserts leases with raw SQL.
+    review_reason = models.CharField(max_length=500, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [

@@ -269,3 +269,56 @@ def test_random_sequences_keep_the_books_straight(manager, settings, operations)
         net = sum(LedgerEntry.objects.filter(assignment=answer).values_list("amount", flat=True))
         assert rewards <= 1
         assert net in (0, REWARD)
+
+
+@pytest.mark.django_db
+def test_routing_stops_at_the_budget(manager) -> None:
+    # 3 tasks' worth: the fourth worker finds nothing while the others' work is committed.
+    project = paid_project(manager, budget=3 * REWARD)
+    workers = [WorkerFactory.create() for _ in range(4)]
+    leases = [routing.assignment_next(project=project, worker=w) for w in workers]
+    assert [lease is not None for lease in leases] == [True, True, True, False]
+    # A lease given back frees its share of the budget.
+    first = leases[0]
+    assert first is not None
+    routing.assignment_skip(assignment_id=first.pk, worker=workers[0])
+    assert routing.assignment_next(project=project, worker=workers[3]) is not None
+
+
+@pytest.mark.django_db
+def test_a_failed_gold_answer_is_rejected_at_review_time_not_at_once(manager) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = paid_project(manager, review_delay_hours=1, auto_reject_failed_gold=True)
+    worker = WorkerFactory.create()
+    answer = submit(project, worker)
+    assert answer is not None
+    services.gold_failed(assignment=answer)
+    answer.refresh_from_db()
+    assert answer.status == "submitted"  # nothing tells the worker yet
+    services.approvals_due(now=timezone.now() + timedelta(hours=2))
+    answer.refresh_from_db()
+    assert answer.status == "rejected"
+    assert "check task" in answer.review_reason
+    assert services.balance(worker.pk, "USD") == 0
+
+
+@pytest.mark.django_db
+def test_fair_pay_warns_below_the_floor(manager, api_as) -> None:
+    from payouts.selectors import fair_pay
+
+    project = paid_project(manager)  # 0.25 a task
+    worker = WorkerFactory.create()
+    for _ in range(3):
+        lease = routing.assignment_next(project=project, worker=worker)
+        assert lease is not None
+        routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=[])
+    # Three minutes a task (the service caps a claimed time at the lease's real age).
+    Assignment.objects.filter(project=project).update(time_spent_ms=180_000)
+    pay = fair_pay(project)  # 0.25 per 3 minutes = 5.00 an hour
+    assert pay["effective_hourly_rate"] == {"amount": "5.00", "currency": "USD"}
+    assert "raise the reward to at least 0.50" in pay["fair_pay_warning"]
+    progress = api_as(manager).get(f"/api/v1/projects/{project.pk}/progress/").json()
+    assert progress["fair_pay_warning"] == pay["fair_pay_warning"]
