@@ -28,6 +28,7 @@ from payouts.models import (
     PayoutStatus,
     ReviewFlag,
 )
+from tasks.hooks import worker_score
 from tasks.models import Assignment, AssignmentStatus, Project
 
 REVIEWABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
@@ -118,7 +119,37 @@ def assignment_approve(
             memo=f"Task {assignment.task_id} approved",
         )  # fmt: skip
         _balance_event(assignment.worker_id, assignment.project.currency)
+    auto_bonus_check(assignment.project, assignment.worker_id)
     return assignment
+
+
+AUTO_BONUS_RULE = "score"
+
+
+def auto_bonus_check(project: Project, worker_id: int) -> Bonus | None:
+    """The project's automatic bonus, once per worker: paid when their approved answers reach
+    ``auto_bonus_min_answers`` and their score ``auto_bonus_min_score``."""
+    if project.auto_bonus_amount <= 0:
+        return None
+    if Bonus.objects.filter(project=project, worker_id=worker_id, rule=AUTO_BONUS_RULE).exists():
+        return None
+    approved = Assignment.objects.filter(
+        project=project, worker_id=worker_id, status=AssignmentStatus.APPROVED
+    ).count()
+    score = worker_score(project, worker_id)
+    if approved < project.auto_bonus_min_answers or score is None:
+        return None
+    if score < project.auto_bonus_min_score:
+        return None
+    try:
+        bonus, _ = bonus_grant(
+            project=project, worker_id=worker_id, amount=project.auto_bonus_amount,
+            reason=f"Quality bonus: score {score:.2f} over {approved} approved answers",
+            by=None, rule=AUTO_BONUS_RULE,
+        )  # fmt: skip
+    except Conflict:  # the budget has no room for it
+        return None
+    return bonus
 
 
 @transaction.atomic

@@ -7,9 +7,17 @@ class QaConfig(AppConfig):
 
     def ready(self) -> None:
         from crowd.profile import me_contributions
+        from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
-        from tasks.hooks import register_routing_policy
+        from tasks.hooks import register_routing_policy, register_worker_score
 
         register_routing_policy(QaRoutingPolicy())
+        register_worker_score(
+            lambda project, worker_id: (
+                WorkerScore.objects.filter(project=project, worker_id=worker_id)
+                .values_list("score", flat=True)
+                .first()
+            )
+        )
         me_contributions.register("qa", my_quality)

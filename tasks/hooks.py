@@ -137,3 +137,17 @@ def register_gold_failed(name: str, listener: Callable[[Assignment], object]) ->
 def gold_failed(assignment: Assignment) -> None:
     for listener in _gold_failed.values():
         listener(assignment)
+
+
+# A worker's quality score in a project (``qa`` registers it); None while unknown.
+WorkerScoreReader = Callable[["Project", int], "float | None"]
+_worker_score: WorkerScoreReader = lambda project, worker_id: None  # noqa: E731
+
+
+def register_worker_score(reader: WorkerScoreReader) -> None:
+    global _worker_score
+    _worker_score = reader
+
+
+def worker_score(project: Project, worker_id: int) -> float | None:
+    return _worker_score(project, worker_id)

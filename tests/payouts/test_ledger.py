@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from crowd.errors import Conflict, InvalidInput
 from payouts import services
-from payouts.models import AppendOnly, EntryKind, LedgerEntry, Payout, PayoutStatus
+from payouts.models import AppendOnly, Bonus, EntryKind, LedgerEntry, Payout, PayoutStatus
 from tasks import routing
 from tasks.models import Assignment, AssignmentStatus, Project
 from tests.factories import WorkerFactory, project_with_tasks
@@ -322,3 +322,26 @@ def test_fair_pay_warns_below_the_floor(manager, api_as) -> None:
     assert "raise the reward to at least 0.50" in pay["fair_pay_warning"]
     progress = api_as(manager).get(f"/api/v1/projects/{project.pk}/progress/").json()
     assert progress["fair_pay_warning"] == pay["fair_pay_warning"]
+
+
+@pytest.mark.django_db
+def test_the_automatic_bonus_pays_good_workers_once(manager) -> None:
+    from qa.models import WorkerScore
+
+    project = paid_project(
+        manager, auto_bonus_amount=100, auto_bonus_min_score=0.8, auto_bonus_min_answers=2
+    )
+    good, poor = WorkerFactory.create(), WorkerFactory.create()
+    # Scores follow evidence: 49 of 50 gold right, and 35 of 50.
+    WorkerScore.objects.create(project=project, worker=good, gold_seen=50, gold_score_sum=49)
+    WorkerScore.objects.create(project=project, worker=poor, gold_seen=50, gold_score_sum=35)
+    for _ in range(3):
+        for worker in (good, poor):
+            answer = submit(project, worker)
+            assert answer is not None
+            services.assignment_approve(assignment_id=answer.pk, by=manager)
+    assert services.balance(good.pk, "USD") == 3 * REWARD + 100
+    assert services.balance(poor.pk, "USD") == 3 * REWARD
+    (bonus,) = Bonus.objects.filter(worker=good)
+    assert bonus.rule == "score"
+    assert bonus.granted_by is None
