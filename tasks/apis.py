@@ -352,6 +352,8 @@ class MyAssignmentsApi(APIView):
                     "time_spent_ms": a.time_spent_ms,
                     "reward": format_amount(a.project.reward, a.project.currency),
                     "currency": a.project.currency,
+                    "reviewed_at": a.reviewed_at.isoformat() if a.reviewed_at else None,
+                    "review_reason": a.review_reason or None,
                 }
                 for a in page
             ]

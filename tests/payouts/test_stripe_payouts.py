@@ -246,6 +246,8 @@ def test_reviews_and_bonuses_over_http(api_as, manager, worker) -> None:
         f"/api/v1/assignments/{ids[1]}/reject/", {"reason": "Empty answer"}, format="json"
     )
     assert reject.json() == {**reject.json(), "status": "rejected", "reason": "Empty answer"}
+    history = api_as(worker).get("/api/v1/me/assignments/").json()["results"]
+    assert {h["id"]: h["review_reason"] for h in history}[ids[1]] == "Empty answer"
     bulk = api_as(manager).post(
         f"/api/v1/projects/{project.pk}/reviews/",
         {"assignments": [*ids, 10**9], "action": "approve"}, format="json",
