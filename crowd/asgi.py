@@ -14,10 +14,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from crowd.ws import auth_stack, origin_checked  # noqa: E402
-from tasks.consumers import WorkerConsumer  # noqa: E402
+from tasks.consumers import ProjectConsumer, WorkerConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/worker/", WorkerConsumer.as_asgi()),
+    path("ws/projects/<int:project_id>/", ProjectConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter(

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.authtoken.models import Token
 
+from crowd.live import remember_loop
+
 # Close codes, in the 4000-4999 range applications own; modelled on the HTTP statuses.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -82,6 +84,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     roles: tuple[str, ...] = ()
 
     async def connect(self) -> None:
+        remember_loop()
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated:

@@ -35,3 +35,12 @@ def project_spend(project: Project) -> dict[str, Any]:
         "budget": None if project.budget is None else money_json(project.budget, project.currency),
         **selectors.fair_pay(project),
     }
+
+
+def balance_frames(user: object) -> list[dict[str, object]]:
+    """The worker's balances as the live ``balance`` events carry them."""
+    assert isinstance(user, User)
+    return [
+        {"type": "balance", **money_json(amount, currency)}
+        for currency, amount in services.balances(user.pk).items()
+    ]

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
-from crowd.money import MoneyError, format_amount, parse_amount
+from crowd.money import MoneyError, format_amount, money_json, parse_amount
 from payouts.models import (
     Bonus,
     EntryKind,
@@ -440,7 +440,4 @@ def _balance_event(worker_id: int, currency: str) -> None:
     from crowd.live import publish, user_group
 
     amount = balance(worker_id, currency)
-    publish(
-        user_group(worker_id),
-        {"type": "balance", "currency": currency, "amount": format_amount(amount, currency)},
-    )
+    publish(user_group(worker_id), {"type": "balance", **money_json(amount, currency)})

@@ -7,10 +7,15 @@ class QaConfig(AppConfig):
 
     def ready(self) -> None:
         from crowd.profile import me_contributions
+        from qa.events import status_frames
         from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
-        from tasks.hooks import register_routing_policy, register_worker_score
+        from tasks.hooks import (
+            register_routing_policy,
+            register_worker_score,
+            register_worker_snapshot,
+        )
 
         register_routing_policy(QaRoutingPolicy())
         register_worker_score(
@@ -21,3 +26,4 @@ class QaConfig(AppConfig):
             )
         )
         me_contributions.register("qa", my_quality)
+        register_worker_snapshot("status", status_frames)

@@ -51,3 +51,19 @@ def export_changed(export: DatasetExport) -> None:
             "images_total": export.images_total,
         },
     )
+
+
+def status_frames(user: object) -> list[dict[str, object]]:
+    """The worker's standing in each project, as the live ``score`` events carry it."""
+    return [
+        {
+            "type": "score",
+            "project": row.project_id,
+            "score": round(row.score, 2),
+            "status": row.status,
+            "reason": row.status_reason or None,
+        }
+        for row in WorkerScore.objects.filter(worker_id=getattr(user, "pk", None)).order_by(
+            "project_id"
+        )
+    ]

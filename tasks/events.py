@@ -1,13 +1,90 @@
-"""Live events of routing, published after commit to the worker's and the project's groups."""
+"""Live events of routing, published after commit.
+
+Groups: ``user.<id>`` (one worker: their leases), ``project.<id>`` (the project's managers:
+progress frames, worker and export events), ``project.<id>.workers`` (workers who may work on
+the project: the work available) and ``workers`` (every connected worker: a project opened).
+"""
 
 from __future__ import annotations
 
-from crowd.live import publish, user_group
-from tasks.models import Assignment, Task
+from typing import Any
+
+from django.utils import timezone
+
+from crowd.live import publish, publish_coalesced, send_control, user_group
+from tasks.models import Assignment, Project, ProjectState, Task, TaskState
+
+ALL_WORKERS = "workers"
 
 
 def project_group(project_id: int) -> str:
     return f"project.{project_id}"
+
+
+def project_workers_group(project_id: int) -> str:
+    return f"project.{project_id}.workers"
+
+
+def available_slots(project_id: int) -> int:
+    """Answers the project could hand out right now (open tasks' free overlap)."""
+    from django.db.models import F, Sum
+
+    total = Task.objects.filter(
+        project_id=project_id, state=TaskState.OPEN, is_gold=False
+    ).aggregate(free=Sum(F("required_overlap") - F("answers") - F("open_leases")))["free"]
+    return max(int(total or 0), 0)
+
+
+def queue_frame(project_id: int) -> dict[str, Any] | None:
+    project = Project.objects.filter(pk=project_id).only("state", "name").first()
+    if project is None:
+        return None
+    active = project.state == ProjectState.ACTIVE
+    return {
+        "type": "queue",
+        "project": project_id,
+        "name": project.name,
+        "available": available_slots(project_id) if active else 0,
+        "state": project.state,
+    }
+
+
+def progress_frame(project_id: int) -> dict[str, Any] | None:
+    from tasks.hooks import progress_contributions
+    from tasks.selectors import project_progress
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return None
+    return {
+        "type": "progress",
+        "project": project_id,
+        **project_progress(project),
+        **progress_contributions.collect(project),
+    }
+
+
+def project_changed(project_id: int) -> None:
+    """The project's counts moved: coalesced progress for managers, work for workers."""
+    publish_coalesced(
+        f"progress.{project_id}", project_group(project_id), lambda: progress_frame(project_id)
+    )
+    publish_coalesced(
+        f"queue.{project_id}", project_workers_group(project_id), lambda: queue_frame(project_id)
+    )
+
+
+def project_opened(project: Project) -> None:
+    """A project became active: connected workers join its group and hear of its work."""
+    from django.db import transaction
+
+    def announce() -> None:
+        group = project_workers_group(project.pk)
+        message = {"type": "live.join", "group": group, "event": queue_frame(project.pk)}
+        send_control(ALL_WORKERS, message)
+
+    transaction.on_commit(announce)
+    project_changed(project.pk)
 
 
 def lease_granted(assignment: Assignment) -> None:
@@ -20,11 +97,26 @@ def lease_granted(assignment: Assignment) -> None:
             "expires_at": assignment.expires_at.isoformat(),
         },
     )
+    project_changed(assignment.project_id)
+
+
+def lease_expiring(assignment: Assignment) -> None:
+    seconds = max((assignment.expires_at - timezone.now()).total_seconds(), 0.0)
+    publish(
+        user_group(assignment.worker_id),
+        {
+            "type": "lease_expiring",
+            "assignment": assignment.pk,
+            "project": assignment.project_id,
+            "expires_at": assignment.expires_at.isoformat(),
+            "seconds_left": round(seconds, 1),
+        },
+    )
 
 
 def lease_released(*, project_id: int) -> None:
-    publish(project_group(project_id), {"type": "queue", "project": project_id})
+    project_changed(project_id)
 
 
 def answer_submitted(assignment: Assignment, task: Task) -> None:
-    publish(project_group(assignment.project_id), {"type": "queue", "project": task.project_id})
+    project_changed(task.project_id)

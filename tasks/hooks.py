@@ -151,3 +151,17 @@ def register_worker_score(reader: WorkerScoreReader) -> None:
 
 def worker_score(project: Project, worker_id: int) -> float | None:
     return _worker_score(project, worker_id)
+
+
+# What other apps add to a worker's live snapshot (``payouts``: the balance; ``qa``: status).
+_snapshot: dict[str, Callable[[object], list[dict[str, object]]]] = {}
+
+
+def register_worker_snapshot(
+    name: str, frames: Callable[[object], list[dict[str, object]]]
+) -> None:
+    _snapshot[name] = frames
+
+
+def worker_snapshot(user: object) -> list[dict[str, object]]:
+    return [frame for frames in _snapshot.values() for frame in frames(user)]

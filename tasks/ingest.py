@@ -31,7 +31,7 @@ from django.utils import timezone
 from crowd.errors import Conflict
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import archives, imaging
+from tasks import archives, events, imaging
 from tasks.models import Image, ImageStatus, Project, ProjectState, Task
 from tasks.tiling import tile_regions
 
@@ -327,6 +327,7 @@ def image_process(*, image_id: int) -> Image | None:
             tasks_create_for_image(project=project, image=image)
             image.status = ImageStatus.READY
             _after_processing(project.pk)
+            events.project_changed(project.pk)
             return image
     return Image.objects.filter(pk=image.pk).first()
 

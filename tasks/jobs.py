@@ -32,6 +32,8 @@ def leases_sweep() -> None:
 
     while routing.leases_release_expired(limit=1000):
         pass
+    while routing.leases_warn_expiring(limit=1000) == 1000:
+        pass
     routing.tasks_decide_due()
     run_periodic()
     cache.delete(SWEEP_SCHEDULED)

@@ -274,6 +274,8 @@ class Assignment(models.Model):
     )
     # A database default too: PostgreSQL's claim inserts leases with raw SQL.
     review_reason = models.CharField(max_length=500, blank=True, default="", db_default="")
+    # Whether the worker was told the lease is about to expire (once per lease).
+    expiry_warned = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

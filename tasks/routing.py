@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -103,6 +103,37 @@ def leases_release_expired(*, project_id: int | None = None, limit: int = RELEAS
     if project_id is not None:
         expired = expired.filter(project_id=project_id)
     return _release(list(expired.values_list("pk", "task_id", "project_id", "counted")[:limit]))
+
+
+def leases_warn_expiring(*, now: datetime | None = None, limit: int = RELEASE_BATCH) -> int:
+    """Tell workers whose lease ends within ``LEASE_WARNING_SECONDS`` (at most half the
+    lease), once per lease. Run by the periodic sweep: a warning comes between the lead time
+    and the lead time less the sweep interval before expiry."""
+    now = now or timezone.now()
+    soon = Assignment.objects.filter(
+        status=AssignmentStatus.LEASED,
+        expiry_warned=False,
+        expires_at__gt=now,
+        expires_at__lte=now + timedelta(seconds=settings.LEASE_WARNING_SECONDS),
+    ).order_by("expires_at")[:limit]
+    due = []
+    for assignment in soon:
+        lease = (assignment.expires_at - assignment.leased_at).total_seconds()
+        lead = min(settings.LEASE_WARNING_SECONDS, lease / 2)
+        if (assignment.expires_at - now).total_seconds() <= lead:
+            due.append(assignment)
+    if not due:
+        return 0
+    warned = []
+    with transaction.atomic():
+        for assignment in due:
+            # Once, even if two sweeps race: only the one that flips the flag tells.
+            if Assignment.objects.filter(pk=assignment.pk, expiry_warned=False).update(
+                expiry_warned=True
+            ):
+                warned.append(assignment)
+                events.lease_expiring(assignment)
+    return len(warned)
 
 
 def leases_release_for_worker(*, project_id: int, worker_id: int) -> int:

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, normalize_currency, parse_amount
+from tasks import events
 from tasks.models import (
     Image,
     Kind,
@@ -252,6 +253,10 @@ def project_transition(*, project: Project, action: str) -> Project:
             )
     project.state = target
     project.save(update_fields=["state", "updated_at"])
+    if target == ProjectState.ACTIVE:
+        events.project_opened(project)
+    else:
+        events.project_changed(project.pk)
     return project
 
 

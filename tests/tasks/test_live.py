@@ -1,0 +1,209 @@
+"""Live queues: the worker's and the project's channels, snapshots, events after commit,
+lease warnings, and coalescing of bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from crowd.asgi import application
+from crowd.live import Coalescer, coalescer
+from crowd.ws import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from tasks import routing
+from tasks.models import Assignment, Project
+from tasks.services import project_transition
+from tests.factories import ManagerFactory, WorkerFactory, project_with_tasks, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ORIGIN = (b"origin", b"http://localhost")
+BOX = [{"label": "car", "bbox": [1, 1, 10, 10]}]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_coalescer(settings):
+    settings.LIVE_COALESCE_SECONDS = 0.15
+    coalescer().forget()
+    coalescer().interval = 0.15
+    yield
+    coalescer().forget()
+
+
+async def connect(path: str) -> WebsocketCommunicator:
+    ws = WebsocketCommunicator(application, path, headers=[ORIGIN])
+    connected, _ = await ws.connect()
+    assert connected
+    return ws
+
+
+async def frames_until(ws: WebsocketCommunicator, kind: str, timeout: float = 3.0) -> list[dict]:
+    """Every frame up to and including the first of type ``kind``."""
+    seen = []
+    while True:
+        frame = await ws.receive_json_from(timeout=timeout)
+        seen.append(frame)
+        if frame["type"] == kind:
+            return seen
+
+
+@database_sync_to_async
+def setup(tasks: int = 5):
+    manager = ManagerFactory.create()
+    project = project_with_tasks(manager, tasks=tasks, overlap=1)
+    worker = WorkerFactory.create()
+    return manager, project, worker, token_for(manager), token_for(worker)
+
+
+@database_sync_to_async
+def work(project: Project, worker, count: int = 1) -> list[int]:
+    done = []
+    for _ in range(count):
+        lease = routing.assignment_next(project=project, worker=worker)
+        if lease is None:
+            break
+        routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+        done.append(lease.pk)
+    return done
+
+
+async def test_the_worker_snapshot_shows_work_leases_and_balance() -> None:
+    _, project, worker, _, token = await setup(tasks=5)
+    lease = await database_sync_to_async(routing.assignment_next)(project=project, worker=worker)
+    ws = await connect(f"/ws/worker/?token={token}")
+    frames = await frames_until(ws, "lease")
+    assert frames[0]["type"] == "hello"
+    queue = next(f for f in frames if f["type"] == "queue")
+    assert queue == {**queue, "project": project.pk, "available": 4, "state": "active"}
+    assert frames[-1]["assignment"] == lease.pk
+    assert 0 < frames[-1]["seconds_left"] <= 600
+    await ws.disconnect()
+
+
+async def test_a_submission_reaches_the_manager_and_the_workers() -> None:
+    _manager, project, worker, manager_token, _worker_token = await setup(tasks=3)
+    dashboard = await connect(f"/ws/projects/{project.pk}/?token={manager_token}")
+    first = await dashboard.receive_json_from()
+    assert first["type"] == "progress"
+    assert first["assignments_submitted"] == 0
+    assert "spent" in first
+    other = WorkerFactory
+    peer_token = await database_sync_to_async(lambda: token_for(other.create()))()
+    peer = await connect(f"/ws/worker/?token={peer_token}")
+    await frames_until(peer, "queue")
+    await work(project, worker)
+    # The frames coalesce; the last one carries the submission.
+    progress = await frames_until(dashboard, "progress")
+    while progress[-1]["assignments_submitted"] < 1:
+        progress = await frames_until(dashboard, "progress")
+    assert progress[-1]["done"] == 1
+    queue = await frames_until(peer, "queue")
+    while queue[-1]["available"] != 2:
+        queue = await frames_until(peer, "queue")
+    await dashboard.disconnect()
+    await peer.disconnect()
+
+
+async def test_who_may_listen_to_a_project() -> None:
+    _, project, _, _, worker_token = await setup(tasks=1)
+    outsider = await database_sync_to_async(lambda: token_for(ManagerFactory.create()))()
+    for token, code in ((worker_token, CLOSE_FORBIDDEN), (outsider, CLOSE_FORBIDDEN),
+                        ("not-a-token", CLOSE_UNAUTHENTICATED)):  # fmt: skip
+        ws = await connect(f"/ws/projects/{project.pk}/?token={token}")
+        assert (await ws.receive_output(timeout=2))["code"] == code
+    ws = await connect(f"/ws/projects/{10**9}/?token={outsider}")
+    assert (await ws.receive_output(timeout=2))["code"] == CLOSE_FORBIDDEN
+
+
+async def test_a_lease_about_to_expire_is_announced_once() -> None:
+    _, project, worker, _, token = await setup(tasks=2)
+    lease = await database_sync_to_async(routing.assignment_next)(project=project, worker=worker)
+    ws = await connect(f"/ws/worker/?token={token}")
+    await frames_until(ws, "lease")
+
+    @database_sync_to_async
+    def nearly_expired() -> int:
+        now = timezone.now()
+        Assignment.objects.filter(pk=lease.pk).update(
+            leased_at=now - timedelta(seconds=570), expires_at=now + timedelta(seconds=30)
+        )
+        return routing.leases_warn_expiring()
+
+    assert await nearly_expired() == 1
+    warning = await frames_until(ws, "lease_expiring")
+    assert warning[-1]["assignment"] == lease.pk
+    assert 0 < warning[-1]["seconds_left"] <= 30
+    assert await database_sync_to_async(routing.leases_warn_expiring)() == 0
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_a_project_that_opens_is_pushed_to_connected_workers() -> None:
+    manager, _project, _worker, _, token = await setup(tasks=1)
+
+    @database_sync_to_async
+    def second_project() -> Project:
+        other = project_with_tasks(manager, tasks=3, overlap=2)
+        project_transition(project=other, action="pause")
+        return other
+
+    other = await second_project()
+    ws = await connect(f"/ws/worker/?token={token}")
+    await frames_until(ws, "queue")
+    await database_sync_to_async(project_transition)(project=other, action="start")
+    frames = await frames_until(ws, "queue")
+    while frames[-1]["project"] != other.pk:
+        frames = await frames_until(ws, "queue")
+    assert frames[-1]["available"] == 6
+    await ws.disconnect()
+
+
+async def test_a_burst_of_submissions_is_a_few_frames() -> None:
+    _, project, _, manager_token, _ = await setup(tasks=120)
+    dashboard = await connect(f"/ws/projects/{project.pk}/?token={manager_token}")
+    await dashboard.receive_json_from()
+    workers = await database_sync_to_async(lambda: [WorkerFactory.create() for _ in range(6)])()
+    started = time.monotonic()
+    for w in workers:
+        await work(project, w, count=20)
+    elapsed = time.monotonic() - started
+    await asyncio.sleep(0.4)
+    frames = []
+    while not await dashboard.receive_nothing(timeout=0.3):
+        frames.append(await dashboard.receive_json_from())
+    progress = [f for f in frames if f["type"] == "progress"]
+    assert progress[-1]["assignments_submitted"] == 120
+    # 120 submissions (and 120 leases): at most one frame per interval, plus the first.
+    assert len(progress) <= elapsed / 0.15 + 3
+    assert len(progress) < 60
+    await dashboard.disconnect()
+
+
+def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
+    sent: list[int] = []
+    counter = {"n": 0}
+    lock = threading.Lock()
+
+    class Recording(Coalescer):
+        @staticmethod
+        def _send(group, build):
+            with lock:
+                sent.append(build()["n"])
+
+    c = Recording(interval=0.1)
+    started = time.monotonic()
+    for _ in range(500):
+        counter["n"] += 1
+        c.submit("k", "g", lambda: {"n": counter["n"]})
+        time.sleep(0.001)
+    elapsed = time.monotonic() - started
+    time.sleep(0.3)
+    assert sent[0] == 1  # the leading frame went at once
+    assert sent[-1] == 500  # the trailing frame carries the latest state
+    assert len(sent) <= elapsed / 0.1 + 2
+    assert sent == sorted(sent)
