@@ -75,8 +75,9 @@ def send_control(group: str, message: dict[str, Any]) -> None:
 
 def publish(group: str, event: dict[str, Any]) -> None:
     """Send ``event`` to ``group`` once the current transaction commits (at once outside one),
-    so no client hears of a change that was rolled back."""
-    transaction.on_commit(lambda: send_now(group, event))
+    so no client hears of a change that was rolled back. ``at`` is the commit time (Unix
+    seconds): what a client measures delivery latency from."""
+    transaction.on_commit(lambda: send_now(group, {**event, "at": round(time.time(), 6)}))
 
 
 class Coalescer:
@@ -87,22 +88,25 @@ class Coalescer:
         self.interval = interval
         self._lock = threading.Lock()
         self._last_sent: dict[str, float] = {}
-        self._pending: dict[str, tuple[str, Builder]] = {}
+        self._pending: dict[str, tuple[str, Builder, float]] = {}
         self._timer: threading.Timer | None = None
 
     def submit(self, key: str, group: str, build: Builder) -> None:
-        now = time.monotonic()
+        """A change behind ``key`` committed now; ``at`` of the frame that carries it is the
+        earliest commit it merges."""
+        now, committed = time.monotonic(), time.time()
         with self._lock:
             quiet = now - self._last_sent.get(key, float("-inf")) >= self.interval
             if quiet and key not in self._pending:
                 self._last_sent[key] = now
                 send = True
             else:
-                self._pending[key] = (group, build)
+                earliest = self._pending[key][2] if key in self._pending else committed
+                self._pending[key] = (group, build, earliest)
                 send = False
                 self._schedule(now)
         if send:
-            self._send(group, build)
+            self._send(group, build, committed)
 
     def _schedule(self, now: float) -> None:
         if self._timer is not None:
@@ -129,20 +133,20 @@ class Coalescer:
         if due:
             close_old_connections()
             try:
-                for group, build in due.values():
-                    self._send(group, build)
+                for group, build, committed in due.values():
+                    self._send(group, build, committed)
             finally:
                 close_old_connections()
 
     @staticmethod
-    def _send(group: str, build: Builder) -> None:
+    def _send(group: str, build: Builder, committed: float) -> None:
         try:
             event = build()
         except Exception:  # a frame that cannot be built is skipped, never raised at a caller
             log.exception("live frame for %s failed", group)
             return
         if event is not None:
-            send_now(group, event)
+            send_now(group, {**event, "at": round(committed, 6)})
 
     def forget(self) -> None:
         """Drop pending frames and timings (tests)."""

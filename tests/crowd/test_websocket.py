@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -114,6 +116,8 @@ async def test_an_event_published_in_a_transaction_arrives_after_commit() -> Non
             publish(user_group(worker.pk), {"type": "balance", "amount": "1.00"})
 
     await publish_then_roll_back_then_commit()
-    assert await ws.receive_json_from() == {"type": "balance", "amount": "1.00"}
+    event = await ws.receive_json_from()
+    assert event.pop("at") <= time.time()
+    assert event == {"type": "balance", "amount": "1.00"}
     assert await ws.receive_nothing()
     await ws.disconnect()

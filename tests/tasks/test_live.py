@@ -191,7 +191,7 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
 
     class Recording(Coalescer):
         @staticmethod
-        def _send(group, build):
+        def _send(group, build, committed):
             with lock:
                 sent.append(build()["n"])
 
