@@ -9,7 +9,7 @@ from payouts import services
 from payouts.models import LedgerEntry, Payout
 from tests.concurrency.test_routing_races import run_threads
 from tests.factories import WorkerFactory
-from tests.payouts.test_ledger import REWARD, paid_project, submit
+from tests.payouts.test_ledger import REWARD, earn, paid_project, submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -18,10 +18,7 @@ def test_concurrent_payout_requests_of_one_worker_make_one_payout(manager, setti
     settings.MIN_PAYOUT = "0.10"
     project = paid_project(manager)
     worker = WorkerFactory.create()
-    for _ in range(4):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, 4)
     refused: list[str] = []
 
     def body(index: int) -> None:

@@ -37,6 +37,14 @@ def submit(project: Project, worker) -> Assignment | None:
     return lease
 
 
+def earn(project: Project, worker, manager, answers: int) -> None:
+    """The worker answers ``answers`` tasks and the manager approves them all."""
+    for _ in range(answers):
+        answer = submit(project, worker)
+        assert answer is not None
+        services.assignment_approve(assignment_id=answer.pk, by=manager)
+
+
 @pytest.mark.django_db
 @pytest.mark.both_databases
 def test_an_approved_answer_earns_once(manager) -> None:
@@ -100,17 +108,11 @@ def test_a_payout_takes_the_balance_and_a_failure_returns_it(manager, settings) 
     settings.MIN_PAYOUT = "0.75"
     project = paid_project(manager)
     worker = WorkerFactory.create()
-    for _ in range(2):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, 2)
     with pytest.raises(Conflict) as below:
         services.payout_request(worker=worker, currency="USD", provider="manual")
     assert below.value.code == "below_minimum"
-    for _ in range(2):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, 2)
     payout = services.payout_request(worker=worker, currency="USD", provider="manual")
     assert payout.amount == 4 * REWARD
     assert services.balance(worker.pk, "USD") == 0

@@ -15,7 +15,7 @@ from payouts import services, stripe_provider
 from payouts.models import LedgerEntry, Payout, PayoutAccount
 from tests.factories import ManagerFactory, WorkerFactory
 from tests.payouts.fake_stripe import FakeStripe
-from tests.payouts.test_ledger import REWARD, paid_project, submit
+from tests.payouts.test_ledger import REWARD, earn, paid_project, submit
 
 SECRET = "whsec_test_crowd"
 
@@ -46,10 +46,7 @@ def onboarded_worker(api_as, api, fake: FakeStripe, manager, answers: int = 4):
     """A worker with ``answers`` approved answers and a Stripe account ready for payouts."""
     project = paid_project(manager)
     worker = WorkerFactory.create()
-    for _ in range(answers):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, answers)
     urls = {"refresh_url": "https://crowd.test/refresh", "return_url": "https://crowd.test/done"}
     started = api_as(worker).post("/api/v1/me/payout-account/", urls, format="json")
     assert started.status_code == 200, started.content
@@ -96,10 +93,7 @@ def test_a_worker_onboards_and_is_paid_once(api, api_as, fake, manager) -> None:
 def test_a_payout_needs_a_ready_account(api_as, fake, manager) -> None:
     project = paid_project(manager)
     worker = WorkerFactory.create()
-    for _ in range(4):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, 4)
     response = api_as(worker).post("/api/v1/me/payouts/", {}, format="json")
     assert response.status_code == 409
     assert response.json()["code"] == "payout_account_required"
@@ -273,10 +267,7 @@ def test_manual_payouts_go_through_an_operators_batch(api_as, manager, settings)
     settings.MIN_PAYOUT = "0.50"
     project = paid_project(manager)
     worker = WorkerFactory.create()
-    for _ in range(4):
-        answer = submit(project, worker)
-        assert answer is not None
-        services.assignment_approve(assignment_id=answer.pk, by=manager)
+    earn(project, worker, manager, 4)
     payout = api_as(worker).post("/api/v1/me/payouts/", {}, format="json").json()
     assert payout["provider"] == "manual"
     operator = ManagerFactory.create(is_staff=True)
