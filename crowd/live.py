@@ -19,7 +19,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -82,61 +82,60 @@ def publish(group: str, event: dict[str, Any]) -> None:
 
 class Coalescer:
     """Per process: at most one frame per key per ``interval`` seconds. Keys are strings like
-    ``progress.12``; the builder runs when the frame is sent."""
+    ``progress.12``; the builder runs when the frame is sent.
+
+    Frames are built and sent by one long-lived daemon thread, never by the request that
+    caused them (a progress frame costs a few aggregate queries), and that thread keeps one
+    database connection only while it builds a round of frames.
+    """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._lock = threading.Lock()
+        self._wake = threading.Condition()
         self._last_sent: dict[str, float] = {}
         self._pending: dict[str, tuple[str, Builder, float]] = {}
-        self._timer: threading.Timer | None = None
+        self._thread: threading.Thread | None = None
 
     def submit(self, key: str, group: str, build: Builder) -> None:
         """A change behind ``key`` committed now; ``at`` of the frame that carries it is the
         earliest commit it merges."""
-        now, committed = time.monotonic(), time.time()
-        with self._lock:
-            quiet = now - self._last_sent.get(key, float("-inf")) >= self.interval
-            if quiet and key not in self._pending:
-                self._last_sent[key] = now
-                send = True
+        committed = time.time()
+        with self._wake:
+            earliest = self._pending[key][2] if key in self._pending else committed
+            self._pending[key] = (group, build, earliest)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="live-frames", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _due(self, now: float) -> tuple[dict[str, tuple[str, Builder, float]], float | None]:
+        """Frames whose quiet period is over, and how long until the next one is."""
+        due, wait = {}, None
+        for key, frame in self._pending.items():
+            ready_at = self._last_sent.get(key, float("-inf")) + self.interval
+            if ready_at <= now:
+                due[key] = frame
             else:
-                earliest = self._pending[key][2] if key in self._pending else committed
-                self._pending[key] = (group, build, earliest)
-                send = False
-                self._schedule(now)
-        if send:
-            self._send(group, build, committed)
+                wait = ready_at - now if wait is None else min(wait, ready_at - now)
+        for key in due:
+            del self._pending[key]
+            self._last_sent[key] = now
+        return due, wait
 
-    def _schedule(self, now: float) -> None:
-        if self._timer is not None:
-            return
-        due = min(self._last_sent.get(k, now) for k in self._pending) + self.interval
-        self._timer = threading.Timer(max(due - now, 0.0), self._flush)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _flush(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._timer = None
-            due = {
-                k: v
-                for k, v in self._pending.items()
-                if now - self._last_sent.get(k, float("-inf")) >= self.interval - 1e-3
-            }
-            for key in due:
-                del self._pending[key]
-                self._last_sent[key] = now
-            if self._pending:
-                self._schedule(now)
-        if due:
-            close_old_connections()
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                due, wait = self._due(time.monotonic())
+                if not due:
+                    self._wake.wait(timeout=wait if wait is not None else 60.0)
+                    continue
             try:
                 for group, build, committed in due.values():
                     self._send(group, build, committed)
             finally:
-                close_old_connections()
+                # Hand the connection back between rounds (to the pool where there is one):
+                # an idle thread holds no database session.
+                connections.close_all()
 
     @staticmethod
     def _send(group: str, build: Builder, committed: float) -> None:
@@ -150,10 +149,7 @@ class Coalescer:
 
     def forget(self) -> None:
         """Drop pending frames and timings (tests)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None
+        with self._wake:
             self._pending.clear()
             self._last_sent.clear()
 

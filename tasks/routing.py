@@ -369,6 +369,7 @@ def task_decide_if_due(*, task_id: int, project: Project) -> Task | None:
             return task
         _decide(task, project)
         task.save(update_fields=_DECISION_FIELDS)
+        events.project_changed(project.pk)
         return task
 
 
