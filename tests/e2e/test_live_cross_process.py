@@ -165,9 +165,11 @@ def test_events_cross_processes_through_redis(
             # The other worker hears that there is less work, never of ann's lease.
             seen = _frames_until(
                 bob_ws,
-                lambda f: f["type"] == "queue"
-                and f["project"] == project_id
-                and "at" in f
-                and f["available"] == TASKS - 1,
+                lambda f: (
+                    f["type"] == "queue"
+                    and f["project"] == project_id
+                    and "at" in f
+                    and f["available"] == TASKS - 1
+                ),
             )
             assert not [f for f in seen if f["type"] == "lease"], seen
