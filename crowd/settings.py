@@ -135,7 +135,23 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("REDIS_PREFIX", default="crowd")},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # Longer than the layer's 5 s blocking pop, so an idle consumer's read
+                        # is not cut off (redis-py 8 defaults the socket timeout to 5 s).
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 5,
+                        # Thousands of clients leaving at once each discard their groups.
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=10_000),
+                    }
+                ],
+                "prefix": env.str("REDIS_PREFIX", default="crowd"),
+                # One process's consumers share one inbox: room for bursts to many clients.
+                "capacity": env.int("LIVE_CHANNEL_CAPACITY", default=10_000),
+                "expiry": 60,
+            },
         }
     }
     CACHES = {
@@ -146,7 +162,12 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "crowd.layers.EmbeddedChannelLayer",
+            "CONFIG": {"capacity": env.int("LIVE_CHANNEL_CAPACITY", default=10_000)},
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 _JOB_MIDDLEWARE: list[Any] = [
