@@ -56,7 +56,7 @@ def test_healthz_checks_the_database_and_the_channel_layer() -> None:
         "ms": body["database"]["ms"],
     }
     assert body["channel_layer"]["ok"] is True
-    assert body["channel_layer"]["backend"] == "InMemoryChannelLayer"
+    assert body["channel_layer"]["backend"] == "EmbeddedChannelLayer"
 
 
 @pytest.mark.django_db
