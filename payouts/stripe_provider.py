@@ -130,7 +130,10 @@ def payout_send(*, payout_id: int) -> Payout:
     if payout.status in (PayoutStatus.PAID, PayoutStatus.FAILED):
         return payout
     account = PayoutAccount.objects.filter(worker=payout.worker, provider=NAME).first()
-    if account is None or not account.payouts_enabled:
+    # Once processing, an earlier attempt may have reached Stripe: only the same call with
+    # the same key may settle it, whatever the account's state is now.
+    ready = account is not None and account.payouts_enabled
+    if account is None or (not ready and payout.status == PayoutStatus.REQUESTED):
         return services.payout_transition(
             payout_id=payout.pk, status=PayoutStatus.FAILED,
             reason="No Stripe account ready for payouts; set one up and request again.",
