@@ -157,6 +157,8 @@ def export_request(*, project: Project, user: User | None, data: Any) -> Dataset
 
     fmt, options = export_options(project, data)
     run_id = data.get("consensus_run")
+    if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, int)):
+        raise InvalidInput(errors={"consensus_run": ["The id of a consensus run."]})
     with transaction.atomic():
         # One version number per request, even for concurrent requests.
         Project.objects.select_for_update().filter(pk=project.pk).first()

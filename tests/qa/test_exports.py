@@ -493,6 +493,7 @@ def test_an_export_not_yet_built_cannot_be_downloaded(api_as, manager) -> None:
         ({"format": "coco", "include_images": "yes"}, "include_images"),
         ({"format": "coco", "segmentation": "rle"}, "segmentation"),
         ({"format": "coco", "colour": "red"}, "colour"),
+        ({"format": "coco", "consensus_run": "latest"}, "consensus_run"),
     ],
 )
 def test_bad_options_are_refused_and_nothing_is_queued(api_as, manager, body, field) -> None:
