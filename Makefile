@@ -33,13 +33,14 @@ demo: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo
 	@echo "Serving on http://localhost:$(PORT)/  (API docs: http://localhost:$(PORT)/api/docs/, health: http://localhost:$(PORT)/healthz)"
-	$(VENV)/bin/uvicorn crowd.asgi:application --host $(HOST) --port $(PORT) --lifespan off
+	$(VENV)/bin/uvicorn crowd.asgi:application --host $(HOST) --port $(PORT) --lifespan off \
+		--ws-per-message-deflate false
 
 serve: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(VENV)/bin/uvicorn crowd.asgi:application --host $${HOST:-0.0.0.0} --port $(PORT) \
-		--workers $(WEB_CONCURRENCY) --lifespan off --proxy-headers
+		--workers $(WEB_CONCURRENCY) --lifespan off --proxy-headers --ws-per-message-deflate false
 
 worker: install
 	$(PY) manage.py rundramatiq --processes $(JOB_PROCESSES) --threads $(JOB_THREADS)

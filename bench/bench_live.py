@@ -100,7 +100,7 @@ def _uvicorn(env: dict[str, str], log_dir: Path, name: str) -> Iterator[Uvicorn]
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--lifespan", "off"],
+             "--port", str(port), "--lifespan", "off", "--ws-per-message-deflate", "false"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
@@ -55,17 +56,22 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
         if running is loop:
             loop.create_task(layer.group_send(group, message))
             return
+        # Handed over, not waited for: a request thread never stalls behind a fan-out.
+        # Frames from one thread keep their order (the loop runs them as they come).
         future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
-        try:
-            future.result(timeout=5)
-        except Exception:  # a closed loop or a full queue: the frame is dropped, not raised
-            log.warning("live frame for %s not delivered", group, exc_info=True)
+        future.add_done_callback(lambda done: _report(group, done))
         return
     async_to_sync(layer.group_send)(group, message)
 
 
+def _report(group: str, done: Any) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("live frame for %s not delivered: %r", group, done.exception())
+
+
 def send_now(group: str, event: dict[str, Any]) -> None:
-    _layer_send(group, {"type": "live.event", "event": event})
+    """Encoded once here, forwarded as text by every consumer of the group."""
+    _layer_send(group, {"type": "live.event", "text": orjson.dumps(event).decode()})
 
 
 def send_control(group: str, message: dict[str, Any]) -> None:
