@@ -33,9 +33,11 @@ def user_group(user_id: int) -> str:
 
 # The event loop the in-memory channel layer's consumers live in (the embedded default's one
 # server loop), remembered when a consumer connects. That layer's queues belong to the loop:
-# a frame sent from another thread (a job, the coalescer's timer) must be handed to it, or it
+# a frame sent from another thread (a job, the coalescer's thread) must be handed to it, or it
 # may sit unnoticed. Redis layers need none of this.
 _home_loop: asyncio.AbstractEventLoop | None = None
+# Sends started on the loop itself, held until done (the loop keeps only weak references).
+_in_flight: set[asyncio.Task[None]] = set()
 
 
 def remember_loop() -> None:
@@ -54,7 +56,9 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(layer.group_send(group, message))
+            task = loop.create_task(layer.group_send(group, message))
+            _in_flight.add(task)
+            task.add_done_callback(_in_flight.discard)
             return
         # Handed over, not waited for: a request thread never stalls behind a fan-out.
         # Frames from one thread keep their order (the loop runs them as they come).
