@@ -13,6 +13,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from crowd.logs import redact_server_logs  # noqa: E402
 from crowd.ws import auth_stack, origin_checked  # noqa: E402
 from tasks.consumers import ProjectConsumer, WorkerConsumer  # noqa: E402
 
@@ -20,6 +21,8 @@ websocket_urlpatterns = [
     path("ws/worker/", WorkerConsumer.as_asgi()),
     path("ws/projects/<int:project_id>/", ProjectConsumer.as_asgi()),
 ]
+
+redact_server_logs()
 
 application = ProtocolTypeRouter(
     {

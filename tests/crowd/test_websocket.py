@@ -121,3 +121,20 @@ async def test_an_event_published_in_a_transaction_arrives_after_commit() -> Non
     assert event == {"type": "balance", "amount": "1.00"}
     assert await ws.receive_nothing()
     await ws.disconnect()
+
+
+def test_tokens_in_urls_never_reach_the_server_logs(caplog) -> None:
+    import logging
+
+    import crowd.asgi  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("uvicorn.error")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/ws/worker/?token=abc123&x=1")
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/ws/?a=1&TOKEN=zz9", "1.1", 200
+        )
+    text = caplog.text
+    assert "abc123" not in text
+    assert "zz9" not in text
+    assert "/ws/worker/?token=[redacted]&x=1" in text
