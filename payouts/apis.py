@@ -68,30 +68,29 @@ def _managed_assignment(user: User, assignment_id: int) -> Assignment:
 Reason = inline_serializer("ReviewIn", {"reason": serializers.CharField(required=False)})
 
 
-class AssignmentApproveApi(APIView):
+class AssignmentReviewApi(APIView):
+    """One answer approved (``approve``) or rejected; rejecting needs a reason."""
+
     permission_classes = [IsManager]
+    approve = True
 
     @extend_schema(request=Reason)
     def post(self, request: Request, assignment_id: int) -> Response:
         user = _user(request)
         _managed_assignment(user, assignment_id)
-        assignment = services.assignment_approve(
-            assignment_id=assignment_id, by=user, reason=_reason(request, required=False)
+        review = services.assignment_approve if self.approve else services.assignment_reject
+        assignment = review(
+            assignment_id=assignment_id, by=user, reason=_reason(request, required=not self.approve)
         )
         return Response(review_json(assignment))
 
 
-class AssignmentRejectApi(APIView):
-    permission_classes = [IsManager]
+class AssignmentApproveApi(AssignmentReviewApi):
+    approve = True
 
-    @extend_schema(request=Reason)
-    def post(self, request: Request, assignment_id: int) -> Response:
-        user = _user(request)
-        _managed_assignment(user, assignment_id)
-        assignment = services.assignment_reject(
-            assignment_id=assignment_id, by=user, reason=_reason(request, required=True)
-        )
-        return Response(review_json(assignment))
+
+class AssignmentRejectApi(AssignmentReviewApi):
+    approve = False
 
 
 class ProjectReviewsApi(APIView):

@@ -27,8 +27,8 @@ def my_money(user: User) -> dict[str, Any]:
 
 
 def project_spend(project: Project) -> dict[str, Any]:
-    committed = services.committed_spend(project)
-    spent = committed - services.pending_spend(project)
+    spent = services.ledger_spend(project)
+    committed = spent + services.pending_spend(project)
     return {
         "spent": money_json(spent, project.currency),
         "committed": money_json(committed, project.currency),

@@ -254,11 +254,15 @@ def pending_spend(project: Project) -> int:
     return pending * project.reward
 
 
+def ledger_spend(project: Project) -> int:
+    """Rewards, bonuses and adjustments the project has paid."""
+    return int(LedgerEntry.objects.filter(project=project).aggregate(s=Sum("amount"))["s"] or 0)
+
+
 def committed_spend(project: Project) -> int:
-    """Money the project has spent or promised: rewards, bonuses and adjustments in the
-    ledger, plus every submitted answer and open lease at the current reward."""
-    spent = LedgerEntry.objects.filter(project=project).aggregate(s=Sum("amount"))["s"] or 0
-    return int(spent) + pending_spend(project)
+    """Money the project has spent or promised: the ledger, plus every submitted answer and
+    open lease at the current reward."""
+    return ledger_spend(project) + pending_spend(project)
 
 
 def budget_left(project: Project) -> int | None:

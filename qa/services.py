@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -65,22 +66,9 @@ def gold_remove(*, project: Project, image_id: int) -> None:
 # --- Worker scores and status ------------------------------------------------------------------
 
 
-def _evidence(row: WorkerScore) -> Evidence:
-    return Evidence(
-        gold_seen=row.gold_seen,
-        gold_score_sum=row.gold_score_sum,
-        agreement_seen=row.agreement_seen,
-        agreement_sum=row.agreement_sum,
-    )
-
-
-def _evidence_at_review(row: WorkerScore) -> Evidence:
-    return Evidence(
-        gold_seen=row.review_gold_seen,
-        gold_score_sum=row.review_gold_score_sum,
-        agreement_seen=row.review_agreement_seen,
-        agreement_sum=row.review_agreement_sum,
-    )
+def _evidence(row: WorkerScore, prefix: str = "") -> Evidence:
+    """The row's evidence now, or with ``prefix="review_"`` at the last reinstatement."""
+    return Evidence(**{f.name: getattr(row, prefix + f.name) for f in fields(Evidence)})
 
 
 def _initial_status(project: Project) -> str:
@@ -129,7 +117,7 @@ def _judge(row: WorkerScore, project: Project, *, exam_size: int | None = None) 
             return
         row.status = WorkerStatus.PROBATION
         row.status_reason = ""
-    judged = _evidence(row).since(_evidence_at_review(row))
+    judged = _evidence(row).since(_evidence(row, "review_"))
     if should_suspend(judged, project.min_worker_score):
         row.status = WorkerStatus.SUSPENDED
         row.suspended_at, row.suspended_by = now, None
