@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiTypes, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
@@ -29,7 +29,7 @@ from payouts.providers import (
     batch_mark_paid,
     payout_mark_failed,
 )
-from tasks.models import Assignment
+from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
 
 
@@ -93,11 +93,73 @@ class AssignmentRejectApi(AssignmentReviewApi):
     approve = False
 
 
+REVIEWABLE = {
+    "submitted": [AssignmentStatus.SUBMITTED],
+    "approved": [AssignmentStatus.APPROVED],
+    "rejected": [AssignmentStatus.REJECTED],
+    "all": [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED],
+}
+
+
+def answer_review_json(assignment: Assignment) -> dict[str, Any]:
+    task, image = assignment.task, assignment.task.image
+    return {
+        "id": assignment.pk,
+        "status": assignment.status,
+        "worker": assignment.worker.username,
+        "worker_id": assignment.worker_id,
+        "task": task.pk,
+        "is_gold": task.is_gold,
+        "image": image.pk,
+        "image_name": image.name,
+        "image_url": f"/api/v1/images/{image.pk}/file/",
+        "width": image.width,
+        "height": image.height,
+        "region": task.region,
+        "annotations": assignment.answer or [],
+        "submitted_at": assignment.submitted_at.isoformat() if assignment.submitted_at else None,
+        "time_spent_ms": assignment.time_spent_ms,
+        "reason": assignment.review_reason or None,
+        "reviewed_at": assignment.reviewed_at.isoformat() if assignment.reviewed_at else None,
+    }
+
+
 class ProjectReviewsApi(APIView):
-    """Approve or reject many answers at once."""
+    """The review queue (answers oldest first, ``?status=`` submitted by default, ``?worker=``)
+    and approving or rejecting many answers at once."""
 
     permission_classes = [IsManager]
     MAX_IDS = 1000
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=list(REVIEWABLE)),
+            OpenApiParameter("worker", int),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("offset", int),
+        ]
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_manager(_user(request), project_id)
+        state = request.query_params.get("status", "submitted")
+        worker = request.query_params.get("worker")
+        errors: dict[str, list[str]] = {}
+        if state not in REVIEWABLE:
+            errors["status"] = [f"One of {', '.join(REVIEWABLE)}."]
+        if worker is not None and not worker.isdigit():
+            errors["worker"] = ["A worker id."]
+        if errors:
+            raise InvalidInput(errors=errors)
+        rows = (
+            Assignment.objects.filter(project=project, status__in=REVIEWABLE[state])
+            .select_related("worker", "task__image")
+            .order_by("submitted_at", "pk")
+        )
+        if worker is not None:
+            rows = rows.filter(worker_id=int(worker))
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(rows, request, view=self) or []
+        return paginator.get_paginated_response([answer_review_json(a) for a in page])
 
     @extend_schema(
         request=inline_serializer(

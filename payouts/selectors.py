@@ -10,21 +10,8 @@ from django.db.models import Sum
 
 from crowd.money import format_amount, money_json, parse_amount
 from payouts.models import EntryKind, LedgerEntry
-from tasks.models import Assignment, AssignmentStatus, Project
-
-# The median is taken over the most recent answers: pay is judged on the work as it is now.
-RECENT_ANSWERS = 5000
-ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
-
-
-def median_seconds_per_task(project: Project) -> float | None:
-    times = list(
-        Assignment.objects.filter(project=project, status__in=ANSWERED, time_spent_ms__isnull=False)
-        .order_by("-submitted_at")
-        .values_list("time_spent_ms", flat=True)[:RECENT_ANSWERS]
-    )
-    positive = [int(t) for t in times if t]
-    return float(np.median(positive)) / 1000 if positive else None
+from tasks.models import Assignment, Project
+from tasks.selectors import ANSWERED, median_seconds_per_task
 
 
 def fair_pay(project: Project) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from crowd.models import Role, User
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
 from qa import merge, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
+from tasks.models import Task
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
 
 
@@ -191,6 +192,20 @@ class ProjectConsensusApi(APIView):
         project = project_for_user(request.user, project_id)
         run = ConsensusRun.objects.filter(project=project).order_by("-pk").first()
         return Response({"run": run_json(run) if run else None})
+
+
+class TaskReferenceApi(APIView):
+    """What a reviewer compares a task's answers with: gold, or the consensus so far."""
+
+    permission_classes = [IsManager]
+
+    def get(self, request: Request, project_id: int, task_id: int) -> Response:
+        assert isinstance(request.user, User)
+        project = project_for_manager(request.user, project_id)
+        task = Task.objects.filter(pk=task_id, project=project).select_related("image").first()
+        if task is None:
+            raise NotFound("No such task.")
+        return Response({"task": task.pk, **merge.task_reference(project, task)})
 
 
 class ProjectConsensusResultsApi(APIView):

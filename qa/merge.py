@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -73,6 +73,7 @@ def shapes_merge(
 class TaskConsensus:
     confidence: float
     agreement: dict[int, float]  # worker -> agreement of their answer with the consensus
+    annotations: list[dict[str, Any]] = field(default_factory=list)  # the merged answer
 
 
 def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
@@ -90,7 +91,9 @@ def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) 
         result = cls.weighted_vote(encoded, [weights[w] for w in workers])  # type: ignore[index]
         winner = keys[int(result.label[0])]
         return TaskConsensus(
-            float(result.confidence[0]), {w: float(label == winner) for w, label in labels}
+            float(result.confidence[0]),
+            {w: float(label == winner) for w, label in labels},
+            [{"label": winner}],
         )
     image = task.image
     crowd = [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in answers]
@@ -106,7 +109,38 @@ def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) 
     }  # fmt: skip
     total = sum(weights[w] for w in agreement)
     confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
-    return TaskConsensus(confidence, agreement)
+    return TaskConsensus(confidence, agreement, merged)
+
+
+def task_reference(project: Project, task: Task) -> dict[str, Any]:
+    """What a reviewer compares one answer with: the gold answer of a gold task, else the
+    consensus of the task's counted answers so far (suspended workers' left out)."""
+    if task.is_gold:
+        gold = GoldAnswer.objects.filter(image_id=task.image_id).first()
+        return {
+            "source": "gold",
+            "annotations": gold.annotations if gold else [],
+            "confidence": None,
+            "answers": None,
+        }
+    answers = [
+        a
+        for a in Assignment.objects.filter(task=task, status__in=COUNTED, counted=True)
+        if a.answer is not None
+    ]
+    suspended = services.suspended_workers(
+        project=project, worker_ids=[a.worker_id for a in answers]
+    )
+    counted = [a for a in answers if a.worker_id not in suspended]
+    if not counted:
+        return {"source": "consensus", "annotations": [], "confidence": None, "answers": 0}
+    consensus = task_consensus(project, task, counted)
+    return {
+        "source": "consensus",
+        "annotations": consensus.annotations,
+        "confidence": round(consensus.confidence, 4),
+        "answers": len(counted),
+    }
 
 
 # --- Project runs ------------------------------------------------------------------------------

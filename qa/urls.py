@@ -41,6 +41,11 @@ urlpatterns = [
         name="project-consensus",
     ),
     path(
+        "projects/<int:project_id>/tasks/<int:task_id>/reference/",
+        apis.TaskReferenceApi.as_view(),
+        name="task-reference",
+    ),
+    path(
         "projects/<int:project_id>/consensus/results/",
         apis.ProjectConsensusResultsApi.as_view(),
         name="project-consensus-results",

@@ -21,9 +21,9 @@ from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
-from tasks import ingest, routing, selectors, services
+from tasks import events, ingest, routing, selectors, services
 from tasks.hooks import progress_contributions
-from tasks.models import Assignment, Image, Project
+from tasks.models import Assignment, Image, Project, ProjectState
 from tasks.schema import project_labels
 
 
@@ -67,7 +67,15 @@ def project_json(project: Project, user: User) -> dict[str, Any]:
         "assignment_seconds": project.assignment_seconds,
         "state": project.state,
     }
-    if user.role != Role.WORKER:
+    if user.role == Role.WORKER:
+        median = selectors.median_seconds_per_task(project)
+        data.update(
+            available=events.available_slots(project.pk)
+            if project.state == ProjectState.ACTIVE
+            else 0,
+            estimated_seconds=None if median is None else round(median, 1),
+        )
+    else:
         data.update(
             owner=project.owner.username,
             min_overlap=project.min_overlap,
@@ -210,6 +218,20 @@ class ProjectProgressApi(APIView):
         return Response(
             {**selectors.project_progress(project), **progress_contributions.collect(project)}
         )
+
+
+class ProjectThroughputApi(APIView):
+    """Answers submitted and tasks completed per minute, for the dashboard's chart."""
+
+    permission_classes = [IsManagerOrClient]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_user(_user(request), project_id)
+        raw = request.query_params.get("minutes", "60")
+        limit = selectors.THROUGHPUT_MAX_MINUTES
+        if not raw.isdigit() or not 1 <= int(raw) <= limit:
+            raise InvalidInput(errors={"minutes": [f"A whole number from 1 to {limit}."]})
+        return Response(selectors.project_throughput(project, minutes=int(raw)))
 
 
 class ProjectClientsApi(APIView):

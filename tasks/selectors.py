@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import numpy as np
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from crowd.errors import NotFound
@@ -123,3 +126,54 @@ def project_progress(project: Project) -> dict[str, Any]:
         ],
     ).count()
     return {**tasks, "assignments_submitted": submitted, "images": images}
+
+
+# The median is taken over the most recent answers: a task's time is judged as it is now.
+RECENT_ANSWERS = 5000
+ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
+
+
+def median_seconds_per_task(project: Project) -> float | None:
+    """Median active time of the project's recent answers (the server-capped time)."""
+    times = list(
+        Assignment.objects.filter(project=project, status__in=ANSWERED, time_spent_ms__isnull=False)
+        .order_by("-submitted_at")
+        .values_list("time_spent_ms", flat=True)[:RECENT_ANSWERS]
+    )
+    positive = [int(t) for t in times if t]
+    return float(np.median(positive)) / 1000 if positive else None
+
+
+THROUGHPUT_MAX_MINUTES = 24 * 60
+
+
+def project_throughput(project: Project, *, minutes: int) -> dict[str, Any]:
+    """Answers submitted and tasks completed per minute over the last ``minutes`` minutes,
+    oldest first, with empty minutes included so a chart's x axis is time."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes - 1)
+    submitted = dict(
+        Assignment.objects.filter(project=project, submitted_at__gte=start)
+        .annotate(minute=TruncMinute("submitted_at"))
+        .values_list("minute")
+        .annotate(n=Count("pk"))
+        .values_list("minute", "n")
+    )
+    done = dict(
+        Task.objects.filter(project=project, done_at__gte=start)
+        .annotate(minute=TruncMinute("done_at"))
+        .values_list("minute")
+        .annotate(n=Count("pk"))
+        .values_list("minute", "n")
+    )
+    points = []
+    for i in range(minutes):
+        minute = start + timedelta(minutes=i)
+        points.append(
+            {
+                "t": minute.isoformat(),
+                "submitted": int(submitted.get(minute, 0)),
+                "done": int(done.get(minute, 0)),
+            }
+        )
+    return {"bucket_seconds": 60, "points": points}

@@ -16,6 +16,11 @@ urlpatterns = [
         name="project-progress",
     ),
     path(
+        "projects/<int:project_id>/throughput/",
+        apis.ProjectThroughputApi.as_view(),
+        name="project-throughput",
+    ),
+    path(
         "projects/<int:project_id>/clients/",
         apis.ProjectClientsApi.as_view(),
         name="project-clients",
