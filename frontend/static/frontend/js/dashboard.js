@@ -1,0 +1,307 @@
+// The manager's live dashboard for one project.
+import { all, api, upload } from "./api.js";
+import { throughputChart } from "./chart.js";
+import { $, h, money, showErrors, table, toast, when } from "./dom.js";
+import { live } from "./live.js";
+
+const main = document.getElementById("main");
+const projectId = Number(main.dataset.project);
+const maxUpload = Number(main.dataset.maxUpload) || 64 * 1024 * 1024;
+const base = `/projects/${projectId}`;
+let project = null;
+let workers = [];
+
+function throttle(fn, ms) {
+  let last = 0;
+  let timer = null;
+  return () => {
+    const wait = last + ms - Date.now();
+    if (wait <= 0) {
+      last = Date.now();
+      fn();
+    } else if (!timer) {
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        fn();
+      }, wait);
+    }
+  };
+}
+
+function renderProject(p) {
+  project = p;
+  $("#project-name").textContent = p.name;
+  document.title = `${p.name} · Crowd`;
+  const badge = $("#project-state");
+  badge.textContent = p.state;
+  badge.className = `badge ${p.state}`;
+  $("#start").disabled = p.state === "active";
+  $("#pause").disabled = p.state !== "active";
+  const form = $("#settings-form");
+  for (const name of ["reward", "budget", "min_overlap", "max_overlap", "gold_rate", "min_worker_score", "instructions"]) {
+    if (document.activeElement !== form.elements[name]) form.elements[name].value = p[name] ?? "";
+  }
+}
+
+function stat(label, value, id) {
+  return h("div.stat", { "data-stat": id }, h("div.value", {}, value), h("div.label", {}, label));
+}
+
+function renderProgress(p) {
+  const work = Math.max(0, p.tasks - p.gold);
+  const pct = work ? Math.round((100 * p.done) / work) : 0;
+  $("#progress-fill").style.width = `${pct}%`;
+  $("#progress-bar").setAttribute("aria-valuenow", String(pct));
+  $("#progress-text").textContent = `${p.done} of ${work} tasks done (${pct}%), ${p.in_progress} in progress, ${p.open} open; ${p.assignments_submitted} answers.`;
+  const budget = p.budget ? ` of ${money(p.budget)}` : "";
+  $("#stats").replaceChildren(
+    stat("Tasks done", `${p.done} / ${work}`, "done"),
+    stat("Answers", String(p.assignments_submitted), "answers"),
+    stat("In progress", String(p.in_progress), "in_progress"),
+    stat("Gold tasks", String(p.gold), "gold"),
+    stat(`Spent${budget}`, money(p.spent), "spent"),
+    stat("Committed (incl. unreviewed)", money(p.committed), "committed"),
+    stat("Effective hourly rate", money(p.effective_hourly_rate), "hourly"),
+    stat("Images", p.images ? `${p.images.ready} ready, ${p.images.failed} failed` : "—", "images"),
+  );
+  $("#fair-pay").replaceChildren(...(p.fair_pay_warning ? [h("div.callout", { role: "status" }, h("strong", {}, "Fair pay: "), p.fair_pay_warning)] : []));
+}
+
+async function loadProgress() {
+  renderProgress(await api(`${base}/progress/`));
+}
+
+const loadChart = throttle(async () => {
+  const data = await api(`${base}/throughput/?minutes=60`);
+  throughputChart($("#chart"), data.points);
+}, 5000);
+
+const loadAgreement = throttle(async () => {
+  const a = await api(`${base}/agreement/`);
+  const parts = [];
+  if (a.kind === "classification") {
+    parts.push(["Fleiss' kappa", a.fleiss_kappa], ["Krippendorff's alpha", a.krippendorff_alpha], ["Mean pairwise kappa", a.mean_pairwise_kappa]);
+  } else {
+    parts.push(["Mean pairwise IoU", a.mean_pairwise_iou], ["Mean pairwise F1", a.mean_pairwise_f1]);
+  }
+  $("#agreement").replaceChildren(
+    h("div.stats", {}, parts.map(([label, v]) => stat(label, v === null || v === undefined ? "—" : Number(v).toFixed(3), label)), stat("Tasks compared", String(a.tasks), "tasks")),
+  );
+}, 10000);
+
+async function loadWorkers() {
+  workers = await api(`${base}/workers/`);
+  const rows = workers.map((w) => [
+    w.username,
+    h("span", { class: `badge ${w.status}` }, w.status),
+    `${Math.round(w.score * 100)}%`,
+    `${w.gold_passed} / ${w.gold_seen}`,
+    w.agreement === null ? "—" : `${Math.round(w.agreement * 100)}%`,
+    String(w.submitted),
+    money(w.earned),
+    [w.status_reason || "", ...(w.flags || []).map((f) => (typeof f === "string" ? f : f.message || f.signal || JSON.stringify(f)))].filter(Boolean).join("; "),
+    w.status === "suspended"
+      ? h("button", { type: "button", onclick: () => reinstate(w) }, `Reinstate ${w.username}`)
+      : h("button.danger", { type: "button", onclick: () => suspend(w) }, `Suspend ${w.username}`),
+  ]);
+  $("#worker-table").replaceChildren(table(`${workers.length} workers`, ["Worker", "Status", "Score", "Gold passed", "Agreement", "Answers", "Earned", "Evidence", ""], rows, "No workers yet."));
+  const select = $("#bonus-worker");
+  const current = select.value;
+  select.replaceChildren(...workers.map((w) => h("option", { value: w.worker }, w.username)));
+  if (current) select.value = current;
+}
+
+async function suspend(w) {
+  const reason = window.prompt(`Why suspend ${w.username}? They see this reason.`);
+  if (reason === null) return;
+  try {
+    await api(`${base}/workers/${w.worker}/suspend/`, { method: "POST", body: { reason } });
+    toast(`${w.username} suspended; their answers no longer count.`, "ok");
+    await loadWorkers();
+  } catch (err) {
+    toast(err.message, "error");
+  }
+}
+
+async function reinstate(w) {
+  try {
+    await api(`${base}/workers/${w.worker}/reinstate/`, { method: "POST" });
+    toast(`${w.username} reinstated.`, "ok");
+    await loadWorkers();
+  } catch (err) {
+    toast(err.message, "error");
+  }
+}
+
+async function loadBonuses() {
+  const page = await api(`${base}/bonuses/?limit=50`);
+  const rows = page.results.map((b) => [when(b.created_at), (workers.find((w) => w.worker === b.worker) || {}).username || String(b.worker), `${b.amount} ${b.currency}`, b.reason]);
+  $("#bonus-list").replaceChildren(table("Bonuses", ["When", "Worker", "Amount", "Reason"], rows, "No bonuses yet."));
+}
+
+async function loadExports() {
+  const page = await api(`${base}/exports/?limit=50`);
+  const list = page.results || page;
+  const rows = list.map((x) => [
+    `v${x.version}`,
+    x.format,
+    h("span", { class: `badge ${x.status}` }, x.status === "running" && x.images_total ? `running ${Math.round((100 * x.images_done) / x.images_total)}%` : x.status),
+    x.counts && x.counts.images !== undefined ? `${x.counts.images} images, ${x.counts.annotations ?? 0} labels` : "",
+    when(x.created_at),
+    x.download_url ? h("a", { href: `/api/v1/exports/${x.id}/download/`, download: "" }, `Download v${x.version}`) : x.error || "",
+  ]);
+  $("#export-list").replaceChildren(table("Dataset versions", ["Version", "Format", "Status", "Contents", "Created", ""], rows, "No exports yet."));
+}
+
+async function loadImageCount() {
+  const page = await api(`${base}/images/?limit=1`);
+  $("#image-count").textContent = `${page.count} images in this project.`;
+}
+
+// Upload: files go in batches under the server's per-request limit, with one progress bar.
+async function uploadFiles(files) {
+  const batches = [];
+  let batch = [];
+  let size = 0;
+  const limit = Math.min(maxUpload, 64 * 1024 * 1024);
+  for (const file of files) {
+    if (batch.length && (size + file.size > limit || batch.length >= 50)) {
+      batches.push(batch);
+      batch = [];
+      size = 0;
+    }
+    batch.push(file);
+    size += file.size;
+  }
+  if (batch.length) batches.push(batch);
+  const total = files.reduce((s, f) => s + f.size, 0) || 1;
+  let sent = 0;
+  const bar = $("#upload-bar");
+  $("#upload-progress").hidden = false;
+  const results = [];
+  for (const group of batches) {
+    const form = new FormData();
+    for (const file of group) form.append("files", file, file.name);
+    const groupSize = group.reduce((s, f) => s + f.size, 0);
+    try {
+      const report = await upload(`${base}/images/`, form, (fraction) => (bar.value = (sent + fraction * groupSize) / total));
+      results.push(...report.files);
+    } catch (err) {
+      results.push(...group.map((f) => ({ name: f.name, result: "rejected", error: err.message })));
+    }
+    sent += groupSize;
+    bar.value = sent / total;
+  }
+  $("#upload-progress").hidden = true;
+  const created = results.filter((r) => r.result === "created").length;
+  const duplicates = results.filter((r) => r.result === "duplicate").length;
+  const rejected = results.filter((r) => r.result === "rejected");
+  $("#upload-result").replaceChildren(
+    h("p", { class: rejected.length ? "warn" : "ok" }, `${created} created, ${duplicates} duplicates, ${rejected.length} rejected.`),
+    table(
+      "Files",
+      ["File", "Result", "Detail"],
+      results.map((r) => [r.name, h("span", { class: `badge ${r.result === "rejected" ? "failed" : r.result === "created" ? "done" : ""}`, "data-result": r.result }, r.result), r.error || (r.duplicate_of ? `same as image ${r.duplicate_of}` : "")]),
+    ),
+  );
+  loadImageCount();
+  loadProgress();
+}
+
+const drop = $("#dropzone");
+drop.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  uploadFiles([...e.dataTransfer.files]);
+});
+$("#files").addEventListener("change", (e) => {
+  uploadFiles([...e.target.files]);
+  e.target.value = "";
+});
+
+async function transition(action) {
+  const box = $("#state-error");
+  box.hidden = true;
+  try {
+    renderProject(await api(`${base}/${action}/`, { method: "POST" }));
+    toast(action === "start" ? "Project started: workers can take tasks." : "Project paused.", "ok");
+  } catch (err) {
+    box.textContent = err.message;
+    box.hidden = false;
+  }
+}
+$("#start").addEventListener("click", () => transition("start"));
+$("#pause").addEventListener("click", () => transition("pause"));
+
+function formHandler(id, send) {
+  const form = document.getElementById(id);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await send(form, Object.fromEntries(new FormData(form).entries()));
+      showErrors(form, { errors: {}, message: "" });
+      const general = form.querySelector('[data-error="form"]');
+      if (general) general.hidden = true;
+    } catch (err) {
+      showErrors(form, err);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+formHandler("bonus-form", async (form, data) => {
+  const bonus = await api(`${base}/bonuses/`, { method: "POST", body: { ...data, worker: Number(data.worker) }, headers: { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) } });
+  toast(`Bonus of ${bonus.amount} ${bonus.currency} granted.`, "ok");
+  form.reset();
+  loadBonuses();
+});
+formHandler("export-form", async (form, data) => {
+  await api(`${base}/exports/`, { method: "POST", body: { format: data.format, min_confidence: Number(data.min_confidence || 0) } });
+  toast("Export queued.", "ok");
+  loadExports();
+});
+formHandler("share-form", async (form, data) => {
+  await api(`${base}/clients/`, { method: "POST", body: { username: data.username } });
+  toast(`${data.username} can now download this project's datasets.`, "ok");
+  form.reset();
+});
+formHandler("settings-form", async (form, data) => {
+  const body = {};
+  for (const [key, value] of Object.entries(data)) {
+    const input = form.elements[key];
+    if (key === "budget") body.budget = value === "" ? null : value;
+    else if (input.type === "number") body[key] = Number(value);
+    else body[key] = value;
+  }
+  renderProject(await api(base, { method: "PATCH", body }));
+  toast("Settings saved.", "ok");
+});
+
+const refreshWorkers = throttle(loadWorkers, 2000);
+const refreshExports = throttle(loadExports, 1000);
+live(
+  `/ws/projects/${projectId}/`,
+  (event) => {
+    if (event.type === "progress") {
+      renderProgress(event);
+      loadChart();
+      loadAgreement();
+    } else if (event.type === "worker") refreshWorkers();
+    else if (event.type === "export") refreshExports();
+  },
+  { onState: (state) => ($("#live-state").textContent = state === "open" ? "live" : "reconnecting…") },
+);
+
+renderProject(await api(base));
+await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount()]).catch((err) => toast(err.message, "error"));
+loadChart();
+loadAgreement();

@@ -1,0 +1,207 @@
+// The worker's workspace: lease a task, annotate it, submit (Enter) and get the next at once.
+import { Annotator } from "../annotator.js";
+import { api } from "./api.js";
+import { $, h, toast } from "./dom.js";
+import { live } from "./live.js";
+
+const projectId = Number(document.getElementById("main").dataset.project);
+const stage = $("#stage");
+const submitButton = $("#submit");
+const skipButton = $("#skip");
+const state = { assignment: null, annotator: null, key: null, busy: false, waiting: false, timer: null, done: 0, earned: 0, currency: "" };
+
+function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function setError(message) {
+  const box = $("#task-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function setButtons() {
+  const ready = Boolean(state.assignment) && !state.busy;
+  submitButton.disabled = !ready;
+  skipButton.disabled = !ready;
+}
+
+function showEmpty(message) {
+  if (state.annotator) state.annotator.destroy();
+  state.annotator = null;
+  state.assignment = null;
+  clearInterval(state.timer);
+  $("#countdown").textContent = "—";
+  $("#labels").replaceChildren();
+  $("#objects").replaceChildren();
+  $("#hint").textContent = "";
+  const empty = $("#empty");
+  empty.textContent = message;
+  empty.hidden = false;
+  setButtons();
+}
+
+function renderLabels(assignment) {
+  const box = $("#labels");
+  box.replaceChildren(
+    ...assignment.labels.map((label, i) =>
+      h(
+        "button",
+        { type: "button", "aria-pressed": "false", "data-label": label.name, onclick: () => state.annotator && state.annotator.setLabel(label.name) },
+        h("span.swatch", { "data-color": label.color }),
+        label.name,
+        i < 9 ? h("kbd", {}, String(i + 1)) : null,
+      ),
+    ),
+  );
+  for (const swatch of box.querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+}
+
+function markLabel(name) {
+  for (const button of $("#labels").querySelectorAll("button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.label === name));
+  }
+}
+
+function startCountdown(expiresAt) {
+  clearInterval(state.timer);
+  const end = new Date(expiresAt).getTime();
+  const tick = () => {
+    const left = Math.max(0, Math.round((end - Date.now()) / 1000));
+    const el = $("#countdown");
+    el.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    el.classList.toggle("low", left <= 30);
+    if (left === 0) {
+      clearInterval(state.timer);
+      toast("Time ran out on this task; here is another.", "error");
+      next();
+    }
+  };
+  tick();
+  state.timer = setInterval(tick, 1000);
+}
+
+async function show(assignment) {
+  $("#empty").hidden = true;
+  setError("");
+  if (state.annotator) state.annotator.destroy();
+  state.assignment = assignment;
+  state.key = randomKey();
+  $("#instructions").textContent = assignment.instructions || "No instructions.";
+  renderLabels(assignment);
+  const task = assignment.task;
+  state.annotator = new Annotator(stage, {
+    kind: assignment.kind,
+    labels: assignment.labels,
+    imageUrl: task.image_url,
+    width: task.width,
+    height: task.height,
+    region: task.region,
+    listElement: $("#objects"),
+    hintElement: $("#hint"),
+    onLabel: markLabel,
+  });
+  if (assignment.kind !== "classification" && assignment.labels.length) state.annotator.setLabel(assignment.labels[0].name);
+  startCountdown(assignment.expires_at);
+  setButtons();
+  try {
+    await state.annotator.ready;
+  } catch (err) {
+    setError(`The image could not be loaded (${err.message}). Skip this task or reload the page.`);
+  }
+  stage.querySelector("[tabindex]")?.focus();
+}
+
+async function next() {
+  if (state.busy) return;
+  state.busy = true;
+  setButtons();
+  try {
+    const assignment = await api(`/projects/${projectId}/assignments/next/`, { method: "POST" });
+    if (assignment) {
+      state.waiting = false;
+      await show(assignment);
+    } else {
+      state.waiting = true;
+      showEmpty("No tasks for you right now. This page will fetch one as soon as there is work.");
+    }
+  } catch (err) {
+    state.waiting = err.status === 429;
+    showEmpty(err.status === 403 ? err.message : `Could not get a task: ${err.message}`);
+  } finally {
+    state.busy = false;
+    setButtons();
+  }
+}
+
+async function submit() {
+  if (!state.assignment || state.busy) return;
+  if (state.annotator.drafting) state.annotator.finishDraft();
+  const annotations = state.annotator.getAnnotations();
+  if (state.assignment.kind === "classification" && !annotations.length) {
+    setError("Pick a label first (number keys 1–9).");
+    return;
+  }
+  state.busy = true; // a double click or a held Enter sends one submission
+  setButtons();
+  const { assignment, key } = state;
+  try {
+    await api(`/assignments/${assignment.id}/submit/`, { method: "POST", body: { annotations }, headers: { "Idempotency-Key": key } });
+    state.done += 1;
+    state.earned += Number(assignment.reward);
+    state.currency = assignment.currency;
+    $("#session-stats").textContent = `${state.done} submitted this session · ${state.earned.toFixed(2)} ${state.currency} pending review`;
+    state.busy = false;
+    await next();
+  } catch (err) {
+    state.busy = false;
+    if (err.status === 409 || err.status === 404) {
+      toast(err.message, "error");
+      await next();
+    } else {
+      setError(err.status === 400 ? `${err.message} ${JSON.stringify(err.errors)}` : `${err.message} Your drawing is kept; press Enter to try again.`);
+      setButtons();
+    }
+  }
+}
+
+async function skip() {
+  if (!state.assignment || state.busy) return;
+  state.busy = true;
+  setButtons();
+  try {
+    await api(`/assignments/${state.assignment.id}/skip/`, { method: "POST" });
+  } catch (err) {
+    toast(err.message, "error");
+  }
+  state.busy = false;
+  await next();
+}
+
+submitButton.addEventListener("click", submit);
+skipButton.addEventListener("click", skip);
+$("#undo").addEventListener("click", () => state.annotator && state.annotator.undo());
+$("#redo").addEventListener("click", () => state.annotator && state.annotator.redo());
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Enter" || e.isComposing) return;
+  const target = e.target;
+  if (target instanceof HTMLElement && (target.matches("input, textarea, select, button, a, summary") || target.isContentEditable)) return;
+  e.preventDefault();
+  if (e.repeat) return;
+  if (e.shiftKey) skip();
+  else submit();
+});
+
+live("/ws/worker/", (event) => {
+  if (event.type === "queue" && event.project === projectId && event.available > 0 && state.waiting) next();
+  if (event.type === "lease_expiring" && state.assignment && event.assignment === state.assignment.id) {
+    toast(`${event.seconds_left ?? "A few"} seconds left on this task.`, "error");
+  }
+});
+
+api(`/projects/${projectId}/`).then((p) => {
+  $("#project-name").textContent = `${p.name} · ${p.reward} ${p.currency} a task`;
+  document.title = `${p.name} · Crowd`;
+});
+next();

@@ -1,0 +1,245 @@
+"""The pages in a real browser against the app served as `make demo` serves it: a worker signs
+up and annotates, a manager sets up a project and watches a crowd work live, a client
+downloads a dataset. Each test leaves screenshots in artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+from pycocotools.coco import COCO
+
+from tests.browser.conftest import screenshot
+from tests.browser.site import CLIENT, MANAGER, Site, corrupt_files, crowd, site_running
+from tests.images import encode, scene
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    yield from site_running()
+
+
+def log_in(page: Page, site: Site, credentials: tuple[str, str]) -> None:
+    page.goto(f"{site.url}/login/")
+    page.get_by_label("Username").fill(credentials[0])
+    page.get_by_label("Password").fill(credentials[1])
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/(work|manage|client)/$"))
+
+
+def drag(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move((start[0] + end[0]) / 2, (start[1] + end[1]) / 2, steps=4)
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+
+
+def test_a_worker_signs_up_draws_two_boxes_submits_and_gets_the_next_task(
+    page: Page, site: Site
+) -> None:
+    project = site.project(images=3)
+    name = f"newcomer-{uuid.uuid4().hex[:6]}"
+
+    page.goto(f"{site.url}/")
+    screenshot(page, "home")
+    page.get_by_role("link", name="Sign up to work").first.click()
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Email").fill(f"{name}@example.org")
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.locator("#password-error")).to_be_visible()  # the server's rule, shown inline
+    screenshot(page, "signup-error")
+    page.get_by_label("Password").fill(f"pw-{uuid.uuid4().hex}")
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_url(f"{site.url}/work/")
+
+    card = page.locator(f"[data-project='{project['id']}']")
+    expect(card).to_contain_text("3 tasks available now")
+    expect(card).to_contain_text("0.05 USD")
+    screenshot(page, "worker-projects")
+    card.get_by_role("link", name="Start working").click()
+    page.wait_for_url(f"{site.url}/work/projects/{project['id']}/")
+
+    canvas = page.locator("#stage canvas")
+    expect(canvas).to_be_visible()
+    page.wait_for_function("document.querySelector('#countdown').textContent.includes(':')")
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()
+    box = canvas.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    drag(page, (x0, y0), (x0 + 120, y0 + 80))
+    page.keyboard.press("2")  # relabel the selected box: person
+    drag(page, (x0 + 180, y0 + 20), (x0 + 260, y0 + 140))
+    expect(page.locator("#objects li")).to_have_count(2)
+    screenshot(page, "workspace-two-boxes")
+    page.keyboard.press("Enter")
+
+    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
+    expect(page.locator("#objects")).to_contain_text("No objects yet")  # a fresh task
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()
+    screenshot(page, "workspace-next-task")
+
+    answers = site.call(
+        "GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER
+    )["results"]
+    assert len(answers) == 1
+    labels = sorted(a["label"] for a in answers[0]["annotations"])
+    assert labels == ["car", "person"]
+    for item in answers[0]["annotations"]:
+        w, h = item["bbox"][2:]
+        assert w > 20
+        assert h > 20
+
+    page.goto(f"{site.url}/work/")
+    expect(page.locator("#history")).to_contain_text(project["name"])
+    screenshot(page, "worker-history")
+
+
+def test_a_manager_creates_a_project_uploads_and_watches_a_crowd_live(
+    page: Page, site: Site
+) -> None:
+    log_in(page, site, MANAGER)
+    page.get_by_role("link", name="New project").click()
+    name = f"Street scenes {uuid.uuid4().hex[:6]}"
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Instructions for workers").fill("Box every car.")
+    page.get_by_label("Answers per task (at least)").fill("1")
+    page.get_by_label("Answers per task (at most, when they disagree)").fill("1")
+    page.get_by_label(re.compile("^Gold rate")).fill("0")
+    page.get_by_label("Tile size in pixels (0: whole images)").fill("0")
+    page.get_by_label("Reward per task").fill("0.10")
+    screenshot(page, "project-new")
+    page.get_by_role("button", name="Create project").click()
+    page.wait_for_url(re.compile(r"/manage/projects/\d+/$"))
+    project_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    expect(page.locator("#project-state")).to_have_text("draft")
+
+    files = [
+        {
+            "name": f"street{i}.jpg",
+            "mimeType": "image/jpeg",
+            "buffer": encode(scene(480, 360, seed=10 + i)),
+        }
+        for i in range(6)
+    ]
+    files += [{"name": n, "mimeType": "image/png", "buffer": b} for n, b in corrupt_files().items()]
+    page.locator("#files").set_input_files(files)
+    result = page.locator("#upload-result")
+    expect(result).to_contain_text("6 created, 0 duplicates, 1 rejected")
+    rejected = result.locator("tr", has_text="broken.png")
+    expect(rejected.locator("[data-result='rejected']")).to_be_visible()
+    assert rejected.locator("td").nth(2).inner_text().strip()  # with the reason
+    screenshot(page, "dashboard-upload")
+    site.wait_ready(project_id, 6)
+
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#project-state")).to_have_text("active")
+    expect(page.locator("#live-state")).to_have_text("live")
+    expect(page.locator("#progress-text")).to_contain_text("0 of 6 tasks done")
+
+    stop = threading.Event()
+    workers = crowd(site, project_id, workers=3, stop=stop)
+    try:
+        # No reload: the numbers arrive over the project's WebSocket.
+        expect(page.locator("#progress-text")).to_contain_text("6 of 6 tasks done", timeout=30_000)
+        expect(page.locator("#worker-table tbody tr")).to_have_count(3, timeout=15_000)
+    finally:
+        stop.set()
+        for thread in workers:
+            thread.join(timeout=30)
+    expect(page.locator("[data-stat='spent']")).to_contain_text("USD")
+    page.wait_for_function("document.querySelector('#chart path.submitted') !== null")
+    screenshot(page, "dashboard-live")
+
+    page.get_by_role("link", name="Review queue").click()
+    page.wait_for_url(f"{site.url}/manage/projects/{project_id}/review/")
+    expect(page.locator("#queue-count")).to_contain_text("6 waiting")
+    expect(page.locator("#reference-name")).to_contain_text("consensus of 1 answers")
+    screenshot(page, "review")
+    page.locator("#approve").click()
+    expect(page.locator("#queue-count")).to_contain_text("5 on this page")
+    page.get_by_label("Reason (required to reject; the worker sees it)").fill(
+        "The box misses the car."
+    )
+    page.locator("#reject").click()
+    expect(page.locator("#queue-count")).to_contain_text("4 on this page")
+    reviewed = site.call(
+        "GET", f"/api/v1/projects/{project_id}/reviews/?status=rejected", as_=MANAGER
+    )["results"]
+    assert [r["reason"] for r in reviewed] == ["The box misses the car."]
+
+
+def test_a_manager_saves_a_gold_answer_drawn_in_the_editor(page: Page, site: Site) -> None:
+    project = site.project(images=2)
+    log_in(page, site, MANAGER)
+    page.goto(f"{site.url}/manage/projects/{project['id']}/gold/")
+    page.locator("[data-image]").first.click()
+    canvas = page.locator("#stage canvas")
+    expect(canvas).to_be_visible()
+    page.wait_for_function(
+        "document.querySelector('#stage canvas').getAttribute('aria-label') !== null"
+    )
+    box = canvas.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4
+    drag(page, (x0, y0), (x0 + 100, y0 + 60))
+    page.get_by_role("button", name="Save gold").click()
+    expect(page.locator("#gold-count")).to_contain_text("1 with gold")
+    screenshot(page, "gold-editor")
+    gold = site.call("GET", f"/api/v1/projects/{project['id']}/gold/", as_=MANAGER)
+    assert len(gold) == 1
+    assert [a["label"] for a in gold[0]["annotations"]] == ["car"]
+
+
+def test_a_client_downloads_a_coco_export_that_pycocotools_loads(
+    page: Page, site: Site, tmp_path
+) -> None:
+    project = site.project(images=3)
+    stop = threading.Event()
+    for thread in crowd(site, project["id"], workers=1, stop=stop):
+        thread.join(timeout=60)
+    site.call(
+        "POST", f"/api/v1/projects/{project['id']}/clients/", {"username": CLIENT[0]}, as_=MANAGER
+    )
+    export = site.call(
+        "POST", f"/api/v1/projects/{project['id']}/exports/", {"format": "coco"}, as_=MANAGER
+    )
+    deadline = time.monotonic() + 60
+    while site.call("GET", f"/api/v1/exports/{export['id']}/", as_=MANAGER)["status"] != "done":
+        assert time.monotonic() < deadline, "the export did not finish"
+        time.sleep(0.3)
+
+    log_in(page, site, CLIENT)
+    card = page.locator(f"[data-export='{export['id']}']")
+    expect(card).to_contain_text("done")
+    card.locator("summary", has_text="Dataset card").click()
+    screenshot(page, "client-datasets")
+    with page.expect_download() as download_info:
+        card.get_by_role("link", name=re.compile("^Download")).click()
+    path = tmp_path / "coco.json"
+    download_info.value.save_as(path)
+    coco = COCO(str(path))
+    assert len(coco.getImgIds()) == 3
+    assert len(coco.getAnnIds()) == 3
+    assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == {"car", "person"}
+    assert json.loads(path.read_text())["annotations"][0]["bbox"] == [40, 40, 120, 80]
+
+
+def test_pages_refuse_the_wrong_role_and_anonymous_visitors(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/manage/")
+    assert page.url == f"{site.url}/login/?next=/manage/"
+    log_in(page, site, CLIENT)
+    page.goto(f"{site.url}/manage/")
+    assert page.url == f"{site.url}/client/"  # a client is sent to their own page
+    response = page.goto(f"{site.url}/work/projects/999999/")
+    assert response is not None
+    assert page.url == f"{site.url}/client/"
