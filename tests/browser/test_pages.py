@@ -243,3 +243,50 @@ def test_pages_refuse_the_wrong_role_and_anonymous_visitors(page: Page, site: Si
     response = page.goto(f"{site.url}/work/projects/999999/")
     assert response is not None
     assert page.url == f"{site.url}/client/"
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+  .filter((el) => el.offsetParent !== null || el.type === 'file')
+  .filter((el) => {
+    const name = (el.labels && el.labels.length ? [...el.labels].map((l) => l.textContent).join(' ') : '')
+      || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || el.textContent
+      || el.getAttribute('title') || el.getAttribute('placeholder');
+    return !name || !name.trim();
+  })
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+def test_a_suspended_worker_sees_why_and_every_control_has_a_name(page: Page, site: Site) -> None:
+    project = site.project(images=2)
+    credentials = site.worker(f"suspended-{uuid.uuid4().hex[:6]}")
+    token = site.token(*credentials)
+    status, lease = site.server.request(
+        "POST", f"/api/v1/projects/{project['id']}/assignments/next/", token=token
+    )
+    assert status == 201, lease
+    worker_id = site.call("GET", "/api/v1/me/", as_=credentials)["id"]
+    site.call(
+        "POST",
+        f"/api/v1/projects/{project['id']}/workers/{worker_id}/suspend/",
+        {"reason": "Boxes drawn at random."},
+        as_=MANAGER,
+    )
+
+    log_in(page, site, credentials)
+    expect(page.locator("#suspensions")).to_contain_text("Boxes drawn at random.")
+    assert page.evaluate(UNLABELLED) == []
+    page.goto(f"{site.url}/work/projects/{project['id']}/")
+    expect(page.locator("#empty")).to_contain_text(
+        "You cannot work on this project now. Boxes drawn at random."
+    )
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_disabled()
+    screenshot(page, "workspace-suspended")
+
+    log_in(page, site, MANAGER)
+    for path in ("/manage/", "/manage/projects/new/", f"/manage/projects/{project['id']}/",
+                 f"/manage/projects/{project['id']}/gold/", f"/manage/projects/{project['id']}/review/"):  # fmt: skip
+        page.goto(f"{site.url}{path}")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("h1").count() == 1, path
+        assert page.evaluate(UNLABELLED) == [], path
+        assert page.evaluate("document.documentElement.lang") == "en"

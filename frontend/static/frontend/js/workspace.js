@@ -128,7 +128,7 @@ async function next() {
     }
   } catch (err) {
     state.waiting = err.status === 429;
-    showEmpty(err.status === 403 ? err.message : `Could not get a task: ${err.message}`);
+    showEmpty(err.status === 403 ? `You cannot work on this project now. ${err.message}` : `Could not get a task: ${err.message}`);
   } finally {
     state.busy = false;
     setButtons();
