@@ -202,6 +202,7 @@ live("/ws/worker/", (event) => {
 
 api(`/projects/${projectId}/`).then((p) => {
   $("#project-name").textContent = `${p.name} · ${p.reward} ${p.currency} a task`;
+  if (!state.assignment) $("#instructions").textContent = p.instructions || "No instructions.";
   document.title = `${p.name} · Crowd`;
 });
 next();
