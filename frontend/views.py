@@ -21,7 +21,7 @@ from crowd.errors import NotFound
 from crowd.models import Role, User
 from tasks import selectors
 
-HOME = {Role.WORKER: "/work/", Role.MANAGER: "/manage/", Role.CLIENT: "/client/"}
+HOME: dict[str, str] = {Role.WORKER: "/work/", Role.MANAGER: "/manage/", Role.CLIENT: "/client/"}
 
 View = Callable[..., HttpResponse]
 

@@ -71,7 +71,7 @@ def test_a_worker_signs_up_draws_two_boxes_submits_and_gets_the_next_task(
 
     canvas = page.locator("#stage canvas")
     expect(canvas).to_be_visible()
-    page.wait_for_function("document.querySelector('#countdown').textContent.includes(':')")
+    expect(page.locator("#countdown")).to_contain_text(":")
     expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()
     box = canvas.bounding_box()
     assert box is not None
@@ -157,7 +157,7 @@ def test_a_manager_creates_a_project_uploads_and_watches_a_crowd_live(
         for thread in workers:
             thread.join(timeout=30)
     expect(page.locator("[data-stat='spent']")).to_contain_text("USD")
-    page.wait_for_function("document.querySelector('#chart path.submitted') !== null")
+    expect(page.locator("#chart path.submitted")).to_have_count(1)
     screenshot(page, "dashboard-live")
 
     page.get_by_role("link", name="Review queue").click()
@@ -185,9 +185,7 @@ def test_a_manager_saves_a_gold_answer_drawn_in_the_editor(page: Page, site: Sit
     page.locator("[data-image]").first.click()
     canvas = page.locator("#stage canvas")
     expect(canvas).to_be_visible()
-    page.wait_for_function(
-        "document.querySelector('#stage canvas').getAttribute('aria-label') !== null"
-    )
+    expect(canvas).to_have_attribute("aria-label", re.compile("^Image"))
     box = canvas.bounding_box()
     assert box is not None
     x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4

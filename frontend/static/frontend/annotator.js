@@ -1393,7 +1393,7 @@ export class Annotator {
     ctx.strokeRect(r.x - 0.5, r.y - 0.5, rw * scale + 1, rh * scale + 1);
   }
 
-  _drawShape(ctx, shape, color, { selected = false, dashed = false, fill = true, tag = shape.label } = {}) {
+  _drawShape(ctx, shape, color, { selected = false, dashed = false, fill = true, tagBelow = false } = {}) {
     ctx.save();
     ctx.setLineDash(dashed ? [6, 4] : []);
     ctx.strokeStyle = color;
@@ -1421,7 +1421,15 @@ export class Annotator {
       tagAt.y -= 12; // above the points' numbers
     }
     ctx.restore();
-    if (tagAt && tag) drawTag(ctx, tag, tagAt.x, tagAt.y - 4, color);
+    if (!tagAt) return;
+    if (tagBelow) {
+      // Overlays put their label under the shape, clear of the shape's own label above it.
+      const [x, y, , h] = shapeBounds(shape);
+      const at = this._toScreen(x, y + h);
+      drawTag(ctx, shape.label, at.x, at.y + 20, color);
+    } else {
+      drawTag(ctx, shape.label, tagAt.x, tagAt.y - 4, color);
+    }
   }
 
   _fillAndStroke(ctx, trace, fill, selected) {
@@ -1504,7 +1512,7 @@ export class Annotator {
 
   _drawOverlay(ctx, overlay) {
     for (const shape of overlay.shapes) {
-      this._drawShape(ctx, shape, overlay.color, { dashed: overlay.dashed, fill: false });
+      this._drawShape(ctx, shape, overlay.color, { dashed: overlay.dashed, fill: false, tagBelow: true });
     }
   }
 

@@ -110,7 +110,7 @@ async function show(assignment) {
   } catch (err) {
     setError(`The image could not be loaded (${err.message}). Skip this task or reload the page.`);
   }
-  stage.querySelector("[tabindex]")?.focus();
+  stage.focus();
 }
 
 async function next() {
