@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "crowd.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -114,6 +115,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # tables without waiting, so it would test a different engine from the one that runs.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 else:
+    # Check a connection before it is used (a pooled one as it leaves the pool, a persistent
+    # one at the start of a request): one whose server process went away (a database restart
+    # or fail-over, pg_terminate_backend) is replaced instead of failing the request. The
+    # check is one round trip.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # A connection pool per process: under ASGI each request may run in another thread, so
     # persistent per-thread connections would pile up, and no connection at all would cost
     # a PostgreSQL backend start (several ms) on every request.
@@ -125,7 +131,6 @@ else:
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 
 # --- Redis: channel layer, job broker, cache --------------------------------------------------
@@ -181,12 +186,23 @@ _JOB_MIDDLEWARE: list[Any] = [
     "dramatiq.middleware.Pipelines",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
 ]
+# A job worker that dies mid-job (killed, out of memory, its host gone) leaves its message
+# unacknowledged. Live workers put such messages back on their queue once the dead worker has
+# sent no heartbeat for this long; every broker command is a heartbeat, and a worker polls its
+# idle queues about once a second even while busy, so a live worker never goes this quiet.
+JOB_HEARTBEAT_TIMEOUT_MS = env.int("JOB_HEARTBEAT_TIMEOUT_MS", default=15_000)
 if REDIS_URL:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {
             "url": REDIS_URL,
             "namespace": env.str("REDIS_PREFIX", default="crowd") + "-jobs",
+            "heartbeat_timeout": JOB_HEARTBEAT_TIMEOUT_MS,
+            # Look for dead workers' messages on every broker command (out of a million), not
+            # Dramatiq's default one in a thousand, which strands a message for many minutes
+            # (an idle worker sends about one command a second); the look is a range read of
+            # a small sorted set.
+            "maintenance_chance": 1_000_000,
         },
         "MIDDLEWARE": _JOB_MIDDLEWARE,
     }
@@ -231,6 +247,14 @@ SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Browsers remember to use HTTPS only (sent on HTTPS responses alone, so plain-http
+# localhost is never pinned); on by default once cookies are HTTPS-only.
+SECURE_HSTS_SECONDS = env.int(
+    "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0
+)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK: dict[str, Any] = {
     # Token first: its WWW-Authenticate header is what turns "not logged in" into a 401.
@@ -241,17 +265,19 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "crowd.parsers.JSONParser",  # DRF's, with too-deep nesting a 400
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "crowd.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crowd.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
         "auth": env.str("THROTTLE_AUTH", default="30/minute"),
         "register": env.str("THROTTLE_REGISTER", default="10/minute"),
+        # Per worker, POST /projects/{id}/assignments/next/.
+        "next": env.str("THROTTLE_NEXT", default="120/minute"),
     },
 }
 if DEBUG:

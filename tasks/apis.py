@@ -15,6 +15,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
@@ -144,6 +145,9 @@ class ProjectListApi(APIView):
 
 
 class ProjectDetailApi(APIView):
+    def get_permissions(self) -> list[Any]:
+        return [IsManager()] if self.request.method == "PATCH" else [IsAuthenticated()]
+
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(_user(request), project_id)
         return Response(project_json(project, _user(request)))
@@ -193,7 +197,8 @@ class ProjectImagesApi(APIView):
             "multipart/form-data": inline_serializer(
                 "ImageUpload", {"files": serializers.ListField(child=serializers.FileField())}
             )
-        }
+        },
+        responses={201: dict},
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(_user(request), project_id)
@@ -316,6 +321,10 @@ class SubmitIn(serializers.Serializer):
 
 class AssignmentNextApi(APIView):
     permission_classes = [IsWorker]
+    # Per worker: far above what a person annotating gets through, it stops a script that
+    # hammers the queue (each call is a claim attempt with row locks).
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "next"
 
     @extend_schema(request=None, responses={201: dict, 204: None})
     def post(self, request: Request, project_id: int) -> Response:

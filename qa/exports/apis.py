@@ -106,7 +106,13 @@ class ExportDownloadApi(APIView):
 
     permission_classes = [IsManagerOrClient]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,  # COCO without images
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            304: None,
+        }
+    )
     def get(self, request: Request, export_id: int) -> Any:
         assert isinstance(request.user, User)
         export = export_for_user(request.user, export_id)

@@ -73,6 +73,7 @@ def test_every_worker_visible_response_is_free_of_gold(api_as, manager, worker) 
         "project_id": project.pk,
         "image_id": gold_image.pk,
         "assignment_id": gold_lease.pk,
+        "task_id": gold_lease.task_id,
         "worker_id": worker.pk,
         "export_id": 1,
         "payout_id": 1,

@@ -1,0 +1,62 @@
+"""Content-Security-Policy on every response (Django 5.2 has no built-in CSP).
+
+The pages are ES modules and stylesheets served from /static/, with no inline script or
+style, so the policy allows only this origin; images may also be ``blob:``/``data:`` URLs
+(the annotator draws local previews), and the live channel connects over ``ws:``/``wss:``.
+The API docs (Swagger UI and Redoc, from the sidecar package's local copies) style their
+elements inline and Redoc starts from an inline script and a blob worker: those two paths get
+policies relaxed just that far.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
+
+HEADER = "Content-Security-Policy"
+
+POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' blob: data:",
+        "connect-src 'self' ws: wss:",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+def _docs_policy(script_src: str) -> str:
+    return "; ".join(
+        [
+            "default-src 'self'",
+            f"script-src {script_src}",
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' blob: data:",
+            "connect-src 'self'",
+            "font-src 'self' data:",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+# Swagger UI's start-up script is served as a file (the split view); Redoc's is inline.
+DOCS_POLICIES = {
+    "/api/docs/": _docs_policy("'self'"),
+    "/api/redoc/": _docs_policy("'self' 'unsafe-inline'"),
+}
+
+
+class ContentSecurityPolicyMiddleware(MiddlewareMixin):
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if HEADER not in response:
+            response[HEADER] = DOCS_POLICIES.get(request.path, POLICY)
+        return response
