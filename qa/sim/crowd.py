@@ -1,0 +1,303 @@
+"""Simulated workers: they turn a task's truth into an answer with their own skill. Pure.
+
+A worker sees what an API client sees (the kind, the labels and their keypoint names, the
+image size and the task's ``region``) plus the truth of the whole image, which only the
+simulator knows. They clip the truth to the region (coordinates stay full-image pixels),
+then answer with their behaviour's skill:
+
+- ``careful``: right labels, 1.5 px of jitter, rare misses and extra shapes, slow;
+- ``sloppy``: more wrong labels, 4 px of jitter, misses 10% and adds shapes, faster;
+- ``spammer``: fast answers that ignore the image: random (odd-numbered spammers) or
+  always the same (even-numbered: the first label, or nothing marked);
+- ``adversary``: careful on a share of its tasks and deliberately wrong on the rest. It
+  would like to answer only gold carefully, but gold looks like any other task to an API
+  client, so it cannot tell which tasks to be careful on;
+- ``dropout``: careful, but now and then takes a lease and leaves without answering.
+
+Time per task is lognormal around the behaviour's median. Every worker draws from its own
+random stream seeded by the run's seed and its name, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qa.regions import clip_polygon, polygon_area
+
+Item = dict[str, Any]
+MAX_EXTRA = 3  # extra shapes one answer may add
+MIN_VISIBLE = 0.25  # of an object's area (or keypoints) inside the region for a worker to mark it
+
+
+@dataclass(frozen=True)
+class Skill:
+    accuracy: float  # chance a label is right
+    jitter: float  # standard deviation of each coordinate, pixels
+    miss_rate: float  # chance an object is left out
+    false_positive_rate: float  # chance (repeated) of marking something that is not there
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    name: str
+    skill: Skill
+    seconds: float  # median time per task
+    spread: float = 0.4  # sigma of the lognormal time per task
+    skip_rate: float = 0.0
+    dropout_rate: float = 0.0  # chance to abandon a leased task and leave
+    honest_share: float = 1.0  # share of tasks answered with skill; the rest deliberately wrong
+    spammer: bool = False
+
+
+CAREFUL = Skill(accuracy=0.97, jitter=1.5, miss_rate=0.02, false_positive_rate=0.02)
+BEHAVIOURS: dict[str, Behaviour] = {
+    "careful": Behaviour("careful", CAREFUL, seconds=9.0, skip_rate=0.01),
+    "sloppy": Behaviour(
+        "sloppy",
+        Skill(accuracy=0.85, jitter=4.0, miss_rate=0.1, false_positive_rate=0.08),
+        seconds=5.0,
+        spread=0.5,
+        skip_rate=0.03,
+    ),
+    "spammer": Behaviour(
+        "spammer", Skill(0.0, 0.0, 0.0, 0.0), seconds=1.2, spread=0.3, spammer=True
+    ),
+    "adversary": Behaviour("adversary", CAREFUL, seconds=7.0, honest_share=0.35),
+    "dropout": Behaviour("dropout", CAREFUL, seconds=10.0, spread=0.6, dropout_rate=0.2),
+}
+
+
+def crowd_parse(spec: str) -> list[tuple[str, int]]:
+    """``"careful:6,sloppy:3"`` -> ``[("careful", 6), ("sloppy", 3)]``; ValueError saying what
+    is wrong otherwise."""
+    crowd: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, _, count = part.partition(":")
+        name = name.strip()
+        if name not in BEHAVIOURS:
+            raise ValueError(
+                f"Unknown behaviour {name!r} in the crowd; use {', '.join(BEHAVIOURS)}."
+            )
+        if name in seen:
+            raise ValueError(f"Behaviour {name!r} is given twice in the crowd.")
+        seen.add(name)
+        try:
+            number = int(count) if count.strip() else 1
+        except ValueError:
+            raise ValueError(f"{part!r}: the count after ':' must be a whole number.") from None
+        if not 0 <= number <= 1000:
+            raise ValueError(f"{part!r}: between 0 and 1000 workers per behaviour.")
+        if number:
+            crowd.append((name, number))
+    if not crowd:
+        raise ValueError('The crowd is empty; give e.g. "careful:6,sloppy:3,spammer:2".')
+    return crowd
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """What an API client sees of a leased task."""
+
+    kind: str
+    keypoints: Mapping[str, Sequence[str]]  # label -> keypoint names, in the project's order
+    width: int
+    height: int
+    region: Sequence[float]  # [x, y, w, h]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.keypoints)
+
+
+def _clip_box(box: Sequence[float], region: Sequence[float]) -> list[float]:
+    rx, ry, rw, rh = region
+    x0, y0 = max(box[0], rx), max(box[1], ry)
+    x1, y1 = min(box[0] + box[2], rx + rw), min(box[1] + box[3], ry + rh)
+    return [x0, y0, max(0.0, x1 - x0), max(0.0, y1 - y0)]
+
+
+def visible(kind: str, truth: Sequence[Item], region: Sequence[float]) -> list[Item]:
+    """The truth as seen through the region: shapes clipped to it (those mostly outside are
+    left out), keypoints outside it absent."""
+    out: list[Item] = []
+    for item in truth:
+        if kind == "bbox":
+            box = item["bbox"]
+            clipped = _clip_box(box, region)
+            if clipped[2] * clipped[3] >= MIN_VISIBLE * box[2] * box[3] > 0:
+                out.append({**item, "bbox": clipped})
+        elif kind == "polygon":
+            points = clip_polygon(item["points"], region)
+            whole = polygon_area(item["points"])
+            if len(points) >= 3 and polygon_area(points) >= MIN_VISIBLE * whole > 0:
+                out.append({**item, "points": points})
+        elif kind == "keypoints":
+            rx, ry, rw, rh = region
+            points = [
+                [x, y, v] if v and rx <= x <= rx + rw and ry <= y <= ry + rh else [0.0, 0.0, 0]
+                for x, y, v in item["keypoints"]
+            ]
+            labelled = sum(1 for k in item["keypoints"] if k[2])
+            shown = sum(1 for k in points if k[2])
+            if shown and shown >= MIN_VISIBLE * labelled:
+                out.append({**item, "keypoints": points})
+        else:
+            out.append(dict(item))
+    return out
+
+
+class SimWorker:
+    """One simulated worker: a behaviour and its own random stream."""
+
+    def __init__(self, behaviour: Behaviour, number: int, *, seed: int) -> None:
+        self.behaviour = behaviour
+        self.number = number
+        self.name = f"sim-{behaviour.name}-{number}"
+        self.rng = random.Random(f"worker:{seed}:{self.name}")
+        # Half of the spammers always give the same answer, the others random ones.
+        self.constant = behaviour.spammer and number % 2 == 0
+
+    def __repr__(self) -> str:
+        return f"<SimWorker {self.name}>"
+
+    def seconds(self) -> float:
+        """How long the next task takes, in seconds."""
+        b = self.behaviour
+        return self.rng.lognormvariate(math.log(b.seconds), b.spread)
+
+    def abandons(self) -> bool:
+        return self.rng.random() < self.behaviour.dropout_rate
+
+    def skips(self) -> bool:
+        return self.rng.random() < self.behaviour.skip_rate
+
+    def answer(self, view: TaskView, truth: Sequence[Item]) -> list[Item]:
+        """The worker's ``annotations`` for the task whose image has ``truth``."""
+        b = self.behaviour
+        if b.spammer:
+            return self._spam(view)
+        honest = self.rng.random() < b.honest_share
+        if view.kind == "classification":
+            right = truth[0]["label"]
+            if honest and self.rng.random() < b.skill.accuracy:
+                return [{"label": right}]
+            return [{"label": self._other(view, right)}]
+        seen = visible(view.kind, truth, view.region)
+        if not honest:
+            # Something for every object, all of it wrong: wrong labels in the wrong places.
+            return [
+                {**self._random_item(view), "label": self._other(view, item["label"])}
+                if view.kind != "keypoints"
+                else self._random_item(view)
+                for item in seen
+            ] or [self._random_item(view)]
+        out = []
+        for item in seen:
+            if self.rng.random() < b.skill.miss_rate:
+                continue
+            drawn = self._jittered(view, item)
+            if drawn is None:
+                continue
+            if view.kind != "keypoints" and self.rng.random() >= b.skill.accuracy:
+                drawn["label"] = self._other(view, item["label"])
+            out.append(drawn)
+        for _ in range(MAX_EXTRA):
+            if self.rng.random() >= b.skill.false_positive_rate:
+                break
+            out.append(self._random_item(view))
+        return out
+
+    # --- Pieces ---------------------------------------------------------------------------------
+
+    def _other(self, view: TaskView, label: str) -> str:
+        others = [x for x in view.labels if x != label]
+        return self.rng.choice(others) if others else label
+
+    def _spam(self, view: TaskView) -> list[Item]:
+        if view.kind == "classification":
+            label = view.labels[0] if self.constant else self.rng.choice(view.labels)
+            return [{"label": label}]
+        if self.constant:
+            return []  # "nothing to mark here", every time
+        return [self._random_item(view) for _ in range(self.rng.randint(0, 3))]
+
+    def _bounds(self, view: TaskView) -> tuple[float, float, float, float]:
+        rx, ry, rw, rh = view.region
+        return (
+            max(0.0, float(rx)),
+            max(0.0, float(ry)),
+            min(float(view.width), float(rx + rw)),
+            min(float(view.height), float(ry + rh)),
+        )
+
+    def _point(self, view: TaskView, x: float, y: float) -> list[float]:
+        x0, y0, x1, y1 = self._bounds(view)
+        return [round(min(max(x, x0), x1), 2), round(min(max(y, y0), y1), 2)]
+
+    def _random_item(self, view: TaskView) -> Item:
+        x0, y0, x1, y1 = self._bounds(view)
+        label = self.rng.choice(view.labels)
+        size = max(4.0, min(x1 - x0, y1 - y0) * self.rng.uniform(0.05, 0.3))
+        cx = self.rng.uniform(x0 + size / 2, max(x0 + size / 2, x1 - size / 2))
+        cy = self.rng.uniform(y0 + size / 2, max(y0 + size / 2, y1 - size / 2))
+        if view.kind == "bbox":
+            left, top = self._point(view, cx - size / 2, cy - size / 2)
+            right, bottom = self._point(view, cx + size / 2, cy + size / 2)
+            return {"label": label, "bbox": [left, top, right - left, bottom - top]}
+        if view.kind == "polygon":
+            return {
+                "label": label,
+                "points": [
+                    self._point(view, cx, cy - size / 2),
+                    self._point(view, cx + size / 2, cy + size / 2),
+                    self._point(view, cx - size / 2, cy + size / 2),
+                ],
+            }
+        names = view.keypoints[label]
+        return {
+            "label": label,
+            "keypoints": [
+                [*self._point(view, self.rng.uniform(x0, x1), self.rng.uniform(y0, y1)), 2]
+                for _ in names
+            ],
+        }
+
+    def _jittered(self, view: TaskView, item: Item) -> Item | None:
+        jitter = self.behaviour.skill.jitter
+        gauss = self.rng.gauss
+        if view.kind == "bbox":
+            x, y, w, h = item["bbox"]
+            left, top = self._point(view, x + gauss(0, jitter), y + gauss(0, jitter))
+            right, bottom = self._point(view, x + w + gauss(0, jitter), y + h + gauss(0, jitter))
+            if right - left < 1 or bottom - top < 1:
+                return None
+            return {"label": item["label"], "bbox": [left, top, right - left, bottom - top]}
+        if view.kind == "polygon":
+            points = [self._point(view, px + gauss(0, jitter), py + gauss(0, jitter))
+                      for px, py in item["points"]]  # fmt: skip
+            if polygon_area(points) <= 1:
+                return None
+            return {"label": item["label"], "points": points}
+        keypoints = [
+            [*self._point(view, kx + gauss(0, jitter), ky + gauss(0, jitter)), int(v)]
+            if v
+            else [0.0, 0.0, 0]
+            for kx, ky, v in item["keypoints"]
+        ]
+        return {"label": item["label"], "keypoints": keypoints}
+
+
+def crowd_make(crowd: Sequence[tuple[str, int]], *, seed: int) -> list[SimWorker]:
+    """The workers of a crowd spec, numbered from 1 within each behaviour."""
+    return [
+        SimWorker(BEHAVIOURS[name], number, seed=seed)
+        for name, count in crowd
+        for number in range(1, count + 1)
+    ]

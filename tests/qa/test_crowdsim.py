@@ -1,0 +1,397 @@
+"""The simulated crowd: scenes whose truth is exact, workers whose answers the API accepts,
+and ``manage.py crowdsim`` working real projects in-process and over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from PIL import Image
+from pycocotools import mask as coco_mask
+from scipy import ndimage
+
+from crowd.models import User
+from frontend.sim.runner import truth_path
+from payouts.models import EntryKind, LedgerEntry
+from qa.geometry import polygons_to_rles
+from qa.models import WorkerScore, WorkerStatus
+from qa.scoring import gold_score
+from qa.sim import scenes
+from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView, crowd_parse
+from tasks.annotations import Schema, validate_annotations
+from tasks.models import Assignment, AssignmentStatus, Project, Task, TaskState
+from tests.e2e.server import live_server, manage, server_env
+
+ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
+SHAPE_KINDS = ("bbox", "polygon", "keypoints")
+
+
+def _mask(polygon: list[list[float]], width: int, height: int) -> np.ndarray:
+    """The polygon rasterised by pycocotools: not the drawing code the scenes use."""
+    rle = polygons_to_rles([polygon], width, height)[0]
+    with warnings.catch_warnings():
+        # pycocotools' decoder hands numpy 2 an array the old way; numpy warns, and copies.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle).astype(bool)
+
+
+def _distance(x: float, y: float, polygon: list[list[float]]) -> float:
+    """From a point to a polygon: 0 inside, else to the nearest edge."""
+    if scenes.point_in_polygon(x, y, polygon):
+        return 0.0
+    best = float("inf")
+    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True):
+        dx, dy = x1 - x0, y1 - y0
+        t = max(0.0, min(1.0, ((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy or 1.0)))
+        best = min(best, float(np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))))
+    return best
+
+
+def _schema(kind: str) -> Schema:
+    return Schema(kind=kind, keypoints={n: scenes.KEYPOINTS[n] if kind == "keypoints" else []
+                                        for n in scenes.CLASSES})  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+@pytest.mark.parametrize("seed", range(6))
+def test_scene_truth_is_exact(kind: str, seed: int) -> None:
+    scene = scenes.scene_make(seed, kind=kind, width=320, height=240)
+    pixels = np.asarray(Image.open(io.BytesIO(scenes.encode(scene))).convert("RGB"))
+    w, h = scene.width, scene.height
+    masks = [_mask(shape.polygon, w, h) for shape in scene.shapes]
+    for index, shape in enumerate(scene.shapes):
+        colour = np.array(scenes.COLOURS[shape.label])
+        later = np.zeros((h, w), bool)
+        for mask in masks[index + 1 :]:
+            later |= mask
+        # Inside the truth polygon (one pixel in from its edge) and not under a later shape,
+        # every pixel has the class colour.
+        inside = ndimage.binary_erosion(masks[index]) & ~ndimage.binary_dilation(
+            later, iterations=2
+        )
+        assert inside.sum() > 20, (shape.label, inside.sum())
+        assert (pixels[inside] == colour).all(), shape.label
+        # The box is the polygon's bounds, inside the image; keypoints are the class's.
+        xs, ys = [p[0] for p in shape.polygon], [p[1] for p in shape.polygon]
+        assert shape.bbox == pytest.approx([min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)])
+        x, y, bw, bh = shape.bbox
+        assert min(x, y) >= 0
+        assert x + bw <= w
+        assert y + bh <= h
+        assert min(bw, bh) > 0
+        assert len(shape.keypoints) == len(scenes.KEYPOINTS[shape.label])
+        for kx, ky, v in shape.keypoints:
+            if v:
+                assert x - 0.01 <= kx <= x + bw + 0.01
+                assert y - 0.01 <= ky <= y + bh + 0.01
+    # Every pixel of a class colour lies in (or within 2 px of) a truth polygon of that
+    # class: the truth misses no drawn shape. Sharp tips thinner than a pixel are not in the
+    # rasterised masks, so the pixels outside them are measured against the polygon itself.
+    for label, rgb in scenes.COLOURS.items():
+        drawn = (pixels == np.array(rgb)).all(axis=2)
+        polygons = [s.polygon for s in scene.shapes if s.label == label]
+        covered = np.zeros((h, w), bool)
+        for polygon in polygons:
+            covered |= _mask(polygon, w, h)
+        for py, px in zip(*np.nonzero(drawn & ~ndimage.binary_dilation(covered)), strict=True):
+            assert min(_distance(px + 0.5, py + 0.5, p) for p in polygons) <= 2, (label, px, py)
+    truth = scene.truth(kind)
+    validate_annotations(truth, schema=_schema(kind), width=w, height=h)
+    if kind == "classification":
+        areas = sorted((m.sum(), s.label) for s, m in zip(scene.shapes, masks, strict=True))
+        assert truth == [{"label": areas[-1][1]}]
+        assert all(area * 4 <= areas[-1][0] for area, _ in areas[:-1])
+
+
+def test_scenes_are_deterministic_and_varied() -> None:
+    first = scenes.scenes_write(8, seed=5, kind="bbox", width=200, height=150)
+    again = scenes.scenes_write(8, seed=5, kind="bbox", width=200, height=150)
+    assert [(f.name, f.data) for f in first] == [(f.name, f.data) for f in again]
+    assert len({f.data for f in first}) == 8
+    shapes = [s for f in first for s in f.scene.shapes]
+    assert {s.label for s in shapes} == set(scenes.CLASSES)
+    assert {f.scene.background for f in scenes.scenes_write(12, seed=1, kind="bbox")} == set(
+        scenes.BACKGROUNDS
+    )
+    # Some shapes are cut by the border: their clipped outline is smaller than the whole.
+    assert any(len(s.polygon) != len(s.outline) or s.polygon != s.outline for s in shapes)
+    jpeg = scenes.scenes_write(1, seed=5, kind="bbox", fmt="JPEG")[0]
+    assert jpeg.name.endswith(".jpg")
+    assert jpeg.data[:2] == b"\xff\xd8"
+
+
+def _regions(width: int, height: int) -> list[list[float]]:
+    return [
+        [0, 0, width, height],
+        [0, 0, width / 2, height / 2],
+        [width / 3, height / 4, width / 2, height / 2],
+    ]
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_every_behaviour_answers_with_payloads_the_api_accepts(kind: str) -> None:
+    schema = _schema(kind)
+    for name, behaviour in BEHAVIOURS.items():
+        for number in (1, 2):
+            worker = SimWorker(behaviour, number, seed=11)
+            for seed in range(12):
+                scene = scenes.scene_make(seed, kind=kind, width=240, height=180)
+                for region in (
+                    _regions(scene.width, scene.height)
+                    if kind != "classification"
+                    else _regions(240, 180)[:1]
+                ):
+                    view = TaskView(
+                        kind=kind, keypoints=schema.keypoints, width=240, height=180, region=region
+                    )
+                    answer = worker.answer(view, scene.truth(kind))
+                    clean = validate_annotations(answer, schema=schema, width=240, height=180)
+                    assert len(clean) == len(answer), name
+                    rx, ry, rw, rh = region
+                    for item in clean:  # nothing outside the task's region
+                        points = (
+                            [
+                                item["bbox"][:2],
+                                [
+                                    item["bbox"][0] + item["bbox"][2],
+                                    item["bbox"][1] + item["bbox"][3],
+                                ],
+                            ]
+                            if kind == "bbox"
+                            else item.get("points")
+                            or [k[:2] for k in item.get("keypoints", []) if k[2]]
+                        )
+                        for px, py in points:
+                            assert rx - 1e-6 <= px <= rx + rw + 1e-6, (name, item)
+                            assert ry - 1e-6 <= py <= ry + rh + 1e-6, (name, item)
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_behaviours_have_the_skill_they_claim(kind: str) -> None:
+    """Against the truth, as gold scoring judges: careful workers nearly always pass, sloppy
+    ones mostly, spammers almost never, and an adversary only on its honest share."""
+    schema = _schema(kind)
+    sigmas = {n: np.full(len(k), 0.05) for n, k in scenes.KEYPOINTS.items()}
+    mean = {}
+    for name in ("careful", "sloppy", "spammer", "adversary"):
+        scores = []
+        for number in (1, 2):
+            worker = SimWorker(BEHAVIOURS[name], number, seed=3)
+            for seed in range(40):
+                scene = scenes.scene_make(seed, kind=kind, width=480, height=360)
+                view = TaskView(
+                    kind=kind,
+                    keypoints=schema.keypoints,
+                    width=480,
+                    height=360,
+                    region=[0, 0, 480, 360],
+                )
+                truth = scene.truth(kind)
+                answer = validate_annotations(
+                    worker.answer(view, truth), schema=schema, width=480, height=360
+                )
+                scores.append(
+                    gold_score(kind, truth, answer, sigmas=sigmas, width=480, height=360).score
+                )
+        mean[name] = float(np.mean(scores))
+    assert mean["careful"] >= 0.9, mean
+    assert 0.6 <= mean["sloppy"] < mean["careful"], mean
+    assert mean["spammer"] <= 0.35, mean
+    assert 0.15 <= mean["adversary"] <= 0.6, mean
+
+
+def test_abandon_and_skip_rates_and_lognormal_speed() -> None:
+    rng_workers = {name: SimWorker(b, 1, seed=1) for name, b in BEHAVIOURS.items()}
+    abandons = sum(rng_workers["dropout"].abandons() for _ in range(2000)) / 2000
+    assert abandons == pytest.approx(BEHAVIOURS["dropout"].dropout_rate, abs=0.04)
+    assert not any(rng_workers["careful"].abandons() for _ in range(500))
+    careful = np.median([rng_workers["careful"].seconds() for _ in range(2000)])
+    spammer = np.median([rng_workers["spammer"].seconds() for _ in range(2000)])
+    assert careful == pytest.approx(BEHAVIOURS["careful"].seconds, rel=0.1)
+    assert spammer < careful / 4
+
+
+def test_crowd_spec_is_parsed_and_bad_specs_are_explained() -> None:
+    assert crowd_parse("careful:6, sloppy:3,spammer:2,adversary:1,dropout:1") == [
+        ("careful", 6), ("sloppy", 3), ("spammer", 2), ("adversary", 1), ("dropout", 1)
+    ]  # fmt: skip
+    assert crowd_parse("careful") == [("careful", 1)]
+    for spec, message in [
+        ("experts:3", "Unknown behaviour"), ("careful:x", "whole number"),
+        ("careful:2,careful:1", "twice"), ("careful:0", "empty"), ("", "empty"),
+        ("careful:5000", "between 0 and 1000"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            crowd_parse(spec)
+
+
+# --- The command, in-process -------------------------------------------------------------------
+
+
+def _report(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.django_db
+def test_crowdsim_creates_a_bbox_project_and_careful_workers_label_it_well(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    stdout = io.StringIO()
+    call_command(
+        "crowdsim", "--create", "bbox", "--images", "20", "--gold", "8", "--seed", "3",
+        "--crowd", "careful:4,spammer:1", "--approve", "--quiet", "--json", str(out),
+        stdout=stdout,
+    )  # fmt: skip
+    report = _report(out)
+    project = Project.objects.get(pk=report["project"]["id"])
+    assert truth_path(project.pk).exists()
+    # Every real task was done, and the merged boxes match the truth.
+    assert report["tasks"]["done"] == report["tasks"]["total"] == 12
+    assert Task.objects.filter(project=project, is_gold=False, state=TaskState.DONE).count() == 12
+    assert report["quality"]["images"] == 12
+    assert report["quality"]["f1"] >= 0.9, report["quality"]
+    assert report["quality"]["mean_iou"] >= 0.8, report["quality"]
+    # The spammer was caught by gold, the careful workers were not.
+    spammer = User.objects.get(username="sim-spammer-1")
+    assert WorkerScore.objects.get(project=project, worker=spammer).status == WorkerStatus.SUSPENDED
+    assert [s["worker"] for s in report["suspended"]] == ["sim-spammer-1"]
+    assert report["suspended"][0]["behaviour"] == "spammer"
+    careful = WorkerScore.objects.filter(
+        project=project, worker__username__startswith="sim-careful"
+    )
+    assert careful.count() == 4
+    assert not careful.filter(status=WorkerStatus.SUSPENDED).exists()
+    # The report's counts are the database's.
+    answered = Assignment.objects.filter(project=project, status__in=ANSWERED)
+    assert report["run"]["answers"] == answered.count() == report["cost"]["answers"]
+    approved = answered.filter(status=AssignmentStatus.APPROVED).count()
+    rejected = answered.filter(status=AssignmentStatus.REJECTED, worker=spammer).count()
+    assert (report["reviews"]["approved"], report["reviews"]["rejected"]) == (approved, rejected)
+    assert approved + rejected == answered.count()
+    rewards = LedgerEntry.objects.filter(project=project, kind=EntryKind.REWARD)
+    assert rewards.count() == approved
+    assert report["cost"]["spent"] == f"{approved * 5 / 100:.2f}"
+    text = stdout.getvalue()
+    assert "F1@0.5" in text
+    assert "sim-spammer-1 (spammer)" in text
+
+
+@pytest.mark.django_db
+def test_crowdsim_works_an_existing_simulated_project_and_refuses_others(tmp_path: Path) -> None:
+    call_command(
+        "crowdsim", "--create", "keypoints", "--images", "6", "--gold", "2",
+        "--crowd", "careful:2", "--max-answers", "3", "--quiet", "--json", str(tmp_path / "a.json"),
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    first = _report(tmp_path / "a.json")
+    assert first["run"]["answers"] == 3
+    assert first["run"]["ended"] == "3 answers given (--max-answers)"
+    project_id = first["project"]["id"]
+    call_command(
+        "crowdsim", "--project", str(project_id), "--crowd", "careful:3", "--quiet",
+        "--json", str(tmp_path / "b.json"), stdout=io.StringIO(),
+    )  # fmt: skip
+    second = _report(tmp_path / "b.json")
+    assert second["tasks"]["done"] == second["tasks"]["total"] == 4
+    assert second["quality"]["mean_oks"] >= 0.8
+    assert (
+        second["run"]["answers"] + 3
+        == Assignment.objects.filter(project_id=project_id, status__in=ANSWERED).count()
+    )
+    truth_path(project_id).unlink()
+    with pytest.raises(CommandError, match="only projects created by the simulator"):
+        call_command("crowdsim", "--project", str(project_id), "--quiet")
+    for args, message in [
+        (["--project", "999999"], "No project 999999"),
+        (["--create", "bbox", "--crowd", "experts:2"], "Unknown behaviour"),
+        (["--create", "bbox", "--url", "ftp://x"], "http://host:port"),
+        (["--create", "bbox", "--via", "services", "--url", "http://x"], "--url is for --via http"),
+        (["--create", "bbox", "--images", "4", "--gold", "4"], "fewer than the images"),
+        (["--create", "bbox", "--speed", "-1"], "--speed"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("crowdsim", *args, "--quiet")
+    assert Project.objects.count() == 1  # refused runs leave nothing behind
+
+
+# --- The command, over HTTP against a server ----------------------------------------------------
+
+
+def test_crowdsim_over_http_against_a_live_server_matches_the_database(tmp_path: Path) -> None:
+    env = server_env(VAR_DIR=tempfile.mkdtemp(prefix="crowd-sim-var-"))
+    manage(env, "migrate", "--noinput")
+    report_path = tmp_path / "http.json"
+    with live_server(env) as server:
+        output = manage(
+            env, "crowdsim", "--create", "classification", "--images", "10", "--gold", "4",
+            "--crowd", "careful:3,spammer:1", "--url", server.url, "--workers-concurrency", "3",
+            "--approve", "--quiet", "--seed", "2", "--json", str(report_path),
+        )  # fmt: skip
+    report = _report(report_path)
+    assert "accuracy" in output
+    http = report["run"]["http"]
+    assert report["run"]["via"] == "http"
+    assert http["register 201"] == 4
+    assert http["token 200"] == 4
+    assert http["submit 200"] == report["run"]["answers"]
+    assert http["next 201"] >= report["run"]["answers"]
+    db = sqlite3.connect(Path(env["VAR_DIR"]) / "db.sqlite3")
+    project = report["project"]["id"]
+
+    def one(sql: str, *params: object) -> int:
+        return int(db.execute(sql, params).fetchone()[0])
+
+    answered = one(
+        "SELECT count(*) FROM tasks_assignment WHERE project_id = ? AND status IN "
+        "('submitted', 'approved', 'rejected')", project,
+    )  # fmt: skip
+    assert answered == report["run"]["answers"] == report["cost"]["answers"]
+    assert (
+        one(
+            "SELECT count(*) FROM tasks_assignment a JOIN crowd_user u ON u.id = a.worker_id "
+            "WHERE a.project_id = ? AND u.username LIKE 'sim-%' AND a.idempotency_key LIKE 'sim-%'",
+            project,
+        )
+        == answered
+    )  # every answer came with the client's Idempotency-Key
+    assert (
+        one(
+            "SELECT count(*) FROM authtoken_token t JOIN crowd_user u ON u.id = t.user_id "
+            "WHERE u.username LIKE 'sim-%' AND u.role = 'worker'"
+        )
+        == 4
+    )
+    approved = one(
+        "SELECT count(*) FROM tasks_assignment WHERE project_id = ? AND status = 'approved'",
+        project,
+    )
+    assert approved == report["reviews"]["approved"]
+    assert one(
+        "SELECT coalesce(sum(amount), 0) FROM payouts_ledgerentry WHERE project_id = ?", project
+    ) == round(float(report["cost"]["spent"]) * 100)
+    done = one(
+        "SELECT count(*) FROM tasks_task WHERE project_id = ? AND NOT is_gold AND state = 'done'",
+        project,
+    )
+    assert done == report["tasks"]["done"] == report["tasks"]["total"] == 6
+    assert report["quality"]["accuracy"] >= 0.8
+    db.close()
+
+
+def test_simulated_names_and_passwords_are_stable() -> None:
+    workers = [SimWorker(BEHAVIOURS["spammer"], n, seed=0) for n in (1, 2)]
+    assert [w.name for w in workers] == ["sim-spammer-1", "sim-spammer-2"]
+    assert [w.constant for w in workers] == [False, True]
+    view = TaskView(
+        kind="bbox", keypoints={"circle": []}, width=100, height=100, region=[0, 0, 100, 100]
+    )
+    assert workers[1].answer(view, [{"label": "circle", "bbox": [1, 1, 10, 10]}]) == []
+    same = SimWorker(BEHAVIOURS["sloppy"], 1, seed=4)
+    other = SimWorker(BEHAVIOURS["sloppy"], 1, seed=4)
+    assert [same.seconds() for _ in range(5)] == [other.seconds() for _ in range(5)]
