@@ -7,25 +7,72 @@ all of them costs a million steps. Here that clean-up runs at most once a second
 send copies the message once and puts it on each member's queue directly instead of one task
 and one deep copy per member. Consumers treat messages as read-only, so sharing the copy is
 safe.
+
+A consumer living in this process may also ``attach`` a sink for its channel: a group send
+then hands each attached member the message by a plain call (see :func:`drive`) instead of a
+queue put that wakes the consumer's receive task, a task switch per member and message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable, Coroutine
 from copy import deepcopy
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
 
 CLEAN_EVERY_SECONDS = 1.0
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+def drive(coro: Coroutine[Any, Any, Any], then: Callable[[], None] | None = None) -> bool:
+    """Run ``coro`` at once, in the caller's turn of the event loop, until it first waits;
+    what follows resumes when the awaited future is done (as a task would run it, without
+    the task). Returns True when it finished at once; otherwise ``then`` is called once it
+    has. Sending a frame to a writable WebSocket never waits, so a frame for a thousand
+    clients is a thousand calls in one turn rather than a thousand scheduled task steps; a
+    slow client whose socket buffer is full waits on its own without holding up the rest."""
+    try:
+        waited = coro.send(None)
+    except StopIteration:
+        return True
+    except OSError as err:  # the client went away while the frame was on its way
+        logger.debug("live frame not delivered: %r", err)
+        return True
+    except Exception:
+        logger.exception("live frame delivery failed")
+        return True
+
+    def resume(_: object = None) -> None:
+        if drive(coro, then) and then is not None:
+            then()
+
+    if waited is None:  # a bare yield (``asyncio.sleep(0)``): continue on the next turn
+        asyncio.get_running_loop().call_soon(resume)
+    else:
+        waited._asyncio_future_blocking = False
+        waited.add_done_callback(resume)
+    return False
 
 
 class EmbeddedChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cleaned_at = 0.0
+        self._sinks: dict[str, Sink] = {}
+
+    def attach(self, channel: str, sink: Sink) -> None:
+        """Group messages for ``channel`` go to ``sink`` (called on the event loop) from now."""
+        self._sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        self._sinks.pop(channel, None)
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -41,8 +88,13 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
         members = list(self.groups.get(group, {}))
         if not members:
             return
-        item = (time.time() + self.expiry, deepcopy(message))
+        message = deepcopy(message)
+        item = (time.time() + self.expiry, message)
         for channel in members:
+            sink = self._sinks.get(channel)
+            if sink is not None:
+                sink(message)
+                continue
             queue = self.channels.setdefault(
                 channel, asyncio.Queue(maxsize=self.get_capacity(channel))
             )

@@ -3,6 +3,7 @@ the base consumer every live channel builds on."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.authtoken.models import Token
 
+from crowd.layers import drive
 from crowd.live import remember_loop
 
 # Close codes, in the 4000-4999 range applications own; modelled on the HTTP statuses.
@@ -83,6 +85,9 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     """
 
     roles: tuple[str, ...] = ()
+    # Group messages not yet handled, when handling them in order means waiting; None when
+    # idle (see ``_deliver``).
+    _backlog: deque[dict[str, Any]] | None = None
 
     async def connect(self) -> None:
         remember_loop()
@@ -98,13 +103,38 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         if allowed_groups is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        attach = getattr(self.channel_layer, "attach", None)
+        if attach is not None:  # the embedded layer: group messages by a direct call
+            self._backlog = deque()  # held until the snapshot is out
+            attach(self.channel_name, self._deliver)
         for group in allowed_groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.joined = allowed_groups
         for event in await self.snapshot(user):
             await self.send_json(event)
+        # Events that came while the snapshot was read follow it, in order.
+        self._pump()
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """A group message from the embedded layer, handled at once unless an earlier one is
+        still on its way (its handler waiting on the database, or on a full socket buffer):
+        then after it, so a client sees events in the order they were sent."""
+        if self._backlog is not None:
+            self._backlog.append(message)
+            return
+        self._backlog = deque([message])
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._backlog:
+            if not drive(self.dispatch(self._backlog.popleft()), then=self._pump):
+                return  # resumed by ``then`` when that one is done
+        self._backlog = None
 
     async def disconnect(self, code: int) -> None:
+        detach = getattr(self.channel_layer, "detach", None)
+        if detach is not None:
+            detach(self.channel_name)
         for group in getattr(self, "joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
