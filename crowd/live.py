@@ -4,7 +4,9 @@ Events that summarise state (a project's progress, the work available to workers
 :func:`publish_coalesced`: the first change in a quiet period is sent at once, later ones
 within ``LIVE_COALESCE_SECONDS`` are merged into one frame sent at the end of the period, and
 the frame is built when it is sent, so it carries the latest numbers. A burst of a thousand
-submissions becomes a handful of frames per second per group, not a thousand.
+submissions becomes a handful of frames per second per group, not a thousand. A frame that
+would say nothing new (the same numbers as the last one sent for its key) is not sent, and
+does not count against the key's quiet period.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Coalescer:
         self.interval = interval
         self._wake = threading.Condition()
         self._last_sent: dict[str, float] = {}
+        self._last_event: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, tuple[str, Builder, float]] = {}
         self._thread: threading.Thread | None = None
 
@@ -118,13 +121,16 @@ class Coalescer:
                 self._thread.start()
             self._wake.notify()
 
-    def _due(self, now: float) -> tuple[dict[str, tuple[str, Builder, float]], float | None]:
-        """Frames whose quiet period is over, and how long until the next one is."""
-        due, wait = {}, None
+    def _due(self, now: float) -> tuple[dict[str, tuple[str, Builder, float, float]], float | None]:
+        """Frames whose quiet period is over (with when the one before was sent), and how
+        long until the next one is."""
+        due: dict[str, tuple[str, Builder, float, float]] = {}
+        wait = None
         for key, frame in self._pending.items():
-            ready_at = self._last_sent.get(key, float("-inf")) + self.interval
+            before = self._last_sent.get(key, float("-inf"))
+            ready_at = before + self.interval
             if ready_at <= now:
-                due[key] = frame
+                due[key] = (*frame, before)
             else:
                 wait = ready_at - now if wait is None else min(wait, ready_at - now)
         for key in due:
@@ -140,28 +146,34 @@ class Coalescer:
                     self._wake.wait(timeout=wait if wait is not None else 60.0)
                     continue
             try:
-                for group, build, committed in due.values():
-                    self._send(group, build, committed)
+                for key, (group, build, committed, before) in due.items():
+                    if not self._send(key, group, build, committed):
+                        with self._wake:  # nothing sent: the quiet period did not start
+                            self._last_sent[key] = before
             finally:
                 # Hand the connection back between rounds (to the pool where there is one):
                 # an idle thread holds no database session.
                 connections.close_all()
 
-    @staticmethod
-    def _send(group: str, build: Builder, committed: float) -> None:
+    def _send(self, key: str, group: str, build: Builder, committed: float) -> bool:
+        """Build and send one frame; False when there was nothing (new) to send."""
         try:
             event = build()
         except Exception:  # a frame that cannot be built is skipped, never raised at a caller
             log.exception("live frame for %s failed", group)
-            return
-        if event is not None:
-            send_now(group, {**event, "at": round(committed, 6)})
+            return False
+        if event is None or self._last_event.get(key) == event:
+            return False
+        self._last_event[key] = event
+        send_now(group, {**event, "at": round(committed, 6)})
+        return True
 
     def forget(self) -> None:
         """Drop pending frames and timings (tests)."""
         with self._wake:
             self._pending.clear()
             self._last_sent.clear()
+            self._last_event.clear()
 
 
 _coalescer: Coalescer | None = None

@@ -35,16 +35,33 @@ def available_slots(project_id: int) -> int:
     return max(int(total or 0), 0)
 
 
+EXACT_UP_TO = 20
+
+
+def coarse(available: int) -> tuple[int, bool]:
+    """Availability as workers are shown it: exact up to ``EXACT_UP_TO``, then rounded down
+    to two significant digits (1,523 is "1,500 or more"), and whether that is exact. The
+    frame to every connected worker then changes only when the number a person reads does,
+    not on each of the thousands of leases and answers a busy project sees a minute."""
+    if available <= EXACT_UP_TO:
+        return available, True
+    step = 10 ** (len(str(available)) - 2)
+    rounded = available // step * step
+    return rounded, rounded == available
+
+
 def queue_frame(project_id: int) -> dict[str, Any] | None:
     project = Project.objects.filter(pk=project_id).only("state", "name").first()
     if project is None:
         return None
     active = project.state == ProjectState.ACTIVE
+    available, exact = coarse(available_slots(project_id) if active else 0)
     return {
         "type": "queue",
         "project": project_id,
         "name": project.name,
-        "available": available_slots(project_id) if active else 0,
+        "available": available,
+        "exact": exact,
         "state": project.state,
     }
 

@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
@@ -80,6 +81,7 @@ class SlowConsumer(AuthenticatedConsumer):
         await self.send_json({"type": "waited", "n": message["n"]})
 
 
+@pytest.mark.django_db  # Channels closes stale database connections on disconnect
 async def test_a_consumer_gets_the_snapshot_first_and_events_in_order() -> None:
     layer = get_channel_layer()
     assert isinstance(layer, EmbeddedChannelLayer)

@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
+from crowd import live
 from crowd.asgi import application
 from crowd.live import Coalescer, coalescer
 from crowd.ws import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
@@ -194,10 +195,10 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
     lock = threading.Lock()
 
     class Recording(Coalescer):
-        @staticmethod
-        def _send(group, build, committed):
+        def _send(self, key, group, build, committed):
             with lock:
                 sent.append(build()["n"])
+            return True
 
     c = Recording(interval=0.1)
     started = time.monotonic()
@@ -211,3 +212,30 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
     assert sent[-1] == 500  # the trailing frame carries the latest state
     assert len(sent) <= elapsed / 0.1 + 2
     assert sent == sorted(sent)
+
+
+def test_a_frame_with_nothing_new_is_not_sent_and_does_not_hold_the_next(monkeypatch) -> None:
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(live, "send_now", lambda group, event: sent.append((group, event)))
+    state = {"available": 700}
+    c = Coalescer(interval=0.5)
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 2
+        while len(sent) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    c.submit("k", "g", lambda: dict(state))
+    wait_for(1)
+    time.sleep(0.6)
+    c.submit("k", "g", lambda: dict(state))  # the same numbers: nothing to say
+    time.sleep(0.1)
+    assert len(sent) == 1
+    state["available"] = 690
+    submitted = time.monotonic()
+    c.submit("k", "g", lambda: dict(state))
+    wait_for(2)
+    # Sent at once: the skipped frame did not start a quiet period.
+    assert time.monotonic() - submitted < 0.3
+    assert [event["available"] for _, event in sent] == [700, 690]
+    assert all("at" in event for _, event in sent)

@@ -3,7 +3,7 @@ import { api } from "./api.js";
 import { $, duration, h, money, showErrors, table, toast, when } from "./dom.js";
 import { live } from "./live.js";
 
-const available = new Map(); // project id -> answers it can hand out now
+const available = new Map(); // project id -> {n, exact}: answers it can hand out now
 let projects = [];
 
 function renderProjects() {
@@ -18,14 +18,14 @@ function renderProjects() {
       "div.cards",
       {},
       projects.map((p) => {
-        const n = available.has(p.id) ? available.get(p.id) : p.available;
+        const { n, exact } = available.get(p.id) || { n: p.available, exact: true };
         return h(
           "article.card",
           { "data-project": p.id },
           h("h3", {}, p.name),
           h("p", {}, h("strong", {}, `${p.reward} ${p.currency}`), " a task · ", p.kind,
             " · about ", p.estimated_seconds ? duration(p.estimated_seconds) : "a minute", " each"),
-          h("p", { class: n > 0 ? "ok" : "muted", "data-available": n }, n > 0 ? `${n} tasks available now` : "No tasks right now"),
+          h("p", { class: n > 0 ? "ok" : "muted", "data-available": n }, n > 0 ? `${n}${exact ? "" : "+"} tasks available now` : "No tasks right now"),
           h("a.button.primary", { href: `/work/projects/${p.id}/` }, "Start working"),
         );
       }),
@@ -111,7 +111,7 @@ live(
   "/ws/worker/",
   (event) => {
     if (event.type === "queue") {
-      available.set(event.project, event.state === "active" ? event.available : 0);
+      available.set(event.project, event.state === "active" ? { n: event.available, exact: event.exact !== false } : { n: 0, exact: true });
       if (!projects.some((p) => p.id === event.project) && event.state === "active") loadProjects();
       else renderProjects();
     } else if (event.type === "balance" || event.type === "score") {
