@@ -58,6 +58,11 @@ def _fmt(value: Any) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["soak"]:
+        # The long-running soak has options of its own and is never part of "all".
+        from bench import soak
+
+        return soak.main(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("only", nargs="*", help="benchmark names to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")

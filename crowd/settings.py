@@ -118,8 +118,11 @@ else:
     # Check a connection before it is used (a pooled one as it leaves the pool, a persistent
     # one at the start of a request): one whose server process went away (a database restart
     # or fail-over, pg_terminate_backend) is replaced instead of failing the request. The
-    # check is one round trip.
+    # check is one round trip; crowd.postgresql replaces all of a pool's dead connections as
+    # soon as one is found (see there).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "crowd.postgresql"
     # A connection pool per process: under ASGI each request may run in another thread, so
     # persistent per-thread connections would pile up, and no connection at all would cost
     # a PostgreSQL backend start (several ms) on every request.

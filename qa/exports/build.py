@@ -16,6 +16,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from django.core.files import File
@@ -214,9 +215,9 @@ def export_build(*, export_id: int) -> DatasetExport | None:
             ext = "json" if export.format == ExportFormat.COCO and not _zipped(export) else "zip"
             slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "dataset"
             export.file_name = f"{slug}-v{export.version}-{export.format}.{ext}"
-            export.file = default_storage.save(
-                f"exports/{project.pk}/{export.pk}/{export.file_name}", File(out)
-            )
+            folder = f"exports/{project.pk}/{export.pk}"
+            _files_remove(folder, before=export.started_at)
+            export.file = default_storage.save(f"{folder}/{export.file_name}", File(out))
             export.size_bytes = default_storage.size(export.file.name)
         export.sha256 = sha256
         export.counts = counts.as_json()
@@ -236,14 +237,33 @@ def export_build(*, export_id: int) -> DatasetExport | None:
     return export
 
 
+def _files_remove(folder: str, *, before: datetime) -> None:
+    """Delete the files an earlier attempt stored in the version's folder: a build killed
+    after storing its file but before recording it would otherwise leave a second file
+    behind. Only files from before this attempt started: never those of an attempt that is
+    (wrongly) running at the same time, which may yet record its file."""
+    try:
+        _, names = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = f"{folder}/{name}"
+        if default_storage.get_modified_time(path) < before:
+            default_storage.delete(path)
+
+
 def _consensus_for(export: DatasetExport) -> ConsensusRun:
     """The run the version is built from: the one named, or a fresh one (computed here, so a
-    retried build reuses the run its first attempt finished)."""
+    retried build reuses the run its first attempt started or finished)."""
     run = export.consensus_run
     if run is None:
-        run = ConsensusRun.objects.create(project=export.project, requested_by=export.requested_by)
-        export.consensus_run = run
-        export.save(update_fields=["consensus_run"])
+        # Created and recorded together: a build killed in between leaves no orphan run.
+        with transaction.atomic():
+            run = ConsensusRun.objects.create(
+                project=export.project, requested_by=export.requested_by
+            )
+            export.consensus_run = run
+            export.save(update_fields=["consensus_run"])
     if run.status != RunStatus.DONE:
         merge.consensus_compute(run_id=run.pk)
         run.refresh_from_db()

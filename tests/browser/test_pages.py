@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 from pycocotools.coco import COCO
 
 from tests.browser.conftest import screenshot
@@ -123,7 +123,7 @@ def test_a_manager_creates_a_project_uploads_and_watches_a_crowd_live(
     project_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     expect(page.locator("#project-state")).to_have_text("draft")
 
-    files = [
+    files: list[FilePayload] = [
         {
             "name": f"street{i}.jpg",
             "mimeType": "image/jpeg",

@@ -31,7 +31,7 @@ def answer(project: Project, worker, annotations, seconds: float = 4.0) -> Assig
 @pytest.mark.both_databases
 def test_the_review_queue_lists_submitted_answers_oldest_first(manager, api_as) -> None:
     project = project_with_tasks(manager, tasks=3, overlap=3)
-    workers = [WorkerFactory() for _ in range(3)]
+    workers = [WorkerFactory.create() for _ in range(3)]
     first = answer(project, workers[0], [CAR])
     second = answer(project, workers[1], [])
     api = api_as(manager)
@@ -91,7 +91,8 @@ def test_the_reference_is_the_consensus_so_far_without_suspended_workers(manager
     )
     assert api.get(url).json()["answers"] == 2
 
-    other = project_with_tasks(ManagerFactory(), tasks=1, overlap=1)
+    other_manager = ManagerFactory.create()
+    other = project_with_tasks(other_manager, tasks=1, overlap=1)
     other_task = Task.objects.get(project=other)
     assert (
         api.get(f"/api/v1/projects/{project.pk}/tasks/{other_task.pk}/reference/").status_code

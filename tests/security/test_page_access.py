@@ -8,7 +8,7 @@ import re
 
 import pytest
 from django.test import Client
-from django.urls import URLPattern, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver
 
 from crowd.models import User
 from tests.security.world import World
@@ -34,7 +34,9 @@ HOME = {"worker": "/work/", "manager": "/manage/", "client": "/client/"}
 def page_routes() -> list[URLPattern]:
     resolver = get_resolver()
     frontend = next(
-        p for p in resolver.url_patterns if "frontend" in repr(getattr(p, "urlconf_name", ""))
+        p
+        for p in resolver.url_patterns
+        if isinstance(p, URLResolver) and "frontend" in repr(p.urlconf_name)
     )
     return [p for p in frontend.url_patterns if isinstance(p, URLPattern)]
 

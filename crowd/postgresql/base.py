@@ -1,0 +1,59 @@
+"""PostgreSQL whose connection pool gets rid of all its dead connections at once.
+
+With ``CONN_HEALTH_CHECKS``, Django's pool checks a connection as it leaves the pool, and
+psycopg_pool waits a growing back-off (0 s, 1 s, 2 s, 4 s, ...) after each connection that
+fails the check before it tries the next. When the database restarts or fails over, every idle
+connection is dead at once, so the first request of a process would find them one back-off at
+a time: seconds, or a 503 once the pool timeout passes. Here a failed check sends the pool
+through all its idle connections (``ConnectionPool.check`` replaces the dead ones), so the
+request waits only for one new connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base
+from psycopg_pool import ConnectionPool
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    # Django's (the stubs do not know them): the pools of all aliases, and the per-connection
+    # set-up a pooled connection gets.
+    _connection_pools: dict[str, ConnectionPool[Any]]
+    _configure_connection: Any
+
+    @property
+    def pool(self) -> ConnectionPool[Any] | None:
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if self.alias == NO_DB_ALIAS or not options or not self.settings_dict["CONN_HEALTH_CHECKS"]:
+            parent: Any = super()
+            return parent.pool
+        if self.alias not in self._connection_pools:
+            if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+                raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+            created: list[ConnectionPool[Any]] = []
+
+            def check(conn: psycopg.Connection[Any]) -> None:
+                try:
+                    ConnectionPool.check_connection(conn)
+                except psycopg.Error:
+                    created[0].check()
+                    raise
+
+            connect_kwargs = self.get_connection_params()
+            connect_kwargs["autocommit"] = True  # as Django's pool: Django sets it later
+            pool = ConnectionPool(
+                kwargs=connect_kwargs,
+                open=False,
+                configure=self._configure_connection,
+                check=check,
+                **({} if options is True else options),
+            )
+            created.append(pool)
+            # Threads racing here each build a pool; the first one stored is the one used.
+            self._connection_pools.setdefault(self.alias, pool)
+        return self._connection_pools[self.alias]
