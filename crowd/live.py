@@ -27,6 +27,9 @@ from django.db import connections, transaction
 log = logging.getLogger(__name__)
 
 Builder = Callable[[], dict[str, Any] | None]
+# After a frame that said nothing new, its key is looked at again after this share of the
+# coalescing interval (not the whole interval: a change that follows goes out sooner).
+RECHECK = 0.25
 
 
 def user_group(user_id: int) -> str:
@@ -141,19 +144,25 @@ class Coalescer:
     def _run(self) -> None:
         while True:
             with self._wake:
-                due, wait = self._due(time.monotonic())
-                if not due:
-                    self._wake.wait(timeout=wait if wait is not None else 60.0)
+                now = time.monotonic()
+                due, wait = self._due(now)
+                if not due and self._pending:  # frames waiting out their quiet period
+                    self._wake.wait(timeout=wait)
                     continue
-            try:
-                for key, (group, build, committed, before) in due.items():
-                    if not self._send(key, group, build, committed):
-                        with self._wake:  # nothing sent: the quiet period did not start
-                            self._last_sent[key] = before
-            finally:
-                # Hand the connection back between rounds (to the pool where there is one):
-                # an idle thread holds no database session.
+            if not due:
+                # Idle: hand the connection back (to the pool where there is one), so an
+                # idle thread holds no database session; while frames keep coming it keeps it.
                 connections.close_all()
+                with self._wake:
+                    if not self._pending:
+                        self._wake.wait(timeout=60.0)
+                continue
+            for key, (group, build, committed, before) in due.items():
+                if not self._send(key, group, build, committed):
+                    # Nothing new to send: no quiet period for clients, but the next look
+                    # (a few aggregate queries) waits a fraction of one.
+                    with self._wake:
+                        self._last_sent[key] = max(before, now - self.interval * (1 - RECHECK))
 
     def _send(self, key: str, group: str, build: Builder, committed: float) -> bool:
         """Build and send one frame; False when there was nothing (new) to send."""
