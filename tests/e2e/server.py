@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +49,10 @@ class LiveServer:
 def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(overrides)
-    env.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="crowd-e2e-var-"))
+    if "VAR_DIR" not in env:
+        env["VAR_DIR"] = tempfile.mkdtemp(prefix="crowd-e2e-var-")
+        # The servers' database, media and secret key go when the test run ends.
+        atexit.register(shutil.rmtree, env["VAR_DIR"], ignore_errors=True)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
