@@ -28,11 +28,6 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
-# Playwright's sync API runs an event loop in this thread for the whole session, so Django
-# would take the database work of `live_server` (flushing tables after each test) for async
-# code. The tests never touch the database from a coroutine.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 
 def screenshot(page: Page, name: str) -> Path:
     """Save the page as `artifacts/screenshots/<name>.png` and return the path."""
@@ -42,16 +37,28 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module. Playwright's sync API keeps an event loop running in
+    this thread while it is open, so it is closed before other modules' async tests run; and
+    while it is open Django would take the database work of `live_server` (flushing tables
+    after each test) for async code, which the tests never do from a coroutine."""
     if not CHROMIUM.exists():
         if services_required():
             pytest.fail(f"REQUIRE_SERVICES=1 but {CHROMIUM} is not installed")
         pytest.skip(f"{CHROMIUM} is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture
