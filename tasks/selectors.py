@@ -147,25 +147,25 @@ def median_seconds_per_task(project: Project) -> float | None:
 THROUGHPUT_MAX_MINUTES = 24 * 60
 
 
+def _per_minute(rows: QuerySet[Any], column: str) -> dict[Any, int]:
+    """Row counts by the minute of ``column``."""
+    return dict(
+        rows.annotate(minute=TruncMinute(column))
+        .values_list("minute")
+        .annotate(n=Count("pk"))
+        .values_list("minute", "n")
+    )
+
+
 def project_throughput(project: Project, *, minutes: int) -> dict[str, Any]:
     """Answers submitted and tasks completed per minute over the last ``minutes`` minutes,
     oldest first, with empty minutes included so a chart's x axis is time."""
     now = timezone.now().replace(second=0, microsecond=0)
     start = now - timedelta(minutes=minutes - 1)
-    submitted = dict(
-        Assignment.objects.filter(project=project, submitted_at__gte=start)
-        .annotate(minute=TruncMinute("submitted_at"))
-        .values_list("minute")
-        .annotate(n=Count("pk"))
-        .values_list("minute", "n")
+    submitted = _per_minute(
+        Assignment.objects.filter(project=project, submitted_at__gte=start), "submitted_at"
     )
-    done = dict(
-        Task.objects.filter(project=project, done_at__gte=start)
-        .annotate(minute=TruncMinute("done_at"))
-        .values_list("minute")
-        .annotate(n=Count("pk"))
-        .values_list("minute", "n")
-    )
+    done = _per_minute(Task.objects.filter(project=project, done_at__gte=start), "done_at")
     points = []
     for i in range(minutes):
         minute = start + timedelta(minutes=i)

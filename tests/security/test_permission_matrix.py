@@ -61,6 +61,12 @@ def any_user(ok: int) -> dict[str, int]:
     return {**anyone(ok), "anonymous": 401}
 
 
+def managers(ok: int) -> dict[str, int]:
+    """Any manager (what they make is their own)."""
+    return {"anonymous": 401, "worker": 403, "other_manager": ok, "other_client": 403,
+            "client": 403, "owner": ok}  # fmt: skip
+
+
 def managers_of_the_project(ok: int) -> dict[str, int]:
     return {"anonymous": 401, "worker": 403, "other_manager": 404, "other_client": 403,
             "client": 403, "owner": ok}  # fmt: skip
@@ -107,14 +113,7 @@ MATRIX: dict[str, dict[str, Case]] = {
     "me": {"get": Case(any_user(200))},
     "client-create": {
         "post": Case(
-            {
-                "anonymous": 401,
-                "worker": 403,
-                "other_manager": 201,
-                "other_client": 403,
-                "client": 403,
-                "owner": 201,
-            },
+            managers(201),
             lambda w: {"username": "acme", "password": "a-fresh-pass-77"},
         )
     },
@@ -122,14 +121,7 @@ MATRIX: dict[str, dict[str, Case]] = {
     "projects": {
         "get": Case(any_user(200)),
         "post": Case(
-            {
-                "anonymous": 401,
-                "worker": 403,
-                "other_manager": 201,
-                "other_client": 403,
-                "client": 403,
-                "owner": 201,
-            },
+            managers(201),
             lambda w: {"name": "Birds", "kind": "classification", "labels": ["owl", "hawk"]},
         ),
     },

@@ -84,3 +84,24 @@ export function table(caption, headers, rows, empty = "Nothing yet.") {
     h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))),
   );
 }
+
+/** The label picker: a button per label (its colour, its number key), calling `pick(name)`. */
+export function labelPicker(box, labels, pick) {
+  box.replaceChildren(
+    ...labels.map((label, i) =>
+      h(
+        "button",
+        { type: "button", "aria-pressed": "false", "data-label": label.name, onclick: () => pick(label.name) },
+        h("span.swatch", { "data-color": label.color }),
+        label.name,
+        i < 9 ? h("kbd", {}, String(i + 1)) : null,
+      ),
+    ),
+  );
+  for (const swatch of box.querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+}
+
+/** Marks the picker's button of `name` as the current label. */
+export function labelMark(box, name) {
+  for (const button of box.querySelectorAll("button")) button.setAttribute("aria-pressed", String(button.dataset.label === name));
+}

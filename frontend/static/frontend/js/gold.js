@@ -1,7 +1,7 @@
 // The gold editor: the workspace's tools on the project's images; saves through /gold/.
 import { Annotator } from "../annotator.js";
 import { api } from "./api.js";
-import { $, h, toast } from "./dom.js";
+import { $, h, labelMark, labelPicker, toast } from "./dom.js";
 
 const projectId = Number(document.getElementById("main").dataset.project);
 const base = `/projects/${projectId}`;
@@ -12,16 +12,11 @@ let offset = 0;
 let current = null; // {image, annotator}
 
 function labelButtons() {
-  $("#labels").replaceChildren(
-    ...project.labels.map((label, i) =>
-      h("button", { type: "button", "aria-pressed": "false", "data-label": label.name, onclick: () => current && current.annotator.setLabel(label.name) }, h("span.swatch", { "data-color": label.color }), label.name, i < 9 ? h("kbd", {}, String(i + 1)) : null),
-    ),
-  );
-  for (const swatch of $("#labels").querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+  labelPicker($("#labels"), project.labels, (name) => current && current.annotator.setLabel(name));
 }
 
 function markLabel(name) {
-  for (const b of $("#labels").querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.label === name));
+  labelMark($("#labels"), name);
 }
 
 function open(image) {

@@ -1,7 +1,7 @@
 // The worker's workspace: lease a task, annotate it, submit (Enter) and get the next at once.
 import { Annotator } from "../annotator.js";
 import { api } from "./api.js";
-import { $, h, toast } from "./dom.js";
+import { $, labelMark, labelPicker, toast } from "./dom.js";
 import { live } from "./live.js";
 
 const projectId = Number(document.getElementById("main").dataset.project);
@@ -43,25 +43,11 @@ function showEmpty(message) {
 }
 
 function renderLabels(assignment) {
-  const box = $("#labels");
-  box.replaceChildren(
-    ...assignment.labels.map((label, i) =>
-      h(
-        "button",
-        { type: "button", "aria-pressed": "false", "data-label": label.name, onclick: () => state.annotator && state.annotator.setLabel(label.name) },
-        h("span.swatch", { "data-color": label.color }),
-        label.name,
-        i < 9 ? h("kbd", {}, String(i + 1)) : null,
-      ),
-    ),
-  );
-  for (const swatch of box.querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+  labelPicker($("#labels"), assignment.labels, (name) => state.annotator && state.annotator.setLabel(name));
 }
 
 function markLabel(name) {
-  for (const button of $("#labels").querySelectorAll("button")) {
-    button.setAttribute("aria-pressed", String(button.dataset.label === name));
-  }
+  labelMark($("#labels"), name);
 }
 
 function startCountdown(expiresAt) {
