@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 Builder = Callable[[], dict[str, Any] | None]
 # After a frame that said nothing new, its key is looked at again after this share of the
 # coalescing interval (not the whole interval: a change that follows goes out sooner).
-RECHECK = 0.25
+RECHECK = 0.5
 
 
 def user_group(user_id: int) -> str:
