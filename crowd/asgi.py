@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -14,6 +15,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from crowd.live import remember_loop  # noqa: E402
 from crowd.logs import redact_server_logs  # noqa: E402
 from crowd.ws import auth_stack, origin_checked  # noqa: E402
 from tasks.consumers import ProjectConsumer, WorkerConsumer  # noqa: E402
@@ -25,12 +27,20 @@ websocket_urlpatterns = [
 
 redact_server_logs()
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": origin_checked(auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The router, behind a note of the server's event loop: live frames published from
+    other threads are handed to it (``crowd.live``)."""
+    remember_loop()
+    await router(scope, receive, send)
+
 
 # What is loaded by now (Django, the apps, the URL conf) lives as long as the process: moving
 # it out of the cyclic collector's reach keeps full collections, which stop the event loop

@@ -38,6 +38,9 @@ async def _check_channel_layer() -> dict[str, Any]:
         channel = await layer.new_channel("healthz.")
         await asyncio.wait_for(layer.send(channel, {"type": "healthz"}), CHANNEL_LAYER_TIMEOUT)
         message = await asyncio.wait_for(layer.receive(channel), CHANNEL_LAYER_TIMEOUT)
+        discard = getattr(layer, "discard_channel", None)
+        if discard is not None:  # a pub/sub layer: drop the channel's subscription
+            await discard(channel)
     except Exception as exc:  # as above: report, do not raise
         return {"ok": False, "backend": backend, "error": type(exc).__name__}
     return {"ok": message.get("type") == "healthz", "backend": backend, "ms": _ms(started)}

@@ -24,6 +24,12 @@ from copy import deepcopy
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close, decode_hosts
 
 CLEAN_EVERY_SECONDS = 1.0
 logger = logging.getLogger(__name__)
@@ -101,3 +107,74 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
             # A full queue drops the frame for that member, as the stock layer does.
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(item)
+
+
+class RedisBroadcastLayer(RedisPubSubChannelLayer):
+    """Production's channel layer: channels_redis's pub/sub layer, with direct delivery.
+
+    A group message is published once to Redis and each process with members in the group
+    receives it once (Channels' list-based Redis layer instead pushes one copy per member
+    into Redis and pops them one by one: a frame to a thousand clients was a thousand Redis
+    round trips, and under load its backlog grew to seconds). Delivery is at most once, as a
+    live event needs: a client that was not connected gets the state in its next snapshot.
+
+    As in :class:`EmbeddedChannelLayer`, a consumer may ``attach`` a sink: group messages for
+    its channel are then decoded once per process and handed to each attached member by a
+    plain call instead of a queue put and a task wake-up per member.
+    """
+
+    def _get_layer(self) -> _BroadcastLoopLayer:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = _BroadcastLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+        return layer
+
+    async def discard_channel(self, channel: str) -> None:
+        """Forget a channel made with ``new_channel`` whose receiver is done (a health check),
+        so its Redis subscription does not outlive it."""
+        await self._get_layer().discard_channel(channel)
+
+
+class _BroadcastLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
+        super().__init__(hosts, **kwargs)
+        self._shards = [_BroadcastShard(host, self) for host in decode_hosts(hosts)]
+        self.sinks: dict[str, Sink] = {}
+
+    def attach(self, channel: str, sink: Sink) -> None:
+        self.sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        self.sinks.pop(channel, None)
+
+    async def discard_channel(self, channel: str) -> None:
+        if self.channels.pop(channel, None) is not None:
+            await self._get_shard(channel).unsubscribe(channel)
+
+
+class _BroadcastShard(RedisSingleShardConnection):
+    channel_layer: _BroadcastLoopLayer
+
+    def _receive_message(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        name = message["channel"]
+        if isinstance(name, bytes):
+            name = name.decode()
+        layer = self.channel_layer
+        members = layer.groups.get(name)
+        if members is None:  # a message for one channel, or for a group left meanwhile
+            super()._receive_message(message)
+            return
+        data, decoded = message["data"], None
+        for channel in list(members):  # a sink may make its consumer leave groups
+            sink = layer.sinks.get(channel)
+            if sink is not None:
+                if decoded is None:
+                    decoded = layer.channel_layer.deserialize(data)
+                sink(decoded)
+            elif channel in layer.channels:
+                layer.channels[channel].put_nowait(data)

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connections, transaction
 
@@ -36,10 +36,13 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-# The event loop the in-memory channel layer's consumers live in (the embedded default's one
-# server loop), remembered when a consumer connects. That layer's queues belong to the loop:
-# a frame sent from another thread (a job, the coalescer's thread) must be handed to it, or it
-# may sit unnoticed. Redis layers need none of this.
+# The server's event loop (uvicorn's one loop per process), remembered by the ASGI application
+# on its first call. Frames sent from other threads (a request's, a job's, the coalescer's)
+# are handed to it and not waited for, so no request stalls behind a fan-out: the in-memory
+# layer's queues belong to that loop (a frame put from another thread may sit unnoticed), and
+# a Redis layer keeps its connections per loop (``async_to_sync`` from a plain thread makes a
+# loop, and with it a connection, per frame). Frames from one thread keep their order: the
+# loop starts the sends as they come, and each layer sends in the order it is called.
 _home_loop: asyncio.AbstractEventLoop | None = None
 # Sends started on the loop itself, held until done (the loop keeps only weak references).
 _in_flight: set[asyncio.Task[None]] = set()
@@ -55,22 +58,20 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     loop = _home_loop
-    if isinstance(layer, InMemoryChannelLayer) and loop is not None and loop.is_running():
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            task = loop.create_task(layer.group_send(group, message))
-            _in_flight.add(task)
-            task.add_done_callback(_in_flight.discard)
-            return
-        # Handed over, not waited for: a request thread never stalls behind a fan-out.
-        # Frames from one thread keep their order (the loop runs them as they come).
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
-        future.add_done_callback(lambda done: _report(group, done))
+    if loop is None or not loop.is_running():  # a job worker, a management command, a test
+        async_to_sync(layer.group_send)(group, message)
         return
-    async_to_sync(layer.group_send)(group, message)
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        task = loop.create_task(layer.group_send(group, message))
+        _in_flight.add(task)
+        task.add_done_callback(_in_flight.discard)
+        return
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+    future.add_done_callback(lambda done: _report(group, done))
 
 
 def _report(group: str, done: Any) -> None:

@@ -142,23 +142,12 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub: a group message is published once and each ASGI process with
+            # members in the group gets it once (see crowd/layers.py).
+            "BACKEND": "crowd.layers.RedisBroadcastLayer",
             "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        # Longer than the layer's 5 s blocking pop, so an idle consumer's read
-                        # is not cut off (redis-py 8 defaults the socket timeout to 5 s).
-                        "socket_timeout": 30,
-                        "socket_connect_timeout": 5,
-                        # Thousands of clients leaving at once each discard their groups.
-                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=10_000),
-                    }
-                ],
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
                 "prefix": env.str("REDIS_PREFIX", default="crowd"),
-                # One process's consumers share one inbox: room for bursts to many clients.
-                "capacity": env.int("LIVE_CHANNEL_CAPACITY", default=10_000),
-                "expiry": 60,
             },
         }
     }

@@ -10,11 +10,11 @@ import os
 
 import pytest
 import redis
-from channels_redis.core import RedisChannelLayer
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from crowd.layers import RedisBroadcastLayer
 from tests.plugins.services import Server
 
 
@@ -40,31 +40,44 @@ def test_redis_round_trip(redis_server: Server) -> None:
 
 def test_channel_layer_on_redis_crosses_instances(redis_server: Server) -> None:
     """Two layer instances stand for two ASGI processes: a group send from one reaches the
-    other's channel through Redis."""
+    other's members through Redis pub/sub, a queued member by its channel and an attached
+    one by a direct call (decoded once for all of them)."""
 
-    async def scenario() -> dict:
-        publisher = RedisChannelLayer(hosts=[redis_server.url], prefix="crowd-test")
-        subscriber = RedisChannelLayer(hosts=[redis_server.url], prefix="crowd-test")
-        channel = await subscriber.new_channel()
-        await subscriber.group_add("project.1", channel)
+    async def scenario() -> tuple[dict, list[dict], list[dict]]:
+        publisher = RedisBroadcastLayer(hosts=[redis_server.url], prefix="crowd-test")
+        subscriber = RedisBroadcastLayer(hosts=[redis_server.url], prefix="crowd-test")
+        queued = await subscriber.new_channel()
+        attached = [await subscriber.new_channel() for _ in range(2)]
+        sinks: list[list[dict]] = [[], []]
+        for channel, sink in zip(attached, sinks, strict=True):
+            subscriber.attach(channel, sink.append)
+        for channel in [queued, *attached]:
+            await subscriber.group_add("project.1", channel)
         await publisher.group_send("project.1", {"type": "live.event", "event": {"n": 1}})
-        message = await asyncio.wait_for(subscriber.receive(channel), 5)
+        message = await asyncio.wait_for(subscriber.receive(queued), 5)
+        for _ in range(50):  # the attached ones were called when the message came
+            if all(sinks):
+                break
+            await asyncio.sleep(0.02)
+        assert sinks[0][0] is sinks[1][0]
         await publisher.flush()
         await subscriber.flush()
-        return message
+        return message, *sinks
 
-    assert asyncio.run(scenario()) == {"type": "live.event", "event": {"n": 1}}
+    message, first, second = asyncio.run(scenario())
+    assert message == {"type": "live.event", "event": {"n": 1}}
+    assert first == second == [message]
 
 
 @pytest.mark.django_db
 def test_healthz_on_the_redis_channel_layer(redis_server: Server) -> None:
     layers = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "crowd.layers.RedisBroadcastLayer",
             "CONFIG": {"hosts": [redis_server.url]},
         }
     }
     with override_settings(CHANNEL_LAYERS=layers):
         response = APIClient().get("/healthz")
     assert response.status_code == 200, response.content
-    assert response.json()["channel_layer"]["backend"] == "RedisChannelLayer"
+    assert response.json()["channel_layer"]["backend"] == "RedisBroadcastLayer"
