@@ -7,15 +7,21 @@ the frame is built when it is sent, so it carries the latest numbers. A burst of
 submissions becomes a handful of frames per second per group, not a thousand. A frame that
 would say nothing new (the same numbers as the last one sent for its key) is not sent, and
 does not count against the key's quiet period.
+
+With several ASGI processes (``REDIS_URL`` set) the quiet periods and the last frame sent for
+each key are kept in Redis (:class:`SharedWindows`), so the processes coalesce together: at
+most one frame per key and interval in all, however many processes see the changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,6 +36,9 @@ Builder = Callable[[], dict[str, Any] | None]
 # After a frame that said nothing new, its key is looked at again after this share of the
 # coalescing interval (not the whole interval: a change that follows goes out sooner).
 RECHECK = 0.5
+# How much earlier than this process reckons another's quiet period may have started (Redis
+# counts the time left in whole milliseconds, and its answer takes a round trip to arrive).
+SHARED_CLOCK_SLACK = 0.005
 
 
 def user_group(user_id: int) -> str:
@@ -96,6 +105,16 @@ def publish(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: send_now(group, {**event, "at": round(time.time(), 6)}))
 
 
+@dataclass(frozen=True)
+class _Changes:
+    """Changes behind one key not yet sent: commit times of the first and the last."""
+
+    group: str
+    build: Builder
+    earliest: float
+    latest: float
+
+
 class Coalescer:
     """Per process: at most one frame per key per ``interval`` seconds. Keys are strings like
     ``progress.12``; the builder runs when the frame is sent.
@@ -105,12 +124,13 @@ class Coalescer:
     database connection only while it builds a round of frames.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, shared: SharedWindows | None = None) -> None:
         self.interval = interval
+        self.shared = shared
         self._wake = threading.Condition()
         self._last_sent: dict[str, float] = {}
         self._last_event: dict[str, dict[str, Any]] = {}
-        self._pending: dict[str, tuple[str, Builder, float]] = {}
+        self._pending: dict[str, _Changes] = {}
         self._thread: threading.Thread | None = None
 
     def submit(self, key: str, group: str, build: Builder) -> None:
@@ -118,23 +138,24 @@ class Coalescer:
         earliest commit it merges."""
         committed = time.time()
         with self._wake:
-            earliest = self._pending[key][2] if key in self._pending else committed
-            self._pending[key] = (group, build, earliest)
+            before = self._pending.get(key)
+            earliest = before.earliest if before is not None else committed
+            self._pending[key] = _Changes(group, build, earliest, committed)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="live-frames", daemon=True)
                 self._thread.start()
             self._wake.notify()
 
-    def _due(self, now: float) -> tuple[dict[str, tuple[str, Builder, float, float]], float | None]:
+    def _due(self, now: float) -> tuple[dict[str, tuple[_Changes, float]], float | None]:
         """Frames whose quiet period is over (with when the one before was sent), and how
         long until the next one is."""
-        due: dict[str, tuple[str, Builder, float, float]] = {}
+        due: dict[str, tuple[_Changes, float]] = {}
         wait = None
-        for key, frame in self._pending.items():
+        for key, changes in self._pending.items():
             before = self._last_sent.get(key, float("-inf"))
             ready_at = before + self.interval
             if ready_at <= now:
-                due[key] = (*frame, before)
+                due[key] = (changes, before)
             else:
                 wait = ready_at - now if wait is None else min(wait, ready_at - now)
         for key in due:
@@ -158,12 +179,44 @@ class Coalescer:
                     if not self._pending:
                         self._wake.wait(timeout=60.0)
                 continue
-            for key, (group, build, committed, before) in due.items():
-                if not self._send(key, group, build, committed):
+            for key, (changes, before) in due.items():
+                left = self._open(key)
+                if left > 0:  # another process sent this key's frame within the interval
+                    self._defer(key, changes, left)
+                    continue
+                if not self._send(key, changes.group, changes.build, changes.earliest):
                     # Nothing new to send: no quiet period for clients, but the next look
                     # (a few aggregate queries) waits a fraction of one.
+                    self._reopen(key)
                     with self._wake:
                         self._last_sent[key] = max(before, now - self.interval * (1 - RECHECK))
+
+    def _open(self, key: str) -> float:
+        """0 when this process may send ``key``'s frame now, else the seconds left of the
+        quiet period another process started."""
+        if self.shared is None:
+            return 0.0
+        return self.shared.open(key, self.interval)
+
+    def _reopen(self, key: str) -> None:
+        if self.shared is not None:
+            self.shared.reopen(key)
+
+    def _defer(self, key: str, changes: _Changes, left: float) -> None:
+        """Another process started ``key``'s quiet period ``interval - left`` seconds ago and
+        built its frame after that: the changes committed before then are in it. The rest
+        wait for the end of the period, counted (at worst) from its start."""
+        started = time.time() - (self.interval - left) - SHARED_CLOCK_SLACK
+        with self._wake:
+            later = self._pending.get(key)
+            if started <= changes.latest:
+                merged = _Changes(
+                    changes.group, changes.build, max(changes.earliest, started), changes.latest
+                )
+                if later is not None:  # a change came meanwhile: one entry, earliest first
+                    merged = _Changes(later.group, later.build, merged.earliest, later.latest)
+                self._pending[key] = merged
+            self._last_sent[key] = time.monotonic() + left - self.interval
 
     def _send(self, key: str, group: str, build: Builder, committed: float) -> bool:
         """Build and send one frame; False when there was nothing (new) to send."""
@@ -172,10 +225,19 @@ class Coalescer:
         except Exception:  # a frame that cannot be built is skipped, never raised at a caller
             log.exception("live frame for %s failed", group)
             return False
-        if event is None or self._last_event.get(key) == event:
+        if event is None or not self._is_new(key, event):
+            return False
+        send_now(group, {**event, "at": round(committed, 6)})
+        return True
+
+    def _is_new(self, key: str, event: dict[str, Any]) -> bool:
+        """Whether ``event`` differs from the last frame sent for ``key`` (by any process,
+        when they share windows), recording it as the last."""
+        if self.shared is not None:
+            return self.shared.is_new(key, event)
+        if self._last_event.get(key) == event:
             return False
         self._last_event[key] = event
-        send_now(group, {**event, "at": round(committed, 6)})
         return True
 
     def forget(self) -> None:
@@ -186,13 +248,64 @@ class Coalescer:
             self._last_event.clear()
 
 
+class SharedWindows:
+    """Quiet periods and last frames of coalesced keys, kept in Redis for all the processes
+    of a deployment. Redis being unreachable makes each process coalesce on its own (frames
+    still go out; there are simply more of them), never drops a frame."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.prefix = f"{prefix}:live:"
+        self.errors = (redis.RedisError, OSError)
+
+    def open(self, key: str, interval: float) -> float:
+        """Start ``key``'s quiet period and return 0, or return the seconds left of the one
+        another process started."""
+        window = self.prefix + key
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(window, b"1", nx=True, px=max(round(interval * 1000), 1))
+            pipe.pttl(window)
+            opened, left_ms = pipe.execute()
+        except self.errors as exc:
+            log.warning("live coalescing on Redis unavailable: %r", exc)
+            return 0.0
+        if opened:
+            return 0.0
+        # The period may have ended between the two commands (-2): look again at once.
+        return max(int(left_ms), 1) / 1000
+
+    def reopen(self, key: str) -> None:
+        """End ``key``'s quiet period (its frame said nothing new, so was not sent)."""
+        try:
+            self.redis.delete(self.prefix + key)
+        except self.errors as exc:
+            log.warning("live coalescing on Redis unavailable: %r", exc)
+
+    def is_new(self, key: str, event: dict[str, Any]) -> bool:
+        digest = hashlib.blake2b(
+            orjson.dumps(event, option=orjson.OPT_SORT_KEYS), digest_size=16
+        ).digest()
+        try:
+            before = self.redis.set(f"{self.prefix}{key}:last", digest, ex=3600, get=True)
+        except self.errors as exc:
+            log.warning("live coalescing on Redis unavailable: %r", exc)
+            return True
+        return bool(before != digest)
+
+
 _coalescer: Coalescer | None = None
 
 
 def coalescer() -> Coalescer:
     global _coalescer
     if _coalescer is None:
-        _coalescer = Coalescer(settings.LIVE_COALESCE_SECONDS)
+        shared = None
+        if settings.REDIS_URL:
+            shared = SharedWindows(settings.REDIS_URL, settings.REDIS_PREFIX)
+        _coalescer = Coalescer(settings.LIVE_COALESCE_SECONDS, shared)
     return _coalescer
 
 

@@ -138,6 +138,7 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 
 # --- Redis: channel layer, job broker, cache --------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="crowd")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -147,7 +148,7 @@ if REDIS_URL:
             "BACKEND": "crowd.layers.RedisBroadcastLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
-                "prefix": env.str("REDIS_PREFIX", default="crowd"),
+                "prefix": REDIS_PREFIX,
             },
         }
     }
@@ -155,7 +156,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env.str("REDIS_PREFIX", default="crowd"),
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 else:
@@ -188,7 +189,7 @@ if REDIS_URL:
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {
             "url": REDIS_URL,
-            "namespace": env.str("REDIS_PREFIX", default="crowd") + "-jobs",
+            "namespace": REDIS_PREFIX + "-jobs",
             "heartbeat_timeout": JOB_HEARTBEAT_TIMEOUT_MS,
             # Look for dead workers' messages on every broker command (out of a million), not
             # Dramatiq's default one in a thousand, which strands a message for many minutes
