@@ -33,6 +33,13 @@ class QaRoutingPolicy:
             services.agreement_record(project=project, agreement=consensus.agreement)
         return Decision(complete=complete, confidence=consensus.confidence)
 
+    def barred_projects(self, *, worker_id: int) -> set[int]:
+        """Suspended workers see nothing of the project's work."""
+        return services.suspensions(worker_id=worker_id)
+
+    def barred_workers(self, *, project_id: int) -> set[int]:
+        return services.suspended_in(project_id=project_id)
+
     def gold_answered(self, *, assignment: Assignment) -> None:
         result = services.gold_result_record(assignment=assignment)
         if result is not None and not result.passed:

@@ -18,6 +18,7 @@ from qa.models import GoldAnswer, GoldResult, WorkerScore, WorkerStatus
 from qa.regions import restrict
 from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
 from qa.scoring import GoldScore, gold_score
+from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
 from tasks.models import Assignment, Image, ImageStatus, Kind, Project, Task
 from tasks.routing import leases_release_for_worker
@@ -139,6 +140,9 @@ def _save_judged(row: WorkerScore, status_before: str) -> None:
         transaction.on_commit(
             lambda: leases_release_for_worker(project_id=project_id, worker_id=worker_id)
         )
+        task_events.worker_barred(project_id=row.project_id, worker_id=row.worker_id)
+    elif changed and status_before == WorkerStatus.SUSPENDED:
+        task_events.worker_admitted(project_id=row.project_id, worker_id=row.worker_id)
     events.worker_changed(row, status_changed=changed)
 
 
@@ -261,6 +265,18 @@ def suspended_workers(*, project: Project, worker_ids: Iterable[int]) -> set[int
             project=project, worker_id__in=list(worker_ids), status=WorkerStatus.SUSPENDED
         ).values_list("worker_id", flat=True)
     )
+
+
+def suspensions(*, worker_id: int) -> set[int]:
+    """The projects this worker is suspended from."""
+    rows = WorkerScore.objects.filter(worker_id=worker_id, status=WorkerStatus.SUSPENDED)
+    return set(rows.values_list("project_id", flat=True))
+
+
+def suspended_in(*, project_id: int) -> set[int]:
+    """The workers suspended from this project."""
+    rows = WorkerScore.objects.filter(project_id=project_id, status=WorkerStatus.SUSPENDED)
+    return set(rows.values_list("worker_id", flat=True))
 
 
 @transaction.atomic

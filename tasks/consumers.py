@@ -20,9 +20,11 @@ from tasks.models import Assignment, AssignmentStatus, MemberRole, Project, Proj
 
 @database_sync_to_async
 def _worker_snapshot(user: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    from tasks.hooks import worker_snapshot
+    from tasks.hooks import routing_policy, worker_snapshot
 
-    projects = list(Project.objects.filter(state=ProjectState.ACTIVE).values_list("pk", flat=True))
+    barred = routing_policy().barred_projects(worker_id=user.pk)
+    active = Project.objects.filter(state=ProjectState.ACTIVE).values_list("pk", flat=True)
+    projects = [p for p in active if p not in barred]
     frames: list[dict[str, Any]] = [
         {"type": "hello", "user": {"id": user.pk, "username": user.username}}
     ]
@@ -58,13 +60,23 @@ class WorkerConsumer(AuthenticatedConsumer):
         return self._frames
 
     async def live_join(self, message: dict[str, Any]) -> None:
-        """A project opened: join its workers' group, and pass on its first frame."""
+        """A project opened (or this worker was reinstated): join its workers' group, and
+        pass on its first frame, unless this worker is barred from it."""
+        if self.scope["user"].pk in message.get("barred", ()):
+            return
         group = message["group"]
         if group not in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.append(group)
         if message.get("event"):
             await self.send_json(message["event"])
+
+    async def live_leave(self, message: dict[str, Any]) -> None:
+        """This worker was suspended from a project: its frames stop coming."""
+        group = message["group"]
+        if group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.joined.remove(group)
 
 
 @database_sync_to_async

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from crowd.live import publish, publish_coalesced, send_control, user_group
@@ -92,16 +93,41 @@ def project_changed(project_id: int) -> None:
 
 
 def project_opened(project: Project) -> None:
-    """A project became active: connected workers join its group and hear of its work."""
-    from django.db import transaction
+    """A project became active: connected workers join its group and hear of its work (all
+    but those barred from it, who stay out)."""
+    from tasks.hooks import routing_policy
 
     def announce() -> None:
-        group = project_workers_group(project.pk)
-        message = {"type": "live.join", "group": group, "event": queue_frame(project.pk)}
+        message = {
+            "type": "live.join",
+            "group": project_workers_group(project.pk),
+            "event": queue_frame(project.pk),
+            "barred": sorted(routing_policy().barred_workers(project_id=project.pk)),
+        }
         send_control(ALL_WORKERS, message)
 
     transaction.on_commit(announce)
     project_changed(project.pk)
+
+
+def worker_barred(*, project_id: int, worker_id: int) -> None:
+    """The worker may no longer see the project's work: their connections leave its group."""
+    message = {"type": "live.leave", "group": project_workers_group(project_id)}
+    transaction.on_commit(lambda: send_control(user_group(worker_id), message))
+
+
+def worker_admitted(*, project_id: int, worker_id: int) -> None:
+    """The worker may see the project's work again: their connections join its group, with
+    its availability, while it is active."""
+
+    def announce() -> None:
+        frame = queue_frame(project_id)
+        if frame is None or frame["state"] != ProjectState.ACTIVE:
+            return
+        message = {"type": "live.join", "group": project_workers_group(project_id), "event": frame}
+        send_control(user_group(worker_id), message)
+
+    transaction.on_commit(announce)
 
 
 def lease_granted(assignment: Assignment) -> None:

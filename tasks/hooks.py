@@ -56,6 +56,12 @@ class RoutingPolicy(Protocol):
     def gold_answered(self, *, assignment: Assignment) -> None:
         """A worker answered a gold task (inside the submitting transaction)."""
 
+    def barred_projects(self, *, worker_id: int) -> set[int]:
+        """Projects whose work this worker may not see now (live availability included)."""
+
+    def barred_workers(self, *, project_id: int) -> set[int]:
+        """Workers who may not see this project's work now."""
+
 
 class CompleteAtOverlap:
     """Before ``qa`` registers its policy: everyone may work, a task completes at its overlap."""
@@ -68,6 +74,12 @@ class CompleteAtOverlap:
 
     def gold_answered(self, *, assignment: Assignment) -> None:
         return None
+
+    def barred_projects(self, *, worker_id: int) -> set[int]:
+        return set()
+
+    def barred_workers(self, *, project_id: int) -> set[int]:
+        return set()
 
 
 _policy: RoutingPolicy = CompleteAtOverlap()

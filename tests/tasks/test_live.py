@@ -168,6 +168,49 @@ async def test_a_project_that_opens_is_pushed_to_connected_workers() -> None:
     await ws.disconnect()
 
 
+async def test_a_suspended_worker_hears_nothing_of_the_project_until_reinstated() -> None:
+    from qa.services import worker_reinstate, worker_suspend
+
+    manager, project, worker, _, token = await setup(tasks=30)
+    others = await database_sync_to_async(lambda: [WorkerFactory.create() for _ in range(2)])()
+    await work(project, worker)  # the worker is known to the project
+
+    async def queue_frames(ws: WebsocketCommunicator) -> list[dict]:
+        await asyncio.sleep(0.4)  # past the coalescing interval
+        frames = []
+        while not await ws.receive_nothing(timeout=0.3):
+            frames.append(await ws.receive_json_from())
+        return [f for f in frames if f["type"] == "queue" and f["project"] == project.pk]
+
+    ws = await connect(f"/ws/worker/?token={token}")
+    await frames_until(ws, "score")  # the snapshot's last frame: the worker's standing
+    await database_sync_to_async(worker_suspend)(
+        project=project, worker_id=worker.pk, by=manager, reason="Boxes far too loose."
+    )
+    score = await frames_until(ws, "score")
+    assert score[-1]["status"] == "suspended"
+    await work(project, others[0], count=3)
+    assert await queue_frames(ws) == []
+
+    # Connecting again while suspended: no frame of the project in the snapshot either.
+    again = await connect(f"/ws/worker/?token={token}")
+    snapshot = await frames_until(again, "score")
+    assert not [f for f in snapshot if f["type"] == "queue" and f["project"] == project.pk]
+    await again.disconnect()
+
+    # A project that reopens is not announced to a worker suspended from it.
+    await database_sync_to_async(project_transition)(project=project, action="pause")
+    await database_sync_to_async(project_transition)(project=project, action="start")
+    assert await queue_frames(ws) == []
+
+    await database_sync_to_async(worker_reinstate)(project=project, worker_id=worker.pk, by=manager)
+    frames = await queue_frames(ws)
+    assert frames, "the reinstated worker hears of the project's work again"
+    await work(project, others[1], count=2)
+    assert await queue_frames(ws) != []
+    await ws.disconnect()
+
+
 async def test_a_burst_of_submissions_is_a_few_frames() -> None:
     _, project, _, manager_token, _ = await setup(tasks=120)
     dashboard = await connect(f"/ws/projects/{project.pk}/?token={manager_token}")
