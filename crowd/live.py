@@ -116,8 +116,9 @@ class _Changes:
 
 
 class Coalescer:
-    """Per process: at most one frame per key per ``interval`` seconds. Keys are strings like
-    ``progress.12``; the builder runs when the frame is sent.
+    """At most one frame per key per ``interval`` seconds: in this process, or in all the
+    processes that share ``shared`` windows. Keys are strings like ``progress.12``; the
+    builder runs when the frame is sent.
 
     Frames are built and sent by one long-lived daemon thread, never by the request that
     caused them (a progress frame costs a few aggregate queries), and that thread keeps one

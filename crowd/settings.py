@@ -331,7 +331,8 @@ LEASE_WARNING_SECONDS = env.int("LEASE_WARNING_SECONDS", default=60)
 
 # --- Live -------------------------------------------------------------------------------------
 # Summary frames (progress, work available) go out at most once per this many seconds per
-# group and process; the first change after a quiet spell goes at once.
+# group (per process in the embedded default, per deployment with Redis); the first change
+# after a quiet spell goes at once.
 LIVE_COALESCE_SECONDS = env.float("LIVE_COALESCE_SECONDS", default=0.1)
 
 # --- Ingestion --------------------------------------------------------------------------------
