@@ -37,7 +37,7 @@ from django.utils import timezone
 from crowd.errors import Conflict, Forbidden, NotFound
 from crowd.models import User
 from tasks import events
-from tasks.hooks import budget_exhausted, routing_policy
+from tasks.hooks import Admission, budget_exhausted, routing_policy
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -321,19 +321,32 @@ def assignment_next(
     own = _own_lease_releasing_expired(project, worker)
     if own is not None:
         return own
-    if budget_exhausted(project):
-        return None
     try:
-        if admission.gold_only:
-            return _claim_gold(project, worker)
-        draw = (rand or random.random)()
-        want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
-        if want_gold and (gold := _claim_gold(project, worker)) is not None:
-            return gold
-        return _claim_regular(project, worker)
+        if project.budget is None:
+            return _claim(project, worker, admission, rand)
+        # The budget check and the claim are one step under the project's row lock (which
+        # bonuses take too): checked apart, concurrent claims each passed a check that only
+        # some of them fitted, and the project spent past its budget by a reward each.
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
+            if budget_exhausted(project):
+                return None
+            return _claim(project, worker, admission, rand)
     except IntegrityError:
         # A concurrent request of the same worker (a double click) took a lease first.
         return _open_lease(project, worker)
+
+
+def _claim(
+    project: Project, worker: User, admission: Admission, rand: Callable[[], float] | None
+) -> Assignment | None:
+    if admission.gold_only:
+        return _claim_gold(project, worker)
+    draw = (rand or random.random)()
+    want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
+    if want_gold and (gold := _claim_gold(project, worker)) is not None:
+        return gold
+    return _claim_regular(project, worker)
 
 
 def _decide(task: Task, project: Project) -> None:

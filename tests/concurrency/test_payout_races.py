@@ -45,3 +45,45 @@ def test_concurrent_approvals_of_one_answer_pay_once(manager) -> None:
 
     assert run_threads(12, body) == []
     assert LedgerEntry.objects.filter(kind="reward").count() == 1
+
+
+def test_concurrent_claims_never_pass_the_budget(manager) -> None:
+    """Three rewards' worth of budget, sixteen workers asking at once (and a manager's bonus
+    racing them): the checks and the claims are one step, so the budget holds."""
+    from payouts.services import bonus_grant, committed_spend
+    from tasks import routing
+    from tasks.models import Project
+
+    project = paid_project(manager, budget=4 * REWARD)
+    earner = WorkerFactory.create()
+    first = routing.assignment_next(project=project, worker=earner)  # one reward committed
+    assert first is not None
+    workers = [WorkerFactory.create() for _ in range(16)]
+    leases: list[int] = []
+    bonuses: list[int] = []
+
+    def body(index: int) -> None:
+        mine = Project.objects.get(pk=project.pk)
+        if index == len(workers):
+            try:
+                bonus, _ = bonus_grant(
+                    project=mine, worker_id=earner.pk, amount=REWARD, reason="Tidy work",
+                    by=manager,
+                )  # fmt: skip
+                bonuses.append(bonus.pk)
+            except Conflict:
+                pass
+            return
+        lease = routing.assignment_next(project=mine, worker=workers[index])
+        if lease is not None:
+            leases.append(lease.pk)
+
+    for _ in range(3):  # a race is a matter of luck: three rounds on fresh budgets
+        assert run_threads(len(workers) + 1, body) == []
+        assert committed_spend(project) <= project.budget, (len(leases), len(bonuses))
+        assert len(leases) + len(bonuses) == 3
+        Project.objects.filter(pk=project.pk).update(budget=project.budget + 3 * REWARD)
+        project.refresh_from_db()
+        leases.clear()
+        bonuses.clear()
+        workers = [WorkerFactory.create() for _ in range(16)]
