@@ -67,18 +67,46 @@ def drive(coro: Coroutine[Any, Any, Any], then: Callable[[], None] | None = None
     return False
 
 
-class EmbeddedChannelLayer(InMemoryChannelLayer):
+class DirectDelivery:
+    """A layer's group messages for consumers of this process that ``attach`` a sink: each
+    is handed the message by a plain call (on the event loop) instead of a queue put that
+    wakes its receive task; the other members' messages are queued as the layer does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sinks: dict[str, Sink] = {}
+
+    def attach(self, channel: str, sink: Sink) -> None:
+        """Group messages for ``channel`` go to ``sink`` from now."""
+        self.sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        self.sinks.pop(channel, None)
+
+    def hand_over(
+        self,
+        members: list[str],
+        message: Callable[[], dict[str, Any]],
+        enqueue: Callable[[str], None],
+    ) -> None:
+        """One group message to ``members``: ``message()`` (made once, on first need) to the
+        attached ones, ``enqueue(channel)`` for the rest. Consumers treat messages as
+        read-only, so they share it."""
+        made: dict[str, Any] | None = None
+        for channel in members:
+            sink = self.sinks.get(channel)
+            if sink is None:
+                enqueue(channel)
+                continue
+            if made is None:
+                made = message()
+            sink(made)
+
+
+class EmbeddedChannelLayer(DirectDelivery, InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cleaned_at = 0.0
-        self._sinks: dict[str, Sink] = {}
-
-    def attach(self, channel: str, sink: Sink) -> None:
-        """Group messages for ``channel`` go to ``sink`` (called on the event loop) from now."""
-        self._sinks[channel] = sink
-
-    def detach(self, channel: str) -> None:
-        self._sinks.pop(channel, None)
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -96,17 +124,16 @@ class EmbeddedChannelLayer(InMemoryChannelLayer):
             return
         message = deepcopy(message)
         item = (time.time() + self.expiry, message)
-        for channel in members:
-            sink = self._sinks.get(channel)
-            if sink is not None:
-                sink(message)
-                continue
+
+        def enqueue(channel: str) -> None:
             queue = self.channels.setdefault(
                 channel, asyncio.Queue(maxsize=self.get_capacity(channel))
             )
             # A full queue drops the frame for that member, as the stock layer does.
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(item)
+
+        self.hand_over(members, lambda: message, enqueue)
 
 
 class RedisBroadcastLayer(RedisPubSubChannelLayer):
@@ -138,17 +165,10 @@ class RedisBroadcastLayer(RedisPubSubChannelLayer):
         await self._get_layer().discard_channel(channel)
 
 
-class _BroadcastLoopLayer(RedisPubSubLoopLayer):
+class _BroadcastLoopLayer(DirectDelivery, RedisPubSubLoopLayer):
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
         super().__init__(hosts, **kwargs)
         self._shards = [_BroadcastShard(host, self) for host in decode_hosts(hosts)]
-        self.sinks: dict[str, Sink] = {}
-
-    def attach(self, channel: str, sink: Sink) -> None:
-        self.sinks[channel] = sink
-
-    def detach(self, channel: str) -> None:
-        self.sinks.pop(channel, None)
 
     async def discard_channel(self, channel: str) -> None:
         if self.channels.pop(channel, None) is not None:
@@ -169,12 +189,11 @@ class _BroadcastShard(RedisSingleShardConnection):
         if members is None:  # a message for one channel, or for a group left meanwhile
             super()._receive_message(message)
             return
-        data, decoded = message["data"], None
-        for channel in list(members):  # a sink may make its consumer leave groups
-            sink = layer.sinks.get(channel)
-            if sink is not None:
-                if decoded is None:
-                    decoded = layer.channel_layer.deserialize(data)
-                sink(decoded)
-            elif channel in layer.channels:
+        data = message["data"]
+
+        def enqueue(channel: str) -> None:
+            if channel in layer.channels:
                 layer.channels[channel].put_nowait(data)
+
+        # A copy of the members: a sink may make its consumer leave groups.
+        layer.hand_over(list(members), lambda: layer.channel_layer.deserialize(data), enqueue)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from asgiref.sync import async_to_sync
@@ -33,6 +33,7 @@ from django.db import connections, transaction
 log = logging.getLogger(__name__)
 
 Builder = Callable[[], dict[str, Any] | None]
+T = TypeVar("T")
 # After a frame that said nothing new, its key is looked at again after this share of the
 # coalescing interval (not the whole interval: a change that follows goes out sooner).
 RECHECK = 0.5
@@ -116,21 +117,20 @@ class _Changes:
 
 
 class Coalescer:
-    """At most one frame per key per ``interval`` seconds: in this process, or in all the
-    processes that share ``shared`` windows. Keys are strings like ``progress.12``; the
-    builder runs when the frame is sent.
+    """At most one frame per key per ``interval`` seconds: in this process (``LocalWindows``),
+    or in all the processes that share ``SharedWindows``. Keys are strings like
+    ``progress.12``; the builder runs when the frame is sent.
 
     Frames are built and sent by one long-lived daemon thread, never by the request that
     caused them (a progress frame costs a few aggregate queries), and that thread keeps one
     database connection only while it builds a round of frames.
     """
 
-    def __init__(self, interval: float, shared: SharedWindows | None = None) -> None:
+    def __init__(self, interval: float, windows: Windows | None = None) -> None:
         self.interval = interval
-        self.shared = shared
+        self.windows = windows or LocalWindows()
         self._wake = threading.Condition()
         self._last_sent: dict[str, float] = {}
-        self._last_event: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, _Changes] = {}
         self._thread: threading.Thread | None = None
 
@@ -181,27 +181,16 @@ class Coalescer:
                         self._wake.wait(timeout=60.0)
                 continue
             for key, (changes, before) in due.items():
-                left = self._open(key)
+                left = self.windows.open(key, self.interval)
                 if left > 0:  # another process sent this key's frame within the interval
                     self._defer(key, changes, left)
                     continue
                 if not self._send(key, changes.group, changes.build, changes.earliest):
                     # Nothing new to send: no quiet period for clients, but the next look
                     # (a few aggregate queries) waits a fraction of one.
-                    self._reopen(key)
+                    self.windows.reopen(key)
                     with self._wake:
                         self._last_sent[key] = max(before, now - self.interval * (1 - RECHECK))
-
-    def _open(self, key: str) -> float:
-        """0 when this process may send ``key``'s frame now, else the seconds left of the
-        quiet period another process started."""
-        if self.shared is None:
-            return 0.0
-        return self.shared.open(key, self.interval)
-
-    def _reopen(self, key: str) -> None:
-        if self.shared is not None:
-            self.shared.reopen(key)
 
     def _defer(self, key: str, changes: _Changes, left: float) -> None:
         """Another process started ``key``'s quiet period ``interval - left`` seconds ago and
@@ -226,19 +215,9 @@ class Coalescer:
         except Exception:  # a frame that cannot be built is skipped, never raised at a caller
             log.exception("live frame for %s failed", group)
             return False
-        if event is None or not self._is_new(key, event):
+        if event is None or not self.windows.is_new(key, event):
             return False
         send_now(group, {**event, "at": round(committed, 6)})
-        return True
-
-    def _is_new(self, key: str, event: dict[str, Any]) -> bool:
-        """Whether ``event`` differs from the last frame sent for ``key`` (by any process,
-        when they share windows), recording it as the last."""
-        if self.shared is not None:
-            return self.shared.is_new(key, event)
-        if self._last_event.get(key) == event:
-            return False
-        self._last_event[key] = event
         return True
 
     def forget(self) -> None:
@@ -246,7 +225,46 @@ class Coalescer:
         with self._wake:
             self._pending.clear()
             self._last_sent.clear()
-            self._last_event.clear()
+            self.windows.forget()
+
+
+class Windows(Protocol):
+    """Where a coalescer keeps each key's quiet period and the last frame it sent."""
+
+    def open(self, key: str, interval: float) -> float:
+        """Start ``key``'s quiet period and return 0, or return the seconds left of one
+        another process started."""
+
+    def reopen(self, key: str) -> None:
+        """End ``key``'s quiet period (its frame said nothing new, so was not sent)."""
+
+    def is_new(self, key: str, event: dict[str, Any]) -> bool:
+        """Whether ``event`` differs from the last frame sent for ``key``, recording it."""
+
+    def forget(self) -> None:
+        """Drop what this process remembers (tests)."""
+
+
+class LocalWindows:
+    """One process alone: its own timings are the quiet periods, its last frames in memory."""
+
+    def __init__(self) -> None:
+        self._last_event: dict[str, dict[str, Any]] = {}
+
+    def open(self, key: str, interval: float) -> float:
+        return 0.0
+
+    def reopen(self, key: str) -> None:
+        return None
+
+    def is_new(self, key: str, event: dict[str, Any]) -> bool:
+        if self._last_event.get(key) == event:
+            return False
+        self._last_event[key] = event
+        return True
+
+    def forget(self) -> None:
+        self._last_event.clear()
 
 
 class SharedWindows:
@@ -261,40 +279,43 @@ class SharedWindows:
         self.prefix = f"{prefix}:live:"
         self.errors = (redis.RedisError, OSError)
 
-    def open(self, key: str, interval: float) -> float:
-        """Start ``key``'s quiet period and return 0, or return the seconds left of the one
-        another process started."""
-        window = self.prefix + key
+    def _ask(self, command: Callable[[], T], unavailable: T) -> T:
+        """``command``'s answer, or ``unavailable`` (what a lone process would do) when Redis
+        cannot be reached."""
         try:
+            return command()
+        except self.errors as exc:
+            log.warning("live coalescing on Redis unavailable: %r", exc)
+            return unavailable
+
+    def open(self, key: str, interval: float) -> float:
+        window = self.prefix + key
+
+        def both() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(window, b"1", nx=True, px=max(round(interval * 1000), 1))
             pipe.pttl(window)
-            opened, left_ms = pipe.execute()
-        except self.errors as exc:
-            log.warning("live coalescing on Redis unavailable: %r", exc)
-            return 0.0
+            return list(pipe.execute())
+
+        opened, left_ms = self._ask(both, [True, 0])
         if opened:
             return 0.0
         # The period may have ended between the two commands (-2): look again at once.
         return max(int(left_ms), 1) / 1000
 
     def reopen(self, key: str) -> None:
-        """End ``key``'s quiet period (its frame said nothing new, so was not sent)."""
-        try:
-            self.redis.delete(self.prefix + key)
-        except self.errors as exc:
-            log.warning("live coalescing on Redis unavailable: %r", exc)
+        self._ask(lambda: self.redis.delete(self.prefix + key), None)
 
     def is_new(self, key: str, event: dict[str, Any]) -> bool:
         digest = hashlib.blake2b(
             orjson.dumps(event, option=orjson.OPT_SORT_KEYS), digest_size=16
         ).digest()
-        try:
-            before = self.redis.set(f"{self.prefix}{key}:last", digest, ex=3600, get=True)
-        except self.errors as exc:
-            log.warning("live coalescing on Redis unavailable: %r", exc)
-            return True
-        return bool(before != digest)
+        last = f"{self.prefix}{key}:last"
+        before = self._ask(lambda: self.redis.set(last, digest, ex=3600, get=True), None)
+        return before is None or before != digest
+
+    def forget(self) -> None:
+        return None  # Redis's state belongs to the deployment, not to this process
 
 
 _coalescer: Coalescer | None = None

@@ -324,7 +324,7 @@ def bonus_grant(
         raise InvalidInput(errors={"worker": ["No worker of this project has that id."]})
     try:
         with transaction.atomic():
-            Project.objects.select_for_update().filter(pk=project.pk).first()
+            project.lock()
             left = budget_left(project)
             if left is not None and minor > left:
                 raise Conflict(

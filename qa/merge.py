@@ -129,7 +129,7 @@ def task_reference(project: Project, task: Task) -> dict[str, Any]:
         if a.answer is not None
     ]
     suspended = services.suspended_workers(
-        project=project, worker_ids=[a.worker_id for a in answers]
+        project_id=project.pk, worker_ids=[a.worker_id for a in answers]
     )
     counted = [a for a in answers if a.worker_id not in suspended]
     if not counted:

@@ -22,7 +22,7 @@ class QaRoutingPolicy:
         their score."""
         project = task.project
         suspended = services.suspended_workers(
-            project=project, worker_ids=[a.worker_id for a in answers]
+            project_id=project.pk, worker_ids=[a.worker_id for a in answers]
         )
         counted = [a for a in answers if a.worker_id not in suspended]
         if len(counted) < project.min_overlap:
@@ -38,7 +38,7 @@ class QaRoutingPolicy:
         return services.suspensions(worker_id=worker_id)
 
     def barred_workers(self, *, project_id: int) -> set[int]:
-        return services.suspended_in(project_id=project_id)
+        return services.suspended_workers(project_id=project_id)
 
     def gold_answered(self, *, assignment: Assignment) -> None:
         result = services.gold_result_record(assignment=assignment)

@@ -259,24 +259,18 @@ def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
         _save_judged(row, before)
 
 
-def suspended_workers(*, project: Project, worker_ids: Iterable[int]) -> set[int]:
-    return set(
-        WorkerScore.objects.filter(
-            project=project, worker_id__in=list(worker_ids), status=WorkerStatus.SUSPENDED
-        ).values_list("worker_id", flat=True)
-    )
+def suspended_workers(*, project_id: int, worker_ids: Iterable[int] | None = None) -> set[int]:
+    """The workers suspended from this project (of ``worker_ids``, when given)."""
+    rows = WorkerScore.objects.filter(project_id=project_id, status=WorkerStatus.SUSPENDED)
+    if worker_ids is not None:
+        rows = rows.filter(worker_id__in=list(worker_ids))
+    return set(rows.values_list("worker_id", flat=True))
 
 
 def suspensions(*, worker_id: int) -> set[int]:
     """The projects this worker is suspended from."""
     rows = WorkerScore.objects.filter(worker_id=worker_id, status=WorkerStatus.SUSPENDED)
     return set(rows.values_list("project_id", flat=True))
-
-
-def suspended_in(*, project_id: int) -> set[int]:
-    """The workers suspended from this project."""
-    rows = WorkerScore.objects.filter(project_id=project_id, status=WorkerStatus.SUSPENDED)
-    return set(rows.values_list("worker_id", flat=True))
 
 
 @transaction.atomic

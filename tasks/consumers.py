@@ -23,8 +23,11 @@ def _worker_snapshot(user: Any) -> tuple[list[str], list[dict[str, Any]]]:
     from tasks.hooks import routing_policy, worker_snapshot
 
     barred = routing_policy().barred_projects(worker_id=user.pk)
-    active = Project.objects.filter(state=ProjectState.ACTIVE).values_list("pk", flat=True)
-    projects = [p for p in active if p not in barred]
+    projects = list(
+        Project.objects.filter(state=ProjectState.ACTIVE)
+        .exclude(pk__in=barred)
+        .values_list("pk", flat=True)
+    )
     frames: list[dict[str, Any]] = [
         {"type": "hello", "user": {"id": user.pk, "username": user.username}}
     ]

@@ -90,6 +90,12 @@ class Project(models.Model):
     def tiles(self) -> bool:
         return self.kind != Kind.CLASSIFICATION and self.tile_size > 0
 
+    def lock(self) -> None:
+        """Hold this project's row lock until the transaction ends: what reads a project-wide
+        total and then writes by it (a claim or a bonus against the budget, the next version
+        number) runs one at a time. Call inside ``transaction.atomic``."""
+        Project.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
+
 
 class MemberRole(models.TextChoices):
     MANAGER = "manager"

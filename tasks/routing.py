@@ -328,7 +328,7 @@ def assignment_next(
         # bonuses take too): checked apart, concurrent claims each passed a check that only
         # some of them fitted, and the project spent past its budget by a reward each.
         with transaction.atomic():
-            Project.objects.select_for_update().filter(pk=project.pk).values_list("pk").first()
+            project.lock()
             if budget_exhausted(project):
                 return None
             return _claim(project, worker, admission, rand)

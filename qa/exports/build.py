@@ -162,7 +162,7 @@ def export_request(*, project: Project, user: User | None, data: Any) -> Dataset
         raise InvalidInput(errors={"consensus_run": ["The id of a consensus run."]})
     with transaction.atomic():
         # One version number per request, even for concurrent requests.
-        Project.objects.select_for_update().filter(pk=project.pk).first()
+        project.lock()
         run = None
         if run_id is not None:
             run = merge.latest_run(project)
