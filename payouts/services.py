@@ -30,6 +30,7 @@ from payouts.models import (
 )
 from tasks.hooks import worker_score
 from tasks.models import Assignment, AssignmentStatus, Project
+from tasks.routing import answer_restore, answer_withdraw
 
 REVIEWABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
 
@@ -110,6 +111,8 @@ def assignment_approve(
             "This answer was paid, then rejected; grant a bonus to pay the worker again.",
             code="rejected_after_payment",
         )
+    if assignment.status == AssignmentStatus.REJECTED:
+        answer_restore(assignment=assignment)
     _reviewed(assignment, AssignmentStatus.APPROVED, by, reason)
     reward = assignment.project.reward
     if reward > 0:
@@ -156,8 +159,9 @@ def auto_bonus_check(project: Project, worker_id: int) -> Bonus | None:
 def assignment_reject(
     *, assignment_id: int, by: User | None, reason: str, project: Project | None = None
 ) -> Assignment:
-    """Reject an answer with a reason the worker sees. Rejecting a paid answer takes its
-    reward back with an adjustment; the reward entry itself is never touched."""
+    """Reject an answer with a reason the worker sees. The answer stops counting: a task it
+    had completed asks for another answer. Rejecting a paid answer takes its reward back
+    with an adjustment; the reward entry itself is never touched."""
     if not reason.strip():
         raise InvalidInput(errors={"reason": ["Tell the worker why."]})
     assignment = _locked_assignment(assignment_id, project)
@@ -165,6 +169,7 @@ def assignment_reject(
         return assignment
     paid = LedgerEntry.objects.filter(assignment=assignment, kind=EntryKind.REWARD).first()
     _reviewed(assignment, AssignmentStatus.REJECTED, by, reason.strip())
+    answer_withdraw(assignment=assignment)
     if paid is not None:
         LedgerEntry.objects.create(
             worker_id=assignment.worker_id, project=assignment.project,

@@ -270,7 +270,8 @@ class Assignment(models.Model):
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, blank=True, default="")
     # Whether this assignment holds a slot in its task's overlap counters (false for gold
-    # tasks, which every worker may answer once and which never complete).
+    # tasks, which every worker may answer once and which never complete, and for rejected
+    # answers, which stop counting).
     counted = models.BooleanField(default=True)
     # The review: who approved or rejected the answer (None: the automatic rules), when, and
     # the reason the worker is shown.

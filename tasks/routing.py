@@ -559,6 +559,43 @@ def tasks_decide_due(*, limit: int = 1000) -> int:
     return len(due)
 
 
+def answer_withdraw(*, assignment: Assignment) -> bool:
+    """A rejected answer stops counting: it gives its slot back, and a task it had completed
+    opens again and asks for one more answer (which goes to a worker who has not seen it).
+    Call in the transaction that rejects it. Returns whether anything changed; a second call
+    changes nothing."""
+    if not Assignment.objects.filter(pk=assignment.pk, counted=True).update(counted=False):
+        return False
+    assignment.counted = False
+    Task.objects.filter(pk=assignment.task_id, is_gold=False).update(
+        answers=F("answers") - 1, state=TaskState.OPEN, done_at=None, confidence=None,
+        low_confidence=False,
+    )  # fmt: skip
+    events.project_changed(assignment.project_id)
+    return True
+
+
+def answer_restore(*, assignment: Assignment) -> bool:
+    """A rejected answer approved again counts again if its task still has room for it (no
+    other worker has taken its slot meanwhile); otherwise it is paid but stays out of the
+    task's answers, so the overlap is never exceeded. Call in the approving transaction."""
+    if assignment.counted or assignment.task.is_gold:
+        return False
+    room = Task.objects.filter(
+        pk=assignment.task_id,
+        state=TaskState.OPEN,
+        open_leases__lt=F("required_overlap") - F("answers"),
+    ).update(answers=F("answers") + 1)
+    if not room:
+        return False
+    Assignment.objects.filter(pk=assignment.pk).update(counted=True)
+    assignment.counted = True
+    # This transaction already holds the task's row lock (the update above).
+    task_decide_if_due(task_id=assignment.task_id, project=assignment.project)
+    events.project_changed(assignment.project_id)
+    return True
+
+
 def assignment_skip(*, assignment_id: int, worker: User) -> Assignment:
     """Give the task back; it is not offered to this worker again. Idempotent."""
     with transaction.atomic():

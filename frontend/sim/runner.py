@@ -97,6 +97,7 @@ INSTRUCTIONS = {
 }
 IDLE_BACKOFF = (2.0, 30.0)  # simulated seconds after a 204: first wait, longest wait
 THINK_SECONDS = 0.5  # between handing in an answer and asking for the next task
+REVIEW_EVERY = 25  # answers between the manager's reviews while the crowd works
 HTTP_ATTEMPTS = 6
 HTTP_TIMEOUT = 30.0
 MAX_RETRY_AFTER = 120.0
@@ -524,6 +525,7 @@ class CrowdRun:
         max_answers: int = 0,
         until_done: float = 1.0,
         progress: Progress | None = None,
+        review: Callable[[], int] | None = None,
     ) -> None:
         self.project_id = project.pk
         schema = project_schema(project)
@@ -537,6 +539,11 @@ class CrowdRun:
         self.max_answers = max_answers
         self.until_done = until_done
         self.progress = progress
+        # The manager's review while the crowd works: returns how many answers it rejected
+        # (their tasks reopen and ask the crowd for another answer).
+        self.review = review
+        self.review_lock = threading.Lock()
+        self.reviewed_at = 0
         self.key = uuid.uuid4().hex[:12]
         self.cond = threading.Condition()
         self.heap: list[tuple[float, int, _Worker]] = []
@@ -633,6 +640,8 @@ class CrowdRun:
                 if self.busy:
                     self.cond.wait(timeout=0.5)  # another thread's step may change things
                     continue
+                if self._reviewed():
+                    continue  # rejected answers reopened tasks: workers ask again
                 now = time.time()
                 self.abandoned = [t for t in self.abandoned if t > now]
                 if not self.abandoned:
@@ -659,8 +668,10 @@ class CrowdRun:
     def _ask(self, w: _Worker, at: float) -> None:
         done, total = _real_tasks(self.project_id)
         if total and done >= self.until_done * total:
-            # Only gold would be left to hand out: the project's work is done.
             with self.cond:
+                if self._reviewed():
+                    return  # rejected answers reopened tasks
+                # Only gold would be left to hand out: the project's work is done.
                 self._end(f"{done}/{total} real tasks done")
             return
         with self.cond:
@@ -732,6 +743,23 @@ class CrowdRun:
             self._changed()
         w.lease, w.pending = None, None
         w.ready_at = at + THINK_SECONDS
+        if self.review is not None and self.answers - self.reviewed_at >= REVIEW_EVERY:
+            with self.cond:
+                self._reviewed()
+
+    def _reviewed(self) -> bool:
+        """The manager reviews what came in since the last review; True if that rejected
+        answers (and so reopened tasks). Caller holds ``cond``."""
+        if self.review is None or not self.review_lock.acquire(blocking=False):
+            return False
+        try:
+            self.reviewed_at = self.answers
+            if self.review() == 0:
+                return False
+            self._changed()
+            return True
+        finally:
+            self.review_lock.release()
 
     def _tick(self, *, force: bool = False) -> None:
         if self.progress is None:
@@ -774,9 +802,12 @@ def crowd_work(
     max_answers: int = 0,
     until_done: float = 1.0,
     progress: Progress | None = None,
+    manager: User | None = None,
 ) -> RunStats:
     """Run the crowd on the project until it runs out of work, gives ``max_answers``
-    answers, or has done ``until_done`` of the project's real tasks."""
+    answers, or has done ``until_done`` of the project's real tasks. With a ``manager``, the
+    manager rejects suspended workers' answers while the crowd works (a rejected answer
+    stops counting, so its task asks the crowd for another)."""
     if project.state != ProjectState.ACTIVE:
         raise SimError(f"Project {project.pk} is {project.state}; start it first.")
     workers = crowd_make(crowd, seed=seed)
@@ -794,6 +825,7 @@ def crowd_work(
         project=project, truth=truth, workers=workers, clients=clients, speed=speed,
         concurrency=concurrency, max_answers=max_answers, until_done=until_done,
         progress=progress,
+        review=None if manager is None else lambda: reviews_suspended(project=project, by=manager),
     )  # fmt: skip
     result = run.run()
     result.via = via
@@ -804,32 +836,49 @@ def crowd_work(
 # --- The manager's part -------------------------------------------------------------------------
 
 
-def reviews_finish(*, project: Project, manager: User) -> dict[str, int]:
-    """The manager reviews every submitted answer: suspended workers' are rejected, the rest
-    approved, which credits their rewards (and any automatic bonus) to the ledger."""
-    # The simulator plays the manager too, through the review service the review API calls.
-    suspended = set(
-        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
-            "worker_id", flat=True
-        )
-    )
-    submitted = list(
+SUSPENDED_REASON = "Suspended for low accuracy on check tasks; these answers are not paid."
+
+
+def _submitted(project: Project) -> list[tuple[int, int]]:
+    return list(
         Assignment.objects.filter(project=project, status=AssignmentStatus.SUBMITTED)
         .order_by("pk")
         .values_list("pk", "worker_id")
     )
+
+
+def reviews_suspended(*, project: Project, by: User) -> int:
+    """The manager rejects the submitted answers of suspended workers; returns how many."""
+    # The simulator plays the manager too, through the review service the review API calls.
+    suspended = qa_services.suspended_workers(project_id=project.pk)
+    ids = [pk for pk, worker in _submitted(project) if worker in suspended]
+    if not ids:
+        return 0
+    result = reviews_bulk(
+        project=project, by=by, approve=False, reason=SUSPENDED_REASON, assignment_ids=ids
+    )
+    return len(result["done"])
+
+
+def reviews_finish(*, project: Project, manager: User) -> dict[str, int]:
+    """The manager reviews every submitted answer: suspended workers' are rejected, the rest
+    approved, which credits their rewards (and any automatic bonus) to the ledger. Counts
+    the rejections made while the crowd worked too."""
+    suspended = qa_services.suspended_workers(project_id=project.pk)
+    submitted = _submitted(project)
     approved = reviews_bulk(
         project=project, by=manager, approve=True, reason="",
         assignment_ids=[pk for pk, worker in submitted if worker not in suspended],
     )  # fmt: skip
     rejected = reviews_bulk(
-        project=project, by=manager, approve=False,
-        reason="Suspended for low accuracy on check tasks; these answers are not paid.",
+        project=project, by=manager, approve=False, reason=SUSPENDED_REASON,
         assignment_ids=[pk for pk, worker in submitted if worker in suspended],
     )  # fmt: skip
     return {
         "approved": len(approved["done"]),
-        "rejected": len(rejected["done"]),
+        "rejected": Assignment.objects.filter(
+            project=project, status=AssignmentStatus.REJECTED, reviewed_by=manager
+        ).count(),
         "refused": len(approved["refused"]) + len(rejected["refused"]),
     }
 

@@ -61,8 +61,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
             "--approve", action="store_true",
-            help="the manager approves the submitted work at the end (suspended workers' is "
-            "rejected), so money moves",
+            help="the manager rejects suspended workers' answers while the crowd works (their "
+            "tasks ask for another answer) and approves the rest at the end, so money moves",
         )  # fmt: skip
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--json", default="", help="also write the report to this file")
@@ -133,6 +133,7 @@ class Command(BaseCommand):
                 project=project, truth=truth, crowd=crowd, via=via, url=url,
                 seed=options["seed"], speed=options["speed"], concurrency=concurrency,
                 max_answers=options["max_answers"], progress=bar,
+                manager=manager if options["approve"] else None,
             )  # fmt: skip
         finally:
             if bar is not None:

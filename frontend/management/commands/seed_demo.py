@@ -160,7 +160,12 @@ class Command(BaseCommand):
         )  # fmt: skip
         project_client_add(project=project, username=client.username)
         stats = runner.crowd_work(
-            project=project, truth=truth, crowd=DEMO_CROWD, seed=seed, until_done=DEMO_DONE_SHARE
+            project=project,
+            truth=truth,
+            crowd=DEMO_CROWD,
+            seed=seed,
+            until_done=DEMO_DONE_SHARE,
+            manager=manager,
         )
         reviews = runner.reviews_finish(project=project, manager=manager)
         run = runner.consensus_fresh(project=project, user=manager)
