@@ -22,10 +22,10 @@ from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
-from tasks import events, ingest, routing, selectors, services
+from tasks import ingest, routing, selectors, services
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Project, ProjectState
-from tasks.schema import project_labels
+from tasks.schema import labels_load, project_labels
 
 
 class ProjectIn(serializers.Serializer):
@@ -56,7 +56,11 @@ class ProjectIn(serializers.Serializer):
     auto_bonus_min_answers = serializers.IntegerField(required=False, min_value=0)
 
 
-def project_json(project: Project, user: User) -> dict[str, Any]:
+def project_json(
+    project: Project, user: User, figures: tuple[int, float | None] | None = None
+) -> dict[str, Any]:
+    """A project as ``user`` may see it; for workers, ``figures`` are its (available,
+    median seconds) when the caller read them for many projects at once."""
     data: dict[str, Any] = {
         "id": project.pk,
         "name": project.name,
@@ -69,11 +73,9 @@ def project_json(project: Project, user: User) -> dict[str, Any]:
         "state": project.state,
     }
     if user.role == Role.WORKER:
-        median = selectors.median_seconds_per_task(project)
+        available, median = figures or selectors.work_figures([project.pk])[project.pk]
         data.update(
-            available=events.available_slots(project.pk)
-            if project.state == ProjectState.ACTIVE
-            else 0,
+            available=available if project.state == ProjectState.ACTIVE else 0,
             estimated_seconds=None if median is None else round(median, 1),
         )
     else:
@@ -133,8 +135,12 @@ class ProjectListApi(APIView):
 
     def get(self, request: Request) -> Response:
         user = _user(request)
-        projects = selectors.projects_for_user(user).select_related("owner")
-        return Response([project_json(p, user) for p in projects])
+        projects = list(selectors.projects_for_user(user).select_related("owner"))
+        labels_load(projects)
+        if user.role != Role.WORKER:
+            return Response([project_json(p, user) for p in projects])
+        figures = selectors.work_figures([p.pk for p in projects])
+        return Response([project_json(p, user, figures[p.pk]) for p in projects])
 
     @extend_schema(request=ProjectIn)
     def post(self, request: Request) -> Response:

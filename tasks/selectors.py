@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 from django.db import connection
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncMinute
@@ -157,13 +157,59 @@ RECENT_ANSWERS = 5000
 
 def median_seconds_per_task(project: Project) -> float | None:
     """Median active time of the project's recent answers (the server-capped time)."""
-    times = list(
-        Assignment.objects.filter(project=project, status__in=ANSWERED, time_spent_ms__isnull=False)
-        .order_by("-submitted_at")
-        .values_list("time_spent_ms", flat=True)[:RECENT_ANSWERS]
-    )
-    positive = [int(t) for t in times if t]
-    return float(np.median(positive)) / 1000 if positive else None
+    return work_figures([project.pk])[project.pk][1]
+
+
+def work_figures(project_ids: Sequence[int]) -> dict[int, tuple[int, float | None]]:
+    """Per project: the answers it could hand out now (open tasks' free overlap) and the
+    median active seconds of its ``RECENT_ANSWERS`` latest answers. One statement for any
+    number of projects (the workers' project list shows both for every active project);
+    the median is the middle row, or the mean of the middle two, of each project's times."""
+    ids = list(dict.fromkeys(int(pk) for pk in project_ids))
+    figures: dict[int, tuple[int, float | None]] = dict.fromkeys(ids, (0, None))
+    if not ids:
+        return figures
+    tasks, assignments = Task._meta.db_table, Assignment._meta.db_table
+    marks = ", ".join(["%s"] * len(ids))
+    statuses = ", ".join(["%s"] * len(ANSWERED))
+    sql = f"""
+        WITH free AS (
+            SELECT project_id, SUM(required_overlap - answers - open_leases) AS n
+            FROM {tasks}
+            WHERE project_id IN ({marks}) AND state = %s AND NOT is_gold
+            GROUP BY project_id
+        ), recent AS (
+            SELECT project_id, time_spent_ms AS t,
+                   ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY submitted_at DESC, id DESC)
+                       AS latest
+            FROM {assignments}
+            WHERE project_id IN ({marks}) AND status IN ({statuses}) AND time_spent_ms > 0
+        ), ranked AS (
+            SELECT project_id, t,
+                   ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY t) AS r,
+                   COUNT(*) OVER (PARTITION BY project_id) AS n
+            FROM recent WHERE latest <= %s
+        ), median AS (
+            SELECT project_id, AVG(t) AS ms FROM ranked
+            WHERE r = (n + 1) / 2 OR r = (n + 2) / 2
+            GROUP BY project_id
+        )
+        SELECT free.project_id, free.n, NULL FROM free
+        UNION ALL
+        SELECT median.project_id, NULL, median.ms FROM median
+    """  # table names from the models, values as parameters
+    params: list[int | str] = [*ids, TaskState.OPEN, *ids, *ANSWERED, RECENT_ANSWERS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for project_id, free, ms in rows:
+        available, median = figures[project_id]
+        if free is not None:
+            available = max(int(free), 0)
+        if ms is not None:
+            median = float(ms) / 1000
+        figures[project_id] = (available, median)
+    return figures
 
 
 THROUGHPUT_MAX_MINUTES = 24 * 60

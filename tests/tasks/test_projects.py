@@ -242,3 +242,48 @@ def test_progress_counts_every_state(manager) -> None:
         "assignments_submitted": 0,
         "images": {"total": 0, "pending": 0, "ready": 0, "failed": 0, "near_duplicates": 0},
     }  # fmt: skip
+
+
+@pytest.mark.both_databases
+def test_the_workers_project_list_costs_the_same_queries_for_any_number_of_projects(
+    api_as, manager, worker
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks import events, routing
+    from tasks.models import Assignment, AssignmentStatus
+    from tasks.selectors import median_seconds_per_task
+    from tests import factories
+
+    def add_projects(count: int, seconds: list[int]) -> None:
+        for _ in range(count):
+            project = factories.project_with_tasks(manager, tasks=3, overlap=2)
+            for spent in seconds:
+                lease = routing.assignment_next(project=project, worker=factories.WorkerFactory())
+                assert lease is not None
+                Assignment.objects.filter(pk=lease.pk).update(
+                    status=AssignmentStatus.SUBMITTED, time_spent_ms=spent * 1000
+                )
+
+    def listed() -> tuple[list[dict], int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/api/v1/projects/")
+        assert response.status_code == 200
+        return response.json(), len(queries)
+
+    client = api_as(worker)
+    add_projects(1, [4, 10, 6])
+    one, few_queries = listed()
+    add_projects(7, [3, 5])
+    many, many_queries = listed()
+    assert len(one) == 1
+    assert len(many) == 8
+    assert many_queries == few_queries
+    # The figures are those of each project, as the single-project reads compute them.
+    for entry in many:
+        project = Project.objects.get(pk=entry["id"])
+        assert entry["available"] == events.available_slots(project.pk)
+        assert entry["estimated_seconds"] == round(median_seconds_per_task(project), 1)
+    figures = sorted((p["available"], p["estimated_seconds"]) for p in many)
+    assert figures == [(3, 6.0)] + [(4, 4.0)] * 7
