@@ -21,7 +21,7 @@ from qa.scoring import GoldScore, gold_score
 from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
 from tasks.models import Assignment, Image, ImageStatus, Kind, Project, Task
-from tasks.routing import leases_release_for_worker
+from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
 from tasks.services import tasks_mark_gold
 
@@ -136,10 +136,14 @@ def _save_judged(row: WorkerScore, status_before: str) -> None:
     if changed and row.status == WorkerStatus.SUSPENDED:
         # After commit, in transactions of their own: the caller may hold a task's row lock,
         # and releasing takes other tasks' locks.
+        # Their answers to open tasks stop holding slots there, so those tasks ask others.
         project_id, worker_id = row.project_id, row.worker_id
-        transaction.on_commit(
-            lambda: leases_release_for_worker(project_id=project_id, worker_id=worker_id)
-        )
+
+        def release() -> None:
+            leases_release_for_worker(project_id=project_id, worker_id=worker_id)
+            answers_withdraw_for_worker(project_id=project_id, worker_id=worker_id)
+
+        transaction.on_commit(release)
         task_events.worker_barred(project_id=row.project_id, worker_id=row.worker_id)
     elif changed and status_before == WorkerStatus.SUSPENDED:
         task_events.worker_admitted(project_id=row.project_id, worker_id=row.worker_id)

@@ -22,9 +22,9 @@ from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
-from tasks import ingest, routing, selectors, services
+from tasks import ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
-from tasks.models import Assignment, Image, Project, ProjectState
+from tasks.models import Assignment, Image, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
 
 
@@ -54,6 +54,10 @@ class ProjectIn(serializers.Serializer):
     auto_bonus_amount = serializers.CharField(required=False, max_length=32)
     auto_bonus_min_score = serializers.FloatField(required=False, min_value=0, max_value=1)
     auto_bonus_min_answers = serializers.IntegerField(required=False, min_value=0)
+    stalled_action = serializers.ChoiceField(StalledAction.choices, required=False)
+    stalled_grace_minutes = serializers.IntegerField(
+        required=False, min_value=0, max_value=30 * 24 * 60
+    )
 
 
 def project_json(
@@ -101,6 +105,8 @@ def project_json(
             auto_bonus_amount=format_amount(project.auto_bonus_amount, project.currency),
             auto_bonus_min_score=project.auto_bonus_min_score,
             auto_bonus_min_answers=project.auto_bonus_min_answers,
+            stalled_action=project.stalled_action,
+            stalled_grace_minutes=project.stalled_grace_minutes,
             created_at=project.created_at.isoformat(),
         )
     return data
@@ -229,6 +235,43 @@ class ProjectProgressApi(APIView):
         return Response(
             {**selectors.project_progress(project), **progress_contributions.collect(project)}
         )
+
+
+class StalledIn(serializers.Serializer):
+    action = serializers.ChoiceField(
+        ["close", "reoffer"],
+        help_text="close: done now with low confidence on the answers they have; reoffer: "
+        "offered again to the workers who skipped them or let their lease run out.",
+    )
+    tasks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        max_length=10_000,
+        help_text="Only these stalled tasks (default: all of the project's).",
+    )
+
+
+class ProjectStalledApi(APIView):
+    """Open tasks no worker left can answer: each with the reason, and the manager's way out
+    (the project's ``stalled_action`` resolves them on its own after its grace period)."""
+
+    permission_classes = [IsManager]
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        return Response(stalled.stalled_report(project))
+
+    @extend_schema(request=StalledIn)
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(_user(request), project_id)
+        data = StalledIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        action, task_ids = data.validated_data["action"], data.validated_data.get("tasks")
+        if action == "close":
+            done = {"closed": stalled.stalled_close(project, task_ids)}
+        else:
+            done = {"reoffered": stalled.stalled_reoffer(project, task_ids)}
+        return Response({**done, **stalled.stalled_report(project)})
 
 
 class ProjectThroughputApi(APIView):

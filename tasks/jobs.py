@@ -27,7 +27,7 @@ def leases_sweep() -> None:
     correctness never waits for this job; it keeps counts and live queues fresh when nobody
     asks.
     """
-    from tasks import routing
+    from tasks import routing, stalled
     from tasks.hooks import run_periodic
 
     while routing.leases_release_expired(limit=1000):
@@ -35,6 +35,7 @@ def leases_sweep() -> None:
     while routing.leases_warn_expiring(limit=1000) == 1000:
         pass
     routing.tasks_decide_due()
+    stalled.stalled_sweep()
     run_periodic()
     cache.delete(SWEEP_SCHEDULED)
     leases_sweep_schedule()

@@ -19,6 +19,13 @@ class ProjectState(models.TextChoices):
     COMPLETED = "completed"
 
 
+class StalledAction(models.TextChoices):
+    # What becomes of a task no worker left can answer (every worker not barred from the
+    # project has answered or skipped it) once it has been so for ``stalled_grace_minutes``.
+    CLOSE = "close"  # done, with low confidence, on the answers it has
+    WAIT = "wait"  # stays open for workers who join later
+
+
 class Project(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     name = models.CharField(max_length=200)
@@ -62,6 +69,13 @@ class Project(models.Model):
     auto_bonus_amount = models.BigIntegerField(default=0)
     auto_bonus_min_score = models.FloatField(default=0.9)
     auto_bonus_min_answers = models.PositiveIntegerField(default=50)
+
+    # Tasks no worker left can answer (see StalledAction).
+    stalled_action = models.CharField(
+        max_length=8, choices=StalledAction.choices, default=StalledAction.CLOSE,
+        db_default=StalledAction.CLOSE,
+    )  # fmt: skip
+    stalled_grace_minutes = models.PositiveIntegerField(default=60, db_default=60)
 
     # Images wider or taller than tile_size are split into tiles overlapping by tile_overlap
     # pixels; 0 disables tiling. Classification never tiles.
@@ -211,6 +225,9 @@ class Task(models.Model):
     # reached without the answers agreeing at the project's threshold.
     confidence = models.FloatField(null=True, blank=True)
     low_confidence = models.BooleanField(default=False)
+    # Since when no worker left can answer this open task (set and cleared by the sweep);
+    # kept on a task closed for it, as the reason it closed with what it had.
+    stalled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)
 

@@ -559,11 +559,15 @@ def tasks_decide_due(*, limit: int = 1000) -> int:
     return len(due)
 
 
-def answer_withdraw(*, assignment: Assignment) -> bool:
+def answer_withdraw(*, assignment: Assignment, open_only: bool = False) -> bool:
     """A rejected answer stops counting: it gives its slot back, and a task it had completed
     opens again and asks for one more answer (which goes to a worker who has not seen it).
-    Call in the transaction that rejects it. Returns whether anything changed; a second call
-    changes nothing."""
+    Call in the transaction that rejects it. With ``open_only``, an answer to a task already
+    decided is left alone. Returns whether anything changed; a second call changes nothing."""
+    if open_only:
+        state = Task.objects.select_for_update().filter(pk=assignment.task_id)
+        if state.values_list("state", flat=True).first() != TaskState.OPEN:
+            return False
     if not Assignment.objects.filter(pk=assignment.pk, counted=True).update(counted=False):
         return False
     assignment.counted = False
@@ -573,6 +577,23 @@ def answer_withdraw(*, assignment: Assignment) -> bool:
     )  # fmt: skip
     events.project_changed(assignment.project_id)
     return True
+
+
+def answers_withdraw_for_worker(*, project_id: int, worker_id: int) -> int:
+    """The worker was suspended: their answers to the project's open tasks stop holding
+    slots, so those tasks ask other workers for answers that count (instead of reaching
+    their maximum overlap on answers consensus leaves out). Decided tasks keep their
+    decision. Each answer in its own short transaction; returns how many were withdrawn."""
+    pending = Assignment.objects.filter(
+        project_id=project_id, worker_id=worker_id, counted=True,
+        status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED],
+        task__state=TaskState.OPEN, task__is_gold=False,
+    )  # fmt: skip
+    withdrawn = 0
+    for assignment in pending.only("pk", "task_id", "project_id"):
+        with transaction.atomic():
+            withdrawn += answer_withdraw(assignment=assignment, open_only=True)
+    return withdrawn
 
 
 def answer_restore(*, assignment: Assignment) -> bool:

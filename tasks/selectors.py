@@ -107,22 +107,25 @@ ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentSta
 
 
 def project_progress(project: Project) -> dict[str, Any]:
-    """Task, image and answer counts. One statement of plain SQL: the live progress frame
-    computes this up to ten times a second per project while answers stream in, and the
-    ORM's compilation of these thirteen filtered counts took four times as long as running
-    them."""
+    """Task, image and answer counts (``stalled``: open tasks no worker left can answer, as
+    the sweep last marked them; see ``tasks.stalled``). One statement of plain SQL: the live
+    progress frame computes this up to ten times a second per project while answers stream
+    in, and the ORM's compilation of these filtered counts took four times as long as
+    running them."""
     tasks, images, assignments = (
         Task._meta.db_table, Image._meta.db_table, Assignment._meta.db_table
     )  # fmt: skip
     sql = f"""
-        SELECT t.total, t.done, t.in_progress, t.open, t.gold,
+        SELECT t.total, t.done, t.in_progress, t.open, t.gold, t.stalled,
                i.total, i.pending, i.ready, i.failed, i.near_duplicates, a.submitted
         FROM (SELECT COUNT(*) AS total,
                      SUM(CASE WHEN state = %s THEN 1 ELSE 0 END) AS done,
                      SUM(CASE WHEN state = %s AND open_leases > 0 THEN 1 ELSE 0 END)
                          AS in_progress,
                      SUM(CASE WHEN state = %s AND open_leases = 0 THEN 1 ELSE 0 END) AS open,
-                     SUM(CASE WHEN is_gold THEN 1 ELSE 0 END) AS gold
+                     SUM(CASE WHEN is_gold THEN 1 ELSE 0 END) AS gold,
+                     SUM(CASE WHEN state = %s AND stalled_at IS NOT NULL THEN 1 ELSE 0 END)
+                         AS stalled
               FROM {tasks} WHERE project_id = %s) t,
              (SELECT COUNT(*) AS total,
                      SUM(CASE WHEN status = %s THEN 1 ELSE 0 END) AS pending,
@@ -135,19 +138,19 @@ def project_progress(project: Project) -> dict[str, Any]:
               WHERE project_id = %s AND status IN (%s, %s, %s)) a
     """  # table names from the models, values as parameters
     params: list[str | int] = [
-        TaskState.DONE, TaskState.OPEN, TaskState.OPEN, project.pk,
+        TaskState.DONE, TaskState.OPEN, TaskState.OPEN, TaskState.OPEN, project.pk,
         ImageStatus.PENDING, ImageStatus.READY, ImageStatus.FAILED, project.pk,
         project.pk, *ANSWERED,
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = [int(value or 0) for value in cursor.fetchone()]
-    task_keys = ("tasks", "done", "in_progress", "open", "gold")
+    task_keys = ("tasks", "done", "in_progress", "open", "gold", "stalled")
     image_keys = ("total", "pending", "ready", "failed", "near_duplicates")
     return {
-        **dict(zip(task_keys, row[:5], strict=True)),
-        "assignments_submitted": row[10],
-        "images": dict(zip(image_keys, row[5:10], strict=True)),
+        **dict(zip(task_keys, row[:6], strict=True)),
+        "assignments_submitted": row[11],
+        "images": dict(zip(image_keys, row[6:11], strict=True)),
     }
 
 

@@ -19,6 +19,7 @@ from tasks.models import (
     Project,
     ProjectMember,
     ProjectState,
+    StalledAction,
     Task,
 )
 from tasks.schema import project_labels
@@ -35,6 +36,7 @@ SETTINGS_FIELDS = (
     "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap", "iou_threshold",
     "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
     "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
+    "stalled_action", "stalled_grace_minutes",
 )  # fmt: skip
 # Amounts a PATCH may change, as decimal strings in the project's currency.
 MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
@@ -128,6 +130,10 @@ def _check_settings(project: Project) -> None:
         bad("keypoint_sigma", "Above 0 and at most 1 (a fraction of the object's scale).")
     if not 0 <= project.exam_tasks <= 100:
         bad("exam_tasks", "Between 0 (no exam) and 100.")
+    if project.stalled_action not in StalledAction.values:
+        bad("stalled_action", f"One of: {', '.join(StalledAction.values)}.")
+    if not 0 <= project.stalled_grace_minutes <= 30 * 24 * 60:
+        bad("stalled_grace_minutes", "Between 0 (at once) and 43200 minutes (30 days).")
     if errors:
         raise InvalidInput(errors=errors)
 

@@ -16,6 +16,11 @@ urlpatterns = [
         name="project-progress",
     ),
     path(
+        "projects/<int:project_id>/tasks/stalled/",
+        apis.ProjectStalledApi.as_view(),
+        name="project-stalled-tasks",
+    ),
+    path(
         "projects/<int:project_id>/throughput/",
         apis.ProjectThroughputApi.as_view(),
         name="project-throughput",

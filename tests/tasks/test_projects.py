@@ -175,6 +175,7 @@ def test_progress_counts_every_state(manager) -> None:
     """The progress counts (one statement of plain SQL) against the same counts through the
     ORM, with tasks and images in every state and answers in every status."""
     from django.db.models import Count, Q
+    from django.utils import timezone
 
     from tasks import routing
     from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Task, TaskState
@@ -198,6 +199,9 @@ def test_progress_counts_every_state(manager) -> None:
     gold = Task.objects.filter(project=project, state=TaskState.OPEN, open_leases=0).first()
     assert gold is not None
     Task.objects.filter(pk=gold.pk).update(is_gold=True)
+    left = Task.objects.filter(project=project, state=TaskState.OPEN, is_gold=False).first()
+    assert left is not None
+    Task.objects.filter(pk=left.pk).update(stalled_at=timezone.now())
     images = list(Image.objects.filter(project=project).order_by("pk"))
     Image.objects.filter(pk=images[-1].pk).update(status=ImageStatus.FAILED)
     Image.objects.filter(pk=images[-2].pk).update(status=ImageStatus.PENDING)
@@ -216,6 +220,7 @@ def test_progress_counts_every_state(manager) -> None:
             in_progress=Count("pk", filter=Q(state=TaskState.OPEN, open_leases__gt=0)),
             open=Count("pk", filter=Q(state=TaskState.OPEN, open_leases=0)),
             gold=Count("pk", filter=Q(is_gold=True)),
+            stalled=Count("pk", filter=Q(state=TaskState.OPEN, stalled_at__isnull=False)),
         ),
         "assignments_submitted": Assignment.objects.filter(
             project=project, status__in=answered
@@ -230,7 +235,7 @@ def test_progress_counts_every_state(manager) -> None:
     }
     assert project_progress(project) == expected
     # Every state is there to be counted.
-    for key in ("done", "in_progress", "open", "gold"):
+    for key in ("done", "in_progress", "open", "gold", "stalled"):
         assert expected[key] > 0, key
     assert (expected["tasks"], expected["assignments_submitted"]) == (8, 4)
     assert expected["images"] == {
@@ -238,7 +243,7 @@ def test_progress_counts_every_state(manager) -> None:
     }  # fmt: skip
     empty = factories.project_create(manager)
     assert project_progress(empty) == {
-        "tasks": 0, "done": 0, "in_progress": 0, "open": 0, "gold": 0,
+        "tasks": 0, "done": 0, "in_progress": 0, "open": 0, "gold": 0, "stalled": 0,
         "assignments_submitted": 0,
         "images": {"total": 0, "pending": 0, "ready": 0, "failed": 0, "near_duplicates": 0},
     }  # fmt: skip
@@ -260,7 +265,9 @@ def test_the_workers_project_list_costs_the_same_queries_for_any_number_of_proje
         for _ in range(count):
             project = factories.project_with_tasks(manager, tasks=3, overlap=2)
             for spent in seconds:
-                lease = routing.assignment_next(project=project, worker=factories.WorkerFactory())
+                lease = routing.assignment_next(
+                    project=project, worker=factories.WorkerFactory.create()
+                )
                 assert lease is not None
                 Assignment.objects.filter(pk=lease.pk).update(
                     status=AssignmentStatus.SUBMITTED, time_spent_ms=spent * 1000
@@ -284,6 +291,8 @@ def test_the_workers_project_list_costs_the_same_queries_for_any_number_of_proje
     for entry in many:
         project = Project.objects.get(pk=entry["id"])
         assert entry["available"] == events.available_slots(project.pk)
-        assert entry["estimated_seconds"] == round(median_seconds_per_task(project), 1)
+        median = median_seconds_per_task(project)
+        assert median is not None
+        assert entry["estimated_seconds"] == round(median, 1)
     figures = sorted((p["available"], p["estimated_seconds"]) for p in many)
     assert figures == [(3, 6.0)] + [(4, 4.0)] * 7

@@ -66,7 +66,40 @@ function renderProgress(p) {
     stat("Images", p.images ? `${p.images.ready} ready, ${p.images.failed} failed` : "—", "images"),
   );
   $("#fair-pay").replaceChildren(...(p.fair_pay_warning ? [h("div.callout", { role: "status" }, h("strong", {}, "Fair pay: "), p.fair_pay_warning)] : []));
+  if (p.stalled) loadStalled();
+  else $("#stalled").replaceChildren();
 }
+
+// Open tasks no worker left can answer: the reason, the project's rule, the way out now.
+const loadStalled = throttle(async () => {
+  const s = await api(`${base}/tasks/stalled/`);
+  if (!s.count) {
+    $("#stalled").replaceChildren();
+    return;
+  }
+  const rule = s.action === "close"
+    ? `They close with low confidence after ${s.grace_minutes} minutes.`
+    : "They wait for workers who join later.";
+  const act = (action, done) => async () => {
+    try {
+      const r = await api(`${base}/tasks/stalled/`, { method: "POST", body: { action } });
+      toast(done(r), "ok");
+      loadProgress();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  };
+  $("#stalled").replaceChildren(
+    h("div.callout", { role: "status", "data-stalled": String(s.count) },
+      h("strong", {}, `${s.count} stalled task${s.count === 1 ? "" : "s"}: `),
+      s.tasks[0] ? s.tasks[0].message : "",
+      ` ${rule} `,
+      h("button", { type: "button", onclick: act("close", (r) => `${r.closed} closed with low confidence.`) }, "Close them now"),
+      " ",
+      h("button", { type: "button", onclick: act("reoffer", (r) => `${r.reoffered} offered again.`) }, "Offer again to workers who skipped"),
+    ),
+  );
+}, 5000);
 
 async function loadProgress() {
   renderProgress(await api(`${base}/progress/`));
