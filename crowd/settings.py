@@ -184,6 +184,13 @@ _JOB_MIDDLEWARE: list[Any] = [
 # sent no heartbeat for this long; every broker command is a heartbeat, and a worker polls its
 # idle queues about once a second even while busy, so a live worker never goes this quiet.
 JOB_HEARTBEAT_TIMEOUT_MS = env.int("JOB_HEARTBEAT_TIMEOUT_MS", default=15_000)
+# A job that builds one row's results (a consensus run, an export) claims the row for this
+# long and renews the claim every third of it while it runs (crowd/claims.py). A worker cut
+# off from Redis keeps running, and renewing, while its job is delivered again: the second
+# copy finds the row claimed and leaves it. A dead worker stops renewing, and the next
+# delivery takes over once the claim lapses; as long as the broker's heartbeat timeout, that
+# delivery need not wait.
+JOB_LEASE_SECONDS = env.float("JOB_LEASE_SECONDS", default=15.0)
 if REDIS_URL:
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",

@@ -1,4 +1,9 @@
-"""Background jobs of quality: thin, take ids, safe to run twice."""
+"""Background jobs of quality: thin, take ids, safe to run twice.
+
+Safe to run twice at the same time too (a job redelivered while its first copy still runs):
+each service claims its row, and a copy that finds it claimed by a live copy returns without
+error, so the broker does not retry it (see ``crowd.claims``).
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ per task, and the tiles of one image are united.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from crowd import claims
+from crowd.claims import ClaimLost
 from qa import services
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes
@@ -37,6 +40,8 @@ from qa.models import (
 from qa.reliability import Evidence, vote_weight
 from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project, Task
 from tasks.schema import project_schema
+
+logger = logging.getLogger(__name__)
 
 COUNTED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED]
 QUORUM = 0.5
@@ -173,45 +178,61 @@ def _counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
 
 def consensus_compute(*, run_id: int) -> ConsensusRun | None:
     """Compute and store the consensus of every answered image of the run's project,
-    replacing earlier results. Safe to run twice: a finished run is left alone."""
-    run = ConsensusRun.objects.select_related("project").filter(pk=run_id).first()
-    if run is None or run.status == RunStatus.DONE:
-        return run
-    project = run.project
-    run.status, run.started_at, run.error = RunStatus.RUNNING, timezone.now(), ""
-    run.save(update_fields=["status", "started_at", "error"])
-    try:
-        answers = _counted_answers(project)
-        if project.kind == Kind.CLASSIFICATION:
-            method, results = _classification_results(project, answers)
-        else:
-            method, results = _shape_results(project, answers)
-        results += _gold_results(project)
-        run.method = method
-        run.images_total = len(results)
-        run.params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
-        _store(project, run, results)
-    except Exception as exc:
-        run.status, run.error, run.finished_at = RunStatus.FAILED, str(exc)[:500], timezone.now()
-        run.save(update_fields=["status", "error", "finished_at"])
-        raise
-    run.status, run.finished_at = RunStatus.DONE, timezone.now()
-    run.save(update_fields=["status", "finished_at", "method", "images_total", "params"])
+    replacing earlier results. Safe to run twice, even at once: the copy that claims the run
+    computes it (see ``crowd.claims``); another finds it done, or leaves it to the live copy
+    that holds it, and returns the run as it stands."""
+    claim = claims.claim(
+        ConsensusRun,
+        run_id,
+        done=RunStatus.DONE,
+        fields=lambda: {"status": RunStatus.RUNNING, "started_at": timezone.now(), "error": ""},
+    )
+    if claim is None:
+        return ConsensusRun.objects.filter(pk=run_id).first()
+    with claim:
+        run = ConsensusRun.objects.select_related("project").get(pk=run_id)
+        project = run.project
+        try:
+            answers = _counted_answers(project)
+            if project.kind == Kind.CLASSIFICATION:
+                method, results = _classification_results(project, answers)
+            else:
+                method, results = _shape_results(project, answers)
+            results += _gold_results(project)
+            params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
+            claim.fence(method=method, images_total=len(results), params=params)
+            _store(run, results, claim)
+            if not claim.release(status=RunStatus.DONE, finished_at=timezone.now()):
+                raise ClaimLost(f"consensus run {run_id} was taken over before it was done")
+        except ClaimLost as exc:
+            logger.warning("%s; this copy stops, its results left to the other", exc)
+            run.refresh_from_db()
+            return run
+        except Exception as exc:
+            if not claim.release(
+                status=RunStatus.FAILED, error=str(exc)[:500], finished_at=timezone.now()
+            ):
+                logger.warning("consensus run %s failed in a copy that had lost it", run_id)
+                return run
+            raise
     results_prune(project)
+    run.refresh_from_db()
     return run
 
 
-def _store(project: Project, run: ConsensusRun, results: list[ConsensusResult]) -> None:
-    """Write the run's rows in batches; a retried run starts over from none."""
-    ConsensusResult.objects.filter(run=run).delete()
+def _store(run: ConsensusRun, results: list[ConsensusResult], claim: claims.Claim) -> None:
+    """Write the run's rows in batches; a retried run starts over from none. Each batch is
+    written only while this copy holds the run's claim (ClaimLost otherwise)."""
+    with transaction.atomic():
+        claim.fence(images_done=0)
+        ConsensusResult.objects.filter(run=run).delete()
     for start in range(0, len(results), WRITE_BATCH):
         batch = results[start : start + WRITE_BATCH]
         for row in batch:
             row.run = run
         with transaction.atomic():
+            claim.fence(images_done=start + len(batch))
             ConsensusResult.objects.bulk_create(batch)
-            run.images_done = start + len(batch)
-            run.save(update_fields=["images_done"])
 
 
 def latest_run(project: Project) -> ConsensusRun | None:

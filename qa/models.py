@@ -135,7 +135,10 @@ class RunStatus(models.TextChoices):
 
 
 class ConsensusRun(models.Model):
-    """One computation of a project's consensus (a job); the results replace earlier ones."""
+    """One computation of a project's consensus (a job); the results replace earlier ones.
+
+    One copy of the job at a time computes it: the one holding its claim (``claim_token``).
+    """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -150,6 +153,10 @@ class ConsensusRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The copy of the job building it (crowd/claims.py): its token, and until when its claim
+    # holds unless renewed.
+    claim_token = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
 
 class ExportFormat(models.TextChoices):
@@ -166,6 +173,7 @@ class DatasetExport(models.Model):
     ``version`` numbers a project's exports 1, 2, 3, ...; once ``done``, the file, its
     ``sha256``, the consensus method and parameters and the dataset ``card`` never change.
     ``options`` are the export's settings as validated (filters, split, images or labels).
+    One copy of the build job at a time writes it: the one holding its claim (``claim_token``).
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
@@ -194,6 +202,10 @@ class DatasetExport(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The copy of the job building it (crowd/claims.py): its token, and until when its claim
+    # holds unless renewed.
+    claim_token = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -11,8 +11,10 @@ starts the file over; a finished version is never rebuilt.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +24,11 @@ from typing import IO, Any
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Avg, Count, Max, Q
+from django.db.models import Avg, Count, F, Max, Q
 from django.utils import timezone
 
+from crowd import claims
+from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.models import User
 from qa import merge
@@ -44,6 +48,8 @@ from qa.selectors import project_agreement
 from tasks.imaging import FORMATS
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project
 from tasks.schema import project_labels
+
+logger = logging.getLogger(__name__)
 
 # Unfinished exports a project may have at once: each reads a whole project.
 MAX_ACTIVE_EXPORTS = 3
@@ -193,55 +199,96 @@ def export_request(*, project: Project, user: User | None, data: Any) -> Dataset
 
 
 def export_build(*, export_id: int) -> DatasetExport | None:
-    """Build the version's file. Safe to run twice: a finished version is left alone."""
-    export = DatasetExport.objects.select_related("project").filter(pk=export_id).first()
-    if export is None or export.status == RunStatus.DONE:
-        return export
-    project = export.project
-    export.status, export.started_at, export.error = RunStatus.RUNNING, timezone.now(), ""
-    export.attempts += 1
-    export.save(update_fields=["status", "started_at", "error", "attempts"])
+    """Build the version's file. Safe to run twice, even at once: the copy that claims the
+    version builds it (see ``crowd.claims``); another finds it done, or leaves it to the live
+    copy that holds it, and returns the version as it stands."""
+    claim = claims.claim(
+        DatasetExport,
+        export_id,
+        done=RunStatus.DONE,
+        fields=lambda: {
+            "status": RunStatus.RUNNING, "started_at": timezone.now(), "error": "",
+            "attempts": F("attempts") + 1,
+        },
+    )  # fmt: skip
+    if claim is None:
+        return DatasetExport.objects.filter(pk=export_id).first()
+    with claim:
+        export = DatasetExport.objects.select_related("project").get(pk=export_id)
+        _progress_event(export)
+        try:
+            _build(export, claim)
+        except ClaimLost as exc:
+            logger.warning("%s; this copy stops, the version left to the other", exc)
+            export.refresh_from_db()
+            return export
+        except Exception as exc:
+            export.status, export.error, export.finished_at = (
+                RunStatus.FAILED, str(exc)[:500], timezone.now(),
+            )  # fmt: skip
+            if not claim.release(
+                status=export.status, error=export.error, finished_at=export.finished_at
+            ):
+                logger.warning("dataset export %s failed in a copy that had lost it", export_id)
+                export.refresh_from_db()
+                return export
+            _progress_event(export)
+            raise
+        finally:
+            merge.results_prune(export.project)
+    export.refresh_from_db()
     _progress_event(export)
+    return export
+
+
+def _build(export: DatasetExport, claim: claims.Claim) -> None:
+    """Write, store and record the version's file; ClaimLost, with nothing of it stored or
+    recorded, if another copy takes the version over meanwhile."""
+    project = export.project
+    run = _consensus_for(export, claim)
+    export.method, export.params = run.method, {**run.params, **export.options}
+    export.images_total = ConsensusResult.objects.filter(run=run).count()
+    claim.fence(method=export.method, params=export.params, images_total=export.images_total)
+    with tempfile.TemporaryFile() as out:
+        counts = _write(export, run, out, claim)
+        out.seek(0)
+        sha256 = _sha256(out)
+        out.seek(0)
+        ext = "json" if export.format == ExportFormat.COCO and not _zipped(export) else "zip"
+        slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "dataset"
+        export.file_name = f"{slug}-v{export.version}-{export.format}.{ext}"
+        folder = f"exports/{project.pk}/{export.pk}"
+        claim.fence()
+        assert export.started_at is not None  # set by the claim
+        _files_remove(folder, before=export.started_at)
+        export.file = default_storage.save(f"{folder}/{export.file_name}", File(out))
+    stored = export.file.name
     try:
-        run = _consensus_for(export)
-        export.method, export.params = run.method, {**run.params, **export.options}
-        export.images_total = ConsensusResult.objects.filter(run=run).count()
-        export.save(update_fields=["method", "params", "images_total"])
-        with tempfile.TemporaryFile() as out:
-            counts = _write(export, run, out)
-            out.seek(0)
-            sha256 = _sha256(out)
-            out.seek(0)
-            ext = "json" if export.format == ExportFormat.COCO and not _zipped(export) else "zip"
-            slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "dataset"
-            export.file_name = f"{slug}-v{export.version}-{export.format}.{ext}"
-            folder = f"exports/{project.pk}/{export.pk}"
-            _files_remove(folder, before=export.started_at)
-            export.file = default_storage.save(f"{folder}/{export.file_name}", File(out))
-            export.size_bytes = default_storage.size(export.file.name)
+        export.size_bytes = default_storage.size(stored)
         export.sha256 = sha256
         export.counts = counts.as_json()
         export.card = dataset_card(export, run, counts)
-        export.status, export.finished_at = RunStatus.DONE, timezone.now()
-        export.images_done = export.images_total
-        export.save()
-    except Exception as exc:
-        export.status, export.error, export.finished_at = (
-            RunStatus.FAILED, str(exc)[:500], timezone.now(),
-        )  # fmt: skip
-        export.save(update_fields=["status", "error", "finished_at"])
+    except BaseException:
+        default_storage.delete(stored)
         raise
-    finally:
-        _progress_event(export)
-        merge.results_prune(project)
-    return export
+    export.status, export.finished_at = RunStatus.DONE, timezone.now()
+    export.images_done = export.images_total
+    recorded = claim.release(
+        file=stored, file_name=export.file_name, size_bytes=export.size_bytes, sha256=sha256,
+        counts=export.counts, card=export.card, status=export.status,
+        finished_at=export.finished_at, images_done=export.images_done,
+    )  # fmt: skip
+    if not recorded:
+        # Taken over since the check before storing: the file is no version's.
+        default_storage.delete(stored)
+        raise ClaimLost(f"dataset export {export.pk} was taken over before it was recorded")
 
 
 def _files_remove(folder: str, *, before: datetime) -> None:
     """Delete the files an earlier attempt stored in the version's folder: a build killed
     after storing its file but before recording it would otherwise leave a second file
-    behind. Only files from before this attempt started: never those of an attempt that is
-    (wrongly) running at the same time, which may yet record its file."""
+    behind. Only files from before this attempt started: never those of a copy that lost its
+    claim to this one and stored its file just after, which deletes it itself."""
     try:
         _, names = default_storage.listdir(folder)
     except FileNotFoundError:
@@ -252,9 +299,11 @@ def _files_remove(folder: str, *, before: datetime) -> None:
             default_storage.delete(path)
 
 
-def _consensus_for(export: DatasetExport) -> ConsensusRun:
+def _consensus_for(export: DatasetExport, claim: claims.Claim) -> ConsensusRun:
     """The run the version is built from: the one named, or a fresh one (computed here, so a
-    retried build reuses the run its first attempt started or finished)."""
+    retried build reuses the run its first attempt started or finished). A copy of the run's
+    own job may hold it (a build of this version that lost the version to this one, and is
+    still computing): this waits for that copy to finish it, or for its claim to lapse."""
     run = export.consensus_run
     if run is None:
         # Created and recorded together: a build killed in between leaves no orphan run.
@@ -262,11 +311,14 @@ def _consensus_for(export: DatasetExport) -> ConsensusRun:
             run = ConsensusRun.objects.create(
                 project=export.project, requested_by=export.requested_by
             )
+            claim.fence(consensus_run=run)
             export.consensus_run = run
-            export.save(update_fields=["consensus_run"])
-    if run.status != RunStatus.DONE:
+    while run.status != RunStatus.DONE:
         merge.consensus_compute(run_id=run.pk)
         run.refresh_from_db()
+        if run.status != RunStatus.DONE:
+            claim.fence()
+            time.sleep(min(1.0, claim.lease / 10))
     return run
 
 
@@ -288,7 +340,7 @@ def _labels(project: Project) -> list[Label]:
     ]
 
 
-def _write(export: DatasetExport, run: ConsensusRun, out: IO[bytes]) -> Counts:
+def _write(export: DatasetExport, run: ConsensusRun, out: IO[bytes], claim: claims.Claim) -> Counts:
     project = export.project
     labels = _labels(project)
 
@@ -297,7 +349,7 @@ def _write(export: DatasetExport, run: ConsensusRun, out: IO[bytes]) -> Counts:
 
     if export.format == ExportFormat.RAW:
         return formats.write_raw(out, raw_answers(export, run), card=card)
-    records = export_records(export, run)
+    records = export_records(export, run, claim)
     kind = project.kind
     if export.format == ExportFormat.COCO:
         rle = export.options.get("segmentation") == "rle"
@@ -354,8 +406,11 @@ def _names(run: ConsensusRun) -> _Names:
     return _Names(frozenset(s for s, n in stems.items() if n > 1))
 
 
-def export_records(export: DatasetExport, run: ConsensusRun) -> Iterator[Record]:
-    """The run's results as records, by image id, with the export's filters applied."""
+def export_records(
+    export: DatasetExport, run: ConsensusRun, claim: claims.Claim | None = None
+) -> Iterator[Record]:
+    """The run's results as records, by image id, with the export's filters applied. With
+    the build's claim, its progress is recorded while the claim holds (ClaimLost otherwise)."""
     options = export.options
     minimum = float(options.get("min_confidence", 0.0))
     exclude_low = options.get("low_confidence") == "exclude"
@@ -386,7 +441,8 @@ def export_records(export: DatasetExport, run: ConsensusRun) -> Iterator[Record]
          method) in rows.iterator(chunk_size=READ_CHUNK):  # fmt: skip
         done += 1
         if done % PROGRESS_EVERY == 0:
-            DatasetExport.objects.filter(pk=export.pk).update(images_done=done)
+            if claim is not None:
+                claim.fence(images_done=done)
             export.images_done = done
             _progress_event(export)
         if exclude_low and low:
