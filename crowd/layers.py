@@ -30,6 +30,7 @@ from channels_redis.pubsub import (
     RedisSingleShardConnection,
 )
 from channels_redis.utils import _wrap_close, decode_hosts
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 CLEAN_EVERY_SECONDS = 1.0
 logger = logging.getLogger(__name__)
@@ -165,10 +166,18 @@ class RedisBroadcastLayer(RedisPubSubChannelLayer):
         await self._get_layer().discard_channel(channel)
 
 
+def reconnecting(host: dict[str, Any]) -> dict[str, Any]:
+    """``host``'s connection settings, with a command that fails on a connection Redis has
+    closed tried once more on a new connection. After Redis restarts, each process's pooled
+    publishing connection is still the old one until it is used: without the retry, the
+    first frame a process sends afterwards is lost (and its first health check fails)."""
+    return {"retry_on_error": [RedisConnectionError], **host}
+
+
 class _BroadcastLoopLayer(DirectDelivery, RedisPubSubLoopLayer):
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
         super().__init__(hosts, **kwargs)
-        self._shards = [_BroadcastShard(host, self) for host in decode_hosts(hosts)]
+        self._shards = [_BroadcastShard(reconnecting(host), self) for host in decode_hosts(hosts)]
 
     async def discard_channel(self, channel: str) -> None:
         if self.channels.pop(channel, None) is not None:

@@ -12,11 +12,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
 
 from tests.plugins.services import free_port
 
@@ -28,6 +30,7 @@ class LiveServer:
     url: str
     port: int
     process: subprocess.Popen[bytes]
+    log: Path
 
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
@@ -77,7 +80,7 @@ def live_server(env: dict[str, str], workers: int = 1) -> Iterator[LiveServer]:
          "--port", str(port), "--workers", str(workers), "--lifespan", "off"],
         cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    server = LiveServer(f"http://127.0.0.1:{port}", port, process)
+    server = LiveServer(f"http://127.0.0.1:{port}", port, process, log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -102,3 +105,27 @@ def live_server(env: dict[str, str], workers: int = 1) -> Iterator[LiveServer]:
             process.wait()
         os.close(fd)
         log.unlink()
+
+
+def ws_connect(server: LiveServer, path: str) -> ClientConnection:
+    url = server.url.replace("http://", "ws://") + path
+    return connect(url, proxy=None, open_timeout=10)
+
+
+def frames_until(
+    ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Every frame up to and including the first one ``wanted`` accepts."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no matching frame within {timeout} s; received {seen}")
+        try:
+            frame = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            raise AssertionError(f"no matching frame within {timeout} s; received {seen}") from None
+        seen.append(frame)
+        if wanted(frame):
+            return seen

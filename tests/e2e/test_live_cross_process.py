@@ -4,20 +4,21 @@ frame they receive has crossed the Redis channel layer."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from tests.e2e.server import LiveServer, live_server, manage, server_env
+from tests.e2e.server import (
+    LiveServer,
+    frames_until,
+    live_server,
+    manage,
+    server_env,
+    ws_connect,
+)
 from tests.plugins.services import Server
 
 pytestmark = pytest.mark.postgres
@@ -42,50 +43,12 @@ Task.objects.bulk_create(
 """
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A database of its own on the PostgreSQL pass's server, dropped afterwards."""
-    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    name = f"crowd_live_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _token(server: LiveServer, username: str) -> str:
     status, body = server.request(
         "POST", "/api/v1/auth/token/", {"username": username, "password": PASSWORD}
     )
     assert status == 200, body
     return str(body["token"])
-
-
-def _ws(server: LiveServer, path: str) -> ClientConnection:
-    url = server.url.replace("http://", "ws://") + path
-    return connect(url, proxy=None, open_timeout=10)
-
-
-def _frames_until(
-    ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-) -> list[dict[str, Any]]:
-    """Every frame up to and including the first one ``wanted`` accepts."""
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no matching frame within {timeout} s; received {seen}")
-        try:
-            frame = json.loads(ws.recv(timeout=left))
-        except TimeoutError:
-            raise AssertionError(f"no matching frame within {timeout} s; received {seen}") from None
-        seen.append(frame)
-        if wanted(frame):
-            return seen
 
 
 def test_events_cross_processes_through_redis(
@@ -120,22 +83,22 @@ def test_events_cross_processes_through_redis(
         # A worker may not listen to a project's dashboard feed.
         with (
             pytest.raises(ConnectionClosed) as refused,
-            _ws(a, f"/ws/projects/{project_id}/?token={ann}") as ws,
+            ws_connect(a, f"/ws/projects/{project_id}/?token={ann}") as ws,
         ):
             ws.recv(timeout=10)
         assert refused.value.rcvd is not None
         assert refused.value.rcvd.code == 4403
 
         with (
-            _ws(a, f"/ws/projects/{project_id}/?token={manager}") as dashboard,
-            _ws(a, f"/ws/worker/?token={ann}") as ann_ws,
-            _ws(a, f"/ws/worker/?token={bob}") as bob_ws,
+            ws_connect(a, f"/ws/projects/{project_id}/?token={manager}") as dashboard,
+            ws_connect(a, f"/ws/worker/?token={ann}") as ann_ws,
+            ws_connect(a, f"/ws/worker/?token={bob}") as bob_ws,
         ):
             # The snapshots come after the groups are joined: once they arrive, A listens.
-            first = _frames_until(dashboard, lambda f: f["type"] == "progress")[-1]
+            first = frames_until(dashboard, lambda f: f["type"] == "progress")[-1]
             assert (first["project"], first["assignments_submitted"]) == (project_id, 0)
             for ws in (ann_ws, bob_ws):
-                hello = _frames_until(ws, lambda f: f["type"] == "hello")
+                hello = frames_until(ws, lambda f: f["type"] == "hello")
                 assert hello[-1]["type"] == "hello"
 
             status, lease = b.request(
@@ -148,7 +111,7 @@ def test_events_cross_processes_through_redis(
             )  # fmt: skip
             assert (status, body["status"]) == (200, "submitted"), body
 
-            progress = _frames_until(
+            progress = frames_until(
                 dashboard,
                 lambda f: f["type"] == "progress" and f.get("assignments_submitted") == 1,
             )[-1]
@@ -156,14 +119,14 @@ def test_events_cross_processes_through_redis(
             assert isinstance(progress["at"], float)
             assert progress["at"] <= time.time()
 
-            granted = _frames_until(
+            granted = frames_until(
                 ann_ws, lambda f: f["type"] == "lease" and f.get("assignment") == lease["id"]
             )[-1]
             assert granted["project"] == project_id
             assert isinstance(granted["at"], float)
 
             # The other worker hears that there is less work, never of ann's lease.
-            seen = _frames_until(
+            seen = frames_until(
                 bob_ws,
                 lambda f: (
                     f["type"] == "queue"

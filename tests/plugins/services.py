@@ -149,7 +149,9 @@ def start_postgres() -> Server:
     return Server("postgres", url, process, workdir, log, {"port": str(port)})
 
 
-def start_redis() -> Server:
+def start_redis(port: int | None = None) -> Server:
+    """A Redis server on ``port`` (a free one when None): a test that restarts Redis starts
+    the new server on the port the old one had, where its clients reconnect."""
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     )
@@ -157,7 +159,7 @@ def start_redis() -> Server:
         raise FileNotFoundError("redis-server not found")
     workdir = Path(tempfile.mkdtemp(prefix="crowd-redis-"))
     log = workdir / "redis.log"
-    port = free_port()
+    port = port or free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -190,10 +192,46 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
-def start(kind: str) -> Server:
-    server = start_postgres() if kind == "postgres" else start_redis()
+def start(kind: str, *, port: int | None = None) -> Server:
+    """A server stopped when the test run ends (``port`` is for Redis only)."""
+    server = start_postgres() if kind == "postgres" else start_redis(port)
     _started.append(server)
     return server
+
+
+@dataclass
+class RestartableRedis:
+    """A Redis server of one test's own, which the test may kill and start again on the same
+    port (empty, as a Redis that keeps no data on disk comes back after a crash)."""
+
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def kill(self) -> None:
+        self.server.process.kill()
+        self.server.process.wait()
+
+    def start_again(self) -> None:
+        self.server.stop()
+        self.server = start("redis", port=int(self.server.extra["port"]))
+
+
+@pytest.fixture
+def restartable_redis() -> Iterator[RestartableRedis]:
+    """Fails, not skips, with REQUIRE_SERVICES=1 when Redis cannot start."""
+    try:
+        redis = RestartableRedis(start("redis"))
+    except (FileNotFoundError, RuntimeError) as exc:
+        if services_required():
+            pytest.fail(f"REQUIRE_SERVICES=1 but Redis cannot start: {exc}")
+        pytest.skip(f"Redis not available: {exc}")
+    try:
+        yield redis
+    finally:
+        redis.server.stop()
 
 
 # --- pytest hooks ------------------------------------------------------------------------------
