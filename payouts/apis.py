@@ -97,7 +97,7 @@ REVIEWABLE = {
     "submitted": [AssignmentStatus.SUBMITTED],
     "approved": [AssignmentStatus.APPROVED],
     "rejected": [AssignmentStatus.REJECTED],
-    "all": [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED],
+    "all": list(AssignmentStatus.answered()),
 }
 
 

@@ -10,8 +10,8 @@ from django.db.models import Sum
 
 from crowd.money import format_amount, money_json, parse_amount
 from payouts.models import EntryKind, LedgerEntry
-from tasks.models import Assignment, Project
-from tasks.selectors import ANSWERED, median_seconds_per_task
+from tasks.models import Assignment, AssignmentStatus, Project
+from tasks.selectors import median_seconds_per_task
 
 
 def fair_pay(project: Project) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def worker_hourly_rates(worker_id: int) -> list[dict[str, Any]]:
         .annotate(total=Sum("amount"))
     )
     spent = (
-        Assignment.objects.filter(worker_id=worker_id, status__in=ANSWERED)
+        Assignment.objects.filter(worker_id=worker_id, status__in=AssignmentStatus.answered())
         .values("project__currency")
         .annotate(ms=Sum("time_spent_ms"))
     )

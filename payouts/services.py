@@ -32,8 +32,6 @@ from tasks.hooks import worker_score
 from tasks.models import Assignment, AssignmentStatus, Project
 from tasks.routing import answer_restore, answer_withdraw
 
-REVIEWABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
-
 
 # --- Balances ----------------------------------------------------------------------------------
 
@@ -76,7 +74,7 @@ def _locked_assignment(assignment_id: int, project: Project | None) -> Assignmen
     assignment = query.filter(pk=assignment_id).first()
     if assignment is None:
         raise NotFound("No such assignment.")
-    if assignment.status not in REVIEWABLE:
+    if assignment.status not in AssignmentStatus.answered():
         raise Conflict(
             f"Only submitted answers are reviewed; this one is {assignment.status}.",
             code="not_reviewable",

@@ -21,7 +21,6 @@ from tasks.hooks import worker_earnings
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
 
-ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
 # Spam signals look at the project's most recent answers.
 SIGNAL_WINDOW = 20_000
 FAST_FRACTION = 0.25  # a median time under a quarter of the project's median is suspicious
@@ -33,7 +32,9 @@ GOLD_HISTORY = 200
 
 
 def _recent_answers(project: Project) -> list[dict[str, Any]]:
-    rows = Assignment.objects.filter(project=project, status__in=ANSWERED).order_by("-submitted_at")
+    rows = Assignment.objects.filter(
+        project=project, status__in=AssignmentStatus.answered()
+    ).order_by("-submitted_at")
     return [dict(r) for r in rows.values("worker_id", "time_spent_ms", "answer")[:SIGNAL_WINDOW]]
 
 
@@ -111,7 +112,7 @@ def _empty_on_gold(project: Project) -> Iterable[tuple[int, int, int]]:
 
 def _submitted_counts(project: Project) -> dict[int, int]:
     rows = (
-        Assignment.objects.filter(project=project, status__in=ANSWERED)
+        Assignment.objects.filter(project=project, status__in=AssignmentStatus.answered())
         .values("worker_id")
         .annotate(n=Count("pk"))
     )
@@ -172,7 +173,7 @@ def project_worker(project: Project, worker_id: int) -> dict[str, Any] | None:
         row,
         project,
         submitted=Assignment.objects.filter(
-            project=project, worker_id=worker_id, status__in=ANSWERED
+            project=project, worker_id=worker_id, status__in=AssignmentStatus.answered()
         ).count(),
         earned=worker_earnings(project, [worker_id]).get(worker_id, 0),
         flags=worker_signals(project).get(worker_id, []),
@@ -209,9 +210,9 @@ def _completed_answers(
         .values_list("pk", flat=True)[:AGREEMENT_WINDOW]
     )
     answers: dict[int, list[tuple[int, Any]]] = defaultdict(list)
-    rows = Assignment.objects.filter(task_id__in=task_ids, status__in=ANSWERED).values_list(
-        "task_id", "worker_id", "answer", "task__image__width", "task__image__height"
-    )
+    rows = Assignment.objects.filter(
+        task_id__in=task_ids, status__in=AssignmentStatus.answered()
+    ).values_list("task_id", "worker_id", "answer", "task__image__width", "task__image__height")
     sizes: dict[int, tuple[int, int]] = {}
     for task_id, worker_id, answer, width, height in rows:
         answers[task_id].append((worker_id, answer or []))

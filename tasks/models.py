@@ -268,6 +268,12 @@ class AssignmentStatus(models.TextChoices):
     EXPIRED = "expired"
     SKIPPED = "skipped"
 
+    @classmethod
+    def answered(cls) -> tuple[str, ...]:
+        """The statuses of an assignment that holds the worker's answer (a rejected one
+        too: it was given, and is kept as evidence)."""
+        return (cls.SUBMITTED.value, cls.APPROVED.value, cls.REJECTED.value)
+
 
 class Assignment(models.Model):
     """One worker's lease on, and answer to, one task."""

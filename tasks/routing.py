@@ -55,7 +55,6 @@ GOLD_WARMUP_TASKS = 20
 GOLD_WARMUP_MAX_RATE = 0.5
 RELEASE_BATCH = 100
 CLAIM_ATTEMPTS = 8
-ANSWERED = (AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED)
 
 
 class LeaseExpired(Conflict):
@@ -428,7 +427,7 @@ def _record_in_one_statement(
         row = cursor.fetchone()
     if row is None:
         current = Assignment.objects.filter(pk=assignment.pk).values_list("status", flat=True)
-        if current and current[0] in ANSWERED:
+        if current and current[0] in AssignmentStatus.answered():
             raise _AlreadyAnswered()
         raise LeaseExpired()
     return int(row[0]), int(row[1])
@@ -442,7 +441,7 @@ def _record_in_transaction(
     excludes other writers throughout."""
     with transaction.atomic():
         locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
-        if locked.status in ANSWERED:
+        if locked.status in AssignmentStatus.answered():
             raise _AlreadyAnswered()
         if locked.status not in (AssignmentStatus.LEASED, AssignmentStatus.EXPIRED):
             raise Conflict("You skipped this task.", code="skipped")
@@ -512,7 +511,7 @@ def assignment_submit(
     )
     if assignment is None:
         raise NotFound("No such assignment.")
-    if assignment.status in ANSWERED:
+    if assignment.status in AssignmentStatus.answered():
         return assignment
     if assignment.status == AssignmentStatus.SKIPPED:
         raise Conflict("You skipped this task.", code="skipped")

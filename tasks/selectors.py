@@ -103,9 +103,6 @@ def project_images(project: Project) -> QuerySet[Image]:
     return project.images.order_by("pk")
 
 
-ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
-
-
 def project_progress(project: Project) -> dict[str, Any]:
     """Task, image and answer counts (``stalled``: open tasks no worker left can answer, as
     the sweep last marked them; see ``tasks.stalled``). One statement of plain SQL: the live
@@ -140,7 +137,7 @@ def project_progress(project: Project) -> dict[str, Any]:
     params: list[str | int] = [
         TaskState.DONE, TaskState.OPEN, TaskState.OPEN, TaskState.OPEN, project.pk,
         ImageStatus.PENDING, ImageStatus.READY, ImageStatus.FAILED, project.pk,
-        project.pk, *ANSWERED,
+        project.pk, *AssignmentStatus.answered(),
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -174,7 +171,7 @@ def work_figures(project_ids: Sequence[int]) -> dict[int, tuple[int, float | Non
         return figures
     tasks, assignments = Task._meta.db_table, Assignment._meta.db_table
     marks = ", ".join(["%s"] * len(ids))
-    statuses = ", ".join(["%s"] * len(ANSWERED))
+    statuses = ", ".join(["%s"] * len(AssignmentStatus.answered()))
     sql = f"""
         WITH free AS (
             SELECT project_id, SUM(required_overlap - answers - open_leases) AS n
@@ -201,7 +198,13 @@ def work_figures(project_ids: Sequence[int]) -> dict[int, tuple[int, float | Non
         UNION ALL
         SELECT median.project_id, NULL, median.ms FROM median
     """  # table names from the models, values as parameters
-    params: list[int | str] = [*ids, TaskState.OPEN, *ids, *ANSWERED, RECENT_ANSWERS]
+    params: list[int | str] = [
+        *ids,
+        TaskState.OPEN,
+        *ids,
+        *AssignmentStatus.answered(),
+        RECENT_ANSWERS,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

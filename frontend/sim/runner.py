@@ -79,7 +79,6 @@ from tasks.schema import project_schema
 from tasks.selectors import project_for_worker
 from tasks.services import project_create, project_transition
 
-ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
 # Settings of a project the simulator creates; the lease is short so that a dropout's
 # abandoned task comes back soon.
 PROJECT_DEFAULTS: dict[str, Any] = {
@@ -998,7 +997,7 @@ def crowd_report(
     """Everything the command prints, as JSON-able data."""
     project.refresh_from_db()
     done, total = _real_tasks(project.pk)
-    answered = Assignment.objects.filter(project=project, status__in=ANSWERED)
+    answered = Assignment.objects.filter(project=project, status__in=AssignmentStatus.answered())
     real_answers = answered.filter(task__is_gold=False)
     done_answers = real_answers.filter(task__state=TaskState.DONE).count()
     names = {w["worker"]: w for w in stats.workers}
