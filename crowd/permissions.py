@@ -28,11 +28,6 @@ class IsManager(_RolePermission):
     message = "Only managers can do this."
 
 
-class IsClient(_RolePermission):
-    roles = (Role.CLIENT,)
-    message = "Only clients can do this."
-
-
 class IsManagerOrClient(_RolePermission):
     roles = (Role.MANAGER, Role.CLIENT)
     message = "Only managers and clients can do this."

@@ -637,10 +637,3 @@ def assignment_skip(*, assignment_id: int, worker: User) -> Assignment:
             Task.objects.filter(pk=assignment.task_id).update(open_leases=F("open_leases") - 1)
         events.lease_released(project_id=assignment.project_id)
     return assignment
-
-
-def assignment_for_worker(*, assignment_id: int, worker: User) -> Assignment:
-    assignment = Assignment.objects.filter(pk=assignment_id, worker=worker).first()
-    if assignment is None:
-        raise NotFound("No such assignment.")
-    return assignment
