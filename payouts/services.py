@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from crowd.errors import Conflict, InvalidInput, NotFound
@@ -31,7 +31,6 @@ from payouts.models import (
 from tasks.hooks import worker_score
 from tasks.models import Assignment, AssignmentStatus, Project
 from tasks.routing import answer_restore, answer_withdraw
-
 
 # --- Balances ----------------------------------------------------------------------------------
 
@@ -205,30 +204,35 @@ def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
     """Review the submitted answers whose project's review delay has passed: approve them,
     or reject those flagged for rejection. Returns how many were reviewed."""
     now = now or timezone.now()
-    count = 0
-    due = (
-        Assignment.objects.filter(status=AssignmentStatus.SUBMITTED, submitted_at__isnull=False)
-        .select_related("project")
-        .order_by("submitted_at")[: limit * 4]
+    submitted = Assignment.objects.filter(
+        status=AssignmentStatus.SUBMITTED, submitted_at__isnull=False
     )
-    for assignment in due:
-        delay = timedelta(hours=assignment.project.review_delay_hours)
-        assert assignment.submitted_at is not None
-        if assignment.submitted_at + delay > now:
-            continue
-        flag = ReviewFlag.objects.filter(assignment=assignment).first()
+    # Past each project's own delay: one condition per distinct delay, in one statement.
+    delays = set(submitted.values_list("project__review_delay_hours", flat=True).distinct())
+    if not delays:
+        return 0
+    past = Q()
+    for hours in delays:
+        past |= Q(project__review_delay_hours=hours, submitted_at__lte=now - timedelta(hours=hours))
+    flag = ReviewFlag.objects.filter(assignment=OuterRef("pk")).values("reason")[:1]
+    due = (
+        submitted.filter(past)
+        .annotate(flag=Subquery(flag))
+        .order_by("submitted_at")
+        .values_list("pk", "flag", "project__auto_reject_failed_gold")[:limit]
+    )
+    count = 0
+    for assignment_id, flag_reason, reject_flagged in due:
         try:
-            if flag is not None and assignment.project.auto_reject_failed_gold:
-                assignment_reject(assignment_id=assignment.pk, by=None, reason=flag.reason)
+            if flag_reason is not None and reject_flagged:
+                assignment_reject(assignment_id=assignment_id, by=None, reason=flag_reason)
             else:
                 assignment_approve(
-                    assignment_id=assignment.pk, by=None, reason="Approved after the review period."
+                    assignment_id=assignment_id, by=None, reason="Approved after the review period."
                 )
             count += 1
         except (NotFound, Conflict):
             continue
-        if count >= limit:
-            break
     return count
 
 

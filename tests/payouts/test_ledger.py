@@ -146,6 +146,43 @@ def test_auto_approval_waits_for_the_review_delay(manager) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.both_databases
+def test_the_review_sweep_picks_what_is_due_in_one_statement(manager) -> None:
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    soon = paid_project(manager, review_delay_hours=1, auto_reject_failed_gold=True)
+    late = paid_project(manager, review_delay_hours=5)
+    answers = {}
+    for project, count in ((soon, 6), (late, 3)):
+        worker = WorkerFactory.create()
+        answers[project.pk] = [submit(project, worker) for _ in range(count)]
+    flagged = answers[soon.pk][:2]
+    for answer in flagged:
+        assert answer is not None
+        services.gold_failed(assignment=answer)
+    with CaptureQueriesContext(connection) as queries:
+        assert services.approvals_due(now=timezone.now() + timedelta(hours=2)) == 6
+    # Past its own project's delay only: the late project's answers wait.
+    statuses = {
+        pk: sorted(Assignment.objects.filter(project_id=pk).values_list("status", flat=True))
+        for pk in answers
+    }
+    assert statuses[soon.pk] == ["approved"] * 4 + ["rejected"] * 2
+    assert statuses[late.pk] == ["submitted"] * 3
+    # The flags came with the due answers, not one query per answer.
+    flag_reads = [
+        q["sql"] for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT") and "reviewflag" in q["sql"].split(" WHERE ")[0].lower()
+        and "tasks_assignment" not in q["sql"].split(" WHERE ")[0]
+    ]  # fmt: skip
+    assert flag_reads == []
+
+
+@pytest.mark.django_db
 def test_bonuses_need_a_reason_a_project_worker_and_budget(manager) -> None:
     project = paid_project(manager, budget=1000)
     worker = WorkerFactory.create()
