@@ -31,7 +31,7 @@ def _worker_snapshot(user: Any) -> tuple[list[str], list[dict[str, Any]]]:
     frames: list[dict[str, Any]] = [
         {"type": "hello", "user": {"id": user.pk, "username": user.username}}
     ]
-    frames += [f for p in projects if (f := events.queue_frame(p)) is not None]
+    frames += events.queue_frames(projects)
     now = timezone.now()
     for lease in Assignment.objects.filter(
         worker=user, status=AssignmentStatus.LEASED, expires_at__gt=now

@@ -7,6 +7,7 @@ the project: the work available) and ``workers`` (every connected worker: a proj
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -28,12 +29,23 @@ def project_workers_group(project_id: int) -> str:
 
 def available_slots(project_id: int) -> int:
     """Answers the project could hand out right now (open tasks' free overlap)."""
+    return available_by_project([project_id])[project_id]
+
+
+def available_by_project(project_ids: Sequence[int]) -> dict[int, int]:
+    """``available_slots`` of many projects in one aggregate."""
     from django.db.models import F, Sum
 
-    total = Task.objects.filter(
-        project_id=project_id, state=TaskState.OPEN, is_gold=False
-    ).aggregate(free=Sum(F("required_overlap") - F("answers") - F("open_leases")))["free"]
-    return max(int(total or 0), 0)
+    free = dict.fromkeys(project_ids, 0)
+    rows = (
+        Task.objects.filter(project_id__in=list(free), state=TaskState.OPEN, is_gold=False)
+        .values("project_id")
+        .annotate(free=Sum(F("required_overlap") - F("answers") - F("open_leases")))
+        .values_list("project_id", "free")
+    )
+    for project_id, total in rows:
+        free[project_id] = max(int(total or 0), 0)
+    return free
 
 
 EXACT_UP_TO = 20
@@ -52,19 +64,33 @@ def coarse(available: int) -> tuple[int, bool]:
 
 
 def queue_frame(project_id: int) -> dict[str, Any] | None:
-    project = Project.objects.filter(pk=project_id).only("state", "name").first()
-    if project is None:
-        return None
-    active = project.state == ProjectState.ACTIVE
-    available, exact = coarse(available_slots(project_id) if active else 0)
-    return {
-        "type": "queue",
-        "project": project_id,
-        "name": project.name,
-        "available": available,
-        "exact": exact,
-        "state": project.state,
-    }
+    return next(iter(queue_frames([project_id])), None)
+
+
+def queue_frames(project_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The ``queue`` frames of these projects (those that exist), in two queries whatever
+    their number: a worker's snapshot on connect carries one per active project."""
+    projects = Project.objects.filter(pk__in=list(project_ids)).only("state", "name")
+    by_id = {p.pk: p for p in projects}
+    active = [pk for pk, p in by_id.items() if p.state == ProjectState.ACTIVE]
+    free = available_by_project(active) if active else {}
+    frames = []
+    for project_id in project_ids:
+        project = by_id.get(project_id)
+        if project is None:
+            continue
+        available, exact = coarse(free.get(project_id, 0))
+        frames.append(
+            {
+                "type": "queue",
+                "project": project_id,
+                "name": project.name,
+                "available": available,
+                "exact": exact,
+                "state": project.state,
+            }
+        )
+    return frames
 
 
 def progress_frame(project_id: int) -> dict[str, Any] | None:

@@ -161,61 +161,41 @@ def median_seconds_per_task(project: Project) -> float | None:
 
 
 def work_figures(project_ids: Sequence[int]) -> dict[int, tuple[int, float | None]]:
-    """Per project: the answers it could hand out now (open tasks' free overlap) and the
-    median active seconds of its ``RECENT_ANSWERS`` latest answers. One statement for any
-    number of projects (the workers' project list shows both for every active project);
-    the median is the middle row, or the mean of the middle two, of each project's times."""
+    """Per project: the answers it could hand out now (``tasks.events.available_slots``) and
+    the median active seconds of its ``RECENT_ANSWERS`` latest answers. Two statements for any
+    number of projects (the workers' project list shows both for every active project); the
+    median is the middle row, or the mean of the middle two, of each project's times."""
+    from tasks.events import available_by_project
+
     ids = list(dict.fromkeys(int(pk) for pk in project_ids))
-    figures: dict[int, tuple[int, float | None]] = dict.fromkeys(ids, (0, None))
     if not ids:
-        return figures
-    tasks, assignments = Task._meta.db_table, Assignment._meta.db_table
+        return {}
+    available = available_by_project(ids)
     marks = ", ".join(["%s"] * len(ids))
-    statuses = ", ".join(["%s"] * len(AssignmentStatus.answered()))
+    answered = AssignmentStatus.answered()
+    statuses = ", ".join(["%s"] * len(answered))
     sql = f"""
-        WITH free AS (
-            SELECT project_id, SUM(required_overlap - answers - open_leases) AS n
-            FROM {tasks}
-            WHERE project_id IN ({marks}) AND state = %s AND NOT is_gold
-            GROUP BY project_id
-        ), recent AS (
+        WITH recent AS (
             SELECT project_id, time_spent_ms AS t,
                    ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY submitted_at DESC, id DESC)
                        AS latest
-            FROM {assignments}
+            FROM {Assignment._meta.db_table}
             WHERE project_id IN ({marks}) AND status IN ({statuses}) AND time_spent_ms > 0
         ), ranked AS (
             SELECT project_id, t,
                    ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY t) AS r,
                    COUNT(*) OVER (PARTITION BY project_id) AS n
             FROM recent WHERE latest <= %s
-        ), median AS (
-            SELECT project_id, AVG(t) AS ms FROM ranked
-            WHERE r = (n + 1) / 2 OR r = (n + 2) / 2
-            GROUP BY project_id
         )
-        SELECT free.project_id, free.n, NULL FROM free
-        UNION ALL
-        SELECT median.project_id, NULL, median.ms FROM median
-    """  # table names from the models, values as parameters
-    params: list[int | str] = [
-        *ids,
-        TaskState.OPEN,
-        *ids,
-        *AssignmentStatus.answered(),
-        RECENT_ANSWERS,
-    ]
+        SELECT project_id, AVG(t) FROM ranked
+        WHERE r = (n + 1) / 2 OR r = (n + 2) / 2
+        GROUP BY project_id
+    """  # the table name from the model, values as parameters
+    params: list[int | str] = [*ids, *answered, RECENT_ANSWERS]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    for project_id, free, ms in rows:
-        available, median = figures[project_id]
-        if free is not None:
-            available = max(int(free), 0)
-        if ms is not None:
-            median = float(ms) / 1000
-        figures[project_id] = (available, median)
-    return figures
+        medians = {int(pk): float(ms) / 1000 for pk, ms in cursor.fetchall()}
+    return {pk: (available[pk], medians.get(pk)) for pk in ids}
 
 
 THROUGHPUT_MAX_MINUTES = 24 * 60

@@ -282,3 +282,20 @@ def test_a_frame_with_nothing_new_is_not_sent_and_does_not_hold_the_next(monkeyp
     assert time.monotonic() - submitted < 0.3
     assert [event["available"] for _, event in sent] == [700, 690]
     assert all("at" in event for _, event in sent)
+
+
+@pytest.mark.django_db
+def test_a_workers_snapshot_reads_every_projects_queue_in_two_queries(manager) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks import events
+    from tests.factories import project_with_tasks
+
+    projects = [project_with_tasks(manager, tasks=i + 1, overlap=2).pk for i in range(8)]
+    for count in (1, 8):
+        with CaptureQueriesContext(connection) as queries:
+            frames = events.queue_frames(projects[:count])
+        assert len(queries) == 2
+        assert frames == [events.queue_frame(pk) for pk in projects[:count]]
+    assert [f["available"] for f in frames] == [2 * (i + 1) for i in range(8)]
