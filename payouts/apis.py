@@ -29,6 +29,7 @@ from payouts.providers import (
     batch_mark_paid,
     payout_mark_failed,
 )
+from tasks.apis import image_file_url
 from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
 
@@ -112,7 +113,7 @@ def answer_review_json(assignment: Assignment) -> dict[str, Any]:
         "is_gold": task.is_gold,
         "image": image.pk,
         "image_name": image.name,
-        "image_url": f"/api/v1/images/{image.pk}/file/",
+        "image_url": image_file_url(image.pk),
         "width": image.width,
         "height": image.height,
         "region": task.region,

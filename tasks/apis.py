@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
@@ -112,6 +113,14 @@ def project_json(
     return data
 
 
+def image_file_url(image_id: int) -> str:
+    return reverse("image-file", kwargs={"image_id": image_id})
+
+
+def image_thumbnail_url(image_id: int) -> str:
+    return reverse("image-thumbnail", kwargs={"image_id": image_id})
+
+
 def image_json(image: Image) -> dict[str, Any]:
     return {
         "id": image.pk,
@@ -125,8 +134,8 @@ def image_json(image: Image) -> dict[str, Any]:
         "sha256": image.sha256,
         "near_duplicate_of": image.near_duplicate_of_id,
         "near_duplicate_distance": image.near_duplicate_distance,
-        "url": f"/api/v1/images/{image.pk}/file/",
-        "thumbnail_url": f"/api/v1/images/{image.pk}/thumbnail/" if image.thumbnail else None,
+        "url": image_file_url(image.pk),
+        "thumbnail_url": image_thumbnail_url(image.pk) if image.thumbnail else None,
     }
 
 
@@ -355,7 +364,7 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
         "task": {
             "id": task.pk,
             "image": image.pk,
-            "image_url": f"/api/v1/images/{image.pk}/file/",
+            "image_url": image_file_url(image.pk),
             "width": image.width,
             "height": image.height,
             "region": task.region,
