@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from crowd import services
 from crowd.models import Role, User
-from crowd.permissions import IsManager
+from crowd.permissions import IsManager, request_user
 from crowd.profile import me_contributions
 
 
@@ -116,8 +116,8 @@ class MeApi(APIView):
 
     @extend_schema(responses={200: MeOut})
     def get(self, request: Request) -> Response:
-        assert isinstance(request.user, User)
-        return Response(me_json(request.user))
+        user = request_user(request)
+        return Response(me_json(user))
 
 
 class TokenRotateApi(APIView):
@@ -128,8 +128,8 @@ class TokenRotateApi(APIView):
         responses={200: inline_serializer("TokenRotated", {"token": serializers.CharField()})},
     )
     def post(self, request: Request) -> Response:
-        assert isinstance(request.user, User)
-        return Response({"token": services.token_rotate(user=request.user).key})
+        user = request_user(request)
+        return Response({"token": services.token_rotate(user=user).key})
 
 
 class ClientCreateApi(APIView):

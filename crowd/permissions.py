@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from crowd.models import Role
+from crowd.models import Role, User
+
+
+def request_user(request: Request | HttpRequest) -> User:
+    """The signed-in user of a request that passed an authenticated permission class (or a
+    page's role check)."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
 
 
 class _RolePermission(BasePermission):

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from crowd.errors import NotFound
 from crowd.models import Role, User
+from crowd.permissions import request_user
 from tasks import selectors
 
 HOME: dict[str, str] = {Role.WORKER: "/work/", Role.MANAGER: "/manage/", Role.CLIENT: "/client/"}
@@ -48,9 +49,9 @@ def page(*roles: str) -> Callable[[View], View]:
 
 def _own_project(request: HttpRequest, project_id: int) -> None:
     """404 unless the signed-in user may see the project (as the API decides)."""
-    assert isinstance(request.user, User)
+    user = request_user(request)
     try:
-        selectors.project_for_user(request.user, project_id)
+        selectors.project_for_user(user, project_id)
     except NotFound as err:
         raise Http404("No such project.") from err
 

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import User
 from crowd.money import MoneyError, format_amount, normalize_currency, parse_amount
-from crowd.permissions import IsManager, IsWorker
+from crowd.permissions import IsManager, IsWorker, request_user
 from payouts import services
 from payouts.models import Bonus, LedgerEntry, Payout, PayoutAccount, PayoutBatch
 from payouts.providers import (
@@ -32,11 +32,6 @@ from payouts.providers import (
 from tasks.apis import image_file_url
 from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
-
-
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 def _reason(request: Request, *, required: bool) -> str:
@@ -77,7 +72,7 @@ class AssignmentReviewApi(APIView):
 
     @extend_schema(request=Reason)
     def post(self, request: Request, assignment_id: int) -> Response:
-        user = _user(request)
+        user = request_user(request)
         _managed_assignment(user, assignment_id)
         review = services.assignment_approve if self.approve else services.assignment_reject
         assignment = review(
@@ -141,7 +136,7 @@ class ProjectReviewsApi(APIView):
         ]
     )
     def get(self, request: Request, project_id: int) -> Response:
-        project = project_for_manager(_user(request), project_id)
+        project = project_for_manager(request_user(request), project_id)
         state = request.query_params.get("status", "submitted")
         worker = request.query_params.get("worker")
         errors: dict[str, list[str]] = {}
@@ -173,7 +168,7 @@ class ProjectReviewsApi(APIView):
         )
     )
     def post(self, request: Request, project_id: int) -> Response:
-        user = _user(request)
+        user = request_user(request)
         project = project_for_manager(user, project_id)
         data = request.data if isinstance(request.data, dict) else {}
         ids = data.get("assignments")
@@ -228,7 +223,7 @@ class ProjectBonusesApi(APIView):
         responses={201: dict},
     )
     def post(self, request: Request, project_id: int) -> Response:
-        user = _user(request)
+        user = request_user(request)
         project = project_for_manager(user, project_id)
         data = request.data if isinstance(request.data, dict) else {}
         key = request.headers.get("Idempotency-Key", "")[:100]
@@ -241,7 +236,7 @@ class ProjectBonusesApi(APIView):
         )
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = project_for_manager(_user(request), project_id)
+        project = project_for_manager(request_user(request), project_id)
         bonuses = Bonus.objects.filter(project=project).order_by("-pk")
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(bonuses, request, view=self) or []
@@ -267,13 +262,13 @@ class MyLedgerApi(APIView):
     permission_classes = [IsWorker]
 
     def get(self, request: Request) -> Response:
-        entries = LedgerEntry.objects.filter(worker=_user(request)).order_by("-pk")
+        entries = LedgerEntry.objects.filter(worker=request_user(request)).order_by("-pk")
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(entries, request, view=self) or []
         response = paginator.get_paginated_response([entry_json(e) for e in page])
         response.data["balances"] = [
             {"amount": format_amount(v, c), "currency": c}
-            for c, v in services.balances(_user(request).pk).items()
+            for c, v in services.balances(request_user(request).pk).items()
         ]
         return response
 
@@ -305,7 +300,7 @@ class MyPayoutsApi(APIView):
         responses={201: dict},
     )
     def post(self, request: Request) -> Response:
-        user = _user(request)
+        user = request_user(request)
         data = request.data if isinstance(request.data, dict) else {}
         try:
             currency = normalize_currency(data.get("currency") or settings.DEFAULT_CURRENCY)
@@ -329,7 +324,7 @@ class MyPayoutsApi(APIView):
         return Response(payout_json(payout), status=status.HTTP_201_CREATED)
 
     def get(self, request: Request) -> Response:
-        payouts = Payout.objects.filter(worker=_user(request)).order_by("-pk")
+        payouts = Payout.objects.filter(worker=request_user(request)).order_by("-pk")
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(payouts, request, view=self) or []
         return paginator.get_paginated_response([payout_json(p) for p in page])
@@ -345,7 +340,7 @@ class MyPayoutAccountApi(APIView):
 
     def get(self, request: Request) -> Response:
         provider = active_provider()
-        account = account_for(_user(request), provider.name)
+        account = account_for(request_user(request), provider.name)
         if account is not None and provider.name == "stripe" and not account.payouts_enabled:
             from payouts.stripe_provider import account_refresh
 
@@ -368,7 +363,7 @@ class MyPayoutAccountApi(APIView):
 
         data = request.data if isinstance(request.data, dict) else {}
         onboarding = onboarding_start(
-            worker=_user(request),
+            worker=request_user(request),
             refresh_url=str(data.get("refresh_url", "")),
             return_url=str(data.get("return_url", "")),
         )
@@ -435,7 +430,7 @@ class PayoutBatchesApi(APIView):
             currency = normalize_currency(str(data.get("currency") or settings.DEFAULT_CURRENCY))
         except MoneyError as exc:
             raise InvalidInput(errors={"currency": [str(exc)]}) from None
-        batch = batch_create(currency=currency, by=_user(request))
+        batch = batch_create(currency=currency, by=request_user(request))
         return Response(batch_json(batch), status=status.HTTP_201_CREATED)
 
 
@@ -462,7 +457,7 @@ class PayoutBatchPaidApi(APIView):
 
     @extend_schema(request=None)
     def post(self, request: Request, batch_id: int) -> Response:
-        batch = batch_mark_paid(batch=_batch(batch_id), by=_user(request))
+        batch = batch_mark_paid(batch=_batch(batch_id), by=request_user(request))
         return Response(batch_json(batch))
 
 

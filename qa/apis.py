@@ -14,8 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.errors import InvalidInput, NotFound
-from crowd.models import Role, User
-from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
+from crowd.models import Role
+from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from qa import merge, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
@@ -40,8 +40,8 @@ class GoldApi(APIView):
         )
     )
     def post(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         if not isinstance(request.data, dict):
             raise InvalidInput('Send {"image": id, "annotations": [...]}.')
         if "annotations" not in request.data:
@@ -50,7 +50,7 @@ class GoldApi(APIView):
             project=project,
             image_id=request.data.get("image"),
             annotations=request.data["annotations"],
-            user=request.user,
+            user=user,
         )
         return Response(
             gold_json(gold, gold.image.tasks.count()),
@@ -58,8 +58,8 @@ class GoldApi(APIView):
         )
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         golds = (
             GoldAnswer.objects.filter(project=project)
             .annotate(task_count=Count("image__tasks"))
@@ -72,8 +72,8 @@ class GoldDetailApi(APIView):
     permission_classes = [IsManager]
 
     def delete(self, request: Request, project_id: int, image_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         services.gold_remove(project=project, image_id=image_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -85,8 +85,8 @@ class ProjectWorkersApi(APIView):
     permission_classes = [IsManager]
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         return Response(selectors.project_workers(project))
 
 
@@ -94,8 +94,8 @@ class ProjectWorkerApi(APIView):
     permission_classes = [IsManager]
 
     def get(self, request: Request, project_id: int, worker_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         data = selectors.project_worker(project, worker_id)
         if data is None:
             raise NotFound("This worker has not worked on this project.")
@@ -107,14 +107,12 @@ class WorkerSuspendApi(APIView):
 
     @extend_schema(request=inline_serializer("SuspendIn", {"reason": serializers.CharField()}))
     def post(self, request: Request, project_id: int, worker_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
         if not isinstance(reason, str):
             raise InvalidInput(errors={"reason": ["Give the reason as text."]})
-        services.worker_suspend(
-            project=project, worker_id=worker_id, by=request.user, reason=reason
-        )
+        services.worker_suspend(project=project, worker_id=worker_id, by=user, reason=reason)
         return Response(selectors.project_worker(project, worker_id))
 
 
@@ -123,9 +121,9 @@ class WorkerReinstateApi(APIView):
 
     @extend_schema(request=None)
     def post(self, request: Request, project_id: int, worker_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
-        services.worker_reinstate(project=project, worker_id=worker_id, by=request.user)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        services.worker_reinstate(project=project, worker_id=worker_id, by=user)
         return Response(selectors.project_worker(project, worker_id))
 
 
@@ -133,8 +131,8 @@ class ProjectAgreementApi(APIView):
     permission_classes = [IsManager]
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         return Response(selectors.project_agreement(project))
 
 
@@ -144,9 +142,9 @@ class MyProjectStatusApi(APIView):
     permission_classes = [IsWorker]
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_worker(request.user, project_id)
-        row = services.worker_score_get(project=project, worker_id=request.user.pk)
+        user = request_user(request)
+        project = project_for_worker(user, project_id)
+        row = services.worker_score_get(project=project, worker_id=user.pk)
         return Response(
             {
                 "project": project.pk,
@@ -182,14 +180,14 @@ class ProjectConsensusApi(APIView):
 
     @extend_schema(request=None, responses={202: dict})
     def post(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
-        run = merge.consensus_run_request(project=project, user=request.user)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        run = merge.consensus_run_request(project=project, user=user)
         return Response(run_json(run), status=status.HTTP_202_ACCEPTED)
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_user(request.user, project_id)
+        user = request_user(request)
+        project = project_for_user(user, project_id)
         run = ConsensusRun.objects.filter(project=project).order_by("-pk").first()
         return Response({"run": run_json(run) if run else None})
 
@@ -200,8 +198,8 @@ class TaskReferenceApi(APIView):
     permission_classes = [IsManager]
 
     def get(self, request: Request, project_id: int, task_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_manager(request.user, project_id)
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
         task = Task.objects.filter(pk=task_id, project=project).select_related("image").first()
         if task is None:
             raise NotFound("No such task.")
@@ -214,12 +212,12 @@ class ProjectConsensusResultsApi(APIView):
     permission_classes = [IsManagerOrClient]
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_user(request.user, project_id)
+        user = request_user(request)
+        project = project_for_user(user, project_id)
         rows = merge.current_results(project).order_by("image_id")
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(rows, request, view=self) or []
-        manager = request.user.role == Role.MANAGER
+        manager = user.role == Role.MANAGER
         return paginator.get_paginated_response(
             [
                 {

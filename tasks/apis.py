@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
-from crowd.permissions import IsManager, IsManagerOrClient, IsWorker
+from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from tasks import ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Project, ProjectState, StalledAction
@@ -139,17 +139,12 @@ def image_json(image: Image) -> dict[str, Any]:
     }
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class ProjectListApi(APIView):
     def get_permissions(self) -> list[Any]:
         return [IsManager()] if self.request.method == "POST" else [IsAuthenticated()]
 
     def get(self, request: Request) -> Response:
-        user = _user(request)
+        user = request_user(request)
         projects = list(selectors.projects_for_user(user).select_related("owner"))
         labels_load(projects)
         if user.role != Role.WORKER:
@@ -161,8 +156,9 @@ class ProjectListApi(APIView):
     def post(self, request: Request) -> Response:
         data = ProjectIn(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_create(owner=_user(request), data=dict(data.validated_data))
-        return Response(project_json(project, _user(request)), status=status.HTTP_201_CREATED)
+        user = request_user(request)
+        project = services.project_create(owner=user, data=dict(data.validated_data))
+        return Response(project_json(project, user), status=status.HTTP_201_CREATED)
 
 
 class ProjectDetailApi(APIView):
@@ -170,16 +166,16 @@ class ProjectDetailApi(APIView):
         return [IsManager()] if self.request.method == "PATCH" else [IsAuthenticated()]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_user(_user(request), project_id)
-        return Response(project_json(project, _user(request)))
+        project = selectors.project_for_user(request_user(request), project_id)
+        return Response(project_json(project, request_user(request)))
 
     @extend_schema(request=ProjectIn(partial=True))
     def patch(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         data = ProjectIn(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         project = services.project_update(project=project, data=dict(data.validated_data))
-        return Response(project_json(project, _user(request)))
+        return Response(project_json(project, request_user(request)))
 
 
 class _ProjectActionApi(APIView):
@@ -188,9 +184,9 @@ class _ProjectActionApi(APIView):
 
     @extend_schema(request=None)
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         project = services.project_transition(project=project, action=self.action)
-        return Response(project_json(project, _user(request)))
+        return Response(project_json(project, request_user(request)))
 
 
 class ProjectStartApi(_ProjectActionApi):
@@ -208,7 +204,7 @@ class ProjectImagesApi(APIView):
         return [IsManager()] if self.request.method == "POST" else [IsManagerOrClient()]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_user(_user(request), project_id)
+        project = selectors.project_for_user(request_user(request), project_id)
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.project_images(project), request, view=self)
         return paginator.get_paginated_response([image_json(i) for i in page or []])
@@ -222,7 +218,7 @@ class ProjectImagesApi(APIView):
         responses={201: dict},
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > settings.MAX_UPLOAD_BYTES:
             raise PayloadTooLarge(
@@ -232,7 +228,7 @@ class ProjectImagesApi(APIView):
         files = request.FILES.getlist("files")
         if not files:
             raise InvalidInput(errors={"files": ["Attach one or more images or .zip archives."]})
-        report = ingest.images_upload(project=project, user=_user(request), files=files)
+        report = ingest.images_upload(project=project, user=request_user(request), files=files)
         return Response(report.as_json(), status=status.HTTP_201_CREATED)
 
 
@@ -240,7 +236,7 @@ class ProjectProgressApi(APIView):
     permission_classes = [IsManagerOrClient]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_user(_user(request), project_id)
+        project = selectors.project_for_user(request_user(request), project_id)
         return Response(
             {**selectors.project_progress(project), **progress_contributions.collect(project)}
         )
@@ -267,12 +263,12 @@ class ProjectStalledApi(APIView):
     permission_classes = [IsManager]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         return Response(stalled.stalled_report(project))
 
     @extend_schema(request=StalledIn)
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         data = StalledIn(data=request.data)
         data.is_valid(raise_exception=True)
         action, task_ids = data.validated_data["action"], data.validated_data.get("tasks")
@@ -289,7 +285,7 @@ class ProjectThroughputApi(APIView):
     permission_classes = [IsManagerOrClient]
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_user(_user(request), project_id)
+        project = selectors.project_for_user(request_user(request), project_id)
         raw = request.query_params.get("minutes", "60")
         limit = selectors.THROUGHPUT_MAX_MINUTES
         if not raw.isdigit() or not 1 <= int(raw) <= limit:
@@ -304,7 +300,7 @@ class ProjectClientsApi(APIView):
         request=inline_serializer("ClientGrant", {"username": serializers.CharField()}),
     )
     def post(self, request: Request, project_id: int) -> Response:
-        project = selectors.project_for_manager(_user(request), project_id)
+        project = selectors.project_for_manager(request_user(request), project_id)
         username = request.data.get("username") if isinstance(request.data, dict) else None
         if not isinstance(username, str) or not username:
             raise InvalidInput(errors={"username": ["Give the client's username."]})
@@ -322,7 +318,7 @@ class _ImageFileApi(APIView):
 
     @extend_schema(responses={(200, "image/*"): bytes})
     def get(self, request: Request, image_id: int) -> FileResponse:
-        image = selectors.image_for_viewer(_user(request), image_id)
+        image = selectors.image_for_viewer(request_user(request), image_id)
         name = getattr(image, self.field).name
         if not name:
             raise NotFound("The image has no thumbnail yet.")
@@ -386,7 +382,7 @@ class AssignmentNextApi(APIView):
 
     @extend_schema(request=None, responses={201: dict, 204: None})
     def post(self, request: Request, project_id: int) -> Response:
-        worker = _user(request)
+        worker = request_user(request)
         project = selectors.project_for_worker(worker, project_id)
         assignment = routing.assignment_next(project=project, worker=worker)
         if assignment is None:
@@ -404,7 +400,7 @@ class AssignmentSubmitApi(APIView):
         data.is_valid(raise_exception=True)
         assignment = routing.assignment_submit(
             assignment_id=assignment_id,
-            worker=_user(request),
+            worker=request_user(request),
             annotations=data.validated_data["annotations"],
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             time_spent_ms=data.validated_data.get("time_spent_ms"),
@@ -417,7 +413,9 @@ class AssignmentSkipApi(APIView):
 
     @extend_schema(request=None)
     def post(self, request: Request, assignment_id: int) -> Response:
-        assignment = routing.assignment_skip(assignment_id=assignment_id, worker=_user(request))
+        assignment = routing.assignment_skip(
+            assignment_id=assignment_id, worker=request_user(request)
+        )
         return Response({"id": assignment.pk, "status": assignment.status})
 
 
@@ -426,7 +424,7 @@ class MyAssignmentsApi(APIView):
 
     def get(self, request: Request) -> Response:
         paginator = LimitOffsetPagination()
-        rows = selectors.assignments_for_worker(_user(request))
+        rows = selectors.assignments_for_worker(request_user(request))
         page = paginator.paginate_queryset(rows, request, view=self) or []
         return paginator.get_paginated_response(
             [

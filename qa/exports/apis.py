@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from crowd.errors import Conflict, NotFound
 from crowd.models import User
-from crowd.permissions import IsManagerOrClient
+from crowd.permissions import IsManagerOrClient, request_user
 from qa.exports.build import export_request
 from qa.models import DatasetExport, RunStatus
 from tasks.selectors import project_for_user, projects_for_user
@@ -81,14 +81,14 @@ class ProjectExportsApi(APIView):
 
     @extend_schema(request=ExportIn, responses={202: dict})
     def post(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_user(request.user, project_id)
-        export = export_request(project=project, user=request.user, data=request.data)
+        user = request_user(request)
+        project = project_for_user(user, project_id)
+        export = export_request(project=project, user=user, data=request.data)
         return Response(export_json(export, request), status=status.HTTP_202_ACCEPTED)
 
     def get(self, request: Request, project_id: int) -> Response:
-        assert isinstance(request.user, User)
-        project = project_for_user(request.user, project_id)
+        user = request_user(request)
+        project = project_for_user(user, project_id)
         exports = DatasetExport.objects.filter(project=project).order_by("-version")
         return Response([export_json(e, request) for e in exports])
 
@@ -97,8 +97,8 @@ class ExportApi(APIView):
     permission_classes = [IsManagerOrClient]
 
     def get(self, request: Request, export_id: int) -> Response:
-        assert isinstance(request.user, User)
-        return Response(export_json(export_for_user(request.user, export_id), request))
+        user = request_user(request)
+        return Response(export_json(export_for_user(user, export_id), request))
 
 
 class ExportDownloadApi(APIView):
@@ -114,8 +114,8 @@ class ExportDownloadApi(APIView):
         }
     )
     def get(self, request: Request, export_id: int) -> Any:
-        assert isinstance(request.user, User)
-        export = export_for_user(request.user, export_id)
+        user = request_user(request)
+        export = export_for_user(user, export_id)
         if export.status != RunStatus.DONE:
             raise Conflict(f"The export is {export.status}, not done.", code="export_not_ready")
         etag = f'"{export.sha256}"'
