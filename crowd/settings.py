@@ -335,6 +335,9 @@ AUTHENTICATION_BACKENDS = ["crowd.backends.CaseInsensitiveModelBackend"]
 LEASE_SWEEP_SECONDS = env.int("LEASE_SWEEP_SECONDS", default=30)  # 0: no periodic sweep
 # A worker hears this many seconds before their lease expires (at most half the lease).
 LEASE_WARNING_SECONDS = env.int("LEASE_WARNING_SECONDS", default=60)
+# A worker sees their score move only every this many of their answers in a project: a
+# score that moved right after an answer would tell them which task was gold.
+SCORE_SHOWN_EVERY = env.int("SCORE_SHOWN_EVERY", default=10)
 
 # --- Live -------------------------------------------------------------------------------------
 # Summary frames (progress, work available) go out at most once per this many seconds per

@@ -136,6 +136,10 @@ class ProjectAgreementApi(APIView):
         return Response(selectors.project_agreement(project))
 
 
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 2)
+
+
 class MyProjectStatusApi(APIView):
     """A worker's own standing in a project: whether they may work, and why not."""
 
@@ -150,7 +154,7 @@ class MyProjectStatusApi(APIView):
                 "project": project.pk,
                 "status": row.status,
                 "reason": row.status_reason or None,
-                "score": round(row.score, 2),
+                "score": _rounded(services.shown_score(row)),
             }
         )
 

@@ -24,12 +24,15 @@ def worker_changed(row: WorkerScore, *, status_changed: bool) -> None:
         },
     )
     if status_changed:
+        # The worker sees the score shown to them (see ``qa.services.shown_scores``), never
+        # the live one: it would tell them which task was gold.
+        shown = row.shown_score
         publish(
             user_group(row.worker_id),
             {
                 "type": "score",
                 "project": row.project_id,
-                "score": round(row.score, 2),
+                "score": None if shown is None else round(shown, 2),
                 "status": row.status,
                 "reason": row.status_reason or None,
             },
@@ -55,15 +58,20 @@ def export_changed(export: DatasetExport) -> None:
 
 def status_frames(user: object) -> list[dict[str, object]]:
     """The worker's standing in each project, as the live ``score`` events carry it."""
+    from qa.services import shown_scores
+
+    worker_id = getattr(user, "pk", None)
+    if worker_id is None:
+        return []
+    rows = list(WorkerScore.objects.filter(worker_id=worker_id).order_by("project_id"))
+    shown = shown_scores(worker_id=worker_id, rows=rows)
     return [
         {
             "type": "score",
             "project": row.project_id,
-            "score": round(row.score, 2),
+            "score": None if (score := shown[row.project_id]) is None else round(score, 2),
             "status": row.status,
             "reason": row.status_reason or None,
         }
-        for row in WorkerScore.objects.filter(worker_id=getattr(user, "pk", None)).order_by(
-            "project_id"
-        )
+        for row in rows
     ]

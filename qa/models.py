@@ -41,6 +41,10 @@ class WorkerScore(models.Model):
     status = models.CharField(max_length=16, choices=WorkerStatus.choices)
     status_reason = models.CharField(max_length=300, blank=True, default="")
     score = models.FloatField(default=0.5)
+    # What the worker is shown of ``score``: a copy taken every SCORE_SHOWN_EVERY answers
+    # (see ``qa.services.shown_scores``), and their answer count when it was taken.
+    shown_score = models.FloatField(null=True, blank=True)
+    shown_answers = models.PositiveIntegerField(default=0)
     gold_seen = models.PositiveIntegerField(default=0)
     gold_passed = models.PositiveIntegerField(default=0)
     gold_score_sum = models.FloatField(default=0.0)

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Avg
-
 from crowd.models import Role, User
 from qa.models import WorkerScore, WorkerStatus
+from qa.services import shown_scores
 
 
 def my_quality(user: User) -> dict[str, Any]:
-    """A worker's mean score over the projects they work in, and where they are suspended."""
+    """A worker's mean score over the projects they work in (the scores shown to them, which
+    move only in steps; see ``shown_scores``), and where they are suspended."""
     if user.role != Role.WORKER:
         return {}
-    rows = WorkerScore.objects.filter(worker=user)
-    mean = rows.exclude(status=WorkerStatus.EXAM).aggregate(score=Avg("score"))["score"]
-    suspended = rows.filter(status=WorkerStatus.SUSPENDED).values("project_id", "status_reason")
+    rows = list(WorkerScore.objects.filter(worker=user).order_by("project_id"))
+    shown = shown_scores(worker_id=user.pk, rows=rows)
+    scores = [
+        score
+        for row in rows
+        if row.status != WorkerStatus.EXAM and (score := shown[row.project_id]) is not None
+    ]
     return {
-        "score": None if mean is None else round(mean, 2),
+        "score": round(sum(scores) / len(scores), 2) if scores else None,
         "suspensions": [
-            {"project": s["project_id"], "reason": s["status_reason"]} for s in suspended
+            {"project": row.project_id, "reason": row.status_reason}
+            for row in rows
+            if row.status == WorkerStatus.SUSPENDED
         ],
     }

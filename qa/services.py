@@ -7,7 +7,9 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from crowd.errors import Conflict, NotFound
@@ -20,7 +22,7 @@ from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
 from qa.scoring import GoldScore, gold_score
 from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
-from tasks.models import Assignment, Image, ImageStatus, Kind, Project, Task
+from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project, Task
 from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
 from tasks.services import tasks_mark_gold
@@ -261,6 +263,44 @@ def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
         row.agreement_sum += agreement[worker_id]
         _judge(row, project)
         _save_judged(row, before)
+
+
+def shown_scores(*, worker_id: int, rows: Iterable[WorkerScore]) -> dict[int, float | None]:
+    """The score each of the worker's ``rows`` shows the worker, by project.
+
+    The score moves with every gold result, and a worker who read it after each answer
+    could tell which task was gold. So the worker sees a copy taken only once they have
+    given ``SCORE_SHOWN_EVERY`` answers in the project since the last copy (None before
+    the first): a step then sums the evidence of many answers, gold and real alike, and
+    cannot be tied to one task. Status changes (a suspension) are not delayed. One count
+    query for all the rows, and a write only when a copy is due."""
+    rows = list(rows)
+    every = max(1, settings.SCORE_SHOWN_EVERY)
+    answered = dict(
+        Assignment.objects.filter(
+            worker_id=worker_id,
+            project_id__in=[row.project_id for row in rows],
+            status__in=AssignmentStatus.answered(),
+        )
+        .values("project_id")
+        .annotate(n=Count("pk"))
+        .values_list("project_id", "n")
+    )
+    shown: dict[int, float | None] = {}
+    for row in rows:
+        count = answered.get(row.project_id, 0)
+        if count >= row.shown_answers + every:
+            # Conditional on the copy it replaces, so two readers take one copy.
+            WorkerScore.objects.filter(pk=row.pk, shown_answers=row.shown_answers).update(
+                shown_score=row.score, shown_answers=count
+            )
+            row.shown_score, row.shown_answers = row.score, count
+        shown[row.project_id] = row.shown_score
+    return shown
+
+
+def shown_score(row: WorkerScore) -> float | None:
+    return shown_scores(worker_id=row.worker_id, rows=[row])[row.project_id]
 
 
 def suspended_workers(*, project_id: int, worker_ids: Iterable[int] | None = None) -> set[int]:
