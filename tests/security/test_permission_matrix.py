@@ -137,6 +137,10 @@ MATRIX: dict[str, dict[str, Case]] = {
         "post": Case(managers_of_the_project(201), one_jpeg, format="multipart"),
     },
     "project-progress": {"get": Case(members_of_the_project(200))},
+    "project-stalled-tasks": {
+        "get": Case(managers_of_the_project(200)),
+        "post": Case(managers_of_the_project(200), lambda w: {"action": "close"}),
+    },
     "project-clients": {
         "post": Case(managers_of_the_project(201), lambda w: {"username": w.b.client.username})
     },
