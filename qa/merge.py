@@ -35,7 +35,6 @@ from qa.models import (
     GoldAnswer,
     RunStatus,
     WorkerScore,
-    WorkerStatus,
 )
 from qa.reliability import Evidence, vote_weight
 from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project, Task
@@ -163,11 +162,7 @@ def consensus_run_request(*, project: Project, user: Any = None) -> ConsensusRun
 
 def _counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
     """(assignment, task, image, worker, answer) of every answer that counts in consensus."""
-    suspended = set(
-        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
-            "worker_id", flat=True
-        )
-    )
+    suspended = services.suspended_workers(project_id=project.pk)
     rows = (
         Assignment.objects.filter(project=project, status__in=COUNTED, task__is_gold=False)
         .order_by("task_id", "pk")
