@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
+from crowd.contracts import worker_score
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, format_amount, money_json, parse_amount
@@ -28,7 +29,6 @@ from payouts.models import (
     PayoutStatus,
     ReviewFlag,
 )
-from tasks.hooks import worker_score
 from tasks.models import Assignment, AssignmentStatus, Project
 from tasks.routing import answer_restore, answer_withdraw
 
@@ -136,7 +136,7 @@ def auto_bonus_check(project: Project, worker_id: int) -> Bonus | None:
     approved = Assignment.objects.filter(
         project=project, worker_id=worker_id, status=AssignmentStatus.APPROVED
     ).count()
-    score = worker_score(project, worker_id)
+    score = worker_score.ask(project, worker_id)
     if approved < project.auto_bonus_min_answers or score is None:
         return None
     if score < project.auto_bonus_min_score:

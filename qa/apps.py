@@ -6,24 +6,22 @@ class QaConfig(AppConfig):
     verbose_name = "Quality: gold, scores, consensus and datasets"
 
     def ready(self) -> None:
+        from crowd import contracts
         from crowd.profile import me_contributions
         from qa.events import status_frames
         from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
-        from tasks.hooks import (
-            register_routing_policy,
-            register_worker_score,
-            register_worker_snapshot,
-        )
+        from tasks import hooks
 
-        register_routing_policy(QaRoutingPolicy())
-        register_worker_score(
+        hooks.register_routing_policy(QaRoutingPolicy())
+        hooks.worker_snapshot.register("status", status_frames)
+        contracts.worker_score.register(
+            "score",
             lambda project, worker_id: (
                 WorkerScore.objects.filter(project=project, worker_id=worker_id)
                 .values_list("score", flat=True)
                 .first()
-            )
+            ),
         )
         me_contributions.register("qa", my_quality)
-        register_worker_snapshot("status", status_frames)

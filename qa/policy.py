@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from crowd.contracts import gold_failed
 from crowd.models import User
 from qa import services
 from qa.merge import task_consensus
-from tasks.hooks import Admission, Decision, gold_failed
+from tasks.hooks import Admission, Decision
 from tasks.models import Assignment, Project, Task
 
 
@@ -43,4 +44,4 @@ class QaRoutingPolicy:
     def gold_answered(self, *, assignment: Assignment) -> None:
         result = services.gold_result_record(assignment=assignment)
         if result is not None and not result.passed:
-            gold_failed(assignment)
+            gold_failed.notify(assignment)

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from django.db.models import Count, Q
 
+from crowd.contracts import worker_earnings
 from crowd.money import money_json
 from qa import agreement as stats
 from qa.geometry import match_annotations
 from qa.models import GoldResult, WorkerScore
 from qa.services import project_sigmas
-from tasks.hooks import worker_earnings
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
 
@@ -147,7 +147,7 @@ def project_workers(project: Project) -> list[dict[str, Any]]:
         .order_by("score", "worker_id")
     )
     submitted = _submitted_counts(project)
-    earned = worker_earnings(project, [r.worker_id for r in rows])
+    earned = worker_earnings.ask(project, [r.worker_id for r in rows])
     signals = worker_signals(project)
     return [
         worker_json(
@@ -175,7 +175,7 @@ def project_worker(project: Project, worker_id: int) -> dict[str, Any] | None:
         submitted=Assignment.objects.filter(
             project=project, worker_id=worker_id, status__in=AssignmentStatus.answered()
         ).count(),
-        earned=worker_earnings(project, [worker_id]).get(worker_id, 0),
+        earned=worker_earnings.ask(project, [worker_id]).get(worker_id, 0),
         flags=worker_signals(project).get(worker_id, []),
     )
     exam = {"seen": row.exam_seen, "size": project.exam_tasks}

@@ -20,7 +20,7 @@ from tasks.models import Assignment, AssignmentStatus, MemberRole, Project, Proj
 
 @database_sync_to_async
 def _worker_snapshot(user: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    from tasks.hooks import routing_policy, worker_snapshot
+    from tasks.hooks import routing_policy, worker_snapshot_frames
 
     barred = routing_policy().barred_projects(worker_id=user.pk)
     projects = list(
@@ -43,7 +43,7 @@ def _worker_snapshot(user: Any) -> tuple[list[str], list[dict[str, Any]]]:
                 "seconds_left": round((lease.expires_at - now).total_seconds(), 1),
             }
         )  # fmt: skip
-    frames += worker_snapshot(user)
+    frames += worker_snapshot_frames(user)
     groups = [events.ALL_WORKERS, user_group(user.pk)]
     groups += [events.project_workers_group(p) for p in projects]
     return groups, frames

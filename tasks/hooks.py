@@ -1,18 +1,21 @@
-"""Decisions and figures ``tasks`` needs from apps built on it, registered at start-up.
+"""Decisions and figures ``tasks`` itself needs from apps built on it, registered at start-up.
 
 ``tasks`` never imports ``qa`` or ``payouts``. Routing asks one :class:`RoutingPolicy` (which
 ``qa`` registers in its ``AppConfig.ready``) whether a worker may work and on what (an exam
 is gold only), whether a task's answers agree well enough to complete it, and tells it when
-a gold task was answered.
+a gold task was answered. The other hooks here are ``tasks``' own calls, in the one style of
+``crowd.hooks``: the budget check inside the claim, the periodic sweep's work, the fields of
+``/progress/`` and a worker's live snapshot. Contracts between ``qa`` and ``payouts`` live in
+``crowd.contracts``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from crowd.hooks import Contributions
+from crowd.hooks import Contributions, Hook
 from crowd.money import money_json
 
 if TYPE_CHECKING:
@@ -94,86 +97,34 @@ def routing_policy() -> RoutingPolicy:
     return _policy
 
 
-# What each worker has earned in a project, in minor units of the project's currency:
-# ``payouts`` registers the ledger's answer; until then nobody has earned anything.
-Earnings = Callable[["Project", Sequence[int]], dict[int, int]]
-_earnings: Earnings = lambda project, worker_ids: {}  # noqa: E731
+def _no_budget_to_exhaust(project: Project) -> bool:
+    return False
 
 
-def register_earnings(earnings: Earnings) -> None:
-    global _earnings
-    _earnings = earnings
+def _no_snapshot(user: User) -> list[dict[str, object]]:
+    return []
 
 
-def worker_earnings(project: Project, worker_ids: Sequence[int]) -> dict[int, int]:
-    return _earnings(project, worker_ids)
+def _nothing_to_do() -> object:
+    return None
 
 
-# Whether a project's budget leaves room for one more task at its reward: ``payouts`` registers
-# the ledger's answer; until then no project has a budget to exhaust.
-BudgetCheck = Callable[["Project"], bool]
-_budget_exhausted: BudgetCheck = lambda project: False  # noqa: E731
-
-
-def register_budget_check(check: BudgetCheck) -> None:
-    global _budget_exhausted
-    _budget_exhausted = check
+# Whether a project's budget leaves no room for one more task at its reward: ``payouts``
+# answers from the ledger; until then no project has a budget to exhaust.
+budget_check: Hook[[Project], bool] = Hook(_no_budget_to_exhaust)
 
 
 def budget_exhausted(project: Project) -> bool:
-    return project.budget is not None and _budget_exhausted(project)
+    return project.budget is not None and budget_check.ask(project)
 
 
 # Work other apps want done on the periodic sweep (``payouts``: approve answers whose review
-# delay has passed). Each runs in the sweep job, after the leases.
-_periodic: dict[str, Callable[[], object]] = {}
-
-
-def register_periodic(name: str, work: Callable[[], object]) -> None:
-    _periodic[name] = work
-
-
-def run_periodic() -> None:
-    for work in _periodic.values():
-        work()
-
-
-# Who hears that a gold answer failed its check (``payouts``: the project may reject it).
-_gold_failed: dict[str, Callable[[Assignment], object]] = {}
-
-
-def register_gold_failed(name: str, listener: Callable[[Assignment], object]) -> None:
-    _gold_failed[name] = listener
-
-
-def gold_failed(assignment: Assignment) -> None:
-    for listener in _gold_failed.values():
-        listener(assignment)
-
-
-# A worker's quality score in a project (``qa`` registers it); None while unknown.
-WorkerScoreReader = Callable[["Project", int], "float | None"]
-_worker_score: WorkerScoreReader = lambda project, worker_id: None  # noqa: E731
-
-
-def register_worker_score(reader: WorkerScoreReader) -> None:
-    global _worker_score
-    _worker_score = reader
-
-
-def worker_score(project: Project, worker_id: int) -> float | None:
-    return _worker_score(project, worker_id)
-
+# delay has passed). The sweep job notifies them after the leases.
+periodic: Hook[[], object] = Hook(_nothing_to_do)
 
 # What other apps add to a worker's live snapshot (``payouts``: the balance; ``qa``: status).
-_snapshot: dict[str, Callable[[object], list[dict[str, object]]]] = {}
+worker_snapshot: Hook[[User], list[dict[str, object]]] = Hook(_no_snapshot)
 
 
-def register_worker_snapshot(
-    name: str, frames: Callable[[object], list[dict[str, object]]]
-) -> None:
-    _snapshot[name] = frames
-
-
-def worker_snapshot(user: object) -> list[dict[str, object]]:
-    return [frame for frames in _snapshot.values() for frame in frames(user)]
+def worker_snapshot_frames(user: User) -> list[dict[str, object]]:
+    return [frame for frames in worker_snapshot.gather(user) for frame in frames]

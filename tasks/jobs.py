@@ -28,7 +28,7 @@ def leases_sweep() -> None:
     asks.
     """
     from tasks import routing, stalled
-    from tasks.hooks import run_periodic
+    from tasks.hooks import periodic
 
     while routing.leases_release_expired(limit=1000):
         pass
@@ -36,7 +36,7 @@ def leases_sweep() -> None:
         pass
     routing.tasks_decide_due()
     stalled.stalled_sweep()
-    run_periodic()
+    periodic.notify()
     cache.delete(SWEEP_SCHEDULED)
     leases_sweep_schedule()
 
