@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import re
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -445,6 +446,8 @@ def _server_env(**overrides: str) -> dict[str, str]:
     """This environment without services of its own, plus ``overrides``."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(overrides, PYTHONUNBUFFERED="1")
+    # The servers of one run share a key, as a deployment on PostgreSQL must.
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     return env
 
 

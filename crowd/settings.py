@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from dramatiq.middleware import Retries
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -23,10 +24,21 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
-    """The configured key, else one generated once and kept in VAR_DIR (never a fixed default)."""
+    """The configured key, else, on the embedded default, one generated once and kept in
+    VAR_DIR (never a fixed default). With ``DATABASE_URL`` set the set-up may span machines,
+    and a key generated per machine would break sessions and every signed URL between them:
+    the key must then be configured."""
     configured = env.str("SECRET_KEY", default="")
     if configured:
         return configured
+    if env.str("DATABASE_URL", default=""):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DATABASE_URL set, every web and job process on every "
+            "machine must share one key (a key generated per machine breaks sessions and "
+            "signed URLs between them): set SECRET_KEY to the same long random value "
+            "everywhere, for example the output of: "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+        )
     path = VAR_DIR / "secret_key"
     try:
         with path.open("x") as fh:  # "x": two processes starting at once cannot both write

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def server_env(**overrides: str) -> dict[str, str]:
         # The servers' database, media and secret key go when the test run ends.
         atexit.register(shutil.rmtree, env["VAR_DIR"], ignore_errors=True)
     env["PYTHONUNBUFFERED"] = "1"
+    # The servers of one run share a key, as a deployment on PostgreSQL must.
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     return env
 
 

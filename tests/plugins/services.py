@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -256,6 +257,8 @@ def pytest_load_initial_conftests(
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"):
         os.environ.pop(name, None)
     os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="crowd-test-var-")
+    # One key for this run's processes, as a deployment on PostgreSQL must configure.
+    os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)
     # A failing job is retried at once, so a test sees its final failure instead of waiting.
     os.environ["JOB_RETRY_MIN_BACKOFF_MS"] = "10"
     os.environ["JOB_RETRY_MAX_BACKOFF_MS"] = "50"
