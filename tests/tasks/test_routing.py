@@ -75,8 +75,9 @@ class TestSelection:
     def test_breadth_first_closest_to_done_then_priority_then_age(self, manager) -> None:
         project = active_project(manager, images=4, min_overlap=3, max_overlap=3)
         t1, t2, t3, t4 = Task.objects.order_by("pk")
-        # t3 has one answer already: closest to done, it goes first.
-        work(project, WorkerFactory.create())  # answers t1 (all equal: oldest first)
+        # All equal, the oldest goes first: t1 gets one answer, which makes it the closest to
+        # done for the next worker; then t4 by its priority, then t2 and t3 by age.
+        work(project, WorkerFactory.create())
         Task.objects.filter(pk=t4.pk).update(priority=5)
         worker = WorkerFactory.create()
         order = []
