@@ -466,6 +466,26 @@ def _record_in_transaction(
         return counts
 
 
+class AnswerConflict(Conflict):
+    code = "already_submitted"
+
+
+def _replayed(stored: Assignment, annotations: Any, idempotency_key: str) -> Assignment:
+    """The stored answer, if this submission repeats it (same key, or the same answer once
+    validated); otherwise a conflict naming the answer that was kept."""
+    if idempotency_key and stored.idempotency_key == idempotency_key[:100]:
+        return stored
+    clean = annotations_clean(project=stored.project, image=stored.task.image, payload=annotations)
+    if clean == stored.answer:
+        return stored
+    submitted = stored.submitted_at.isoformat() if stored.submitted_at else None
+    raise AnswerConflict(
+        "This task was already answered with a different answer, which is the one kept; "
+        "ask for the next task.",
+        errors={"assignment": stored.pk, "status": stored.status, "submitted_at": submitted},
+    )
+
+
 class _AlreadyAnswered(Exception):
     """A concurrent submission of the same assignment won; return its result."""
 
@@ -499,7 +519,9 @@ def assignment_submit(
     idempotency_key: str = "",
     time_spent_ms: int | None = None,
 ) -> Assignment:
-    """Record the worker's answer. Idempotent: a repeat returns the first result unchanged.
+    """Record the worker's answer. Idempotent: a repeat (the same ``Idempotency-Key``, or the
+    same answer) returns the first result unchanged; a different answer to an assignment
+    already answered is a conflict that says the first answer is kept.
 
     A late answer (the lease expired) is accepted only while the task still needs one.
     When the answers reach the task's required overlap, the routing policy decides it.
@@ -512,7 +534,7 @@ def assignment_submit(
     if assignment is None:
         raise NotFound("No such assignment.")
     if assignment.status in AssignmentStatus.answered():
-        return assignment
+        return _replayed(assignment, annotations, idempotency_key)
     if assignment.status == AssignmentStatus.SKIPPED:
         raise Conflict("You skipped this task.", code="skipped")
     project, task = assignment.project, assignment.task
@@ -531,7 +553,8 @@ def assignment_submit(
         else:
             counts = _record_in_transaction(assignment, values)
     except _AlreadyAnswered:
-        return Assignment.objects.get(pk=assignment.pk)
+        stored = Assignment.objects.select_related("task__image", "project").get(pk=assignment.pk)
+        return _replayed(stored, annotations, idempotency_key)
     if counts is not None and counts[0] >= counts[1]:
         # Nobody else can lease this task now (it has no free slot), so the decision can
         # take its own short transaction; the sweep decides any task a crash left due.

@@ -297,10 +297,11 @@ class TestSubmit:
         first = client.post(url, {"annotations": BOX}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
         again = client.post(url, {"annotations": BOX}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
         other = client.post(url, {"annotations": []}, format="json")
-        assert first.status_code == again.status_code == other.status_code == 200
-        assert (
-            first.json() == again.json() == other.json() == {"id": lease.pk, "status": "submitted"}
-        )
+        assert first.status_code == again.status_code == 200
+        assert first.json() == again.json() == {"id": lease.pk, "status": "submitted"}
+        # A different answer is not silently dropped: 409, and the first answer is kept.
+        assert other.status_code == 409
+        assert other.json()["code"] == "already_submitted"
         assert Task.objects.get().answers == 1
         assert Assignment.objects.get().answer == [{"label": "car", "bbox": [1.0, 1.0, 10.0, 10.0]}]
         assert Assignment.objects.get().idempotency_key == "k1"
