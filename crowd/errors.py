@@ -33,11 +33,15 @@ class DomainError(Exception):
         *,
         code: str | None = None,
         errors: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.detail = detail or self.default_detail
         if code:
             self.code = code
         self.errors = errors or {}
+        # Fields shown beside the error, as a success would show them (an upload's per-file
+        # results), so a client reads one shape either way.
+        self.extra = extra or {}
         super().__init__(self.detail)
 
 
@@ -100,7 +104,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     if isinstance(exc, DomainError):
         domain_response = Response(
-            error_body(exc.detail, exc.code, exc.errors), status=exc.status_code
+            {**exc.extra, **error_body(exc.detail, exc.code, exc.errors)},
+            status=exc.status_code,
         )
         if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
             domain_response["Retry-After"] = "5"

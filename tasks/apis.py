@@ -229,7 +229,17 @@ class ProjectImagesApi(APIView):
         if not files:
             raise InvalidInput(errors={"files": ["Attach one or more images or .zip archives."]})
         report = ingest.images_upload(project=project, user=request_user(request), files=files)
-        return Response(report.as_json(), status=status.HTTP_201_CREATED)
+        body = report.as_json()
+        if body["created"]:
+            return Response(body, status=status.HTTP_201_CREATED)
+        if body["duplicates"]:  # all already there: nothing new, nothing wrong
+            return Response(body, status=status.HTTP_200_OK)
+        raise InvalidInput(
+            "No file of the upload was stored: each was rejected (see files).",
+            code="upload_rejected",
+            errors={"files": [f"{r['name']}: {r['error']}" for r in body["rejected"]]},
+            extra=body,
+        )
 
 
 class ProjectProgressApi(APIView):

@@ -52,8 +52,11 @@ def upload(client: APIClient, project_id: int, name: str, data: bytes) -> Any:
 
 
 def assert_all_rejected(response: Any, codes: dict[str, str]) -> None:
-    assert response.status_code == 201, response.content
+    # Nothing stored: a 400 in the error shape, with the per-file results beside it.
+    assert response.status_code == 400, response.content
     body = response.json()
+    assert body["code"] == "upload_rejected"
+    assert len(body["errors"]["files"]) == len(body["rejected"])
     assert body["created"] == 0
     assert {r["name"]: r["code"] for r in body["rejected"]} == codes
     assert all(r["error"] for r in body["rejected"])
@@ -95,7 +98,7 @@ def test_a_gif_bomb_is_caught_by_its_header(world: World, manager_client, unchan
     gif = bytearray(images.encode(images.scene(64, 64), "GIF"))
     gif[6:10] = (65535).to_bytes(2, "little") * 2
     response = upload(manager_client, world.a.project.pk, "screen.gif", bytes(gif))
-    assert response.status_code == 201
+    assert response.status_code == 400
     body = response.json()
     assert body["created"] == 0
     assert body["rejected"][0]["code"] == "too_many_pixels"
@@ -142,7 +145,7 @@ def test_zip_slip_in_every_spelling(world: World, manager_client, unchanged) -> 
         "\\\\server\\share\\evil4.jpg": jpeg, "./../evil5.jpg": jpeg,
     })  # fmt: skip
     response = upload(manager_client, world.a.project.pk, "slip.zip", archive)
-    assert response.status_code == 201
+    assert response.status_code == 400
     body = response.json()
     assert body["created"] == 0
     assert {r["code"] for r in body["rejected"]} == {"unsafe_path"}
@@ -171,8 +174,8 @@ def test_a_polyglot_is_stored_and_served_only_as_an_image(
     our choosing with the image's own extension, served as image/jpeg with nosniff, so no
     browser runs it as a page or script."""
     response = upload(manager_client, world.a.project.pk, name, images.jpeg(seed=77) + tail)
-    assert response.status_code == 201
     body = response.json()
+    assert response.status_code == (201 if body["created"] else 400)
     if body["created"] == 0:  # refused outright is as good
         assert body["rejected"][0]["code"]
         return

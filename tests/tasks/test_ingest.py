@@ -233,3 +233,26 @@ def test_thumbnail_is_small_jpeg(api_as, manager, project) -> None:
     assert response["Content-Type"] == "image/jpeg"
     with PILImage.open(io.BytesIO(b"".join(response.streaming_content))) as thumb:
         assert max(thumb.size) == 256
+
+
+def test_an_upload_that_stores_nothing_says_so(api_as, manager) -> None:
+    """All rejected: 400 with the per-file results; all already there: 200, not 201."""
+    project = project_create(manager)
+    client = api_as(manager)
+    url = f"/api/v1/projects/{project.pk}/images/"
+
+    def send(*files: tuple[str, bytes]):
+        uploads = [SimpleUploadedFile(name, data) for name, data in files]
+        return client.post(url, {"files": uploads}, format="multipart")
+
+    refused = send(("notes.txt", b"not an image"), ("empty.jpg", b""))
+    assert refused.status_code == 400, refused.content
+    body = refused.json()
+    assert (body["code"], body["created"], body["duplicates"]) == ("upload_rejected", 0, 0)
+    assert {r["code"] for r in body["rejected"]} == {"not_an_image", "empty_file"}
+    assert "notes.txt" in " ".join(body["errors"]["files"])
+    assert not Image.objects.filter(project=project).exists()
+    good = images.jpeg(seed=11)
+    assert send(("a.jpg", good)).status_code == 201
+    again = send(("a.jpg", good))
+    assert (again.status_code, again.json()["duplicates"]) == (200, 1)

@@ -221,7 +221,9 @@ async function uploadFiles(files) {
       const report = await upload(`${base}/images/`, form, (fraction) => (bar.value = (sent + fraction * groupSize) / total));
       results.push(...report.files);
     } catch (err) {
-      results.push(...group.map((f) => ({ name: f.name, result: "rejected", error: err.message })));
+      // An upload that stored nothing is a 400 that still carries each file's result.
+      if (err.body && Array.isArray(err.body.files)) results.push(...err.body.files);
+      else results.push(...group.map((f) => ({ name: f.name, result: "rejected", error: err.message })));
     }
     sent += groupSize;
     bar.value = sent / total;
