@@ -14,7 +14,8 @@ The merge, for each image:
    much again as the clustering.
 2. **Keep** a cluster when its support, the weight of its members over the weight of all the
    image's voters (workers who answered "nothing here" included), reaches ``quorum``.
-3. **Label** by weighted vote among the members; a tie goes to the label seen first.
+3. **Label** by weighted vote among the members; a tie goes to the label seen first on the
+   image (in the order of the answers and their items).
 4. **Place** the box at the weighted mean of the members' boxes (each edge) when every member
    overlaps that mean by at least ``OUTLIER_IOU``, the common case of a crowd that agrees.
    Otherwise start again from the weighted median of each edge, which a stray box cannot
@@ -27,7 +28,9 @@ The merge, for each image:
 Python loop is over worker ranks (a handful); reading the items and building the objects are
 C-level passes over flat lists. The matchings of all images are solved together as one sparse
 assignment problem, and pairs that are each other's only candidate (the common case of a crowd
-that agrees) are taken without solving anything. :func:`merge_boxes` is the same for one
+that agrees) are taken without solving anything. Each image's objects are those it gets
+alone, whatever else is in the batch: sums run member by member in rank order, and label
+ties are broken by the image's own order. :func:`merge_boxes` is the same for one
 image; its fixed cost (about 0.4 ms) is that of the array machinery, so a caller with many
 images (an export, a re-merge after scores change) should hand them over in one batch.
 
@@ -140,6 +143,7 @@ class _Crowd:
         corners: FloatArray,
         label: IntArray,
         labels: list[str],
+        label_order: IntArray,
         n_images: int,
     ) -> None:
         self.workers = workers
@@ -150,6 +154,9 @@ class _Crowd:
         self.corners = corners  # (N, 4): x0, y0, x1, y1
         self.label = label
         self.labels = labels
+        # Per box: when its label was first seen on its image (0, 1, ...): the tie-break of
+        # the label vote, the same in a batch as for the image alone.
+        self.label_order = label_order
         self.image = answer_image[box_answer]
         self.rank = answer_rank[box_answer]
         self.weight = answer_weight[box_answer]
@@ -197,18 +204,36 @@ class _Crowd:
         rank = np.empty(len(image), dtype=np.intp)
         rank[order] = np.arange(len(image)) - first
         count = np.fromiter(map(len, item_lists), dtype=np.intp, count=len(item_lists))
+        box_answer = np.repeat(np.arange(len(count)), count)
         return cls(
             workers=workers,
             answer_image=image,
             answer_weight=weight,
             answer_rank=rank,
-            box_answer=np.repeat(np.arange(len(count)), count),
+            box_answer=box_answer,
             box_item=_ragged_arange(count),
             corners=corners,
             label=label,
             labels=list(ids),
+            label_order=_first_seen_order(image[box_answer], label, len(ids)),
             n_images=len(images),
         )
+
+
+def _first_seen_order(group: IntArray, value: IntArray, n_values: int) -> IntArray:
+    """For each element, the order in which its value first appears within its group: 0 for
+    the group's first value, 1 for the next different one, and so on."""
+    if len(value) == 0:
+        return np.zeros(0, dtype=np.intp)
+    keys, first, inverse = np.unique(
+        group * n_values + value, return_index=True, return_inverse=True
+    )
+    key_group = keys // n_values
+    order = np.lexsort((first, key_group))
+    grouped = key_group[order]
+    rank = np.empty(len(keys), dtype=np.intp)
+    rank[order] = np.arange(len(keys)) - np.searchsorted(grouped, grouped)
+    return np.asarray(rank[inverse.ravel()], dtype=np.intp)
 
 
 def _ragged_arange(counts: IntArray) -> IntArray:
@@ -427,15 +452,20 @@ def _objects(
     image = crowd.image[members.max(axis=1)]
     voters = crowd.voters_weight[image]
     support = weight.sum(axis=1) / voters
-    n_labels = len(crowd.labels)
+    # Votes by each label's order of first sight on the image, so that argmax, taking the
+    # first of equal maxima, gives a tie to the label seen first there.
+    n_orders = int(crowd.label_order.max()) + 1
     rows = np.broadcast_to(np.arange(len(members))[:, None], members.shape)
     votes = np.bincount(
-        rows[present] * n_labels + crowd.label[members[present]],
+        rows[present] * n_orders + crowd.label_order[members[present]],
         weight[present],
-        minlength=len(members) * n_labels,
-    ).reshape(len(members), n_labels)
-    label = votes.argmax(axis=1)
-    label_support = votes[np.arange(len(members)), label] / voters
+        minlength=len(members) * n_orders,
+    ).reshape(len(members), n_orders)
+    winner = votes.argmax(axis=1)
+    label_support = votes[np.arange(len(members)), winner] / voters
+    # The winning label itself: that of a member who gave it.
+    gave = present & (crowd.label_order[ids] == winner[:, None])
+    label = crowd.label[ids[np.arange(len(members)), gave.argmax(axis=1)]]
     agreement = (iou * weight).sum(axis=1) / weight.sum(axis=1)
     score = np.clip(label_support * agreement, 0.0, 1.0)
     kept = np.lexsort((np.arange(len(members)), -score, image))
