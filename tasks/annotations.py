@@ -3,6 +3,10 @@
 Returns a normalised copy (floats, known keys only) or raises :class:`AnnotationError` with
 one message per problem, keyed like ``annotations[2].bbox``, that a person can act on.
 Coordinates are pixels of the full upright image, origin top-left.
+
+An object cut by the image's edge is common, and a box drawn to it often reaches a little past
+it: coordinates within ``edge_tolerance`` of the image are clipped to it (the result counts
+the objects clipped), and only those further out are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_ITEMS = 2000
+# How far past the edge a coordinate may lie and still be clipped: a few pixels, more on a
+# large image (1% of its longer side).
+EDGE_TOLERANCE_PX = 4.0
+EDGE_TOLERANCE_SHARE = 0.01
 MAX_POLYGON_POINTS = 5000
 VISIBILITY = (0, 1, 2)  # COCO: 0 not labelled/absent, 1 labelled but occluded, 2 visible
 
@@ -35,6 +43,16 @@ class Schema:
         return list(self.keypoints)
 
 
+def edge_tolerance(width: int, height: int) -> float:
+    return max(EDGE_TOLERANCE_PX, EDGE_TOLERANCE_SHARE * max(width, height))
+
+
+class Annotations(list[dict[str, Any]]):
+    """Validated annotations, and how many objects had coordinates clipped to the image."""
+
+    clipped: int = 0
+
+
 def _number(value: Any) -> float | None:
     # bool is an int in Python, but `true` is not a coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -46,7 +64,18 @@ def _number(value: Any) -> float | None:
 class _Checker:
     def __init__(self, schema: Schema, width: int, height: int) -> None:
         self.schema, self.width, self.height = schema, width, height
+        self.tolerance = edge_tolerance(width, height)
         self.errors: dict[str, list[str]] = {}
+        self.clipped = False  # whether the item being checked had a coordinate clipped
+
+    def _clip(self, value: float, size: int) -> float | None:
+        """The coordinate inside [0, size], or None when it lies too far out to clip."""
+        if 0 <= value <= size:
+            return value
+        if -self.tolerance <= value <= size + self.tolerance:
+            self.clipped = True
+            return min(max(value, 0.0), float(size))
+        return None
 
     def fail(self, where: str, message: str) -> None:
         self.errors.setdefault(where, []).append(message)
@@ -73,12 +102,15 @@ class _Checker:
         if x is None or y is None:
             self.fail(where, "Point coordinates must be finite numbers.")
             return None
-        if not (0 <= x <= self.width and 0 <= y <= self.height):
+        cx, cy = self._clip(x, self.width), self._clip(y, self.height)
+        if cx is None or cy is None:
             self.fail(
-                where, f"Point ({x:g}, {y:g}) is outside the {self.width}x{self.height} image."
+                where,
+                f"Point ({x:g}, {y:g}) is outside the {self.width}x{self.height} image (by more "
+                f"than the {self.tolerance:g} pixels clipped to its edge).",
             )
             return None
-        return x, y
+        return cx, cy
 
     def bbox(self, item: Mapping[str, Any], where: str) -> list[float] | None:
         raw = item.get("bbox")
@@ -93,14 +125,20 @@ class _Checker:
         if w <= 0 or h <= 0:
             self.fail(f"{where}.bbox", "A box needs a positive width and height.")
             return None
-        if x < 0 or y < 0 or x + w > self.width or y + h > self.height:
+        left, top = self._clip(x, self.width), self._clip(y, self.height)
+        right, bottom = self._clip(x + w, self.width), self._clip(y + h, self.height)
+        if left is None or top is None or right is None or bottom is None:
             self.fail(
                 f"{where}.bbox",
                 f"Box [{x:g}, {y:g}, {w:g}, {h:g}] extends outside the "
-                f"{self.width}x{self.height} image.",
+                f"{self.width}x{self.height} image (by more than the {self.tolerance:g} pixels "
+                "clipped to its edge).",
             )
             return None
-        return [x, y, w, h]
+        if right <= left or bottom <= top:
+            self.fail(f"{where}.bbox", "The box lies outside the image, along its edge.")
+            return None
+        return [left, top, right - left, bottom - top]
 
     def polygon(self, item: Mapping[str, Any], where: str) -> list[list[float]] | None:
         raw = item.get("points")
@@ -165,8 +203,9 @@ class _Checker:
 
 def validate_annotations(
     payload: Any, *, schema: Schema, width: int, height: int
-) -> list[dict[str, Any]]:
-    """Check ``payload`` (the ``annotations`` list) against the project's schema and the image."""
+) -> Annotations:
+    """Check ``payload`` (the ``annotations`` list) against the project's schema and the image;
+    coordinates a little past the edge are clipped (``clipped`` counts those objects)."""
     if not isinstance(payload, list):
         raise AnnotationError({"annotations": ["Give the annotations as a list."]})
     if len(payload) > MAX_ITEMS:
@@ -176,9 +215,10 @@ def validate_annotations(
             {"annotations": ['A classification answer has exactly one item: {"label": ...}.']}
         )
     check = _Checker(schema, width, height)
-    out: list[dict[str, Any]] = []
+    out = Annotations()
     for index, item in enumerate(payload):
         where = f"annotations[{index}]"
+        check.clipped = False
         if not isinstance(item, dict):
             check.fail(where, "Each annotation is a JSON object.")
             continue
@@ -201,6 +241,7 @@ def validate_annotations(
                 out.append({"label": label, "keypoints": keypoints})
         else:
             raise ValueError(f"unknown annotation kind {schema.kind!r}")
+        out.clipped += check.clipped
     if check.errors:
         raise AnnotationError(check.errors)
     return out

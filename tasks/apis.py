@@ -415,7 +415,9 @@ class AssignmentSubmitApi(APIView):
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             time_spent_ms=data.validated_data.get("time_spent_ms"),
         )
-        return Response({"id": assignment.pk, "status": assignment.status})
+        return Response(
+            {"id": assignment.pk, "status": assignment.status, "clipped": assignment.clipped}
+        )
 
 
 class AssignmentSkipApi(APIView):

@@ -307,6 +307,10 @@ class Assignment(models.Model):
     # Whether the worker was told the lease is about to expire (once per lease).
     expiry_warned = models.BooleanField(default=False, db_default=False)
 
+    # Not stored: how many objects of the answer just submitted had coordinates clipped to
+    # the image's edge (the submit response says so).
+    clipped: int = 0
+
     class Meta:
         constraints = [
             # A worker never gets a task twice.

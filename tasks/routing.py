@@ -477,6 +477,7 @@ def _replayed(stored: Assignment, annotations: Any, idempotency_key: str) -> Ass
         return stored
     clean = annotations_clean(project=stored.project, image=stored.task.image, payload=annotations)
     if clean == stored.answer:
+        stored.clipped = clean.clipped
         return stored
     submitted = stored.submitted_at.isoformat() if stored.submitted_at else None
     raise AnswerConflict(
@@ -561,6 +562,7 @@ def assignment_submit(
         task_decide_if_due(task_id=task.pk, project=project)
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.answer = clean
+    assignment.clipped = clean.clipped
     assignment.submitted_at = now
     assignment.idempotency_key = values["key"]
     assignment.time_spent_ms = values["spent"]

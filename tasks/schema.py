@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from tasks.annotations import AnnotationError, Schema, validate_annotations
+from tasks.annotations import AnnotationError, Annotations, Schema, validate_annotations
 from tasks.models import Image, Label, Project
 
 LabelRows = tuple[tuple[str, str, tuple[str, ...]], ...]
@@ -72,8 +72,9 @@ def project_schema(project: Project) -> Schema:
     return Schema(kind=project.kind, keypoints={name: list(kps) for name, _, kps in labels})
 
 
-def annotations_clean(*, project: Project, image: Image, payload: Any) -> list[dict[str, Any]]:
-    """Validated, normalised annotations for this image, or InvalidInput naming each problem."""
+def annotations_clean(*, project: Project, image: Image, payload: Any) -> Annotations:
+    """Validated, normalised annotations for this image (coordinates a little past its edge
+    clipped to it, and counted), or InvalidInput naming each problem."""
     from crowd.errors import InvalidInput
 
     try:

@@ -190,7 +190,7 @@ def test_live_frames_resume_after_redis_restarts(
                 token=ann,
             ),
         )  # fmt: skip
-        assert done == (200, {"id": ann_lease["id"], "status": "submitted"})
+        assert done == (200, {"id": ann_lease["id"], "status": "submitted", "clipped": 0})
         _ok(
             a,
             "POST",

@@ -132,6 +132,20 @@ def test_aggregate_boxes_json_lines(tmp_path) -> None:
     assert 0 < car["score"] <= 1
 
 
+def test_aggregate_clips_a_vertex_just_past_the_edge(tmp_path) -> None:
+    """A real file is not refused because one vertex of one polygon lies at x = -1."""
+    square = [[-1, 10], [40, 10], [40, 50], [0, 50]]
+    lines = [
+        {"task": "p", "worker": w, "annotations": [{"label": "leaf", "points": square}],
+         "width": 100, "height": 80}
+        for w in range(3)
+    ]  # fmt: skip
+    out = run_aggregate(tmp_path, "polygon", "\n".join(json.dumps(x) for x in lines))
+    (row,) = [json.loads(x) for x in out.splitlines()]
+    (leaf,) = row["annotations"]
+    assert min(x for x, _ in leaf["points"]) >= 0
+
+
 @pytest.mark.parametrize(
     ("kind", "text", "message"),
     [

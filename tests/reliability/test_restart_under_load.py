@@ -112,7 +112,7 @@ def test_a_web_process_restarted_under_load_loses_and_doubles_nothing(
         _, _, answer, key = submitted[assignment]
         assert [item["bbox"] for item in answer] == [ack.item["bbox"]]
         assert key == ack.key
-        assert ack.body == {"id": assignment, "status": "submitted"}
+        assert ack.body == {"id": assignment, "status": "submitted", "clipped": 0}
 
     # Each answer counted once on its task: the counters match the rows.
     def tasks() -> list[tuple[Any, ...]]:

@@ -92,7 +92,7 @@ class TestAnnotations:
             ("bbox", [{"label": 3, "bbox": [0, 0, 1, 1]}], "annotations[0].label", "string"),
             ("bbox", [{"label": "car", "bbox": [0, 0, 0, 1]}], "annotations[0].bbox", "positive"),
             ("bbox", [{"label": "car", "bbox": [90, 0, 20, 1]}], "annotations[0].bbox", "outside"),
-            ("bbox", [{"label": "car", "bbox": [-1, 0, 5, 5]}], "annotations[0].bbox", "outside"),
+            ("bbox", [{"label": "car", "bbox": [-5, 0, 5, 5]}], "annotations[0].bbox", "outside"),
             ("bbox", [{"label": "car", "bbox": [float("nan"), 0, 5, 5]}], "annotations[0].bbox", "finite"),
             ("bbox", [{"label": "car", "bbox": [float("inf"), 0, 5, 5]}], "annotations[0].bbox", "finite"),
             ("bbox", [{"label": "car", "bbox": [True, 0, 5, 5]}], "annotations[0].bbox", "finite"),
@@ -115,6 +115,25 @@ class TestAnnotations:
         errors = errors_of(kind, payload)
         assert where in errors, errors
         assert any(words in message for message in errors[where]), errors
+
+    def test_coordinates_a_little_past_the_edge_are_clipped_and_counted(self) -> None:
+        # 100 x 50 image: up to 4 pixels past an edge is clipped, further is refused.
+        boxes = check("bbox", [
+            {"label": "car", "bbox": [-1, 0, 5, 5]},  # one pixel left of the image
+            {"label": "car", "bbox": [90, 46, 13, 7]},  # past the right and bottom edges
+            {"label": "tree", "bbox": [10, 10, 5, 5]},  # inside
+        ])  # fmt: skip
+        assert [b["bbox"] for b in boxes] == [[0, 0, 4, 5], [90, 46, 10, 4], [10, 10, 5, 5]]
+        assert boxes.clipped == 2
+        polygon = check("polygon", [{"label": "car", "points": [[-2, 0], [10, 0], [10, 52]]}])
+        assert polygon[0]["points"] == [[0, 0], [10, 0], [10, 50]]
+        assert polygon.clipped == 1
+        people = check("keypoints", [{"label": "person", "keypoints": [[101, 2, 2], [5, 5, 0], [3, 4, 1]]}])
+        assert (people[0]["keypoints"][0], people.clipped) == ([100, 2, 2], 1)
+        assert check("bbox", [{"label": "car", "bbox": [0, 0, 100, 50]}]).clipped == 0
+        # A box wholly beyond the edge, within the tolerance, clips to nothing: refused.
+        errors = errors_of("bbox", [{"label": "car", "bbox": [101, 0, 2, 5]}])
+        assert "along its edge" in errors["annotations[0].bbox"][0]
 
     def test_payload_size_is_bounded(self) -> None:
         errors = errors_of("bbox", [{"label": "car", "bbox": [0, 0, 1, 1]}] * 2001)

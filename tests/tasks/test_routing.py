@@ -298,7 +298,7 @@ class TestSubmit:
         again = client.post(url, {"annotations": BOX}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
         other = client.post(url, {"annotations": []}, format="json")
         assert first.status_code == again.status_code == 200
-        assert first.json() == again.json() == {"id": lease.pk, "status": "submitted"}
+        assert first.json() == again.json() == {"id": lease.pk, "status": "submitted", "clipped": 0}
         # A different answer is not silently dropped: 409, and the first answer is kept.
         assert other.status_code == 409
         assert other.json()["code"] == "already_submitted"

@@ -23,7 +23,7 @@ def test_a_different_answer_to_an_answered_task_is_a_conflict(manager, worker, a
     url = f"/api/v1/assignments/{lease.pk}/submit/"
     first = api.post(url, BOX, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     assert first.status_code == 200, first.content
-    assert first.json() == {"id": lease.pk, "status": "submitted"}
+    assert first.json() == {"id": lease.pk, "status": "submitted", "clipped": 0}
     # A retry of the same request, and the same answer sent again (by any key), are replays.
     assert api.post(url, BOX, format="json", HTTP_IDEMPOTENCY_KEY="k-1").json() == first.json()
     same = api.post(url, BOX, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
@@ -43,3 +43,25 @@ def test_a_different_answer_to_an_answered_task_is_a_conflict(manager, worker, a
     # An invalid answer to an answered task is still a 400 that says what is wrong.
     bad = api.post(url, {"annotations": [{"label": "bus", "bbox": [1, 1, 2, 2]}]}, format="json")
     assert bad.status_code == 400
+
+
+def test_a_box_a_little_past_the_edge_is_clipped_and_the_response_says_so(
+    manager, worker, api_as
+) -> None:
+    project = project_with_tasks(manager, tasks=1, overlap=1)  # 640 x 480 images
+    lease = routing.assignment_next(project=project, worker=worker)
+    assert lease is not None
+    url = f"/api/v1/assignments/{lease.pk}/submit/"
+    far = {"annotations": [{"label": "car", "bbox": [600, 400, 100, 50]}]}
+    assert api_as(worker).post(url, far, format="json").status_code == 400
+    near = {"annotations": [
+        {"label": "car", "bbox": [-2, 10, 50, 40]},
+        {"label": "car", "bbox": [600, 440, 42, 41]},
+        {"label": "tree", "bbox": [100, 100, 20, 20]},
+    ]}  # fmt: skip
+    response = api_as(worker).post(url, near, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["clipped"] == 2
+    assert [a["bbox"] for a in Assignment.objects.get(pk=lease.pk).answer] == [
+        [0, 10, 48, 40], [600, 440, 40, 40], [100, 100, 20, 20]
+    ]  # fmt: skip
