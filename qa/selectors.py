@@ -13,6 +13,7 @@ import numpy as np
 from django.db.models import Count, Q
 
 from crowd.contracts import worker_earnings
+from crowd.models import User
 from crowd.money import money_json
 from qa import agreement as stats
 from qa.geometry import match_annotations
@@ -247,6 +248,7 @@ def _classification_agreement(
     pairs = stats.pairwise_cohen(triples)
     per_worker = stats.coder_mean_pairwise(pairs)
     partners = Counter(w for pair in pairs for w in pair)
+    names = _usernames({w for _, w, _ in triples})
     return {
         "kind": project.kind,
         "tasks": len(rated),
@@ -257,13 +259,26 @@ def _classification_agreement(
         else None,
         "mean_pairwise_kappa": _round(stats.mean_pairwise(pairs)),
         "pairs": [
-            {"workers": [a, b], "kappa": _finite(k), "tasks": n} for (a, b), (k, n) in pairs.items()
+            {
+                "workers": [a, b],
+                "usernames": [names.get(a), names.get(b)],
+                "kappa": _finite(k),
+                "tasks": n,
+            }
+            for (a, b), (k, n) in pairs.items()
         ],
         "workers": [
-            {"worker": w, "mean_kappa": _round(k), "pairs": partners[w]}
+            {"worker": w, "username": names.get(w), "mean_kappa": _round(k), "pairs": partners[w]}
             for w, k in sorted(per_worker.items())
         ],
     }
+
+
+NOTHING = "(nothing)"
+
+
+def _usernames(worker_ids: Iterable[int]) -> dict[int, str]:
+    return dict(User.objects.filter(pk__in=list(worker_ids)).values_list("pk", "username"))
 
 
 def _shape_agreement(
@@ -272,8 +287,9 @@ def _shape_agreement(
     sizes: dict[int, tuple[int, int]],
 ) -> dict[str, Any]:
     """Workers' answers to the same task matched pairwise. The confusion matrix counts
-    coincidences (both orders of each pair off the diagonal); its last row and column are
-    "nothing": an object one worker marked and the other did not."""
+    coincidences (both orders of each pair off the diagonal); its last row and column, named
+    ``NOTHING`` and at index ``nothing``, are an object one worker marked and the other did
+    not."""
     labels = list(project_schema(project).labels)
     coincidences: list[tuple[str | None, str | None]] = []
     sims: list[float] = []
@@ -295,6 +311,7 @@ def _shape_agreement(
             per_worker[wa].append(f1)
             per_worker[wb].append(f1)
     confusion = stats.confusion_matrix(coincidences, labels)
+    names = _usernames(per_worker)
     symmetric = confusion + confusion.T
     np.fill_diagonal(symmetric, np.diag(confusion))
     return {
@@ -302,9 +319,13 @@ def _shape_agreement(
         "tasks": len(answers),
         "mean_pairwise_iou": _mean(sims),
         "mean_pairwise_f1": _mean([f for fs in per_worker.values() for f in fs]),
-        "confusion": {"labels": [*labels, None], "matrix": symmetric.tolist()},
+        "confusion": {
+            "labels": [*labels, NOTHING],
+            "nothing": len(labels),
+            "matrix": symmetric.tolist(),
+        },
         "workers": [
-            {"worker": w, "mean_f1": _mean(fs), "pairs": len(fs)}
+            {"worker": w, "username": names.get(w), "mean_f1": _mean(fs), "pairs": len(fs)}
             for w, fs in sorted(per_worker.items())
         ],
     }

@@ -92,6 +92,8 @@ def test_classification_agreement_matches_the_statistics(api_as, manager) -> Non
     # chance.
     assert kappas[tuple(sorted(w.pk for w in honest))] == 1.0
     per_worker = {w["worker"]: w["mean_kappa"] for w in data["workers"]}
+    assert {w["username"] for w in data["workers"]} == {w.username for w in [*honest, spammer]}
+    assert all(len(p["usernames"]) == 2 and all(p["usernames"]) for p in data["pairs"])
     assert per_worker[spammer.pk] <= 0.0 < per_worker[honest[0].pk]
     assert -1 <= data["fleiss_kappa"] <= 1
 
@@ -118,7 +120,9 @@ def test_shape_agreement_gives_iou_and_a_confusion_matrix(api_as, manager) -> No
         routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=items)
     data = api_as(manager).get(f"/api/v1/projects/{project.pk}/agreement/").json()
     assert data["mean_pairwise_iou"] == 1.0
-    assert data["confusion"]["labels"] == ["car", "tree", None]
+    assert data["confusion"]["labels"] == ["car", "tree", "(nothing)"]
+    assert data["confusion"]["nothing"] == 2
+    assert {w["username"] for w in data["workers"]} == {a.username, b.username}
     matrix = data["confusion"]["matrix"]
     assert matrix[0][0] == 1  # car / car
     assert matrix[0][1] == matrix[1][0] == 1  # one car that the other called a tree
