@@ -5,7 +5,8 @@ style, so the policy allows only this origin; images may also be ``blob:``/``dat
 (the annotator draws local previews), and the live channel connects over ``ws:``/``wss:``.
 The API docs (Swagger UI and Redoc, from the sidecar package's local copies) style their
 elements inline and Redoc starts from an inline script and a blob worker: those two paths get
-policies relaxed just that far.
+policies relaxed just that far. Redoc's page links no web fonts (crowd/templates/crowd/
+redoc.html), and its policy lets the one image its bundle always shows, its maker's logo.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ POLICY = "; ".join(
 )
 
 
-def _docs_policy(script_src: str) -> str:
+def _docs_policy(script_src: str, img_src: str = "") -> str:
     return "; ".join(
         [
             "default-src 'self'",
             f"script-src {script_src}",
             "style-src 'self' 'unsafe-inline'",
-            "img-src 'self' blob: data:",
+            f"img-src 'self' blob: data:{img_src}",
             "connect-src 'self'",
             "font-src 'self' data:",
             "worker-src 'self' blob:",
@@ -48,10 +49,12 @@ def _docs_policy(script_src: str) -> str:
     )
 
 
-# Swagger UI's start-up script is served as a file (the split view); Redoc's is inline.
+# Swagger UI's start-up script is served as a file (the split view); Redoc's is inline, and
+# Redoc's sidebar always shows its maker's logo from their CDN (hidden if it cannot load).
+REDOC_LOGO = "https://cdn.redoc.ly"
 DOCS_POLICIES = {
     "/api/docs/": _docs_policy("'self'"),
-    "/api/redoc/": _docs_policy("'self' 'unsafe-inline'"),
+    "/api/redoc/": _docs_policy("'self' 'unsafe-inline'", f" {REDOC_LOGO}"),
 }
 
 
