@@ -117,6 +117,15 @@ def test_aggregate_classification_csv(tmp_path) -> None:
     assert "task,label,confidence,votes" in majority
 
 
+def test_aggregate_warns_that_dawid_skene_overstates_on_few_answers(tmp_path, capsys) -> None:
+    text = "task,worker,label\nt1,a,cat\nt1,b,cat\nt1,c,dog\nt2,a,dog\nt2,b,dog\nt2,c,cat\n"
+    auto = list(csv.DictReader(io.StringIO(run_aggregate(tmp_path, "classification", text))))
+    assert [float(r["confidence"]) for r in auto] == pytest.approx([2 / 3, 2 / 3], abs=1e-6)
+    assert "too few" not in capsys.readouterr().err
+    run_aggregate(tmp_path, "classification", text, "--method", "dawid_skene")
+    assert "Dawid-Skene on 6 answers: too few" in capsys.readouterr().err
+
+
 def test_aggregate_boxes_json_lines(tmp_path) -> None:
     lines = [
         {"task": "img1", "worker": w, "annotations": [{"label": "car", "bbox": [10 + w, 10, 50, 40]}],
@@ -149,7 +158,7 @@ def test_aggregate_clips_a_vertex_just_past_the_edge(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kind", "text", "message"),
     [
-        ("classification", "a,b\n1,2\n", "task,worker,label"),
+        ("classification", "a,b\n1,2\n", "must name its columns: task,worker,label .* it has a,b"),
         ("classification", "task,worker,label\n", "No answers"),
         ("bbox", "{not json\n", "Line 1: not JSON"),
         ("bbox", '{"task": 1, "worker": 2, "annotations": {}}\n', "annotations must be a list"),

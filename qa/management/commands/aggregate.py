@@ -12,7 +12,7 @@ import csv
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -67,7 +67,7 @@ class Command(BaseCommand):
                 if method not in CLASSIFICATION_METHODS:
                     choices = ", ".join(CLASSIFICATION_METHODS)
                     raise CommandError(f"--method for classification: {choices}.")
-                count = classify(source, target, method)
+                count = classify(source, target, method, warn=self.stderr.write)
             else:
                 if options["method"] not in ("auto", "merge"):
                     raise CommandError("--method for shapes: merge.")
@@ -88,10 +88,16 @@ def _open(path: str, mode: str) -> Iterator[IO[str]]:
         yield handle
 
 
-def classify(source: IO[str], target: IO[str], method: str) -> int:
+def classify(
+    source: IO[str], target: IO[str], method: str, warn: Callable[[str], object] = print
+) -> int:
     reader = csv.DictReader(source)
     if not reader.fieldnames or not {"task", "worker", "label"} <= set(reader.fieldnames):
-        raise CommandError("The CSV needs a header with task,worker,label.")
+        found = ",".join(reader.fieldnames or []) or "nothing"
+        raise CommandError(
+            "The CSV's first line must name its columns: task,worker,label (in any order, "
+            f"other columns ignored); it has {found}."
+        )
     rows = []
     for line, row in enumerate(reader, start=2):
         if not row["task"] or not row["worker"] or row["label"] in (None, ""):
@@ -99,6 +105,12 @@ def classify(source: IO[str], target: IO[str], method: str) -> int:
         rows.append((row["task"], row["worker"], row["label"]))
     if not rows:
         raise CommandError("No answers in the input.")
+    if method == "dawid_skene" and len(rows) < cls.MIN_ANSWERS_FOR_DS:
+        warn(
+            f"Dawid-Skene on {len(rows)} answers: too few to learn each worker's confusion, so "
+            "its confidences are overstated; --method auto uses majority vote below "
+            f"{cls.MIN_ANSWERS_FOR_DS}.\n"
+        )
     answers, tasks, _, labels = cls.encode(rows)
     result = cls.aggregate(answers, method=method)  # type: ignore[arg-type]
     writer = csv.writer(target, lineterminator="\n")
