@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from crowd.models import Role
-from frontend.sim import runner
+from frontend.sim import engine
 from qa.sim import scenes
 from qa.sim.crowd import crowd_parse
 from tasks.models import Project
@@ -90,10 +90,10 @@ class Command(BaseCommand):
             raise CommandError("--max-answers: 0 (no limit) or more.")
         try:
             self._run(options, crowd=crowd, via=via, url=url, concurrency=concurrency)
-        except runner.SimError as exc:
+        except engine.SimError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            runner.jobs_settle()
+            engine.jobs_settle()
 
     def _run(
         self,
@@ -106,30 +106,30 @@ class Command(BaseCommand):
     ) -> None:
         quiet = options["quiet"]
         if options["create"]:
-            manager, created = runner.account_ensure(options["manager"], Role.MANAGER)
+            manager, created = engine.account_ensure(options["manager"], Role.MANAGER)
             if created and not quiet:
                 self.stdout.write(
                     f"Created manager {manager.username!r} with password "
-                    f"{runner.sim_password(manager.username)!r}."
+                    f"{engine.sim_password(manager.username)!r}."
                 )
-            project, truth = runner.sim_project_create(
+            project, truth = engine.sim_project_create(
                 kind=options["create"], images=options["images"], gold=options["gold"],
                 manager=manager, seed=options["seed"],
             )  # fmt: skip
             if not quiet:
                 self.stdout.write(
                     f"Created project {project.pk} ({project.kind}): {len(truth.images)} "
-                    f"images, {options['gold']} gold; truth in {runner.truth_path(project.pk)}."
+                    f"images, {options['gold']} gold; truth in {engine.truth_path(project.pk)}."
                 )
         else:
             found = Project.objects.filter(pk=options["project"]).select_related("owner").first()
             if found is None:
                 raise CommandError(f"No project {options['project']}.")
             project, manager = found, found.owner
-            truth = runner.truth_load(project)
-        bar = None if quiet else runner.ProgressBar(self._progress_write, tty=self.stderr.isatty())
+            truth = engine.truth_load(project)
+        bar = None if quiet else engine.ProgressBar(self._progress_write, tty=self.stderr.isatty())
         try:
-            stats = runner.crowd_work(
+            stats = engine.crowd_work(
                 project=project, truth=truth, crowd=crowd, via=via, url=url,
                 seed=options["seed"], speed=options["speed"], concurrency=concurrency,
                 max_answers=options["max_answers"], progress=bar,
@@ -139,13 +139,13 @@ class Command(BaseCommand):
             if bar is not None:
                 bar.close()
         reviews = (
-            runner.reviews_finish(project=project, manager=manager) if options["approve"] else None
+            engine.reviews_finish(project=project, manager=manager) if options["approve"] else None
         )
-        run = runner.consensus_fresh(project=project, user=manager)
-        report = runner.crowd_report(
+        run = engine.consensus_fresh(project=project, user=manager)
+        report = engine.crowd_report(
             project=project, truth=truth, stats=stats, run=run, reviews=reviews
         )
-        self.stdout.write(runner.report_text(report))
+        self.stdout.write(engine.report_text(report))
         if options["json"]:
             path = Path(options["json"])
             try:

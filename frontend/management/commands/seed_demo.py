@@ -23,7 +23,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from crowd.models import Role, User
-from frontend.sim import runner
+from frontend.sim import engine
 from qa.exports.build import export_build, export_request
 from qa.models import DatasetExport, RunStatus
 from tasks.models import Project, ProjectState
@@ -104,7 +104,7 @@ class Command(BaseCommand):
             if project is None:
                 try:
                     lines.append(self._seed(kind, name, manager, client, seed=index))
-                except runner.SimError as exc:
+                except engine.SimError as exc:
                     raise CommandError(f"Seeding the {kind} project failed: {exc}") from None
             else:
                 project_client_add(project=project, username=client.username)
@@ -118,7 +118,7 @@ class Command(BaseCommand):
         self.stdout.write("Demo accounts (username / password):")
         for username, role, password in DEMO_ACCOUNTS:
             self.stdout.write(f"  {role:<8} {username:<8} / {password}")
-        runner.jobs_settle()
+        engine.jobs_settle()
         self.stdout.write(f"Seeded in {time.monotonic() - started:.1f} s.")
 
     @transaction.atomic
@@ -151,15 +151,15 @@ class Command(BaseCommand):
             if project.state == ProjectState.ACTIVE:
                 project_transition(project=project, action="pause")
             return
-        runner.truth_path(project_id).unlink(missing_ok=True)
+        engine.truth_path(project_id).unlink(missing_ok=True)
 
     def _seed(self, kind: str, name: str, manager: User, client: User, *, seed: int) -> str:
-        project, truth = runner.sim_project_create(
+        project, truth = engine.sim_project_create(
             kind=kind, images=DEMO_IMAGES, gold=DEMO_GOLD, manager=manager, seed=seed,
             name=name, overrides=DEMO_SETTINGS,
         )  # fmt: skip
         project_client_add(project=project, username=client.username)
-        stats = runner.crowd_work(
+        stats = engine.crowd_work(
             project=project,
             truth=truth,
             crowd=DEMO_CROWD,
@@ -167,8 +167,8 @@ class Command(BaseCommand):
             until_done=DEMO_DONE_SHARE,
             manager=manager,
         )
-        reviews = runner.reviews_finish(project=project, manager=manager)
-        run = runner.consensus_fresh(project=project, user=manager)
+        reviews = engine.reviews_finish(project=project, manager=manager)
+        run = engine.consensus_fresh(project=project, user=manager)
         with transaction.atomic():
             # Built here before its job starts (the job then finds it done), so the version
             # is downloadable when the server comes up.
@@ -176,7 +176,7 @@ class Command(BaseCommand):
                 project=project, user=manager, data={"format": "coco", "consensus_run": run.pk}
             )
             export_build(export_id=export.pk)
-        report = runner.crowd_report(
+        report = engine.crowd_report(
             project=project, truth=truth, stats=stats, run=run, reviews=reviews
         )
         quality = report["quality"]
