@@ -18,7 +18,7 @@ from pycocotools import mask as coco_mask
 from scipy import ndimage
 
 from crowd.models import User
-from frontend.sim.engine import truth_path
+from frontend.sim.truth import truth_path
 from payouts.models import EntryKind, LedgerEntry
 from qa.geometry import polygons_to_rles
 from qa.models import WorkerScore, WorkerStatus

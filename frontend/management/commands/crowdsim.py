@@ -11,7 +11,14 @@ from urllib.parse import urlparse
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from crowd.models import Role
-from frontend.sim import engine
+from frontend.sim.accounts import account_ensure, sim_password
+from frontend.sim.engine import crowd_work
+from frontend.sim.errors import SimError
+from frontend.sim.manager import consensus_fresh, reviews_finish
+from frontend.sim.report import ProgressBar, crowd_report, report_text
+from frontend.sim.seeding import sim_project_create
+from frontend.sim.settle import jobs_settle
+from frontend.sim.truth import truth_load, truth_path
 from qa.sim import scenes
 from qa.sim.crowd import crowd_parse
 from tasks.models import Project
@@ -90,10 +97,10 @@ class Command(BaseCommand):
             raise CommandError("--max-answers: 0 (no limit) or more.")
         try:
             self._run(options, crowd=crowd, via=via, url=url, concurrency=concurrency)
-        except engine.SimError as exc:
+        except SimError as exc:
             raise CommandError(str(exc)) from None
         finally:
-            engine.jobs_settle()
+            jobs_settle()
 
     def _run(
         self,
@@ -106,30 +113,30 @@ class Command(BaseCommand):
     ) -> None:
         quiet = options["quiet"]
         if options["create"]:
-            manager, created = engine.account_ensure(options["manager"], Role.MANAGER)
+            manager, created = account_ensure(options["manager"], Role.MANAGER)
             if created and not quiet:
                 self.stdout.write(
                     f"Created manager {manager.username!r} with password "
-                    f"{engine.sim_password(manager.username)!r}."
+                    f"{sim_password(manager.username)!r}."
                 )
-            project, truth = engine.sim_project_create(
+            project, truth = sim_project_create(
                 kind=options["create"], images=options["images"], gold=options["gold"],
                 manager=manager, seed=options["seed"],
             )  # fmt: skip
             if not quiet:
                 self.stdout.write(
                     f"Created project {project.pk} ({project.kind}): {len(truth.images)} "
-                    f"images, {options['gold']} gold; truth in {engine.truth_path(project.pk)}."
+                    f"images, {options['gold']} gold; truth in {truth_path(project.pk)}."
                 )
         else:
             found = Project.objects.filter(pk=options["project"]).select_related("owner").first()
             if found is None:
                 raise CommandError(f"No project {options['project']}.")
             project, manager = found, found.owner
-            truth = engine.truth_load(project)
-        bar = None if quiet else engine.ProgressBar(self._progress_write, tty=self.stderr.isatty())
+            truth = truth_load(project)
+        bar = None if quiet else ProgressBar(self._progress_write, tty=self.stderr.isatty())
         try:
-            stats = engine.crowd_work(
+            stats = crowd_work(
                 project=project, truth=truth, crowd=crowd, via=via, url=url,
                 seed=options["seed"], speed=options["speed"], concurrency=concurrency,
                 max_answers=options["max_answers"], progress=bar,
@@ -138,14 +145,10 @@ class Command(BaseCommand):
         finally:
             if bar is not None:
                 bar.close()
-        reviews = (
-            engine.reviews_finish(project=project, manager=manager) if options["approve"] else None
-        )
-        run = engine.consensus_fresh(project=project, user=manager)
-        report = engine.crowd_report(
-            project=project, truth=truth, stats=stats, run=run, reviews=reviews
-        )
-        self.stdout.write(engine.report_text(report))
+        reviews = reviews_finish(project=project, manager=manager) if options["approve"] else None
+        run = consensus_fresh(project=project, user=manager)
+        report = crowd_report(project=project, truth=truth, stats=stats, run=run, reviews=reviews)
+        self.stdout.write(report_text(report))
         if options["json"]:
             path = Path(options["json"])
             try:

@@ -23,7 +23,13 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from crowd.models import Role, User
-from frontend.sim import engine
+from frontend.sim.engine import crowd_work
+from frontend.sim.errors import SimError
+from frontend.sim.manager import consensus_fresh, reviews_finish
+from frontend.sim.report import crowd_report
+from frontend.sim.seeding import sim_project_create
+from frontend.sim.settle import jobs_settle
+from frontend.sim.truth import truth_path
 from qa.exports.build import export_build, export_request
 from qa.models import DatasetExport, RunStatus
 from tasks.models import Project, ProjectState
@@ -104,7 +110,7 @@ class Command(BaseCommand):
             if project is None:
                 try:
                     lines.append(self._seed(kind, name, manager, client, seed=index))
-                except engine.SimError as exc:
+                except SimError as exc:
                     raise CommandError(f"Seeding the {kind} project failed: {exc}") from None
             else:
                 project_client_add(project=project, username=client.username)
@@ -118,7 +124,7 @@ class Command(BaseCommand):
         self.stdout.write("Demo accounts (username / password):")
         for username, role, password in DEMO_ACCOUNTS:
             self.stdout.write(f"  {role:<8} {username:<8} / {password}")
-        engine.jobs_settle()
+        jobs_settle()
         self.stdout.write(f"Seeded in {time.monotonic() - started:.1f} s.")
 
     @transaction.atomic
@@ -151,15 +157,15 @@ class Command(BaseCommand):
             if project.state == ProjectState.ACTIVE:
                 project_transition(project=project, action="pause")
             return
-        engine.truth_path(project_id).unlink(missing_ok=True)
+        truth_path(project_id).unlink(missing_ok=True)
 
     def _seed(self, kind: str, name: str, manager: User, client: User, *, seed: int) -> str:
-        project, truth = engine.sim_project_create(
+        project, truth = sim_project_create(
             kind=kind, images=DEMO_IMAGES, gold=DEMO_GOLD, manager=manager, seed=seed,
             name=name, overrides=DEMO_SETTINGS,
         )  # fmt: skip
         project_client_add(project=project, username=client.username)
-        stats = engine.crowd_work(
+        stats = crowd_work(
             project=project,
             truth=truth,
             crowd=DEMO_CROWD,
@@ -167,8 +173,8 @@ class Command(BaseCommand):
             until_done=DEMO_DONE_SHARE,
             manager=manager,
         )
-        reviews = engine.reviews_finish(project=project, manager=manager)
-        run = engine.consensus_fresh(project=project, user=manager)
+        reviews = reviews_finish(project=project, manager=manager)
+        run = consensus_fresh(project=project, user=manager)
         with transaction.atomic():
             # Built here before its job starts (the job then finds it done), so the version
             # is downloadable when the server comes up.
@@ -176,9 +182,7 @@ class Command(BaseCommand):
                 project=project, user=manager, data={"format": "coco", "consensus_run": run.pk}
             )
             export_build(export_id=export.pk)
-        report = engine.crowd_report(
-            project=project, truth=truth, stats=stats, run=run, reviews=reviews
-        )
+        report = crowd_report(project=project, truth=truth, stats=stats, run=run, reviews=reviews)
         quality = report["quality"]
         measure = (
             f"accuracy {quality['accuracy']}" if kind == "classification" else f"F1 {quality['f1']}"
