@@ -259,7 +259,7 @@ class StalledIn(serializers.Serializer):
         "offered again to the workers who skipped them or let their lease run out.",
     )
     tasks = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),  # a BIGINT id
         required=False,
         max_length=10_000,
         help_text="Only these stalled tasks (default: all of the project's).",

@@ -148,3 +148,11 @@ def test_a_suspended_workers_answer_stops_holding_a_slot_on_open_tasks(
     task = Task.objects.get()
     assert (task.state, task.answers, task.low_confidence) == (TaskState.DONE, 2, False)
     assert_counters_match_recount(project)
+
+
+def test_task_ids_beyond_a_database_integer_are_a_400(manager, api_as) -> None:
+    project = project_with_tasks(manager, tasks=1, overlap=1)
+    url = f"/api/v1/projects/{project.pk}/tasks/stalled/"
+    response = api_as(manager).post(url, {"action": "close", "tasks": [2**63]}, format="json")
+    assert response.status_code == 400
+    assert "tasks" in response.json()["errors"]
