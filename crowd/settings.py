@@ -165,11 +165,19 @@ if REDIS_URL:
             },
         }
     }
+    # A cache command waits this long at most for Redis to connect or answer; past it, or
+    # with Redis down, the cache fails open (crowd/cache.py): it only holds helpers (rate
+    # limit counters, the sweep's schedule), and the database decides everything else.
+    REDIS_CACHE_TIMEOUT_SECONDS = env.float("REDIS_CACHE_TIMEOUT_SECONDS", default=0.5)
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "crowd.cache.FailOpenRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_CACHE_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_CACHE_TIMEOUT_SECONDS,
+            },
         }
     }
 else:
