@@ -31,11 +31,24 @@ from channels_redis.pubsub import (
 )
 from channels_redis.utils import _wrap_close, decode_hosts
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CLEAN_EVERY_SECONDS = 1.0
 logger = logging.getLogger(__name__)
+# What "Redis does not answer" looks like to redis-py: refused, reset, closed, timed out.
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+# A command can also fail on a connection Redis has closed before redis-py noticed: under
+# uvloop the write raises a RuntimeError ("the handler is closed") until the layer's reader
+# finds the connection closed and reconnects.
+COMMAND_FAILED = (*REDIS_UNREACHABLE, RuntimeError)
 
 Sink = Callable[[dict[str, Any]], None]
+
+
+class LayerUnavailable(Exception):
+    """The channel layer cannot reach Redis now: a channel or a group membership could not be
+    made (and nothing of it is kept). The live connection asking for it should come back
+    later; the layer subscribes again by itself once Redis answers."""
 
 
 def drive(coro: Coroutine[Any, Any, Any], then: Callable[[], None] | None = None) -> bool:
@@ -183,9 +196,95 @@ class _BroadcastLoopLayer(DirectDelivery, RedisPubSubLoopLayer):
         if self.channels.pop(channel, None) is not None:
             await self._get_shard(channel).unsubscribe(channel)
 
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        """channels_redis's, without keeping the channel's queue when Redis cannot be reached:
+        the connection it was for is refused and never receives from it (each refused
+        connection left one behind, for the life of the process)."""
+        try:
+            await super()._subscribe_to_channel(channel)
+        except LayerUnavailable:
+            self.channels.pop(channel, None)
+            raise
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """channels_redis's, without keeping the membership when Redis cannot be reached."""
+        try:
+            await super().group_add(group, channel)
+        except LayerUnavailable:
+            name = self._get_group_channel_name(group)
+            members = self.groups.get(name)
+            if members is not None:
+                members.discard(channel)
+                if not members:
+                    del self.groups[name]
+            raise
+
 
 class _BroadcastShard(RedisSingleShardConnection):
+    """One Redis connection's subscriptions. While Redis cannot be reached, a new subscription
+    fails with :class:`LayerUnavailable`, one that ends is forgotten all the same (and not
+    renewed when the connection comes back), and the outage is logged once instead of a
+    traceback a second."""
+
     channel_layer: _BroadcastLoopLayer
+
+    async def subscribe(self, channel: str) -> None:
+        try:
+            await super().subscribe(channel)
+        except COMMAND_FAILED as error:
+            raise LayerUnavailable(f"Redis unreachable: {error}") from error
+
+    async def unsubscribe(self, channel: str) -> None:
+        """channels_redis's, except that the subscription is forgotten at once, and also when
+        Redis cannot be reached (it went with the connection). redis-py forgets one only when
+        Redis confirms it, and after a reconnect subscribes again to every one it still has:
+        those ended while Redis was down (the command failed, or went into a connection Redis
+        had closed) came back with it, for channels nobody receives from."""
+        async with self._lock:
+            if channel not in self._subscribed_to:
+                return
+            self._ensure_redis()
+            self._ensure_receiver()
+            with contextlib.suppress(*COMMAND_FAILED):
+                await self._pubsub.unsubscribe(channel)
+            for key in (channel, channel.encode()):
+                self._pubsub.channels.pop(key, None)
+            self._subscribed_to.discard(channel)
+
+    async def _do_receiving(self) -> None:
+        """channels_redis's receive loop: messages as they come, and after a failure another
+        try a second later, when redis-py reconnects and subscribes again."""
+        down_since: float | None = None
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=0.1
+                    )
+                    if down_since is not None:
+                        logger.info(
+                            "channel layer: Redis reachable again after %.1f s, subscribed again",
+                            time.monotonic() - down_since,
+                        )
+                        down_since = None
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except REDIS_UNREACHABLE as error:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    logger.warning(
+                        "channel layer: Redis unreachable (%s: %s); live frames are not "
+                        "delivered and new live connections are refused until it answers",
+                        type(error).__name__,
+                        error,
+                    )
+                await asyncio.sleep(1)
+            except Exception:
+                logger.exception("Unexpected exception in the channel layer's receive task")
+                await asyncio.sleep(1)
 
     def _receive_message(self, message: dict[str, Any] | None) -> None:
         if message is None:

@@ -3,6 +3,8 @@ the base consumer every live channel builds on."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,12 +19,17 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.authtoken.models import Token
 
-from crowd.layers import drive
+from crowd.layers import LayerUnavailable, drive
 from crowd.live import remember_loop
+
+logger = logging.getLogger(__name__)
 
 # Close codes, in the 4000-4999 range applications own; modelled on the HTTP statuses.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+# RFC 6455's "Try Again Later": the channel layer cannot reach Redis, so the connection could
+# not join its groups; a client connects again after a pause (and gets a fresh snapshot).
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 @database_sync_to_async
@@ -76,18 +83,63 @@ def origin_checked(inner: Any) -> Any:
     return BrowserOriginValidator(inner, list(settings.ALLOWED_HOSTS))
 
 
+class _Refusals:
+    """New connections refused because the channel layer cannot reach Redis: logged once
+    when they start and once when a connection is taken again, not once per attempt."""
+
+    since: float | None = None
+
+    @classmethod
+    def refused(cls, error: LayerUnavailable) -> None:
+        if cls.since is None:
+            cls.since = time.monotonic()
+            logger.warning("new live connections refused with 1013 (try again later): %s", error)
+
+    @classmethod
+    def taken(cls) -> None:
+        if cls.since is not None:
+            logger.info("live connections taken again after %.1f s", time.monotonic() - cls.since)
+            cls.since = None
+
+
+async def _try_again_later(receive: Any, send: Any) -> None:
+    """Answer a handshake with an accept and a close with 1013 (as 4401/4403 are sent: a
+    refused handshake carries no reason), then wait for the client to go."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client went before its handshake was read
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+    while message["type"] != "websocket.disconnect":
+        message = await receive()
+
+
 class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     """Accepts only authenticated users of the given roles; forwards group events as JSON.
 
     Refused connections are accepted and then closed with 4401/4403 so that the client sees
-    why (a handshake refusal carries no reason). Subclasses set ``roles`` and implement
-    ``groups_for`` and ``snapshot``.
+    why (a handshake refusal carries no reason), and with 1013 (try again later) when the
+    channel layer cannot reach Redis: the database is up, but the live events cannot flow.
+    Subclasses set ``roles`` and implement ``groups_for`` and ``snapshot``.
     """
 
     roles: tuple[str, ...] = ()
     # Group messages not yet handled, when handling them in order means waiting; None when
     # idle (see ``_deliver``).
     _backlog: deque[dict[str, Any]] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' consumer, which makes its channel in the layer before it reads the
+        handshake: when the layer cannot reach Redis for that, the handshake is answered here
+        with 1013 instead of failing as a 500 with an unhandled exception. (Once it has its
+        channel, ``connect`` refuses by itself when joining its groups fails.)"""
+        try:
+            await super().__call__(scope, receive, send)
+        except LayerUnavailable as error:
+            if hasattr(self, "channel_name"):
+                raise
+            _Refusals.refused(error)
+            await _try_again_later(receive, send)
 
     async def connect(self) -> None:
         remember_loop()
@@ -107,9 +159,17 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         if attach is not None:  # the embedded layer: group messages by a direct call
             self._backlog = deque()  # held until the snapshot is out
             attach(self.channel_name, self._deliver)
-        for group in allowed_groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        self.joined = allowed_groups
+        self.joined: list[str] = []
+        try:
+            for group in allowed_groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.joined.append(group)
+        except LayerUnavailable as error:
+            # ``disconnect`` leaves the groups joined so far once the client has gone.
+            _Refusals.refused(error)
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        _Refusals.taken()
         for event in await self.snapshot(user):
             await self.send_json(event)
         # Events that came while the snapshot was read follow it, in order.

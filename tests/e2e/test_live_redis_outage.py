@@ -1,5 +1,6 @@
 """Redis down under the production set-up (PostgreSQL + Redis, a real uvicorn server): the
-database is the source of truth, so a worker still gets work.
+database is the source of truth, so a worker still gets work, and a new live connection is
+told to come back later instead of failing its handshake.
 
 The server runs the periodic sweep (``LEASE_SWEEP_SECONDS``), so a worker's first ``next`` also
 asks the cache whether a sweep is scheduled; the outage starts before that first call.
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.e2e.server import LiveServer, live_server, manage, server_env
+from tests.e2e.server import LiveServer, frames_until, live_server, manage, server_env, ws_connect
 from tests.plugins.services import RestartableRedis
 
 pytestmark = pytest.mark.postgres
@@ -26,6 +28,8 @@ NEXT_RATE = 3  # THROTTLE_NEXT of the server: 3 a minute per worker
 DOWN_REQUEST_SECONDS = 2.0
 # Once Redis is back, the server uses it again within this.
 BACK_SECONDS = 10.0
+# RFC 6455's "Try Again Later": the server cannot take the connection now.
+TRY_AGAIN_LATER = 1013
 
 SEED = """
 import json
@@ -128,3 +132,40 @@ def test_next_gives_a_lease_while_redis_is_down_and_is_throttled_once_it_is_back
     # One warning for the outage, not one per request.
     assert log.count("Redis cache unreachable") == 1, log[-5000:]
     assert "Redis cache reachable again" in log, log[-5000:]
+
+
+def _closed_before_snapshot(server: LiveServer, url: str) -> int | None:
+    """The close code of a connection closed before its snapshot; None if it got one."""
+    with ws_connect(server, url) as ws:
+        try:
+            frames_until(ws, lambda f: f["type"] == "queue", timeout=DOWN_REQUEST_SECONDS)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else 1006
+    return None
+
+
+def test_a_websocket_connection_while_redis_is_down_is_told_to_try_again_later(
+    site: Site, restartable_redis: RestartableRedis
+) -> None:
+    url = f"/ws/worker/?token={site.tokens['ann']}"
+    with ws_connect(site.server, url) as before:
+        frames_until(before, lambda f: f["type"] == "queue")
+
+    restartable_redis.kill()
+    for _ in range(3):
+        try:
+            ws = ws_connect(site.server, url)
+        except InvalidStatus as err:
+            pytest.fail(f"handshake refused: {err.response.status_code}")
+        with ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=DOWN_REQUEST_SECONDS)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == TRY_AGAIN_LATER
+
+    restartable_redis.start_again()
+    # Once Redis is back, a connection is taken again and gets its snapshot.
+    deadline = time.monotonic() + BACK_SECONDS
+    while (code := _closed_before_snapshot(site.server, url)) is not None:
+        assert code == TRY_AGAIN_LATER
+        assert time.monotonic() < deadline, f"connections still refused after {BACK_SECONDS} s"
+        time.sleep(0.2)
