@@ -9,6 +9,7 @@ class QaConfig(AppConfig):
         from crowd import contracts
         from crowd.profile import me_contributions
         from qa.events import status_frames
+        from qa.jobs import stranded_jobs_resend
         from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
@@ -25,3 +26,4 @@ class QaConfig(AppConfig):
             ),
         )
         me_contributions.register("qa", my_quality)
+        hooks.periodic.register("stranded_jobs", stranded_jobs_resend)
