@@ -96,7 +96,7 @@ def test_every_worker_visible_response_is_free_of_gold(api_as, manager, worker) 
     )
     assert submitted.status_code == 200
     assert_no_gold(submitted.content.decode(), "submit (gold)")
-    assert set(submitted.json()) == {"id", "status"}
+    assert set(submitted.json()) == {"id", "status", "clipped"}
     real_view = client.post(f"/api/v1/projects/{project.pk}/assignments/next/")
     assert real_view.status_code == 201
     assert real_view.json()["task"]["image"] == real_image.pk

@@ -220,10 +220,10 @@ def test_the_api_docs_work_under_their_policy() -> None:
     # Everything the page's bundle fetches from elsewhere is allowed by its policy.
     bundle = finders.find("drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js")
     assert bundle is not None
-    fetched = set(re.findall(r'src:"(https://[^/"]+)', Path(bundle).read_text(encoding="utf-8")))
+    origins = set(re.findall(r'src:"(https://[^/"]+)', Path(bundle).read_text(encoding="utf-8")))
     policy = dict(p.strip().split(" ", 1) for p in redoc["Content-Security-Policy"].split(";"))
-    assert fetched
-    assert all(origin in policy["img-src"] for origin in fetched), fetched
+    assert origins
+    assert all(origin in policy["img-src"] for origin in origins), origins
 
 
 # --- Production settings, loaded from the environment -----------------------------------------

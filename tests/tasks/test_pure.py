@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tasks import archives, imaging
-from tasks.annotations import AnnotationError, Schema, validate_annotations
+from tasks.annotations import AnnotationError, Annotations, Schema, validate_annotations
 from tasks.tiling import tile_regions
 from tests import images
 
@@ -60,7 +60,7 @@ SCHEMA = {
 }
 
 
-def check(kind: str, payload: object) -> list[dict]:
+def check(kind: str, payload: object) -> Annotations:
     return validate_annotations(payload, schema=SCHEMA[kind], width=100, height=50)
 
 
@@ -128,7 +128,9 @@ class TestAnnotations:
         polygon = check("polygon", [{"label": "car", "points": [[-2, 0], [10, 0], [10, 52]]}])
         assert polygon[0]["points"] == [[0, 0], [10, 0], [10, 50]]
         assert polygon.clipped == 1
-        people = check("keypoints", [{"label": "person", "keypoints": [[101, 2, 2], [5, 5, 0], [3, 4, 1]]}])
+        people = check(
+            "keypoints", [{"label": "person", "keypoints": [[101, 2, 2], [5, 5, 0], [3, 4, 1]]}]
+        )
         assert (people[0]["keypoints"][0], people.clipped) == ([100, 2, 2], 1)
         assert check("bbox", [{"label": "car", "bbox": [0, 0, 100, 50]}]).clipped == 0
         # A box wholly beyond the edge, within the tolerance, clips to nothing: refused.

@@ -62,6 +62,8 @@ def test_a_box_a_little_past_the_edge_is_clipped_and_the_response_says_so(
     response = api_as(worker).post(url, near, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["clipped"] == 2
-    assert [a["bbox"] for a in Assignment.objects.get(pk=lease.pk).answer] == [
+    stored = Assignment.objects.get(pk=lease.pk).answer
+    assert stored is not None
+    assert [a["bbox"] for a in stored] == [
         [0, 10, 48, 40], [600, 440, 40, 40], [100, 100, 20, 20]
     ]  # fmt: skip
