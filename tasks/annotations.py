@@ -201,9 +201,7 @@ class _Checker:
         return out
 
 
-def validate_annotations(
-    payload: Any, *, schema: Schema, width: int, height: int
-) -> Annotations:
+def validate_annotations(payload: Any, *, schema: Schema, width: int, height: int) -> Annotations:
     """Check ``payload`` (the ``annotations`` list) against the project's schema and the image;
     coordinates a little past the edge are clipped (``clipped`` counts those objects)."""
     if not isinstance(payload, list):

@@ -133,7 +133,10 @@ def test_a_submit_cut_off_mid_statement_is_a_503_and_writes_nothing(
 
         # The client retries with the same key: the next request goes through.
         retry = Connection(server.url, token).request("POST", path, body, key)
-        assert (retry.status, retry.body) == (200, {"id": assignment, "status": "submitted", "clipped": 0})
+        assert (retry.status, retry.body) == (
+            200,
+            {"id": assignment, "status": "submitted", "clipped": 0},
+        )
         status, answer, stored_key, answers, open_leases, ledger = _state(db_conn, assignment)
         assert (status, stored_key, ledger) == ("submitted", "submit-once-42", before[5])
         assert [item["bbox"] for item in answer] == [ITEM["bbox"]]
@@ -170,7 +173,10 @@ def test_connections_cut_between_requests_are_replaced_unseen(
         reply = client.request(
             "POST", f"/api/v1/assignments/{assignment}/submit/", {"annotations": [ITEM]}
         )
-        assert (reply.status, reply.body) == (200, {"id": assignment, "status": "submitted", "clipped": 0})
+        assert (reply.status, reply.body) == (
+            200,
+            {"id": assignment, "status": "submitted", "clipped": 0},
+        )
 
 
 def test_a_database_refusing_connections_is_a_503_until_it_is_back(
