@@ -1,7 +1,8 @@
 """How a simulated worker speaks to the product: the way a real worker's client does.
 
 - ``ServicesClient``: in this process, through the service functions the API's views call
-  (``routing.assignment_next``, ``assignment_submit``, ``assignment_skip``); the fastest;
+  (``routing.assignment_next``, ``assignment_submit``, ``assignment_skip``); the fastest, and
+  the answers keep the simulated time the worker reports (see ``ServicesClient.submit``);
 - ``HttpClient``: through the public API of a running server with token authentication: each
   worker registers (or logs in), asks ``POST /projects/{id}/assignments/next/``, submits with
   an ``Idempotency-Key`` or skips, backs off on 204, stops on 403 (suspended) or 404, counts
@@ -31,6 +32,7 @@ from frontend.sim.accounts import account_ensure, sim_password
 from frontend.sim.errors import SimError
 from qa.sim.crowd import Item
 from tasks import routing
+from tasks.models import Assignment
 from tasks.selectors import project_for_worker
 
 HTTP_ATTEMPTS = 6
@@ -102,7 +104,7 @@ class ServicesClient:
     ) -> bool:
         assert self.user is not None
         try:
-            routing.assignment_submit(
+            assignment = routing.assignment_submit(
                 assignment_id=lease.id, worker=self.user, annotations=annotations,
                 idempotency_key=key, time_spent_ms=time_spent_ms,
             )  # fmt: skip
@@ -110,6 +112,14 @@ class ServicesClient:
             return False  # late, and the task no longer needs an answer
         except DomainError as exc:
             raise SimError(f"{self.name}'s answer was refused: {exc.errors or exc.detail}") from exc
+        if (assignment.time_spent_ms or 0) < time_spent_ms:
+            # The server caps a reported time at the lease's age, so that a client cannot
+            # claim more time than it held the task. In this process the crowd runs faster
+            # than real time: the lease is milliseconds old when the answer comes, though the
+            # worker spent ``time_spent_ms`` of simulated time on it. Record the time the
+            # simulated client reports, as its server would after that long, or the project's
+            # time per task and hourly rate would be those of the simulator, not of the work.
+            Assignment.objects.filter(pk=assignment.pk).update(time_spent_ms=time_spent_ms)
         return True
 
     def skip(self, lease: Lease) -> None:

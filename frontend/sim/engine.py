@@ -33,7 +33,7 @@ from frontend.sim.clients import Client, HttpClient, HttpStats, Lease, ServicesC
 from frontend.sim.errors import SimError
 from frontend.sim.manager import reviews_suspended
 from frontend.sim.truth import Truth
-from qa.sim.crowd import Item, SimWorker, TaskView, crowd_make
+from qa.sim.crowd import Item, SimWorker, TaskView, crowd_make, marks
 from tasks.models import Image, Project, ProjectState, Task, TaskState
 from tasks.schema import project_schema
 
@@ -290,7 +290,7 @@ class CrowdRun:
         if truth is None:
             raise SimError(f"Image {lease.image_id} has no simulator truth.")
         w.lease, w.pending = lease, w.sim.answer(view, truth)
-        w.seconds = w.sim.seconds()
+        w.seconds = w.sim.seconds(self.kind, marks(self.kind, w.pending))
         w.ready_at = at + w.seconds
 
     def _release(self, *, changed: bool) -> None:

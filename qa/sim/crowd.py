@@ -7,15 +7,19 @@ then answer with their behaviour's skill:
 
 - ``careful``: right labels, 1.5 px of jitter, rare misses and extra shapes, slow;
 - ``sloppy``: more wrong labels, 4 px of jitter, misses 10% and adds shapes, faster;
-- ``spammer``: fast answers that ignore the image: random (odd-numbered spammers) or
-  always the same (even-numbered: the first label, or nothing marked);
+- ``spammer``: answers that ignore the image, clicked through ten times faster than a
+  careful worker's: random (odd-numbered spammers) or always the same (even-numbered: the
+  first label, or nothing marked);
 - ``adversary``: careful on a share of its tasks and deliberately wrong on the rest. It
   would like to answer only gold carefully, but gold looks like any other task to an API
   client, so it cannot tell which tasks to be careful on;
 - ``dropout``: careful, but now and then takes a lease and leaves without answering.
 
-Time per task is lognormal around the behaviour's median. Every worker draws from its own
-random stream seeded by the run's seed and its name, so a run is repeatable.
+Time per task is lognormal around a median that depends on the kind and on what the worker
+marks (``TIMES``: seconds a task plus seconds a shape or point drawn), scaled by the
+behaviour's pace and by the worker's own speed (some people are quicker than others). Every
+worker draws from its own random streams seeded by the run's seed and its name, so a run is
+repeatable.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Skill:
 class Behaviour:
     name: str
     skill: Skill
-    seconds: float  # median time per task
+    pace: float  # times ``TIMES``' medians: a careful worker takes 1, a spammer a fraction
     spread: float = 0.4  # sigma of the lognormal time per task
     skip_rate: float = 0.0
     dropout_rate: float = 0.0  # chance to abandon a leased task and leave
@@ -53,21 +57,47 @@ class Behaviour:
     spammer: bool = False
 
 
+@dataclass(frozen=True)
+class Times:
+    task: float  # median seconds to look at a task and hand it in, whatever is marked
+    mark: float  # median seconds per shape drawn (or point placed, for keypoints)
+
+
+# Median times of a careful worker, from published annotation studies (the generated scenes
+# hold 2-6 simple shapes, so the per-object figures are the low end of those for photos):
+# - classification: picking one of 4 classes of the dominant shape; Papadopoulos et al.,
+#   "We don't need no bounding-boxes" (CVPR 2016) measure 1.6 s for a yes/no verification of
+#   one class, and choosing among several classes takes a few seconds;
+# - bbox: Papadopoulos et al., "Extreme clicking for efficient object annotation" (ICCV 2017)
+#   measure 7.0 s per box by extreme clicking and 34.5 s for the classic drag-and-adjust method
+#   (Su et al. 2012, 25.5 s without quality checks); 8 s per box for these simple shapes;
+# - polygon: Lin et al., "Microsoft COCO" (ECCV 2014) report about 79 s per instance outline
+#   on photos; Benenson et al., "Large-scale interactive object segmentation with human
+#   annotators" (CVPR 2019) tens of seconds per polygon; 20 s per shape of 3-10 vertices here;
+# - keypoints: a point is one click, about 1.75 s each in extreme clicking (4 clicks in 7 s);
+#   2 s a point, as a worker also has to find and name it.
+TIMES: dict[str, Times] = {
+    "classification": Times(task=3.0, mark=0.0),
+    "bbox": Times(task=3.0, mark=8.0),
+    "polygon": Times(task=3.0, mark=20.0),
+    "keypoints": Times(task=3.0, mark=2.0),
+}
+WORKER_SPEED_SPREAD = 0.25  # sigma of a worker's own lognormal speed factor
+
+
 CAREFUL = Skill(accuracy=0.97, jitter=1.5, miss_rate=0.02, false_positive_rate=0.02)
 BEHAVIOURS: dict[str, Behaviour] = {
-    "careful": Behaviour("careful", CAREFUL, seconds=9.0, skip_rate=0.01),
+    "careful": Behaviour("careful", CAREFUL, pace=1.0, skip_rate=0.01),
     "sloppy": Behaviour(
         "sloppy",
         Skill(accuracy=0.85, jitter=4.0, miss_rate=0.1, false_positive_rate=0.08),
-        seconds=5.0,
+        pace=0.65,
         spread=0.5,
         skip_rate=0.03,
     ),
-    "spammer": Behaviour(
-        "spammer", Skill(0.0, 0.0, 0.0, 0.0), seconds=1.2, spread=0.3, spammer=True
-    ),
-    "adversary": Behaviour("adversary", CAREFUL, seconds=7.0, honest_share=0.35),
-    "dropout": Behaviour("dropout", CAREFUL, seconds=10.0, spread=0.6, dropout_rate=0.2),
+    "spammer": Behaviour("spammer", Skill(0.0, 0.0, 0.0, 0.0), pace=0.1, spread=0.3, spammer=True),
+    "adversary": Behaviour("adversary", CAREFUL, pace=0.8, honest_share=0.35),
+    "dropout": Behaviour("dropout", CAREFUL, pace=1.1, spread=0.6, dropout_rate=0.2),
 }
 
 
@@ -163,14 +193,24 @@ class SimWorker:
         self.rng = random.Random(f"worker:{seed}:{self.name}")
         # Half of the spammers always give the same answer, the others random ones.
         self.constant = behaviour.spammer and number % 2 == 0
+        # A stream of its own, so that the speed does not shift the answers' draws.
+        self.speed = random.Random(f"speed:{seed}:{self.name}").lognormvariate(
+            0.0, WORKER_SPEED_SPREAD
+        )
 
     def __repr__(self) -> str:
         return f"<SimWorker {self.name}>"
 
-    def seconds(self) -> float:
-        """How long the next task takes, in seconds."""
-        b = self.behaviour
-        return self.rng.lognormvariate(math.log(b.seconds), b.spread)
+    def median_seconds(self, kind: str = "classification", marks: int = 0) -> float:
+        """This worker's median time for a task of ``kind`` where it marks ``marks`` shapes
+        (points, for keypoints)."""
+        times = TIMES[kind]
+        return (times.task + times.mark * marks) * self.behaviour.pace * self.speed
+
+    def seconds(self, kind: str = "classification", marks: int = 0) -> float:
+        """How long the next task takes, in seconds (see ``median_seconds``)."""
+        median = self.median_seconds(kind, marks)
+        return self.rng.lognormvariate(math.log(median), self.behaviour.spread)
 
     def abandons(self) -> bool:
         return self.rng.random() < self.behaviour.dropout_rate
@@ -292,6 +332,15 @@ class SimWorker:
             for kx, ky, v in item["keypoints"]
         ]
         return {"label": item["label"], "keypoints": keypoints}
+
+
+def marks(kind: str, answer: Sequence[Item]) -> int:
+    """What a worker drew in an answer, for its time: shapes, or placed points for keypoints."""
+    if kind == "classification":
+        return 0
+    if kind == "keypoints":
+        return sum(1 for item in answer for point in item["keypoints"] if point[2])
+    return len(answer)
 
 
 def crowd_make(crowd: Sequence[tuple[str, int]], *, seed: int) -> list[SimWorker]:

@@ -18,13 +18,14 @@ from pycocotools import mask as coco_mask
 from scipy import ndimage
 
 from crowd.models import User
+from frontend.management.commands.seed_demo import DEMO_PROJECTS
 from frontend.sim.truth import truth_path
 from payouts.models import EntryKind, LedgerEntry
 from qa.geometry import polygons_to_rles
 from qa.models import WorkerScore, WorkerStatus
 from qa.scoring import gold_score
 from qa.sim import scenes
-from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView, crowd_parse
+from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView, crowd_parse, marks
 from tasks.annotations import Schema, validate_annotations
 from tasks.models import Assignment, AssignmentStatus, Project, Task, TaskState
 from tests.e2e.server import live_server, manage, server_env
@@ -214,8 +215,53 @@ def test_abandon_and_skip_rates_and_lognormal_speed() -> None:
     assert not any(rng_workers["careful"].abandons() for _ in range(500))
     careful = np.median([rng_workers["careful"].seconds() for _ in range(2000)])
     spammer = np.median([rng_workers["spammer"].seconds() for _ in range(2000)])
-    assert careful == pytest.approx(BEHAVIOURS["careful"].seconds, rel=0.1)
+    assert careful == pytest.approx(rng_workers["careful"].median_seconds(), rel=0.1)
     assert spammer < careful / 4
+
+
+# A typical task of each kind, as the generated scenes make them: what a careful worker
+# marks, and the range its median time must fall in (published figures, see ``TIMES``).
+TYPICAL = {
+    "classification": (0, (2.0, 6.0)),  # a few seconds to pick a class
+    "bbox": (3, (20.0, 40.0)),  # 3 boxes at 7-10 s each
+    "polygon": (3, (45.0, 100.0)),  # 3 outlines at tens of seconds each
+    "keypoints": (12, (20.0, 45.0)),  # 3 shapes of 4 points at a few seconds each
+}
+
+
+@pytest.mark.parametrize("kind", scenes.KINDS)
+def test_simulated_times_per_kind_are_those_of_people_at_work(kind: str) -> None:
+    marks, (low, high) = TYPICAL[kind]
+
+    def times(behaviour: str) -> np.ndarray:
+        # Many workers, each with its own speed, so the spread is the crowd's.
+        workers = [SimWorker(BEHAVIOURS[behaviour], n, seed=7) for n in range(1, 101)]
+        return np.array([w.seconds(kind, marks) for w in workers for _ in range(30)])
+
+    careful = times("careful")
+    assert low <= np.median(careful) <= high, np.median(careful)
+    # Spread: a lognormal of per-task and per-worker variation, neither flat nor wild.
+    p10, p90 = np.percentile(careful, [10, 90])
+    assert 2.0 <= p90 / p10 <= 6.0, (p10, p90)
+    assert careful.min() > 0
+    sloppy, spammer = np.median(times("sloppy")), np.median(times("spammer"))
+    assert spammer < sloppy < np.median(careful)
+    assert spammer <= np.median(careful) / 5
+    # Workers differ in speed: the quickest careful worker's median is well below the slowest's.
+    speeds = [SimWorker(BEHAVIOURS["careful"], n, seed=7).speed for n in range(1, 101)]
+    assert max(speeds) / min(speeds) >= 2
+    # More marks take longer.
+    worker = SimWorker(BEHAVIOURS["careful"], 1, seed=7)
+    if kind != "classification":
+        assert worker.median_seconds(kind, marks + 1) > worker.median_seconds(kind, marks)
+
+
+def test_an_answers_marks_are_its_shapes_or_placed_points() -> None:
+    assert marks("classification", [{"label": "circle"}]) == 0
+    assert marks("bbox", [{"label": "circle", "bbox": [0, 0, 1, 1]}] * 3) == 3
+    assert marks("polygon", []) == 0
+    points = [[1, 1, 2], [0, 0, 0], [3, 3, 1]]
+    assert marks("keypoints", [{"label": "triangle", "keypoints": points}] * 2) == 4
 
 
 def test_crowd_spec_is_parsed_and_bad_specs_are_explained() -> None:
@@ -386,6 +432,31 @@ def test_crowdsim_over_http_against_a_live_server_matches_the_database(tmp_path:
     assert done == report["tasks"]["done"] == report["tasks"]["total"] == 6
     assert report["quality"]["accuracy"] >= 0.8
     db.close()
+
+
+@pytest.mark.django_db
+def test_the_demo_shows_the_figures_of_people_at_work() -> None:
+    """Seconds a task, not tenths; hourly rates near the demo's reward intent, above the
+    fair-pay floor but for the polygon project, which shows the warning."""
+    from payouts.selectors import fair_pay
+
+    call_command("seed_demo", stdout=io.StringIO())
+    figures = {}
+    for kind, name in DEMO_PROJECTS:
+        project = Project.objects.get(name=name, owner__username="manager")
+        assert project.assignment_seconds == 30  # a dropout's task comes back soon
+        figures[kind] = fair_pay(project)
+    seconds = {k: f["median_seconds_per_task"] for k, f in figures.items()}
+    hourly = {k: float(f["effective_hourly_rate"]["amount"]) for k, f in figures.items()}
+    assert 1.5 <= seconds["classification"] <= 6, seconds
+    assert 15 <= seconds["bbox"] <= 45, seconds
+    assert 30 <= seconds["polygon"] <= 90, seconds
+    assert 10 <= seconds["keypoints"] <= 45, seconds
+    for kind in ("classification", "bbox", "keypoints"):
+        assert 10 <= hourly[kind] <= 25, hourly
+        assert figures[kind]["fair_pay_warning"] is None, kind
+    assert 5 <= hourly["polygon"] < 10, hourly
+    assert "below the floor" in figures["polygon"]["fair_pay_warning"]
 
 
 def test_simulated_names_and_passwords_are_stable() -> None:

@@ -59,12 +59,19 @@ DEMO_SETTINGS: dict[str, Any] = {
     "min_overlap": 2,
     "max_overlap": 4,
     "gold_rate": 0.3,
-    "assignment_seconds": 900,  # people draw slower than the simulated crowd
-    "reward": "0.05",
+    # The shortest lease the settings allow, so that the task of a simulated dropout (say
+    # in the README's HTTP example) comes back within a minute; a person who takes longer
+    # may still hand in while the task needs the answer.
+    "assignment_seconds": 30,
     "auto_bonus_amount": "0.25",
     "auto_bonus_min_answers": 6,
     "auto_bonus_min_score": 0.85,
 }
+# Rewards for an effective hourly rate of 12-18 USD at the simulated crowd's median time per
+# task (``qa.sim.crowd.TIMES``: about 2 s a classification, 25 s a bbox, 18 s a keypoints
+# task), above the fair-pay floor (10 USD by default); the polygon project, whose outlines
+# take longest (about 40 s a task), pays below it, so that the demo shows the warning.
+DEMO_REWARDS = {"classification": "0.01", "bbox": "0.10", "polygon": "0.10", "keypoints": "0.07"}
 PAGES = [
     ("/", "home"),
     ("/work/", "worker workspace"),
@@ -162,7 +169,7 @@ class Command(BaseCommand):
     def _seed(self, kind: str, name: str, manager: User, client: User, *, seed: int) -> str:
         project, truth = sim_project_create(
             kind=kind, images=DEMO_IMAGES, gold=DEMO_GOLD, manager=manager, seed=seed,
-            name=name, overrides=DEMO_SETTINGS,
+            name=name, overrides={**DEMO_SETTINGS, "reward": DEMO_REWARDS[kind]},
         )  # fmt: skip
         project_client_add(project=project, username=client.username)
         stats = crowd_work(
