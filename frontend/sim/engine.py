@@ -7,7 +7,8 @@ simulated-time order on ``concurrency`` threads, so workers hold leases side by 
 would. The run ends when the project's real tasks are done (or the share of them asked
 for), when the answer limit is reached, when no worker is left, or when every remaining
 worker has been told "nothing now" since the last change and no abandoned lease is still
-waiting to expire.
+waiting to expire. That wait is in real time (the server's clock expires the lease), so the
+progress note counts it down, refreshed every second.
 
 Each worker acts through a client (``frontend.sim.clients``); with a manager, the manager's
 review (``frontend.sim.manager``) runs while the crowd works. ``crowd_work`` is the entry
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 import uuid
@@ -40,6 +42,7 @@ from tasks.schema import project_schema
 IDLE_BACKOFF = (2.0, 30.0)  # simulated seconds after a 204: first wait, longest wait
 THINK_SECONDS = 0.5  # between handing in an answer and asking for the next task
 REVIEW_EVERY = 25  # answers between the manager's reviews while the crowd works
+LEASE_GRACE = 0.5  # real seconds after an abandoned lease's expiry before workers ask again
 
 
 @dataclass(eq=False)
@@ -75,6 +78,13 @@ class RunStats:
 Progress = Callable[[int, int, int, str], None]  # done, total, answers, note
 
 
+def lease_wait_note(expiries: Sequence[float], now: float) -> tuple[float, str]:
+    """How many real seconds until the first abandoned lease expires (with its grace), and
+    the progress note that says so, rounded up so that it reaches 1s, not 0s, last."""
+    wait = max(0.0, min(expiries) + LEASE_GRACE - now)
+    return wait, f"waiting {math.ceil(wait)}s for abandoned leases to expire"
+
+
 def real_tasks(project_id: int) -> tuple[int, int]:
     """How many of the project's real (not gold) tasks are done, and of how many."""
     counts = Task.objects.filter(project_id=project_id, is_gold=False).aggregate(
@@ -99,6 +109,7 @@ class CrowdRun:
         until_done: float = 1.0,
         progress: Progress | None = None,
         review: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.project_id = project.pk
         schema = project_schema(project)
@@ -116,6 +127,7 @@ class CrowdRun:
         # (their tasks reopen and ask the crowd for another answer).
         self.review = review
         self.review_lock = threading.Lock()
+        self.clock = clock  # the epoch seconds that leases' expiry times are in
         self.reviewed_at = 0
         self.key = uuid.uuid4().hex[:12]
         self.cond = threading.Condition()
@@ -132,6 +144,7 @@ class CrowdRun:
         self.note = ""
         self.start = 0.0
         self.last_tick = 0.0
+        self.threaded = self.concurrency > 1
 
     # The heap and every counter above are guarded by ``cond``.
 
@@ -194,7 +207,8 @@ class CrowdRun:
         A worker told "nothing now" is parked until something changes (an answer, a skip, a
         worker stopping): asking again before that would get the same answer. When every
         worker left is parked and nobody is acting, the run is over, unless an abandoned
-        lease will expire and return its task: then it waits for that.
+        lease will expire and return its task: then it waits for that, a second at a time,
+        so that the progress note counts down.
         """
         with self.cond:
             while True:
@@ -215,16 +229,20 @@ class CrowdRun:
                     continue
                 if self._reviewed():
                     continue  # rejected answers reopened tasks: workers ask again
-                now = time.time()
-                self.abandoned = [t for t in self.abandoned if t > now]
                 if not self.abandoned:
                     self._end("no work left for these workers")
                     return None
-                wait = min(self.abandoned) - now + 0.5
-                self.note = f"waiting {wait:.0f}s for abandoned leases to expire"
-                self.cond.wait(timeout=wait)
-                self.note = ""
-                self._changed()
+                now = self.clock()
+                if any(t + LEASE_GRACE <= now for t in self.abandoned):
+                    # A task came back: parked workers ask again.
+                    self.abandoned = [t for t in self.abandoned if t + LEASE_GRACE > now]
+                    self.note = ""
+                    self._changed()
+                    continue
+                wait, self.note = lease_wait_note(self.abandoned, now)
+                if not self.threaded:
+                    self._tick(force=True)  # the main thread ticks for a threaded run
+                self.cond.wait(timeout=min(wait, 1.0))
 
     def _changed(self) -> None:
         """Work may have become available: parked workers ask again. Caller holds ``cond``."""

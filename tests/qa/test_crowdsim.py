@@ -17,8 +17,12 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from crowd.models import User
+from crowd.models import Role, User
 from frontend.management.commands.seed_demo import DEMO_PROJECTS
+from frontend.sim.accounts import account_ensure
+from frontend.sim.clients import ServicesClient
+from frontend.sim.engine import CrowdRun, lease_wait_note
+from frontend.sim.seeding import sim_project_create
 from frontend.sim.truth import truth_path
 from payouts.models import EntryKind, LedgerEntry
 from qa.geometry import polygons_to_rles
@@ -276,6 +280,53 @@ def test_crowd_spec_is_parsed_and_bad_specs_are_explained() -> None:
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             crowd_parse(spec)
+
+
+# --- The engine ----------------------------------------------------------------------------------
+
+
+def test_the_wait_for_an_abandoned_lease_is_rounded_up() -> None:
+    assert lease_wait_note([130.0, 100.0], 90.0) == (
+        10.5,
+        "waiting 11s for abandoned leases to expire",
+    )
+    assert lease_wait_note([100.0], 100.4)[1] == "waiting 1s for abandoned leases to expire"
+    assert lease_wait_note([100.0], 200.0)[0] == 0.0
+
+
+@pytest.mark.django_db
+def test_the_engine_counts_the_wait_for_an_abandoned_lease_down(tmp_path: Path) -> None:
+    """Everyone is told "nothing now" and a dropout's lease expires at 100 s: the engine waits
+    a second at a time on the clock, the progress note counting down, then asks again."""
+    manager, _ = account_ensure("sim-manager", Role.MANAGER)
+    project, truth = sim_project_create(
+        kind="classification", images=2, gold=0, manager=manager, seed=1
+    )
+    now = [90.0]
+    notes: list[str] = []
+    run = CrowdRun(
+        project=project, truth=truth, workers=[SimWorker(BEHAVIOURS["careful"], 1, seed=0)],
+        clients=[ServicesClient("sim-careful-1", project.pk)], clock=lambda: now[0],
+        progress=lambda done, total, answers, note: notes.append(note),
+    )  # fmt: skip
+    worker = run.workers[0]
+    worker.idle_version = run.version  # told "nothing now"
+    run.parked.append((5.0, worker))
+    run.abandoned.append(100.0)
+    waits: list[float] = []
+
+    def wait(timeout: float | None = None) -> bool:  # the clock moves by the time waited
+        assert timeout is not None
+        waits.append(timeout)
+        now[0] += timeout
+        return False
+
+    run.cond.wait = wait  # type: ignore[method-assign]
+    assert run._pick() == (worker, 5.0)  # the parked worker asks again once the lease is back
+    assert waits == [1.0] * 10 + [pytest.approx(0.5)]
+    assert notes == [f"waiting {s}s for abandoned leases to expire" for s in range(11, 0, -1)]
+    assert run.note == ""
+    assert run.abandoned == []
 
 
 # --- The command, in-process -------------------------------------------------------------------
