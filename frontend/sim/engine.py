@@ -73,6 +73,9 @@ class RunStats:
     ended: str = ""
     workers: list[dict[str, Any]] = field(default_factory=list)
     http: dict[str, int] = field(default_factory=dict)
+    # The assignments whose answers this run handed in and the product accepted: the report
+    # counts them in the database (gold among them, which the workers cannot tell).
+    assignment_ids: list[int] = field(default_factory=list)
 
 
 Progress = Callable[[int, int, int, str], None]  # done, total, answers, note
@@ -138,6 +141,7 @@ class CrowdRun:
         self.busy = 0
         self.reserved = 0  # answers handed in or being worked on
         self.answers = 0
+        self.accepted: list[int] = []  # assignment ids of accepted answers
         self.abandoned: list[float] = []  # expiry times of abandoned leases
         self.error: BaseException | None = None
         self.ended = ""
@@ -327,6 +331,7 @@ class CrowdRun:
         with self.cond:
             if accepted:
                 self.answers += 1
+                self.accepted.append(w.lease.id)
                 w.answers += 1
             else:
                 self.reserved -= 1
@@ -377,6 +382,7 @@ class CrowdRun:
                  "stopped": w.stopped or None}
                 for w in self.workers
             ],
+            assignment_ids=list(self.accepted),
         )  # fmt: skip
 
 

@@ -92,10 +92,15 @@ def crowd_report(
     run: ConsensusRun,
     reviews: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Everything the command prints, as JSON-able data."""
+    """Everything the command prints, as JSON-able data.
+
+    Counts say whose they are: ``run`` counts this run's answers (those it handed in and the
+    product accepted, read back from the database), ``tasks`` and ``cost`` the project's, all
+    runs and people together (a project worked before, like a demo one, has more)."""
     project.refresh_from_db()
     done, total = real_tasks(project.pk)
     answered = Assignment.objects.filter(project=project, status__in=AssignmentStatus.answered())
+    this_run = answered.filter(pk__in=stats.assignment_ids)
     real_answers = answered.filter(task__is_gold=False)
     done_answers = real_answers.filter(task__state=TaskState.DONE).count()
     names = {w["worker"]: w for w in stats.workers}
@@ -136,13 +141,16 @@ def crowd_report(
         "project": {"id": project.pk, "name": project.name, "kind": project.kind,
                     "images": len(truth.images),
                     "gold": GoldAnswer.objects.filter(project=project).count()},
-        "run": {"via": stats.via, "seconds": stats.seconds, "answers": stats.answers,
-                "gold_answers": answered.filter(task__is_gold=True).count(),
+        "run": {"via": stats.via, "seconds": stats.seconds,
+                "answers": this_run.count(),
+                "gold_answers": this_run.filter(task__is_gold=True).count(),
                 "skipped": stats.skipped, "abandoned": stats.abandoned, "late": stats.late,
                 "ended": stats.ended, **({"http": stats.http} if stats.http else {})},
         "tasks": {"total": total, "done": done,
                   "answers_per_done_task": _ratio(done_answers, done),
-                  "answers_to_real_tasks": real_answers.count()},
+                  "answers": submitted,
+                  "answers_to_real_tasks": real_answers.count(),
+                  "answers_to_gold_tasks": submitted - real_answers.count()},
         "consensus": {"run": run.pk, "method": run.method, "status": run.status},
         "quality": quality_measure(project=project, truth=truth, run=run),
         "cost": {"currency": currency, "reward": format_amount(project.reward, currency),
@@ -169,11 +177,12 @@ def report_text(report: dict[str, Any]) -> str:
     p, r, t, q, c = (report[k] for k in ("project", "run", "tasks", "quality", "cost"))
     lines = [
         f"Project   {p['id']} {p['name']!r} ({p['kind']}): {p['images']} images, {p['gold']} gold",
-        f"Run       via {r['via']}, {r['seconds']} s, {r['answers']} answers "
-        f"({r['gold_answers']} gold), {r['skipped']} skipped, {r['abandoned']} abandoned, "
-        f"{r['late']} late; ended: {r['ended']}",
+        f"Run       via {r['via']}, {r['seconds']} s; this run: {r['answers']} answers "
+        f"({r['gold_answers']} of them to gold tasks), {r['skipped']} skipped, "
+        f"{r['abandoned']} abandoned, {r['late']} late; ended: {r['ended']}",
         f"Tasks     {t['done']}/{t['total']} real tasks done, "
-        f"{_fmt(t['answers_per_done_task'], 2)} answers per done task",
+        f"{_fmt(t['answers_per_done_task'], 2)} answers per done task; the project's answers, "
+        f"all runs: {t['answers']} ({t['answers_to_gold_tasks']} to gold tasks)",
     ]
     if p["kind"] == "classification":
         lines.append(f"Quality   accuracy {_fmt(q['accuracy'])} over {q['images']} done images")
@@ -186,15 +195,16 @@ def report_text(report: dict[str, Any]) -> str:
             f"{q['images']} done images ({q['objects']} objects)"
         )
     lines.append(
-        f"Cost      reward {c['reward']} {c['currency']}; {c['answers']} answers submitted = "
-        f"{c['submitted_rewards']}; spent (ledger) {c['spent']}, committed {c['committed']}"
+        f"Cost      reward {c['reward']} {c['currency']}; the project's {c['answers']} answers "
+        f"= {c['submitted_rewards']}; spent (ledger) {c['spent']}, committed {c['committed']}"
     )
     if report["reviews"]:
         v = report["reviews"]
         lines.append(f"Reviews   {v['approved']} approved, {v['rejected']} rejected")
     if r.get("http"):
         lines.append("HTTP      " + ", ".join(f"{k}: {n}" for k, n in r["http"].items()))
-    header = ("behaviour", "workers", "answers", "gold seen", "gold passed", "mean score",
+    # Answers are this run's; gold and scores are the workers' in the project, all runs.
+    header = ("behaviour", "workers", "answers (run)", "gold seen", "gold passed", "mean score",
               "suspended")  # fmt: skip
     rows = [header] + [
         (e["behaviour"], e["workers"], e["answers"], e["gold_seen"], e["gold_passed"],

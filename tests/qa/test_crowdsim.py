@@ -394,17 +394,39 @@ def test_crowdsim_works_an_existing_simulated_project_and_refuses_others(tmp_pat
     assert first["run"]["answers"] == 3
     assert first["run"]["ended"] == "3 answers given (--max-answers)"
     project_id = first["project"]["id"]
+    before = Assignment.objects.filter(project_id=project_id).order_by("-pk").first()
+    assert before is not None
+    text = io.StringIO()
     call_command(
         "crowdsim", "--project", str(project_id), "--crowd", "careful:3", "--quiet",
-        "--json", str(tmp_path / "b.json"), stdout=io.StringIO(),
+        "--json", str(tmp_path / "b.json"), stdout=text,
     )  # fmt: skip
     second = _report(tmp_path / "b.json")
     assert second["tasks"]["done"] == second["tasks"]["total"] == 4
     assert second["quality"]["mean_oks"] >= 0.8
+    # The report's counts are the database's: this run's answers, and the project's over
+    # both runs, each with its answers to gold tasks.
+    answered = Assignment.objects.filter(project_id=project_id, status__in=ANSWERED)
+    this_run = answered.filter(pk__gt=before.pk)
+    r, t = second["run"], second["tasks"]
+    assert r["answers"] == this_run.count() == answered.count() - 3
+    assert r["gold_answers"] == this_run.filter(task__is_gold=True).count()
+    assert sum(w["answers"] for w in second["behaviours"]) == r["answers"]
+    assert t["answers"] == second["cost"]["answers"] == answered.count()
+    assert t["answers_to_gold_tasks"] == answered.filter(task__is_gold=True).count()
+    assert t["answers_to_real_tasks"] == answered.filter(task__is_gold=False).count()
+    assert r["gold_answers"] <= t["answers_to_gold_tasks"]
+    assert r["answers"] < t["answers"]
     assert (
-        second["run"]["answers"] + 3
-        == Assignment.objects.filter(project_id=project_id, status__in=ANSWERED).count()
+        f"this run: {r['answers']} answers ({r['gold_answers']} of them to gold tasks)"
+        in text.getvalue()
     )
+    assert f"all runs: {t['answers']} ({t['answers_to_gold_tasks']} to gold tasks)" in (
+        text.getvalue()
+    )
+    # The answers keep the simulated workers' time, not the in-process run's milliseconds.
+    spent = sorted(a.time_spent_ms or 0 for a in answered)
+    assert spent[0] >= 2000, spent
     truth_path(project_id).unlink()
     with pytest.raises(CommandError, match="only projects created by the simulator"):
         call_command("crowdsim", "--project", str(project_id), "--quiet")
