@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
@@ -15,7 +15,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowd.errors import Conflict, InvalidInput, NotFound
+from crowd.errors import Conflict, NotFound
+from crowd.fields import (
+    IdListField,
+    QueryIdField,
+    StrictCharField,
+    StrictIntegerField,
+    messages,
+)
 from crowd.models import User
 from crowd.money import MoneyError, format_amount, normalize_currency, parse_amount
 from crowd.permissions import IsManager, IsWorker, request_user
@@ -33,15 +40,41 @@ from tasks.apis import image_file_url
 from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
 
+REASON_TEXT = "Text of at most 500 characters."
+REASON_WHY = "Tell the worker why."
+_REASON_ERRORS = messages(REASON_TEXT, "invalid", "null", "max_length")
 
-def _reason(request: Request, *, required: bool) -> str:
-    data = request.data if isinstance(request.data, dict) else {}
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        raise InvalidInput(errors={"reason": ["Text of at most 500 characters."]})
-    if required and not reason.strip():
-        raise InvalidInput(errors={"reason": ["Tell the worker why."]})
-    return reason.strip()
+
+def _reason_field(*, required: bool) -> StrictCharField:
+    # Not trimmed by the field: the length is that of the text as sent, the reason stored is
+    # the text stripped.
+    if required:
+        why = {**_REASON_ERRORS, **messages(REASON_WHY, "required", "blank")}
+        return StrictCharField(max_length=500, trim_whitespace=False, error_messages=why)
+    return StrictCharField(
+        required=False, default="", allow_blank=True, max_length=500, trim_whitespace=False,
+        error_messages=_REASON_ERRORS,
+    )  # fmt: skip
+
+
+class ReasonIn(serializers.Serializer):
+    """An optional reason (approving an answer)."""
+
+    reason = _reason_field(required=False)
+
+    def validate_reason(self, value: str) -> str:
+        return value.strip()
+
+
+class ReasonRequiredIn(serializers.Serializer):
+    """A reason the worker is shown (rejecting an answer, a failed payout)."""
+
+    reason = _reason_field(required=True)
+
+    def validate_reason(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError(REASON_WHY)
+        return value.strip()
 
 
 def review_json(assignment: Assignment) -> dict[str, Any]:
@@ -61,32 +94,38 @@ def _managed_assignment(user: User, assignment_id: int) -> Assignment:
     return assignment
 
 
-Reason = inline_serializer("ReviewIn", {"reason": serializers.CharField(required=False)})
-
-
-class AssignmentReviewApi(APIView):
-    """One answer approved (``approve``) or rejected; rejecting needs a reason."""
+class AssignmentApproveApi(APIView):
+    """One answer approved (a reason is optional)."""
 
     permission_classes = [IsManager]
-    approve = True
 
-    @extend_schema(request=Reason)
+    @extend_schema(request=ReasonIn)
     def post(self, request: Request, assignment_id: int) -> Response:
         user = request_user(request)
         _managed_assignment(user, assignment_id)
-        review = services.assignment_approve if self.approve else services.assignment_reject
-        assignment = review(
-            assignment_id=assignment_id, by=user, reason=_reason(request, required=not self.approve)
+        data = ReasonIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = services.assignment_approve(
+            assignment_id=assignment_id, by=user, reason=data.validated_data["reason"]
         )
         return Response(review_json(assignment))
 
 
-class AssignmentApproveApi(AssignmentReviewApi):
-    approve = True
+class AssignmentRejectApi(APIView):
+    """One answer rejected, with the reason the worker is shown."""
 
+    permission_classes = [IsManager]
 
-class AssignmentRejectApi(AssignmentReviewApi):
-    approve = False
+    @extend_schema(request=ReasonRequiredIn)
+    def post(self, request: Request, assignment_id: int) -> Response:
+        user = request_user(request)
+        _managed_assignment(user, assignment_id)
+        data = ReasonRequiredIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = services.assignment_reject(
+            assignment_id=assignment_id, by=user, reason=data.validated_data["reason"]
+        )
+        return Response(review_json(assignment))
 
 
 REVIEWABLE = {
@@ -120,78 +159,77 @@ def answer_review_json(assignment: Assignment) -> dict[str, Any]:
     }
 
 
+class ReviewQueueIn(serializers.Serializer):
+    status = serializers.ChoiceField(
+        list(REVIEWABLE), default="submitted",
+        error_messages=messages(f"One of {', '.join(REVIEWABLE)}.", "invalid_choice"),
+    )  # fmt: skip
+    worker = QueryIdField(required=False, error_messages=messages("A worker id.", "invalid"))
+
+
+class BulkReviewIn(serializers.Serializer):
+    MAX_IDS = 1000
+    ACTION = '"approve" or "reject".'
+
+    assignments = IdListField(
+        max_length=MAX_IDS, message=f"A list of 1 to {MAX_IDS} assignment ids."
+    )
+    action = serializers.ChoiceField(
+        ["approve", "reject"],
+        error_messages=messages(ACTION, "required", "null", "invalid_choice"),
+    )
+    reason = _reason_field(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        reason = attrs["reason"].strip()
+        if attrs["action"] == "reject" and not reason:
+            raise serializers.ValidationError({"reason": [REASON_WHY]})
+        return {**attrs, "reason": reason}
+
+
 class ProjectReviewsApi(APIView):
     """The review queue (answers oldest first, ``?status=`` submitted by default, ``?worker=``)
     and approving or rejecting many answers at once."""
 
     permission_classes = [IsManager]
-    MAX_IDS = 1000
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", str, enum=list(REVIEWABLE)),
-            OpenApiParameter("worker", int),
+            ReviewQueueIn,
             OpenApiParameter("limit", int),
             OpenApiParameter("offset", int),
         ]
     )
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_manager(request_user(request), project_id)
-        state = request.query_params.get("status", "submitted")
-        worker = request.query_params.get("worker")
-        errors: dict[str, list[str]] = {}
-        if state not in REVIEWABLE:
-            errors["status"] = [f"One of {', '.join(REVIEWABLE)}."]
-        if worker is not None and not worker.isdigit():
-            errors["worker"] = ["A worker id."]
-        if errors:
-            raise InvalidInput(errors=errors)
+        query = ReviewQueueIn(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        worker = query.validated_data.get("worker")
         rows = (
-            Assignment.objects.filter(project=project, status__in=REVIEWABLE[state])
+            Assignment.objects.filter(
+                project=project, status__in=REVIEWABLE[query.validated_data["status"]]
+            )
             .select_related("worker", "task__image")
             .order_by("submitted_at", "pk")
         )
         if worker is not None:
-            rows = rows.filter(worker_id=int(worker))
+            rows = rows.filter(worker_id=worker)
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(rows, request, view=self) or []
         return paginator.get_paginated_response([answer_review_json(a) for a in page])
 
-    @extend_schema(
-        request=inline_serializer(
-            "BulkReviewIn",
-            {
-                "assignments": serializers.ListField(child=serializers.IntegerField()),
-                "action": serializers.ChoiceField(["approve", "reject"]),
-                "reason": serializers.CharField(required=False),
-            },
-        )
-    )
+    @extend_schema(request=BulkReviewIn)
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        data = request.data if isinstance(request.data, dict) else {}
-        ids = data.get("assignments")
-        action = data.get("action")
-        errors: dict[str, list[str]] = {}
-        if (
-            not isinstance(ids, list)
-            or not ids
-            or len(ids) > self.MAX_IDS
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
-            errors["assignments"] = [f"A list of 1 to {self.MAX_IDS} assignment ids."]
-        if action not in ("approve", "reject"):
-            errors["action"] = ['"approve" or "reject".']
-        if errors:
-            raise InvalidInput(errors=errors)
-        reason = _reason(request, required=action == "reject")
+        data = BulkReviewIn(data=request.data)
+        data.is_valid(raise_exception=True)
         result = services.reviews_bulk(
             project=project,
-            assignment_ids=list(ids or []),
-            approve=action == "approve",
+            assignment_ids=data.validated_data["assignments"],
+            approve=data.validated_data["action"] == "approve",
             by=user,
-            reason=reason,
+            reason=data.validated_data["reason"],
         )
         return Response(result)
 
@@ -208,28 +246,89 @@ def bonus_json(bonus: Bonus) -> dict[str, Any]:
     }
 
 
+class AmountTextField(StrictCharField):
+    """An amount as sent: a decimal string, or a JSON number read as its decimal text. The
+    serializer turns it into minor units once it knows the currency."""
+
+    default_error_messages = messages(
+        'Give the amount as a decimal string, e.g. "0.05".', "invalid"
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            data = str(data)
+        return super().to_internal_value(data)
+
+
+def _minor_units(text: str, currency: str) -> int:
+    try:
+        return parse_amount(text, currency)
+    except MoneyError as exc:
+        raise serializers.ValidationError(str(exc)) from None
+
+
+def _currency_field(message: str) -> StrictCharField:
+    """A currency code; absent, null or empty: the site's default currency."""
+    return StrictCharField(
+        required=False, default=None, allow_null=True, allow_blank=True, trim_whitespace=False,
+        error_messages=messages(message, "invalid"),
+    )  # fmt: skip
+
+
+def _currency(value: str | None, message: str | None = None) -> str:
+    try:
+        return normalize_currency(value or settings.DEFAULT_CURRENCY)
+    except MoneyError as exc:
+        raise serializers.ValidationError(message or str(exc)) from None
+
+
+class BonusIn(serializers.Serializer):
+    """A bonus for a worker of the project, in the project's currency."""
+
+    # The serializer reads the project's currency from ``context["currency"]``.
+
+    WHAT_FOR = "Tell the worker what it is for."
+
+    worker = StrictIntegerField(
+        error_messages=messages(
+            "Give the worker's id.", "required", "null", "invalid", "min_value", "max_value"
+        )
+    )
+    amount = AmountTextField()
+    reason = StrictCharField(
+        max_length=300, trim_whitespace=False,
+        error_messages={
+            **messages(WHAT_FOR, "required", "null", "invalid", "blank"),
+            **messages("At most 300 characters.", "max_length"),
+        },
+    )  # fmt: skip
+
+    def validate_amount(self, value: str) -> int:
+        return _minor_units(value, self.context["currency"])
+
+    def validate_reason(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError(self.WHAT_FOR)
+        return value.strip()
+
+
 class ProjectBonusesApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(
-        request=inline_serializer(
-            "BonusIn",
-            {
-                "worker": serializers.IntegerField(),
-                "amount": serializers.CharField(),
-                "reason": serializers.CharField(),
-            },
-        ),
-        responses={201: dict},
-    )
+    @extend_schema(request=BonusIn, responses={201: dict})
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        data = request.data if isinstance(request.data, dict) else {}
+        data = BonusIn(data=request.data, context={"currency": project.currency})
+        data.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key", "")[:100]
         bonus, created = services.bonus_grant(
-            project=project, worker_id=data.get("worker"), amount=data.get("amount"),
-            reason=data.get("reason"), by=user, idempotency_key=key,
+            project=project, worker_id=data.validated_data["worker"],
+            amount=data.validated_data["amount"], reason=data.validated_data["reason"], by=user,
+            idempotency_key=key,
         )  # fmt: skip
         return Response(
             bonus_json(bonus), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -286,40 +385,46 @@ def payout_json(payout: Payout) -> dict[str, Any]:
     }
 
 
+class PayoutIn(serializers.Serializer):
+    """A payout: ``amount`` (default: the whole balance) in ``currency`` (default: the site's)."""
+
+    CURRENCY = "A three-letter currency code."
+
+    amount = AmountTextField(required=False, default=None, allow_null=True, allow_blank=True)
+    currency = _currency_field(CURRENCY)
+
+    def validate_currency(self, value: str | None) -> str:
+        return _currency(value, self.CURRENCY)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        amount = attrs["amount"]
+        if amount:
+            try:
+                attrs["amount"] = _minor_units(amount, attrs["currency"])
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"amount": exc.detail}) from None
+        else:
+            attrs["amount"] = None
+        return attrs
+
+
 class MyPayoutsApi(APIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(
-        request=inline_serializer(
-            "PayoutIn",
-            {
-                "amount": serializers.CharField(required=False),
-                "currency": serializers.CharField(required=False),
-            },
-        ),
-        responses={201: dict},
-    )
+    @extend_schema(request=PayoutIn, responses={201: dict})
     def post(self, request: Request) -> Response:
         user = request_user(request)
-        data = request.data if isinstance(request.data, dict) else {}
-        try:
-            currency = normalize_currency(data.get("currency") or settings.DEFAULT_CURRENCY)
-        except (MoneyError, TypeError, AttributeError):
-            raise InvalidInput(errors={"currency": ["A three-letter currency code."]}) from None
-        amount = None
-        if data.get("amount") not in (None, ""):
-            try:
-                amount = parse_amount(str(data["amount"]), currency)
-            except MoneyError as exc:
-                raise InvalidInput(errors={"amount": [str(exc)]}) from None
+        data = PayoutIn(data=request.data)
+        data.is_valid(raise_exception=True)
         provider = active_provider()
         if provider.name == "stripe":
             from payouts.stripe_provider import ready_account
 
             ready_account(user)
         payout = services.payout_request(
-            worker=user, currency=currency, provider=provider.name, amount=amount
-        )
+            worker=user, currency=data.validated_data["currency"], provider=provider.name,
+            amount=data.validated_data["amount"],
+        )  # fmt: skip
         provider.submitted(payout)
         return Response(payout_json(payout), status=status.HTTP_201_CREATED)
 
@@ -331,6 +436,28 @@ class MyPayoutsApi(APIView):
 
 
 # --- Payout accounts, operators' batches, webhooks -------------------------------------------
+
+
+class HttpUrlField(StrictCharField):
+    """An absolute http(s) URL (Stripe sends the worker back to it)."""
+
+    default_error_messages = messages(
+        "An absolute http(s) URL.", "required", "null", "blank", "invalid"
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        url = super().to_internal_value(data)
+        if not url.startswith(("https://", "http://")):
+            self.fail("invalid")
+        return url
+
+
+class PayoutAccountIn(serializers.Serializer):
+    refresh_url = HttpUrlField(help_text="Where Stripe sends the worker when the link expired.")
+    return_url = HttpUrlField(help_text="Where Stripe sends the worker after onboarding.")
 
 
 class MyPayoutAccountApi(APIView):
@@ -347,12 +474,7 @@ class MyPayoutAccountApi(APIView):
             account = account_refresh(account)
         return Response(account_json(provider.name, account, None))
 
-    @extend_schema(
-        request=inline_serializer(
-            "PayoutAccountIn",
-            {"refresh_url": serializers.URLField(), "return_url": serializers.URLField()},
-        )
-    )
+    @extend_schema(request=PayoutAccountIn)
     def post(self, request: Request) -> Response:
         provider = active_provider()
         if provider.name != "stripe":
@@ -361,11 +483,12 @@ class MyPayoutAccountApi(APIView):
             )
         from payouts.stripe_provider import onboarding_start
 
-        data = request.data if isinstance(request.data, dict) else {}
+        data = PayoutAccountIn(data=request.data)
+        data.is_valid(raise_exception=True)
         onboarding = onboarding_start(
             worker=request_user(request),
-            refresh_url=str(data.get("refresh_url", "")),
-            return_url=str(data.get("return_url", "")),
+            refresh_url=data.validated_data["refresh_url"],
+            return_url=data.validated_data["return_url"],
         )
         return Response(account_json(provider.name, onboarding.account, onboarding.url))
 
@@ -417,20 +540,21 @@ def batch_json(batch: PayoutBatch) -> dict[str, Any]:
     }
 
 
+class BatchIn(serializers.Serializer):
+    currency = _currency_field("A three-letter ISO 4217 currency code.")
+
+    def validate_currency(self, value: str | None) -> str:
+        return _currency(value)
+
+
 class PayoutBatchesApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(
-        request=inline_serializer("BatchIn", {"currency": serializers.CharField()}),
-        responses={201: dict},
-    )
+    @extend_schema(request=BatchIn, responses={201: dict})
     def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        try:
-            currency = normalize_currency(str(data.get("currency") or settings.DEFAULT_CURRENCY))
-        except MoneyError as exc:
-            raise InvalidInput(errors={"currency": [str(exc)]}) from None
-        batch = batch_create(currency=currency, by=request_user(request))
+        data = BatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        batch = batch_create(currency=data.validated_data["currency"], by=request_user(request))
         return Response(batch_json(batch), status=status.HTTP_201_CREATED)
 
 
@@ -464,12 +588,14 @@ class PayoutBatchPaidApi(APIView):
 class PayoutFailedApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(request=Reason)
+    @extend_schema(request=ReasonRequiredIn)
     def post(self, request: Request, payout_id: int) -> Response:
         payout = Payout.objects.filter(pk=payout_id).first()
         if payout is None:
             raise NotFound("No such payout.")
-        payout = payout_mark_failed(payout=payout, reason=_reason(request, required=True))
+        data = ReasonRequiredIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        payout = payout_mark_failed(payout=payout, reason=data.validated_data["reason"])
         return Response(payout_json(payout))
 
 

@@ -9,7 +9,8 @@ bonus, a second open payout for one worker are refused by the database.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.utils import timezone
 from crowd.contracts import worker_score
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
-from crowd.money import MoneyError, format_amount, money_json, parse_amount
+from crowd.money import format_amount, money_json, parse_amount
 from payouts.models import (
     Bonus,
     EntryKind,
@@ -53,7 +54,7 @@ def balances(worker_id: int) -> dict[str, int]:
     return {r["currency"]: int(r["s"]) for r in rows}
 
 
-def project_earnings(project: Project, worker_ids: Any) -> dict[int, int]:
+def project_earnings(project: Project, worker_ids: Sequence[int]) -> dict[int, int]:
     """What each worker has earned in the project (rewards, bonuses and adjustments)."""
     rows = (
         LedgerEntry.objects.filter(project=project, worker_id__in=list(worker_ids))
@@ -200,7 +201,7 @@ def reviews_bulk(
     return {"done": done, "refused": refused}
 
 
-def approvals_due(*, now: Any = None, limit: int = 1000) -> int:
+def approvals_due(*, now: datetime | None = None, limit: int = 1000) -> int:
     """Review the submitted answers whose project's review delay has passed: approve them,
     or reject those flagged for rejection. Returns how many were reviewed."""
     now = now or timezone.now()
@@ -290,36 +291,20 @@ def budget_blocks(project: Project) -> bool:
 def bonus_grant(
     *,
     project: Project,
-    worker_id: Any,
-    amount: Any,
-    reason: Any,
+    worker_id: int,
+    amount: int,
+    reason: str,
     by: User | None,
     idempotency_key: str = "",
     rule: str = "",
 ) -> tuple[Bonus, bool]:
-    """Grant a bonus to a worker who has worked on the project; returns (bonus, created).
-    A repeated request with the same idempotency key returns the first bonus."""
-    errors: dict[str, list[str]] = {}
-    if not isinstance(reason, str) or not reason.strip():
-        errors["reason"] = ["Tell the worker what it is for."]
-    elif len(reason) > 300:
-        errors["reason"] = ["At most 300 characters."]
-    minor = 0
-    if isinstance(amount, int) and not isinstance(amount, bool) and rule:
-        minor = amount
-    else:
-        try:
-            minor = parse_amount(
-                amount if isinstance(amount, str) else str(amount), project.currency
-            )
-        except MoneyError as exc:
-            errors["amount"] = [str(exc)]
-    if not errors.get("amount") and minor <= 0:
-        errors["amount"] = ["Must be more than zero."]
-    if isinstance(worker_id, bool) or not isinstance(worker_id, int):
-        errors["worker"] = ["Give the worker's id."]
-    if errors:
-        raise InvalidInput("The bonus is not valid.", errors=errors)
+    """Grant ``amount`` (minor units of the project's currency) to a worker who has worked on
+    the project, for ``reason`` (shown to them); returns (bonus, created). A repeated request
+    with the same idempotency key returns the first bonus."""
+    if amount <= 0:
+        raise InvalidInput(
+            "The bonus is not valid.", errors={"amount": ["Must be more than zero."]}
+        )
     if idempotency_key:
         earlier = Bonus.objects.filter(
             project=project, granted_by=by, idempotency_key=idempotency_key
@@ -333,19 +318,19 @@ def bonus_grant(
         with transaction.atomic():
             project.lock()
             left = budget_left(project)
-            if left is not None and minor > left:
+            if left is not None and amount > left:
                 raise Conflict(
                     f"The bonus would pass the project's budget "
                     f"({format_amount(max(left, 0), project.currency)} left).",
                     code="budget_exceeded",
                 )
             bonus = Bonus.objects.create(
-                project=project, worker=worker, amount=minor, currency=project.currency,
-                reason=reason.strip(), granted_by=by, idempotency_key=idempotency_key, rule=rule,
+                project=project, worker=worker, amount=amount, currency=project.currency,
+                reason=reason, granted_by=by, idempotency_key=idempotency_key, rule=rule,
             )  # fmt: skip
             LedgerEntry.objects.create(
-                worker=worker, project=project, kind=EntryKind.BONUS, amount=minor,
-                currency=project.currency, bonus=bonus, memo=reason.strip()[:300],
+                worker=worker, project=project, kind=EntryKind.BONUS, amount=amount,
+                currency=project.currency, bonus=bonus, memo=reason[:300],
             )  # fmt: skip
     except IntegrityError:
         # A concurrent twin with the same key (or the same rule) won.

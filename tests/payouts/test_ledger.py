@@ -189,11 +189,11 @@ def test_bonuses_need_a_reason_a_project_worker_and_budget(manager) -> None:
     stranger = WorkerFactory.create()
     assert submit(project, worker) is not None
     bonus, created = services.bonus_grant(
-        project=project, worker_id=worker.pk, amount="1.50", reason="Careful work", by=manager,
+        project=project, worker_id=worker.pk, amount=150, reason="Careful work", by=manager,
         idempotency_key="k1",
     )  # fmt: skip
     again, created_again = services.bonus_grant(
-        project=project, worker_id=worker.pk, amount="1.50", reason="Careful work", by=manager,
+        project=project, worker_id=worker.pk, amount=150, reason="Careful work", by=manager,
         idempotency_key="k1",
     )  # fmt: skip
     assert created
@@ -201,14 +201,14 @@ def test_bonuses_need_a_reason_a_project_worker_and_budget(manager) -> None:
     assert again.pk == bonus.pk
     assert services.balance(worker.pk, "USD") == 150
     with pytest.raises(InvalidInput):
-        services.bonus_grant(project=project, worker_id=stranger.pk, amount="1", reason="x",
+        services.bonus_grant(project=project, worker_id=stranger.pk, amount=100, reason="x",
                              by=manager)  # fmt: skip
     with pytest.raises(InvalidInput):
-        services.bonus_grant(project=project, worker_id=worker.pk, amount="-1", reason="x",
+        services.bonus_grant(project=project, worker_id=worker.pk, amount=-100, reason="x",
                              by=manager)  # fmt: skip
     # 1000 budget: 150 bonus + 25 submitted = 175 committed, 825 left.
     with pytest.raises(Conflict) as over:
-        services.bonus_grant(project=project, worker_id=worker.pk, amount="8.26", reason="x",
+        services.bonus_grant(project=project, worker_id=worker.pk, amount=826, reason="x",
                              by=manager)  # fmt: skip
     assert over.value.code == "budget_exceeded"
 
@@ -269,7 +269,7 @@ def test_random_sequences_keep_the_books_straight(manager, settings, operations)
             worker = workers[op[1]]
             try:
                 services.bonus_grant(
-                    project=project, worker_id=worker.pk, amount=f"{op[2] / 100:.2f}",
+                    project=project, worker_id=worker.pk, amount=op[2],
                     reason="bonus", by=manager,
                 )  # fmt: skip
                 expected[worker.pk] += op[2]
