@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Count
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiTypes, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowd.errors import InvalidInput, NotFound
+from crowd.errors import NotFound
+from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from qa import merge, selectors, services
@@ -31,25 +32,43 @@ def gold_json(gold: GoldAnswer, tasks: int) -> dict[str, object]:
     }
 
 
+@extend_schema_field(OpenApiTypes.INT)
+class ImageRefField(serializers.Field):
+    """An image id. A value that is not an integer names no image: it reads as None, which
+    the service answers like an id of no image of the project (404)."""
+
+    def to_internal_value(self, data: Any) -> int | None:
+        if isinstance(data, bool) or not isinstance(data, int) or not ID_MIN <= data <= ID_MAX:
+            return None
+        return data
+
+
+class GoldIn(serializers.Serializer):
+    default_error_messages = messages('Send {"image": id, "annotations": [...]}.', "invalid")
+
+    image = ImageRefField(required=False, default=None, allow_null=True)
+    annotations = serializers.ListField(
+        child=serializers.DictField(
+            error_messages=messages("Each annotation is a JSON object.", "not_a_dict")
+        ),
+        error_messages=messages("Give the annotations as a list.", "not_a_list", "null"),
+        help_text="Items as in an answer of the project's kind, in full-image pixels.",
+    )
+
+
 class GoldApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(
-        request=inline_serializer(
-            "GoldIn", {"image": serializers.IntegerField(), "annotations": serializers.JSONField()}
-        )
-    )
+    @extend_schema(request=GoldIn)
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        if not isinstance(request.data, dict):
-            raise InvalidInput('Send {"image": id, "annotations": [...]}.')
-        if "annotations" not in request.data:
-            raise InvalidInput(errors={"annotations": ["This field is required."]})
+        data = GoldIn(data=request.data)
+        data.is_valid(raise_exception=True)
         gold, created = services.gold_set(
             project=project,
-            image_id=request.data.get("image"),
-            annotations=request.data["annotations"],
+            image_id=data.validated_data["image"],
+            annotations=data.validated_data["annotations"],
             user=user,
         )
         return Response(
@@ -102,17 +121,26 @@ class ProjectWorkerApi(APIView):
         return Response(data)
 
 
+class SuspendIn(serializers.Serializer):
+    reason = StrictCharField(
+        required=False, default="", allow_blank=True, trim_whitespace=False,
+        error_messages=messages("Give the reason as text.", "invalid", "null"),
+        help_text="Shown to the worker; by default that the project's manager suspended them.",
+    )  # fmt: skip
+
+
 class WorkerSuspendApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(request=inline_serializer("SuspendIn", {"reason": serializers.CharField()}))
+    @extend_schema(request=SuspendIn)
     def post(self, request: Request, project_id: int, worker_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        reason = request.data.get("reason", "") if isinstance(request.data, dict) else ""
-        if not isinstance(reason, str):
-            raise InvalidInput(errors={"reason": ["Give the reason as text."]})
-        services.worker_suspend(project=project, worker_id=worker_id, by=user, reason=reason)
+        data = SuspendIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.worker_suspend(
+            project=project, worker_id=worker_id, by=user, reason=data.validated_data["reason"]
+        )
         return Response(selectors.project_worker(project, worker_id))
 
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from crowd import claims
 from crowd.claims import ClaimLost
+from crowd.models import User
 from qa import services
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
@@ -171,7 +172,7 @@ def task_reference(project: Project, task: Task) -> dict[str, Any]:
 # --- Project runs ------------------------------------------------------------------------------
 
 
-def consensus_run_request(*, project: Project, user: Any = None) -> ConsensusRun:
+def consensus_run_request(*, project: Project, user: User | None = None) -> ConsensusRun:
     """Queue a computation of the project's consensus; the job starts after commit."""
     from crowd.jobs import send_on_commit
     from qa.jobs import consensus_compute

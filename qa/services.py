@@ -30,17 +30,15 @@ from tasks.services import tasks_mark_gold
 
 @transaction.atomic
 def gold_set(
-    *, project: Project, image_id: Any, annotations: Any, user: User
+    *, project: Project, image_id: int | None, annotations: list[dict[str, Any]], user: User
 ) -> tuple[GoldAnswer, bool]:
-    """Store (or replace) the expert answer of an image and mark its tasks gold.
+    """Store (or replace) the expert answer of an image and mark its tasks gold; the
+    annotations are checked against the project's labels and the image's bounds.
 
-    Returns the answer and whether it was created.
+    Returns the answer and whether it was created. No image (None), or none of this project's
+    by that id, is NotFound.
     """
-    image = (
-        Image.objects.filter(project=project, pk=image_id).first()
-        if isinstance(image_id, int) and not isinstance(image_id, bool)
-        else None
-    )
+    image = None if image_id is None else Image.objects.filter(project=project, pk=image_id).first()
     if image is None:
         raise NotFound("No such image in this project.")
     if image.status != ImageStatus.READY:
