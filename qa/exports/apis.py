@@ -7,8 +7,8 @@ from typing import Any
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiTypes, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from crowd.errors import Conflict, NotFound
 from crowd.models import User
 from crowd.permissions import IsManagerOrClient, request_user
-from qa.exports.build import export_request
+from qa.exports.build import ExportIn, export_create
 from qa.models import DatasetExport, RunStatus
 from tasks.selectors import project_for_user, projects_for_user
 
@@ -60,20 +60,6 @@ def export_for_user(user: User, export_id: int) -> DatasetExport:
     return export
 
 
-ExportIn = inline_serializer(
-    "ExportIn",
-    {
-        "format": serializers.ChoiceField(["coco", "yolo", "voc", "csv", "raw"]),
-        "min_confidence": serializers.FloatField(required=False),
-        "low_confidence": serializers.ChoiceField(["include", "exclude"], required=False),
-        "include_images": serializers.BooleanField(required=False),
-        "split": serializers.DictField(required=False),
-        "segmentation": serializers.ChoiceField(["polygon", "rle"], required=False),
-        "consensus_run": serializers.IntegerField(required=False),
-    },
-)
-
-
 class ProjectExportsApi(APIView):
     """A project's dataset versions: list them, or request a new one."""
 
@@ -83,7 +69,9 @@ class ProjectExportsApi(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_user(user, project_id)
-        export = export_request(project=project, user=user, data=request.data)
+        data = ExportIn(data=request.data, context={"project": project})
+        data.is_valid(raise_exception=True)
+        export = export_create(project=project, user=user, **data.validated_data)
         return Response(export_json(export, request), status=status.HTTP_202_ACCEPTED)
 
     def get(self, request: Request, project_id: int) -> Response:

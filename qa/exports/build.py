@@ -16,20 +16,23 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NotRequired, TypedDict
 
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Avg, Count, F, Max, Q
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
 from crowd import claims
 from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
+from crowd.fields import StrictBooleanField, StrictFloatField, StrictIntegerField, messages
 from crowd.models import User
 from qa import merge
 from qa.exports import formats
@@ -76,103 +79,198 @@ FORMAT_NAMES = {
 # --- Request -----------------------------------------------------------------------------------
 
 
-def _bool(data: dict[str, Any], key: str, default: bool, errors: dict[str, list[str]]) -> bool:
-    value = data.get(key, default)
-    if not isinstance(value, bool):
-        errors[key] = ["Must be true or false."]
-        return default
-    return value
+class Split(TypedDict):
+    train: float
+    val: float
+    test: float
+    seed: int
 
 
-def export_options(project: Project, data: Any) -> tuple[str, dict[str, Any]]:
-    """The format and the validated options of an export request, or InvalidInput."""
-    if not isinstance(data, dict):
-        raise InvalidInput('Send {"format": "coco" | "yolo" | "voc" | "csv" | "raw", ...}.')
-    errors: dict[str, list[str]] = {}
-    fmt = data.get("format")
-    if fmt not in ExportFormat.values:
-        raise InvalidInput(
-            errors={"format": [f"Must be one of: {', '.join(ExportFormat.values)}."]}
+class ExportOptions(TypedDict):
+    """An export's settings as validated: ``DatasetExport.options``."""
+
+    min_confidence: float
+    low_confidence: str  # "include" or "exclude"
+    include_images: bool
+    segmentation: str  # "polygon" or "rle"
+    split: NotRequired[Split]
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {
+            **{name: {"type": "number", "minimum": 0, "maximum": 1} for name in formats.SUBSETS},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        },
+        "additionalProperties": False,
+    }
+)
+class SplitField(serializers.Field):
+    """Train/val/test fractions adding up to 1 (a subset left out has none), and a seed."""
+
+    SHAPE = 'Send {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0}.'
+
+    def to_internal_value(self, data: Any) -> Split:
+        if not isinstance(data, dict) or set(data) - {*formats.SUBSETS, "seed"}:
+            raise serializers.ValidationError(self.SHAPE)
+        fractions = {}
+        for name in formats.SUBSETS:
+            value = data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise serializers.ValidationError(f"{name} must be a fraction from 0 to 1.")
+            fractions[name] = float(value)
+        if abs(sum(fractions.values()) - 1) > 1e-6:
+            raise serializers.ValidationError("The fractions must add up to 1.")
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise serializers.ValidationError("seed must be a non-negative integer.")
+        return Split(
+            train=fractions["train"], val=fractions["val"], test=fractions["test"], seed=seed
         )
-    if project.kind not in KINDS[ExportFormat(fmt)]:
-        raise InvalidInput(
-            errors={"format": [f"A {project.kind} project cannot be exported as {fmt}."]}
-        )
-    known = {"format", "min_confidence", "low_confidence", "include_images", "split",
-             "segmentation", "consensus_run"}  # fmt: skip
-    for key in sorted(set(data) - known):
-        errors[key] = ["Unknown option."]
-    options: dict[str, Any] = {}
-    minimum = data.get("min_confidence", 0.0)
-    if isinstance(minimum, bool) or not isinstance(minimum, int | float) or not 0 <= minimum <= 1:
-        errors["min_confidence"] = ["Must be a number from 0 to 1."]
-    else:
-        options["min_confidence"] = float(minimum)
-    low = data.get("low_confidence", "include")
-    if low not in ("include", "exclude"):
-        errors["low_confidence"] = ['Must be "include" or "exclude".']
-    options["low_confidence"] = low
-    images_default = fmt in (ExportFormat.YOLO, ExportFormat.VOC)
-    include_images = _bool(data, "include_images", images_default, errors)
-    if fmt in (ExportFormat.CSV, ExportFormat.RAW) and include_images:
-        errors["include_images"] = [f"A {fmt} export carries no images."]
-    if fmt == ExportFormat.YOLO and project.kind == Kind.CLASSIFICATION and not include_images:
-        errors["include_images"] = ["A YOLO classification dataset is its images, by folder."]
-    options["include_images"] = include_images
-    split = data.get("split")
-    if split is not None:
-        if fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
+
+
+class ExportIn(serializers.Serializer):
+    """A dataset version to build: its format, its options and, optionally, the consensus run
+    to build it from."""
+
+    # Checked against the kind of ``context["project"]``; the valid data are the arguments of
+    # ``export_create``: ``fmt``, ``options`` and ``consensus_run_id``.
+
+    default_error_messages = messages(
+        'Send {"format": "coco" | "yolo" | "voc" | "csv" | "raw", ...}.', "invalid"
+    )
+
+    format = serializers.ChoiceField(
+        ExportFormat.values,
+        error_messages=messages(
+            f"Must be one of: {', '.join(ExportFormat.values)}.",
+            "required",
+            "null",
+            "invalid_choice",
+        ),
+    )
+    min_confidence = StrictFloatField(
+        required=False, default=0.0, min_value=0, max_value=1,
+        error_messages=messages(
+            "Must be a number from 0 to 1.", "null", "invalid", "overflow", "min_value",
+            "max_value",
+        ),
+        help_text="Leave out shapes (classification: images) of lower confidence.",
+    )  # fmt: skip
+    low_confidence = serializers.ChoiceField(
+        ["include", "exclude"], default="include",
+        error_messages=messages('Must be "include" or "exclude".', "null", "invalid_choice"),
+        help_text="Whether images whose answers disagreed at the overlap cap are exported.",
+    )  # fmt: skip
+    include_images = StrictBooleanField(
+        required=False,
+        error_messages=messages("Must be true or false.", "null", "invalid"),
+        help_text="Ship the image files (default: YOLO and Pascal VOC do, others do not).",
+    )
+    split = SplitField(required=False, allow_null=True, help_text="YOLO and Pascal VOC only.")
+    segmentation = serializers.ChoiceField(
+        ["polygon", "rle"], default="polygon",
+        error_messages=messages('Must be "polygon" or "rle".', "null", "invalid_choice"),
+        help_text="Polygon masks as RLE: COCO exports of polygon projects only.",
+    )  # fmt: skip
+    consensus_run = StrictIntegerField(
+        required=False, allow_null=True,
+        error_messages=messages("The id of a consensus run.", "invalid", "min_value", "max_value"),
+        help_text="Build from the project's latest finished consensus run (its id) instead "
+        "of a fresh one.",
+    )  # fmt: skip
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors = {key: ["Unknown option."] for key in unknown}
+        try:
+            values = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **errors}) from None
+            raise
+        if errors:
+            raise serializers.ValidationError(errors)
+        return values
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = self.context["project"].kind
+        fmt = ExportFormat(attrs["format"])
+        if kind not in KINDS[fmt]:
+            raise serializers.ValidationError(
+                {"format": [f"A {kind} project cannot be exported as {fmt}."]}
+            )
+        errors: dict[str, list[str]] = {}
+        include_images = attrs.get("include_images", fmt in (ExportFormat.YOLO, ExportFormat.VOC))
+        if fmt in (ExportFormat.CSV, ExportFormat.RAW) and include_images:
+            errors["include_images"] = [f"A {fmt} export carries no images."]
+        if fmt == ExportFormat.YOLO and kind == Kind.CLASSIFICATION and not include_images:
+            errors["include_images"] = ["A YOLO classification dataset is its images, by folder."]
+        split = attrs.get("split")
+        if split is not None and fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
             errors["split"] = ["Only YOLO and Pascal VOC exports are split."]
-        else:
-            options["split"] = _split(split, errors)
-    segmentation = data.get("segmentation", "polygon")
-    if segmentation not in ("polygon", "rle"):
-        errors["segmentation"] = ['Must be "polygon" or "rle".']
-    elif segmentation == "rle" and (fmt != ExportFormat.COCO or project.kind != Kind.POLYGON):
-        errors["segmentation"] = ["Masks as RLE are for COCO exports of polygon projects."]
-    options["segmentation"] = segmentation
-    if errors:
-        raise InvalidInput("The export options are not valid.", errors=errors)
-    return fmt, options
+        segmentation = attrs["segmentation"]
+        if segmentation == "rle" and (fmt != ExportFormat.COCO or kind != Kind.POLYGON):
+            errors["segmentation"] = ["Masks as RLE are for COCO exports of polygon projects."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        options = ExportOptions(
+            min_confidence=float(attrs["min_confidence"]),
+            low_confidence=attrs["low_confidence"],
+            include_images=include_images,
+            segmentation=segmentation,
+        )
+        if split is not None:
+            options["split"] = split
+        return {"fmt": fmt, "options": options, "consensus_run_id": attrs.get("consensus_run")}
 
 
-def _split(split: Any, errors: dict[str, list[str]]) -> dict[str, Any] | None:
-    if not isinstance(split, dict) or set(split) - {"train", "val", "test", "seed"}:
-        errors["split"] = ['Send {"train": 0.8, "val": 0.1, "test": 0.1, "seed": 0}.']
-        return None
-    fractions = {}
-    for name in formats.SUBSETS:
-        value = split.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            errors["split"] = [f"{name} must be a fraction from 0 to 1."]
-            return None
-        fractions[name] = float(value)
-    if abs(sum(fractions.values()) - 1) > 1e-6:
-        errors["split"] = ["The fractions must add up to 1."]
-        return None
-    seed = split.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        errors["split"] = ["seed must be a non-negative integer."]
-        return None
-    return {**fractions, "seed": seed}
+def _validated(project: Project, data: object) -> dict[str, Any]:
+    request = ExportIn(data=data, context={"project": project})
+    if not request.is_valid():
+        raise InvalidInput(errors=request.errors)
+    return request.validated_data
 
 
-def export_request(*, project: Project, user: User | None, data: Any) -> DatasetExport:
-    """Validate the options, number the version and queue its build after commit."""
+def export_options(
+    project: Project, data: Mapping[str, object]
+) -> tuple[ExportFormat, ExportOptions]:
+    """The format and options of an export request as a client sends it, validated as the
+    API validates it (InvalidInput otherwise)."""
+    spec = _validated(project, data)
+    return spec["fmt"], spec["options"]
+
+
+def export_request(
+    *, project: Project, user: User | None, data: Mapping[str, object]
+) -> DatasetExport:
+    """An export requested as a client sends it (``{"format": "coco", ...}``): for scripts
+    and the demo, validated by :class:`ExportIn` as the API request is, then queued by
+    :func:`export_create`."""
+    return export_create(project=project, user=user, **_validated(project, data))
+
+
+def export_create(
+    *,
+    project: Project,
+    user: User | None,
+    fmt: ExportFormat,
+    options: ExportOptions,
+    consensus_run_id: int | None = None,
+) -> DatasetExport:
+    """Number the version and queue its build after commit: built from ``consensus_run_id``
+    (which must be the project's latest finished run), or from a fresh run."""
     from crowd.jobs import send_on_commit
     from qa.jobs import export_build
 
-    fmt, options = export_options(project, data)
-    run_id = data.get("consensus_run")
-    if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, int)):
-        raise InvalidInput(errors={"consensus_run": ["The id of a consensus run."]})
     with transaction.atomic():
         # One version number per request, even for concurrent requests.
         project.lock()
         run = None
-        if run_id is not None:
+        if consensus_run_id is not None:
             run = merge.latest_run(project)
-            if run is None or run.pk != run_id:
+            if run is None or run.pk != consensus_run_id:
                 raise Conflict(
                     "Only the project's latest finished consensus run can be exported; "
                     "leave consensus_run out to compute a fresh one.",
