@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
 from crowd import claims
@@ -37,11 +37,13 @@ from qa.models import (
     ConsensusResult,
     ConsensusRun,
     GoldAnswer,
+    GoldResult,
     RunStatus,
     WorkerScore,
 )
 from qa.reliability import Evidence, vote_weight
-from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project, Task
+from qa.selectors import project_agreement
+from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project, Task
 from tasks.schema import project_schema
 
 logger = logging.getLogger(__name__)
@@ -193,6 +195,35 @@ def _counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
     return [r for r in rows if r[3] not in suspended]
 
 
+TALLIED_AGREEMENT = (
+    "tasks", "fleiss_kappa", "krippendorff_alpha", "mean_pairwise_iou", "mean_pairwise_f1",
+)  # fmt: skip
+
+
+def run_tally(
+    project: Project, answers: Sequence[tuple[int, int, int, int, Any]]
+) -> dict[str, Any]:
+    """What a run counted, read when it reads its ``answers`` (those that count) and recorded
+    with it: the dataset card of a version built from the run reports these figures, not the
+    project's as they are when the version is built or read."""
+    gold = GoldResult.objects.filter(project=project).aggregate(
+        results=Count("pk"), mean_score=Avg("score"), passed=Count("pk", filter=Q(passed=True))
+    )
+    images = Image.objects.filter(project=project).aggregate(
+        ready=Count("pk", filter=Q(status=ImageStatus.READY)),
+        failed=Count("pk", filter=Q(status=ImageStatus.FAILED)),
+    )
+    agreement = project_agreement(project)
+    return {
+        "answers": len(answers),
+        "workers": len({worker for _, _, _, worker, _ in answers}),
+        "suspended": len(services.suspended_workers(project_id=project.pk)),
+        "gold": gold,
+        "agreement": {key: agreement.get(key) for key in TALLIED_AGREEMENT},
+        "images": images,
+    }
+
+
 def consensus_compute(*, run_id: int) -> ConsensusRun | None:
     """Compute and store the consensus of every answered image of the run's project,
     replacing earlier results. Safe to run twice, even at once: the copy that claims the run
@@ -211,13 +242,14 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
         project = run.project
         try:
             answers = _counted_answers(project)
+            tally = run_tally(project, answers)
             if project.kind == Kind.CLASSIFICATION:
                 method, results = _classification_results(project, answers)
             else:
                 method, results = _shape_results(project, answers)
             results += _gold_results(project)
             params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
-            claim.fence(method=method, images_total=len(results), params=params)
+            claim.fence(method=method, images_total=len(results), params=params, tally=tally)
             _store(run, results, claim)
             if not claim.release(status=RunStatus.DONE, finished_at=timezone.now()):
                 raise ClaimLost(f"consensus run {run_id} was taken over before it was done")

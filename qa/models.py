@@ -150,6 +150,10 @@ class ConsensusRun(models.Model):
     params = models.JSONField(default=dict)
     images_total = models.PositiveIntegerField(default=0)
     images_done = models.PositiveIntegerField(default=0)
+    # What the run counted, as it stood when the run read its answers (``qa.merge.run_tally``):
+    # answers, workers, suspensions, gold results, agreement, images. A dataset card reports
+    # these, so a version describes its run whatever the project does afterwards.
+    tally = models.JSONField(default=dict)
     error = models.CharField(max_length=500, blank=True, default="")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

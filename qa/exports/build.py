@@ -4,8 +4,10 @@ An export is a numbered, immutable dataset version. The job (``qa.jobs.export_bu
 computes a fresh consensus run unless the request named the project's current one, then
 streams that run's results, ordered by image, through a writer of ``qa.exports.formats`` into
 a temporary file, hashes it and stores it. A run's results are never changed (see
-``ConsensusResult``), so the version is a snapshot even while work goes on. A retried job
-starts the file over; a finished version is never rebuilt.
+``ConsensusResult``), so the version is a snapshot even while work goes on. Its dataset card
+is made once per build, from that run (its results and the figures it recorded when it was
+computed), stored with the version and shipped, the same text, inside zipped formats. A
+retried job starts the file over; a finished version is never rebuilt.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, NotRequired, TypedDict
@@ -24,7 +26,7 @@ from typing import IO, Any, NotRequired, TypedDict
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Avg, Count, F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -42,14 +44,12 @@ from qa.models import (
     ConsensusRun,
     DatasetExport,
     ExportFormat,
-    GoldResult,
     RunStatus,
     WorkerScore,
     WorkerStatus,
 )
-from qa.selectors import project_agreement
 from tasks.imaging import FORMATS
-from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project
+from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
 from tasks.schema import project_labels
 
 logger = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def _build(export: DatasetExport, claim: claims.Claim) -> None:
     export.images_total = ConsensusResult.objects.filter(run=run).count()
     claim.fence(method=export.method, params=export.params, images_total=export.images_total)
     with tempfile.TemporaryFile() as out:
-        counts = _write(export, run, out, claim)
+        counts, card = _write(export, run, out, claim)
         out.seek(0)
         sha256 = _sha256(out)
         out.seek(0)
@@ -365,7 +365,7 @@ def _build(export: DatasetExport, claim: claims.Claim) -> None:
         export.size_bytes = default_storage.size(stored)
         export.sha256 = sha256
         export.counts = counts.as_json()
-        export.card = dataset_card(export, run, counts)
+        export.card = card
     except BaseException:
         default_storage.delete(stored)
         raise
@@ -438,13 +438,31 @@ def _labels(project: Project) -> list[Label]:
     ]
 
 
-def _write(export: DatasetExport, run: ConsensusRun, out: IO[bytes], claim: claims.Claim) -> Counts:
-    project = export.project
-    labels = _labels(project)
+def _write(
+    export: DatasetExport, run: ConsensusRun, out: IO[bytes], claim: claims.Claim
+) -> tuple[Counts, str]:
+    """Write the version's file to ``out``; returns what it holds and its dataset card. The
+    card is made once, when the writer knows the counts: a zipped format ships that very text
+    as its README.md, and the version records it."""
+    cards: list[str] = []
 
     def card(counts: Counts) -> str:
-        return dataset_card(export, run, counts)
+        cards.append(dataset_card(export, run, counts))
+        return cards[-1]
 
+    counts = _write_file(export, run, out, claim, card)
+    return counts, cards[-1] if cards else card(counts)
+
+
+def _write_file(
+    export: DatasetExport,
+    run: ConsensusRun,
+    out: IO[bytes],
+    claim: claims.Claim,
+    card: Callable[[Counts], str],
+) -> Counts:
+    project = export.project
+    labels = _labels(project)
     if export.format == ExportFormat.RAW:
         return formats.write_raw(out, raw_answers(export, run), card=card)
     records = export_records(export, run, claim)
@@ -625,8 +643,15 @@ def _progress_event(export: DatasetExport) -> None:
 
 
 def dataset_card(export: DatasetExport, run: ConsensusRun, counts: Counts) -> str:
-    """The version's card, in Markdown. It reads only what the version was built from, so
-    the same inputs give the same card (it is shipped inside the file)."""
+    """The version's card, in Markdown: made once per build (see :func:`_write`), stored
+    in ``DatasetExport.card`` and shipped as README.md in zipped formats.
+
+    It describes the version from what it was built from: the export's options, what the
+    writer wrote (``counts``), and the consensus run: its method and parameters, its results
+    (low-confidence and near-duplicate images) and the figures recorded when it was computed
+    (``ConsensusRun.tally``: answers, workers, suspensions, gold, agreement, images). It
+    reads no live counts of the project, so later work on the project does not change it;
+    only the project's name, kind and labels are read from the project as they are."""
     project = export.project
     options = export.options
     lines = [
@@ -660,7 +685,7 @@ def dataset_card(export: DatasetExport, run: ConsensusRun, counts: Counts) -> st
             lines += ["", "| subset | images |", "|---|---:|"]
             lines += [f"| {s} | {n} |" for s, n in sorted(counts.per_subset.items())]
     lines += ["", "## Quality", "", *_quality(project, run), "", "## Known issues", ""]
-    lines += _known_issues(project, run)
+    lines += _known_issues(run)
     return "\n".join(lines) + "\n"
 
 
@@ -673,30 +698,28 @@ def _split_text(split: dict[str, Any]) -> str:
     return " / ".join(parts) + f" (seed {split['seed']}, stratified by label)"
 
 
+NOT_TALLIED = "- Not recorded for this consensus run (computed before runs recorded them)"
+
+
 def _quality(project: Project, run: ConsensusRun) -> list[str]:
-    answers = Assignment.objects.filter(
-        project=project,
-        task__is_gold=False,
-        status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED],
-    )
-    workers = answers.values("worker_id").distinct().count()
-    suspended = WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).count()
-    gold = GoldResult.objects.filter(project=project).aggregate(
-        n=Count("pk"), mean=Avg("score"), passed=Count("pk", filter=Q(passed=True))
-    )
+    """The run's figures as it recorded them, and its low-confidence results."""
     low = ConsensusResult.objects.filter(run=run, low_confidence=True).count()
+    tally = run.tally
+    if not tally:
+        return [NOT_TALLIED, f"- Low-confidence images (answers disagreed at the cap): {low}"]
+    gold, agreement = tally["gold"], tally["agreement"]
     lines = [
-        f"- Workers: {workers} answered; {suspended} suspended (their answers do not count)",
-        f"- Answers counted: {answers.count()}",
+        f"- Workers: {tally['workers']} answered; {tally['suspended']} suspended "
+        "(their answers do not count)",
+        f"- Answers counted: {tally['answers']}",
     ]
-    if gold["n"]:
+    if gold["results"]:
         lines.append(
-            f"- Gold: {gold['n']} gold answers, mean score {gold['mean']:.3f}, "
-            f"{gold['passed'] / gold['n']:.1%} passed"
+            f"- Gold: {gold['results']} gold answers, mean score {gold['mean_score']:.3f}, "
+            f"{gold['passed'] / gold['results']:.1%} passed"
         )
     else:
         lines.append("- Gold: no gold answers yet")
-    agreement = project_agreement(project)
     if project.kind == Kind.CLASSIFICATION:
         lines.append(
             f"- Agreement over {agreement['tasks']} tasks: Fleiss' kappa "
@@ -718,7 +741,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _known_issues(project: Project, run: ConsensusRun) -> list[str]:
+def _known_issues(run: ConsensusRun) -> list[str]:
     exported = ConsensusResult.objects.filter(run=run)
     near = (
         Image.objects.filter(pk__in=exported.values("image_id"), near_duplicate_of__isnull=False)
@@ -733,11 +756,11 @@ def _known_issues(project: Project, run: ConsensusRun) -> list[str]:
             f"  - `{a}` looks like `{b}` (hash distance {d})"
             for a, b, d in near[:NEAR_DUPLICATES_LISTED]
         ]
-    ready = Image.objects.filter(project=project, status=ImageStatus.READY).count()
-    missing = ready - exported.count()
-    if missing > 0:
-        lines.append(f"- Images not in this version (no finished answers yet): {missing}")
-    failed = Image.objects.filter(project=project, status=ImageStatus.FAILED).count()
-    if failed:
-        lines.append(f"- Uploads rejected as unreadable: {failed}")
+    images = run.tally.get("images")
+    if images:
+        missing = images["ready"] - exported.count()
+        if missing > 0:
+            lines.append(f"- Images not in this version (no finished answers yet): {missing}")
+        if images["failed"]:
+            lines.append(f"- Uploads rejected as unreadable: {images['failed']}")
     return lines or ["- None found."]
