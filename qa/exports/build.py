@@ -45,9 +45,8 @@ from qa.models import (
     DatasetExport,
     ExportFormat,
     RunStatus,
-    WorkerScore,
-    WorkerStatus,
 )
+from qa.services import suspended_workers
 from tasks.imaging import FORMATS
 from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
 from tasks.schema import project_labels
@@ -583,11 +582,7 @@ def raw_answers(export: DatasetExport, run: ConsensusRun) -> Iterator[dict[str, 
     """Every worker answer to the project's real tasks, workers numbered by first appearance
     in this export (``w1``, ``w2``, ...): the client can tell workers apart, not who they are."""
     project = export.project
-    suspended = set(
-        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
-            "worker_id", flat=True
-        )
-    )
+    suspended = suspended_workers(project_id=project.pk)
     pseudonyms: dict[int, str] = {}
     rows = (
         Assignment.objects.filter(
