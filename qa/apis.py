@@ -43,17 +43,34 @@ class ImageRefField(serializers.Field):
         return data
 
 
+class AnnotationListField(serializers.ListField):
+    """A list of annotation objects. Its items are checked by the serializer, which names a
+    fault by its place (``annotations[0]``), as the checks of the items' content do."""
+
+    child = serializers.DictField()
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        return list(data)
+
+
 class GoldIn(serializers.Serializer):
     default_error_messages = messages('Send {"image": id, "annotations": [...]}.', "invalid")
 
     image = ImageRefField(required=False, default=None, allow_null=True)
-    annotations = serializers.ListField(
-        child=serializers.DictField(
-            error_messages=messages("Each annotation is a JSON object.", "not_a_dict")
-        ),
+    annotations = AnnotationListField(
         error_messages=messages("Give the annotations as a list.", "not_a_list", "null"),
         help_text="Items as in an answer of the project's kind, in full-image pixels.",
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors = {
+            f"annotations[{index}]": ["Each annotation is a JSON object."]
+            for index, item in enumerate(attrs["annotations"])
+            if not isinstance(item, dict)
+        }
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
 
 class GoldApi(APIView):
