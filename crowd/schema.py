@@ -3,10 +3,11 @@ answer with, each carrying the one error body (``{"detail", "code", "errors"}``)
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
@@ -25,6 +26,10 @@ WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 class AutoSchema(SpectacularAutoSchema):
+    def get_tags(self) -> list[str]:
+        # Instead of the path's first segment; extend_schema(tags=...) still overrides this.
+        return [tag_for(self.path)]
+
     def _error_statuses(self) -> dict[str, str]:
         view = self.view
         authenticated = bool(getattr(view, "authentication_classes", []))
@@ -55,3 +60,134 @@ class AutoSchema(SpectacularAutoSchema):
                 error = self._get_response_for_code(ErrorOut, code, direction=direction)
                 responses[code] = {**error, "description": description}
         return responses
+
+
+# --- Annotation items -------------------------------------------------------------------------
+# One item of ``annotations`` per kind (shared/API.md). Each closes its properties, so an item
+# matches exactly one of them: a box is not also a classification with an extra key.
+_LABEL = {"type": "string", "description": "One of the project's label names."}
+_MERGED = {
+    "score": {
+        "type": "number",
+        "description": "Merged labels only: the consensus's confidence in this object.",
+    },
+    "num_votes": {
+        "type": "integer",
+        "description": "Merged labels only: how many answers marked this object.",
+    },
+}
+_POINT = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+ANNOTATION_ITEMS: dict[str, dict[str, Any]] = {
+    "KeypointsItem": {
+        "type": "object",
+        "description": "keypoints: one instance, its points in the order of the label's "
+        "keypoint names; v is 0 absent (x, y then 0), 1 occluded, 2 visible.",
+        "properties": {
+            "label": _LABEL,
+            "keypoints": {
+                "type": "array",
+                "items": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 3,
+                    "maxItems": 3,
+                },
+                "description": "[[x, y, v], ...] in full-image pixels.",
+            },
+            **_MERGED,
+        },
+        "required": ["label", "keypoints"],
+        "additionalProperties": False,
+    },
+    "PolygonItem": {
+        "type": "object",
+        "description": "polygon: one outline of at least 3 points enclosing an area.",
+        "properties": {
+            "label": _LABEL,
+            "points": {
+                "type": "array",
+                "items": _POINT,
+                "minItems": 3,
+                "description": "[[x, y], ...] in full-image pixels.",
+            },
+            **_MERGED,
+        },
+        "required": ["label", "points"],
+        "additionalProperties": False,
+    },
+    "BoxItem": {
+        "type": "object",
+        "description": "bbox: one box; a few pixels past the image's edge are clipped to it.",
+        "properties": {
+            "label": _LABEL,
+            "bbox": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 4,
+                "maxItems": 4,
+                "description": "[x, y, width, height] in full-image pixels, origin top-left.",
+            },
+            **_MERGED,
+        },
+        "required": ["label", "bbox"],
+        "additionalProperties": False,
+    },
+    "ClassificationItem": {
+        "type": "object",
+        "description": "classification: the one label of the image (exactly one item).",
+        "properties": {"label": _LABEL, **_MERGED},
+        "required": ["label"],
+        "additionalProperties": False,
+    },
+}
+ANNOTATIONS_SCHEMA = {
+    "type": "array",
+    "items": {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in ANNOTATION_ITEMS]},
+    "description": "The objects of one answer, items as the project's kind has them (none "
+    "means nothing to mark here; a classification has exactly one).",
+}
+
+
+@extend_schema_field(ANNOTATIONS_SCHEMA)
+class AnnotationsField(serializers.JSONField):
+    """``annotations``: parsed as JSON, checked against the project by its validator; the schema
+    names the item of each kind."""
+
+
+def add_components(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Post-processing hook: the annotation items, which the fields above refer to by name."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in ANNOTATION_ITEMS.items():
+        schemas.setdefault(name, schema)
+    return result
+
+
+# --- Tags -------------------------------------------------------------------------------------
+# Each operation's tag, by the first rule its path (after /api/v1/) matches; the tags'
+# descriptions are SPECTACULAR_SETTINGS["TAGS"].
+TAG_RULES: tuple[tuple[str, str], ...] = (
+    (r"^auth/", "Accounts"),
+    (r"^clients/", "Accounts"),
+    (r"^me/$", "Accounts"),
+    (r"^me/(assignments)/", "Work"),
+    (r"^assignments/\{[a-z_]+\}/(submit|skip)/", "Work"),
+    (r"^projects/\{[a-z_]+\}/assignments/", "Work"),
+    (r"^projects/\{[a-z_]+\}/me/", "Work"),
+    (r"^me/", "Money"),
+    (r"^payouts/", "Money"),
+    (r"^assignments/", "Review"),
+    (r"^projects/\{[a-z_]+\}/(reviews|bonuses)/", "Review"),
+    (r"^projects/\{[a-z_]+\}/(gold|workers|agreement|consensus|tasks/\{)", "Quality"),
+    (r"(^|/)exports/", "Datasets"),
+    (r"^images/", "Images"),
+    (r"^projects/\{[a-z_]+\}/images/", "Images"),
+    (r"^projects/", "Projects"),
+)
+
+
+def tag_for(path: str) -> str:
+    rest = re.sub(r"^/api/v1/", "", path)
+    for pattern, tag in TAG_RULES:
+        if re.search(pattern, rest):
+            return tag
+    raise LookupError(f"No tag rule matches {path}")

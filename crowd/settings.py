@@ -315,6 +315,24 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Operation ids name the path after the version: projects_list, not v1_projects_list.
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Item schemas that AnnotationsField refers to, beside drf-spectacular's enum hook.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "crowd.schema.add_components",
+    ],
+    # Each operation's tag comes from crowd.schema.TAG_RULES.
+    "TAGS": [
+        {"name": "Accounts", "description": "Registration, tokens, sessions and the caller."},
+        {"name": "Projects", "description": "Managers' projects: settings, state and progress."},
+        {"name": "Images", "description": "Uploads, the image list and image files."},
+        {"name": "Work", "description": "Workers' leases, answers and history."},
+        {"name": "Quality", "description": "Gold, worker scores, agreement and consensus."},
+        {"name": "Review", "description": "Approving and rejecting answers; bonuses."},
+        {"name": "Money", "description": "Balances, ledger, payout accounts and payouts."},
+        {"name": "Datasets", "description": "Exports of merged labels, and their downloads."},
+    ],
 }
 
 # --- Product ----------------------------------------------------------------------------------
