@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
@@ -13,8 +13,6 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-
-Row = TypeVar("Row")
 
 
 class Page(LimitOffsetPagination):
@@ -26,8 +24,8 @@ class Page(LimitOffsetPagination):
 def paginate(
     request: Request,
     view: APIView,
-    rows: Sequence[Row] | Any,
-    render: Callable[[Iterable[Row]], list[Any]],
+    rows: Any,  # a queryset or a list
+    render: Callable[[Iterable[Any]], list[Any]],
 ) -> Response:
     """One page of ``rows`` (a queryset or a list), each rendered by ``render``."""
     paginator = Page()
