@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import login, logout
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -33,18 +33,39 @@ class RegisterIn(CredentialsIn):
 class UserOut(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
-    role = serializers.CharField()
+    role = serializers.CharField(help_text="worker, manager or client.")
 
 
 class MoneyOut(serializers.Serializer):
-    amount = serializers.CharField()
-    currency = serializers.CharField()
+    amount = serializers.CharField(help_text='A decimal string in the major unit ("12.34").')
+    currency = serializers.CharField(help_text="ISO 4217 code.")
+
+
+class SuspensionOut(serializers.Serializer):
+    project = serializers.IntegerField()
+    reason = serializers.CharField(help_text="Why, as the worker is told.")
 
 
 class MeOut(UserOut):
     email = serializers.CharField()
-    balance = MoneyOut()
-    score = serializers.FloatField(allow_null=True)
+    balance = MoneyOut(help_text="Workers: the balance in the default currency; others: zero.")
+    score = serializers.FloatField(
+        allow_null=True, help_text="Workers: the mean quality score, 0..1; null without one."
+    )
+    # Workers only, contributed by the money and quality apps.
+    balances = MoneyOut(many=True, required=False, help_text="Workers: each currency held.")
+    hourly_rates = MoneyOut(
+        many=True,
+        required=False,
+        help_text="Workers: earnings per hour of active time, per currency.",
+    )
+    suspensions = SuspensionOut(
+        many=True, required=False, help_text="Workers: the projects they are suspended from."
+    )
+
+
+class TokenOut(serializers.Serializer):
+    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")
 
 
 def _user_json(user: User) -> dict[str, Any]:
@@ -65,7 +86,12 @@ class RegisterApi(_AnonymousApi):
 
     throttle_scope = "register"
 
-    @extend_schema(request=RegisterIn, responses={201: UserOut})
+    @extend_schema(
+        request=RegisterIn,
+        responses={201: UserOut},
+        description="Creates a worker account; open to anyone (throttled per client address). "
+        "Managers and clients are created by operators, or by managers through /clients/.",
+    )
     def post(self, request: Request) -> Response:
         data = RegisterIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -78,7 +104,9 @@ class TokenApi(_AnonymousApi):
 
     @extend_schema(
         request=CredentialsIn,
-        responses={200: inline_serializer("TokenOut", {"token": serializers.CharField()})},
+        responses={200: TokenOut},
+        description="Exchanges a username and password for the user's API token, for scripts. "
+        "The same token is returned until it is rotated.",
     )
     def post(self, request: Request) -> Response:
         data = CredentialsIn(data=request.data)
@@ -93,7 +121,12 @@ class LoginApi(_AnonymousApi):
 
     throttle_scope = "auth"
 
-    @extend_schema(request=CredentialsIn, responses={200: MeOut})
+    @extend_schema(
+        request=CredentialsIn,
+        responses={200: MeOut},
+        description="Starts a browser session (session and CSRF cookies) and returns the user "
+        "as /me/ shows them. Scripts use a token instead.",
+    )
     def post(self, request: Request) -> Response:
         data = CredentialsIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -105,7 +138,11 @@ class LoginApi(_AnonymousApi):
 class LogoutApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Ends the browser session, if any; answers 204 with no body either way.",
+    )
     def post(self, request: Request) -> Response:
         logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -114,7 +151,11 @@ class LogoutApi(APIView):
 class MeApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses={200: MeOut})
+    @extend_schema(
+        responses={200: MeOut},
+        description="The signed-in user: account, role, balance and quality score (workers also "
+        "get every currency they hold, hourly rates and suspensions).",
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         return Response(me_json(user))
@@ -125,7 +166,9 @@ class TokenRotateApi(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: inline_serializer("TokenRotated", {"token": serializers.CharField()})},
+        responses={200: TokenOut},
+        description="Replaces the caller's API token with a new one; the old token stops "
+        "working at once.",
     )
     def post(self, request: Request) -> Response:
         user = request_user(request)
@@ -137,7 +180,12 @@ class ClientCreateApi(APIView):
 
     permission_classes = [IsManager]
 
-    @extend_schema(request=RegisterIn, responses={201: UserOut})
+    @extend_schema(
+        request=RegisterIn,
+        responses={201: UserOut},
+        description="Managers only: creates a client account, who can then be given read "
+        "access to a project's datasets through /projects/{id}/clients/.",
+    )
     def post(self, request: Request) -> Response:
         data = RegisterIn(data=request.data)
         data.is_valid(raise_exception=True)
