@@ -298,7 +298,8 @@ class ProjectThroughputApi(APIView):
         project = selectors.project_for_user(request_user(request), project_id)
         raw = request.query_params.get("minutes", "60")
         limit = selectors.THROUGHPUT_MAX_MINUTES
-        if not raw.isdigit() or not 1 <= int(raw) <= limit:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limit:
             raise InvalidInput(errors={"minutes": [f"A whole number from 1 to {limit}."]})
         return Response(selectors.project_throughput(project, minutes=int(raw)))
 

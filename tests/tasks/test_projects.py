@@ -115,6 +115,14 @@ def test_each_role_lists_what_it_may_see(api_as, manager, worker) -> None:
     assert api_as(worker).get(f"/api/v1/projects/{mine.pk}/").status_code == 404
 
 
+def test_throughput_minutes_in_digits_other_than_ascii_are_a_400(api_as, manager) -> None:
+    project = project_create(manager)
+    for odd in ("\u00b2", "\u0661\u0662"):  # a superscript two; Arabic-Indic twelve
+        response = api_as(manager).get(f"/api/v1/projects/{project.pk}/throughput/?minutes={odd}")
+        assert response.status_code == 400, odd
+        assert response.json()["code"] == "invalid"
+
+
 def test_patch_updates_settings_and_kind_is_locked_once_tasks_exist(api_as, manager) -> None:
     project = project_create(manager)
     client = api_as(manager)
