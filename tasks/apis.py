@@ -9,9 +9,17 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.serializers import PolymorphicProxySerializerExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -19,21 +27,380 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from crowd.apis import MoneyOut
 from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
+from crowd.pagination import Page, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
+from crowd.schema import AnnotationsField
 from tasks import ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
-from tasks.models import Assignment, Image, Project, ProjectState, StalledAction
+from tasks.models import Assignment, Image, Kind, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
+
+# --- Schema-only shapes -----------------------------------------------------------------------
+# The serializers named ...Out describe what the views render; they are not used to render.
+
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit",
+        OpenApiTypes.INT,
+        description=f"Rows per page (default {Page.default_limit}, at most {Page.max_limit}; "
+        "more is capped).",
+    ),
+    OpenApiParameter("offset", OpenApiTypes.INT, description="Rows to skip (default 0)."),
+]
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": list(Kind.values),
+        "description": "What workers mark; fixed once the project has tasks.",
+    }
+)
+class KindField(serializers.CharField):
+    """``kind``: read as text and checked by the service, which names the kinds on error."""
+
+
+LABEL_IN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 100},
+        "color": {"type": "string", "description": "#rrggbb; a palette colour if omitted."},
+        "keypoints": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "keypoints projects only: the names of the label's points, in order.",
+        },
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"oneOf": [{"type": "string", "description": "A label name."}, LABEL_IN_SCHEMA]},
+        "minItems": 1,
+        "maxItems": services.MAX_LABELS,
+        "description": "Label names, or {name, color, keypoints} objects (keypoints projects "
+        "need keypoints). Once tasks exist, labels may be recoloured or added, not removed.",
+    }
+)
+class LabelsField(serializers.JSONField):
+    """``labels``: parsed as JSON and normalised by the service, which names each problem."""
+
+
+class LabelOut(serializers.Serializer):
+    name = serializers.CharField()
+    color = serializers.CharField(help_text="#rrggbb")
+    keypoints = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="keypoints projects only: the label's point names, in order.",
+    )
+
+
+class _ProjectBaseOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    instructions = serializers.CharField(allow_blank=True)
+    kind = serializers.CharField(help_text="classification, bbox, polygon, keypoints or mask.")
+    labels = LabelOut(many=True)
+    reward = serializers.CharField(help_text="Per answer, a decimal string in `currency`.")
+    currency = serializers.CharField()
+    assignment_seconds = serializers.IntegerField(help_text="How long a lease lasts.")
+    state = serializers.CharField(help_text="draft, active or paused.")
+
+
+class ProjectWorkerOut(_ProjectBaseOut):
+    """A project as a worker sees it: what the work is and pays, not its configuration."""
+
+    available = serializers.IntegerField(help_text="Answers the project could hand out now.")
+    estimated_seconds = serializers.FloatField(
+        allow_null=True, help_text="Median active time per task lately; null before any answer."
+    )
+
+
+class ProjectManagerOut(_ProjectBaseOut):
+    """A project as its managers (and the clients it is shared with) see it."""
+
+    owner = serializers.CharField(help_text="The creating manager's username.")
+    min_overlap = serializers.IntegerField()
+    max_overlap = serializers.IntegerField()
+    agreement_threshold = serializers.FloatField()
+    gold_rate = serializers.FloatField()
+    min_worker_score = serializers.FloatField()
+    tile_size = serializers.IntegerField(help_text="0: tasks are whole images.")
+    tile_overlap = serializers.IntegerField()
+    iou_threshold = serializers.FloatField()
+    gold_pass_score = serializers.FloatField()
+    keypoint_sigma = serializers.FloatField()
+    exam_tasks = serializers.IntegerField()
+    exam_pass_score = serializers.FloatField()
+    review_delay_hours = serializers.IntegerField()
+    auto_reject_failed_gold = serializers.BooleanField()
+    budget = serializers.CharField(allow_null=True, help_text="Null: no budget.")
+    auto_bonus_amount = serializers.CharField()
+    auto_bonus_min_score = serializers.FloatField()
+    auto_bonus_min_answers = serializers.IntegerField()
+    stalled_action = serializers.CharField(help_text="close or reoffer.")
+    stalled_grace_minutes = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ProjectOut(PolymorphicProxySerializer):
+    """A project as the caller's role sees it: a worker's view or a manager's (and client's).
+    A class of its own, so ``ProjectOut(many=True)`` and ``page_of`` work as for others."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            component_name="Project",
+            serializers=[ProjectWorkerOut, ProjectManagerOut],
+            resource_type_field_name=None,
+            **kwargs,
+        )
+
+
+class ProjectOutExtension(PolymorphicProxySerializerExtension):
+    # drf-spectacular picks an extension by the serializer's exact class, not its bases.
+    target_class = "tasks.apis.ProjectOut"
+
+
+class ImageOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    status = serializers.CharField(help_text="pending, ready or failed.")
+    error = serializers.CharField(allow_null=True, help_text="Why it failed; null otherwise.")
+    format = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    near_duplicate_of = serializers.IntegerField(
+        allow_null=True, help_text="An image of the project this one nearly repeats."
+    )
+    near_duplicate_distance = serializers.IntegerField(allow_null=True)
+    url = serializers.CharField(help_text="The image file (a path on this server).")
+    thumbnail_url = serializers.CharField(allow_null=True, help_text="Null until it is made.")
+
+
+class ImageUploadIn(serializers.Serializer):
+    files = serializers.ListField(
+        child=serializers.FileField(),
+        help_text="Images, or .zip archives of images; any number up to the request's limit.",
+    )
+
+
+class UploadedFileOut(serializers.Serializer):
+    name = serializers.CharField()
+    result = serializers.CharField(help_text="created, duplicate or rejected.")
+    id = serializers.IntegerField(required=False, help_text="created: the new image.")
+    duplicate_of = serializers.IntegerField(required=False, help_text="duplicate: the image.")
+    code = serializers.CharField(required=False, help_text="rejected: why, as a code.")
+    error = serializers.CharField(required=False, help_text="rejected: why, in words.")
+
+
+class RejectedFileOut(serializers.Serializer):
+    name = serializers.CharField()
+    error = serializers.CharField()
+    code = serializers.CharField()
+
+
+class UploadOut(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = RejectedFileOut(many=True)
+    files = UploadedFileOut(many=True, help_text="Every file, archive entries one by one.")
+
+
+# An invalid upload: the error, and when every file was refused (code upload_rejected) the
+# per-file results beside it. (Inline: a Serializer subclass cannot declare ``errors``.)
+UploadRejectedOut = inline_serializer(
+    "UploadRejectedOut",
+    {
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()),
+            help_text="Field name -> messages.",
+        ),
+        "created": serializers.IntegerField(required=False),
+        "duplicates": serializers.IntegerField(required=False),
+        "rejected": RejectedFileOut(many=True, required=False),
+        "files": UploadedFileOut(many=True, required=False),
+    },
+)
+
+
+class ImageCountsOut(serializers.Serializer):
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    ready = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    near_duplicates = serializers.IntegerField()
+
+
+class ProgressOut(serializers.Serializer):
+    tasks = serializers.IntegerField(help_text="All tasks, gold included.")
+    done = serializers.IntegerField()
+    in_progress = serializers.IntegerField(help_text="Open tasks with a lease out.")
+    open = serializers.IntegerField(help_text="Open tasks with no lease out.")
+    gold = serializers.IntegerField()
+    stalled = serializers.IntegerField(help_text="Open tasks no worker left can answer.")
+    assignments_submitted = serializers.IntegerField()
+    images = ImageCountsOut()
+    spent = MoneyOut(help_text="Paid out to workers so far.")
+    # Contributed by the money app.
+    committed = MoneyOut(required=False, help_text="Spent plus answers awaiting review.")
+    budget = MoneyOut(required=False, allow_null=True)
+    median_seconds_per_task = serializers.FloatField(required=False, allow_null=True)
+    effective_hourly_rate = MoneyOut(
+        required=False, allow_null=True, help_text="Reward over the median time per task."
+    )
+    hourly_floor = MoneyOut(required=False)
+    fair_pay_warning = serializers.CharField(
+        required=False, allow_null=True, help_text="Set when workers earn below the floor."
+    )
+
+
+class StalledTaskOut(serializers.Serializer):
+    task = serializers.IntegerField()
+    image = serializers.IntegerField()
+    image_name = serializers.CharField()
+    region = serializers.ListField(
+        child=serializers.IntegerField(), min_length=4, max_length=4, help_text="[x, y, w, h]"
+    )
+    answers = serializers.IntegerField(help_text="Answers that count.")
+    required_overlap = serializers.IntegerField()
+    not_counting = serializers.IntegerField(help_text="Rejected or from suspended workers.")
+    skipped = serializers.IntegerField(help_text="Skipped or let expire.")
+    stalled_since = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    message = serializers.CharField()
+
+
+class StalledOut(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Stalled tasks in all (tasks lists up to 500).")
+    workers = serializers.IntegerField(help_text="Workers who may work on the project.")
+    action = serializers.CharField(help_text="The project's stalled_action: close or reoffer.")
+    grace_minutes = serializers.IntegerField()
+    tasks = StalledTaskOut(many=True)
+
+
+class StalledResolvedOut(StalledOut):
+    closed = serializers.IntegerField(required=False, help_text="action close: tasks closed.")
+    reoffered = serializers.IntegerField(
+        required=False, help_text="action reoffer: tasks offered again."
+    )
+
+
+class ThroughputPointOut(serializers.Serializer):
+    t = serializers.DateTimeField(help_text="The minute's start.")
+    submitted = serializers.IntegerField()
+    done = serializers.IntegerField()
+
+
+class ThroughputOut(serializers.Serializer):
+    bucket_seconds = serializers.IntegerField()
+    points = ThroughputPointOut(many=True, help_text="Oldest first, empty minutes included.")
+
+
+class ClientGrantIn(serializers.Serializer):
+    username = serializers.CharField(help_text="A client account's username.")
+
+
+class ClientGrantOut(serializers.Serializer):
+    project = serializers.IntegerField()
+    username = serializers.CharField()
+    role = serializers.CharField(help_text="client")
+
+
+class LeasedTaskOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField()
+    image_url = serializers.CharField(help_text="The image file, for this worker only.")
+    width = serializers.IntegerField(help_text="The full image's.")
+    height = serializers.IntegerField(help_text="The full image's.")
+    region = serializers.ListField(
+        child=serializers.IntegerField(),
+        min_length=4,
+        max_length=4,
+        help_text="[x, y, w, h]: the part to annotate, in full-image pixels.",
+    )
+
+
+class LeaseOut(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The assignment to submit or skip.")
+    status = serializers.CharField(help_text="leased")
+    expires_at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    labels = LabelOut(many=True)
+    instructions = serializers.CharField(allow_blank=True)
+    reward = serializers.CharField()
+    currency = serializers.CharField()
+    task = LeasedTaskOut()
+
+
+class SubmitOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text="submitted, or approved/rejected once reviewed.")
+    clipped = serializers.IntegerField(
+        help_text="Coordinates a little past the image's edge that were clipped to it."
+    )
+
+
+class AnswerKeptOut(serializers.Serializer):
+    assignment = serializers.IntegerField(required=False)
+    status = serializers.CharField(required=False)
+    submitted_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+# A refused submission: already_submitted names the answer kept in ``errors``; lease_expired
+# and skipped have none.
+SubmitConflictOut = inline_serializer(
+    "SubmitConflictOut",
+    {
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "errors": AnswerKeptOut(),
+    },
+)
+
+
+class SkipOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text="skipped")
+
+
+class AssignmentHistoryOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    project_name = serializers.CharField()
+    task = serializers.IntegerField()
+    status = serializers.CharField(
+        help_text="leased, submitted, approved, rejected, skipped or expired."
+    )
+    leased_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    time_spent_ms = serializers.IntegerField(allow_null=True)
+    reward = serializers.CharField()
+    currency = serializers.CharField()
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+    review_reason = serializers.CharField(allow_null=True)
+
+
+# --- Input ------------------------------------------------------------------------------------
 
 
 class ProjectIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     instructions = serializers.CharField(allow_blank=True, required=False, max_length=50_000)
-    kind = serializers.CharField()
-    labels = serializers.JSONField()
+    kind = KindField()
+    labels = LabelsField()
     min_overlap = serializers.IntegerField(required=False, min_value=1, max_value=50)
     max_overlap = serializers.IntegerField(required=False, min_value=1, max_value=50)
     agreement_threshold = serializers.FloatField(required=False, min_value=0, max_value=1)
@@ -143,6 +510,13 @@ class ProjectListApi(APIView):
     def get_permissions(self) -> list[Any]:
         return [IsManager()] if self.request.method == "POST" else [IsAuthenticated()]
 
+    @extend_schema(
+        operation_id="projects_list",
+        responses={200: ProjectOut(many=True)},
+        description="The caller's projects, newest first: a manager's own, the active ones for "
+        "workers (with the work available now and the time a task takes), and those shared "
+        "with a client.",
+    )
     def get(self, request: Request) -> Response:
         user = request_user(request)
         projects = list(selectors.projects_for_user(user).select_related("owner"))
@@ -152,7 +526,12 @@ class ProjectListApi(APIView):
         figures = selectors.work_figures([p.pk for p in projects])
         return Response([project_json(p, user, figures[p.pk]) for p in projects])
 
-    @extend_schema(request=ProjectIn)
+    @extend_schema(
+        request=ProjectIn,
+        responses={201: ProjectManagerOut},
+        description="Managers only: creates a project in the draft state, owned by the caller. "
+        "Add images, then start it to hand out tasks.",
+    )
     def post(self, request: Request) -> Response:
         data = ProjectIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -165,11 +544,21 @@ class ProjectDetailApi(APIView):
     def get_permissions(self) -> list[Any]:
         return [IsManager()] if self.request.method == "PATCH" else [IsAuthenticated()]
 
+    @extend_schema(
+        responses={200: ProjectOut},
+        description="One project as the caller's role sees it: workers get what the work is "
+        "and pays (active projects only), managers and shared clients its settings.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
         return Response(project_json(project, request_user(request)))
 
-    @extend_schema(request=ProjectIn(partial=True))
+    @extend_schema(
+        request=ProjectIn(partial=True),
+        responses={200: ProjectManagerOut},
+        description="Managers only: changes the given settings. Once the project has tasks its "
+        "kind is fixed and labels may only be recoloured or added (409 otherwise).",
+    )
     def patch(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
         data = ProjectIn(data=request.data, partial=True)
@@ -182,17 +571,30 @@ class _ProjectActionApi(APIView):
     permission_classes = [IsManager]
     action = ""
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses={200: ProjectManagerOut})
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
         project = services.project_transition(project=project, action=self.action)
         return Response(project_json(project, request_user(request)))
 
 
+@extend_schema_view(
+    post=extend_schema(
+        description="Managers only: makes the project active, so workers are offered its "
+        "tasks (409 without tasks, or without enough gold for its exam). Repeating it changes "
+        "nothing."
+    )
+)
 class ProjectStartApi(_ProjectActionApi):
     action = "start"
 
 
+@extend_schema_view(
+    post=extend_schema(
+        description="Managers only: stops handing out tasks until the project is started "
+        "again. Repeating it changes nothing."
+    )
+)
 class ProjectPauseApi(_ProjectActionApi):
     action = "pause"
 
@@ -203,19 +605,24 @@ class ProjectImagesApi(APIView):
     def get_permissions(self) -> list[Any]:
         return [IsManager()] if self.request.method == "POST" else [IsManagerOrClient()]
 
+    @extend_schema(
+        operation_id="projects_images_list",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(ImageOut, "PaginatedImageList")},
+        description="Managers and the project's clients: one page of the project's images, "
+        "with their processing status, near duplicates and file URLs.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(selectors.project_images(project), request, view=self)
-        return paginator.get_paginated_response([image_json(i) for i in page or []])
+        images = selectors.project_images(project)
+        return paginate(request, self, images, lambda page: [image_json(i) for i in page])
 
     @extend_schema(
-        request={
-            "multipart/form-data": inline_serializer(
-                "ImageUpload", {"files": serializers.ListField(child=serializers.FileField())}
-            )
-        },
-        responses={201: dict},
+        request={"multipart/form-data": ImageUploadIn},
+        responses={201: UploadOut, 200: UploadOut, 400: UploadRejectedOut},
+        description="Managers only: stores one or more images or .zip archives of images. "
+        "201 when something was created, 200 when every file was already there; 400 "
+        "(upload_rejected, with the per-file results) when every file was refused.",
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
@@ -245,6 +652,11 @@ class ProjectImagesApi(APIView):
 class ProjectProgressApi(APIView):
     permission_classes = [IsManagerOrClient]
 
+    @extend_schema(
+        responses={200: ProgressOut},
+        description="Managers and the project's clients: task, image and answer counts and "
+        "the money spent; the same figures as the live progress events.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
         return Response(
@@ -272,11 +684,21 @@ class ProjectStalledApi(APIView):
 
     permission_classes = [IsManager]
 
+    @extend_schema(
+        responses={200: StalledOut},
+        description="Managers only: the open tasks no worker left can answer (up to 500), "
+        "each with the reason, and what the project does with them after its grace period.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
         return Response(stalled.stalled_report(project))
 
-    @extend_schema(request=StalledIn)
+    @extend_schema(
+        request=StalledIn,
+        responses={200: StalledResolvedOut},
+        description="Managers only: closes the stalled tasks (done, on the answers they have) "
+        "or offers them again to the workers who passed them; then the report as GET gives it.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
         data = StalledIn(data=request.data)
@@ -294,6 +716,19 @@ class ProjectThroughputApi(APIView):
 
     permission_classes = [IsManagerOrClient]
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "minutes",
+                OpenApiTypes.INT,
+                description="How many minutes back, 1 to "
+                f"{selectors.THROUGHPUT_MAX_MINUTES} (default 60).",
+            )
+        ],
+        responses={200: ThroughputOut},
+        description="Managers and the project's clients: answers submitted and tasks "
+        "completed per minute over the last `minutes` minutes, for a chart.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
         raw = request.query_params.get("minutes", "60")
@@ -308,7 +743,10 @@ class ProjectClientsApi(APIView):
     permission_classes = [IsManager]
 
     @extend_schema(
-        request=inline_serializer("ClientGrant", {"username": serializers.CharField()}),
+        request=ClientGrantIn,
+        responses={201: ClientGrantOut},
+        description="Managers only: gives a client account read access to the project and "
+        "its datasets. Granting it again changes nothing.",
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
@@ -344,10 +782,22 @@ class _ImageFileApi(APIView):
         return response
 
 
+@extend_schema_view(
+    get=extend_schema(
+        description="The image's file, to the project's managers and clients and to a worker "
+        "while holding a lease on one of its tasks; 404 to everyone else."
+    )
+)
 class ImageFileApi(_ImageFileApi):
     field = "file"
 
 
+@extend_schema_view(
+    get=extend_schema(
+        description="The image's thumbnail, to those who may see the image; 404 before the "
+        "thumbnail is made."
+    )
+)
 class ImageThumbnailApi(_ImageFileApi):
     field = "thumbnail"
 
@@ -380,7 +830,7 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
 
 
 class SubmitIn(serializers.Serializer):
-    annotations = serializers.JSONField()
+    annotations = AnnotationsField()
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
 
 
@@ -391,7 +841,13 @@ class AssignmentNextApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "next"
 
-    @extend_schema(request=None, responses={201: dict, 204: None})
+    @extend_schema(
+        request=None,
+        responses={201: LeaseOut, 204: None},
+        description="Workers only: leases the next task of the project for this worker "
+        "(201), to submit or skip before expires_at; 204 with no body when nothing is "
+        "available to them now. 403 when suspended or not qualified.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         worker = request_user(request)
         project = selectors.project_for_worker(worker, project_id)
@@ -405,7 +861,21 @@ class AssignmentNextApi(APIView):
 class AssignmentSubmitApi(APIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(request=SubmitIn)
+    @extend_schema(
+        request=SubmitIn,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Repeating a submission with the same key returns its first result.",
+            )
+        ],
+        responses={200: SubmitOut, 409: SubmitConflictOut},
+        description="Workers only: the answer to a leased task. A repeat of the same "
+        "submission returns the same result; 409 when the task was answered differently, "
+        "skipped, or its lease expired and it no longer needs an answer.",
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         data = SubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -424,7 +894,12 @@ class AssignmentSubmitApi(APIView):
 class AssignmentSkipApi(APIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(request=None)
+    @extend_schema(
+        request=None,
+        responses={200: SkipOut},
+        description="Workers only: gives a leased task back; it is not offered to this worker "
+        "again. Skipping again changes nothing; 409 once it was answered.",
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         assignment = routing.assignment_skip(
             assignment_id=assignment_id, worker=request_user(request)
@@ -435,12 +910,20 @@ class AssignmentSkipApi(APIView):
 class MyAssignmentsApi(APIView):
     permission_classes = [IsWorker]
 
+    @extend_schema(
+        operation_id="me_assignments_list",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(AssignmentHistoryOut, "PaginatedAssignmentHistoryList")},
+        description="Workers only: one page of the caller's assignments, newest first, with "
+        "their status, reward and review.",
+    )
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
         rows = selectors.assignments_for_worker(request_user(request))
-        page = paginator.paginate_queryset(rows, request, view=self) or []
-        return paginator.get_paginated_response(
-            [
+        return paginate(
+            request,
+            self,
+            rows,
+            lambda page: [
                 {
                     "id": a.pk,
                     "project": a.project_id,
@@ -456,5 +939,5 @@ class MyAssignmentsApi(APIView):
                     "review_reason": a.review_reason or None,
                 }
                 for a in page
-            ]
+            ],
         )
