@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -512,19 +513,29 @@ class ProjectListApi(APIView):
 
     @extend_schema(
         operation_id="projects_list",
-        responses={200: ProjectOut(many=True)},
-        description="The caller's projects, newest first: a manager's own, the active ones for "
-        "workers (with the work available now and the time a task takes), and those shared "
-        "with a client.",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(ProjectOut, "PaginatedProjectList")},
+        description="One page of the caller's projects, newest first: a manager's own, the "
+        "active ones for workers (with the work available now and the time a task takes), "
+        "and those shared with a client.",
     )
     def get(self, request: Request) -> Response:
         user = request_user(request)
-        projects = list(selectors.projects_for_user(user).select_related("owner"))
-        labels_load(projects)
-        if user.role != Role.WORKER:
-            return Response([project_json(p, user) for p in projects])
-        figures = selectors.work_figures([p.pk for p in projects])
-        return Response([project_json(p, user, figures[p.pk]) for p in projects])
+        # The id breaks ties between projects created in the same instant: pages never
+        # overlap.
+        rows = (
+            selectors.projects_for_user(user).select_related("owner").order_by("-created_at", "-pk")
+        )
+
+        def render(page: Iterable[Project]) -> list[dict[str, Any]]:
+            projects = list(page)
+            labels_load(projects)
+            if user.role != Role.WORKER:
+                return [project_json(p, user) for p in projects]
+            figures = selectors.work_figures([p.pk for p in projects])
+            return [project_json(p, user, figures[p.pk]) for p in projects]
+
+        return paginate(request, self, rows, render)
 
     @extend_schema(
         request=ProjectIn,

@@ -144,13 +144,13 @@ def test_workers_see_availability_and_the_time_a_task_takes(manager, api_as) -> 
     project = project_with_tasks(manager, tasks=4, overlap=2)
     worker = WorkerFactory()
     api = api_as(worker)
-    [listed] = api.get("/api/v1/projects/").json()
+    [listed] = api.get("/api/v1/projects/").json()["results"]
     assert listed["available"] == 8
     assert listed["estimated_seconds"] is None
     assert "owner" not in listed
 
     answer(project, WorkerFactory(), [], seconds=6)
-    [listed] = api.get("/api/v1/projects/").json()
+    [listed] = api.get("/api/v1/projects/").json()["results"]
     assert listed["available"] == 7
     assert listed["estimated_seconds"] == pytest.approx(6, abs=0.5)
 

@@ -101,7 +101,7 @@ def test_each_role_lists_what_it_may_see(api_as, manager, worker) -> None:
     project_transition(project=theirs, action="start")
 
     def names(user) -> list[str]:
-        return [p["name"] for p in api_as(user).get("/api/v1/projects/").json()]
+        return [p["name"] for p in api_as(user).get("/api/v1/projects/").json()["results"]]
 
     assert names(manager) == ["Mine"]
     assert names(client) == ["Theirs"]
@@ -113,6 +113,41 @@ def test_each_role_lists_what_it_may_see(api_as, manager, worker) -> None:
     # Another manager's project is a 404, not a 403: no hint that it exists.
     assert api_as(manager).get(f"/api/v1/projects/{theirs.pk}/").status_code == 404
     assert api_as(worker).get(f"/api/v1/projects/{mine.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize("role", ["manager", "worker", "client"])
+def test_the_project_list_pages_for_each_role(api_as, manager, role, monkeypatch) -> None:
+    from crowd.pagination import Page
+    from tasks.services import project_client_add
+    from tests.factories import WorkerFactory, project_with_tasks
+
+    client = ClientFactory.create()
+    projects = [project_with_tasks(manager, tasks=2, overlap=1) for _ in range(3)]
+    for project in projects:
+        project_client_add(project=project, username=client.username)
+    user = {"manager": manager, "worker": WorkerFactory.create(), "client": client}[role]
+    api = api_as(user)
+
+    first = api.get("/api/v1/projects/?limit=2").json()
+    assert set(first) == {"count", "next", "previous", "results"}
+    assert first["count"] == 3
+    assert first["previous"] is None
+    assert "limit=2" in first["next"]
+    assert "offset=2" in first["next"]
+    second = api.get(first["next"]).json()
+    assert second["next"] is None
+    listed = [p["id"] for p in first["results"] + second["results"]]
+    assert listed == [p.pk for p in reversed(projects)]  # newest first, each once
+    if role == "worker":
+        assert [p["available"] for p in first["results"] + second["results"]] == [2, 2, 2]
+    else:
+        assert all("owner" in p for p in first["results"] + second["results"])
+
+    # A client asking for more rows than a page holds gets a full page, and the rest after.
+    monkeypatch.setattr(Page, "max_limit", 2)
+    capped = api.get("/api/v1/projects/?limit=1000").json()
+    assert len(capped["results"]) == 2
+    assert "limit=2" in capped["next"]
 
 
 def test_throughput_minutes_in_digits_other_than_ascii_are_a_400(api_as, manager) -> None:
@@ -285,7 +320,7 @@ def test_the_workers_project_list_costs_the_same_queries_for_any_number_of_proje
         with CaptureQueriesContext(connection) as queries:
             response = client.get("/api/v1/projects/")
         assert response.status_code == 200
-        return response.json(), len(queries)
+        return response.json()["results"], len(queries)
 
     client = api_as(worker)
     add_projects(1, [4, 10, 6])

@@ -1,5 +1,5 @@
 // The client's datasets: each shared project's versions with their cards and downloads.
-import { api } from "./api.js";
+import { all, api } from "./api.js";
 import { $, h, toast, when } from "./dom.js";
 
 function size(bytes) {
@@ -32,7 +32,7 @@ function versionCard(project, x) {
 }
 
 async function load() {
-  const projects = await api("/projects/");
+  const projects = await all("/projects/?limit=500");
   const box = $("#projects");
   box.replaceChildren();
   if (!projects.length) {

@@ -1,9 +1,9 @@
 // The manager's project list and client accounts.
-import { api } from "./api.js";
+import { all, api } from "./api.js";
 import { $, h, showErrors, table, toast, when } from "./dom.js";
 
 async function load() {
-  const projects = await api("/projects/");
+  const projects = await all("/projects/?limit=500");
   const progress = await Promise.all(projects.map((p) => api(`/projects/${p.id}/progress/`).catch(() => null)));
   const rows = projects.map((p, i) => {
     const pr = progress[i];

@@ -1,5 +1,5 @@
 // The worker's home: projects with live availability, earnings, payouts and history.
-import { api } from "./api.js";
+import { all, api } from "./api.js";
 import { $, duration, h, money, showErrors, table, toast, when } from "./dom.js";
 import { live } from "./live.js";
 
@@ -34,7 +34,7 @@ function renderProjects() {
 }
 
 async function loadProjects() {
-  projects = await api("/projects/");
+  projects = await all("/projects/?limit=500");
   renderProjects();
 }
 
