@@ -9,7 +9,6 @@ from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,6 +24,7 @@ from crowd.fields import (
 )
 from crowd.models import User
 from crowd.money import MoneyError, format_amount, normalize_currency, parse_amount
+from crowd.pagination import paginate
 from crowd.permissions import IsManager, IsWorker, request_user
 from payouts import services
 from payouts.models import Bonus, LedgerEntry, Payout, PayoutAccount, PayoutBatch
@@ -214,9 +214,7 @@ class ProjectReviewsApi(APIView):
         )
         if worker is not None:
             rows = rows.filter(worker_id=worker)
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(rows, request, view=self) or []
-        return paginator.get_paginated_response([answer_review_json(a) for a in page])
+        return paginate(request, self, rows, lambda page: [answer_review_json(a) for a in page])
 
     @extend_schema(request=BulkReviewIn)
     def post(self, request: Request, project_id: int) -> Response:
@@ -337,9 +335,7 @@ class ProjectBonusesApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_manager(request_user(request), project_id)
         bonuses = Bonus.objects.filter(project=project).order_by("-pk")
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(bonuses, request, view=self) or []
-        return paginator.get_paginated_response([bonus_json(b) for b in page])
+        return paginate(request, self, bonuses, lambda page: [bonus_json(b) for b in page])
 
 
 def entry_json(entry: LedgerEntry) -> dict[str, Any]:
@@ -362,9 +358,7 @@ class MyLedgerApi(APIView):
 
     def get(self, request: Request) -> Response:
         entries = LedgerEntry.objects.filter(worker=request_user(request)).order_by("-pk")
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(entries, request, view=self) or []
-        response = paginator.get_paginated_response([entry_json(e) for e in page])
+        response = paginate(request, self, entries, lambda page: [entry_json(e) for e in page])
         response.data["balances"] = [
             {"amount": format_amount(v, c), "currency": c}
             for c, v in services.balances(request_user(request).pk).items()
@@ -430,9 +424,7 @@ class MyPayoutsApi(APIView):
 
     def get(self, request: Request) -> Response:
         payouts = Payout.objects.filter(worker=request_user(request)).order_by("-pk")
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(payouts, request, view=self) or []
-        return paginator.get_paginated_response([payout_json(p) for p in page])
+        return paginate(request, self, payouts, lambda page: [payout_json(p) for p in page])
 
 
 # --- Payout accounts, operators' batches, webhooks -------------------------------------------
@@ -512,6 +504,10 @@ class IsOperator(IsManager):
         return super().has_permission(request, view) and bool(request.user.is_staff)
 
 
+def operator_payout_json(payout: Payout) -> dict[str, Any]:
+    return {**payout_json(payout), "worker": payout.worker_id, "batch": payout.batch_id}
+
+
 class PayoutsApi(APIView):
     permission_classes = [IsOperator]
 
@@ -520,10 +516,8 @@ class PayoutsApi(APIView):
         for field in ("status", "currency", "provider"):
             if value := request.query_params.get(field):
                 payouts = payouts.filter(**{field: value})
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(payouts, request, view=self) or []
-        return paginator.get_paginated_response(
-            [{**payout_json(p), "worker": p.worker_id, "batch": p.batch_id} for p in page]
+        return paginate(
+            request, self, payouts, lambda page: [operator_payout_json(p) for p in page]
         )
 
 
