@@ -27,8 +27,9 @@ from crowd.money import MoneyError, format_amount, normalize_currency, parse_amo
 from crowd.pagination import paginate
 from crowd.permissions import IsManager, IsWorker, request_user
 from payouts import services
-from payouts.models import Bonus, LedgerEntry, Payout, PayoutAccount, PayoutBatch
+from payouts.models import Bonus, LedgerEntry, Payout, PayoutAccount, PayoutBatch, PayoutStatus
 from payouts.providers import (
+    ManualProvider,
     account_for,
     active_provider,
     batch_create,
@@ -508,13 +509,37 @@ def operator_payout_json(payout: Payout) -> dict[str, Any]:
     return {**payout_json(payout), "worker": payout.worker_id, "batch": payout.batch_id}
 
 
+# Payout providers by name; Stripe's is imported only when configured.
+PROVIDERS = [ManualProvider.name, "stripe"]
+
+
+class PayoutsQueryIn(serializers.Serializer):
+    """The operators' payout list's filters; absent or empty: any."""
+
+    status = serializers.ChoiceField(
+        PayoutStatus.values, required=False, allow_blank=True,
+        error_messages=messages(f"One of {', '.join(PayoutStatus.values)}.", "invalid_choice"),
+    )  # fmt: skip
+    currency = serializers.CharField(
+        required=False, allow_blank=True, max_length=3,
+        error_messages=messages("A three-letter currency code.", "invalid", "max_length"),
+    )  # fmt: skip
+    provider = serializers.ChoiceField(
+        PROVIDERS, required=False, allow_blank=True,
+        error_messages=messages(f"One of {', '.join(PROVIDERS)}.", "invalid_choice"),
+    )  # fmt: skip
+
+
 class PayoutsApi(APIView):
     permission_classes = [IsOperator]
 
+    @extend_schema(parameters=[PayoutsQueryIn])
     def get(self, request: Request) -> Response:
+        query = PayoutsQueryIn(data=request.query_params)
+        query.is_valid(raise_exception=True)
         payouts = Payout.objects.order_by("-pk")
-        for field in ("status", "currency", "provider"):
-            if value := request.query_params.get(field):
+        for field, value in query.validated_data.items():
+            if value:
                 payouts = payouts.filter(**{field: value})
         return paginate(
             request, self, payouts, lambda page: [operator_payout_json(p) for p in page]

@@ -109,3 +109,27 @@ def test_the_lists_rows_are_the_schemas_items(api_as, manager, paid) -> None:
     assert every["count"] == 1
     assert every["results"][0]["worker"] == paid["worker"].pk
     assert every["results"][0]["batch"] is None
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize(
+    ("query", "errors"),
+    [
+        ("status=gone", {"status"}),
+        ("provider=paypal", {"provider"}),
+        ("currency=EURO", {"currency"}),
+        ("status=a%00b&currency=%00", {"status", "currency"}),  # no NUL reaches PostgreSQL
+    ],
+)
+def test_the_operators_filters_are_checked(api_as, query, errors) -> None:
+    operator = ManagerFactory.create(is_staff=True)
+    response = api_as(operator).get(f"/api/v1/payouts/?{query}")
+    assert response.status_code == 400, response.content
+    assert set(response.json()["errors"]) == errors
+
+
+def test_empty_filters_filter_nothing(api_as, paid) -> None:
+    body = api_as(paid["operator"]).get("/api/v1/payouts/?status=&currency=&provider=").json()
+    assert body["count"] == 2
+    body = api_as(paid["operator"]).get("/api/v1/payouts/?provider=manual&currency=USD").json()
+    assert body["count"] == 2
