@@ -7,13 +7,21 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    OpenApiTypes,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from crowd.apis import MoneyOut
 from crowd.errors import Conflict, NotFound
 from crowd.fields import (
     IdListField,
@@ -24,8 +32,9 @@ from crowd.fields import (
 )
 from crowd.models import User
 from crowd.money import MoneyError, format_amount, normalize_currency, parse_amount
-from crowd.pagination import paginate
+from crowd.pagination import Page, page_of, paginate
 from crowd.permissions import IsManager, IsWorker, request_user
+from crowd.schema import AnnotationsField
 from payouts import services
 from payouts.models import Bonus, LedgerEntry, Payout, PayoutAccount, PayoutBatch, PayoutStatus
 from payouts.providers import (
@@ -40,6 +49,172 @@ from payouts.providers import (
 from tasks.apis import image_file_url
 from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
+
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit", int, description=f"Rows per page (default {Page.default_limit}, at most "
+        f"{Page.max_limit}).",
+    ),
+    OpenApiParameter("offset", int, description="Rows to skip (default 0)."),
+]  # fmt: skip
+
+
+# --- Output shapes (what the views render, for the schema) ------------------------------------
+# Statuses and kinds are documented as strings naming their values rather than as enums: the
+# same field names (status, kind) carry other value sets elsewhere in the API.
+
+
+def _text(help_text: str = "", **kwargs: Any) -> serializers.CharField:
+    return serializers.CharField(help_text=help_text, **kwargs)
+
+
+def _id_or_null(help_text: str) -> serializers.IntegerField:
+    return serializers.IntegerField(allow_null=True, help_text=help_text)
+
+
+def _amount(help_text: str) -> serializers.CharField:
+    return _text(f'{help_text} A decimal string in the currency\'s major unit ("5.00").')
+
+
+def _currency_out() -> serializers.CharField:
+    return _text("ISO 4217 code, e.g. USD.")
+
+
+class ReviewOut(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The assignment.")
+    status = _text("The assignment's status: approved or rejected after a review.")
+    reason = _text("The reviewer's reason, or null.", allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+
+
+class AnswerReviewOut(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The assignment.")
+    status = _text("submitted, approved or rejected.")
+    worker = _text("The worker's username.")
+    worker_id = serializers.IntegerField()
+    task = serializers.IntegerField()
+    is_gold = serializers.BooleanField(help_text="Whether the task is a gold task.")
+    image = serializers.IntegerField()
+    image_name = _text()
+    image_url = _text("The image file's path on this server (manager's credentials).")
+    width = serializers.IntegerField(help_text="The image's width in pixels.")
+    height = serializers.IntegerField(help_text="The image's height in pixels.")
+    region = serializers.ListField(
+        child=serializers.IntegerField(), min_length=4, max_length=4,
+        help_text="[x, y, width, height] of the part of the image the task asked for.",
+    )  # fmt: skip
+    annotations = AnnotationsField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    time_spent_ms = serializers.IntegerField(allow_null=True)
+    reason = _text("The reviewer's reason, or null.", allow_null=True)
+    reviewed_at = serializers.DateTimeField(allow_null=True)
+
+
+class BulkReviewOut(serializers.Serializer):
+    done = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The assignments approved or rejected."
+    )
+    refused = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Assignment id -> why that one could not be reviewed (e.g. not submitted).",
+    )
+
+
+class BonusOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    worker = serializers.IntegerField(help_text="The worker's id.")
+    amount = _amount("The bonus.")
+    currency = _currency_out()
+    reason = _text("What it is for, as the worker sees it.")
+    rule = _text("The automatic rule that granted it, or null for a manager's.", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class LedgerEntryOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = _text("reward, bonus, payout, payout_reversal or adjustment.")
+    amount = _amount("Signed: negative for money leaving the balance.")
+    currency = _currency_out()
+    created_at = serializers.DateTimeField()
+    assignment = _id_or_null("The assignment a reward or adjustment is for.")
+    project = _id_or_null("The project the money came from.")
+    bonus = _id_or_null("The bonus this entry credits.")
+    payout = _id_or_null("The payout this entry debits or reverses.")
+    memo = _text("A note, possibly empty.")
+
+
+class LedgerPageOut(serializers.Serializer):
+    count = serializers.IntegerField(help_text="Rows in the whole list.")
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null on the last.")
+    previous = serializers.URLField(
+        allow_null=True, help_text="The previous page, or null on the first."
+    )
+    results = LedgerEntryOut(many=True)
+    balances = MoneyOut(many=True, help_text="The worker's balance in each currency held.")
+
+
+class PayoutOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = _text("requested, processing, paid or failed.")
+    amount = _amount("The payout.")
+    currency = _currency_out()
+    provider = _text("How it is paid: manual (an operator's batch) or stripe.")
+    failure_reason = _text("Why it failed, or null.", allow_null=True)
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+
+
+class OperatorPayoutOut(PayoutOut):
+    worker = serializers.IntegerField(help_text="The worker's id.")
+    batch = _id_or_null("The manual batch it is paid in, or null.")
+
+
+class PayoutAccountOut(serializers.Serializer):
+    provider = _text("The active payout provider: manual or stripe.")
+    account = _text("The worker's account id at the provider, or null.", allow_null=True)
+    payouts_enabled = serializers.BooleanField()
+    details_submitted = serializers.BooleanField()
+    onboarding_url = serializers.URLField(
+        allow_null=True, help_text="Where to send the worker to onboard (POST only), or null."
+    )
+
+
+class BatchOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    currency = _currency_out()
+    payouts = serializers.ListField(child=serializers.IntegerField(), help_text="Payout ids.")
+    total = _amount("The sum of the batch's payouts.")
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    csv_url = _text("The path of the batch's CSV.")
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class StripeObjectField(serializers.DictField):
+    """The object an event is about, as Stripe sends it (an account, a transfer...)."""
+
+
+class StripeEventDataIn(serializers.Serializer):
+    object = StripeObjectField()
+
+
+# The parts of a Stripe event this server reads; the rest of Stripe's payload is accepted as
+# sent. Inline: a serializer class cannot declare a field named ``data``.
+StripeEventIn = inline_serializer(
+    "StripeEventIn",
+    {
+        "id": serializers.CharField(help_text="Stripe's event id (evt_...)."),
+        "type": serializers.CharField(help_text="e.g. account.updated, transfer.created."),
+        "data": StripeEventDataIn(),
+    },
+)
+
+
+class WebhookOut(serializers.Serializer):
+    received = serializers.BooleanField()
+    type = serializers.CharField(help_text="The event's type.")
+    applied = serializers.BooleanField(help_text="False for an event already received.")
+
 
 REASON_TEXT = "Text of at most 500 characters."
 REASON_WHY = "Tell the worker why."
@@ -100,7 +275,13 @@ class AssignmentApproveApi(APIView):
 
     permission_classes = [IsManager]
 
-    @extend_schema(request=ReasonIn)
+    @extend_schema(
+        request=ReasonIn,
+        responses={200: ReviewOut},
+        description="Approve one submitted answer of a project you manage: the worker is "
+        "credited the task's reward (and any automatic bonus). Approving an approved answer "
+        "changes nothing; an expired, skipped or leased one is a 409.",
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         user = request_user(request)
         _managed_assignment(user, assignment_id)
@@ -117,7 +298,13 @@ class AssignmentRejectApi(APIView):
 
     permission_classes = [IsManager]
 
-    @extend_schema(request=ReasonRequiredIn)
+    @extend_schema(
+        request=ReasonRequiredIn,
+        responses={200: ReviewOut},
+        description="Reject one answer of a project you manage, with the reason the worker is "
+        "shown. The answer stops counting; rejecting an approved answer takes its reward back "
+        "through a ledger adjustment.",
+    )
     def post(self, request: Request, assignment_id: int) -> Response:
         user = request_user(request)
         _managed_assignment(user, assignment_id)
@@ -195,11 +382,12 @@ class ProjectReviewsApi(APIView):
     permission_classes = [IsManager]
 
     @extend_schema(
-        parameters=[
-            ReviewQueueIn,
-            OpenApiParameter("limit", int),
-            OpenApiParameter("offset", int),
-        ]
+        parameters=[ReviewQueueIn, *PAGE_PARAMETERS],
+        responses={200: page_of(AnswerReviewOut, "PaginatedAnswerReviewList")},
+        operation_id="projects_reviews_list",
+        description="The review queue of a project you manage (managers): answers oldest "
+        "first, with their annotations and image, `?status=` submitted (default), approved, "
+        "rejected or all, `?worker=` one worker's.",
     )
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_manager(request_user(request), project_id)
@@ -217,7 +405,13 @@ class ProjectReviewsApi(APIView):
             rows = rows.filter(worker_id=worker)
         return paginate(request, self, rows, lambda page: [answer_review_json(a) for a in page])
 
-    @extend_schema(request=BulkReviewIn)
+    @extend_schema(
+        request=BulkReviewIn,
+        responses={200: BulkReviewOut},
+        description="Approve or reject many answers of a project you manage at once "
+        "(managers; a reason is required to reject). Each answer is reviewed on its own: those "
+        "that cannot be are listed under `refused` with why, the others under `done`.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -317,7 +511,26 @@ class BonusIn(serializers.Serializer):
 class ProjectBonusesApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(request=BonusIn, responses={201: dict})
+    @extend_schema(
+        request=BonusIn,
+        responses={
+            201: BonusOut,
+            200: OpenApiResponse(
+                BonusOut, description="A repeat with the same Idempotency-Key: the bonus made."
+            ),
+        },
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Optional; a repeat with the same key grants nothing more.",
+            )
+        ],
+        description="Grant a bonus to a worker who worked on a project you manage (managers), "
+        "in the project's currency; it is credited to the worker's ledger at once. With an "
+        "`Idempotency-Key` header, a repeat answers 200 with the bonus already granted.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -333,6 +546,13 @@ class ProjectBonusesApi(APIView):
             bonus_json(bonus), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(BonusOut, "PaginatedBonusList")},
+        operation_id="projects_bonuses_list",
+        description="The bonuses granted on a project you manage (managers), by managers and "
+        "by the automatic rule, newest first.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_manager(request_user(request), project_id)
         bonuses = Bonus.objects.filter(project=project).order_by("-pk")
@@ -357,6 +577,14 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
 class MyLedgerApi(APIView):
     permission_classes = [IsWorker]
 
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses={200: LedgerPageOut},
+        operation_id="me_ledger_list",
+        description="The calling worker's ledger, newest first: every reward, bonus, payout, "
+        "reversal and adjustment as a signed amount, and (beside the page) the balance in each "
+        "currency, which is the ledger's sum.",
+    )
     def get(self, request: Request) -> Response:
         entries = LedgerEntry.objects.filter(worker=request_user(request)).order_by("-pk")
         response = paginate(request, self, entries, lambda page: [entry_json(e) for e in page])
@@ -406,7 +634,14 @@ class PayoutIn(serializers.Serializer):
 class MyPayoutsApi(APIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(request=PayoutIn, responses={201: dict})
+    @extend_schema(
+        request=PayoutIn,
+        responses={201: PayoutOut},
+        description="Request a payout of the calling worker's balance (workers): `amount` "
+        "(default: the whole balance) in `currency` (default: the site's). It must reach the "
+        "minimum payout and not exceed the balance, which it debits at once; with Stripe the "
+        "worker's account must be onboarded first (409 otherwise).",
+    )
     def post(self, request: Request) -> Response:
         user = request_user(request)
         data = PayoutIn(data=request.data)
@@ -423,6 +658,13 @@ class MyPayoutsApi(APIView):
         provider.submitted(payout)
         return Response(payout_json(payout), status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(PayoutOut, "PaginatedPayoutList")},
+        operation_id="me_payouts_list",
+        description="The calling worker's payouts, newest first, with their status and, for a "
+        "failed one, why (its money is back in the balance).",
+    )
     def get(self, request: Request) -> Response:
         payouts = Payout.objects.filter(worker=request_user(request)).order_by("-pk")
         return paginate(request, self, payouts, lambda page: [payout_json(p) for p in page])
@@ -458,6 +700,12 @@ class MyPayoutAccountApi(APIView):
 
     permission_classes = [IsWorker]
 
+    @extend_schema(
+        responses={200: PayoutAccountOut},
+        description="The calling worker's payout account (workers): the active provider, and "
+        "with Stripe whether the account exists and can receive payouts (refreshed from Stripe "
+        "while it cannot). `onboarding_url` is always null here.",
+    )
     def get(self, request: Request) -> Response:
         provider = active_provider()
         account = account_for(request_user(request), provider.name)
@@ -467,7 +715,13 @@ class MyPayoutAccountApi(APIView):
             account = account_refresh(account)
         return Response(account_json(provider.name, account, None))
 
-    @extend_schema(request=PayoutAccountIn)
+    @extend_schema(
+        request=PayoutAccountIn,
+        responses={200: PayoutAccountOut},
+        description="Start or resume the calling worker's Stripe onboarding (workers): creates "
+        "the account if needed and answers a fresh, short-lived `onboarding_url` to send the "
+        "worker to. A 409 when payouts are made by hand (no Stripe).",
+    )
     def post(self, request: Request) -> Response:
         provider = active_provider()
         if provider.name != "stripe":
@@ -505,10 +759,6 @@ class IsOperator(IsManager):
         return super().has_permission(request, view) and bool(request.user.is_staff)
 
 
-def operator_payout_json(payout: Payout) -> dict[str, Any]:
-    return {**payout_json(payout), "worker": payout.worker_id, "batch": payout.batch_id}
-
-
 # Payout providers by name; Stripe's is imported only when configured.
 PROVIDERS = [ManualProvider.name, "stripe"]
 
@@ -533,7 +783,13 @@ class PayoutsQueryIn(serializers.Serializer):
 class PayoutsApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(parameters=[PayoutsQueryIn])
+    @extend_schema(
+        parameters=[PayoutsQueryIn, *PAGE_PARAMETERS],
+        responses={200: page_of(OperatorPayoutOut, "PaginatedOperatorPayoutList")},
+        operation_id="payouts_list",
+        description="Every worker's payouts, newest first, for operators (staff managers), "
+        "with the worker and the manual batch each is paid in.",
+    )
     def get(self, request: Request) -> Response:
         query = PayoutsQueryIn(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -544,6 +800,10 @@ class PayoutsApi(APIView):
         return paginate(
             request, self, payouts, lambda page: [operator_payout_json(p) for p in page]
         )
+
+
+def operator_payout_json(payout: Payout) -> dict[str, Any]:
+    return {**payout_json(payout), "worker": payout.worker_id, "batch": payout.batch_id}
 
 
 def batch_json(batch: PayoutBatch) -> dict[str, Any]:
@@ -569,7 +829,13 @@ class BatchIn(serializers.Serializer):
 class PayoutBatchesApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(request=BatchIn, responses={201: dict})
+    @extend_schema(
+        request=BatchIn,
+        responses={201: BatchOut},
+        description="Gather every requested manual payout in a currency into a batch for "
+        "operators (staff managers) to pay by hand; they move to processing. A 409 when no "
+        "payout is waiting.",
+    )
     def post(self, request: Request) -> Response:
         data = BatchIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -587,7 +853,15 @@ def _batch(batch_id: int) -> PayoutBatch:
 class PayoutBatchCsvApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="One row per payout of the batch."
+            )
+        },
+        description="The batch as a CSV file to pay from (operators, staff managers): one row "
+        "per payout, with the worker and the amount.",
+    )
     def get(self, request: Request, batch_id: int) -> HttpResponse:
         batch = _batch(batch_id)
         response = HttpResponse(batch_csv(batch), content_type="text/csv; charset=utf-8")
@@ -598,7 +872,12 @@ class PayoutBatchCsvApi(APIView):
 class PayoutBatchPaidApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(request=None)
+    @extend_schema(
+        request=None,
+        responses={200: BatchOut},
+        description="Record that a batch has been paid (operators, staff managers): its "
+        "payouts become paid. Marking a paid batch again changes nothing.",
+    )
     def post(self, request: Request, batch_id: int) -> Response:
         batch = batch_mark_paid(batch=_batch(batch_id), by=request_user(request))
         return Response(batch_json(batch))
@@ -607,7 +886,13 @@ class PayoutBatchPaidApi(APIView):
 class PayoutFailedApi(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(request=ReasonRequiredIn)
+    @extend_schema(
+        request=ReasonRequiredIn,
+        responses={200: PayoutOut},
+        description="Record that a payout failed, with the reason the worker is shown "
+        "(operators, staff managers), e.g. a bank's return of a paid one: its money goes back "
+        "to the worker's balance. A payout that already failed is a 409.",
+    )
     def post(self, request: Request, payout_id: int) -> Response:
         payout = Payout.objects.filter(pk=payout_id).first()
         if payout is None:
@@ -624,7 +909,23 @@ class StripeWebhookApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(
+        request={"application/json": StripeEventIn},
+        responses={200: WebhookOut},
+        parameters=[
+            OpenApiParameter(
+                "Stripe-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Stripe's signature of the body, checked with the webhook secret.",
+            )
+        ],
+        description="Stripe's event payload, posted by Stripe (no session or token: the "
+        "`Stripe-Signature` header is checked, 400 if it does not verify; 409 when webhooks "
+        "are not configured). Account updates and transfers change the accounts and payouts "
+        "they concern; a replayed event is received but not applied again.",
+    )
     def post(self, request: Request) -> Response:
         from payouts.stripe_provider import webhook_handle
 

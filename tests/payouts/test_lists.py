@@ -111,6 +111,25 @@ def test_the_lists_rows_are_the_schemas_items(api_as, manager, paid) -> None:
     assert every["results"][0]["batch"] is None
 
 
+@pytest.mark.parametrize(
+    ("path", "component"),
+    [
+        ("/api/v1/projects/{project_id}/reviews/", "PaginatedAnswerReviewList"),
+        ("/api/v1/projects/{project_id}/bonuses/", "PaginatedBonusList"),
+        ("/api/v1/me/ledger/", "LedgerPageOut"),
+        ("/api/v1/me/payouts/", "PaginatedPayoutList"),
+        ("/api/v1/payouts/", "PaginatedOperatorPayoutList"),
+    ],
+)
+def test_the_schema_names_each_lists_page(api, path, component) -> None:
+    schema = api.get("/api/schema/?format=json").json()
+    ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"] == f"#/components/schemas/{component}"
+    page = schema["components"]["schemas"][component]
+    assert set(page["required"]) >= PAGE
+    assert {"limit", "offset"} <= {p["name"] for p in schema["paths"][path]["get"]["parameters"]}
+
+
 @pytest.mark.both_databases
 @pytest.mark.parametrize(
     ("query", "errors"),
