@@ -11,13 +11,33 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Field name -> what is wrong with it; empty when the error concerns no "
+        "field. Mostly a list of messages; an object of the same form for nested input (keyed "
+        "by field or by list index); a conflict may name the object it conflicts with.",
+        "additionalProperties": {
+            "anyOf": [
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "object", "additionalProperties": True},
+                {"type": "string", "nullable": True},
+                {"type": "integer"},
+            ]
+        },
+    }
+)
+class ErrorsField(serializers.DictField):
+    pass
+
+
 ErrorOut = inline_serializer(
     "ErrorOut",
     {
-        "detail": serializers.CharField(),
-        "code": serializers.CharField(),
-        # Field name -> messages; empty when the error concerns no field.
-        "errors": serializers.DictField(),
+        "detail": serializers.CharField(help_text="What went wrong, for a person to read."),
+        "code": serializers.CharField(help_text="A stable code for programs to match on."),
+        "errors": ErrorsField(),
     },
 )
 
