@@ -5,22 +5,284 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
-from drf_spectacular.utils import OpenApiTypes, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiTypes,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from crowd.apis import MoneyOut
 from crowd.errors import NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
+from crowd.pagination import Page, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
+from crowd.schema import AnnotationsField
 from qa import merge, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
+
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit", int, description=f"Rows per page (default {Page.default_limit}, at most "
+        f"{Page.max_limit}).",
+    ),
+    OpenApiParameter("offset", int, description="Rows to skip (default 0)."),
+]  # fmt: skip
+
+
+# --- Output shapes (what the views render, for the schema) ------------------------------------
+# Statuses, kinds and sources are documented as strings naming their values rather than as
+# enums: the same field names carry other value sets elsewhere in the API.
+
+
+def _text(help_text: str = "", **kwargs: Any) -> serializers.CharField:
+    return serializers.CharField(help_text=help_text, **kwargs)
+
+
+def _rate(help_text: str, **kwargs: Any) -> serializers.FloatField:
+    return serializers.FloatField(allow_null=True, help_text=help_text, **kwargs)
+
+
+class GoldOut(serializers.Serializer):
+    image = serializers.IntegerField(help_text="The image the gold answer is for.")
+    annotations = AnnotationsField(help_text="The expert answer, in full-image pixels.")
+    tasks = serializers.IntegerField(help_text="The image's tasks (its tiles), all gold now.")
+    updated_at = serializers.DateTimeField()
+
+
+class GoldSetOut(GoldOut):
+    created = serializers.BooleanField(
+        help_text="True when the image had no gold answer before; false when it was replaced."
+    )
+
+
+class GoldDetailsOut(serializers.Serializer):
+    """How an answer compared with the gold answer: counts and rates, no coordinates."""
+
+    kind = _text("The project's kind.", required=False)
+    score = serializers.FloatField(required=False)
+    precision = serializers.FloatField(required=False)
+    recall = serializers.FloatField(required=False)
+    f1 = serializers.FloatField(required=False)
+    mean_iou = _rate("Mean IoU of the same-label matches (not for keypoints).", required=False)
+    mean_oks = _rate("keypoints: mean OKS of the same-label matches.", required=False)
+    matched = serializers.IntegerField(required=False)
+    missed = serializers.IntegerField(required=False)
+    extra = serializers.IntegerField(required=False)
+    wrong_label = serializers.IntegerField(required=False)
+    gold_objects = serializers.IntegerField(required=False)
+    answer_objects = serializers.IntegerField(required=False)
+
+
+class GoldResultOut(serializers.Serializer):
+    assignment = serializers.IntegerField()
+    image = serializers.IntegerField()
+    score = serializers.FloatField()
+    passed = serializers.BooleanField()
+    exam = serializers.BooleanField(help_text="Whether the answer was part of the exam.")
+    details = GoldDetailsOut()
+    created_at = serializers.DateTimeField()
+
+
+class TooFastFlag(serializers.Serializer):
+    signal = _text("too_fast")
+    detail = _text("The evidence, in words.")
+    worker_median_ms = serializers.IntegerField()
+    project_median_ms = serializers.IntegerField()
+    answers = serializers.IntegerField(help_text="The worker's timed answers looked at.")
+
+
+class IdenticalAnswersFlag(serializers.Serializer):
+    signal = _text("identical_answers")
+    detail = _text("The evidence, in words.")
+    share = serializers.FloatField(help_text="Share of their answers that are the same one.")
+    answers = serializers.IntegerField(help_text="The worker's answers looked at.")
+    answer = AnnotationsField(allow_null=True, help_text="The answer they keep giving.")
+
+
+class EmptyOnGoldFlag(serializers.Serializer):
+    signal = _text("empty_on_gold")
+    detail = _text("The evidence, in words.")
+    count = serializers.IntegerField(help_text="Gold images with objects they marked nothing on.")
+    of = serializers.IntegerField(help_text="Gold images with objects they answered.")
+
+
+WorkerFlag = PolymorphicProxySerializer(
+    component_name="WorkerFlag",
+    serializers={
+        "too_fast": TooFastFlag,
+        "identical_answers": IdenticalAnswersFlag,
+        "empty_on_gold": EmptyOnGoldFlag,
+    },
+    resource_type_field_name="signal",
+    many=True,
+)
+
+
+class WorkerOut(serializers.Serializer):
+    worker = serializers.IntegerField()
+    username = _text()
+    score = serializers.FloatField(help_text="Reliability from gold and agreement, 0..1.")
+    gold_seen = serializers.IntegerField()
+    gold_passed = serializers.IntegerField()
+    agreement = _rate("Mean agreement with the consensus of completed tasks, 0..1.")
+    agreement_seen = serializers.IntegerField()
+    status = _text("exam, probation, active or suspended.")
+    status_reason = _text("Why the worker is suspended (or on exam), or null.", allow_null=True)
+    suspended_at = serializers.DateTimeField(allow_null=True)
+    suspended_by = _text("The manager who suspended them, or null.", allow_null=True)
+    submitted = serializers.IntegerField(help_text="Answers given in this project.")
+    earned = MoneyOut(help_text="What the project paid them.")
+    flags = WorkerFlag
+
+
+class ExamOut(serializers.Serializer):
+    seen = serializers.IntegerField(help_text="Exam tasks the worker has answered.")
+    size = serializers.IntegerField(help_text="Exam tasks the project has.")
+
+
+class WorkerDetailOut(WorkerOut):
+    exam = ExamOut(allow_null=True, help_text="Null when the project has no exam.")
+    gold_history = GoldResultOut(many=True, help_text="Their gold results, newest first.")
+
+
+class MyProjectStatusOut(serializers.Serializer):
+    project = serializers.IntegerField()
+    status = _text("exam, probation, active or suspended.")
+    reason = _text("Why the worker may not work here, or null.", allow_null=True)
+    score = _rate("The score shown to the worker, or null until it is known.")
+
+
+# Agreement: one shape for classification, one for the kinds of shapes.
+class KappaPairOut(serializers.Serializer):
+    workers = serializers.ListField(child=serializers.IntegerField())
+    usernames = serializers.ListField(child=_text(allow_null=True))
+    kappa = _rate("Cohen's kappa of the pair, null when undefined.")
+    tasks = serializers.IntegerField(help_text="Tasks both answered.")
+
+
+class KappaWorkerOut(serializers.Serializer):
+    worker = serializers.IntegerField()
+    username = _text(allow_null=True)
+    mean_kappa = _rate("Mean of the worker's pairwise kappas.")
+    pairs = serializers.IntegerField()
+
+
+class ClassificationAgreementOut(serializers.Serializer):
+    kind = _text("classification")
+    tasks = serializers.IntegerField(help_text="Tasks with two answers or more.")
+    answers = serializers.IntegerField()
+    fleiss_kappa = _rate("Null without tasks, or when undefined.")
+    krippendorff_alpha = _rate("Null without tasks, or when undefined.")
+    mean_pairwise_kappa = _rate("Null without pairs.")
+    pairs = KappaPairOut(many=True)
+    workers = KappaWorkerOut(many=True)
+
+
+class ConfusionOut(serializers.Serializer):
+    labels = serializers.ListField(
+        child=_text(), help_text="Row and column names: the labels, then (nothing)."
+    )
+    nothing = serializers.IntegerField(help_text="Index of (nothing): an object one missed.")
+    matrix = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="Coincidences, rows and columns in the order of labels.",
+    )
+
+
+class ShapeWorkerOut(serializers.Serializer):
+    worker = serializers.IntegerField()
+    username = _text(allow_null=True)
+    mean_f1 = _rate("Mean F1 of the worker's answers against others' to the same task.")
+    pairs = serializers.IntegerField()
+
+
+class ShapeAgreementOut(serializers.Serializer):
+    kind = _text("bbox, polygon or keypoints.")
+    tasks = serializers.IntegerField()
+    mean_pairwise_iou = _rate("Null without matches.")
+    mean_pairwise_f1 = _rate("Null without pairs.")
+    confusion = ConfusionOut()
+    workers = ShapeWorkerOut(many=True)
+
+
+Agreement = PolymorphicProxySerializer(
+    component_name="Agreement",
+    serializers=[ClassificationAgreementOut, ShapeAgreementOut],
+    resource_type_field_name=None,
+)
+
+
+class ConsensusParamsOut(serializers.Serializer):
+    quorum = serializers.FloatField(required=False)
+    iou_threshold = serializers.FloatField(required=False)
+
+
+class ConsensusRunOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = _text("queued, running, done or failed.")
+    method = _text("The method that merged the answers, once known.", allow_null=True)
+    params = ConsensusParamsOut(help_text="Empty until the run has started.")
+    images_total = serializers.IntegerField()
+    images_done = serializers.IntegerField()
+    error = _text("Why the run failed, or null.", allow_null=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class TaskReferenceOut(serializers.Serializer):
+    task = serializers.IntegerField()
+    # The metaclass takes declared fields off the class, so this shadows no Field attribute.
+    source = _text("gold or consensus.")  # type: ignore[assignment]
+    annotations = AnnotationsField()
+    confidence = _rate("The consensus's confidence; null for gold or without answers.")
+    answers = serializers.IntegerField(
+        allow_null=True, help_text="Answers merged into the consensus; null for gold."
+    )
+
+
+class ContributorAnswerOut(serializers.Serializer):
+    assignment = serializers.IntegerField()
+    worker = serializers.IntegerField()
+    label = _text()  # type: ignore[assignment]  # a declared field, as source above
+    weight = serializers.FloatField(help_text="The worker's vote weight.")
+
+
+class ContributorsOut(serializers.Serializer):
+    """Who contributed what: ``answers`` (classification), ``weights`` and ``objects``
+    (shapes), or ``gold``."""
+
+    answers = ContributorAnswerOut(many=True, required=False)
+    weights = serializers.DictField(
+        child=serializers.FloatField(), required=False, help_text="Worker id -> vote weight."
+    )
+    objects = serializers.ListField(
+        child=serializers.ListField(child=serializers.ListField(child=serializers.IntegerField())),
+        required=False,
+        help_text="Per merged object, its members as [assignment, item index] pairs.",
+    )
+    gold = serializers.BooleanField(required=False, help_text="The image's gold answer.")
+
+
+class ConsensusResultOut(serializers.Serializer):
+    image = serializers.IntegerField()
+    method = _text("How the image's answers were merged (gold: the gold answer).")
+    annotations = AnnotationsField(help_text="The merged objects, with score and num_votes.")
+    confidence = _rate("0..1, null when not known.")
+    votes = serializers.IntegerField()
+    low_confidence = serializers.BooleanField()
+    contributors = ContributorsOut(required=False, help_text="Managers only.")
+
+
+# --- Gold -------------------------------------------------------------------------------------
 
 
 def gold_json(gold: GoldAnswer, tasks: int) -> dict[str, object]:
@@ -43,14 +305,14 @@ class ImageRefField(serializers.Field):
         return data
 
 
-class AnnotationListField(serializers.ListField):
+class AnnotationListField(AnnotationsField):
     """A list of annotation objects. Its items are checked by the serializer, which names a
     fault by its place (``annotations[0]``), as the checks of the items' content do."""
 
-    child = serializers.DictField()
-
-    def run_child_validation(self, data: list[Any]) -> list[Any]:
-        return list(data)
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, list):
+            self.fail("not_a_list")
+        return super().to_internal_value(data)
 
 
 class GoldIn(serializers.Serializer):
@@ -76,7 +338,13 @@ class GoldIn(serializers.Serializer):
 class GoldApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(request=GoldIn)
+    @extend_schema(
+        request=GoldIn,
+        responses={201: GoldSetOut},
+        description="Set an image's gold answer (managers of the project): every task of the "
+        "image becomes a gold task. Sending it again replaces the answer; `created` tells "
+        "which happened.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -89,24 +357,36 @@ class GoldApi(APIView):
             user=user,
         )
         return Response(
-            gold_json(gold, gold.image.tasks.count()),
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            {**gold_json(gold, gold.image.tasks.count()), "created": created},
+            status=status.HTTP_201_CREATED,
         )
 
+    @extend_schema(
+        operation_id="projects_gold_list",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(GoldOut, "PaginatedGoldList")},
+        description="The project's gold answers, oldest first, paginated (managers of the "
+        "project).",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        golds = (
-            GoldAnswer.objects.filter(project=project)
-            .annotate(task_count=Count("image__tasks"))
-            .order_by("pk")
+        return paginate(
+            request,
+            self,
+            selectors.gold_list(project),
+            lambda page: [gold_json(g, g.task_count) for g in page],
         )
-        return Response([gold_json(g, g.task_count) for g in golds])
 
 
 class GoldDetailApi(APIView):
     permission_classes = [IsManager]
 
+    @extend_schema(
+        responses={204: None},
+        description="Remove an image's gold answer (managers of the project): its tasks are "
+        "ordinary tasks again.",
+    )
     def delete(self, request: Request, project_id: int, image_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -120,6 +400,13 @@ class GoldDetailApi(APIView):
 class ProjectWorkersApi(APIView):
     permission_classes = [IsManager]
 
+    @extend_schema(
+        operation_id="projects_workers_list",
+        responses={200: WorkerOut(many=True)},
+        description="Every worker who has worked on the project, with score, status, earnings "
+        "and spam signals, lowest score first (managers of the project). A bare array, as "
+        "the public contract fixes it: not paginated, no `?limit`/`?offset`.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -129,6 +416,12 @@ class ProjectWorkersApi(APIView):
 class ProjectWorkerApi(APIView):
     permission_classes = [IsManager]
 
+    @extend_schema(
+        responses={200: WorkerDetailOut},
+        description="One worker of the project as the worker list shows them, plus their "
+        "exam progress and recent gold results (managers of the project); 404 if they have "
+        "not worked on it.",
+    )
     def get(self, request: Request, project_id: int, worker_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -149,7 +442,13 @@ class SuspendIn(serializers.Serializer):
 class WorkerSuspendApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(request=SuspendIn)
+    @extend_schema(
+        request=SuspendIn,
+        responses={200: WorkerDetailOut},
+        description="Suspend a worker from the project (managers of the project): they get "
+        "no more tasks and their answers stop counting in consensus. Answers the worker as "
+        "`GET .../workers/{worker_id}/` does.",
+    )
     def post(self, request: Request, project_id: int, worker_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -164,7 +463,12 @@ class WorkerSuspendApi(APIView):
 class WorkerReinstateApi(APIView):
     permission_classes = [IsManager]
 
-    @extend_schema(request=None)
+    @extend_schema(
+        request=None,
+        responses={200: WorkerDetailOut},
+        description="Lift a worker's suspension (managers of the project); 409 if they are "
+        "not suspended. Answers the worker as `GET .../workers/{worker_id}/` does.",
+    )
     def post(self, request: Request, project_id: int, worker_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -175,6 +479,12 @@ class WorkerReinstateApi(APIView):
 class ProjectAgreementApi(APIView):
     permission_classes = [IsManager]
 
+    @extend_schema(
+        responses={200: Agreement},
+        description="Inter-annotator agreement over the project's recently completed tasks "
+        "(managers of the project): kappas per pair of workers for classification, IoU, F1 "
+        "and a label confusion matrix for shapes.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -190,6 +500,11 @@ class MyProjectStatusApi(APIView):
 
     permission_classes = [IsWorker]
 
+    @extend_schema(
+        responses={200: MyProjectStatusOut},
+        description="The calling worker's standing in the project: their status, why they "
+        "may not work if so, and their score (workers).",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_worker(user, project_id)
@@ -227,18 +542,30 @@ class ProjectConsensusApi(APIView):
     def get_permissions(self) -> list[Any]:
         return [IsManager()] if self.request.method == "POST" else [IsManagerOrClient()]
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(
+        request=None,
+        responses={202: ConsensusRunOut},
+        description="Start computing the project's consensus (managers of the project). The "
+        "run is queued and answered at once; follow it with GET.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
         run = merge.consensus_run_request(project=project, user=user)
         return Response(run_json(run), status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        responses={200: ConsensusRunOut},
+        description="The project's latest consensus run, finished or not, as POST answers it "
+        "(managers and the project's clients); 404 if none was ever started.",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_user(user, project_id)
-        run = ConsensusRun.objects.filter(project=project).order_by("-pk").first()
-        return Response({"run": run_json(run) if run else None})
+        run = selectors.consensus_run_last(project)
+        if run is None:
+            raise NotFound("This project has no consensus run yet.", code="no_consensus_run")
+        return Response(run_json(run))
 
 
 class TaskReferenceApi(APIView):
@@ -246,6 +573,12 @@ class TaskReferenceApi(APIView):
 
     permission_classes = [IsManager]
 
+    @extend_schema(
+        responses={200: TaskReferenceOut},
+        description="What a reviewer compares a task's answers with (managers of the "
+        "project): the gold answer of a gold task, else the consensus of its counted answers "
+        "so far.",
+    )
     def get(self, request: Request, project_id: int, task_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
@@ -260,15 +593,23 @@ class ProjectConsensusResultsApi(APIView):
 
     permission_classes = [IsManagerOrClient]
 
+    @extend_schema(
+        operation_id="projects_consensus_results_list",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(ConsensusResultOut, "PaginatedConsensusResultList")},
+        description="The merged answer of each image in the latest finished consensus run, "
+        "by image id, paginated (managers and the project's clients; only managers see "
+        "`contributors`).",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_user(user, project_id)
-        rows = merge.current_results(project).order_by("image_id")
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(rows, request, view=self) or []
         manager = user.role == Role.MANAGER
-        return paginator.get_paginated_response(
-            [
+        return paginate(
+            request,
+            self,
+            merge.current_results(project).order_by("image_id"),
+            lambda page: [
                 {
                     "image": r.image_id,
                     "method": r.method,
@@ -279,5 +620,5 @@ class ProjectConsensusResultsApi(APIView):
                     **({"contributors": r.contributors} if manager else {}),
                 }
                 for r in page
-            ]
+            ],
         )

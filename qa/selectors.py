@@ -1,4 +1,4 @@
-"""Reads on quality for managers: workers with their evidence, and agreement metrics."""
+"""Reads on quality: workers with their evidence, agreement metrics, gold and consensus runs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from statistics import median
 from typing import Any
 
 import numpy as np
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 
 from crowd.contracts import worker_earnings
 from crowd.models import User
 from crowd.money import money_json
 from qa import agreement as stats
 from qa.geometry import match_annotations
-from qa.models import GoldResult, WorkerScore
+from qa.models import ConsensusRun, GoldAnswer, GoldResult, WorkerScore
 from qa.services import project_sigmas
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
@@ -341,3 +341,20 @@ def _round(value: float | None) -> float | None:
 
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 6) if values else None
+
+
+# --- Gold, runs and exports -------------------------------------------------------------------
+
+
+def gold_list(project: Project) -> QuerySet[GoldAnswer]:
+    """The project's gold answers, oldest first, each with its image's ``task_count``."""
+    return (
+        GoldAnswer.objects.filter(project=project)
+        .annotate(task_count=Count("image__tasks"))
+        .order_by("pk")
+    )
+
+
+def consensus_run_last(project: Project) -> ConsensusRun | None:
+    """The project's newest consensus run, finished or not."""
+    return ConsensusRun.objects.filter(project=project).order_by("-pk").first()

@@ -193,7 +193,7 @@ def test_a_manager_saves_a_gold_answer_drawn_in_the_editor(page: Page, site: Sit
     page.get_by_role("button", name="Save gold").click()
     expect(page.locator("#gold-count")).to_contain_text("1 with gold")
     screenshot(page, "gold-editor")
-    gold = site.call("GET", f"/api/v1/projects/{project['id']}/gold/", as_=MANAGER)
+    gold = site.call("GET", f"/api/v1/projects/{project['id']}/gold/", as_=MANAGER)["results"]
     assert len(gold) == 1
     assert [a["label"] for a in gold[0]["annotations"]] == ["car"]
 

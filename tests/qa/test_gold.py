@@ -30,9 +30,11 @@ def test_gold_marks_every_tile_of_the_image(api_as, manager, project) -> None:
     assert GoldAnswer.objects.get(image=image).annotations == [
         {"label": "car", "bbox": [10.0, 10.0, 100.0, 50.0]}
     ]
-    # Replacing it is a 200 and keeps one answer.
+    assert response.json()["created"] is True
+    # Replacing it keeps one answer, and says it replaced one.
     response = post_gold(api_as(manager), project, {"image": image.pk, "annotations": []})
-    assert response.status_code == 200
+    assert response.status_code == 201
+    assert response.json()["created"] is False
     assert GoldAnswer.objects.count() == 1
     # Removing it unmarks the tasks.
     assert (

@@ -248,7 +248,7 @@ def test_gold_of_another_project(world: World) -> None:
         "remove via own",
     )
     own = intruder.get(f"/api/v1/projects/{b.project.pk}/gold/").json()
-    assert [g["image"] for g in own] == [b.gold_image.pk]
+    assert [g["image"] for g in own["results"]] == [b.gold_image.pk]
     assert snapshot() == before
 
 

@@ -1,6 +1,6 @@
 // The gold editor: the workspace's tools on the project's images; saves through /gold/.
 import { Annotator } from "../annotator.js";
-import { api } from "./api.js";
+import { all, api } from "./api.js";
 import { $, h, labelMark, labelPicker, toast } from "./dom.js";
 
 const projectId = Number(document.getElementById("main").dataset.project);
@@ -118,5 +118,5 @@ $("#only-gold").addEventListener("change", () => renderImages(lastPage));
 project = await api(base);
 $("#project-name").textContent = project.name;
 labelButtons();
-gold = new Map((await api(`${base}/gold/`)).map((g) => [g.image, g.annotations]));
+gold = new Map((await all(`${base}/gold/?limit=500`, Infinity)).map((g) => [g.image, g.annotations]));
 await loadPage().catch((err) => toast(err.message, "error"));
