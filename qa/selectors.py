@@ -1,4 +1,5 @@
-"""Reads on quality: workers with their evidence, agreement metrics, gold and consensus runs."""
+"""Reads on quality: workers with their evidence, agreement metrics, gold, consensus runs and
+the dataset versions a user may download."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import numpy as np
 from django.db.models import Count, Q, QuerySet
 
 from crowd.contracts import worker_earnings
-from crowd.models import User
+from crowd.models import Role, User
 from crowd.money import money_json
 from qa import agreement as stats
 from qa.geometry import match_annotations
-from qa.models import ConsensusRun, GoldAnswer, GoldResult, WorkerScore
+from qa.models import ConsensusRun, DatasetExport, GoldAnswer, GoldResult, WorkerScore
 from qa.services import project_sigmas
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
+from tasks.selectors import projects_for_user
 
 # Spam signals look at the project's most recent answers.
 SIGNAL_WINDOW = 20_000
@@ -358,3 +360,24 @@ def gold_list(project: Project) -> QuerySet[GoldAnswer]:
 def consensus_run_last(project: Project) -> ConsensusRun | None:
     """The project's newest consensus run, finished or not."""
     return ConsensusRun.objects.filter(project=project).order_by("-pk").first()
+
+
+def exports_for_user(
+    user: User,
+    *,
+    project_id: int | None = None,
+    fmt: str | None = None,
+    status: str | None = None,
+) -> QuerySet[DatasetExport]:
+    """Every dataset version ``user`` may download, newest first: a manager's of the projects
+    they manage, a client's of the projects shared with them (none for a worker)."""
+    if user.role == Role.WORKER:
+        return DatasetExport.objects.none()
+    exports = DatasetExport.objects.filter(project__in=projects_for_user(user))
+    if project_id is not None:
+        exports = exports.filter(project_id=project_id)
+    if fmt is not None:
+        exports = exports.filter(format=fmt)
+    if status is not None:
+        exports = exports.filter(status=status)
+    return exports.select_related("project").order_by("-created_at", "-pk")

@@ -60,6 +60,8 @@ urlpatterns = [
         export_apis.ProjectExportsApi.as_view(),
         name="project-exports",
     ),
+    # Every version the caller may download; the routes of one version follow.
+    path("exports/", export_apis.ExportsApi.as_view(), name="exports"),
     path("exports/<int:export_id>/", export_apis.ExportApi.as_view(), name="export"),
     path(
         "exports/<int:export_id>/download/",

@@ -1,24 +1,208 @@
-"""Dataset versions over HTTP: request an export, follow it, download it (managers and the
-project's clients; for anyone else the project and its exports do not exist)."""
+"""Dataset versions over HTTP: request an export, follow it, list and download them (managers
+and the project's clients; for anyone else the project and its exports do not exist)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.errors import Conflict, NotFound
+from crowd.fields import ID_MAX, ID_MIN
 from crowd.models import User
+from crowd.pagination import page_of, paginate
 from crowd.permissions import IsManagerOrClient, request_user
+from qa.apis import PAGE_PARAMETERS
 from qa.exports.build import ExportIn, export_create
-from qa.models import DatasetExport, RunStatus
+from qa.models import DatasetExport, ExportFormat, RunStatus
+from qa.selectors import exports_for_user
 from tasks.selectors import project_for_user, projects_for_user
+
+# --- Output shapes (what the views render, for the schema) ------------------------------------
+
+
+class SplitOut(serializers.Serializer):
+    train = serializers.FloatField()
+    val = serializers.FloatField()
+    test = serializers.FloatField()
+    seed = serializers.IntegerField()
+
+
+class ExportOptionsOut(serializers.Serializer):
+    """The export's settings as validated from the request."""
+
+    min_confidence = serializers.FloatField()
+    low_confidence = serializers.CharField(help_text="include or exclude.")
+    include_images = serializers.BooleanField()
+    segmentation = serializers.CharField(help_text="polygon or rle.")
+    split = SplitOut(required=False, help_text="YOLO and Pascal VOC only, when asked for.")
+
+
+class ExportParamsOut(serializers.Serializer):
+    """The consensus run's parameters and the export's options; empty until the build starts."""
+
+    quorum = serializers.FloatField(required=False)
+    iou_threshold = serializers.FloatField(required=False)
+    min_confidence = serializers.FloatField(required=False)
+    low_confidence = serializers.CharField(required=False)
+    include_images = serializers.BooleanField(required=False)
+    segmentation = serializers.CharField(required=False)
+    split = SplitOut(required=False)
+
+
+class ExportCountsOut(serializers.Serializer):
+    """What the file holds, once built."""
+
+    images = serializers.IntegerField(required=False)
+    annotations = serializers.IntegerField(required=False)
+    empty_images = serializers.IntegerField(required=False)
+    per_label = serializers.DictField(
+        child=serializers.IntegerField(), required=False, help_text="Label -> objects."
+    )
+    per_subset = serializers.DictField(
+        child=serializers.IntegerField(), required=False, help_text="Subset -> images."
+    )
+
+
+class ExportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    format = serializers.CharField(help_text="coco, yolo, voc, csv or raw.")
+    version = serializers.IntegerField(help_text="The project's versions are 1, 2, 3, ...")
+    options = ExportOptionsOut()
+    sha256 = serializers.CharField(allow_null=True, help_text="The file's hash, once done.")
+    size_bytes = serializers.IntegerField(allow_null=True, help_text="Once done.")
+    file_name = serializers.CharField(allow_null=True, help_text="Once done.")
+    download_url = serializers.URLField(allow_null=True, help_text="Once done.")
+    consensus_run = serializers.IntegerField(
+        allow_null=True, help_text="The run the version is built from, once known."
+    )
+    method = serializers.CharField(allow_null=True, help_text="The consensus's method.")
+    params = ExportParamsOut()
+    counts = ExportCountsOut()
+    card = serializers.CharField(allow_null=True, help_text="The dataset card (Markdown).")
+    images_total = serializers.IntegerField()
+    images_done = serializers.IntegerField()
+    error = serializers.CharField(allow_null=True, help_text="Why the build failed, or null.")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class ExportListedOut(ExportOut):
+    project_name = serializers.CharField()
+
+
+class ExportsQuery(serializers.Serializer):
+    project = serializers.IntegerField(
+        required=False, min_value=ID_MIN, max_value=ID_MAX, help_text="Only this project's."
+    )
+    format = serializers.ChoiceField(ExportFormat.values, required=False)
+    status = serializers.ChoiceField(RunStatus.values, required=False)
+
+
+# A COCO file (shared/API.md): the download of a coco export that ships no images.
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+COCO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A standard COCO file; annotations also carry score and num_votes, and a "
+    "classification's images their label, score and num_votes.",
+    "properties": {
+        "info": {
+            "type": "object",
+            "properties": {
+                name: {"type": "string"}
+                for name in ("description", "version", "contributor", "url")
+            },
+        },
+        "licenses": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "url": {"type": "string"},
+                },
+            },
+        },
+        "categories": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "supercategory": {"type": "string"},
+                    "keypoints": {"type": "array", "items": {"type": "string"}},
+                    "skeleton": {
+                        "type": "array",
+                        "items": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+                "required": ["id", "name"],
+            },
+        },
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "file_name": {"type": "string"},
+                    "width": {"type": "integer"},
+                    "height": {"type": "integer"},
+                    "label": {"type": "string"},
+                    "score": {"type": "number"},
+                    "num_votes": {"type": "integer"},
+                },
+                "required": ["id", "file_name", "width", "height"],
+            },
+        },
+        "annotations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "image_id": {"type": "integer"},
+                    "category_id": {"type": "integer"},
+                    "bbox": _NUMBERS,
+                    "area": {"type": "number"},
+                    "segmentation": {
+                        "oneOf": [
+                            {"type": "array", "items": _NUMBERS},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "size": {"type": "array", "items": {"type": "integer"}},
+                                    "counts": {"type": "string"},
+                                },
+                                "required": ["size", "counts"],
+                            },
+                        ]
+                    },
+                    "keypoints": _NUMBERS,
+                    "num_keypoints": {"type": "integer"},
+                    "iscrowd": {"type": "integer"},
+                    "score": {"type": "number"},
+                    "num_votes": {"type": "integer"},
+                },
+                "required": ["id", "image_id", "category_id", "score", "num_votes"],
+            },
+        },
+    },
+    "required": ["info", "licenses", "categories", "images", "annotations"],
+}
 
 
 def export_json(export: DatasetExport, request: Request) -> dict[str, Any]:
@@ -65,7 +249,13 @@ class ProjectExportsApi(APIView):
 
     permission_classes = [IsManagerOrClient]
 
-    @extend_schema(request=ExportIn, responses={202: dict})
+    @extend_schema(
+        request=ExportIn,
+        responses={202: ExportOut},
+        description="Request a new dataset version of the project (managers and the "
+        "project's clients). It is numbered and queued at once and built in the background: "
+        "follow it with `GET /exports/{id}/`.",
+    )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_user(user, project_id)
@@ -74,16 +264,75 @@ class ProjectExportsApi(APIView):
         export = export_create(project=project, user=user, **data.validated_data)
         return Response(export_json(export, request), status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        operation_id="projects_exports_list",
+        parameters=PAGE_PARAMETERS,
+        responses={200: page_of(ExportOut, "PaginatedExportList")},
+        description="The project's dataset versions, newest version first, paginated "
+        "(managers and the project's clients).",
+    )
     def get(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_user(user, project_id)
         exports = DatasetExport.objects.filter(project=project).order_by("-version")
-        return Response([export_json(e, request) for e in exports])
+        return paginate(
+            request, self, exports, lambda page: [export_json(e, request) for e in page]
+        )
+
+
+class FormatIsAFilter(DefaultContentNegotiation):
+    """Content negotiation where ``?format=`` is a filter (an export format), not DRF's choice
+    of renderer: only the Accept header chooses one."""
+
+    def filter_renderers(
+        self, renderers: Iterable[BaseRenderer], format: str
+    ) -> list[BaseRenderer]:
+        return list(renderers)
+
+
+class ExportsApi(APIView):
+    """Every dataset version the caller may download, across projects."""
+
+    permission_classes = [IsManagerOrClient]
+    content_negotiation_class = FormatIsAFilter
+
+    @extend_schema(
+        operation_id="exports_list",
+        parameters=[ExportsQuery, *PAGE_PARAMETERS],
+        responses={200: page_of(ExportListedOut, "PaginatedExportListedList")},
+        description="Every dataset version the caller may download, newest first, paginated: "
+        "a manager's of the projects they manage, a client's of the projects shared with them "
+        "(workers: 403). Each is as `GET /exports/{id}/` renders it, plus the project's name; "
+        "`?project`, `?format` and `?status` narrow the list.",
+    )
+    def get(self, request: Request) -> Response:
+        user = request_user(request)
+        query = ExportsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        exports = exports_for_user(
+            user,
+            project_id=query.validated_data.get("project"),
+            fmt=query.validated_data.get("format"),
+            status=query.validated_data.get("status"),
+        )
+        return paginate(
+            request,
+            self,
+            exports,
+            lambda page: [
+                {**export_json(e, request), "project_name": e.project.name} for e in page
+            ],
+        )
 
 
 class ExportApi(APIView):
     permission_classes = [IsManagerOrClient]
 
+    @extend_schema(
+        responses={200: ExportOut},
+        description="One dataset version: its status while it builds, then its hash, size, "
+        "counts, dataset card and download URL (managers and the project's clients).",
+    )
     def get(self, request: Request, export_id: int) -> Response:
         user = request_user(request)
         return Response(export_json(export_for_user(user, export_id), request))
@@ -96,10 +345,13 @@ class ExportDownloadApi(APIView):
 
     @extend_schema(
         responses={
-            (200, "application/json"): OpenApiTypes.OBJECT,  # COCO without images
+            (200, "application/json"): COCO_SCHEMA,  # COCO without images
             (200, "application/zip"): OpenApiTypes.BINARY,
             304: None,
-        }
+        },
+        description="The version's file (managers and the project's clients): a COCO export "
+        "without images is a `.json` file, any other a `.zip`. 409 until it is done; its "
+        "sha256 is the ETag, so `If-None-Match` answers 304.",
     )
     def get(self, request: Request, export_id: int) -> Any:
         user = request_user(request)

@@ -171,7 +171,8 @@ def test_versions_are_numbered_and_the_same_inputs_give_the_same_bytes(api_as, m
     assert zip1 == zip2
     assert yolo2.version == 4
     listed = api.get(f"/api/v1/projects/{project.pk}/exports/").json()
-    assert [e["version"] for e in listed] == [4, 3, 2, 1]
+    assert listed["count"] == 4
+    assert [e["version"] for e in listed["results"]] == [4, 3, 2, 1]
     detail = api.get(f"/api/v1/exports/{first.pk}/").json()
     assert detail["sha256"] == first.sha256
     assert detail["download_url"].endswith(f"/api/v1/exports/{first.pk}/download/")

@@ -78,6 +78,12 @@ def members_of_the_project(ok: int) -> dict[str, int]:
             "client": ok, "owner": ok}  # fmt: skip
 
 
+def managers_and_clients(ok: int) -> dict[str, int]:
+    """Any manager or client (each sees only their own)."""
+    return {"anonymous": 401, "worker": 403, "other_manager": ok, "other_client": ok,
+            "client": ok, "owner": ok}  # fmt: skip
+
+
 def workers(ok: int) -> dict[str, int]:
     return {"anonymous": 401, "worker": ok, "other_manager": 403, "other_client": 403,
             "client": 403, "owner": 403}  # fmt: skip
@@ -181,6 +187,7 @@ MATRIX: dict[str, dict[str, Case]] = {
         "get": Case(members_of_the_project(200)),
         "post": Case(members_of_the_project(202), lambda w: {"format": "coco"}),
     },
+    "exports": {"get": Case(managers_and_clients(200))},
     "export": {"get": Case(members_of_the_project(200))},
     "export-download": {"get": Case(members_of_the_project(200))},
     # Reviews and money
