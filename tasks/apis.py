@@ -29,7 +29,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import InvalidInput, NotFound, PayloadTooLarge
+from crowd.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
 from crowd.pagination import Page, page_of, paginate
@@ -351,6 +351,31 @@ class SubmitOut(serializers.Serializer):
     status = serializers.CharField(help_text="submitted, or approved/rejected once reviewed.")
     clipped = serializers.IntegerField(
         help_text="Coordinates a little past the image's edge that were clipped to it."
+    )
+
+
+class RefusedOut(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class SubmitNextOut(SubmitOut):
+    next = LeaseOut(
+        allow_null=True,
+        help_text="The next lease, as next/ answers it; null when nothing is left for you.",
+    )
+    next_refused = RefusedOut(
+        required=False,
+        help_text="Why there is no next lease when you may not work on in this project "
+        "(suspended, not qualified): the error next/ would answer.",
+    )
+
+
+class SubmitQueryIn(serializers.Serializer):
+    next = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="1: answer with the next lease too, saving the worker a round trip.",
     )
 
 
@@ -882,24 +907,48 @@ class AssignmentSubmitApi(APIView):
                 description="Repeating a submission with the same key returns its first result.",
             )
         ],
-        responses={200: SubmitOut, 409: SubmitConflictOut},
+        responses={200: SubmitNextOut, 409: SubmitConflictOut},
         description="Workers only: the answer to a leased task. A repeat of the same "
         "submission returns the same result; 409 when the task was answered differently, "
-        "skipped, or its lease expired and it no longer needs an answer.",
+        "skipped, or its lease expired and it no longer needs an answer. With `?next=1` the "
+        "response also carries `next`, the next lease of the same project (or null), in the "
+        "same round trip; a repeat hands over the same lease.",
     )
     def post(self, request: Request, assignment_id: int) -> Response:
+        query = SubmitQueryIn(data=request.query_params)
+        query.is_valid(raise_exception=True)
         data = SubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
+        worker = request_user(request)
         assignment = routing.assignment_submit(
             assignment_id=assignment_id,
-            worker=request_user(request),
+            worker=worker,
             annotations=data.validated_data["annotations"],
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             time_spent_ms=data.validated_data.get("time_spent_ms"),
         )
-        return Response(
-            {"id": assignment.pk, "status": assignment.status, "clipped": assignment.clipped}
-        )
+        body: dict[str, Any] = {
+            "id": assignment.pk,
+            "status": assignment.status,
+            "clipped": assignment.clipped,
+        }
+        if query.validated_data["next"]:
+            body.update(_next_after(worker, assignment.project_id))
+        return Response(body)
+
+
+def _next_after(worker: User, project_id: int) -> dict[str, Any]:
+    """``next`` (and why there is none, when the worker may not go on) for a submit's answer:
+    the answer already counts, so a refusal here is reported, not raised."""
+    try:
+        project = selectors.project_for_worker(worker, project_id)
+        lease = routing.assignment_next(project=project, worker=worker)
+    except (NotFound, Forbidden) as exc:
+        return {"next": None, "next_refused": {"detail": exc.detail, "code": exc.code}}
+    if lease is None:
+        return {"next": None}
+    lease.project = project
+    return {"next": assignment_json(lease)}
 
 
 class AssignmentSkipApi(APIView):
