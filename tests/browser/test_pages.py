@@ -81,11 +81,19 @@ def test_a_worker_signs_up_draws_two_boxes_submits_and_gets_the_next_task(
     drag(page, (x0 + 180, y0 + 20), (x0 + 260, y0 + 140))
     expect(page.locator("#objects li")).to_have_count(2)
     screenshot(page, "workspace-two-boxes")
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
     page.keyboard.press("Enter")
 
     expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
     expect(page.locator("#objects")).to_contain_text("No objects yet")  # a fresh task
     expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()
+    # The next task came with the answer's receipt: one round trip, no separate next/.
+    api_calls = [url for url in sent if "/api/v1/" in url and "/api/v1/images/" not in url]
+    assert [url for url in api_calls if "/submit/" in url] == [
+        url for url in api_calls if url.endswith("/submit/?next=1")
+    ]
+    assert len(api_calls) == 1, api_calls
     screenshot(page, "workspace-next-task")
 
     answers = site.call(

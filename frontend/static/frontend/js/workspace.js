@@ -99,19 +99,26 @@ async function show(assignment) {
   stage.focus();
 }
 
+// A lease (from next/, or handed over by a submit) or none: show it, or wait for work.
+async function present(assignment, refused) {
+  if (assignment) {
+    state.waiting = false;
+    await show(assignment);
+  } else if (refused) {
+    state.waiting = false;
+    showEmpty(`You cannot work on this project now. ${refused.detail}`);
+  } else {
+    state.waiting = true;
+    showEmpty("No tasks for you right now. This page will fetch one as soon as there is work.");
+  }
+}
+
 async function next() {
   if (state.busy) return;
   state.busy = true;
   setButtons();
   try {
-    const assignment = await api(`/projects/${projectId}/assignments/next/`, { method: "POST" });
-    if (assignment) {
-      state.waiting = false;
-      await show(assignment);
-    } else {
-      state.waiting = true;
-      showEmpty("No tasks for you right now. This page will fetch one as soon as there is work.");
-    }
+    await present(await api(`/projects/${projectId}/assignments/next/`, { method: "POST" }));
   } catch (err) {
     state.waiting = err.status === 429;
     showEmpty(err.status === 403 ? `You cannot work on this project now. ${err.message}` : `Could not get a task: ${err.message}`);
@@ -133,13 +140,15 @@ async function submit() {
   setButtons();
   const { assignment, key } = state;
   try {
-    await api(`/assignments/${assignment.id}/submit/`, { method: "POST", body: { annotations }, headers: { "Idempotency-Key": key } });
+    // ?next=1: the next lease comes back with the answer's receipt, in one round trip.
+    const done = await api(`/assignments/${assignment.id}/submit/?next=1`, { method: "POST", body: { annotations }, headers: { "Idempotency-Key": key } });
     state.done += 1;
     state.earned += Number(assignment.reward);
     state.currency = assignment.currency;
     $("#session-stats").textContent = `${state.done} submitted this session · ${state.earned.toFixed(2)} ${state.currency} pending review`;
+    await present(done.next, done.next_refused);
     state.busy = false;
-    await next();
+    setButtons();
   } catch (err) {
     state.busy = false;
     if (err.status === 409 || err.status === 404) {
