@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -112,6 +113,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return domain_response
     if isinstance(exc, DatabaseError):
         return None  # a programming error, not the client's: let it surface as a server error
+    if isinstance(exc, Http404):
+        # Django's 404 reaches a view mostly from content negotiation: ?format=xml.
+        fmt = getattr(context.get("request"), "query_params", {}).get("format")
+        exc = drf_exceptions.NotFound(
+            f"No such format {fmt!r}: this API answers JSON." if fmt else None
+        )
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages

@@ -33,6 +33,30 @@ def test_drf_errors_are_reshaped() -> None:
     assert response.data["code"] == "not_authenticated"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/projects/", "/api/v1/me/", "/api/v1/me/ledger/"])
+def test_an_unknown_format_is_a_json_404_naming_it(manager, api_as, path) -> None:
+    response = api_as(manager).get(f"{path}?format=xml")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "No such format 'xml': this API answers JSON.",
+        "code": "not_found",
+        "errors": {},
+    }
+
+
+def test_djangos_own_404_and_403_get_the_error_shape() -> None:
+    from django.core.exceptions import PermissionDenied
+    from django.http import Http404
+
+    response = exception_handler(Http404(), {})
+    assert response is not None
+    assert (response.status_code, response.data["code"]) == (404, "not_found")
+    response = exception_handler(PermissionDenied(), {})
+    assert response is not None
+    assert (response.status_code, response.data["code"]) == (403, "permission_denied")
+
+
 def test_a_lost_database_is_a_503_with_retry_after() -> None:
     response = exception_handler(OperationalError("server closed the connection"), {})
     assert response is not None
