@@ -315,6 +315,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # JSON bodies are documented as JSON only (DRF's form parsers accept them too): a
+    # generated client then has one body type per operation. Uploads name multipart.
+    "PARSER_WHITELIST": ["crowd.parsers.JSONParser"],
     # Operation ids name the path after the version: projects_list, not v1_projects_list.
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Item schemas that AnnotationsField refers to, beside drf-spectacular's enum hook.

@@ -362,7 +362,9 @@ class RefusedOut(serializers.Serializer):
 class SubmitNextOut(SubmitOut):
     next = LeaseOut(
         allow_null=True,
-        help_text="The next lease, as next/ answers it; null when nothing is left for you.",
+        required=False,
+        help_text="With ?next=1 only: the next lease, as next/ answers it; null when nothing "
+        "is left for you.",
     )
     next_refused = RefusedOut(
         required=False,
@@ -900,6 +902,7 @@ class AssignmentSubmitApi(APIView):
     @extend_schema(
         request=SubmitIn,
         parameters=[
+            SubmitQueryIn,
             OpenApiParameter(
                 "Idempotency-Key",
                 OpenApiTypes.STR,
