@@ -908,7 +908,7 @@ class AssignmentSubmitApi(APIView):
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
                 description="Repeating a submission with the same key returns its first result.",
-            )
+            ),
         ],
         responses={200: SubmitNextOut, 409: SubmitConflictOut},
         description="Workers only: the answer to a leased task. A repeat of the same "
