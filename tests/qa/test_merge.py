@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from crowd.jobs import wait_for_jobs
+from qa.consensus.boxes import merge_boxes
+from qa.consensus.objects import Answer
 from qa.models import ConsensusResult, ConsensusRun
 from tasks import routing
 from tasks.models import Task
@@ -139,6 +142,28 @@ def test_aggregate_boxes_json_lines(tmp_path) -> None:
     assert car["num_votes"] == 3
     assert car["bbox"] == pytest.approx([11, 10, 50, 40], abs=1)
     assert 0 < car["score"] <= 1
+
+
+def test_aggregate_boxes_of_many_images_match_a_merge_per_image(tmp_path) -> None:
+    """Boxes merge as one batch over the file: each image's objects as merging it alone."""
+    rng = random.Random(3)
+    lines, by_task = [], {}
+    for t in range(40):
+        truth = [(rng.uniform(10, 150), rng.uniform(10, 60), rng.choice(["car", "bus"]))
+                 for _ in range(rng.randint(0, 3))]  # fmt: skip
+        for w in range(rng.randint(1, 5)):
+            items = [{"label": label, "bbox": [x + rng.gauss(0, 2), y + rng.gauss(0, 2), 30, 20]}
+                     for x, y, label in truth if rng.random() < 0.8]  # fmt: skip
+            lines.append({"task": f"t{t}", "worker": w, "annotations": items,
+                          "width": 200, "height": 100})  # fmt: skip
+            by_task.setdefault(f"t{t}", []).append(Answer(w, 1.0, items))
+    out = run_aggregate(tmp_path, "bbox", "\n".join(json.dumps(x) for x in lines))
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["task"] for r in rows] == list(by_task)
+    for row in rows:
+        alone = [o.to_item() for o in merge_boxes(by_task[row["task"]])]
+        assert row["annotations"] == json.loads(json.dumps(alone))
+    assert sum(len(r["annotations"]) for r in rows) > 20
 
 
 def test_aggregate_clips_a_vertex_just_past_the_edge(tmp_path) -> None:

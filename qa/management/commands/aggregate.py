@@ -20,7 +20,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from qa.consensus import classification as cls
-from qa.consensus.boxes import merge_boxes
+from qa.consensus.boxes import merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints
 from qa.consensus.objects import Answer
 from qa.consensus.polygons import merge_polygons
@@ -140,33 +140,55 @@ def merge_shapes(source: IO[str], target: IO[str], kind: str, options: dict[str,
         row["_line"] = line
         by_task[row["task"]].append(row)
     names = [n.strip() for n in options["keypoint_names"].split(",") if n.strip()]
-    for task, rows in by_task.items():
-        width, height = _size(rows, kind)
-        labels = sorted(
-            {
-                item["label"]
-                for r in rows
-                for item in r["annotations"]
-                if isinstance(item, dict) and isinstance(item.get("label"), str)
-            }
+    if kind == "bbox":
+        # Boxes merge as one batch over every image: the per-image path costs more in Python
+        # overhead than the merge itself on large inputs.
+        tasks = list(by_task)
+        crowds = [_crowd(by_task[task], kind, names)[0] for task in tasks]
+        batch = merge_boxes_batch(
+            crowds, iou_threshold=options["iou_threshold"], quorum=options["quorum"]
         )
-        counts = _keypoint_counts(rows) if kind == "keypoints" else {}
-        schema = Schema(kind=kind, keypoints={
-            label: names or [f"k{i}" for i in range(counts.get(label, 0))] for label in labels
-        })  # fmt: skip
-        crowd = []
-        for r in rows:
-            try:
-                items = validate_annotations(
-                    r["annotations"], schema=schema, width=width, height=height
-                )
-            except AnnotationError as exc:
-                raise CommandError(f"Line {r['_line']}: {exc}") from None
-            crowd.append(Answer(r["worker"], float(r.get("weight", 1.0)), items))
-        merged = _merge(kind, crowd, width, height, schema, options)
-        target.write(json.dumps({"task": task, "annotations": [o.to_item() for o in merged]}))
-        target.write("\n")
+        for task, merged in zip(tasks, batch, strict=True):
+            _write(target, task, merged)
+        return len(tasks)
+    for task, rows in by_task.items():
+        crowd, (width, height), schema = _crowd(rows, kind, names)
+        _write(target, task, _merge(kind, crowd, width, height, schema, options))
     return len(by_task)
+
+
+def _write(target: IO[str], task: Any, merged: list[Any]) -> None:
+    target.write(json.dumps({"task": task, "annotations": [o.to_item() for o in merged]}))
+    target.write("\n")
+
+
+def _crowd(
+    rows: list[dict[str, Any]], kind: str, names: list[str]
+) -> tuple[list[Answer], tuple[int, int], Schema]:
+    """One task's answers, validated (and clipped) against the image and the labels seen."""
+    width, height = _size(rows, kind)
+    labels = sorted(
+        {
+            item["label"]
+            for r in rows
+            for item in r["annotations"]
+            if isinstance(item, dict) and isinstance(item.get("label"), str)
+        }
+    )
+    counts = _keypoint_counts(rows) if kind == "keypoints" else {}
+    schema = Schema(kind=kind, keypoints={
+        label: names or [f"k{i}" for i in range(counts.get(label, 0))] for label in labels
+    })  # fmt: skip
+    crowd = []
+    for r in rows:
+        try:
+            items = validate_annotations(
+                r["annotations"], schema=schema, width=width, height=height
+            )
+        except AnnotationError as exc:
+            raise CommandError(f"Line {r['_line']}: {exc}") from None
+        crowd.append(Answer(r["worker"], float(r.get("weight", 1.0)), items))
+    return crowd, (width, height), schema
 
 
 def _size(rows: list[dict[str, Any]], kind: str) -> tuple[int, int]:
