@@ -147,7 +147,8 @@ def test_aggregate_boxes_json_lines(tmp_path) -> None:
 def test_aggregate_boxes_of_many_images_match_a_merge_per_image(tmp_path) -> None:
     """Boxes merge as one batch over the file: each image's objects as merging it alone."""
     rng = random.Random(3)
-    lines, by_task = [], {}
+    lines: list[dict] = []
+    by_task: dict[str, list[Answer]] = {}
     for t in range(40):
         truth = [(rng.uniform(10, 150), rng.uniform(10, 60), rng.choice(["car", "bus"]))
                  for _ in range(rng.randint(0, 3))]  # fmt: skip
