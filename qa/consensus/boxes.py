@@ -24,6 +24,15 @@ The merge, for each image:
 5. **Score**: (weight of the members that gave the winning label / weight of all voters) x
    (weighted mean IoU of the members with the merged box), in [0, 1].
 
+With ``method="em"`` steps 2, 4 and 5 use a model of each worker learnt from the whole batch
+instead of the given weights (:mod:`qa.consensus.box_em`): a cluster is kept when the
+posterior probability that it is a real object, given who marked it and who answered the
+image and did not, reaches 0.5; that posterior is its score; members are placed with weights
+from their worker's estimated placement noise. The weights still order the clustering and
+decide the label vote and ``support``. A fixed quorum drops objects that two reliable
+workers of five marked, and keeps what a spammer and a careless worker happened to agree on;
+the model tells them apart, at the price that an image's objects depend on the batch.
+
 :func:`merge_boxes_batch` runs this over many images at once with array operations: the only
 Python loop is over worker ranks (a handful); reading the items and building the objects are
 C-level passes over flat lists. The matchings of all images are solved together as one sparse
@@ -45,17 +54,19 @@ from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
+from qa.consensus.box_em import existence_em, placement_noise
 from qa.consensus.objects import EPS, Answer, Item, MergedObject, weighted_median
 from qa.geometry import match
 
 FloatArray = npt.NDArray[np.float64]
+Method = Literal["quorum", "em"]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 Region = Sequence[float]
@@ -73,6 +84,7 @@ def merge_boxes(
     iou_threshold: float = 0.5,
     quorum: float = 0.5,
     refine: bool = False,
+    method: Method = "quorum",
 ) -> list[MergedObject]:
     """Merge the workers' ``answers`` on one image into consensus boxes (see the module).
 
@@ -80,7 +92,7 @@ def merge_boxes(
     full-image pixels. Returns the kept objects, highest score first.
     """
     (objects,) = merge_boxes_batch(
-        [answers], iou_threshold=iou_threshold, quorum=quorum, refine=refine
+        [answers], iou_threshold=iou_threshold, quorum=quorum, refine=refine, method=method
     )
     return objects
 
@@ -91,10 +103,17 @@ def merge_boxes_batch(
     iou_threshold: float = 0.5,
     quorum: float = 0.5,
     refine: bool = False,
+    method: Method = "quorum",
 ) -> list[list[MergedObject]]:
-    """:func:`merge_boxes` for many images at once: one list of objects per image, in order."""
+    """:func:`merge_boxes` for many images at once: one list of objects per image, in order.
+
+    With ``method="em"`` the worker model is learnt from the whole batch, so an image's
+    objects depend on the other images in it (``quorum`` is then not used).
+    """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError("iou_threshold must be in (0, 1]")
+    if method not in ("quorum", "em"):
+        raise ValueError(f"method must be 'quorum' or 'em', got {method!r}")
     # Bulk creation of small objects (tuples per box and per object) with the collector on
     # triggers collection after collection over everything created so far; nothing here makes
     # reference cycles, so it waits until the end. (Process-wide: a merge running in another
@@ -106,6 +125,12 @@ def merge_boxes_batch(
         members = _cluster(crowd, iou_threshold)
         if refine:
             members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
+        if method == "em":
+            posterior, box_weight = _worker_model(crowd, members)
+            real = posterior >= 0.5
+            members = members[real]
+            merged, iou = _merge(crowd, members, box_weight)
+            return _objects(crowd, members, merged, iou, len(images), score=posterior[real])
         members = members[_support(crowd, members) >= quorum - EPS]
         merged, iou = _merge(crowd, members)
         return _objects(crowd, members, merged, iou, len(images))
@@ -149,6 +174,7 @@ class _Crowd:
         self.workers = workers
         self.answer_image = answer_image
         self.answer_weight = answer_weight
+        self.answer_rank = answer_rank
         self.box_answer = box_answer
         self.box_item = box_item
         self.corners = corners  # (N, 4): x0, y0, x1, y1
@@ -392,16 +418,20 @@ def _refine(crowd: _Crowd, members: IntArray, merged: FloatArray, threshold: flo
 # Merging
 
 
-def _merge(crowd: _Crowd, members: IntArray) -> tuple[FloatArray, FloatArray]:
+def _merge(
+    crowd: _Crowd, members: IntArray, box_weight: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
     """Each cluster's box (corners): the weighted mean of its members when they all agree with
     it; otherwise the weighted mean of the members that agree with the per-edge median.
+    Members weigh their worker's weight, or ``box_weight`` (per box) when given.
 
     Also returns the IoU of every member (C, R) with its cluster's box.
     """
     present = members >= 0
     ids = np.where(present, members, 0)
     corners = crowd.corners[ids]  # (C, R, 4)
-    weight = np.where(present, crowd.weight[ids], 0.0)
+    weights = crowd.weight if box_weight is None else box_weight
+    weight = np.where(present, weights[ids], 0.0)
     first = corners[np.arange(len(members)), present.argmax(axis=1)]
     merged = _weighted_mean(corners, weight, first)
     iou = _member_iou(corners, merged)
@@ -443,8 +473,55 @@ def _support(crowd: _Crowd, members: IntArray) -> FloatArray:
     return out
 
 
+def _worker_model(crowd: _Crowd, members: IntArray) -> tuple[FloatArray, FloatArray]:
+    """Learn each worker's recall, false marks and placement noise from every cluster of the
+    batch (:mod:`qa.consensus.box_em`); returns the probability that each cluster is a real
+    object, and each box's weight in placing it (its worker's precision, at most 1)."""
+    ids: dict[Hashable, int] = {}
+    answer_worker = np.array(
+        [ids.setdefault(worker, len(ids)) for worker in crowd.workers], dtype=np.intp
+    )
+    n_workers = len(ids)
+    n_clusters = len(members)
+    cluster_image = crowd.image[members.max(axis=1)]
+    # Every voter of a cluster's image, marked or not: an image's answers are contiguous.
+    n_answers = np.bincount(crowd.answer_image, minlength=len(crowd.voters_weight))
+    first_answer = np.cumsum(n_answers) - n_answers
+    per_cluster = n_answers[cluster_image]
+    pair_candidate = np.repeat(np.arange(n_clusters), per_cluster)
+    pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + _ragged_arange(per_cluster)
+    marked = members[pair_candidate, crowd.answer_rank[pair_answer]] >= 0
+    existence = existence_em(
+        pair_candidate,
+        answer_worker[pair_answer],
+        marked,
+        worker_images=np.bincount(answer_worker, minlength=n_workers),
+        start=np.minimum(_support(crowd, members), 1.0),
+    )
+    # Placement: each member's edge error against the first merge, as a share of the side.
+    merged, _ = _merge(crowd, members)
+    present = members >= 0
+    rows = np.broadcast_to(np.arange(n_clusters)[:, None], members.shape)[present]
+    boxes = members[present]
+    side = np.maximum(merged[:, 2:] - merged[:, :2], 1.0)
+    error = ((crowd.corners[boxes] - merged[rows]) / np.tile(side, 2)[rows]) ** 2
+    noise = placement_noise(
+        error.mean(axis=1),
+        answer_worker[crowd.box_answer[boxes]],
+        existence.posterior[rows],
+        n_workers=n_workers,
+    )
+    precision = (noise.min() / noise) ** 2
+    return existence.posterior, precision[answer_worker[crowd.box_answer]]
+
+
 def _objects(
-    crowd: _Crowd, members: IntArray, merged: FloatArray, iou: FloatArray, n_images: int
+    crowd: _Crowd,
+    members: IntArray,
+    merged: FloatArray,
+    iou: FloatArray,
+    n_images: int,
+    score: FloatArray | None = None,
 ) -> list[list[MergedObject]]:
     present = members >= 0
     ids = np.where(present, members, 0)
@@ -467,7 +544,8 @@ def _objects(
     gave = present & (crowd.label_order[ids] == winner[:, None])
     label = crowd.label[ids[np.arange(len(members)), gave.argmax(axis=1)]]
     agreement = (iou * weight).sum(axis=1) / weight.sum(axis=1)
-    score = np.clip(label_support * agreement, 0.0, 1.0)
+    if score is None:
+        score = np.clip(label_support * agreement, 0.0, 1.0)
     kept = np.lexsort((np.arange(len(members)), -score, image))
     # From here on every step is a C-level ``map`` over flat tuples (a slice of a tuple is the
     # tuple an object keeps, made in one step), and ``tuple.__new__`` builds the named tuples

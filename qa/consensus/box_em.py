@@ -1,0 +1,228 @@
+"""A model of each worker, learnt from the answers of a whole batch, for box consensus. Pure.
+
+The candidates are the clusters of :mod:`qa.consensus.boxes` (boxes of different workers on
+one image matched by IoU). Every worker who answered an image saw all of it, so for each
+candidate and each of the image's voters we know whether the voter marked it. A candidate is a
+real object or a spurious one (hidden), and each worker ``j`` has
+
+- a **recall** ``r_j``: the chance they mark a real object;
+- a rate of **false marks** ``l_j``: boxes a picture they draw where nothing is;
+- a **placement noise** ``s_j``: the root mean square of their edges' distance from the merged
+  box, as a share of its side.
+
+Real objects come at ``mu`` a picture, and each voter marks one independently with their
+recall. A spurious candidate is one voter's false mark (voter ``j`` makes ``l_j`` a picture),
+which another voter's box joins by chance with a small crowd-wide probability ``g`` (two stray
+boxes meeting at IoU 0.5 are rare). So a candidate marked by the voters ``S`` of voters ``V``
+is real with odds::
+
+    mu * prod_{j in S} r_j * prod_{k in V - S} (1 - r_k)
+    ---------------------------------------------------------
+    sum_{j in S} l_j * g ** (|S| - 1) * (1 - g) ** (|V| - |S|)
+
+This is what tells one careful worker's box (few false marks) from a spammer's, and what
+keeps an object two reliable workers marked where three who often miss things did not.
+:func:`existence_em` estimates ``r``, ``l``, ``g`` and ``mu`` by EM and gives each candidate
+the posterior probability that it is real. A worker's rates have a weak prior centred on the
+crowd's mean (worth ``PRIOR_STRENGTH`` answers), so a worker with few answers sits near the
+crowd's average and one with many speaks for themself. :func:`placement_noise` then estimates
+``s`` from the candidates' members, each weighted by how likely its candidate is real, shrunk
+toward the crowd's mean the same way.
+
+Everything is a pass of ``np.bincount`` over flat (candidate, voter) pairs: an iteration costs
+a few milliseconds for 10,000 images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+
+# Pseudo-answers of the crowd's mean rate in each worker's prior: enough to hold a worker seen
+# on a handful of images near the average, little beside a few hundred answers.
+PRIOR_STRENGTH = 4.0
+# The crowd's mean rates in turn have a prior worth ``CROWD_PRIOR_STRENGTH`` answers: a crowd
+# marks most of what is there, adds a box now and then, and two stray boxes seldom meet. It
+# decides only on a batch too small to say (a few images); a real batch outweighs it at once.
+CROWD_RECALL, CROWD_FALSE_MARKS, CROWD_JOIN, CROWD_PRIOR_STRENGTH = 0.8, 0.1, 0.02, 10.0
+MAX_ITERATIONS = 100
+TOLERANCE = 1e-6
+# Rates stay off 0 and 1, where one answer would otherwise veto or prove a candidate alone.
+RATE_FLOOR = 1e-3
+# A member's squared edge error counts at most this much (as a share of the side, squared):
+# a stray box that still matched tells that its worker is imprecise, not how imprecise.
+NOISE_CAP = 0.25
+NOISE_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class Existence:
+    """What :func:`existence_em` learnt: per candidate, per worker, and for the crowd."""
+
+    posterior: FloatArray  # per candidate: probability it is real
+    recall: FloatArray  # per worker
+    false_marks: FloatArray  # per worker: spurious boxes a picture
+    join: float  # chance a voter's box joins another's spurious one
+    objects: float  # real objects a picture that someone marked
+    iterations: int
+
+
+def existence_em(
+    pair_candidate: IntArray,
+    pair_worker: IntArray,
+    marked: BoolArray,
+    *,
+    worker_images: IntArray,
+    start: FloatArray,
+    strength: float = PRIOR_STRENGTH,
+    max_iterations: int = MAX_ITERATIONS,
+    tolerance: float = TOLERANCE,
+) -> Existence:
+    """Posterior that each candidate is real, and each worker's recall and false marks.
+
+    One entry per (candidate, voter of its image): ``pair_candidate``, ``pair_worker`` (ids
+    from 0) and whether that voter ``marked`` the candidate. ``worker_images[j]`` is how many
+    images worker ``j`` answered (with candidates or not), and ``start`` a first guess of each
+    candidate's probability (e.g. its share of the votes).
+    """
+    votes = _Votes.build(pair_candidate, pair_worker, marked, worker_images, len(start))
+    q = np.clip(np.asarray(start, dtype=np.float64), 0.0, 1.0)
+    model = _Rates.first(len(worker_images))
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        model = _Rates.fit(q, model, votes, strength)
+        updated = model.posterior(votes)
+        change = float(np.abs(updated - q).max()) if len(q) else 0.0
+        q = updated
+        if change < tolerance:
+            break
+    return Existence(q, model.recall, model.false_marks, model.join, model.objects, iterations)
+
+
+@dataclass(frozen=True)
+class _Votes:
+    """The (candidate, voter) pairs, and what EM needs of them again and again."""
+
+    candidate: IntArray
+    worker: IntArray
+    marked: FloatArray  # 1.0 or 0.0
+    n_marks: FloatArray  # per candidate
+    n_voters: FloatArray  # per candidate
+    worker_images: FloatArray
+    n_answers: float
+
+    @classmethod
+    def build(
+        cls,
+        candidate: IntArray,
+        worker: IntArray,
+        marked: BoolArray,
+        worker_images: IntArray,
+        n_candidates: int,
+    ) -> _Votes:
+        x = marked.astype(np.float64)
+        return cls(
+            candidate=candidate,
+            worker=worker,
+            marked=x,
+            n_marks=np.bincount(candidate, x, minlength=n_candidates).astype(np.float64),
+            n_voters=np.bincount(candidate, minlength=n_candidates).astype(np.float64),
+            worker_images=worker_images.astype(np.float64),
+            n_answers=max(float(worker_images.sum()), 1.0),
+        )
+
+
+@dataclass(frozen=True)
+class _Rates:
+    recall: FloatArray
+    false_marks: FloatArray
+    join: float
+    objects: float
+
+    @classmethod
+    def first(cls, n_workers: int) -> _Rates:
+        return cls(
+            np.full(n_workers, CROWD_RECALL),
+            np.full(n_workers, CROWD_FALSE_MARKS),
+            CROWD_JOIN,
+            1.0,
+        )
+
+    @classmethod
+    def fit(cls, q: FloatArray, last: _Rates, votes: _Votes, strength: float) -> _Rates:
+        """The M step: each rate from the candidates weighted by how likely they are real."""
+        n_workers = len(votes.worker_images)
+        crowd = CROWD_PRIOR_STRENGTH
+        x = votes.marked
+        real = q[votes.candidate]
+        hit = np.bincount(votes.worker, real * x, minlength=n_workers)
+        seen = np.bincount(votes.worker, real, minlength=n_workers)
+        mean_recall = (hit.sum() + crowd * CROWD_RECALL) / (seen.sum() + crowd)
+        recall = (hit + strength * mean_recall) / (seen + strength)
+        # Each spurious candidate is one of its markers' false mark: which one, in proportion
+        # to how many false marks each makes.
+        spurious = 1.0 - q
+        own = x * last.false_marks[votes.worker]
+        total = np.bincount(votes.candidate, own, minlength=len(q))[votes.candidate]
+        share = np.divide(own, total, out=np.zeros_like(own), where=own > 0)
+        made = np.bincount(votes.worker, spurious[votes.candidate] * share, minlength=n_workers)
+        mean_false = (made.sum() + crowd * CROWD_FALSE_MARKS) / (votes.n_answers + crowd)
+        false_marks = (made + strength * mean_false) / (votes.worker_images + strength)
+        joined = float((spurious * np.maximum(votes.n_marks - 1.0, 0.0)).sum())
+        could = float((spurious * np.maximum(votes.n_voters - 1.0, 0.0)).sum())
+        join = (joined + crowd * CROWD_JOIN) / (could + crowd)
+        # Real objects a picture: each candidate counted once per voter of its picture, over
+        # all answers, so that pictures without candidates count too.
+        objects = float((q * votes.n_voters).sum()) / votes.n_answers
+        return cls(
+            np.clip(recall, RATE_FLOOR, 1.0 - RATE_FLOOR),
+            np.maximum(false_marks, RATE_FLOOR),
+            float(np.clip(join, RATE_FLOOR, 1.0 - RATE_FLOOR)),
+            max(objects, RATE_FLOOR),
+        )
+
+    def posterior(self, votes: _Votes) -> FloatArray:
+        """The E step: each candidate's probability of being real given who marked it and who
+        did not (the odds in the module's docstring)."""
+        n = len(votes.n_marks)
+        r = self.recall[votes.worker]
+        x = votes.marked
+        real = np.bincount(votes.candidate, np.where(x > 0, np.log(r), np.log1p(-r)), minlength=n)
+        made = np.bincount(votes.candidate, x * self.false_marks[votes.worker], minlength=n)
+        spurious = (
+            np.log(np.maximum(made, RATE_FLOOR))
+            + (votes.n_marks - 1.0) * np.log(self.join)
+            + (votes.n_voters - votes.n_marks) * np.log1p(-self.join)
+        )
+        logit = np.log(self.objects) + real - spurious
+        out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * logit))  # the logistic, without overflow
+        return out
+
+
+def placement_noise(
+    error: FloatArray,
+    member_worker: IntArray,
+    member_weight: FloatArray,
+    *,
+    n_workers: int,
+    strength: float = PRIOR_STRENGTH,
+) -> FloatArray:
+    """Each worker's placement noise (root mean square edge error, as a share of the side).
+
+    ``error`` is each member's mean squared edge error against its merged box, ``member_weight``
+    how much that member counts (the probability its candidate is real).
+    """
+    error = np.minimum(error, NOISE_CAP)
+    total = np.bincount(member_worker, member_weight * error, minlength=n_workers)
+    seen = np.bincount(member_worker, member_weight, minlength=n_workers)
+    mean = (total.sum() + strength * NOISE_CAP * 0.01) / (seen.sum() + strength)
+    variance = (total + strength * mean) / (seen + strength)
+    out: FloatArray = np.sqrt(np.maximum(variance, NOISE_FLOOR**2))
+    return out
