@@ -12,7 +12,7 @@ real object or a spurious one (hidden), and each worker ``j`` has
 
 Real objects come at ``mu`` a picture, and each voter marks one independently with their
 recall. A spurious candidate is one voter's false mark (voter ``j`` makes ``l_j`` a picture),
-which another voter's box joins by chance with a small crowd-wide probability ``g`` (two stray
+which another voter's box joins by chance with a small fixed probability ``g`` (two stray
 boxes meeting at IoU 0.5 are rare). So a candidate marked by the voters ``S`` of voters ``V``
 is real with odds::
 
@@ -22,7 +22,7 @@ is real with odds::
 
 This is what tells one careful worker's box (few false marks) from a spammer's, and what
 keeps an object two reliable workers marked where three who often miss things did not.
-:func:`existence_em` estimates ``r``, ``l``, ``g`` and ``mu`` by EM and gives each candidate
+:func:`existence_em` estimates ``r``, ``l`` and ``mu`` by EM and gives each candidate
 the posterior probability that it is real. A worker's rates have a weak prior centred on the
 crowd's mean (worth ``PRIOR_STRENGTH`` answers), so a worker with few answers sits near the
 crowd's average and one with many speaks for themself. :func:`placement_noise` then estimates
@@ -50,9 +50,15 @@ PRIOR_STRENGTH = 4.0
 # The crowd's mean rates in turn have a prior worth ``CROWD_PRIOR_STRENGTH`` answers: a crowd
 # marks most of what is there, adds a box now and then, and two stray boxes seldom meet. It
 # decides only on a batch too small to say (a few images); a real batch outweighs it at once.
-CROWD_RECALL, CROWD_FALSE_MARKS, CROWD_JOIN, CROWD_PRIOR_STRENGTH = 0.8, 0.1, 0.02, 10.0
+CROWD_RECALL, CROWD_FALSE_MARKS, CROWD_PRIOR_STRENGTH = 0.8, 0.1, 10.0
+# ``g``, fixed rather than learnt: learnt, it trades against recall (an object that a worker
+# who seldom misses did not mark may be a stray box that another joined), and EM settles
+# where real objects marked by two of three count as strays. Random boxes of two spammers
+# meet at IoU 0.5 about this often.
+JOIN = 0.01
 MAX_ITERATIONS = 100
-TOLERANCE = 1e-6
+# Posteriors that move less than this in an iteration have settled (one is kept at 0.5).
+TOLERANCE = 1e-4
 # Rates stay off 0 and 1, where one answer would otherwise veto or prove a candidate alone.
 RATE_FLOOR = 1e-3
 # A member's squared edge error counts at most this much (as a share of the side, squared):
@@ -68,7 +74,6 @@ class Existence:
     posterior: FloatArray  # per candidate: probability it is real
     recall: FloatArray  # per worker
     false_marks: FloatArray  # per worker: spurious boxes a picture
-    join: float  # chance a voter's box joins another's spurious one
     objects: float  # real objects a picture that someone marked
     iterations: int
 
@@ -103,7 +108,7 @@ def existence_em(
         q = updated
         if change < tolerance:
             break
-    return Existence(q, model.recall, model.false_marks, model.join, model.objects, iterations)
+    return Existence(q, model.recall, model.false_marks, model.objects, iterations)
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,12 @@ class _Votes:
 
     candidate: IntArray
     worker: IntArray
-    marked: FloatArray  # 1.0 or 0.0
     n_marks: FloatArray  # per candidate
     n_voters: FloatArray  # per candidate
     worker_images: FloatArray
     n_answers: float
+    mark_candidate: IntArray  # the pairs where the voter marked the candidate
+    mark_worker: IntArray
 
     @classmethod
     def build(
@@ -127,15 +133,15 @@ class _Votes:
         worker_images: IntArray,
         n_candidates: int,
     ) -> _Votes:
-        x = marked.astype(np.float64)
         return cls(
             candidate=candidate,
             worker=worker,
-            marked=x,
-            n_marks=np.bincount(candidate, x, minlength=n_candidates).astype(np.float64),
+            n_marks=np.bincount(candidate[marked], minlength=n_candidates).astype(np.float64),
             n_voters=np.bincount(candidate, minlength=n_candidates).astype(np.float64),
             worker_images=worker_images.astype(np.float64),
             n_answers=max(float(worker_images.sum()), 1.0),
+            mark_candidate=candidate[marked],
+            mark_worker=worker[marked],
         )
 
 
@@ -143,7 +149,6 @@ class _Votes:
 class _Rates:
     recall: FloatArray
     false_marks: FloatArray
-    join: float
     objects: float
 
     @classmethod
@@ -151,7 +156,6 @@ class _Rates:
         return cls(
             np.full(n_workers, CROWD_RECALL),
             np.full(n_workers, CROWD_FALSE_MARKS),
-            CROWD_JOIN,
             1.0,
         )
 
@@ -160,31 +164,27 @@ class _Rates:
         """The M step: each rate from the candidates weighted by how likely they are real."""
         n_workers = len(votes.worker_images)
         crowd = CROWD_PRIOR_STRENGTH
-        x = votes.marked
         real = q[votes.candidate]
-        hit = np.bincount(votes.worker, real * x, minlength=n_workers)
+        hit = np.bincount(votes.mark_worker, q[votes.mark_candidate], minlength=n_workers)
         seen = np.bincount(votes.worker, real, minlength=n_workers)
         mean_recall = (hit.sum() + crowd * CROWD_RECALL) / (seen.sum() + crowd)
         recall = (hit + strength * mean_recall) / (seen + strength)
         # Each spurious candidate is one of its markers' false mark: which one, in proportion
         # to how many false marks each makes.
         spurious = 1.0 - q
-        own = x * last.false_marks[votes.worker]
-        total = np.bincount(votes.candidate, own, minlength=len(q))[votes.candidate]
-        share = np.divide(own, total, out=np.zeros_like(own), where=own > 0)
-        made = np.bincount(votes.worker, spurious[votes.candidate] * share, minlength=n_workers)
+        own = last.false_marks[votes.mark_worker]
+        share = own / np.bincount(votes.mark_candidate, own, minlength=len(q))[votes.mark_candidate]
+        made = np.bincount(
+            votes.mark_worker, spurious[votes.mark_candidate] * share, minlength=n_workers
+        )
         mean_false = (made.sum() + crowd * CROWD_FALSE_MARKS) / (votes.n_answers + crowd)
         false_marks = (made + strength * mean_false) / (votes.worker_images + strength)
-        joined = float((spurious * np.maximum(votes.n_marks - 1.0, 0.0)).sum())
-        could = float((spurious * np.maximum(votes.n_voters - 1.0, 0.0)).sum())
-        join = (joined + crowd * CROWD_JOIN) / (could + crowd)
         # Real objects a picture: each candidate counted once per voter of its picture, over
         # all answers, so that pictures without candidates count too.
         objects = float((q * votes.n_voters).sum()) / votes.n_answers
         return cls(
             np.clip(recall, RATE_FLOOR, 1.0 - RATE_FLOOR),
             np.maximum(false_marks, RATE_FLOOR),
-            float(np.clip(join, RATE_FLOOR, 1.0 - RATE_FLOOR)),
             max(objects, RATE_FLOOR),
         )
 
@@ -192,14 +192,18 @@ class _Rates:
         """The E step: each candidate's probability of being real given who marked it and who
         did not (the odds in the module's docstring)."""
         n = len(votes.n_marks)
-        r = self.recall[votes.worker]
-        x = votes.marked
-        real = np.bincount(votes.candidate, np.where(x > 0, np.log(r), np.log1p(-r)), minlength=n)
-        made = np.bincount(votes.candidate, x * self.false_marks[votes.worker], minlength=n)
+        miss = np.log1p(-self.recall)
+        # Every voter missed it, but those who marked it: few pairs (marks) on top of all.
+        real = np.bincount(votes.candidate, miss[votes.worker], minlength=n) + np.bincount(
+            votes.mark_candidate,
+            (np.log(self.recall) - miss)[votes.mark_worker],
+            minlength=n,
+        )
+        made = np.bincount(votes.mark_candidate, self.false_marks[votes.mark_worker], minlength=n)
         spurious = (
             np.log(np.maximum(made, RATE_FLOOR))
-            + (votes.n_marks - 1.0) * np.log(self.join)
-            + (votes.n_voters - votes.n_marks) * np.log1p(-self.join)
+            + (votes.n_marks - 1.0) * np.log(JOIN)
+            + (votes.n_voters - votes.n_marks) * np.log1p(-JOIN)
         )
         logit = np.log(self.objects) + real - spurious
         out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * logit))  # the logistic, without overflow

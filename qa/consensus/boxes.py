@@ -52,16 +52,17 @@ from __future__ import annotations
 import gc
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from qa.consensus.box_em import existence_em, placement_noise
+from qa.consensus.box_em import Existence, existence_em, placement_noise
 from qa.consensus.objects import EPS, Answer, Item, MergedObject, weighted_median
 from qa.geometry import match
 
@@ -126,14 +127,54 @@ def merge_boxes_batch(
         if refine:
             members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
         if method == "em":
-            posterior, box_weight = _worker_model(crowd, members)
+            model = _worker_model(crowd, members)
+            posterior = model.existence.posterior
             real = posterior >= 0.5
             members = members[real]
-            merged, iou = _merge(crowd, members, box_weight)
+            merged, iou = _merge(crowd, members, model.box_weight)
             return _objects(crowd, members, merged, iou, len(images), score=posterior[real])
         members = members[_support(crowd, members) >= quorum - EPS]
         merged, iou = _merge(crowd, members)
         return _objects(crowd, members, merged, iou, len(images))
+
+
+class BoxWorker(NamedTuple):
+    """What the crowd's answers tell of one worker who draws boxes (``method="em"``)."""
+
+    recall: float  # chance they mark an object that is there
+    false_marks: float  # boxes a picture they draw where nothing is
+    noise: (
+        float  # root mean square distance of their edges from the merged box, a share of its side
+    )
+    images: int  # images they answered in the batch
+
+
+def box_workers(
+    images: Sequence[Sequence[Answer | Sequence[Any]]],
+    *,
+    iou_threshold: float = 0.5,
+    refine: bool = False,
+) -> dict[Hashable, BoxWorker]:
+    """The model of each worker that ``merge_boxes_batch(images, method="em")`` learns."""
+    with _collector_paused():
+        crowd = _Crowd.build(images)
+        if crowd.n_boxes == 0:
+            return {}
+        members = _cluster(crowd, iou_threshold)
+        if refine:
+            members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
+        model = _worker_model(crowd, members)
+    return {
+        worker: BoxWorker(*values)
+        for worker, *values in zip(
+            model.workers,
+            model.existence.recall.tolist(),
+            model.existence.false_marks.tolist(),
+            model.noise.tolist(),
+            model.worker_images.tolist(),
+            strict=True,
+        )
+    }
 
 
 @contextmanager
@@ -473,15 +514,23 @@ def _support(crowd: _Crowd, members: IntArray) -> FloatArray:
     return out
 
 
-def _worker_model(crowd: _Crowd, members: IntArray) -> tuple[FloatArray, FloatArray]:
+@dataclass(frozen=True)
+class _WorkerModel:
+    workers: list[Hashable]
+    worker_images: IntArray
+    existence: Existence  # per cluster and per worker (in the order of ``workers``)
+    noise: FloatArray  # per worker
+    box_weight: FloatArray  # per box: its worker's precision, at most 1
+
+
+def _worker_model(crowd: _Crowd, members: IntArray) -> _WorkerModel:
     """Learn each worker's recall, false marks and placement noise from every cluster of the
-    batch (:mod:`qa.consensus.box_em`); returns the probability that each cluster is a real
-    object, and each box's weight in placing it (its worker's precision, at most 1)."""
-    ids: dict[Hashable, int] = {}
-    answer_worker = np.array(
-        [ids.setdefault(worker, len(ids)) for worker in crowd.workers], dtype=np.intp
-    )
+    batch (:mod:`qa.consensus.box_em`), and the probability that each cluster is real."""
+    ids = {worker: i for i, worker in enumerate(dict.fromkeys(crowd.workers))}
     n_workers = len(ids)
+    answer_worker = np.fromiter(
+        map(ids.__getitem__, crowd.workers), dtype=np.intp, count=len(crowd.workers)
+    )
     n_clusters = len(members)
     cluster_image = crowd.image[members.max(axis=1)]
     # Every voter of a cluster's image, marked or not: an image's answers are contiguous.
@@ -491,11 +540,12 @@ def _worker_model(crowd: _Crowd, members: IntArray) -> tuple[FloatArray, FloatAr
     pair_candidate = np.repeat(np.arange(n_clusters), per_cluster)
     pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + _ragged_arange(per_cluster)
     marked = members[pair_candidate, crowd.answer_rank[pair_answer]] >= 0
+    worker_images = np.bincount(answer_worker, minlength=n_workers)
     existence = existence_em(
         pair_candidate,
         answer_worker[pair_answer],
         marked,
-        worker_images=np.bincount(answer_worker, minlength=n_workers),
+        worker_images=worker_images,
         start=np.minimum(_support(crowd, members), 1.0),
     )
     # Placement: each member's edge error against the first merge, as a share of the side.
@@ -512,7 +562,13 @@ def _worker_model(crowd: _Crowd, members: IntArray) -> tuple[FloatArray, FloatAr
         n_workers=n_workers,
     )
     precision = (noise.min() / noise) ** 2
-    return existence.posterior, precision[answer_worker[crowd.box_answer]]
+    return _WorkerModel(
+        workers=list(ids),
+        worker_images=worker_images,
+        existence=existence,
+        noise=noise,
+        box_weight=precision[answer_worker[crowd.box_answer]],
+    )
 
 
 def _objects(
