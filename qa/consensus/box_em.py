@@ -48,7 +48,8 @@ BoolArray = npt.NDArray[np.bool_]
 # on a handful of images near the average, little beside a few hundred answers.
 PRIOR_STRENGTH = 4.0
 # The crowd's mean rates in turn have a prior worth ``CROWD_PRIOR_STRENGTH`` answers: a crowd
-# marks most of what is there and adds a box now and then. It decides only on a batch too small to say (a few images); a real batch outweighs it at once.
+# marks most of what is there and adds a box now and then. It decides only on a batch too
+# small to say (a few images); a real batch outweighs it at once.
 CROWD_RECALL, CROWD_FALSE_MARKS, CROWD_PRIOR_STRENGTH = 0.8, 0.1, 10.0
 # ``g``, fixed rather than learnt: learnt, it trades against recall (an object that a worker
 # who seldom misses did not mark may be a stray box that another joined), and EM settles
