@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from crowd.jobs import wait_for_jobs
-from qa.consensus.boxes import merge_boxes
+from qa.consensus.boxes import merge_boxes, merge_boxes_batch
 from qa.consensus.objects import Answer
 from qa.models import ConsensusResult, ConsensusRun
 from tasks import routing
@@ -158,13 +158,37 @@ def test_aggregate_boxes_of_many_images_match_a_merge_per_image(tmp_path) -> Non
             lines.append({"task": f"t{t}", "worker": w, "annotations": items,
                           "width": 200, "height": 100})  # fmt: skip
             by_task.setdefault(f"t{t}", []).append(Answer(w, 1.0, items))
-    out = run_aggregate(tmp_path, "bbox", "\n".join(json.dumps(x) for x in lines))
-    rows = [json.loads(x) for x in out.splitlines()]
-    assert [r["task"] for r in rows] == list(by_task)
-    for row in rows:
-        alone = [o.to_item() for o in merge_boxes(by_task[row["task"]])]
-        assert row["annotations"] == json.loads(json.dumps(alone))
-    assert sum(len(r["annotations"]) for r in rows) > 20
+    text = "\n".join(json.dumps(x) for x in lines)
+    for fixed in (["--method", "merge"], ["--quorum", "0.5"]):
+        rows = [json.loads(x) for x in run_aggregate(tmp_path, "bbox", text, *fixed).splitlines()]
+        assert [r["task"] for r in rows] == list(by_task)
+        for row in rows:
+            alone = [o.to_item() for o in merge_boxes(by_task[row["task"]])]
+            assert row["annotations"] == json.loads(json.dumps(alone))
+        assert sum(len(r["annotations"]) for r in rows) > 20
+    # By default boxes merge by the worker model learnt over the whole file.
+    rows = [json.loads(x) for x in run_aggregate(tmp_path, "bbox", text).splitlines()]
+    learnt = merge_boxes_batch(list(by_task.values()), method="em")
+    assert rows == [
+        {"task": task, "annotations": json.loads(json.dumps([o.to_item() for o in objects]))}
+        for task, objects in zip(by_task, learnt, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "em", "--quorum", "0.4"], "em has no quorum"),
+        (["--quorum", "0"], "must be in"),
+        (["--method", "majority_vote"], "--method for shapes"),
+    ],
+)
+def test_aggregate_refuses_contradictory_box_options(tmp_path, args, message) -> None:
+    text = json.dumps({"task": 1, "worker": 1, "annotations": []})
+    with pytest.raises(CommandError, match=message):
+        run_aggregate(tmp_path, "bbox", text, *args)
+    with pytest.raises(CommandError, match="em for bbox only"):
+        run_aggregate(tmp_path, "polygon", text, "--method", "em")
 
 
 def test_aggregate_clips_a_vertex_just_past_the_edge(tmp_path) -> None:

@@ -29,6 +29,8 @@ from tasks.annotations import AnnotationError, Schema, validate_annotations
 
 KINDS = ("classification", "bbox", "polygon", "keypoints")
 CLASSIFICATION_METHODS = ("auto", "majority_vote", "weighted_vote", "dawid_skene")
+SHAPE_METHODS = ("auto", "merge", "em")
+DEFAULT_QUORUM = 0.5
 
 
 class Command(BaseCommand):
@@ -42,12 +44,20 @@ class Command(BaseCommand):
             "--method",
             default="auto",
             help="classification: auto (Dawid-Skene from 200 answers on, majority vote "
-            "before), majority_vote, dawid_skene; shapes: merge",
+            "before), majority_vote, dawid_skene; shapes: auto (bbox: em unless --quorum is "
+            "given; polygon, keypoints: merge), merge (a fixed --quorum, 0.5 by default), em "
+            "(bbox: a model of each worker learnt by EM over the whole input)",
         )
         parser.add_argument("--input", required=True, help="file to read, - for stdin")
         parser.add_argument("--output", required=True, help="file to write, - for stdout")
         parser.add_argument("--iou-threshold", type=float, default=0.5)
-        parser.add_argument("--quorum", type=float, default=0.5)
+        parser.add_argument(
+            "--quorum",
+            type=float,
+            default=None,
+            help="keep an object marked by at least this weighted share of the answers "
+            "(fixed-quorum merge; 0.5 when not given)",
+        )
         parser.add_argument(
             "--keypoint-sigma", type=float, default=0.05, help="OKS sigma of non-COCO keypoints"
         )
@@ -59,7 +69,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         kind = options["kind"]
-        if not 0 < options["iou_threshold"] <= 1 or not 0 < options["quorum"] <= 1:
+        quorum = options["quorum"]
+        if not 0 < options["iou_threshold"] <= 1 or not (quorum is None or 0 < quorum <= 1):
             raise CommandError("--iou-threshold and --quorum must be in (0, 1].")
         with _open(options["input"], "r") as source, _open(options["output"], "w") as target:
             if kind == "classification":
@@ -69,8 +80,11 @@ class Command(BaseCommand):
                     raise CommandError(f"--method for classification: {choices}.")
                 count = classify(source, target, method, warn=self.stderr.write)
             else:
-                if options["method"] not in ("auto", "merge"):
-                    raise CommandError("--method for shapes: merge.")
+                method = options["method"]
+                if method not in SHAPE_METHODS or (method == "em" and kind != "bbox"):
+                    raise CommandError("--method for shapes: auto, merge; em for bbox only.")
+                if method == "em" and quorum is not None:
+                    raise CommandError("--method em has no quorum; leave --quorum out.")
                 count = merge_shapes(source, target, kind, options)
         self.stderr.write(f"{count} tasks aggregated.\n")
 
@@ -142,11 +156,16 @@ def merge_shapes(source: IO[str], target: IO[str], kind: str, options: dict[str,
     names = [n.strip() for n in options["keypoint_names"].split(",") if n.strip()]
     if kind == "bbox":
         # Boxes merge as one batch over every image: the per-image path costs more in Python
-        # overhead than the merge itself on large inputs.
+        # overhead than the merge itself on large inputs, and the worker model (em) learns
+        # from all of them.
         tasks = list(by_task)
         crowds = [_crowd(by_task[task], kind, names)[0] for task in tasks]
+        fixed = options["method"] == "merge" or options["quorum"] is not None
         batch = merge_boxes_batch(
-            crowds, iou_threshold=options["iou_threshold"], quorum=options["quorum"]
+            crowds,
+            iou_threshold=options["iou_threshold"],
+            quorum=_quorum(options),
+            method="quorum" if fixed else "em",
         )
         for task, merged in zip(tasks, batch, strict=True):
             _write(target, task, merged)
@@ -155,6 +174,10 @@ def merge_shapes(source: IO[str], target: IO[str], kind: str, options: dict[str,
         crowd, (width, height), schema = _crowd(rows, kind, names)
         _write(target, task, _merge(kind, crowd, width, height, schema, options))
     return len(by_task)
+
+
+def _quorum(options: dict[str, Any]) -> float:
+    return DEFAULT_QUORUM if options["quorum"] is None else float(options["quorum"])
 
 
 def _write(target: IO[str], task: Any, merged: list[Any]) -> None:
@@ -235,7 +258,7 @@ def _keypoint_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 def _merge(
     kind: str, crowd: list[Answer], width: int, height: int, schema: Schema, options: dict[str, Any]
 ) -> list[Any]:
-    threshold, quorum = options["iou_threshold"], options["quorum"]
+    threshold, quorum = options["iou_threshold"], _quorum(options)
     if kind == "bbox":
         return merge_boxes(crowd, iou_threshold=threshold, quorum=quorum)
     if kind == "polygon":
