@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -49,3 +50,15 @@ def page_of(item: serializers.Serializer | type[serializers.Serializer], name: s
             "results": many,
         },
     )
+
+
+# The query parameters of every paged list, for extend_schema(parameters=...).
+PAGE_PARAMETERS = [
+    OpenApiParameter(
+        "limit",
+        OpenApiTypes.INT,
+        description=f"Rows per page (default {Page.default_limit}, at most {Page.max_limit}; "
+        "more is capped).",
+    ),
+    OpenApiParameter("offset", OpenApiTypes.INT, description="Rows to skip (default 0)."),
+]

@@ -32,7 +32,7 @@ from crowd.fields import (
 )
 from crowd.models import User
 from crowd.money import MoneyError, format_amount, normalize_currency, parse_amount
-from crowd.pagination import Page, page_of, paginate
+from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsWorker, request_user
 from crowd.schema import AnnotationsField
 from payouts import services
@@ -49,15 +49,6 @@ from payouts.providers import (
 from tasks.apis import image_file_url
 from tasks.models import Assignment, AssignmentStatus
 from tasks.selectors import project_for_manager
-
-PAGE_PARAMETERS = [
-    OpenApiParameter(
-        "limit", int, description=f"Rows per page (default {Page.default_limit}, at most "
-        f"{Page.max_limit}).",
-    ),
-    OpenApiParameter("offset", int, description="Rows to skip (default 0)."),
-]  # fmt: skip
-
 
 # --- Output shapes (what the views render, for the schema) ------------------------------------
 # Statuses and kinds are documented as strings naming their values rather than as enums: the

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiTypes,
     PolymorphicProxySerializer,
     extend_schema,
@@ -21,22 +20,13 @@ from crowd.apis import MoneyOut
 from crowd.errors import NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
-from crowd.pagination import Page, page_of, paginate
+from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
 from qa import merge, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
-
-PAGE_PARAMETERS = [
-    OpenApiParameter(
-        "limit", int, description=f"Rows per page (default {Page.default_limit}, at most "
-        f"{Page.max_limit}).",
-    ),
-    OpenApiParameter("offset", int, description="Rows to skip (default 0)."),
-]  # fmt: skip
-
 
 # --- Output shapes (what the views render, for the schema) ------------------------------------
 # Statuses, kinds and sources are documented as strings naming their values rather than as

@@ -32,7 +32,7 @@ from crowd.apis import MoneyOut
 from crowd.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
 from crowd.money import format_amount
-from crowd.pagination import Page, page_of, paginate
+from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
 from tasks import ingest, routing, selectors, services, stalled
@@ -42,16 +42,6 @@ from tasks.schema import labels_load, project_labels
 
 # --- Schema-only shapes -----------------------------------------------------------------------
 # The serializers named ...Out describe what the views render; they are not used to render.
-
-PAGE_PARAMETERS = [
-    OpenApiParameter(
-        "limit",
-        OpenApiTypes.INT,
-        description=f"Rows per page (default {Page.default_limit}, at most {Page.max_limit}; "
-        "more is capped).",
-    ),
-    OpenApiParameter("offset", OpenApiTypes.INT, description="Rows to skip (default 0)."),
-]
 
 
 @extend_schema_field(

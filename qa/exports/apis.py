@@ -19,9 +19,8 @@ from rest_framework.views import APIView
 from crowd.errors import Conflict, NotFound
 from crowd.fields import ID_MAX, ID_MIN
 from crowd.models import User
-from crowd.pagination import page_of, paginate
+from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManagerOrClient, request_user
-from qa.apis import PAGE_PARAMETERS
 from qa.exports.build import ExportIn, export_create
 from qa.models import DatasetExport, ExportFormat, RunStatus
 from qa.selectors import exports_for_user
