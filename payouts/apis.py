@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from drf_spectacular.utils import (
     OpenApiTypes,
     extend_schema,
     extend_schema_field,
+    extend_schema_view,
     inline_serializer,
 )
 from rest_framework import serializers, status
@@ -261,50 +263,55 @@ def _managed_assignment(user: User, assignment_id: int) -> Assignment:
     return assignment
 
 
-class AssignmentApproveApi(APIView):
-    """One answer approved (a reason is optional)."""
+class _AssignmentReviewApi(APIView):
+    """One answer reviewed: the reason is read with ``reason_in``, the review done by
+    ``review`` (a service taking ``assignment_id``, ``by`` and ``reason``)."""
 
     permission_classes = [IsManager]
+    reason_in: type[serializers.Serializer]
+    review: Callable[..., Assignment]
 
-    @extend_schema(
+    def post(self, request: Request, assignment_id: int) -> Response:
+        user = request_user(request)
+        _managed_assignment(user, assignment_id)
+        data = self.reason_in(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = self.review(
+            assignment_id=assignment_id, by=user, reason=data.validated_data["reason"]
+        )
+        return Response(review_json(assignment))
+
+
+@extend_schema_view(
+    post=extend_schema(
         request=ReasonIn,
         responses={200: ReviewOut},
         description="Approve one submitted answer of a project you manage: the worker is "
         "credited the task's reward (and any automatic bonus). Approving an approved answer "
         "changes nothing; an expired, skipped or leased one is a 409.",
     )
-    def post(self, request: Request, assignment_id: int) -> Response:
-        user = request_user(request)
-        _managed_assignment(user, assignment_id)
-        data = ReasonIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        assignment = services.assignment_approve(
-            assignment_id=assignment_id, by=user, reason=data.validated_data["reason"]
-        )
-        return Response(review_json(assignment))
+)
+class AssignmentApproveApi(_AssignmentReviewApi):
+    """One answer approved (a reason is optional)."""
+
+    reason_in = ReasonIn
+    review = staticmethod(services.assignment_approve)
 
 
-class AssignmentRejectApi(APIView):
-    """One answer rejected, with the reason the worker is shown."""
-
-    permission_classes = [IsManager]
-
-    @extend_schema(
+@extend_schema_view(
+    post=extend_schema(
         request=ReasonRequiredIn,
         responses={200: ReviewOut},
         description="Reject one answer of a project you manage, with the reason the worker is "
         "shown. The answer stops counting; rejecting an approved answer takes its reward back "
         "through a ledger adjustment.",
     )
-    def post(self, request: Request, assignment_id: int) -> Response:
-        user = request_user(request)
-        _managed_assignment(user, assignment_id)
-        data = ReasonRequiredIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        assignment = services.assignment_reject(
-            assignment_id=assignment_id, by=user, reason=data.validated_data["reason"]
-        )
-        return Response(review_json(assignment))
+)
+class AssignmentRejectApi(_AssignmentReviewApi):
+    """One answer rejected, with the reason the worker is shown."""
+
+    reason_in = ReasonRequiredIn
+    review = staticmethod(services.assignment_reject)
 
 
 REVIEWABLE = {
