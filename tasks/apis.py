@@ -908,8 +908,11 @@ class AssignmentSubmitApi(APIView):
         "same round trip; a repeat hands over the same lease.",
     )
     def post(self, request: Request, assignment_id: int) -> Response:
-        query = SubmitQueryIn(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        want_next = False
+        if "next" in request.query_params:  # the hot path parses no query it was not given
+            query = SubmitQueryIn(data=request.query_params)
+            query.is_valid(raise_exception=True)
+            want_next = query.validated_data["next"]
         data = SubmitIn(data=request.data)
         data.is_valid(raise_exception=True)
         worker = request_user(request)
@@ -925,16 +928,17 @@ class AssignmentSubmitApi(APIView):
             "status": assignment.status,
             "clipped": assignment.clipped,
         }
-        if query.validated_data["next"]:
-            body.update(_next_after(worker, assignment.project_id))
+        if want_next:
+            body.update(_next_after(worker, assignment.project))
         return Response(body)
 
 
-def _next_after(worker: User, project_id: int) -> dict[str, Any]:
-    """``next`` (and why there is none, when the worker may not go on) for a submit's answer:
-    the answer already counts, so a refusal here is reported, not raised."""
+def _next_after(worker: User, project: Project) -> dict[str, Any]:
+    """``next`` (and why there is none, when the worker may not go on) for a submit's answer,
+    on the project the submit read: the answer already counts, so a refusal here is reported,
+    not raised."""
     try:
-        project = selectors.project_for_worker(worker, project_id)
+        selectors.project_open_to_workers(project)
         lease = routing.assignment_next(project=project, worker=worker)
     except (NotFound, Forbidden) as exc:
         return {"next": None, "next_refused": {"detail": exc.detail, "code": exc.code}}

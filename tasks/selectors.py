@@ -47,10 +47,12 @@ def project_for_user(user: User, project_id: int) -> Project:
 def project_for_worker(user: User, project_id: int) -> Project:
     """A project a worker may ask for work: active ones, and paused ones (which hand out
     nothing for now, rather than vanishing under a working crowd)."""
-    project = Project.objects.filter(
-        pk=project_id, state__in=[ProjectState.ACTIVE, ProjectState.PAUSED]
-    ).first()
-    if project is None:
+    return project_open_to_workers(Project.objects.filter(pk=project_id).first())
+
+
+def project_open_to_workers(project: Project | None) -> Project:
+    """:func:`project_for_worker` for a project already read (404 when it is not open)."""
+    if project is None or project.state not in (ProjectState.ACTIVE, ProjectState.PAUSED):
         raise NotFound("No such project.")
     return project
 
