@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import consensus_overlap, consensus_shapes
+from bench import consensus_keypoints, consensus_overlap, consensus_polygons, consensus_shapes
 from qa.consensus.classification import Result, dawid_skene, encode, majority_vote
 
 NAME = "consensus"
@@ -123,4 +123,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rows += _classification(folder, repeats)
     rows += consensus_overlap.rows(quick)
     rows += consensus_shapes.rows(quick)
+    rows += consensus_polygons.rows(quick)
+    rows += consensus_keypoints.rows(quick)
     return rows

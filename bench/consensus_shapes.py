@@ -53,11 +53,7 @@ import numpy.typing as npt
 from ensemble_boxes import weighted_boxes_fusion  # type: ignore[import-untyped]
 
 from qa.consensus.boxes import merge_boxes_batch
-from qa.consensus.keypoints import merge_keypoints
-from qa.consensus.objects import MergedObject
-from qa.consensus.polygons import merge_polygons, pixel_majority_vote
-from qa.geometry import COCO_KEYPOINT_SIGMAS, box_iou, keypoint_area, mask_iou, match, oks
-from qa.geometry import polygons_to_rles as rasterise
+from qa.geometry import box_iou, match
 
 FloatArray = npt.NDArray[np.float64]
 Item = dict[str, Any]
@@ -77,10 +73,10 @@ SPEEDUP_TARGET = 10.0
 
 
 def rows(quick: bool) -> list[dict[str, Any]]:
-    return box_rows(quick) + box_profile_rows(quick) + polygon_rows(quick) + keypoint_rows(quick)
+    return box_rows(quick) + box_profile_rows(quick)
 
 
-def _row(
+def row(
     kind: str,
     dataset: str,
     method: str,
@@ -102,7 +98,7 @@ def _row(
     }
 
 
-def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Best wall time of ``repeats`` calls, and the last result (dropped before each next call,
     so freeing it is not timed)."""
     best, result = float("inf"), None
@@ -149,11 +145,11 @@ class Pool:
         return chosen
 
 
-def _other_label(rng: np.random.Generator, label: str) -> str:
+def other_label(rng: np.random.Generator, label: str) -> str:
     return CLASSES[(CLASSES.index(label) + int(rng.integers(1, len(CLASSES)))) % len(CLASSES)]
 
 
-def _as_parsed_json(answers: list[Answers]) -> list[Answers]:
+def as_parsed_json(answers: list[Answers]) -> list[Answers]:
     parsed: list[Answers] = json.loads(json.dumps(answers))
     return parsed
 
@@ -183,7 +179,7 @@ def box_crowd(n_images: int, seed: int) -> tuple[list[BoxImage], list[Answers]]:
                 for worker, weight, skill in pool.workers(rng)
             ]
         )
-    return images, _as_parsed_json(answers)
+    return images, as_parsed_json(answers)
 
 
 def _true_boxes(rng: np.random.Generator, width: int, height: int) -> list[Item]:
@@ -236,7 +232,7 @@ def _box_answer(
             continue
         x, y, w, h = obj["bbox"]
         e = rng.normal(0, jitter, 4) * [w, h, w, h]
-        label = _other_label(rng, obj["label"]) if rng.random() < confusion else obj["label"]
+        label = other_label(rng, obj["label"]) if rng.random() < confusion else obj["label"]
         items.append(
             {
                 "label": label,
@@ -285,7 +281,7 @@ def _wbf(images: Sequence[BoxImage], answers: Sequence[Answers]) -> list[list[tu
     return out
 
 
-def _score_items(
+def score_items(
     truth: Sequence[Sequence[Item]],
     found: Sequence[Sequence[Item]],
     similarity: Callable[[int, Sequence[Item], Sequence[Item]], FloatArray],
@@ -315,9 +311,7 @@ def _box_similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> F
 def _score_boxes(
     images: Sequence[BoxImage], found: Sequence[Sequence[Item]]
 ) -> tuple[float, float]:
-    f1, matched_iou, _ = _score_items(
-        [image.truth for image in images], found, _box_similarity, 0.5
-    )
+    f1, matched_iou, _ = score_items([image.truth for image in images], found, _box_similarity, 0.5)
     return f1, matched_iou
 
 
@@ -349,7 +343,7 @@ def box_rows(quick: bool) -> list[dict[str, Any]]:
 
     images, answers = box_crowd(n_images, SEED)
     dataset = f"{n_images} images, 1-8 boxes, 5 classes, 5 workers (1 spammer)"
-    wbf_seconds, fused = _best_time(lambda: _wbf(images, answers), repeats)
+    wbf_seconds, fused = best_time(lambda: _wbf(images, answers), repeats)
     out: list[dict[str, Any]] = []
     for label, wbf_cut, quorum in (
         ("same threshold", 0.5, 0.5),
@@ -358,12 +352,12 @@ def box_rows(quick: bool) -> list[dict[str, Any]]:
         wbf_f1, wbf_iou = _score_boxes(
             images, [[i for i, s in objs if s >= wbf_cut - 1e-9] for objs in fused]
         )
-        seconds, merged = _best_time(partial(merge_boxes_batch, answers, quorum=quorum), repeats)
+        seconds, merged = best_time(partial(merge_boxes_batch, answers, quorum=quorum), repeats)
         f1, iou = _score_boxes(images, [[obj.to_item() for obj in objs] for objs in merged])
         speedup = wbf_seconds / seconds
         ok = f1 >= wbf_f1 and speedup >= SPEEDUP_TARGET
         out.append(
-            _row(
+            row(
                 "bbox",
                 dataset,
                 f"weighted_boxes_fusion, score >= {wbf_cut:.2f} ({label})",
@@ -375,7 +369,7 @@ def box_rows(quick: bool) -> list[dict[str, Any]]:
             )
         )
         out.append(
-            _row(
+            row(
                 "bbox",
                 dataset,
                 f"merge_boxes_batch, quorum {quorum:.2f} ({label})",
@@ -389,11 +383,11 @@ def box_rows(quick: bool) -> list[dict[str, Any]]:
     # The worker model learnt by EM, timed beside the quorum rule on the same images: its
     # target is F1 at least the quorum's and at most twice its time.
     quorum_seconds = out[1]["seconds"]
-    seconds, merged = _best_time(partial(merge_boxes_batch, answers, method="em"), repeats)
+    seconds, merged = best_time(partial(merge_boxes_batch, answers, method="em"), repeats)
     f1, iou = _score_boxes(images, [[obj.to_item() for obj in objs] for objs in merged])
     ok = f1 >= out[1]["accuracy_or_f1"] and seconds <= 2 * quorum_seconds
     out.append(
-        _row(
+        row(
             "bbox",
             dataset,
             f"merge_boxes_batch, method em ({seconds / quorum_seconds:.2f}x quorum's time)",
@@ -522,7 +516,7 @@ def profile_crowd(
                 for i in chosen
             ]
         )
-    return images, _as_parsed_json(answers)
+    return images, as_parsed_json(answers)
 
 
 def _marker_answer(
@@ -536,7 +530,7 @@ def _marker_answer(
             continue
         x, y, w, h = obj["bbox"]
         e = rng.normal(0, marker.jitter, 4) * [w, h, w, h]
-        label = _other_label(rng, obj["label"]) if rng.random() < marker.confusion else obj["label"]
+        label = other_label(rng, obj["label"]) if rng.random() < marker.confusion else obj["label"]
         items.append(
             {
                 "label": label,
@@ -559,14 +553,14 @@ def box_profile_rows(quick: bool) -> list[dict[str, Any]]:
         wbf_threshold = _tune(tuning_images, _wbf(tuning_images, tuning_answers))
         images, answers = profile_crowd(profile, n_images, SEED + number)
         dataset = f"{profile.name}: {n_images} images, {profile.description}"
-        wbf_seconds, fused = _best_time(partial(_wbf, images, answers), 1)
+        wbf_seconds, fused = best_time(partial(_wbf, images, answers), 1)
         results: dict[str, tuple[float, float, float]] = {}
         for method, kwargs in (
             ("em", {"method": "em"}),
             ("quorum 0.50", {"quorum": 0.5}),
             ("quorum 0.35", {"quorum": 0.35}),
         ):
-            seconds, merged = _best_time(partial(merge_boxes_batch, answers, **kwargs), 1)
+            seconds, merged = best_time(partial(merge_boxes_batch, answers, **kwargs), 1)
             f1, iou = _score_boxes(images, [[o.to_item() for o in objs] for objs in merged])
             results[method] = (f1, iou, seconds)
         for method, (f1, iou, seconds) in results.items():
@@ -574,7 +568,7 @@ def box_profile_rows(quick: bool) -> list[dict[str, Any]]:
             if method == "em":
                 target = "ok" if f1 >= results["quorum 0.50"][0] else "MISSED"
             out.append(
-                _row(
+                row(
                     "bbox",
                     dataset,
                     f"merge_boxes_batch, {method}",
@@ -590,7 +584,7 @@ def box_profile_rows(quick: bool) -> list[dict[str, Any]]:
                 images, [[i for i, s in objs if s >= cut - 1e-9] for objs in fused]
             )
             out.append(
-                _row(
+                row(
                     "bbox",
                     dataset,
                     f"weighted_boxes_fusion, score >= {label}",
@@ -602,312 +596,3 @@ def box_profile_rows(quick: bool) -> list[dict[str, Any]]:
                 )
             )
     return out
-
-
-# Polygons
-
-
-@dataclass(frozen=True)
-class PolygonImage:
-    width: int
-    height: int
-    truth: list[Item]
-    rles: list[dict[str, Any]]
-
-
-def polygon_crowd(n_images: int, seed: int) -> tuple[list[PolygonImage], list[Answers]]:
-    rng = np.random.default_rng(seed)
-    pool = Pool.draw(rng)
-    images: list[PolygonImage] = []
-    answers: list[Answers] = []
-    for _ in range(n_images):
-        width, height = ((320, 240), (480, 360), (640, 480))[int(rng.integers(3))]
-        truth: list[Item] = []
-        for _ in range(int(rng.integers(1, 5))):
-            radius = rng.uniform(15, min(width, height) / 5)
-            centre = rng.uniform([radius, radius], [width - radius, height - radius])
-            truth.append(
-                {
-                    "label": CLASSES[int(rng.integers(len(CLASSES)))],
-                    "points": _star(rng, centre, radius),
-                }
-            )
-        images.append(
-            PolygonImage(
-                width, height, truth, rasterise([t["points"] for t in truth], width, height)
-            )
-        )
-        answers.append(
-            [
-                [worker, weight, _polygon_answer(rng, truth, skill, width, height)]
-                for worker, weight, skill in pool.workers(rng)
-            ]
-        )
-    return images, _as_parsed_json(answers)
-
-
-def _star(rng: np.random.Generator, centre: FloatArray, radius: float) -> list[list[float]]:
-    """A random star-shaped polygon (convex when its radii are close)."""
-    n = int(rng.integers(6, 15))
-    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    radii = radius * rng.uniform(0.6, 1.0, n)
-    points = centre + np.column_stack([np.cos(angles), np.sin(angles)]) * radii[:, None]
-    return points.tolist()
-
-
-def _polygon_answer(
-    rng: np.random.Generator, truth: list[Item], skill: float | None, width: int, height: int
-) -> list[Item]:
-    def random_polygon() -> Item:
-        radius = rng.uniform(10, min(width, height) / 5)
-        centre = rng.uniform([radius, radius], [width - radius, height - radius])
-        return {
-            "label": CLASSES[int(rng.integers(len(CLASSES)))],
-            "points": _star(rng, centre, radius),
-        }
-
-    if skill is None:
-        return [random_polygon() for _ in range(int(rng.integers(1, 5)))]
-    miss, confusion, extra = 0.5 * (1 - skill), 0.25 * (1 - skill), 0.25 * (1 - skill)
-    jitter = 0.02 + 0.2 * (1 - skill)  # per vertex, as a share of the polygon's radius
-    items: list[Item] = []
-    for obj in truth:
-        if rng.random() < miss:
-            continue
-        points = np.array(obj["points"])
-        radius = float(np.linalg.norm(points - points.mean(axis=0), axis=1).mean())
-        moved = (
-            points
-            + rng.normal(0, jitter * radius, points.shape)
-            + rng.normal(0, jitter * radius / 2, 2)
-        )
-        label = _other_label(rng, obj["label"]) if rng.random() < confusion else obj["label"]
-        items.append({"label": label, "points": moved.tolist()})
-        if rng.random() < extra:
-            items.append(random_polygon())
-    return items
-
-
-def _masks_similarity(
-    images: Sequence[PolygonImage],
-) -> Callable[[int, Sequence[Item], Sequence[Item]], FloatArray]:
-    def similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
-        return mask_iou(images[index].rles, [o["rle"] for o in ours])
-
-    return similarity
-
-
-def polygon_rows(quick: bool) -> list[dict[str, Any]]:
-    n_images = 100 if quick else 500
-    images, answers = polygon_crowd(n_images, SEED)
-    dataset = f"{n_images} images, 1-4 star polygons, 5 workers (1 spammer)"
-    truth = [image.truth for image in images]
-    similarity = _masks_similarity(images)
-
-    def ours() -> list[list[MergedObject]]:
-        return [
-            merge_polygons(crowd, width=image.width, height=image.height)
-            for image, crowd in zip(images, answers, strict=True)
-        ]
-
-    def baseline() -> list[list[MergedObject]]:
-        return [
-            pixel_majority_vote(crowd, width=image.width, height=image.height)
-            for image, crowd in zip(images, answers, strict=True)
-        ]
-
-    base_seconds, base_objects = _best_time(baseline, 1)
-    seconds, objects = _best_time(ours, 1)
-    base_f1, _, base_iou = _score_items(
-        truth, [[o.to_item() for o in objs] for objs in base_objects], similarity, 0.5
-    )
-    f1, _, iou = _score_items(
-        truth, [[o.to_item() for o in objs] for objs in objects], similarity, 0.5
-    )
-    ok = f1 >= base_f1 and iou >= base_iou
-    return [
-        _row(
-            "polygon",
-            dataset,
-            "pixel_majority_vote (unweighted)",
-            base_f1,
-            base_iou,
-            base_seconds,
-            1.0,
-            "baseline",
-        ),
-        _row(
-            "polygon",
-            dataset,
-            "merge_polygons",
-            f1,
-            iou,
-            seconds,
-            base_seconds / seconds,
-            "ok" if ok else "MISSED",
-        ),
-    ]
-
-
-# Keypoints
-
-KEYPOINT_NAMES = tuple(COCO_KEYPOINT_SIGMAS)
-SIGMAS = {"person": np.array([COCO_KEYPOINT_SIGMAS[name] for name in KEYPOINT_NAMES])}
-# A standing person, in units of their height, origin at the top of the head's box.
-TEMPLATE = np.array(
-    [
-        [0.0, 0.06],
-        [-0.03, 0.04],
-        [0.03, 0.04],
-        [-0.06, 0.05],
-        [0.06, 0.05],
-        [-0.12, 0.18],
-        [0.12, 0.18],
-        [-0.16, 0.33],
-        [0.16, 0.33],
-        [-0.17, 0.46],
-        [0.17, 0.46],
-        [-0.08, 0.52],
-        [0.08, 0.52],
-        [-0.09, 0.74],
-        [0.09, 0.74],
-        [-0.09, 0.96],
-        [0.09, 0.96],
-    ]
-)
-# Left and right keypoints, for the classic mistake of swapping a person's sides.
-SWAP = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
-
-
-def keypoint_crowd(n_images: int, seed: int) -> tuple[list[list[Item]], list[Answers]]:
-    rng = np.random.default_rng(seed)
-    pool = Pool.draw(rng)
-    truths: list[list[Item]] = []
-    answers: list[Answers] = []
-    for _ in range(n_images):
-        truth: list[Item] = []
-        for _ in range(int(rng.integers(1, 5))):
-            height = rng.uniform(80, 300)
-            origin = rng.uniform([height / 4, 0], [640 - height / 4, 480 - height])
-            xy = origin + TEMPLATE * height + rng.normal(0, 0.03 * height, TEMPLATE.shape)
-            v = rng.choice([2, 1, 0], size=len(TEMPLATE), p=[0.8, 0.15, 0.05])
-            truth.append({"label": "person", "keypoints": np.column_stack([xy, v]).tolist()})
-        truths.append(truth)
-        answers.append(
-            [
-                [worker, weight, _keypoint_answer(rng, truth, skill)]
-                for worker, weight, skill in pool.workers(rng)
-            ]
-        )
-    return truths, _as_parsed_json(answers)
-
-
-def _keypoint_answer(
-    rng: np.random.Generator, truth: list[Item], skill: float | None
-) -> list[Item]:
-    k = len(TEMPLATE)
-    if skill is None:
-        out = []
-        for _ in range(int(rng.integers(1, 4))):
-            height = rng.uniform(80, 300)
-            xy = rng.uniform([0, 0], [640, 480]) + rng.normal(0, height / 3, (k, 2))
-            out.append(
-                {
-                    "label": "person",
-                    "keypoints": np.column_stack([xy, rng.choice([1, 2], k)]).tolist(),
-                }
-            )
-        return out
-    miss, flip, slip = 0.5 * (1 - skill), 0.5 * (1 - skill), 0.25 * (1 - skill)
-    noise = 0.15 + 1.0 * (1 - skill)  # position error in units of the keypoint's tolerance
-    items: list[Item] = []
-    for obj in truth:
-        if rng.random() < miss:
-            continue
-        kps = np.array(obj["keypoints"])
-        scale = np.sqrt(max(keypoint_area(kps), 1.0))
-        tolerance = 2 * SIGMAS["person"] * scale
-        xy = kps[:, :2] + rng.normal(0, 1, (k, 2)) * (noise * tolerance)[:, None]
-        v = kps[:, 2].copy()
-        if rng.random() < slip:
-            xy, v = xy[SWAP], v[SWAP]
-        changed = rng.random(k) < flip
-        v = np.where(changed & (v > 0), 3 - v, v)  # visible <-> occluded
-        dropped = rng.random(k) < slip
-        guessed = (v == 0) & ~dropped & (rng.random(k) < slip)
-        v = np.where(dropped, 0, np.where(guessed, 2, v))
-        xy = np.where((v == 0)[:, None], 0.0, xy)
-        items.append({"label": "person", "keypoints": np.column_stack([xy, v]).tolist()})
-    return items
-
-
-def _mean_keypoints(answers: Answers) -> list[Item]:
-    """Baseline: the same clusters (found without weights), each keypoint the plain mean of
-    the members that marked it, present when at least half of the members marked it."""
-    unweighted = [[worker, 1.0, items] for worker, _, items in answers]
-    out: list[Item] = []
-    for obj in merge_keypoints(unweighted, sigmas=SIGMAS):
-        by_worker = {worker: items for worker, _, items in answers}
-        kps = np.array(
-            [by_worker[m.worker][m.item]["keypoints"] for m in obj.members], dtype=np.float64
-        )
-        marked = kps[:, :, 2] > 0
-        count = marked.sum(axis=0)
-        present = count * 2 >= len(kps)
-        xy = (
-            np.where(marked[:, :, None], kps[:, :, :2], 0.0).sum(axis=0)
-            / np.maximum(count, 1)[:, None]
-        )
-        visible = (kps[:, :, 2] == 2).sum(axis=0) >= (kps[:, :, 2] == 1).sum(axis=0)
-        v = np.where(present, np.where(visible, 2, 1), 0)
-        out.append(
-            {
-                "label": obj.label,
-                "keypoints": np.column_stack([np.where(present[:, None], xy, 0.0), v]).tolist(),
-            }
-        )
-    return out
-
-
-def _oks_similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
-    refs = np.array([g["keypoints"] for g in gold], dtype=np.float64)
-    cands = np.array([o["keypoints"] for o in ours], dtype=np.float64)
-    areas = [keypoint_area(r) for r in refs]
-    return np.asarray(oks(cands, refs, SIGMAS["person"], areas).T, dtype=np.float64)
-
-
-def keypoint_rows(quick: bool) -> list[dict[str, Any]]:
-    n_images = 100 if quick else 300
-    truths, answers = keypoint_crowd(n_images, SEED)
-    dataset = f"{n_images} images, 1-4 people x 17 keypoints, 5 workers (1 spammer)"
-    base_seconds, base = _best_time(lambda: [_mean_keypoints(crowd) for crowd in answers], 1)
-    seconds, merged = _best_time(
-        lambda: [merge_keypoints(crowd, sigmas=SIGMAS) for crowd in answers], 1
-    )
-    base_f1, _, base_oks = _score_items(truths, base, _oks_similarity, 0.5)
-    f1, _, mean_oks = _score_items(
-        truths, [[o.to_item() for o in objs] for objs in merged], _oks_similarity, 0.5
-    )
-    ok = f1 >= base_f1 and mean_oks >= base_oks
-    return [
-        _row(
-            "keypoints",
-            dataset,
-            "unweighted per-keypoint mean (same clusters)",
-            base_f1,
-            base_oks,
-            base_seconds,
-            1.0,
-            "baseline",
-        ),
-        _row(
-            "keypoints",
-            dataset,
-            "merge_keypoints",
-            f1,
-            mean_oks,
-            seconds,
-            base_seconds / seconds,
-            "ok" if ok else "MISSED",
-        ),
-    ]
