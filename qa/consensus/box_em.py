@@ -77,6 +77,8 @@ class Existence:
     false_marks: FloatArray  # per worker: spurious boxes a picture
     objects: float  # real objects a picture that someone marked
     iterations: int
+    mean_recall: float = CROWD_RECALL  # the crowd's means, for a worker not seen
+    mean_false_marks: float = CROWD_FALSE_MARKS
 
 
 def existence_em(
@@ -89,27 +91,79 @@ def existence_em(
     strength: float = PRIOR_STRENGTH,
     max_iterations: int = MAX_ITERATIONS,
     tolerance: float = TOLERANCE,
+    prior: Prior | None = None,
 ) -> Existence:
     """Posterior that each candidate is real, and each worker's recall and false marks.
 
     One entry per (candidate, voter of its image): ``pair_candidate``, ``pair_worker`` (ids
     from 0) and whether that voter ``marked`` the candidate. ``worker_images[j]`` is how many
     images worker ``j`` answered (with candidates or not), and ``start`` a first guess of each
-    candidate's probability (e.g. its share of the votes).
+    candidate's probability (e.g. its share of the votes). ``prior`` centres some workers'
+    priors on rates measured elsewhere (gold) instead of the crowd's mean.
     """
     votes = _Votes.build(pair_candidate, pair_worker, marked, worker_images, len(start))
     q = np.clip(np.asarray(start, dtype=np.float64), 0.0, 1.0)
-    model = _Rates.first(len(worker_images))
+    n_workers = len(worker_images)
+    prior = prior if prior is not None else Prior.none(n_workers)
+    model = _Rates.first(n_workers)
     iterations = 0
     while iterations < max_iterations:
         iterations += 1
-        model = _Rates.fit(q, model, votes, strength)
+        model = _Rates.fit(q, model, votes, strength, prior)
         updated = model.posterior(votes)
         change = float(np.abs(updated - q).max()) if len(q) else 0.0
         q = updated
         if change < tolerance:
             break
-    return Existence(q, model.recall, model.false_marks, model.objects, iterations)
+    return Existence(
+        q,
+        model.recall,
+        model.false_marks,
+        model.objects,
+        iterations,
+        model.mean_recall,
+        model.mean_false_marks,
+    )
+
+
+def existence_posterior(
+    pair_candidate: IntArray,
+    pair_worker: IntArray,
+    marked: BoolArray,
+    *,
+    n_candidates: int,
+    recall: FloatArray,
+    false_marks: FloatArray,
+    objects: float,
+) -> FloatArray:
+    """The E step alone: each candidate's probability of being real under rates already learnt
+    (``recall[j]`` and ``false_marks[j]`` of worker id ``j``, ``objects`` a picture). It
+    depends on nothing but the candidate's own pairs, so a batch's posteriors are those of its
+    images taken one by one."""
+    votes = _Votes.build(
+        pair_candidate, pair_worker, marked, np.zeros(len(recall), dtype=np.intp), n_candidates
+    )
+    rates = _Rates(
+        np.clip(np.asarray(recall, dtype=np.float64), RATE_FLOOR, 1.0 - RATE_FLOOR),
+        np.maximum(np.asarray(false_marks, dtype=np.float64), RATE_FLOOR),
+        max(float(objects), RATE_FLOOR),
+    )
+    return rates.posterior(votes)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Per worker: where the prior on their rates is centred, and what it is worth (answers).
+    NaN centres mean "the crowd's mean", at the default strength."""
+
+    recall: FloatArray
+    false_marks: FloatArray
+    strength: FloatArray
+
+    @classmethod
+    def none(cls, n_workers: int) -> Prior:
+        nan = np.full(n_workers, np.nan)
+        return cls(nan, nan.copy(), nan.copy())
 
 
 @dataclass(frozen=True)
@@ -151,6 +205,8 @@ class _Rates:
     recall: FloatArray
     false_marks: FloatArray
     objects: float
+    mean_recall: float = CROWD_RECALL
+    mean_false_marks: float = CROWD_FALSE_MARKS
 
     @classmethod
     def first(cls, n_workers: int) -> _Rates:
@@ -161,7 +217,9 @@ class _Rates:
         )
 
     @classmethod
-    def fit(cls, q: FloatArray, last: _Rates, votes: _Votes, strength: float) -> _Rates:
+    def fit(
+        cls, q: FloatArray, last: _Rates, votes: _Votes, strength: float, prior: Prior
+    ) -> _Rates:
         """The M step: each rate from the candidates weighted by how likely they are real."""
         n_workers = len(votes.worker_images)
         crowd = CROWD_PRIOR_STRENGTH
@@ -169,7 +227,11 @@ class _Rates:
         hit = np.bincount(votes.mark_worker, q[votes.mark_candidate], minlength=n_workers)
         seen = np.bincount(votes.worker, real, minlength=n_workers)
         mean_recall = (hit.sum() + crowd * CROWD_RECALL) / (seen.sum() + crowd)
-        recall = (hit + strength * mean_recall) / (seen + strength)
+        # A worker with gold has their prior centred on it, worth what the gold says.
+        gold = ~np.isnan(prior.strength)
+        weight = np.where(gold, prior.strength, strength)
+        centre = np.where(gold, prior.recall, mean_recall)
+        recall = (hit + weight * centre) / (seen + weight)
         # Each spurious candidate is one of its markers' false mark: which one, in proportion
         # to how many false marks each makes.
         spurious = 1.0 - q
@@ -179,7 +241,8 @@ class _Rates:
             votes.mark_worker, spurious[votes.mark_candidate] * share, minlength=n_workers
         )
         mean_false = (made.sum() + crowd * CROWD_FALSE_MARKS) / (votes.n_answers + crowd)
-        false_marks = (made + strength * mean_false) / (votes.worker_images + strength)
+        centre = np.where(gold, prior.false_marks, mean_false)
+        false_marks = (made + weight * centre) / (votes.worker_images + weight)
         # Real objects a picture: each candidate counted once per voter of its picture, over
         # all answers, so that pictures without candidates count too.
         objects = float((q * votes.n_voters).sum()) / votes.n_answers
@@ -187,6 +250,8 @@ class _Rates:
             np.clip(recall, RATE_FLOOR, 1.0 - RATE_FLOOR),
             np.maximum(false_marks, RATE_FLOOR),
             max(objects, RATE_FLOOR),
+            float(mean_recall),
+            float(mean_false),
         )
 
     def posterior(self, votes: _Votes) -> FloatArray:

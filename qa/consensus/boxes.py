@@ -31,7 +31,11 @@ image and did not, reaches 0.5; that posterior is its score; members are placed 
 from their worker's estimated placement noise. The weights still order the clustering and
 decide the label vote and ``support``. A fixed quorum drops objects that two reliable
 workers of five marked, and keeps what a spammer and a careless worker happened to agree on;
-the model tells them apart, at the price that an image's objects depend on the batch.
+the model tells them apart, at the price that an image's objects depend on the batch it is
+learnt from. To make them independent of how a project is cut into batches, learn the model
+once over the whole project (:func:`box_model`, which also takes gold-based priors,
+:class:`BoxPrior`) and hand it to each batch's merge (``model=``): nothing is then learnt,
+and each cluster's posterior and placement depend on its own members alone.
 
 :func:`merge_boxes_batch` runs this over many images at once with array operations: the only
 Python loop is over worker ranks (a handful); reading the items and building the objects are
@@ -50,7 +54,7 @@ object crossing a seam was marked in part on each tile.
 from __future__ import annotations
 
 import gc
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -62,7 +66,13 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from qa.consensus.box_em import Existence, existence_em, placement_noise
+from qa.consensus.box_em import (
+    NOISE_FLOOR,
+    Prior,
+    existence_em,
+    existence_posterior,
+    placement_noise,
+)
 from qa.consensus.objects import EPS, Answer, Item, MergedObject, weighted_median
 from qa.geometry import match
 
@@ -105,16 +115,19 @@ def merge_boxes_batch(
     quorum: float = 0.5,
     refine: bool = False,
     method: Method = "quorum",
+    model: BoxModel | None = None,
 ) -> list[list[MergedObject]]:
     """:func:`merge_boxes` for many images at once: one list of objects per image, in order.
 
     With ``method="em"`` the worker model is learnt from the whole batch, so an image's
-    objects depend on the other images in it (``quorum`` is then not used).
+    objects depend on the other images in it (``quorum`` is then not used), unless ``model``
+    (from :func:`box_model`, learnt once over a whole project) is given: then nothing is
+    learnt, and each image's objects are those it gets alone with that model, however the
+    project is cut into batches. Workers the model has not seen take the crowd's means.
     """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError("iou_threshold must be in (0, 1]")
-    if method not in ("quorum", "em"):
-        raise ValueError(f"method must be 'quorum' or 'em', got {method!r}")
+    _check(iou_threshold, method)
+    if model is not None and method != "em":
+        raise ValueError("a worker model is used by method='em' only")
     # Bulk creation of small objects (tuples per box and per object) with the collector on
     # triggers collection after collection over everything created so far; nothing here makes
     # reference cycles, so it waits until the end. (Process-wide: a merge running in another
@@ -123,19 +136,32 @@ def merge_boxes_batch(
         crowd = _Crowd.build(images)
         if crowd.n_boxes == 0:
             return [[] for _ in images]
-        members = _cluster(crowd, iou_threshold)
-        if refine:
-            members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
+        members = _clusters(crowd, iou_threshold, refine)
         if method == "em":
-            model = _worker_model(crowd, members)
-            posterior = model.existence.posterior
+            if model is None:
+                model = _learn(crowd, members, None)
+            posterior, box_weight = _apply(crowd, members, model)
             real = posterior >= 0.5
             members = members[real]
-            merged, iou = _merge(crowd, members, model.box_weight)
+            merged, iou = _merge(crowd, members, box_weight)
             return _objects(crowd, members, merged, iou, len(images), score=posterior[real])
         members = members[_support(crowd, members) >= quorum - EPS]
         merged, iou = _merge(crowd, members)
         return _objects(crowd, members, merged, iou, len(images))
+
+
+def _check(iou_threshold: float, method: str) -> None:
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError("iou_threshold must be in (0, 1]")
+    if method not in ("quorum", "em"):
+        raise ValueError(f"method must be 'quorum' or 'em', got {method!r}")
+
+
+def _clusters(crowd: _Crowd, iou_threshold: float, refine: bool) -> IntArray:
+    members = _cluster(crowd, iou_threshold)
+    if refine:
+        members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
+    return members
 
 
 class BoxWorker(NamedTuple):
@@ -149,6 +175,57 @@ class BoxWorker(NamedTuple):
     images: int  # images they answered in the batch
 
 
+class BoxPrior(NamedTuple):
+    """A worker's rates measured on gold images, worth ``strength`` answers in the EM's prior
+    on that worker (in place of the crowd's mean)."""
+
+    recall: float
+    false_marks: float
+    strength: float
+
+
+@dataclass(frozen=True)
+class BoxModel:
+    """The worker model learnt over a set of images (:func:`box_model`), to merge any batch of
+    images with (``merge_boxes_batch(..., method="em", model=...)``).
+
+    ``ids[k]`` is the worker whose parameters are ``per_worker[k]``; ``crowd`` holds the
+    crowd's means, taken for a worker the model has not seen; ``objects`` is the rate of real
+    objects a picture.
+    """
+
+    ids: tuple[Hashable, ...]
+    per_worker: tuple[BoxWorker, ...]
+    crowd: BoxWorker
+    objects: float
+
+    def workers(self) -> dict[Hashable, BoxWorker]:
+        return dict(zip(self.ids, self.per_worker, strict=True))
+
+    def _column(self, name: str) -> FloatArray:
+        """One parameter of every worker, then the crowd's (the unseen workers' row)."""
+        values = [getattr(w, name) for w in self.per_worker]
+        return np.array([*values, getattr(self.crowd, name)], dtype=np.float64)
+
+
+def box_model(
+    images: Sequence[Sequence[Answer | Sequence[Any]]],
+    *,
+    iou_threshold: float = 0.5,
+    refine: bool = False,
+    prior: Mapping[Hashable, BoxPrior] | None = None,
+) -> BoxModel:
+    """Learn the worker model over all ``images`` (the EM of ``method="em"``), once, to merge
+    them in as many batches as wanted. ``prior`` gives some workers' rates measured on gold:
+    their prior is centred there, worth the given strength, instead of on the crowd's mean."""
+    _check(iou_threshold, "em")
+    with _collector_paused():
+        crowd = _Crowd.build(images)
+        if crowd.n_boxes == 0:
+            return _learn(crowd, np.zeros((0, max(crowd.n_ranks, 1)), dtype=np.intp), prior)
+        return _learn(crowd, _clusters(crowd, iou_threshold, refine), prior)
+
+
 def box_workers(
     images: Sequence[Sequence[Answer | Sequence[Any]]],
     *,
@@ -156,25 +233,12 @@ def box_workers(
     refine: bool = False,
 ) -> dict[Hashable, BoxWorker]:
     """The model of each worker that ``merge_boxes_batch(images, method="em")`` learns."""
-    with _collector_paused():
-        crowd = _Crowd.build(images)
-        if crowd.n_boxes == 0:
-            return {}
-        members = _cluster(crowd, iou_threshold)
-        if refine:
-            members = _refine(crowd, members, _merge(crowd, members)[0], iou_threshold)
-        model = _worker_model(crowd, members)
-    return {
-        worker: BoxWorker(*values)
-        for worker, *values in zip(
-            model.workers,
-            model.existence.recall.tolist(),
-            model.existence.false_marks.tolist(),
-            model.noise.tolist(),
-            model.worker_images.tolist(),
-            strict=True,
-        )
-    }
+    model = box_model(images, iou_threshold=iou_threshold, refine=refine)
+    return model.workers() if model.per_worker and _has_boxes(images) else {}
+
+
+def _has_boxes(images: Sequence[Sequence[Answer | Sequence[Any]]]) -> bool:
+    return any(len(answer[2]) for answers in images for answer in answers)
 
 
 @contextmanager
@@ -514,23 +578,18 @@ def _support(crowd: _Crowd, members: IntArray) -> FloatArray:
     return out
 
 
-@dataclass(frozen=True)
-class _WorkerModel:
-    workers: list[Hashable]
-    worker_images: IntArray
-    existence: Existence  # per cluster and per worker (in the order of ``workers``)
-    noise: FloatArray  # per worker
-    box_weight: FloatArray  # per box: its worker's precision, at most 1
-
-
-def _worker_model(crowd: _Crowd, members: IntArray) -> _WorkerModel:
-    """Learn each worker's recall, false marks and placement noise from every cluster of the
-    batch (:mod:`qa.consensus.box_em`), and the probability that each cluster is real."""
-    ids = {worker: i for i, worker in enumerate(dict.fromkeys(crowd.workers))}
-    n_workers = len(ids)
-    answer_worker = np.fromiter(
-        map(ids.__getitem__, crowd.workers), dtype=np.intp, count=len(crowd.workers)
+def _answer_workers(crowd: _Crowd, ids: Mapping[Hashable, int], unseen: int) -> IntArray:
+    """Each answer's worker as an index into ``ids``; ``unseen`` for a worker not in it."""
+    return np.fromiter(
+        (ids.get(w, unseen) for w in crowd.workers), dtype=np.intp, count=len(crowd.workers)
     )
+
+
+def _voters(
+    crowd: _Crowd, members: IntArray, answer_worker: IntArray
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """One pair per (cluster, voter of its image): the cluster, the voter's worker index, and
+    whether they marked it."""
     n_clusters = len(members)
     cluster_image = crowd.image[members.max(axis=1)]
     # Every voter of a cluster's image, marked or not: an image's answers are contiguous.
@@ -540,35 +599,80 @@ def _worker_model(crowd: _Crowd, members: IntArray) -> _WorkerModel:
     pair_candidate = np.repeat(np.arange(n_clusters), per_cluster)
     pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + _ragged_arange(per_cluster)
     marked = members[pair_candidate, crowd.answer_rank[pair_answer]] >= 0
+    return pair_candidate, answer_worker[pair_answer], marked
+
+
+def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] | None) -> BoxModel:
+    """Learn each worker's recall, false marks and placement noise from every cluster of the
+    batch (:mod:`qa.consensus.box_em`)."""
+    ids = {worker: i for i, worker in enumerate(dict.fromkeys(crowd.workers))}
+    n_workers = len(ids)
+    answer_worker = _answer_workers(crowd, ids, n_workers)
     worker_images = np.bincount(answer_worker, minlength=n_workers)
+    gold = Prior.none(n_workers)
+    for worker, rates in (prior or {}).items():
+        if worker in ids:
+            j = ids[worker]
+            gold.recall[j], gold.false_marks[j], gold.strength[j] = rates
+    pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
     existence = existence_em(
         pair_candidate,
-        answer_worker[pair_answer],
+        pair_worker,
         marked,
         worker_images=worker_images,
         start=np.minimum(_support(crowd, members), 1.0),
+        prior=gold,
     )
     # Placement: each member's edge error against the first merge, as a share of the side.
+    n_clusters = len(members)
     merged, _ = _merge(crowd, members)
     present = members >= 0
     rows = np.broadcast_to(np.arange(n_clusters)[:, None], members.shape)[present]
     boxes = members[present]
     side = np.maximum(merged[:, 2:] - merged[:, :2], 1.0)
     error = ((crowd.corners[boxes] - merged[rows]) / np.tile(side, 2)[rows]) ** 2
-    noise = placement_noise(
-        error.mean(axis=1),
-        answer_worker[crowd.box_answer[boxes]],
-        existence.posterior[rows],
-        n_workers=n_workers,
+    member_worker = answer_worker[crowd.box_answer[boxes]]
+    weight = existence.posterior[rows]
+    noise = placement_noise(error.mean(axis=1), member_worker, weight, n_workers=n_workers)
+    # The crowd's noise: the pooled variance of every member, for a worker not seen.
+    seen = np.bincount(member_worker, weight, minlength=n_workers)
+    crowd_noise = float(np.sqrt((seen * noise**2).sum() / seen.sum())) if seen.sum() > 0 else 0.1
+    per_worker = tuple(
+        BoxWorker(*values)
+        for values in zip(
+            existence.recall.tolist(),
+            existence.false_marks.tolist(),
+            noise.tolist(),
+            worker_images.tolist(),
+            strict=True,
+        )
     )
+    return BoxModel(
+        ids=tuple(ids),
+        per_worker=per_worker,
+        crowd=BoxWorker(existence.mean_recall, existence.mean_false_marks, crowd_noise, 0),
+        objects=existence.objects,
+    )
+
+
+def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> tuple[FloatArray, FloatArray]:
+    """With the model's parameters and nothing learnt: each cluster's probability of being
+    real, and each box's placement weight (its worker's precision, at most 1)."""
+    ids = {worker: i for i, worker in enumerate(model.ids)}
+    answer_worker = _answer_workers(crowd, ids, len(ids))
+    pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
+    posterior = existence_posterior(
+        pair_candidate,
+        pair_worker,
+        marked,
+        n_candidates=len(members),
+        recall=model._column("recall"),
+        false_marks=model._column("false_marks"),
+        objects=model.objects,
+    )
+    noise = np.maximum(model._column("noise"), NOISE_FLOOR)
     precision = (noise.min() / noise) ** 2
-    return _WorkerModel(
-        workers=list(ids),
-        worker_images=worker_images,
-        existence=existence,
-        noise=noise,
-        box_weight=precision[answer_worker[crowd.box_answer]],
-    )
+    return posterior, precision[answer_worker[crowd.box_answer]]
 
 
 def _objects(

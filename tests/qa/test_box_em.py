@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qa.consensus.box_em import existence_em
-from qa.consensus.boxes import box_workers, merge_boxes, merge_boxes_batch
+from qa.consensus.boxes import BoxPrior, box_model, box_workers, merge_boxes, merge_boxes_batch
 from qa.consensus.objects import Answer
 
 Worker = tuple[str, float, float, float]  # name, recall, false marks a picture, jitter (px)
@@ -209,3 +209,58 @@ def test_existence_em_on_known_patterns() -> None:
     # A real object only a careful worker marked looks like their stray box: the Bayes rule
     # calls it one, as it should at these rates, so a few real candidates are lost.
     assert ((existence.posterior >= 0.5) == np.array(real)).mean() > 0.9
+
+
+def test_a_model_learnt_once_merges_any_chunking_alike() -> None:
+    """A project learns the model over all its images and merges them in chunks: the objects
+    do not depend on where the chunks are cut."""
+    _, images = crowd(8, 4000, CAREFUL + SLOPPY, 5)
+    model = box_model(images)
+    whole = merge_boxes_batch(images, method="em", model=model)
+    chunked = [
+        objects
+        for start in range(0, len(images), 1000)
+        for objects in merge_boxes_batch(images[start : start + 1000], method="em", model=model)
+    ]
+    assert chunked == whole
+    # Learning from the batch is learning the model and applying it.
+    assert merge_boxes_batch(images, method="em") == whole
+    # Learnt from the chunk alone, a chunk's objects differ somewhere: the model matters.
+    first = merge_boxes_batch(images[:100], method="em")
+    assert first != whole[:100]
+
+
+def test_a_worker_the_model_has_not_seen_takes_the_crowds_means() -> None:
+    _, images = crowd(9, 400, CAREFUL + SLOPPY, 5)
+    model = box_model(images)
+    assert set(model.workers()) == {name for name, *_ in CAREFUL + SLOPPY}
+    # The crowd's means lie among the workers' own values.
+    recalls = [w.recall for w in model.per_worker]
+    assert min(recalls) < model.crowd.recall < max(recalls)
+    target = [[Answer("newcomer", 0.8, [box(20, 20)]), Answer("careful0", 0.8, [box(21, 20)])]]
+    (merged,) = merge_boxes_batch(target, method="em", model=model)
+    assert [o.workers for o in merged] == [("newcomer", "careful0")]
+    with pytest.raises(ValueError, match="em"):
+        merge_boxes_batch(target, model=model)
+
+
+def test_a_gold_prior_moves_a_worker_with_few_answers_not_one_with_many() -> None:
+    rng = random.Random(10)
+    few: Worker = ("few", 0.9, 0.1, 2.0)
+    many: Worker = ("many", 0.9, 0.1, 2.0)
+    images = []
+    for i in range(600):
+        truth = grid_objects(rng)
+        pool = [*rng.sample(CAREFUL, 3), many] + ([few] if i < 6 else [])
+        images.append([answer(rng, w, truth) for w in pool])
+    # Gold says both mark little and add many boxes: wrong for both, worth 20 answers.
+    gold = {"few": BoxPrior(0.3, 2.0, 20.0), "many": BoxPrior(0.3, 2.0, 20.0)}
+    plain = box_model(images).workers()
+    informed = box_model(images, prior=gold).workers()
+    # "few" saw about 20 objects and 6 pictures, as much as the gold is worth: about halfway.
+    assert informed["few"].recall < plain["few"].recall - 0.25
+    assert informed["few"].false_marks > plain["few"].false_marks + 1.0
+    assert informed["many"].recall == pytest.approx(plain["many"].recall, abs=0.03)
+    assert informed["many"].false_marks == pytest.approx(plain["many"].false_marks, abs=0.1)
+    # Another worker without gold is not moved.
+    assert informed["careful0"].recall == pytest.approx(plain["careful0"].recall, abs=0.01)
