@@ -1,0 +1,889 @@
+"""``crowd-aggregate`` and ``manage.py aggregate``: the product's consensus on answers collected
+elsewhere. No database, no Django.
+
+Classification reads CSV ``task,worker,label`` and writes ``task,label,confidence,votes``.
+Shapes read JSON Lines ``{"task", "worker", "annotations": [...], "width"?, "height"?,
+"weight"?}`` and write ``{"task", "annotations": [... with "score", "num_votes"]}``, one line
+per task in the order tasks first appear.
+
+Exports from other platforms are large and not always clean, so:
+
+- all shapes of the input are merged in one batched call, the worker model (bbox ``em``)
+  learning from all of them;
+- coordinates a few pixels past the image's edge (when width and height are given) are
+  clipped into it and counted; ``--strict`` refuses them instead;
+- a bad line is refused with its number and what is wrong, and nothing is written (the output
+  goes to a temporary file beside it, renamed on success); ``--skip-invalid`` skips such lines
+  and counts them;
+- ``--report`` writes what the answers tell of each worker (the worker model when the merge
+  has one, else their agreement with the consensus) and a summary.
+
+The tool starts in a fraction of a second: numpy, scipy and the consensus modules are imported
+only once the input has been read, and only the kind's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import math
+import os
+import sys
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+
+import orjson
+
+from tasks.annotations import AnnotationError, Schema, validate_annotations
+
+if TYPE_CHECKING:
+    from qa.consensus.objects import Answer, MergedObject
+
+KINDS = ("classification", "bbox", "polygon", "keypoints")
+CLASSIFICATION_METHODS = ("auto", "majority_vote", "weighted_vote", "dawid_skene")
+SHAPE_METHODS = ("auto", "merge", "em")
+DEFAULT_QUORUM = 0.5
+# Skipped lines named on stderr; the report lists them all.
+SKIPPED_SHOWN = 20
+# The progress bar moves every this many lines: often enough to see, rarely enough to cost
+# nothing beside parsing them.
+PROGRESS_LINES = 4096
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+T = TypeVar("T")
+
+
+class AggregateError(Exception):
+    """Options or input the tool refuses; the message says what and, for input, on which
+    line. The console script exits with status 2, ``manage.py`` raises ``CommandError``."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``crowd-aggregate``, shared by ``manage.py aggregate``."""
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument(
+        "--method",
+        default="auto",
+        help="classification: auto (Dawid-Skene from 200 answers on, majority vote "
+        "before), majority_vote, dawid_skene; shapes: auto (bbox: em unless --quorum is "
+        "given; polygon, keypoints: merge), merge (a fixed --quorum, 0.5 by default), em "
+        "(bbox: a model of each worker learnt by EM over the whole input)",
+    )
+    parser.add_argument("--input", required=True, help="file to read, - for stdin")
+    parser.add_argument("--output", required=True, help="file to write, - for stdout")
+    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--quorum",
+        type=float,
+        default=None,
+        help="keep an object marked by at least this weighted share of the answers "
+        "(fixed-quorum merge; 0.5 when not given)",
+    )
+    parser.add_argument(
+        "--keypoint-sigma", type=float, default=0.05, help="OKS sigma of non-COCO keypoints"
+    )
+    parser.add_argument(
+        "--keypoint-names",
+        default="",
+        help="comma-separated keypoint names in order (COCO names get COCO sigmas)",
+    )
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE",
+        help="write JSON with each worker's estimated parameters (or agreement with the "
+        "consensus) and a summary of the input",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse coordinates past the image's edge instead of clipping them",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad lines (counted, and listed in the report) instead of refusing the input",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing on stderr but errors")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's options, checked (see :func:`add_arguments`)."""
+
+    kind: str
+    input: str
+    output: str
+    method: str = "auto"
+    iou_threshold: float = 0.5
+    quorum: float | None = None
+    keypoint_sigma: float = 0.05
+    keypoint_names: tuple[str, ...] = ()
+    report: str | None = None
+    strict: bool = False
+    skip_invalid: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        names = tuple(n.strip() for n in (options.get("keypoint_names") or "").split(","))
+        settings = cls(
+            kind=options["kind"],
+            input=options["input"],
+            output=options["output"],
+            method=options.get("method") or "auto",
+            iou_threshold=float(options.get("iou_threshold", 0.5)),
+            quorum=options.get("quorum"),
+            keypoint_sigma=float(options.get("keypoint_sigma", 0.05)),
+            keypoint_names=tuple(n for n in names if n),
+            report=options.get("report"),
+            strict=bool(options.get("strict")),
+            skip_invalid=bool(options.get("skip_invalid")),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        quorum = self.quorum
+        if not 0 < self.iou_threshold <= 1 or not (quorum is None or 0 < quorum <= 1):
+            raise AggregateError("--iou-threshold and --quorum must be in (0, 1].")
+        if self.kind not in KINDS:
+            raise AggregateError(f"--kind: one of {', '.join(KINDS)}.")
+        if self.kind == "classification":
+            if self.method not in CLASSIFICATION_METHODS:
+                raise AggregateError(
+                    f"--method for classification: {', '.join(CLASSIFICATION_METHODS)}."
+                )
+            return
+        if self.method not in SHAPE_METHODS or (self.method == "em" and self.kind != "bbox"):
+            raise AggregateError("--method for shapes: auto, merge; em for bbox only.")
+        if self.method == "em" and quorum is not None:
+            raise AggregateError("--method em has no quorum; leave --quorum out.")
+
+    @property
+    def shape_quorum(self) -> float:
+        return DEFAULT_QUORUM if self.quorum is None else float(self.quorum)
+
+    @property
+    def box_method(self) -> str:
+        """bbox: the worker model unless a fixed quorum is asked for."""
+        return "quorum" if self.method == "merge" or self.quorum is not None else "em"
+
+
+# The console: messages and progress on stderr
+
+
+class Bar(Protocol):
+    def update(self, n: float = 1) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _NoBar:
+    def update(self, n: float = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Console:
+    """Where the tool speaks: ``write`` takes whole lines. ``quiet`` leaves errors only;
+    progress bars show on a terminal (after half a second, so a small input shows none) or
+    always with ``progress=True``."""
+
+    def __init__(
+        self, write: Callable[[str], object], *, quiet: bool = False, progress: bool | None = None
+    ) -> None:
+        self.write = write
+        self.quiet = quiet
+        self.forced = bool(progress)
+        self.progress = not quiet and (self.forced or (progress is None and _is_terminal()))
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            self.write(text if text.endswith("\n") else text + "\n")
+
+    def bar(self, desc: str, *, total: float | None = None, unit: str = "it") -> Bar:
+        if not self.progress:
+            return _NoBar()
+        from tqdm import tqdm  # type: ignore[import-untyped]  # only when shown: it costs a tenth of the start-up
+
+        bar: Bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            unit_scale=unit == "B",
+            file=sys.stderr,
+            leave=False,
+            delay=0 if self.forced else 0.5,
+        )
+        return bar
+
+    def track(self, items: Sequence[T], desc: str, unit: str) -> Iterator[T]:
+        bar = self.bar(desc, total=len(items), unit=unit)
+        try:
+            for item in items:
+                yield item
+                bar.update()
+        finally:
+            bar.close()
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# What a run found
+
+
+@dataclass(frozen=True)
+class Issue:
+    line: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"Line {self.line}: {self.error}"
+
+
+@dataclass
+class Summary:
+    """What a run read and wrote: tasks written, answers used and their workers, objects with a
+    coordinate clipped into the image, lines skipped (each with its reason)."""
+
+    kind: str
+    method: str = ""
+    tasks: int = 0
+    answers: int = 0
+    workers: int = 0
+    clipped: int = 0
+    skipped: list[Issue] = field(default_factory=list)
+
+    def text(self) -> str:
+        out = (
+            f"{_count(self.tasks, 'task')} aggregated ({_count(self.answers, 'answer')} of "
+            f"{_count(self.workers, 'worker')}"
+        )
+        if self.kind != "classification":
+            out += f"; {_count(self.clipped, 'object')} clipped into the image"
+        out += ")."
+        if self.skipped:
+            shown = ", ".join(str(issue.line) for issue in self.skipped[:SKIPPED_SHOWN])
+            out += f"\n{_count(len(self.skipped), 'invalid line')} skipped: "
+            if len(self.skipped) > SKIPPED_SHOWN:
+                out += f"the first {SKIPPED_SHOWN} are {shown} (the report lists them all)."
+            else:
+                out += f"{'line' if len(self.skipped) == 1 else 'lines'} {shown}."
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tasks": self.tasks,
+            "answers": self.answers,
+            "workers": self.workers,
+            "clipped_objects": self.clipped,
+            "skipped_lines": len(self.skipped),
+        }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class _Issues:
+    """Bad lines as they are found. Without ``skip`` the input is refused, naming the first bad
+    line; reading may stop at the first one found, since no later line can come before it."""
+
+    def __init__(self, skip: bool) -> None:
+        self.skip = skip
+        self.found: list[Issue] = []
+
+        self.first_line = math.inf
+
+    def add(self, line: int, error: str) -> None:
+        self.found.append(Issue(line, error))
+        self.first_line = min(self.first_line, line)
+
+    def settle(self) -> list[Issue]:
+        """The skipped lines in order, or the refusal of the first bad line."""
+        self.found.sort(key=lambda issue: issue.line)
+        if self.found and not self.skip:
+            raise AggregateError(f"{self.found[0]} (--skip-invalid skips such lines.)")
+        return self.found
+
+
+# The run
+
+
+def run(settings: Settings, console: Console) -> Summary:
+    """Aggregate ``settings.input`` into ``settings.output`` (and the report); the summary is
+    said on the console. Raises :class:`AggregateError`, with nothing written, on bad input."""
+    settings.check()
+    # Parsed JSON is millions of small objects that never form cycles: with the collector on,
+    # each generation's pass walks all of them again and again, which doubles the time taken
+    # to read a large input.
+    with _collector_paused(), _source(settings.input) as (handle, size):
+        targets = [_Target(settings.output)]
+        if settings.report:
+            targets.append(_Target(settings.report))
+        try:
+            if settings.kind == "classification":
+                summary, workers = _classify(handle, size, targets[0].handle, settings, console)
+            else:
+                summary, workers = _shapes(handle, size, targets[0].handle, settings, console)
+            if settings.report:
+                report = {
+                    "kind": settings.kind,
+                    "method": summary.method,
+                    "summary": summary.as_json(),
+                    **workers,
+                    "skipped": [{"line": i.line, "error": i.error} for i in summary.skipped],
+                }
+                targets[1].handle.write(
+                    orjson.dumps(
+                        report, option=JSON_OPTIONS | orjson.OPT_INDENT_2, default=_jsonable
+                    )
+                )
+            for target in targets:
+                target.commit()
+        finally:
+            for target in targets:
+                target.discard()
+    console.say(summary.text())
+    return summary
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def _source(path: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    """The input as bytes, and its size when known (for the progress bar)."""
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise AggregateError(f"Cannot open {path}: {exc.strerror}.") from None
+    with handle:
+        stat = os.fstat(handle.fileno())
+        yield handle, stat.st_size if stat.st_size else None
+
+
+class _Target:
+    """A file written whole or not at all: a temporary file beside it, renamed over it by
+    :meth:`commit`; ``-`` is stdout, written on commit only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.temporary: str | None = None
+        self.done = False
+        if path == "-":
+            self.handle: IO[bytes] = io.BytesIO()
+            return
+        import tempfile
+
+        folder, name = os.path.split(os.path.abspath(path))
+        try:
+            descriptor, self.temporary = tempfile.mkstemp(
+                dir=folder, prefix=f".{name}.", suffix=".part"
+            )
+        except OSError as exc:
+            raise AggregateError(f"Cannot open {path}: {exc.strerror}.") from None
+        self.handle = os.fdopen(descriptor, "wb")
+
+    def commit(self) -> None:
+        if self.temporary is None:
+            stdout = getattr(sys.stdout, "buffer", None)
+            data = self.handle.getvalue()  # type: ignore[attr-defined]
+            if stdout is not None:
+                sys.stdout.flush()
+                stdout.write(data)
+                stdout.flush()
+            else:
+                sys.stdout.write(data.decode("utf-8"))
+            self.done = True
+            return
+        self.handle.close()
+        # mkstemp makes the file private; the output gets the mode a new file would have.
+        os.chmod(self.temporary, 0o666 & ~_umask())
+        os.replace(self.temporary, self.path)
+        self.done = True
+
+    def discard(self) -> None:
+        self.handle.close()
+        if self.temporary is not None and not self.done:
+            with suppress(FileNotFoundError):
+                os.unlink(self.temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _lines(handle: IO[bytes], bar: Bar) -> Iterator[bytes]:
+    pending = 0
+    for count, raw in enumerate(handle, start=1):
+        pending += len(raw)
+        if count % PROGRESS_LINES == 0:
+            bar.update(pending)
+            pending = 0
+        yield raw
+    bar.update(pending)
+
+
+def _jsonable(value: Any) -> Any:
+    """What orjson cannot write alone: numpy arrays of any layout and numpy scalars."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# Classification
+
+
+def _classify(
+    handle: IO[bytes],
+    size: int | None,
+    target: IO[bytes],
+    settings: Settings,
+    console: Console,
+) -> tuple[Summary, dict[str, Any]]:
+    import csv
+
+    issues = _Issues(settings.skip_invalid)
+    bar = console.bar("reading", total=size, unit="B")
+    try:
+        reader = csv.DictReader(_text_lines(_lines(handle, bar)))
+        if not reader.fieldnames or not {"task", "worker", "label"} <= set(reader.fieldnames):
+            found = ",".join(reader.fieldnames or []) or "nothing"
+            raise AggregateError(
+                "The CSV's first line must name its columns: task,worker,label (in any order, "
+                f"other columns ignored); it has {found}."
+            )
+        rows: list[tuple[str, str, str]] = []
+        for row in reader:
+            task, worker, label = row["task"], row["worker"], row["label"]
+            if not task or not worker or label in (None, ""):
+                issues.add(reader.line_num, "task, worker and label must all be given.")
+                if not settings.skip_invalid:
+                    break
+                continue
+            rows.append((task, worker, label))
+    finally:
+        bar.close()
+    skipped = issues.settle()
+    if not rows:
+        raise AggregateError("No answers in the input.")
+
+    from qa.consensus import classification as cls
+
+    if settings.method == "dawid_skene" and len(rows) < cls.MIN_ANSWERS_FOR_DS:
+        console.say(
+            f"Dawid-Skene on {len(rows)} answers: too few to learn each worker's confusion, so "
+            "its confidences are overstated; --method auto uses majority vote below "
+            f"{cls.MIN_ANSWERS_FOR_DS}."
+        )
+    answers, tasks, workers, labels = cls.encode(rows)
+    result = cls.aggregate(answers, method=settings.method)  # type: ignore[arg-type]
+    text = io.TextIOWrapper(target, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["task", "label", "confidence", "votes"])
+    chosen = result.label.tolist()
+    confidence, votes = result.confidence.tolist(), result.votes.tolist()
+    writer.writerows(
+        [task, labels[chosen[i]], f"{confidence[i]:.6f}", votes[i]] for i, task in enumerate(tasks)
+    )
+    text.flush()
+    text.detach()
+    summary = Summary(
+        kind="classification",
+        method=result.method,
+        tasks=len(tasks),
+        answers=answers.n_answers,
+        workers=len(workers),
+        skipped=skipped,
+    )
+    return summary, _label_workers(answers, result, workers, labels)
+
+
+def _text_lines(lines: Iterable[bytes]) -> Iterator[str]:
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AggregateError(f"Line {number}: not UTF-8 text.") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _label_workers(
+    answers: Any, result: Any, workers: list[Hashable], labels: list[Hashable]
+) -> dict[str, Any]:
+    """Per worker: answers, the share that agree with the consensus and, from Dawid-Skene,
+    their confusion matrix (rows the true label, columns the label given) and accuracy (the
+    chance they give the true label to a task whose label follows the class priors)."""
+    import numpy as np
+
+    agree = result.label[answers.task] == answers.label
+    count = np.bincount(answers.worker, minlength=answers.n_workers)
+    agreed = np.bincount(answers.worker, weights=agree, minlength=answers.n_workers)
+    out: list[dict[str, Any]] = []
+    confusion = result.worker_confusion
+    accuracy = None
+    if confusion is not None and result.priors is not None:
+        accuracy = np.einsum("wcc->wc", confusion) @ result.priors
+    for w, worker in enumerate(workers):
+        entry: dict[str, Any] = {
+            "worker": worker,
+            "answers": int(count[w]),
+            "agreement": float(agreed[w] / count[w]) if count[w] else None,
+        }
+        if confusion is not None and accuracy is not None:
+            entry["accuracy"] = float(accuracy[w])
+            entry["confusion"] = confusion[w].tolist()
+        out.append(entry)
+    return {"labels": labels, "workers": out}
+
+
+# Shapes
+
+
+@dataclass
+class _Crowds:
+    """The valid answers, grouped by task in order of first appearance."""
+
+    tasks: list[Any] = field(default_factory=list)
+    crowds: list[list[Answer]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    schema: Schema = field(default_factory=lambda: Schema(kind="", keypoints={}))
+    clipped: int = 0
+
+
+Row = tuple[int, dict[str, Any]]
+
+
+def _shapes(
+    handle: IO[bytes],
+    size: int | None,
+    target: IO[bytes],
+    settings: Settings,
+    console: Console,
+) -> tuple[Summary, dict[str, Any]]:
+    issues = _Issues(settings.skip_invalid)
+    by_task = _read_rows(handle, size, issues, console)
+    found = _check(by_task, settings, issues, console)
+    del by_task
+    skipped = issues.settle()
+    merged, method = _merge(found, settings, console)
+    dumps, option = orjson.dumps, JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
+    for task, objects in zip(found.tasks, merged, strict=True):
+        line = {"task": task, "annotations": [o.to_item() for o in objects]}
+        target.write(dumps(line, option=option, default=_jsonable))
+    workers = {answer.worker for crowd in found.crowds for answer in crowd}
+    summary = Summary(
+        kind=settings.kind,
+        method=method,
+        tasks=len(found.tasks),
+        answers=sum(map(len, found.crowds)),
+        workers=len(workers),
+        clipped=found.clipped,
+        skipped=skipped,
+    )
+    report: dict[str, Any] = {}
+    if settings.report:
+        report = {"workers": _shape_workers(found, merged, settings, method)}
+    return summary, report
+
+
+def _read_rows(
+    handle: IO[bytes], size: int | None, issues: _Issues, console: Console
+) -> dict[Any, list[Row]]:
+    """Each line parsed and its fields checked, grouped by task; annotations are checked
+    later, against their task's image."""
+    by_task: dict[Any, list[Row]] = {}
+    loads = orjson.loads
+    bar = console.bar("reading", total=size, unit="B")
+    try:
+        for line, raw in enumerate(_lines(handle, bar), start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                issues.add(line, f"not JSON ({exc.msg}).")
+            else:
+                error = _row_error(row)
+                if error is None:
+                    task = row["task"]
+                    rows = by_task.get(task)
+                    if rows is None:
+                        by_task[task] = [(line, row)]
+                    else:
+                        rows.append((line, row))
+                    continue
+                issues.add(line, error)
+            if not issues.skip:
+                break
+    finally:
+        bar.close()
+    return by_task
+
+
+def _row_error(row: Any) -> str | None:
+    """What is wrong with a parsed line, beside its annotations; None when nothing is."""
+    if not isinstance(row, dict) or "task" not in row or "worker" not in row:
+        return 'each line is {"task", "worker", "annotations"}.'
+    for key in ("task", "worker"):
+        if isinstance(row[key], bool) or not isinstance(row[key], str | int | float):
+            return f"{key} must be a string or a number."
+    if not isinstance(row.get("annotations"), list):
+        return "annotations must be a list."
+    weight = row.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+        return "weight must be a number in (0, 1]."
+    width, height = row.get("width"), row.get("height")
+    if (width is not None or height is not None) and not (_positive(width) and _positive(height)):
+        return "width and height must be positive integers."
+    return None
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check(
+    by_task: dict[Any, list[Row]], settings: Settings, issues: _Issues, console: Console
+) -> _Crowds:
+    """Every answer validated (and clipped) against its task's image and the labels seen."""
+    from qa.consensus.objects import Answer
+
+    strict = settings.strict
+    schema = _schema(by_task, settings)
+    out = _Crowds(schema=schema)
+    for task, rows in console.track(list(by_task.items()), "checking", "tasks"):
+        if not issues.skip and rows[0][0] > issues.first_line:
+            break  # tasks come in order of their first line: none left can hold an earlier one
+        width, height = _size(rows)
+        crowd: list[Answer] = []
+        for line, row in rows:
+            try:
+                items = validate_annotations(
+                    row["annotations"], schema=schema, width=width, height=height
+                )
+            except AnnotationError as exc:
+                issues.add(line, str(exc))
+                continue
+            if items.clipped:
+                if strict:
+                    issues.add(line, _past_edge(row["annotations"], schema, width, height))
+                    continue
+                out.clipped += items.clipped
+            crowd.append(Answer(row["worker"], float(row.get("weight", 1.0)), items))
+        if crowd:
+            out.tasks.append(task)
+            out.crowds.append(crowd)
+            out.sizes.append((width, height))
+    return out
+
+
+def _past_edge(items: list[Any], schema: Schema, width: int, height: int) -> str:
+    index = next(
+        i
+        for i, item in enumerate(items)
+        if validate_annotations([item], schema=schema, width=width, height=height).clipped
+    )
+    return (
+        f"annotations[{index}] reaches past the edge of the {width}x{height} image "
+        "(--strict refuses what would otherwise be clipped to it)."
+    )
+
+
+def _size(rows: list[Row]) -> tuple[int, int]:
+    """The image size given with the answers, or the extent of everything marked."""
+    sizes = {(row["width"], row["height"]) for _, row in rows if row.get("width")}
+    if sizes:
+        return max(sizes, key=lambda s: s[0] * s[1])
+    x, y = 0.0, 0.0
+    for _, row in rows:
+        for item in row["annotations"]:
+            for px, py in _points(item):
+                if math.isfinite(px) and math.isfinite(py):
+                    x, y = max(x, px), max(y, py)
+    return math.ceil(x) + 1, math.ceil(y) + 1
+
+
+def _points(item: Any) -> list[tuple[float, float]]:
+    if not isinstance(item, dict):
+        return []
+    try:
+        if "bbox" in item:
+            x, y, w, h = (float(v) for v in item["bbox"])
+            return [(x + w, y + h)]
+        if "points" in item:
+            return [(float(p[0]), float(p[1])) for p in item["points"]]
+        if "keypoints" in item:
+            return [(float(p[0]), float(p[1])) for p in item["keypoints"]]
+    except (TypeError, ValueError, IndexError):
+        return []  # validation reports it
+    return []
+
+
+def _schema(by_task: dict[Any, list[Row]], settings: Settings) -> Schema:
+    """The labels of the input; for keypoints, each label's keypoints: ``--keypoint-names``,
+    or as many as its first instance in the input has (a label fixes its keypoints)."""
+    counts: dict[str, int] = {}
+    for rows in by_task.values():
+        for _, row in rows:
+            for item in row["annotations"]:
+                if isinstance(item, dict) and isinstance(item.get("label"), str):
+                    points = item.get("keypoints")
+                    counts.setdefault(item["label"], len(points) if isinstance(points, list) else 0)
+    if settings.kind != "keypoints":
+        return Schema(kind=settings.kind, keypoints={label: [] for label in counts})
+    names = list(settings.keypoint_names)
+    return Schema(
+        kind="keypoints",
+        keypoints={label: names or [f"k{i}" for i in range(n)] for label, n in counts.items()},
+    )
+
+
+def _merge(
+    found: _Crowds, settings: Settings, console: Console
+) -> tuple[list[list[MergedObject]], str]:
+    """Each task's merged objects, and the method that merged them: all images in one batched
+    call, so the per-image cost of the array machinery is paid once."""
+    threshold, quorum = settings.iou_threshold, settings.shape_quorum
+    if settings.kind == "bbox":
+        from qa.consensus.boxes import merge_boxes_batch
+
+        method = settings.box_method
+        merged = merge_boxes_batch(
+            found.crowds,
+            iou_threshold=threshold,
+            quorum=quorum,
+            method=method,  # type: ignore[arg-type]
+        )
+        return merged, method
+    if settings.kind == "polygon":
+        from qa.consensus import polygons
+
+        batch = getattr(polygons, "merge_polygons_batch", None)
+        if batch is not None:
+            merged = batch(
+                found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
+            )
+            return merged, "quorum"
+        pairs = list(zip(found.crowds, found.sizes, strict=True))
+        merged = [
+            polygons.merge_polygons(
+                crowd, width=width, height=height, iou_threshold=threshold, quorum=quorum
+            )
+            for crowd, (width, height) in console.track(pairs, "merging", "images")
+        ]
+        return merged, "quorum"
+    from qa.consensus import keypoints
+    from qa.geometry import keypoint_sigmas
+
+    sigmas = {
+        label: keypoint_sigmas(names, default=settings.keypoint_sigma)
+        for label, names in found.schema.keypoints.items()
+    }
+    batch = getattr(keypoints, "merge_keypoints_batch", None)
+    if batch is not None:
+        merged = batch(
+            found.crowds, sigmas=sigmas, oks_threshold=threshold, method="quorum", quorum=quorum
+        )
+        return merged, "quorum"
+    merged = [
+        keypoints.merge_keypoints(crowd, sigmas=sigmas, oks_threshold=threshold, quorum=quorum)
+        for crowd in console.track(found.crowds, "merging", "images")
+    ]
+    return merged, "quorum"
+
+
+def _shape_workers(
+    found: _Crowds, merged: list[list[MergedObject]], settings: Settings, method: str
+) -> list[dict[str, Any]]:
+    """Per worker: answers and items given, and their agreement with the consensus: an item
+    agrees when it went into a merged object and carries that object's label; precision is
+    the share of their items that agree, recall the share of the merged objects of the images
+    they answered that they gave an agreeing item to. With the bbox worker model (``em``),
+    also every field of what it learnt of them (:func:`qa.consensus.boxes.box_workers`)."""
+    stats: dict[Hashable, list[int]] = {}  # worker -> [answers, items, objects seen, agreeing]
+    for crowd, objects in zip(found.crowds, merged, strict=True):
+        given = {answer.worker: answer.items for answer in crowd}
+        for answer in crowd:
+            entry = stats.setdefault(answer.worker, [0, 0, 0, 0])
+            entry[0] += 1
+            entry[1] += len(answer.items)
+            entry[2] += len(objects)
+        for obj in objects:
+            for worker, item in zip(obj.workers, obj.items, strict=True):
+                # A worker who answered an image twice is told apart by neither; their
+                # later answer stands for both.
+                marked = given[worker]
+                if item < len(marked) and marked[item]["label"] == obj.label:
+                    stats[worker][3] += 1
+    model: dict[Hashable, Any] = {}
+    if settings.kind == "bbox" and method == "em":
+        from qa.consensus.boxes import box_workers
+
+        model = box_workers(found.crowds, iou_threshold=settings.iou_threshold)
+    out: list[dict[str, Any]] = []
+    for worker, (n_answers, n_items, n_objects, agreeing) in stats.items():
+        report: dict[str, Any] = {"worker": worker, "answers": n_answers, "items": n_items}
+        if worker in model:
+            report.update(model[worker]._asdict())
+        report["agreement"] = {
+            "precision": agreeing / n_items if n_items else None,
+            "recall": agreeing / n_objects if n_objects else None,
+            "f1": 2 * agreeing / (n_items + n_objects) if n_items + n_objects else None,
+        }
+        out.append(report)
+    return out
+
+
+# The console script
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``crowd-aggregate``: exit status 0 on success, 2 on refused options or input."""
+    parser = argparse.ArgumentParser(
+        prog="crowd-aggregate",
+        description="Consensus on answers collected elsewhere (CSV or JSON Lines); no "
+        "database needed.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    console = Console(
+        lambda text: sys.stderr.write(text), quiet=args.quiet, progress=args.progress or None
+    )
+    try:
+        run(Settings.from_options(vars(args)), console)
+    except AggregateError as exc:
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        return 2
+    return 0
