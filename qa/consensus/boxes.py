@@ -24,18 +24,19 @@ The merge, for each image:
 5. **Score**: (weight of the members that gave the winning label / weight of all voters) x
    (weighted mean IoU of the members with the merged box), in [0, 1].
 
-With ``method="em"`` steps 2, 4 and 5 use a model of each worker learnt from the whole batch
-instead of the given weights (:mod:`qa.consensus.box_em`): a cluster is kept when the
-posterior probability that it is a real object, given who marked it and who answered the
-image and did not, reaches 0.5; that posterior is its score; members are placed with weights
-from their worker's estimated placement noise. The weights still order the clustering and
-decide the label vote and ``support``. A fixed quorum drops objects that two reliable
-workers of five marked, and keeps what a spammer and a careless worker happened to agree on;
-the model tells them apart, at the price that an image's objects depend on the batch it is
-learnt from. To make them independent of how a project is cut into batches, learn the model
-once over the whole project (:func:`box_model`, which also takes gold-based priors,
-:class:`BoxPrior`) and hand it to each batch's merge (``model=``): nothing is then learnt,
-and each cluster's posterior and placement depend on its own members alone.
+With ``method="em"`` steps 2 to 5 use a model of each worker learnt from the whole batch instead
+of the given weights (:mod:`qa.consensus.box_em`): a cluster is kept when the posterior
+probability that it is a real object, given who marked it and who answered the image and did
+not, reaches 0.5; that posterior is its score; its label is the most probable class given the
+members' labels and their workers' confusion matrices (Dawid-Skene); members are placed with
+their worker's systematic edge shift removed and with weights from their worker's placement
+noise. The weights still order the clustering and decide ``support``. A fixed quorum drops
+objects that two reliable workers of five marked, and keeps what a spammer and a careless worker
+happened to agree on; the model tells them apart, at the price that an image's objects depend on
+the batch it is learnt from. To make them independent of how a project is cut into batches,
+learn the model once over the whole project (:func:`box_model`, which also takes gold-based
+priors, :class:`BoxPrior`) and hand it to each batch's merge (``model=``): nothing is then
+learnt, and each cluster's posterior and placement depend on its own members alone.
 
 :func:`merge_boxes_batch` runs this over many images at once with array operations: the only
 Python loop is over worker ranks (a handful); reading the items and building the objects are
@@ -68,10 +69,14 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from qa.consensus.box_em import (
     NOISE_FLOOR,
+    RATE_FLOOR,
     Prior,
     existence_em,
     existence_posterior,
+    label_em,
+    label_posterior,
     placement_noise,
+    placement_shift,
 )
 from qa.consensus.objects import EPS, Answer, Item, MergedObject, weighted_median
 from qa.geometry import match
@@ -87,6 +92,11 @@ Region = Sequence[float]
 # 0.5 to 0.7 do equally well; the median alone is clearly worse (its precision is that of
 # fewer voters).
 OUTLIER_IOU = 0.6
+# Rounds of placement in the worker model: shifts and noises measured against the merged
+# boxes, which are placed again without the shifts and weighted by precision before the next
+# round. The first round measures against a merge by the given weights; the second against
+# the model's own.
+PLACEMENT_ROUNDS = 2
 
 
 def merge_boxes(
@@ -140,11 +150,19 @@ def merge_boxes_batch(
         if method == "em":
             if model is None:
                 model = _learn(crowd, members, None)
-            posterior, box_weight = _apply(crowd, members, model)
-            real = posterior >= 0.5
+            applied = _apply(crowd, members, model)
+            real = applied.posterior >= 0.5
             members = members[real]
-            merged, iou = _merge(crowd, members, box_weight)
-            return _objects(crowd, members, merged, iou, len(images), score=posterior[real])
+            merged, iou = _merge(crowd, members, applied.box_weight, applied.corners)
+            return _objects(
+                crowd,
+                members,
+                merged,
+                iou,
+                len(images),
+                score=applied.posterior[real],
+                label=(applied.label[real], applied.names),
+            )
         members = members[_support(crowd, members) >= quorum - EPS]
         merged, iou = _merge(crowd, members)
         return _objects(crowd, members, merged, iou, len(images))
@@ -173,6 +191,14 @@ class BoxWorker(NamedTuple):
         float  # root mean square distance of their edges from the merged box, a share of its side
     )
     images: int  # images they answered in the batch
+    # Chance their label is right, on objects of the crowd's mix of classes.
+    label_accuracy: float = 1.0
+    # ``confusion[k][l]``: chance they label an object of class ``BoxModel.labels[k]`` as
+    # ``labels[l]``.
+    confusion: tuple[tuple[float, ...], ...] = ()
+    # Systematic shift of each edge (x0, y0, x1, y1), as a share of the box's side: 0.05 on
+    # x1 means their right edge lies 5% of the width right of the object's.
+    shift: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 class BoxPrior(NamedTuple):
@@ -191,13 +217,16 @@ class BoxModel:
 
     ``ids[k]`` is the worker whose parameters are ``per_worker[k]``; ``crowd`` holds the
     crowd's means, taken for a worker the model has not seen; ``objects`` is the rate of real
-    objects a picture.
+    objects a picture; ``labels`` the classes the confusion matrices are over, and
+    ``label_prior`` each one's share of the real objects.
     """
 
     ids: tuple[Hashable, ...]
     per_worker: tuple[BoxWorker, ...]
     crowd: BoxWorker
     objects: float
+    labels: tuple[str, ...] = ()
+    label_prior: tuple[float, ...] = ()
 
     def workers(self) -> dict[Hashable, BoxWorker]:
         return dict(zip(self.ids, self.per_worker, strict=True))
@@ -206,6 +235,24 @@ class BoxModel:
         """One parameter of every worker, then the crowd's (the unseen workers' row)."""
         values = [getattr(w, name) for w in self.per_worker]
         return np.array([*values, getattr(self.crowd, name)], dtype=np.float64)
+
+    def _confusion(self, names: Sequence[str]) -> tuple[FloatArray, FloatArray]:
+        """Every worker's confusion (then the crowd's) over ``names``, which start with the
+        model's labels, and the classes' prior. A class the model has not seen is taken to be
+        rare and labelled with the crowd's accuracy; no known class is taken for it."""
+        n_known, n = len(self.labels), len(names)
+        rows = [*self.per_worker, self.crowd]
+        out = np.full((len(rows), n, n), RATE_FLOOR)
+        if n_known:
+            out[:, :n_known, :n_known] = np.array([w.confusion for w in rows])
+        accuracy = self.crowd.label_accuracy
+        if n > n_known:
+            out[:, n_known:, :] = (1.0 - accuracy) / max(n - 1, 1)
+            new = np.arange(n_known, n)
+            out[:, new, new] = accuracy
+        prior = np.full(n, min(self.label_prior, default=1.0))
+        prior[:n_known] = self.label_prior
+        return out, prior / prior.sum()
 
 
 def box_model(
@@ -524,17 +571,21 @@ def _refine(crowd: _Crowd, members: IntArray, merged: FloatArray, threshold: flo
 
 
 def _merge(
-    crowd: _Crowd, members: IntArray, box_weight: FloatArray | None = None
+    crowd: _Crowd,
+    members: IntArray,
+    box_weight: FloatArray | None = None,
+    box_corners: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Each cluster's box (corners): the weighted mean of its members when they all agree with
     it; otherwise the weighted mean of the members that agree with the per-edge median.
-    Members weigh their worker's weight, or ``box_weight`` (per box) when given.
+    Members weigh their worker's weight, or ``box_weight`` (per box) when given, and are
+    placed at their corners, or ``box_corners`` (per box) when given.
 
     Also returns the IoU of every member (C, R) with its cluster's box.
     """
     present = members >= 0
     ids = np.where(present, members, 0)
-    corners = crowd.corners[ids]  # (C, R, 4)
+    corners = (crowd.corners if box_corners is None else box_corners)[ids]  # (C, R, 4)
     weights = crowd.weight if box_weight is None else box_weight
     weight = np.where(present, weights[ids], 0.0)
     first = corners[np.arange(len(members)), present.argmax(axis=1)]
@@ -623,41 +674,83 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
         start=np.minimum(_support(crowd, members), 1.0),
         prior=gold,
     )
-    # Placement: each member's edge error against the first merge, as a share of the side.
+    # Placement: each member's edge error against the merged box, as a share of the side:
+    # its worker's shift is the mean, their noise the spread around it. The merged box is
+    # placed again with the shifts removed and the members weighted by precision, and the
+    # errors measured again, a few times (the first merge weighs everyone by given weights).
     n_clusters = len(members)
-    merged, _ = _merge(crowd, members)
     present = members >= 0
     rows = np.broadcast_to(np.arange(n_clusters)[:, None], members.shape)[present]
     boxes = members[present]
-    side = np.maximum(merged[:, 2:] - merged[:, :2], 1.0)
-    error = ((crowd.corners[boxes] - merged[rows]) / np.tile(side, 2)[rows]) ** 2
-    member_worker = answer_worker[crowd.box_answer[boxes]]
+    box_worker = answer_worker[crowd.box_answer]
+    member_worker = box_worker[boxes]
     weight = existence.posterior[rows]
-    noise = placement_noise(error.mean(axis=1), member_worker, weight, n_workers=n_workers)
+    merged, _ = _merge(crowd, members)
+    for round in range(PLACEMENT_ROUNDS):
+        side = np.maximum(merged[:, 2:] - merged[:, :2], 1.0)
+        error = (crowd.corners[boxes] - merged[rows]) / np.tile(side, 2)[rows]
+        shift = placement_shift(error, member_worker, weight, n_workers=n_workers)
+        residual = ((error - shift[member_worker]) ** 2).mean(axis=1)
+        noise = placement_noise(residual, member_worker, weight, n_workers=n_workers)
+        precision = (noise.min() / noise) ** 2
+        if round < PLACEMENT_ROUNDS - 1:
+            corners = _unshifted(crowd, shift[box_worker])
+            merged, _ = _merge(crowd, members, precision[box_worker], corners)
     # The crowd's noise: the pooled variance of every member, for a worker not seen.
     seen = np.bincount(member_worker, weight, minlength=n_workers)
     crowd_noise = float(np.sqrt((seen * noise**2).sum() / seen.sum())) if seen.sum() > 0 else 0.1
+    labels = label_em(
+        rows,
+        member_worker,
+        crowd.label[boxes],
+        real=existence.posterior,
+        n_workers=n_workers,
+        n_labels=len(crowd.labels),
+    )
+    accuracy = np.einsum("k,jkk->j", labels.prior, labels.confusion)
     per_worker = tuple(
-        BoxWorker(*values)
-        for values in zip(
+        BoxWorker(recall, false_marks, noise, images, accuracy, _nested(matrix), _edges(edges))
+        for recall, false_marks, noise, images, accuracy, matrix, edges in zip(
             existence.recall.tolist(),
             existence.false_marks.tolist(),
             noise.tolist(),
             worker_images.tolist(),
+            accuracy.tolist(),
+            list(labels.confusion),
+            shift.tolist(),
             strict=True,
         )
     )
     return BoxModel(
         ids=tuple(ids),
         per_worker=per_worker,
-        crowd=BoxWorker(existence.mean_recall, existence.mean_false_marks, crowd_noise, 0),
+        crowd=BoxWorker(
+            existence.mean_recall,
+            existence.mean_false_marks,
+            crowd_noise,
+            0,
+            float(labels.prior @ np.diag(labels.crowd)) if len(labels.prior) else 1.0,
+            _nested(labels.crowd),
+        ),
         objects=existence.objects,
+        labels=tuple(crowd.labels),
+        label_prior=tuple(labels.prior.tolist()),
     )
 
 
-def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> tuple[FloatArray, FloatArray]:
+def _nested(matrix: FloatArray) -> tuple[tuple[float, ...], ...]:
+    return tuple(map(tuple, matrix.tolist()))
+
+
+def _edges(values: list[float]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = values
+    return (x0, y0, x1, y1)
+
+
+def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> _Applied:
     """With the model's parameters and nothing learnt: each cluster's probability of being
-    real, and each box's placement weight (its worker's precision, at most 1)."""
+    real and its class, each box's placement weight (its worker's precision, at most 1) and
+    its corners without its worker's shift."""
     ids = {worker: i for i, worker in enumerate(model.ids)}
     answer_worker = _answer_workers(crowd, ids, len(ids))
     pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
@@ -670,9 +763,49 @@ def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> tuple[FloatArra
         false_marks=model._column("false_marks"),
         objects=model.objects,
     )
+    box_worker = answer_worker[crowd.box_answer]
     noise = np.maximum(model._column("noise"), NOISE_FLOOR)
     precision = (noise.min() / noise) ** 2
-    return posterior, precision[answer_worker[crowd.box_answer]]
+    shift = np.array([*(w.shift for w in model.per_worker), model.crowd.shift])
+    corners = _unshifted(crowd, shift[box_worker])
+    # Labels: the model's classes, then any this batch has that the model has not seen.
+    names = [*model.labels, *(name for name in crowd.labels if name not in set(model.labels))]
+    index = {name: i for i, name in enumerate(names)}
+    confusion, prior = model._confusion(names)
+    to_name = np.array([index[name] for name in crowd.labels], dtype=np.intp)
+    # Only the clusters kept need a class.
+    label = np.zeros(len(members), dtype=np.intp)
+    kept = np.flatnonzero(posterior >= 0.5)
+    present = members[kept] >= 0
+    rows = np.broadcast_to(np.arange(len(kept))[:, None], present.shape)[present]
+    boxes = members[kept][present]
+    if len(names):
+        label[kept] = label_posterior(
+            rows,
+            box_worker[boxes],
+            to_name[crowd.label[boxes]],
+            n_candidates=len(kept),
+            confusion=confusion,
+            prior=prior,
+        ).argmax(axis=1)
+    return _Applied(posterior, precision[box_worker], corners, label, names)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    posterior: FloatArray  # per cluster: the probability it is real
+    box_weight: FloatArray  # per box: its worker's precision, at most 1
+    corners: FloatArray  # per box: its corners, its worker's shift removed
+    label: IntArray  # per cluster: its most probable class, an index into ``names``
+    names: list[str]
+
+
+def _unshifted(crowd: _Crowd, shift: FloatArray) -> FloatArray:
+    """Each box's corners with its worker's systematic ``shift`` (per box, per edge, a share
+    of the side) removed."""
+    side = crowd.corners[:, 2:] - crowd.corners[:, :2]
+    out: FloatArray = crowd.corners - shift * np.tile(side, 2)
+    return out
 
 
 def _objects(
@@ -682,7 +815,10 @@ def _objects(
     iou: FloatArray,
     n_images: int,
     score: FloatArray | None = None,
+    label: tuple[IntArray, Sequence[str]] | None = None,
 ) -> list[list[MergedObject]]:
+    """The kept clusters as objects, per image. Labelled by the weighted vote of the members,
+    or by ``label`` (per cluster, an index into the names) when given."""
     present = members >= 0
     ids = np.where(present, members, 0)
     weight = np.where(present, crowd.weight[ids], 0.0)
@@ -702,7 +838,11 @@ def _objects(
     label_support = votes[np.arange(len(members)), winner] / voters
     # The winning label itself: that of a member who gave it.
     gave = present & (crowd.label_order[ids] == winner[:, None])
-    label = crowd.label[ids[np.arange(len(members)), gave.argmax(axis=1)]]
+    names: Sequence[str] = crowd.labels
+    if label is None:
+        chosen = crowd.label[ids[np.arange(len(members)), gave.argmax(axis=1)]]
+    else:
+        chosen, names = label
     agreement = (iou * weight).sum(axis=1) / weight.sum(axis=1)
     if score is None:
         score = np.clip(label_support * agreement, 0.0, 1.0)
@@ -728,7 +868,7 @@ def _objects(
             repeat(MergedObject),
             zip(
                 repeat("bbox"),
-                map(crowd.labels.__getitem__, label[kept].tolist()),
+                map(names.__getitem__, chosen[kept].tolist()),
                 score[kept].tolist(),
                 np.minimum(support[kept], 1.0).tolist(),
                 agreement[kept].tolist(),

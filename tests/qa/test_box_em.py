@@ -135,7 +135,10 @@ def test_an_object_only_a_known_spammer_marked_is_dropped() -> None:
     target = [Answer(name, 0.8, [box(x, y) for x, y in truth]) for name, *_ in CAREFUL[:4]]
     target.append(Answer("spam", 0.8, [box(120, 320)]))
     merged = merge_boxes_batch([*images, target], method="em")[-1]
-    assert sorted(tuple(o.to_item()["bbox"][:2]) for o in merged) == truth
+    # Placed where the four agree, less their estimated shifts (a tenth of a pixel or so).
+    placed = sorted(tuple(o.to_item()["bbox"][:2]) for o in merged)
+    assert len(placed) == 2
+    assert np.array(placed) == pytest.approx(np.array(truth), abs=0.5)
     assert all("spam" not in o.workers for o in merged)
 
 
