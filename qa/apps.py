@@ -13,6 +13,7 @@ class QaConfig(AppConfig):
         from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
+        from qa.worker_model import refits_request
         from tasks import hooks
 
         hooks.register_routing_policy(QaRoutingPolicy())
@@ -27,3 +28,4 @@ class QaConfig(AppConfig):
         )
         me_contributions.register("qa", my_quality)
         hooks.periodic.register("stranded_jobs", stranded_jobs_resend)
+        hooks.periodic.register("worker_models", refits_request)

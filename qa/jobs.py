@@ -39,6 +39,13 @@ def export_build(export_id: int) -> None:
     build.export_build(export_id=export_id)
 
 
+@dramatiq.actor(queue_name="consensus", max_retries=3, time_limit=30 * 60 * 1000)
+def worker_model_refit(project_id: int) -> None:
+    from qa import worker_model
+
+    worker_model.refit(project_id=project_id)
+
+
 # --- Stranded jobs ------------------------------------------------------------------------------
 
 # A row without a live claim this long after it was queued, last started, or sent again is

@@ -26,7 +26,7 @@ from django.utils import timezone
 from crowd import claims
 from crowd.claims import ClaimLost
 from crowd.models import User
-from qa import services
+from qa import services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints
@@ -61,11 +61,13 @@ MERGE_CHUNK = 2000
 def vote_weights(project: Project, worker_ids: Sequence[int]) -> dict[int, float]:
     """Each worker's weight in consensus; newcomers count as a typical worker."""
     rows = WorkerScore.objects.filter(project=project, worker_id__in=list(worker_ids)).values_list(
-        "worker_id", "gold_seen", "gold_score_sum", "agreement_seen", "agreement_sum"
-    )
+        "worker_id", "gold_seen", "gold_score_sum", "agreement_seen", "agreement_sum",
+        "model_seen", "model_sum",
+    )  # fmt: skip
     weights = {w: vote_weight(Evidence()) for w in worker_ids}
-    for worker_id, seen, score_sum, agreed_seen, agreed_sum in rows:
-        weights[worker_id] = vote_weight(Evidence(seen, score_sum, agreed_seen, agreed_sum))
+    for worker_id, gold, gold_sum, agreed, agreed_sum, model, model_sum in rows:
+        evidence = Evidence(gold, gold_sum, agreed, agreed_sum, model, model_sum)
+        weights[worker_id] = vote_weight(evidence)
     return weights
 
 
@@ -85,12 +87,22 @@ def shapes_merge(
 
 
 def shapes_merge_many(
-    project: Project, crowds: Sequence[Sequence[Answer]], sizes: Sequence[tuple[int, int]]
+    project: Project,
+    crowds: Sequence[Sequence[Answer]],
+    sizes: Sequence[tuple[int, int]],
+    *,
+    model: Any = None,
 ) -> list[list[MergedObject]]:
     """:func:`shapes_merge` of many tasks: ``crowds[k]`` on an image of ``sizes[k]`` (width,
-    height). Boxes merge in one batch; polygons and keypoints one task at a time."""
+    height). With the project's worker ``model`` (``qa.worker_model``), the kind's EM merge
+    applies it: an object is kept by its posterior of being real, and members are placed by
+    their worker's precision; the same model for every chunk, so the results do not depend on
+    how a run cuts the project. Without one, the fixed-quorum merge with the vote weights."""
+    threshold = project.iou_threshold
     if project.kind == Kind.BBOX:
-        return merge_boxes_batch(crowds, iou_threshold=project.iou_threshold, quorum=QUORUM)
+        if model is not None:
+            return merge_boxes_batch(crowds, iou_threshold=threshold, method="em", model=model)
+        return merge_boxes_batch(crowds, iou_threshold=threshold, quorum=QUORUM)
     return [
         shapes_merge(project, crowd, width=width, height=height)
         for crowd, (width, height) in zip(crowds, sizes, strict=True)
@@ -184,7 +196,7 @@ def consensus_run_request(*, project: Project, user: User | None = None) -> Cons
     return run
 
 
-def _counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
+def counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
     """(assignment, task, image, worker, answer) of every answer that counts in consensus."""
     suspended = services.suspended_workers(project_id=project.pk)
     rows = (
@@ -241,12 +253,20 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
         run = ConsensusRun.objects.select_related("project").get(pk=run_id)
         project = run.project
         try:
-            answers = _counted_answers(project)
+            answers = counted_answers(project)
             tally = run_tally(project, answers)
+            # The worker model over the whole project first: the run's weights and (shapes)
+            # its merge read it, and so do scores and dynamic overlap from now on.
+            fitted = worker_model.fit(project, answers)
+            if fitted is not None:
+                with transaction.atomic():
+                    claim.fence()
+                    worker_model.record(project, fitted)
+                tally["worker_model"] = {"method": fitted.method, "workers": len(fitted.workers)}
             if project.kind == Kind.CLASSIFICATION:
                 method, results = _classification_results(project, answers)
             else:
-                method, results = _shape_results(project, answers)
+                method, results = _shape_results(project, answers, fitted)
             results += _gold_results(project)
             params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
             claim.fence(method=method, images_total=len(results), params=params, tally=tally)
@@ -352,7 +372,9 @@ def _classification_results(
 
 
 def _shape_results(
-    project: Project, answers: list[tuple[int, int, int, int, Any]]
+    project: Project,
+    answers: list[tuple[int, int, int, int, Any]],
+    fitted: worker_model.ProjectFit | None = None,
 ) -> tuple[str, list[ConsensusResult]]:
     weights = vote_weights(project, sorted({w for _, _, _, w, _ in answers}))
     by_image: dict[int, dict[int, list[tuple[int, int, Any]]]] = defaultdict(
@@ -378,13 +400,13 @@ def _shape_results(
         sizes = [
             (image.width, image.height) for image, _, image_tasks in chunk for _ in image_tasks
         ]
-        merged = iter(shapes_merge_many(project, crowds, sizes))
+        merged = iter(shapes_merge_many(project, crowds, sizes, model=fitted and fitted.model))
         for image, per_task, image_tasks in chunk:
             objects_per_tile = list(islice(merged, len(image_tasks)))
             out.append(
                 _shape_result(project, image, per_task, image_tasks, objects_per_tile, weights)
             )
-    return "merge", out
+    return ("merge" if fitted is None else fitted.method), out
 
 
 def _shape_result(

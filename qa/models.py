@@ -56,6 +56,12 @@ class WorkerScore(models.Model):
     review_gold_score_sum = models.FloatField(default=0.0)
     review_agreement_seen = models.PositiveIntegerField(default=0)
     review_agreement_sum = models.FloatField(default=0.0)
+    # The worker model learnt from all of the project's answers (``qa.worker_model``): how
+    # many answers it rests on, the expected accuracy it gives times that many (the evidence
+    # that stands in for agreement in the score), and its parameters for the manager.
+    model_seen = models.FloatField(default=0.0)
+    model_sum = models.FloatField(default=0.0)
+    model_params = models.JSONField(default=dict)
     suspended_at = models.DateTimeField(null=True, blank=True)
     # Null when the score suspended them; the manager otherwise.
     suspended_by = models.ForeignKey(
@@ -77,6 +83,21 @@ class WorkerScore(models.Model):
     @property
     def agreement(self) -> float | None:
         return self.agreement_sum / self.agreement_seen if self.agreement_seen else None
+
+
+class WorkerModelFit(models.Model):
+    """The project's last worker model fit (``qa.worker_model``): when, on how many answers,
+    by which method, and the crowd's own parameters. ``requested_answers`` is the answer count
+    at which a refit was last asked for, so the periodic sweep asks once per growth step."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="+")
+    method = models.CharField(max_length=32, blank=True, default="")
+    answers = models.PositiveIntegerField(default=0)
+    workers = models.PositiveIntegerField(default=0)
+    requested_answers = models.PositiveIntegerField(default=0)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    crowd = models.JSONField(default=dict)
+    fitted_at = models.DateTimeField(null=True, blank=True)
 
 
 class GoldResult(models.Model):

@@ -5,6 +5,15 @@ A worker's accuracy is modelled as Beta distributed. Each gold answer adds its s
 tasks adds evidence at a lower weight (the consensus itself can be wrong). The prior is
 Beta(1, 1), so a worker with one correct gold answer has 2/3, not 100%.
 
+Once the project's worker model has been learnt from all of its answers (``qa.worker_model``:
+Dawid-Skene's confusion matrices, or each shape worker's recall and false marks), its
+expected accuracy for the worker, counted once per answer it rests on, takes the place of the
+agreement evidence: it judges the same answers, but against a consensus that already weighs
+who gave them, so a worker the model finds unreliable counts less in votes, in dynamic
+overlap and in their score alike. Suspension still judges gold and agreement since the
+manager's last reinstatement only (:meth:`Evidence.since` leaves the model out): the model
+is refitted over all answers, old ones included, and must not undo a reinstatement.
+
 Suspension needs confidence, not just a low mean: a worker is suspended when, after enough
 gold, the probability that their accuracy is below the project's minimum is at least
 ``SUSPEND_CONFIDENCE``. A good worker with two unlucky answers early on stays; a spammer's
@@ -32,18 +41,26 @@ class Evidence:
     gold_score_sum: float = 0.0
     agreement_seen: int = 0
     agreement_sum: float = 0.0
+    model_seen: float = 0.0
+    model_sum: float = 0.0
 
     def posterior(self) -> tuple[float, float]:
         """The Beta parameters (successes, failures) after this evidence."""
-        successes = PRIOR_SUCCESSES + self.gold_score_sum + AGREEMENT_WEIGHT * self.agreement_sum
+        seen, agreed = (
+            (self.model_seen, self.model_sum)
+            if self.model_seen > 0
+            else (self.agreement_seen, self.agreement_sum)
+        )
+        successes = PRIOR_SUCCESSES + self.gold_score_sum + AGREEMENT_WEIGHT * agreed
         failures = (
             PRIOR_FAILURES
             + (self.gold_seen - self.gold_score_sum)
-            + AGREEMENT_WEIGHT * (self.agreement_seen - self.agreement_sum)
+            + AGREEMENT_WEIGHT * (seen - agreed)
         )
         return successes, max(failures, 1e-9)
 
     def since(self, earlier: Evidence) -> Evidence:
+        """The gold and agreement evidence gathered after ``earlier`` (not the model's)."""
         return Evidence(
             gold_seen=self.gold_seen - earlier.gold_seen,
             gold_score_sum=self.gold_score_sum - earlier.gold_score_sum,

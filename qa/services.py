@@ -68,8 +68,10 @@ def gold_remove(*, project: Project, image_id: int) -> None:
 
 
 def _evidence(row: WorkerScore, prefix: str = "") -> Evidence:
-    """The row's evidence now, or with ``prefix="review_"`` at the last reinstatement."""
-    return Evidence(**{f.name: getattr(row, prefix + f.name) for f in fields(Evidence)})
+    """The row's evidence now, or with ``prefix="review_"`` at the last reinstatement (gold
+    and agreement only: the worker model is not kept per reinstatement)."""
+    names = [f.name for f in fields(Evidence) if hasattr(row, prefix + f.name)]
+    return Evidence(**{name: getattr(row, prefix + name) for name in names})
 
 
 def _initial_status(project: Project) -> str:
@@ -261,6 +263,28 @@ def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
         row.agreement_sum += agreement[worker_id]
         _judge(row, project)
         _save_judged(row, before)
+
+
+def worker_models_record(
+    *, project: Project, fits: dict[int, tuple[int, float, dict[str, Any]]]
+) -> None:
+    """Store the project's worker model (``qa.worker_model``): per worker the answers it rests
+    on, its expected accuracy and its parameters, which then stand in for their agreement in
+    the score and the vote weight. Workers it no longer covers (suspended, their answers left
+    out) fall back to their agreement. Rows are locked in worker order, as everywhere."""
+    with transaction.atomic():
+        covered = set(fits)
+        stale = WorkerScore.objects.filter(project=project, model_seen__gt=0).exclude(
+            worker_id__in=covered
+        )
+        for worker_id in sorted(covered | set(stale.values_list("worker_id", flat=True))):
+            row = worker_score_get(project=project, worker_id=worker_id, lock=True)
+            before = row.status
+            answers, accuracy, params = fits.get(worker_id, (0, 0.0, {}))
+            row.model_seen, row.model_sum = float(answers), float(answers) * accuracy
+            row.model_params = params
+            _judge(row, project)
+            _save_judged(row, before)
 
 
 def shown_scores(*, worker_id: int, rows: Iterable[WorkerScore]) -> dict[int, float | None]:

@@ -1,5 +1,7 @@
 """A consensus run merges a bbox project's boxes in batches of images (``merge_boxes_batch``),
-and its results are exactly those of merging one task at a time (``merge_boxes``).
+and its results are exactly those of merging one task at a time (``merge_boxes``). The run
+learns the worker model once over the whole project and applies it to every batch, so how it
+cuts the project changes nothing.
 
 The crowd is generated (``qa.sim``): scenes with several classes, careful and sloppy workers
 and spammers, so votes split between labels and ties between equal weights happen (a
@@ -34,13 +36,21 @@ SIZES = [(480, 360), (900, 400), (900, 700)]
 
 
 def per_task(
-    project: Project, crowds: Sequence[Sequence[Answer]], sizes: Sequence[tuple[int, int]]
+    project: Project,
+    crowds: Sequence[Sequence[Answer]],
+    sizes: Sequence[tuple[int, int]],
+    *,
+    model: Any = None,
 ) -> list[list[MergedObject]]:
-    """The merge one task at a time, as runs merged before the batch."""
+    """The merge one task at a time, with the same worker model the run learnt."""
     return [
-        merge.shapes_merge(project, crowd, width=width, height=height)
-        for crowd, (width, height) in zip(crowds, sizes, strict=True)
+        merged
+        for crowd, size in zip(crowds, sizes, strict=True)
+        for merged in batch_merge_many(project, [crowd], [size], model=model)
     ]
+
+
+batch_merge_many = merge.shapes_merge_many
 
 
 def seed(project: Project, images: int, *, rng_seed: int = 7) -> None:
@@ -109,14 +119,16 @@ def test_a_bbox_run_in_batches_stores_what_the_merge_one_task_at_a_time_does(
     assert batched is not None
     assert batched.status == "done"
     got = results(batched)  # before the next run supersedes it and its rows are pruned
+    chunks = list(batches)
     monkeypatch.setattr(merge, "shapes_merge_many", per_task)
     one_by_one = merge.consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
     assert one_by_one is not None
     assert one_by_one.status == "done"
 
     tasks = Task.objects.filter(project=project).count()
-    assert len(batches) == 4  # chunks of 40, 40, 40 and 30 images
-    assert sum(batches) == tasks  # every task merged once
+    assert len(chunks) == 4  # chunks of 40, 40, 40 and 30 images
+    assert sum(chunks) == tasks  # every task merged once
+    assert batched.method == "box_em"  # the worker model, learnt once over the project
     expected = results(one_by_one)
     assert len(expected) == 150
     tiled = [i for i, row in expected.items() if row[2]["objects"] and row[4] > ANSWERS_PER_TASK]

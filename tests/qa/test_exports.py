@@ -140,7 +140,7 @@ def test_coco_of_perfect_workers_scores_ap_one_against_the_truth(api_as, manager
     assert len(dataset.getAnnIds()) == sum(len(b) for b in truth.values())
     assert [c["name"] for c in dataset.loadCats(dataset.getCatIds())] == LABELS
     for ann in dataset.loadAnns(dataset.getAnnIds()):
-        assert ann["score"] == pytest.approx(1.0)
+        assert ann["score"] > 0.999  # the posterior that it is real, three of three marked it
         assert ann["num_votes"] == 3
         assert ann["iscrowd"] == 0
         assert ann["area"] == ann["bbox"][2] * ann["bbox"][3]

@@ -134,7 +134,7 @@ def test_two_copies_of_a_consensus_run_at_once_compute_it_once(
 ) -> None:
     settings.JOB_LEASE_SECONDS = 0.6  # renewed every 0.2 s
     run = ConsensusRun.objects.create(project=project)
-    computed = gate(monkeypatch, merge, "_counted_answers")
+    computed = gate(monkeypatch, merge, "counted_answers")
     first = Copy(lambda: merge.consensus_compute(run_id=run.pk))
     first.start()
     assert computed.entered.wait(WAIT)

@@ -129,14 +129,14 @@ def test_a_run_whose_holder_lives_is_not_sent_again(
 ) -> None:
     run = ConsensusRun.objects.create(project=project)
     inside, go_on = threading.Event(), threading.Event()
-    counted_answers = merge._counted_answers
+    counted_answers = merge.counted_answers
 
     def held(*args: Any) -> Any:
         inside.set()
         assert go_on.wait(WAIT)
         return counted_answers(*args)
 
-    monkeypatch.setattr(merge, "_counted_answers", held)
+    monkeypatch.setattr(merge, "counted_answers", held)
     outcome: list[Any] = []
 
     def holder() -> None:

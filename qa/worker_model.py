@@ -1,0 +1,255 @@
+"""The project's worker model: what all of a project's answers say of each worker.
+
+One model a project, learnt from every answer that counts (not only those of one task), by
+the kind's own EM in ``qa.consensus``:
+
+- classification: Dawid-Skene, each worker's confusion matrix and the classes' priors; a
+  worker's expected accuracy is ``sum_k prior_k * confusion[k, k]``;
+- boxes: each worker's recall, false marks a picture and placement noise
+  (:func:`qa.consensus.boxes.box_model`), with the gold results as the prior the EM starts
+  from where the project has gold;
+
+For shapes the expected accuracy is the F1 a worker's answer to a typical picture scores
+against the truth: with recall ``r``, ``l`` false marks and ``mu`` objects a picture,
+``2 r mu / (mu (1 + r) + l)``. It enters the worker's score and vote weight as evidence that
+stands in for their agreement (``qa.reliability``), once per answer the model rests on, so
+the consensus run, dynamic overlap and the worker lists all read it.
+
+A consensus run fits the model over the whole project and applies it chunk by chunk; the
+periodic sweep asks for a refit (:func:`refits_request`) when a project's answers grew by
+``REFIT_GROWTH`` since the last one, so the scores follow a project that is being worked
+without anyone asking for a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.core.cache import cache
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from qa.consensus import classification as cls
+from qa.models import GoldResult, WorkerModelFit
+from tasks.models import Kind, Project, Task
+from tasks.schema import project_schema
+
+logger = logging.getLogger(__name__)
+
+# (assignment, task, image, worker, answer) of each answer that counts, as ``qa.merge`` reads.
+AnswerRow = tuple[int, int, int, int, Any]
+
+# A project is refitted when its counted answers grew by this share since the last fit, and
+# by at least ``REFIT_MIN_ANSWERS``: the model of a busy project follows it without an EM a
+# minute, and a small one is not refitted for every few answers.
+REFIT_GROWTH = 0.25
+REFIT_MIN_ANSWERS = 50
+# The sweep looks for projects to refit at most this often (every process together).
+REFIT_CHECK_SECONDS = 300
+REFIT_CHECKED = "qa:worker-models-checked"
+# Gold answers of a worker count as this many answers each in the box model's prior: an
+# expert-checked answer says more of a worker's recall than an answer judged by the crowd.
+GOLD_PRIOR_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerFit:
+    worker: int
+    answers: int  # answers the fit rests on
+    accuracy: float  # expected accuracy, in (0, 1)
+    params: dict[str, Any]  # the model's parameters, JSON-able, for the manager
+
+
+@dataclass(frozen=True)
+class ProjectFit:
+    method: str
+    answers: int
+    workers: list[WorkerFit]
+    crowd: dict[str, Any] = field(default_factory=dict)
+    # The kind's own model, for the run that applies it chunk by chunk (shapes).
+    model: Any = None
+
+
+def shape_accuracy(recall: float, false_marks: float, objects: float) -> float:
+    """F1 of a worker's answer to a typical picture (see the module)."""
+    denominator = objects * (1.0 + recall) + false_marks
+    if not denominator:
+        return 0.5
+    return float(np.clip(2.0 * recall * objects / denominator, 1e-3, 1 - 1e-3))
+
+
+def fit(project: Project, answers: Sequence[AnswerRow]) -> ProjectFit | None:
+    """The project's worker model from its counted ``answers``; None when they are too few
+    to learn one (classification below Dawid-Skene's minimum, or no shapes at all)."""
+    if project.kind == Kind.CLASSIFICATION:
+        return _classification_fit(project, answers)
+    crowds, _images = _crowds(answers)
+    if not crowds:
+        return None
+    if project.kind == Kind.BBOX:
+        return _box_fit(project, crowds, len(answers))
+    return None
+
+
+def _crowds(answers: Sequence[AnswerRow]) -> tuple[list[list[Any]], list[int]]:
+    """One crowd a task (a tile), in task order: ``[worker, 1.0, items]`` each (weights play
+    no part in learning the model), and each task's image."""
+    by_task: dict[int, list[Any]] = defaultdict(list)
+    image_of: dict[int, int] = {}
+    for _, task, image, worker, items in answers:
+        by_task[task].append([worker, 1.0, items or []])
+        image_of[task] = image
+    order = sorted(by_task)
+    return [by_task[task] for task in order], [image_of[task] for task in order]
+
+
+def _classification_fit(project: Project, answers: Sequence[AnswerRow]) -> ProjectFit | None:
+    labelled = [(t, w, ans[0]["label"]) for _, t, _, w, ans in answers if ans]
+    if len(labelled) < cls.MIN_ANSWERS_FOR_DS:
+        return None
+    encoded, _, workers, keys = cls.encode(labelled, labels=list(project_schema(project).labels))
+    result = cls.dawid_skene(encoded)
+    assert result.worker_confusion is not None
+    assert result.priors is not None
+    confusion, priors = result.worker_confusion, result.priors
+    per_worker = np.bincount(encoded.worker, minlength=encoded.n_workers)
+    accuracy = np.einsum("k,wkk->w", priors, confusion)
+    fits = [
+        WorkerFit(
+            worker=int(workers[w]),  # type: ignore[call-overload]
+            answers=int(per_worker[w]),
+            accuracy=float(np.clip(accuracy[w], 1e-3, 1 - 1e-3)),
+            params={
+                "accuracy": round(float(accuracy[w]), 4),
+                "confusion": np.round(confusion[w], 4).tolist(),
+            },
+        )
+        for w in range(encoded.n_workers)
+    ]
+    crowd = {"labels": [str(k) for k in keys], "priors": np.round(priors, 4).tolist()}
+    return ProjectFit("dawid_skene", len(labelled), fits, crowd)
+
+
+def gold_priors(project: Project) -> dict[int, tuple[float, float, float]]:
+    """Each worker's (recall, false marks a picture, weight in answers) on the project's gold:
+    objects found (matched or with a wrong label) over the gold's objects, and extra objects
+    an answer."""
+    totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for worker, details in GoldResult.objects.filter(project=project).values_list(
+        "worker_id", "details"
+    ):
+        found = float(details.get("matched", 0)) + float(details.get("wrong_label", 0))
+        gold = found + float(details.get("missed", 0))
+        row = totals[worker]
+        row[0] += found
+        row[1] += gold
+        row[2] += float(details.get("extra", 0))
+        row[3] += 1.0
+    return {
+        worker: (found / gold if gold else 0.5, extra / n, GOLD_PRIOR_WEIGHT * n)
+        for worker, (found, gold, extra, n) in totals.items()
+        if gold
+    }
+
+
+def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> ProjectFit:
+    from qa.consensus.boxes import BoxPrior, box_model
+
+    priors: dict[Hashable, BoxPrior] = {
+        w: BoxPrior(*values) for w, values in gold_priors(project).items()
+    }
+    model = box_model(crowds, iou_threshold=project.iou_threshold, prior=priors or None)
+    return _shape_fit("box_em", model.workers(), model.objects, n_answers, model)
+
+
+def _shape_fit(
+    method: str, workers: Mapping[Hashable, Any], objects: float, n_answers: int, model: Any
+) -> ProjectFit:
+    fits = []
+    for worker, values in workers.items():
+        params = {
+            key: round(value, 4) if isinstance(value, float) else value
+            for key, value in values._asdict().items()
+            if isinstance(value, int | float)
+        }
+        fits.append(
+            WorkerFit(
+                worker=int(worker),  # type: ignore[call-overload]
+                answers=int(values.images),
+                accuracy=shape_accuracy(values.recall, values.false_marks, objects),
+                params=params,
+            )
+        )
+    return ProjectFit(method, n_answers, fits, {"objects": round(float(objects), 4)}, model)
+
+
+def record(project: Project, result: ProjectFit) -> None:
+    """Store the fit: each worker's evidence and parameters, and the project's fit row."""
+    from qa import services
+
+    services.worker_models_record(
+        project=project,
+        fits={f.worker: (f.answers, f.accuracy, f.params) for f in result.workers},
+    )
+    WorkerModelFit.objects.update_or_create(
+        project=project,
+        defaults={
+            "method": result.method,
+            "answers": result.answers,
+            "workers": len(result.workers),
+            "crowd": result.crowd,
+            "fitted_at": timezone.now(),
+        },
+    )
+
+
+def refit(*, project_id: int) -> ProjectFit | None:
+    """Fit the project's model on its answers now and store it (the refit job)."""
+    from qa.merge import counted_answers
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return None
+    answers = counted_answers(project)
+    result = fit(project, answers)
+    if result is not None:
+        record(project, result)
+    return result
+
+
+def refits_request() -> int:
+    """Ask for a refit of every project whose counted answers grew by ``REFIT_GROWTH`` since
+    its last fit (or last request), at most once per growth step: the request is recorded by a
+    conditional UPDATE, so two sweeps send one job. Part of the periodic sweep."""
+    from crowd.jobs import send_on_commit
+    from qa.jobs import worker_model_refit
+
+    if not cache.add(REFIT_CHECKED, 1, timeout=REFIT_CHECK_SECONDS):
+        return 0
+    # The tasks' counters of answers that count: one row a task, not one an answer.
+    counted = (
+        Task.objects.filter(is_gold=False, answers__gt=0)
+        .values("project_id")
+        .annotate(n=Sum("answers"))
+        .filter(n__gte=REFIT_MIN_ANSWERS)
+        .values_list("project_id", "n")
+    )
+    sent = 0
+    for project_id, n in counted:
+        fit_row, _ = WorkerModelFit.objects.get_or_create(project_id=project_id)
+        last = max(fit_row.answers, fit_row.requested_answers)
+        if n < last + max(REFIT_MIN_ANSWERS, REFIT_GROWTH * last):
+            continue
+        claimed = WorkerModelFit.objects.filter(
+            Q(pk=fit_row.pk),
+            Q(requested_answers=fit_row.requested_answers),
+        ).update(requested_answers=n, requested_at=timezone.now())
+        if claimed:
+            send_on_commit(worker_model_refit, project_id)
+            sent += 1
+    return sent
