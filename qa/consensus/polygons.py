@@ -35,12 +35,12 @@ The merge, for a batch of images (``crowds[k]`` the answers on an image of ``siz
    ties go to the label seen first among the members.
 6. **Mask**, in a window around the cluster (the members' union box plus a margin): each
    member's outline becomes a signed distance map (pixels, positive outside), moved inward
-   by its worker's bias, clipped at three times its worker's noise (a part the worker left out
-   or a stray vertex counts as a few noise widths, not by its size) and averaged with weights
-   ``1 / noise**2``; the consensus is where the average is negative. Where workers agree this
-   is the mean of their outlines, which is steadier than the median outline a pixel vote
-   takes, and it is corrected for who draws wide or narrow. The largest region is kept, holes
-   filled, and returned as a COCO RLE with string counts.
+   by its worker's bias, clipped at 1.345 times its worker's noise (Huber's constant: a part
+   the worker left out or a stray vertex counts as about a noise width, not by its size) and
+   averaged with weights ``1 / noise**2``; the consensus is where the average is negative.
+   Where workers agree this is the mean of their outlines, which is steadier than the median
+   outline a pixel vote takes, and it is corrected for who draws wide or narrow. The largest
+   region is kept, holes filled, and returned as a COCO RLE with string counts.
 7. **Polygon**: the outline of that mask, traced (OpenCV, pixel edges), lightly simplified
    (0.5 px), so the polygon and the RLE describe the same region.
 8. **Score**: the posterior of being real (``em``), else (weight of the members that gave the
@@ -98,8 +98,9 @@ OFFSET_CAP = 0.5
 # A worker's bias moves their outline by at most this share of the radius.
 BIAS_CAP = 0.3
 # A member's signed distance is clipped at this many times its worker's noise (never under
-# CLIP_FLOOR_PX, the pixel grid's own uncertainty).
-CLIP_NOISES, CLIP_FLOOR_PX = 3.0, 1.5
+# CLIP_FLOOR_PX, the pixel grid's own uncertainty): Huber's constant, which keeps 95% of the
+# mean's efficiency where offsets are Gaussian and caps what a part left out can pull.
+CLIP_NOISES, CLIP_FLOOR_PX = 1.345, 1.5
 # Rounds of (consensus masks, then bias and noise); the measured biases settle in two or three.
 BOUNDARY_ROUNDS = 3
 LABEL_ROUNDS = 20
@@ -545,7 +546,7 @@ def _offset_outward(points: FloatArray, distance: float) -> FloatArray:
     cosine = np.sum(before * after, axis=1, keepdims=True)
     miter = (before + after) / np.maximum(1.0 + cosine, EPS)
     reach = np.linalg.norm(miter, axis=1, keepdims=True)
-    miter = np.where(reach > MITER_LIMIT, miter / reach * MITER_LIMIT, miter)
+    miter = np.where(reach > MITER_LIMIT, miter / np.maximum(reach, EPS) * MITER_LIMIT, miter)
     out: FloatArray = points + distance * miter
     return out
 
