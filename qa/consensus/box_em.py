@@ -56,6 +56,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from qa.consensus.objects import weighted_median
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
@@ -468,4 +470,10 @@ def placement_shift(
     for edge in range(4):
         total = np.bincount(member_worker, member_weight * error[:, edge], minlength=n_workers)
         out[:, edge] = total / (seen + strength)
+    # The errors are measured against the merged boxes, which carry the crowd's mean habit:
+    # a shift is only known relative to other workers. It is anchored on the typical worker
+    # (the median by boxes drawn), taken to draw where the object is; a crowd whose every
+    # worker drew wide would look unbiased, as it must without gold.
+    if seen.sum() > 0:
+        out -= weighted_median(out.T, seen[None, :])
     return out
