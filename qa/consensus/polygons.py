@@ -37,7 +37,8 @@ The merge, for a batch of images (``crowds[k]`` the answers on an image of ``siz
    member's outline becomes a signed distance map (pixels, positive outside), moved inward
    by its worker's bias, clipped at 1.345 times its worker's noise (Huber's constant: a part
    the worker left out or a stray vertex counts as about a noise width, not by its size) and
-   averaged with weights ``1 / noise**2``; the consensus is where the average is negative.
+   averaged with weights ``weight / noise**2`` (the given weight, from gold, times the
+   precision the crowd's outlines show); the consensus is where the average is negative.
    Where workers agree this is the mean of their outlines, which is steadier than the median
    outline a pixel vote takes, and it is corrected for who draws wide or narrow. The largest
    region is kept, holes filled, and returned as a COCO RLE with string counts.
@@ -46,12 +47,12 @@ The merge, for a batch of images (``crowds[k]`` the answers on an image of ``siz
 8. **Score**: the posterior of being real (``em``), else (weight of the members that gave the
    winning label / weight of all voters) x (weighted mean IoU of the members with the mask).
 
-The given weights order the clustering and decide ``support`` and ``agreement``; the model
-decides the rest. :func:`merge_polygons_batch` learns the model from its batch unless one is
-given (``model=``): a project merged in chunks with the model of the whole project gets the
-objects it would get in one batch, since with a given model each image's objects depend on
-that image alone. :func:`merge_polygons` is the same for one image; a ``quorum`` given there
-keeps the fixed quorum.
+The given weights order the clustering, decide ``support`` and ``agreement`` and scale each
+member's say in the mask; the model decides the rest. :func:`merge_polygons_batch` learns
+the model from its batch unless one is given (``model=``): a project merged in chunks with
+the model of the whole project gets the objects it would get in one batch, since with a
+given model each image's objects depend on that image alone. :func:`merge_polygons` is the
+same for one image; a ``quorum`` given there keeps the fixed quorum.
 
 :func:`pixel_majority_vote` is the plain baseline the merge is measured against: per label,
 a pixel is in when more than half of the workers covered it, and each connected region of
@@ -458,12 +459,16 @@ def _signed_distance(mask: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 
 
 def _consensus(
-    window: _Window, bias: FloatArray, noise: FloatArray
+    window: _Window, bias: FloatArray, noise: FloatArray, given: FloatArray
 ) -> npt.NDArray[np.uint8] | None:
-    """The consensus mask in the window (largest region, holes filled), or None if empty."""
+    """The consensus mask in the window (largest region, holes filled), or None if empty.
+
+    Members count by their worker's precision times their given weight: the weight is what
+    gold says of the worker, the precision what the crowd's outlines say.
+    """
     r = window.radius
     clip = np.maximum(CLIP_NOISES * noise * r, CLIP_FLOOR_PX)
-    weight = 1.0 / noise**2
+    weight = given / noise**2
     total = np.zeros((window.height, window.width), dtype=np.float32)
     for mask, b, c, w in zip(window.masks, bias, clip, weight, strict=True):
         distance = _signed_distance(mask)
@@ -614,7 +619,7 @@ def _boundary_model(
     bias = np.zeros(n)
     noise = np.full(n, TYPICAL_NOISE)
     # Only clusters likely real teach how workers draw; windows are built once.
-    windows: list[tuple[float, list[int], _Window]] = []
+    windows: list[tuple[float, list[int], FloatArray, _Window]] = []
     useful = [
         c
         for c, cluster in enumerate(batch.clusters)
@@ -626,15 +631,16 @@ def _boundary_model(
         window = _window(batch, cluster)
         if window is not None:
             member_ids = [ids[w] for w in batch.member_workers(cluster)]
-            windows.append((float(real[c]), member_ids, window))
+            given = batch.polygons[cluster.image].weight[cluster.members]
+            windows.append((float(real[c]), member_ids, given, window))
     if not windows:
         return bias, noise
     for _ in range(BOUNDARY_ROUNDS):
         total = np.zeros(n)
         square = np.zeros(n)
         seen = np.zeros(n)
-        for q, member_ids, window in windows:
-            consensus = _consensus(window, bias[member_ids], noise[member_ids])
+        for q, member_ids, given, window in windows:
+            consensus = _consensus(window, bias[member_ids], noise[member_ids], given)
             if consensus is None:
                 continue
             for j, offsets in zip(
@@ -703,6 +709,7 @@ def _merge(
         window,
         np.array([r.bias for r in rates]),
         np.array([max(r.noise, NOISE_FLOOR) for r in rates]),
+        image.weight[members],
     )
     if consensus is None:
         return None
