@@ -117,10 +117,49 @@ WorkerFlag = PolymorphicProxySerializer(
 )
 
 
+class WorkerModelOut(serializers.Serializer):
+    method = _text("The model that learnt it: dawid_skene (classification) or box_em (boxes).")
+    answers = serializers.IntegerField(help_text="Answers of theirs the model rests on.")
+    accuracy = serializers.FloatField(
+        help_text="Expected accuracy, 0..1: classification, the chance their label is right; "
+        "shapes, the F1 of their answer to a typical picture. It stands in for agreement in "
+        "`score`."
+    )
+    recall = serializers.FloatField(
+        required=False, help_text="Boxes: chance they mark an object that is there."
+    )
+    false_marks = serializers.FloatField(
+        required=False, help_text="Boxes: boxes a picture they draw where nothing is."
+    )
+    noise = serializers.FloatField(
+        required=False,
+        help_text="Boxes: root mean square distance of their edges from the merged box, as a "
+        "share of its side.",
+    )
+    label_accuracy = serializers.FloatField(
+        required=False, help_text="Boxes: chance their label of an object is right."
+    )
+    shift = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        help_text="Boxes: systematic shift of each edge (x0, y0, x1, y1), a share of the side.",
+    )
+    confusion = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField()),
+        required=False,
+        help_text="confusion[k][l]: chance they give labels[l] to an object of labels[k].",
+    )
+    labels = serializers.ListField(
+        child=_text(), required=False, help_text="The labels `confusion` is over, in order."
+    )
+
+
 class WorkerOut(serializers.Serializer):
     worker = serializers.IntegerField()
     username = _text()
-    score = serializers.FloatField(help_text="Reliability from gold and agreement, 0..1.")
+    score = serializers.FloatField(
+        help_text="Reliability from gold and agreement (or, once fitted, the worker model), 0..1."
+    )
     gold_seen = serializers.IntegerField()
     gold_passed = serializers.IntegerField()
     agreement = _rate("Mean agreement with the consensus of completed tasks, 0..1.")
@@ -132,6 +171,11 @@ class WorkerOut(serializers.Serializer):
     submitted = serializers.IntegerField(help_text="Answers given in this project.")
     earned = MoneyOut(help_text="What the project paid them.")
     flags = WorkerFlag
+    model = WorkerModelOut(
+        allow_null=True,
+        help_text="What the project's worker model, learnt from all answers by the last "
+        "consensus run or refit, says of them; null before it has been fitted.",
+    )
 
 
 class ExamOut(serializers.Serializer):

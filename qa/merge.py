@@ -119,7 +119,9 @@ class TaskConsensus:
 def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
     """The consensus of one task's counted answers: classification by reliability-weighted
     vote (confidence: the leading label's posterior); shapes merged (confidence: the
-    weighted mean F1 of the answers against the merged objects)."""
+    weighted mean F1 of the answers against the merged objects). The weights read the
+    project's worker model once it has been fitted (``qa.worker_model``), so dynamic overlap
+    asks for more answers where the workers it has are ones the model doubts."""
     weights = vote_weights(project, [a.worker_id for a in answers])
     if project.kind == Kind.CLASSIFICATION:
         labels = [(a.worker_id, a.answer[0]["label"]) for a in answers if a.answer]
@@ -137,9 +139,17 @@ def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) 
         )
     image = task.image
     crowd = [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in answers]
-    merged = [
-        o.to_item() for o in shapes_merge(project, crowd, width=image.width, height=image.height)
-    ]
+    # Boxes: the project's worker model, as the last run learnt it, keeps and places them as
+    # a run does; before the first fit, the fixed quorum.
+    model = (
+        worker_model.stored_box_model(project, list(weights)) if project.kind == Kind.BBOX else None
+    )
+    objects = (
+        shapes_merge_many(project, [crowd], [(image.width, image.height)], model=model)[0]
+        if model is not None
+        else shapes_merge(project, crowd, width=image.width, height=image.height)
+    )
+    merged = [o.to_item() for o in objects]
     agreement = {
         a.worker_id: services.answer_compare(
             project=project, reference=merged, answer=list(a.answer or []),

@@ -18,7 +18,14 @@ from crowd.models import Role, User
 from crowd.money import money_json
 from qa import agreement as stats
 from qa.geometry import match_annotations
-from qa.models import ConsensusRun, DatasetExport, GoldAnswer, GoldResult, WorkerScore
+from qa.models import (
+    ConsensusRun,
+    DatasetExport,
+    GoldAnswer,
+    GoldResult,
+    WorkerModelFit,
+    WorkerScore,
+)
 from qa.services import project_sigmas
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
@@ -122,8 +129,47 @@ def _submitted_counts(project: Project) -> dict[int, int]:
     return {r["worker_id"]: r["n"] for r in rows}
 
 
+def _model_json(row: WorkerScore, fit: ModelFit) -> dict[str, Any] | None:
+    """What the project's worker model (``qa.worker_model``) says of the worker, or None."""
+    method, labels = fit
+    if row.model_seen <= 0 or not method:
+        return None
+    params = row.model_params
+
+    def rounded(value: Any) -> Any:
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        return round(value, 4) if isinstance(value, float) else value
+
+    return {
+        "method": method,
+        "answers": int(row.model_seen),
+        "accuracy": round(row.model_sum / row.model_seen, 4),
+        **{key: rounded(params[key]) for key in MODEL_FIELDS if key in params},
+        **({"labels": labels} if "confusion" in params else {}),
+    }
+
+
+MODEL_FIELDS = ("recall", "false_marks", "noise", "label_accuracy", "shift", "confusion")
+ModelFit = tuple[str, list[str]]  # the fit's method, and the labels its confusions are over
+
+
+def _model_fit(project: Project) -> ModelFit:
+    fit = WorkerModelFit.objects.filter(project=project).values_list("method", "crowd").first()
+    if fit is None:
+        return "", []
+    method, crowd = fit
+    return method, list(crowd.get("labels", []))
+
+
 def worker_json(
-    row: WorkerScore, project: Project, *, submitted: int, earned: int, flags: list[Any]
+    row: WorkerScore,
+    project: Project,
+    *,
+    submitted: int,
+    earned: int,
+    flags: list[Any],
+    model_fit: ModelFit = ("", []),
 ) -> dict[str, Any]:
     return {
         "worker": row.worker_id,
@@ -140,6 +186,7 @@ def worker_json(
         "submitted": submitted,
         "earned": money_json(earned, project.currency),
         "flags": flags,
+        "model": _model_json(row, model_fit),
     }
 
 
@@ -152,6 +199,7 @@ def project_workers(project: Project) -> list[dict[str, Any]]:
     submitted = _submitted_counts(project)
     earned = worker_earnings.ask(project, [r.worker_id for r in rows])
     signals = worker_signals(project)
+    fit = _model_fit(project)
     return [
         worker_json(
             r,
@@ -159,6 +207,7 @@ def project_workers(project: Project) -> list[dict[str, Any]]:
             submitted=submitted.get(r.worker_id, 0),
             earned=earned.get(r.worker_id, 0),
             flags=signals.get(r.worker_id, []),
+            model_fit=fit,
         )
         for r in rows
     ]
@@ -180,6 +229,7 @@ def project_worker(project: Project, worker_id: int) -> dict[str, Any] | None:
         ).count(),
         earned=worker_earnings.ask(project, [worker_id]).get(worker_id, 0),
         flags=worker_signals(project).get(worker_id, []),
+        model_fit=_model_fit(project),
     )
     exam = {"seen": row.exam_seen, "size": project.exam_tasks}
     data["exam"] = exam if project.exam_tasks else None

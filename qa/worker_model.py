@@ -27,7 +27,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.core.cache import cache
@@ -35,9 +35,12 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from qa.consensus import classification as cls
-from qa.models import GoldResult, WorkerModelFit
+from qa.models import GoldResult, WorkerModelFit, WorkerScore
 from tasks.models import Kind, Project, Task
 from tasks.schema import project_schema
+
+if TYPE_CHECKING:
+    from qa.consensus.boxes import BoxModel
 
 logger = logging.getLogger(__name__)
 
@@ -164,28 +167,64 @@ def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> Proje
         w: BoxPrior(*values) for w, values in gold_priors(project).items()
     }
     model = box_model(crowds, iou_threshold=project.iou_threshold, prior=priors or None)
-    return _shape_fit("box_em", model.workers(), model.objects, n_answers, model)
-
-
-def _shape_fit(
-    method: str, workers: Mapping[Hashable, Any], objects: float, n_answers: int, model: Any
-) -> ProjectFit:
-    fits = []
-    for worker, values in workers.items():
-        params = {
-            key: round(value, 4) if isinstance(value, float) else value
-            for key, value in values._asdict().items()
-            if isinstance(value, int | float)
-        }
-        fits.append(
-            WorkerFit(
-                worker=int(worker),  # type: ignore[call-overload]
-                answers=int(values.images),
-                accuracy=shape_accuracy(values.recall, values.false_marks, objects),
-                params=params,
-            )
+    fits = [
+        WorkerFit(
+            worker=int(worker),  # type: ignore[call-overload]
+            answers=int(values.images),
+            accuracy=shape_accuracy(values.recall, values.false_marks, model.objects),
+            params=_jsonable(values._asdict()),
         )
-    return ProjectFit(method, n_answers, fits, {"objects": round(float(objects), 4)}, model)
+        for worker, values in model.workers().items()
+    ]
+    crowd = {
+        "objects": model.objects,
+        "crowd": _jsonable(model.crowd._asdict()),
+        "labels": list(model.labels),
+        "label_prior": list(model.label_prior),
+    }
+    return ProjectFit("box_em", n_answers, fits, crowd, model)
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's parameters as JSON holds them: tuples as lists, numbers as Python's."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value.item() if isinstance(value, np.generic) else value
+
+    return {key: plain(value) for key, value in values.items()}
+
+
+def stored_box_model(project: Project, worker_ids: Sequence[int]) -> BoxModel | None:
+    """The box model the project's last fit learnt, for the given workers (a task's): what
+    the decision of one task applies between runs, so it keeps and places boxes as the run
+    does. Workers the fit has not seen take the crowd's parameters. None before a fit."""
+    from qa.consensus.boxes import BoxModel, BoxWorker
+
+    fit_row = WorkerModelFit.objects.filter(project=project, method="box_em").first()
+    if fit_row is None or not fit_row.crowd:
+        return None
+
+    def worker(params: Mapping[str, Any]) -> BoxWorker:
+        known = {k: v for k, v in params.items() if k in BoxWorker._fields}
+        known["confusion"] = tuple(tuple(row) for row in known.get("confusion", ()))
+        known["shift"] = tuple(known.get("shift", (0.0, 0.0, 0.0, 0.0)))
+        return BoxWorker(**known)
+
+    rows = WorkerScore.objects.filter(
+        project=project, worker_id__in=list(worker_ids), model_seen__gt=0
+    ).values_list("worker_id", "model_params")
+    workers = [(worker_id, worker(params)) for worker_id, params in rows if params]
+    crowd = fit_row.crowd
+    return BoxModel(
+        ids=tuple(w for w, _ in workers),
+        per_worker=tuple(p for _, p in workers),
+        crowd=worker(crowd["crowd"]),
+        objects=float(crowd["objects"]),
+        labels=tuple(crowd.get("labels", ())),
+        label_prior=tuple(crowd.get("label_prior", ())),
+    )
 
 
 def record(project: Project, result: ProjectFit) -> None:

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from qa import jobs, merge, worker_model
-from qa.models import ConsensusRun, GoldResult, WorkerModelFit, WorkerScore
+from qa.models import ConsensusResult, ConsensusRun, GoldResult, WorkerModelFit, WorkerScore
 from qa.reliability import Evidence, reliability, should_suspend, vote_weight
 from tasks.ingest import tasks_create_for_image
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Project, Task
@@ -72,6 +72,44 @@ def test_a_run_learns_who_is_unreliable_and_they_count_less_without_gold(manager
     assert spammer < careful - 0.2
     mean = {role: sum(r.score for r in rows) / 3 for role, rows in roles.items()}
     assert mean["spammer"] < mean["sloppy"] < mean["careful"]
+
+    # A task decided between runs applies the stored model: the boxes the run kept, placed
+    # where the run placed them (images of one tile, whose result is that task's merge).
+    results = {r.image_id: r for r in ConsensusResult.objects.filter(run=done)}
+    compared = 0
+    for task in Task.objects.filter(project=project).select_related("image"):
+        if Task.objects.filter(image_id=task.image_id).count() > 1:
+            continue
+        answers = list(Assignment.objects.filter(task=task).order_by("pk"))
+        decided = merge.task_consensus(project, task, answers).annotations
+        stored = results[task.image_id].annotations
+        # Sums over one task or over a batch of them differ in the last bits only.
+        assert [(o["label"], [round(v, 6) for v in o["bbox"]]) for o in decided] == [
+            (o["label"], [round(v, 6) for v in o["bbox"]]) for o in stored
+        ]
+        compared += 1
+    assert compared > 20
+
+
+@pytest.mark.django_db
+def test_managers_see_what_the_model_says_of_each_worker(manager: Any, api_as: Any) -> None:
+    project = project_create(manager, kind="bbox", labels=["car", "person", "bicycle", "dog", "sign"],
+                             gold_rate=0.0, min_overlap=4, max_overlap=4)  # fmt: skip
+    seed(project, images=40)
+    listed = api_as(manager).get(f"/api/v1/projects/{project.pk}/workers/").json()
+    assert all(w["model"] is None for w in listed)  # not fitted yet
+    run(project)
+    listed = api_as(manager).get(f"/api/v1/projects/{project.pk}/workers/").json()
+    assert len(listed) == 8
+    for worker in listed:
+        model = worker["model"]
+        assert model["method"] == "box_em"
+        assert model["answers"] > 0
+        assert 0 < model["accuracy"] < 1
+        assert {"recall", "false_marks", "noise", "label_accuracy", "shift"} <= set(model)
+        assert len(model["confusion"]) == len(model["labels"])
+    one = api_as(manager).get(f"/api/v1/projects/{project.pk}/workers/{listed[0]['worker']}/")
+    assert one.json()["model"] == listed[0]["model"]
 
 
 @pytest.mark.django_db
