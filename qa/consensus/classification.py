@@ -8,6 +8,24 @@ Dawid-Skene (Dawid and Skene, 1979) learns a confusion matrix per worker, the pr
 each answer given each true class, together with the class priors, by expectation
 maximisation. Here it is regularised with Dirichlet pseudo-counts so that a worker seen on a
 handful of tasks starts from "probably right, unsure by how much" instead of from certainty.
+:func:`worker_confusions` reads each worker's matrix and accuracy off a result, for reports.
+
+Which prior, and why not another model. A full confusion is ``K (K - 1)`` numbers a worker;
+a row rests on that worker's answers to tasks of one class. Where the median worker has
+dozens of answers a class (every published set we measure on) the rows can be learnt, and a
+weak prior centred on a typical worker (``prior="typical"``) biases them least. Where most
+workers answer a handful of tasks, the rows are noise, and the one number that their answers
+do pin down is their accuracy: ``prior="worker"`` centres each worker's confusion on their own
+accuracy and the crowd's pattern of errors, with a prior worth ``WORKER_PRIOR_PSEUDO_COUNTS``
+answers, so a sparse worker is a one-coin worker and a busy one keeps their own matrix. The
+default (``"auto"``) takes it when the median worker has fewer than
+``SPARSE_ANSWERS_PER_CLASS`` answers a class. On generated crowds (tests) it gains about two
+points where most workers have about five answers and loses nothing with ten classes or with
+workers who shift every class; given everywhere, it costs a few tasks on two published sets,
+whose busy workers' rows it pulls toward one-coin. A one-coin model outright (crowd-kit's
+OneCoinDawidSkene, MMSR) cannot learn a worker who maps one class to another, which Dawid-Skene
+turns into evidence; GLAD adds a difficulty per task that five to twenty answers barely
+identify, at many times the cost. Neither beats Dawid-Skene on any published set we run.
 """
 
 from __future__ import annotations
@@ -40,6 +58,18 @@ PRIOR_PSEUDO_COUNTS = 1.0
 # of published crowd label sets it is as accurate as the majority vote from about here, and
 # more accurate on most sets; below, most workers' confusion matrices rest on a few answers.
 MIN_ANSWERS_FOR_DS = 200
+# ``prior="worker"``: the crowd's pooled confusion gets this many pseudo-answers of the
+# typical worker a class, and each worker's accuracy this many of the crowd's accuracy.
+CROWD_PSEUDO_COUNTS = 10.0
+ACCURACY_PSEUDO_COUNTS = 4.0
+# ``prior="worker"`` is worth this many answers in each worker's confusion by default: a
+# worker with a handful of answers is then judged by their one accuracy, one with hundreds
+# by their full confusion.
+WORKER_PRIOR_PSEUDO_COUNTS = 20.0
+# ``prior="auto"`` takes the worker-centred prior when the median worker has fewer answers
+# than this a class: a confusion's row then rests on a few answers at most.
+SPARSE_ANSWERS_PER_CLASS = 5
+Prior = Literal["auto", "typical", "worker"]
 
 
 @dataclass(frozen=True)
@@ -210,9 +240,10 @@ def dawid_skene(
     *,
     max_iter: int = 100,
     tol: float = 1e-6,
-    smoothing: float = CONFUSION_PSEUDO_COUNTS,
+    smoothing: float | None = None,
     init: Literal["majority", "weighted"] | None = None,
     weights: npt.ArrayLike | None = None,
+    prior: Prior = "auto",
 ) -> Result:
     """Dawid-Skene by expectation maximisation, in log space, over all answers at once.
 
@@ -235,9 +266,24 @@ def dawid_skene(
     textual entailment) the accuracy does not change by more than a few tasks for
     ``smoothing`` from 0.3 to 1.2 and drops slowly beyond: nearly every worker there has
     dozens of answers, so a stronger prior mostly biases the rows of good workers.
+
+    ``prior="worker"`` centres each worker's prior on their own accuracy instead (learnt from
+    all their answers, one number, shrunk toward the crowd's with ``ACCURACY_PSEUDO_COUNTS``)
+    and the crowd's pattern of errors, worth ``WORKER_PRIOR_PSEUDO_COUNTS`` answers unless
+    ``smoothing`` says otherwise: a worker with a handful of answers then keeps a confusion
+    near their own one-coin accuracy (``K (K - 1)`` numbers do not rest on five answers), and
+    the full matrix emerges as answers accumulate. ``prior="auto"`` (the default) takes it
+    when the median worker has fewer than ``SPARSE_ANSWERS_PER_CLASS`` answers a class
+    (:func:`sparse_workers`), and the typical worker's prior otherwise (see the module).
     """
     if max_iter < 1:
         raise ValueError("max_iter must be at least 1")
+    if prior == "auto":
+        prior = "worker" if sparse_workers(answers) else "typical"
+    if prior not in ("typical", "worker"):
+        raise ValueError(f"unknown prior {prior!r}")
+    if smoothing is None:
+        smoothing = CONFUSION_PSEUDO_COUNTS if prior == "typical" else WORKER_PRIOR_PSEUDO_COUNTS
     if smoothing <= 0:
         raise ValueError("smoothing must be positive")
     if init is None:
@@ -281,7 +327,8 @@ def dawid_skene(
         # M-step. Rounding can leave class 0's count a hair below 0; the prior keeps it positive.
         counts[:, 1:] = by_column @ posterior[:, 1:]
         counts[:, 0] = np.maximum(column_answers - counts[:, 1:].sum(axis=1), 0.0)
-        smoothed = counts.reshape(n_workers, k, k) + smoothing * expected * priors
+        shape = expected if prior == "typical" else _own_accuracy_shape(counts, expected, priors)
+        smoothed = counts.reshape(n_workers, k, k) + smoothing * shape * priors
         log_confusion = np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))
         # E-step, class-major: row c holds every task's log-likelihood of class c.
         log_given = log_confusion.reshape(n_workers * k, k)
@@ -302,6 +349,71 @@ def dawid_skene(
         priors=np.exp(log_priors),
         iterations=iterations,
     )
+
+
+def sparse_workers(answers: Answers) -> bool:
+    """Whether the median worker (of those who answered) has fewer than
+    ``SPARSE_ANSWERS_PER_CLASS`` answers a class: too few to learn a full confusion from."""
+    per_worker = np.bincount(answers.worker, minlength=answers.n_workers)
+    answered = per_worker[per_worker > 0]
+    if not answered.size:
+        return False
+    return bool(np.median(answered) < SPARSE_ANSWERS_PER_CLASS * answers.n_labels)
+
+
+@dataclass(frozen=True)
+class WorkerConfusion:
+    """One worker as Dawid-Skene sees them, for reports.
+
+    ``confusion[true, given]`` is the chance they answer ``given`` when the class is ``true``;
+    ``accuracy`` the chance they are right on a task whose class follows the class priors
+    (the diagonal weighted by the priors); ``answers`` how many answers it rests on.
+    """
+
+    confusion: FloatArray
+    accuracy: float
+    answers: int
+
+
+def worker_confusions(answers: Answers, result: Result | None = None) -> list[WorkerConfusion]:
+    """Each worker's confusion matrix and accuracy, in worker index order (``encode``'s
+    ``worker_keys`` name them), from a Dawid-Skene ``result`` on these answers, or from
+    :func:`dawid_skene` with its defaults when none is given."""
+    if result is None:
+        result = dawid_skene(answers)
+    if result.worker_confusion is None or result.priors is None:
+        raise ValueError(f"a {result.method} result has no worker confusions: use dawid_skene")
+    confusion, priors = result.worker_confusion, result.priors
+    if confusion.shape != (answers.n_workers, answers.n_labels, answers.n_labels):
+        raise ValueError("the result is not of these answers")
+    accuracy = np.einsum("wcc,c->w", confusion, priors)
+    count = np.bincount(answers.worker, minlength=answers.n_workers)
+    return [
+        WorkerConfusion(confusion[w], float(accuracy[w]), int(count[w]))
+        for w in range(answers.n_workers)
+    ]
+
+
+def _own_accuracy_shape(counts: FloatArray, expected: FloatArray, priors: FloatArray) -> FloatArray:
+    """Per worker, the centre of their confusion's prior for ``prior="worker"``, ``[worker,
+    given, true]``: right with their own accuracy (from all their answers, shrunk toward the
+    crowd's), wrong in the crowd's pattern of errors."""
+    k = expected.shape[0]
+    if k == 1:
+        return expected
+    n_workers = counts.shape[0] // k
+    per_worker = counts.reshape(n_workers, k, k)
+    pooled = per_worker.sum(axis=0) + CROWD_PSEUDO_COUNTS * expected * priors
+    crowd_accuracy = np.trace(pooled) / pooled.sum()
+    right = np.trace(per_worker, axis1=1, axis2=2)
+    accuracy = (right + ACCURACY_PSEUDO_COUNTS * crowd_accuracy) / (
+        per_worker.sum(axis=(1, 2)) + ACCURACY_PSEUDO_COUNTS
+    )
+    errors = pooled.copy()
+    np.fill_diagonal(errors, 0.0)
+    errors /= errors.sum(axis=0, keepdims=True)
+    shape: FloatArray = accuracy[:, None, None] * np.eye(k) + (1 - accuracy)[:, None, None] * errors
+    return shape
 
 
 def aggregate(

@@ -16,7 +16,9 @@ from qa.consensus.classification import (
     dawid_skene,
     encode,
     majority_vote,
+    sparse_workers,
     weighted_vote,
+    worker_confusions,
 )
 
 CROWD_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "crowd"
@@ -337,3 +339,114 @@ def test_dawid_skene_matches_crowd_kit_accuracy_on_real_label_sets(name: str) ->
     chosen = {task: label_keys[i] for task, i in zip(task_keys, result.label, strict=True)}
     accuracy = np.mean([chosen[task] == label for task, label in truth.items()])
     assert accuracy >= CROWD_KIT_DAWID_SKENE[name]
+
+
+# Worker reports and the worker-centred prior
+
+
+def test_worker_confusions_report_each_workers_matrix_and_accuracy() -> None:
+    workers = {
+        "careful": wrong_on({3}),
+        "flipper": lambda t, true: flip(true),
+        "spammer": lambda t, true: "yes" if t % 3 == 0 else "no",
+        **{f"w{i}": wrong_on({i, 2 * i + 7}) for i in range(4)},
+    }
+    rows = crowd(60, alternating, workers)
+    answers, _, worker_keys, label_keys = encode(rows)
+    result = dawid_skene(answers)
+    report = dict(zip(worker_keys, worker_confusions(answers, result), strict=True))
+    again = worker_confusions(answers)  # runs Dawid-Skene itself
+    assert [w.accuracy for w in again] == [w.accuracy for w in report.values()]
+    careful, flipper, spammer = report["careful"], report["flipper"], report["spammer"]
+    assert careful.accuracy > 0.95
+    assert flipper.accuracy < 0.05
+    assert 0.3 < spammer.accuracy < 0.7
+    assert careful.answers == flipper.answers == 60
+    no, yes = label_keys.index("no"), label_keys.index("yes")
+    assert flipper.confusion[no, yes] > 0.95  # says "yes" to every "no"
+    for worker in report.values():
+        assert worker.confusion.sum(axis=1) == pytest.approx(np.ones(2))
+        assert worker.accuracy == pytest.approx(
+            float(np.diag(worker.confusion) @ result.priors)  # type: ignore[operator]
+        )
+    with pytest.raises(ValueError, match="dawid_skene"):
+        worker_confusions(answers, majority_vote(answers))
+
+
+def test_the_worker_prior_lends_a_sparse_workers_rows_their_own_accuracy() -> None:
+    workers = {f"veteran{i}": wrong_on({2 * i, 2 * i + 20}) for i in range(3)}
+    rows = crowd(40, alternating, workers)
+    # The newcomer answered six "no" tasks, all right, and not one "yes" task.
+    rows += [(f"t{t}", "newcomer", "no") for t in range(0, 12, 2)]
+    answers, _, worker_keys, label_keys = encode(rows)
+    assert not sparse_workers(answers)
+    typical = worker_confusions(answers, dawid_skene(answers))
+    own = worker_confusions(answers, dawid_skene(answers, prior="worker"))
+    newcomer, veteran = worker_keys.index("newcomer"), worker_keys.index("veteran0")
+    no, yes = label_keys.index("no"), label_keys.index("yes")
+    # Nothing tells how they answer a "yes": the typical worker's 0.85, or their own record.
+    assert typical[newcomer].confusion[yes, yes] == pytest.approx(0.85, abs=0.01)
+    assert own[newcomer].confusion[yes, yes] > 0.9
+    # Forty answers keep a veteran's own shape: wrong on "no" tasks only.
+    assert own[veteran].confusion[no, no] < own[veteran].confusion[yes, yes] - 0.05
+    with pytest.raises(ValueError, match="prior"):
+        dawid_skene(answers, prior="crowd")  # type: ignore[arg-type]
+
+
+def generated(structure: str, seed: int) -> tuple[Answers, np.ndarray]:
+    """A crowd of a given structure with known classes: ``sparse`` (a long tail of workers
+    with a handful of answers, some answering at random), ``many_classes`` (ten classes,
+    errors on the neighbouring classes), ``adversarial`` (a quarter of the workers shift
+    every class to the next one)."""
+    rng = np.random.default_rng(seed)
+    k, n_tasks, overlap = {"sparse": (3, 2000, 5), "many_classes": (10, 1500, 5)}.get(
+        structure, (3, 1500, 5)
+    )
+    n_workers = 700 if structure == "sparse" else 50
+    activity = rng.pareto(1.2, n_workers) + 0.05 if structure == "sparse" else np.ones(n_workers)
+    accuracy = np.clip(rng.beta(4, 1.5, n_workers), 0.3, 0.99)
+    matrices = np.empty((n_workers, k, k))
+    for w in range(n_workers):
+        if structure == "many_classes":
+            wrong = 0.6 * np.roll(np.eye(k), 1, axis=1) + 0.4 * np.roll(np.eye(k), -1, axis=1)
+        else:
+            wrong = (1 - np.eye(k)) / (k - 1)
+        matrices[w] = accuracy[w] * np.eye(k) + (1 - accuracy[w]) * wrong
+        if structure == "sparse" and rng.random() < 0.1:
+            matrices[w] = 1 / k
+        if structure == "adversarial" and rng.random() < 0.25:
+            matrices[w] = 0.9 * np.roll(np.eye(k), 1, axis=1) + 0.1 / k
+    truth = rng.choice(k, n_tasks, p=rng.dirichlet(np.full(k, 3.0)))
+    task = np.repeat(np.arange(n_tasks), overlap)
+    worker = np.concatenate(
+        [
+            rng.choice(n_workers, overlap, replace=False, p=activity / activity.sum())
+            for _ in range(n_tasks)
+        ]
+    )
+    cumulative = matrices[worker, truth[task]].cumsum(axis=1)
+    label = np.minimum((rng.random(len(task))[:, None] > cumulative).sum(axis=1), k - 1)
+    return Answers(task, worker, label, n_tasks, n_workers, k), truth
+
+
+@pytest.mark.parametrize("structure", ["sparse", "many_classes", "adversarial"])
+def test_dawid_skene_on_generated_crowds_of_several_structures(structure: str) -> None:
+    accuracy: dict[str, list[float]] = {"vote": [], "default": [], "typical": [], "worker": []}
+    for seed in range(3):
+        answers, truth = generated(structure, seed)
+        assert sparse_workers(answers) == (structure == "sparse")
+        for name, result in (
+            ("vote", majority_vote(answers)),
+            ("default", dawid_skene(answers)),
+            ("typical", dawid_skene(answers, prior="typical")),
+            ("worker", dawid_skene(answers, prior="worker")),
+        ):
+            accuracy[name].append(float(np.mean(result.label == truth)))
+    vote, default, typical, worker = (float(np.mean(v)) for v in accuracy.values())
+    assert typical > vote + 0.02
+    # The worker-centred prior pools what a worker's few answers say into one accuracy.
+    assert worker >= typical
+    if structure == "sparse":
+        assert default == worker > typical + 0.01
+    else:
+        assert default == typical
