@@ -351,6 +351,7 @@ def test_manage_py_aggregate_refuses_a_bad_line_with_the_same_message(tmp_path) 
         call_command("aggregate", "--kind", "bbox", "--input", str(tmp_path / "in"),
                      "--output", str(tmp_path / "via-django"))  # fmt: skip
     assert str(refused.value) in done.stderr
+    assert refused.value.returncode == done.returncode == 2
     assert str(refused.value).startswith('Line 2: each line is {"task"')
     assert not (tmp_path / "via-django").exists()
 

@@ -28,4 +28,4 @@ class Command(BaseCommand):
         try:
             run(Settings.from_options(options), console)
         except AggregateError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc), returncode=2) from None
