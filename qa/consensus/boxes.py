@@ -106,6 +106,7 @@ def merge_boxes(
     quorum: float = 0.5,
     refine: bool = False,
     method: Method = "quorum",
+    model: BoxModel | None = None,
 ) -> list[MergedObject]:
     """Merge the workers' ``answers`` on one image into consensus boxes (see the module).
 
@@ -113,7 +114,12 @@ def merge_boxes(
     full-image pixels. Returns the kept objects, highest score first.
     """
     (objects,) = merge_boxes_batch(
-        [answers], iou_threshold=iou_threshold, quorum=quorum, refine=refine, method=method
+        [answers],
+        iou_threshold=iou_threshold,
+        quorum=quorum,
+        refine=refine,
+        method=method,
+        model=model,
     )
     return objects
 
@@ -769,7 +775,8 @@ def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> _Applied:
     shift = np.array([*(w.shift for w in model.per_worker), model.crowd.shift])
     corners = _unshifted(crowd, shift[box_worker])
     # Labels: the model's classes, then any this batch has that the model has not seen.
-    names = [*model.labels, *(name for name in crowd.labels if name not in set(model.labels))]
+    known = set(model.labels)
+    names = [*model.labels, *(name for name in crowd.labels if name not in known)]
     index = {name: i for i, name in enumerate(names)}
     confusion, prior = model._confusion(names)
     to_name = np.array([index[name] for name in crowd.labels], dtype=np.intp)

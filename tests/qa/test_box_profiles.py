@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qa.consensus.boxes import box_model, merge_boxes_batch
+from qa.consensus.boxes import box_model, merge_boxes, merge_boxes_batch
 from qa.consensus.objects import Answer
 
 CLASSES = ("car", "bus", "van")
@@ -183,3 +183,10 @@ def test_em_beats_the_quorum_on_this_crowd() -> None:
     quorum_f1, quorum_iou = score(merge_boxes_batch(images))
     assert em_f1 > quorum_f1 + 0.02
     assert em_iou > quorum_iou
+
+
+def test_a_label_the_model_has_not_seen_is_kept(learnt: Any) -> None:
+    target = [
+        Answer(d.name, 0.8, [{"label": "tram", "bbox": [20, 20, SIDE, SIDE]}]) for d in EXACT[:3]
+    ]
+    assert [o.label for o in merge_boxes(target, method="em", model=learnt)] == ["tram"]
