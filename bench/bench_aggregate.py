@@ -15,6 +15,12 @@ with ``--quick``). Rows:
 - start-up: ``crowd-aggregate --help``, and the command on a one-line input (which imports
   the consensus stack), best of five.
 
+The command runs as installed, its bytecode cached: a warm-up run first, with the cache in the
+temporary folder (``PYTHONPYCACHEPREFIX``), so a ``PYTHONDONTWRITEBYTECODE`` environment does
+not make every run compile the project again and the checkout is left as it is. Beside wall
+time, ``cpu_seconds`` (the subprocess's user and system time; WBF's process time) is given:
+on a machine shared with other work it moves far less than wall time.
+
 F1 is at IoU 0.5 with the label required to match, against the crowd's true boxes. Targets:
 the whole command at least ``SPEEDUP_TARGET`` times faster than WBF; ``--help`` under
 ``STARTUP_TARGET`` seconds.
@@ -22,6 +28,8 @@ the whole command at least ``SPEEDUP_TARGET`` times faster than WBF; ``--help`` 
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,24 +60,35 @@ def script() -> str:
 
 
 def _row(
-    step: str, dataset: str, seconds: float, f1: float | None, speedup: float | None, target: str
+    step: str,
+    dataset: str,
+    seconds: tuple[float, float],
+    f1: float | None,
+    speedup: float | None,
+    target: str,
 ) -> dict[str, Any]:
     return {
         "step": step,
         "dataset": dataset,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds[0], 3),
+        "cpu_seconds": round(seconds[1], 3),
         "f1": None if f1 is None else round(f1, 4),
         "speedup": None if speedup is None else round(speedup, 2),
         "target": target,
     }
 
 
-def _timed(command: list[str], repeats: int) -> float:
-    best = float("inf")
+def _timed(command: list[str], repeats: int, env: dict[str, str]) -> tuple[float, float]:
+    """The best wall time of ``repeats`` runs, and that run's CPU time."""
+    best = (float("inf"), float("inf"))
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        best = min(best, time.perf_counter() - started)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        best = min(best, (wall, cpu))
     return best
 
 
@@ -103,18 +122,25 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         megabytes = source.stat().st_size / 1e6
         dataset = f"{n_images} images, {lines} answers, {megabytes:.0f} MB of JSON Lines"
         base = [command, "--kind", "bbox", "--input", str(source), "--output", str(target)]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(Path(folder) / "bytecode")
+        one = Path(folder) / "one.jsonl"
+        one.write_bytes(source.read_bytes().split(b"\n", 1)[0] + b"\n")
+        one_line = [command, "--kind", "bbox", "--input", str(one), "--output", str(target)]
+        _timed([*one_line, "--quiet"], 1, env)  # warm-up: the bytecode cache
 
-        wbf_started = time.perf_counter()
+        wbf_started, wbf_cpu_started = time.perf_counter(), time.process_time()
         fused = _wbf(images, answers)
-        wbf_seconds = time.perf_counter() - wbf_started
+        wbf = (time.perf_counter() - wbf_started, time.process_time() - wbf_cpu_started)
         wbf_f1, _ = _score_boxes(
             images, [[item for item, score in objs if score >= WBF_CUT - 1e-9] for objs in fused]
         )
 
-        seconds = _timed([*base, "--quiet"], repeats)
+        seconds = _timed([*base, "--quiet"], repeats, env)
         found = [orjson.loads(line)["annotations"] for line in target.read_bytes().splitlines()]
         f1, _ = _score_boxes(images, found)
-        speedup = wbf_seconds / seconds
+        speedup = wbf[0] / seconds[0]
+        cpu_speedup = wbf[1] / seconds[1]
         rows.append(
             _row(
                 "crowd-aggregate --kind bbox (em), whole command",
@@ -122,18 +148,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 seconds,
                 f1,
                 speedup,
-                f"{'ok' if speedup >= SPEEDUP_TARGET else 'MISSED'} (>= {SPEEDUP_TARGET:g}x WBF)",
+                f"{'ok' if speedup >= SPEEDUP_TARGET else 'MISSED'} (>= {SPEEDUP_TARGET:g}x WBF; "
+                f"{cpu_speedup:.1f}x in CPU time)",
             )
         )
         report = Path(folder) / "report.json"
-        with_report = _timed([*base, "--quiet", "--report", str(report)], 1)
+        with_report = _timed([*base, "--quiet", "--report", str(report)], 1, env)
         rows.append(
             _row(
                 "crowd-aggregate --kind bbox --report, whole command",
                 dataset,
                 with_report,
                 f1,
-                wbf_seconds / with_report,
+                wbf[0] / with_report[0],
                 "-",
             )
         )
@@ -141,14 +168,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             _row(
                 f"weighted_boxes_fusion per image, score >= {WBF_CUT}",
                 dataset,
-                wbf_seconds,
+                wbf,
                 wbf_f1,
                 1.0,
                 "baseline",
             )
         )
 
-        help_seconds = _timed([command, "--help"], 5)
+        help_seconds = _timed([command, "--help"], 5, env)
         rows.append(
             _row(
                 "start-up: crowd-aggregate --help",
@@ -156,15 +183,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 help_seconds,
                 None,
                 None,
-                f"{'ok' if help_seconds < STARTUP_TARGET else 'MISSED'} (< {STARTUP_TARGET:g} s)",
+                f"{'ok' if help_seconds[0] < STARTUP_TARGET else 'MISSED'} "
+                f"(< {STARTUP_TARGET:g} s)",
             )
         )
-        one = Path(folder) / "one.jsonl"
-        one.write_bytes(source.read_bytes().split(b"\n", 1)[0] + b"\n")
-        one_seconds = _timed(
-            [command, "--kind", "bbox", "--input", str(one), "--output", str(target), "--quiet"],
-            5,
-        )
+        one_seconds = _timed([*one_line, "--quiet"], 5, env)
         rows.append(
             _row(
                 "start-up: crowd-aggregate --kind bbox on one line",
