@@ -34,7 +34,9 @@ the fixed weights and quorum of steps 2-4 by what the batch's answers tell of ea
   the inverse variance, the most precise unbiased mean under that noise;
 - **left-right swaps** (when ``mirror`` names each label's mirrored keypoint order): the rate
   at which a worker's instance matches the consensus better mirrored; a member whose
-  mirrored instance is the likelier one, given that rate and their noise, enters mirrored;
+  mirrored instance is the likelier one, given that rate and their noise, enters mirrored.
+  Clustering then takes the OKS of two instances the better way round, so a mirrored
+  person still joins the others who marked them;
 - **visibility**: the share of keypoints a worker marks as the consensus does (absent,
   occluded or visible); votes on presence and visibility count by its log-odds.
 
@@ -43,6 +45,8 @@ average. Placement, swaps and visibility are learnt against a first consensus wi
 weights, then once more against the consensus with the learnt weights. Only the clustering
 (by the given weights) and the model's parameters decide an image's objects: with ``model``
 given, nothing is learnt, so a project merged in chunks with one model equals one batch.
+The model costs about three times the quorum merge's time (a Python pass over the clusters
+per round); the benchmark's profiles say what it buys.
 """
 
 from __future__ import annotations
@@ -432,16 +436,28 @@ def _evidence(
 def _swap_chance(
     evidence: _Evidence, tau2: FloatArray, swaps: FloatArray, active: bool
 ) -> FloatArray:
-    """Each member's probability that their instance is mirrored, given their noise (M, K)
-    and swap rate: the Gaussian likelihood of each orientation over the points both mark."""
+    """Each member's probability that their instance is mirrored (see :func:`_mirror_logit`)."""
     if not active:
         return np.zeros(len(evidence.workers))
     both = evidence.compared & evidence.mirror_compared
-    straight = (np.where(both, evidence.straight, 0.0) / tau2).sum(axis=1)
-    mirrored = (np.where(both, evidence.mirrored, 0.0) / tau2).sum(axis=1)
-    rate = np.clip(swaps, RATE_FLOOR, 1 - RATE_FLOOR)
-    logit = np.log(rate) - np.log1p(-rate) + straight - mirrored
+    logit = _mirror_logit(evidence.straight, evidence.mirrored, both, tau2, swaps)
     out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * logit))
+    return out
+
+
+def _mirror_logit(
+    straight: FloatArray,
+    mirrored: FloatArray,
+    both: npt.NDArray[np.bool_],
+    tau2: FloatArray,
+    swaps: FloatArray,
+) -> FloatArray:
+    """Log-odds that each member's instance is mirrored, given their noise ``tau2`` (M, K) and
+    swap rate: the Gaussian likelihood of each orientation over the points (``both``) that
+    both orientations and the reference mark, errors as capped ``z / 2``."""
+    rate = np.clip(swaps, RATE_FLOOR, 1 - RATE_FLOOR)
+    gain = (np.where(both, straight - mirrored, 0.0) / tau2).sum(axis=1)
+    out: FloatArray = np.log(rate) - np.log1p(-rate) + gain
     return out
 
 
@@ -468,13 +484,7 @@ def _consensus(
         straight, compared, _, _ = _evidence(instances, cluster.sigmas, first[0], None)
         mirrored, mirror_compared, _, _ = _evidence(instances, cluster.sigmas, first[0], perm)
         both = compared & mirror_compared
-        rate = np.clip(params.swaps[members], RATE_FLOOR, 1 - RATE_FLOOR)
-        logit = (
-            np.log(rate)
-            - np.log1p(-rate)
-            + (np.where(both, straight - mirrored, 0.0) / tau2).sum(axis=1)
-        )
-        turned = logit > 0
+        turned = _mirror_logit(straight, mirrored, both, tau2, params.swaps[members]) > 0
         if turned.any():
             instances = instances.copy()
             instances[turned] = instances[turned][:, perm]
