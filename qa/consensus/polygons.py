@@ -132,12 +132,14 @@ class PolygonWorker(NamedTuple):
 @dataclass(frozen=True)
 class PolygonModel:
     """The worker model :func:`polygon_model` learns; ``crowd`` stands for a worker it has not
-    seen, ``objects`` is the real objects a picture and ``n_labels`` the labels in use."""
+    seen, ``objects`` is the real objects a picture and ``n_labels`` the labels in use (how
+    far one worker's label outweighs a wrong one; a model rebuilt from stored parameters
+    without it counts two)."""
 
     workers: dict[Hashable, PolygonWorker]
     crowd: PolygonWorker
     objects: float
-    n_labels: int
+    n_labels: int = 2
 
     def worker(self, worker: Hashable) -> PolygonWorker:
         return self.workers.get(worker, self.crowd)
