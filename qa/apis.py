@@ -118,7 +118,7 @@ WorkerFlag = PolymorphicProxySerializer(
 
 
 class WorkerModelOut(serializers.Serializer):
-    method = _text("The model that learnt it: dawid_skene (classification) or box_em (boxes).")
+    method = _text("The model that learnt it: dawid_skene, box_em, polygon_em or keypoint_em.")
     answers = serializers.IntegerField(help_text="Answers of theirs the model rests on.")
     accuracy = serializers.FloatField(
         help_text="Expected accuracy, 0..1: classification, the chance their label is right; "
@@ -126,18 +126,19 @@ class WorkerModelOut(serializers.Serializer):
         "`score`."
     )
     recall = serializers.FloatField(
-        required=False, help_text="Boxes: chance they mark an object that is there."
+        required=False, help_text="Shapes: chance they mark an object that is there."
     )
     false_marks = serializers.FloatField(
-        required=False, help_text="Boxes: boxes a picture they draw where nothing is."
+        required=False, help_text="Shapes: objects a picture they draw where nothing is."
     )
     noise = serializers.FloatField(
         required=False,
-        help_text="Boxes: root mean square distance of their edges from the merged box, as a "
-        "share of its side.",
+        help_text="Shapes: spread of their placement (boxes: root mean square distance of their "
+        "edges from the merged box, a share of its side; polygons: of their outline around its "
+        "bias, a share of the radius; keypoints: in units of the OKS tolerance).",
     )
     label_accuracy = serializers.FloatField(
-        required=False, help_text="Boxes: chance their label of an object is right."
+        required=False, help_text="Boxes, polygons: chance their label of an object is right."
     )
     shift = serializers.ListField(
         child=serializers.FloatField(),
@@ -151,6 +152,18 @@ class WorkerModelOut(serializers.Serializer):
     )
     labels = serializers.ListField(
         child=_text(), required=False, help_text="The labels `confusion` is over, in order."
+    )
+    bias = serializers.FloatField(
+        required=False,
+        help_text="Polygons: mean outward offset of their outline (negative: inward), a share "
+        "of the object's radius.",
+    )
+    swaps = serializers.FloatField(
+        required=False,
+        help_text="Keypoints: chance an instance of theirs is mirrored left to right.",
+    )
+    visibility = serializers.FloatField(
+        required=False, help_text="Keypoints: share of their keypoints with the right visibility."
     )
 
 

@@ -29,9 +29,9 @@ from crowd.models import User
 from qa import services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
-from qa.consensus.keypoints import merge_keypoints
+from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
 from qa.consensus.objects import Answer, MergedObject
-from qa.consensus.polygons import merge_polygons
+from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
 from qa.models import (
     ConsensusResult,
@@ -103,6 +103,16 @@ def shapes_merge_many(
         if model is not None:
             return merge_boxes_batch(crowds, iou_threshold=threshold, method="em", model=model)
         return merge_boxes_batch(crowds, iou_threshold=threshold, quorum=QUORUM)
+    if model is not None and project.kind == Kind.POLYGON:
+        return merge_polygons_batch(crowds, sizes, iou_threshold=threshold, model=model)
+    if model is not None and project.kind == Kind.KEYPOINTS:
+        return merge_keypoints_batch(
+            crowds,
+            sigmas=services.project_sigmas(project),
+            oks_threshold=threshold,
+            method="em",
+            model=model,
+        )
     return [
         shapes_merge(project, crowd, width=width, height=height)
         for crowd, (width, height) in zip(crowds, sizes, strict=True)

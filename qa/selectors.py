@@ -150,7 +150,10 @@ def _model_json(row: WorkerScore, fit: ModelFit) -> dict[str, Any] | None:
     }
 
 
-MODEL_FIELDS = ("recall", "false_marks", "noise", "label_accuracy", "shift", "confusion")
+MODEL_FIELDS = (
+    "recall", "false_marks", "noise", "label_accuracy", "shift", "confusion", "bias", "swaps",
+    "visibility",
+)  # fmt: skip
 ModelFit = tuple[str, list[str]]  # the fit's method, and the labels its confusions are over
 
 

@@ -5,9 +5,13 @@ the kind's own EM in ``qa.consensus``:
 
 - classification: Dawid-Skene, each worker's confusion matrix and the classes' priors; a
   worker's expected accuracy is ``sum_k prior_k * confusion[k, k]``;
-- boxes: each worker's recall, false marks a picture and placement noise
-  (:func:`qa.consensus.boxes.box_model`), with the gold results as the prior the EM starts
-  from where the project has gold;
+- boxes: each worker's recall, false marks a picture, placement noise, systematic shift and
+  label confusion (:func:`qa.consensus.boxes.box_model`), with the gold results as the prior
+  the EM starts from where the project has gold;
+- polygons: recall, false marks, the outline's outward bias and noise, label accuracy
+  (:func:`qa.consensus.polygons.polygon_model`);
+- keypoints: recall, false marks, placement noise, left-right swaps and visibility
+  (:func:`qa.consensus.keypoints.keypoint_model`).
 
 For shapes the expected accuracy is the F1 a worker's answer to a typical picture scores
 against the truth: with recall ``r``, ``l`` false marks and ``mu`` objects a picture,
@@ -36,7 +40,7 @@ from django.utils import timezone
 
 from qa.consensus import classification as cls
 from qa.models import GoldResult, WorkerModelFit, WorkerScore
-from tasks.models import Kind, Project, Task
+from tasks.models import Image, Kind, Project, Task
 from tasks.schema import project_schema
 
 if TYPE_CHECKING:
@@ -91,12 +95,24 @@ def fit(project: Project, answers: Sequence[AnswerRow]) -> ProjectFit | None:
     to learn one (classification below Dawid-Skene's minimum, or no shapes at all)."""
     if project.kind == Kind.CLASSIFICATION:
         return _classification_fit(project, answers)
-    crowds, _images = _crowds(answers)
+    crowds, images_of = _crowds(answers)
     if not crowds:
         return None
     if project.kind == Kind.BBOX:
         return _box_fit(project, crowds, len(answers))
-    return None
+    if project.kind == Kind.POLYGON:
+        from qa.consensus.polygons import polygon_model
+
+        images = Image.objects.in_bulk(sorted(set(images_of)))
+        sizes = [(images[i].width, images[i].height) for i in images_of]
+        model: Any = polygon_model(crowds, sizes, iou_threshold=project.iou_threshold)
+        return _shape_fit("polygon_em", model, len(answers))
+    from qa import services
+    from qa.consensus.keypoints import keypoint_model
+
+    sigmas = services.project_sigmas(project)
+    model = keypoint_model(crowds, sigmas=sigmas, oks_threshold=project.iou_threshold)
+    return _shape_fit("keypoint_em", model, len(answers))
 
 
 def _crowds(answers: Sequence[AnswerRow]) -> tuple[list[list[Any]], list[int]]:
@@ -185,12 +201,30 @@ def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> Proje
     return ProjectFit("box_em", n_answers, fits, crowd, model)
 
 
+def _shape_fit(method: str, model: Any, n_answers: int) -> ProjectFit:
+    """The fit of a polygon or keypoint model: per worker, recall and false marks give the
+    expected accuracy; the rest of their parameters go to the manager."""
+    fits = [
+        WorkerFit(
+            worker=int(worker),
+            answers=int(values.images),
+            accuracy=shape_accuracy(values.recall, values.false_marks, model.objects),
+            params=_jsonable(values._asdict()),
+        )
+        for worker, values in model.workers.items()
+    ]
+    crowd = {"objects": model.objects, "crowd": _jsonable(model.crowd._asdict())}
+    return ProjectFit(method, n_answers, fits, crowd, model)
+
+
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     """A model's parameters as JSON holds them: tuples as lists, numbers as Python's."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
         return value.item() if isinstance(value, np.generic) else value
 
     return {key: plain(value) for key, value in values.items()}

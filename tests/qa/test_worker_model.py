@@ -18,10 +18,12 @@ from django.utils import timezone
 from qa import jobs, merge, worker_model
 from qa.models import ConsensusResult, ConsensusRun, GoldResult, WorkerModelFit, WorkerScore
 from qa.reliability import Evidence, reliability, should_suspend, vote_weight
+from qa.sim.crowd import TaskView, crowd_make
+from qa.sim.scenes import KEYPOINTS, scene_make
 from tasks.ingest import tasks_create_for_image
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Project, Task
 from tests.factories import WorkerFactory, project_create
-from tests.qa.test_consensus_batch import seed
+from tests.qa.test_consensus_batch import CROWD, seed
 
 
 def run(project: Project) -> ConsensusRun:
@@ -233,3 +235,54 @@ def test_the_sweep_asks_for_a_refit_once_per_growth_step(manager: Any, refits: l
     # Within the check interval the sweep does not even count.
     answers_add(project, 200, 4000)
     assert worker_model.refits_request() == 0
+
+
+def seed_shapes(project: Project, kind: str, images: int) -> list[int]:
+    """``images`` one-tile images answered by 4 of the crowd each; the workers' ids by
+    simulated role order (careful, sloppy, spammer)."""
+    rng = random.Random(11)
+    sims = crowd_make(CROWD, seed=11)
+    users = [WorkerFactory.create() for _ in sims]
+    now = timezone.now()
+    rows = []
+    for i in range(images):
+        image = Image.objects.create(
+            project=project, name=f"{i}.png", file=f"x/{i}.png", sha256=f"{i:064x}",
+            format="PNG", width=480, height=360, size_bytes=1, status=ImageStatus.READY,
+        )  # fmt: skip
+        truth = scene_make(i, kind=kind, width=480, height=360).truth(kind)
+        (task,) = tasks_create_for_image(project=project, image=image)
+        view = TaskView(kind, KEYPOINTS, 480, 360, task.region)
+        for k in rng.sample(range(len(sims)), 4):
+            rows.append(
+                Assignment(task=task, project=project, worker=users[k],
+                           status=AssignmentStatus.SUBMITTED, leased_at=now, submitted_at=now,
+                           expires_at=now, answer=sims[k].answer(view, truth))
+            )  # fmt: skip
+    Assignment.objects.bulk_create(rows)
+    return [u.pk for u in users]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["polygon", "keypoints"])
+def test_polygon_and_keypoint_runs_learn_their_models(manager: Any, kind: str) -> None:
+    labels: list[Any] = (
+        [{"name": name, "keypoints": names} for name, names in KEYPOINTS.items()]
+        if kind == "keypoints"
+        else list(KEYPOINTS)
+    )
+    project = project_create(manager, kind=kind, labels=labels, gold_rate=0.0, min_overlap=4,
+                             max_overlap=4, tile_size=1024)  # fmt: skip
+    workers = seed_shapes(project, kind, 60)
+    method = "polygon_em" if kind == "polygon" else "keypoint_em"
+    done = run(project)
+    assert done.method == method
+    assert WorkerModelFit.objects.get(project=project).method == method
+    rows = {r.worker_id: r for r in WorkerScore.objects.filter(project=project)}
+    careful, spammers = [rows[w] for w in workers[:3]], [rows[w] for w in workers[6:]]
+    assert all(r.model_seen > 10 for r in careful + spammers)
+    assert max(r.model_params["recall"] for r in spammers) < min(
+        r.model_params["recall"] for r in careful
+    )
+    assert max(r.score for r in spammers) < min(r.score for r in careful)
+    assert ConsensusResult.objects.filter(run=done).count() == 60
