@@ -7,8 +7,9 @@ sloppy, spammers) drawing on generated scenes. Seeding is not timed.
 
 Each row is the job body, ``consensus_compute``, on a new run of the same project: reading the
 answers, merging, uniting tiles, storing one result an image. ``per task`` hands the merge one
-task at a time (``merge_boxes``, what runs did before), ``batch`` hands it chunks of
-``MERGE_CHUNK`` images (``merge_boxes_batch``). Both are run alternately, three times each, and
+task at a time (what runs did before), ``batch`` hands it chunks of ``MERGE_CHUNK`` images
+(``merge_boxes_batch``); both apply the worker model the run learns once over the project
+(its fit is in ``run_s``, not in ``merge_s``). Both are run alternately, three times each, and
 the best of each is shown; ``merge_s`` is the time inside the merge of that best run. Both
 runs' results are checked to be the same, row for row.
 """
@@ -96,15 +97,6 @@ def _seed(n_images: int) -> Any:
     return project
 
 
-def _per_task(project: Any, crowds: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> Any:
-    from qa import merge
-
-    return [
-        merge.shapes_merge(project, crowd, width=width, height=height)
-        for crowd, (width, height) in zip(crowds, sizes, strict=True)
-    ]
-
-
 def _timed_run(
     project: Any, merge_many: Callable[..., Any]
 ) -> tuple[float, float, int, dict[int, Any]]:
@@ -117,11 +109,11 @@ def _timed_run(
 
     inside, calls = 0.0, 0
 
-    def timed(*args: Any) -> Any:
+    def timed(*args: Any, **options: Any) -> Any:
         nonlocal inside, calls
-        calls += len(args[1]) if merge_many is _per_task else 1
+        calls += len(args[1]) if getattr(merge_many, "per_task", False) else 1
         started = time.perf_counter()
-        out = merge_many(*args)
+        out = merge_many(*args, **options)
         inside += time.perf_counter() - started
         return out
 
@@ -147,10 +139,20 @@ def _measure(n_images: int) -> list[dict[str, Any]]:
     answers = Assignment.objects.filter(project=project)
     items: list[Any] = list(answers.values_list("answer", flat=True))
     boxes = sum(map(len, items))
-    paths = {
-        "per task (merge_boxes)": _per_task,
-        "batch (merge_boxes_batch)": merge.shapes_merge_many,
-    }
+    batch_merge = merge.shapes_merge_many
+
+    def per_task(
+        project: Any, crowds: Sequence[Any], sizes: Sequence[tuple[int, int]], *, model: Any = None
+    ) -> Any:
+        """The merge one task at a time, with the worker model the run learnt."""
+        return [
+            objects
+            for crowd, size in zip(crowds, sizes, strict=True)
+            for objects in batch_merge(project, [crowd], [size], model=model)
+        ]
+
+    per_task.per_task = True  # type: ignore[attr-defined]
+    paths = {"per task (merge_boxes)": per_task, "batch (merge_boxes_batch)": batch_merge}
     best: dict[str, tuple[float, float, int]] = {}
     stored: dict[str, dict[int, Any]] = {}
     for _ in range(REPEATS):
