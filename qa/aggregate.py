@@ -602,7 +602,7 @@ def _shapes(
     found = _check(by_task, settings, issues, console)
     del by_task
     skipped = issues.settle()
-    merged, method = _merge(found, settings, console)
+    merged, method, model = _merge(found, settings, console)
     dumps, option = orjson.dumps, JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
     for task, objects in zip(found.tasks, merged, strict=True):
         line = {"task": task, "annotations": [o.to_item() for o in objects]}
@@ -619,7 +619,7 @@ def _shapes(
     )
     report: dict[str, Any] = {}
     if settings.report:
-        report = {"workers": _shape_workers(found, merged, settings, method)}
+        report = {"workers": _shape_workers(found, merged, model)}
     return summary, report
 
 
@@ -875,21 +875,30 @@ def _schema(by_task: dict[Any, list[Row]], settings: Settings) -> Schema:
 
 def _merge(
     found: _Crowds, settings: Settings, console: Console
-) -> tuple[list[list[MergedObject]], str]:
-    """Each task's merged objects, and the method that merged them: all images in one batched
-    call, so the per-image cost of the array machinery is paid once."""
+) -> tuple[list[list[MergedObject]], str, dict[Hashable, Any]]:
+    """Each task's merged objects, the method that merged them, and (for the report) the
+    worker model the merge learnt, if any: all images in one batched call, so the per-image
+    cost of the array machinery is paid once."""
     threshold, quorum = settings.iou_threshold, settings.shape_quorum
     if settings.kind == "bbox":
-        from qa.consensus.boxes import merge_boxes_batch
+        from qa.consensus.boxes import box_model, merge_boxes_batch
 
         method = settings.box_method
+        if method == "em" and settings.report:
+            # The model merge_boxes_batch would learn, learnt once and handed to it: the
+            # report gets its parameters without a second EM over the input.
+            model = box_model(found.crowds, iou_threshold=threshold)
+            merged = merge_boxes_batch(
+                found.crowds, iou_threshold=threshold, method="em", model=model
+            )
+            return merged, method, model.workers()
         merged = merge_boxes_batch(
             found.crowds,
             iou_threshold=threshold,
             quorum=quorum,
             method=method,  # type: ignore[arg-type]
         )
-        return merged, method
+        return merged, method, {}
     if settings.kind == "polygon":
         from qa.consensus import polygons
 
@@ -898,7 +907,7 @@ def _merge(
             merged = batch(
                 found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
             )
-            return merged, "quorum"
+            return merged, "quorum", {}
         pairs = list(zip(found.crowds, found.sizes, strict=True))
         merged = [
             polygons.merge_polygons(
@@ -906,7 +915,7 @@ def _merge(
             )
             for crowd, (width, height) in console.track(pairs, "merging", "images")
         ]
-        return merged, "quorum"
+        return merged, "quorum", {}
     from qa.consensus import keypoints
     from qa.geometry import keypoint_sigmas
 
@@ -919,22 +928,23 @@ def _merge(
         merged = batch(
             found.crowds, sigmas=sigmas, oks_threshold=threshold, method="quorum", quorum=quorum
         )
-        return merged, "quorum"
+        return merged, "quorum", {}
     merged = [
         keypoints.merge_keypoints(crowd, sigmas=sigmas, oks_threshold=threshold, quorum=quorum)
         for crowd in console.track(found.crowds, "merging", "images")
     ]
-    return merged, "quorum"
+    return merged, "quorum", {}
 
 
 def _shape_workers(
-    found: _Crowds, merged: list[list[MergedObject]], settings: Settings, method: str
+    found: _Crowds, merged: list[list[MergedObject]], model: dict[Hashable, Any]
 ) -> list[dict[str, Any]]:
     """Per worker: answers and items given, and their agreement with the consensus: an item
     agrees when it went into a merged object and carries that object's label; precision is
     the share of their items that agree, recall the share of the merged objects of the images
     they answered that they gave an agreeing item to. With the bbox worker model (``em``),
-    also every field of what it learnt of them (:func:`qa.consensus.boxes.box_workers`)."""
+    also every field of what it learnt of them (``model``, as
+    :func:`qa.consensus.boxes.box_workers` gives it)."""
     stats: dict[Hashable, list[int]] = {}  # worker -> [answers, items, objects seen, agreeing]
     for crowd, objects in zip(found.crowds, merged, strict=True):
         given = {answer.worker: answer.items for answer in crowd}
@@ -950,11 +960,6 @@ def _shape_workers(
                 marked = given[worker]
                 if item < len(marked) and marked[item]["label"] == obj.label:
                     stats[worker][3] += 1
-    model: dict[Hashable, Any] = {}
-    if settings.kind == "bbox" and method == "em":
-        from qa.consensus.boxes import box_workers
-
-        model = box_workers(found.crowds, iou_threshold=settings.iou_threshold)
     out: list[dict[str, Any]] = []
     for worker, (n_answers, n_items, n_objects, agreeing) in stats.items():
         report: dict[str, Any] = {"worker": worker, "answers": n_answers, "items": n_items}

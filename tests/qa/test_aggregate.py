@@ -255,11 +255,13 @@ def crowd_with_a_spammer(rng: random.Random, n_images: int) -> list[dict[str, An
 
 
 def test_the_box_report_shows_the_spammer_for_what_they_are(tmp_path) -> None:
+    lines = crowd_with_a_spammer(random.Random(5), 60)
+    assert run(tmp_path, "bbox", lines).returncode == 0
+    without = (tmp_path / "out").read_bytes()
     report = tmp_path / "report.json"
-    done = run(
-        tmp_path, "bbox", crowd_with_a_spammer(random.Random(5), 60), "--report", str(report)
-    )
+    done = run(tmp_path, "bbox", lines, "--report", str(report))
     assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == without  # the report changes nothing merged
     content = json.loads(report.read_text())
     assert (content["kind"], content["method"]) == ("bbox", "em")
     assert content["summary"]["workers"] == 5
