@@ -602,7 +602,7 @@ def _shapes(
     found = _check(by_task, settings, issues, console)
     del by_task
     skipped = issues.settle()
-    merged, method, model = _merge(found, settings, console)
+    merged, method, model = _merge(found, settings)
     dumps, option = orjson.dumps, JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
     for task, objects in zip(found.tasks, merged, strict=True):
         line = {"task": task, "annotations": [o.to_item() for o in objects]}
@@ -874,7 +874,7 @@ def _schema(by_task: dict[Any, list[Row]], settings: Settings) -> Schema:
 
 
 def _merge(
-    found: _Crowds, settings: Settings, console: Console
+    found: _Crowds, settings: Settings
 ) -> tuple[list[list[MergedObject]], str, dict[Hashable, Any]]:
     """Each task's merged objects, the method that merged them, and (for the report) the
     worker model the merge learnt, if any: all images in one batched call, so the per-image
@@ -900,39 +900,22 @@ def _merge(
         )
         return merged, method, {}
     if settings.kind == "polygon":
-        from qa.consensus import polygons
+        from qa.consensus.polygons import merge_polygons_batch
 
-        batch = getattr(polygons, "merge_polygons_batch", None)
-        if batch is not None:
-            merged = batch(
-                found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
-            )
-            return merged, "quorum", {}
-        pairs = list(zip(found.crowds, found.sizes, strict=True))
-        merged = [
-            polygons.merge_polygons(
-                crowd, width=width, height=height, iou_threshold=threshold, quorum=quorum
-            )
-            for crowd, (width, height) in console.track(pairs, "merging", "images")
-        ]
+        merged = merge_polygons_batch(
+            found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
+        )
         return merged, "quorum", {}
-    from qa.consensus import keypoints
+    from qa.consensus.keypoints import merge_keypoints_batch
     from qa.geometry import keypoint_sigmas
 
     sigmas = {
         label: keypoint_sigmas(names, default=settings.keypoint_sigma)
         for label, names in found.schema.keypoints.items()
     }
-    batch = getattr(keypoints, "merge_keypoints_batch", None)
-    if batch is not None:
-        merged = batch(
-            found.crowds, sigmas=sigmas, oks_threshold=threshold, method="quorum", quorum=quorum
-        )
-        return merged, "quorum", {}
-    merged = [
-        keypoints.merge_keypoints(crowd, sigmas=sigmas, oks_threshold=threshold, quorum=quorum)
-        for crowd in console.track(found.crowds, "merging", "images")
-    ]
+    merged = merge_keypoints_batch(
+        found.crowds, sigmas=sigmas, oks_threshold=threshold, method="quorum", quorum=quorum
+    )
     return merged, "quorum", {}
 
 
