@@ -39,7 +39,7 @@ DESCRIPTION = "consensus accuracy and wall time vs crowd-kit 1.4 on published cr
 MIN_SPEEDUP = 10.0
 # Seconds a crowd-kit peer may take on one set (all its runs) before it is stopped and
 # reported as skipped: GLAD takes minutes on the larger sets.
-PEER_BUDGET, PEER_BUDGET_QUICK = 600.0, 120.0
+PEER_BUDGET, PEER_BUDGET_QUICK = 240.0, 120.0
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd"
 
 
