@@ -1,4 +1,4 @@
-"""Consensus of shapes on a simulated crowd: our merges against their peers. Pure, no Django.
+"""Box consensus on simulated crowds: our merges against their peers. Pure, no Django.
 
 Used by the consensus benchmark (``rows(quick)``); every row has the keys ``kind``,
 ``dataset``, ``method``, ``accuracy_or_f1``, ``mean_iou``, ``seconds``, ``speedup``,
@@ -32,14 +32,8 @@ sides as the database hands them over: parsed JSON.
   ``method="em"`` with its defaults, quorum 0.5, quorum 0.35, and WBF at score 0.5 and at
   the score tuned for F1 on the truth of a separately seeded crowd of the same profile; F1
   and IoU as above; target of the EM row: F1 and mean IoU both >= tuned WBF's.
-- **polygon**: ``merge_polygons`` (weighted, mask vote inside a cluster) against
-  ``pixel_majority_vote`` (unweighted, connected regions); F1 at mask IoU 0.5, and
-  ``mean_iou`` is the mask IoU with the true mask per true object (0 when no merged object
-  matches it), so a method cannot raise it by dropping hard objects; target: both at least
-  the baseline's.
-- **keypoints**: ``merge_keypoints`` against an unweighted per-keypoint mean over the same
-  clusters; F1 at OKS 0.5, and ``mean_iou`` is the OKS per true instance (0 when missed);
-  target: both at least the baseline's.
+The polygon and keypoint rows are in :mod:`bench.consensus_polygons` and
+:mod:`bench.consensus_keypoints`, on crowds of their own drawn from the same pool of workers.
 """
 
 from __future__ import annotations
