@@ -97,6 +97,9 @@ OUTLIER_IOU = 0.6
 # round. The first round measures against a merge by the given weights; the second against
 # the model's own.
 PLACEMENT_ROUNDS = 2
+# Clusters whose probability of being real is at most this are left out of the label EM: they
+# are never kept, and their weight in the confusion counts is below the counts' precision.
+LABEL_NEGLIGIBLE = 1e-3
 
 
 def merge_boxes(
@@ -372,8 +375,9 @@ class _Crowd:
         names = list(map(itemgetter("label"), items))
         if coords and set(map(len, coords)) != {4}:
             raise ValueError("a bbox must be [x, y, w, h]")
-        ids: dict[str, int] = {}
-        label = np.array([ids.setdefault(name, len(ids)) for name in names], dtype=np.intp)
+        # Label ids in order of first sight, looked up in one C-level pass.
+        ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        label = np.fromiter(map(ids.__getitem__, names), dtype=np.intp, count=len(names))
         boxes = np.fromiter(
             chain.from_iterable(coords), dtype=np.float64, count=4 * len(coords)
         ).reshape(-1, 4)
@@ -638,7 +642,7 @@ def _support(crowd: _Crowd, members: IntArray) -> FloatArray:
 def _answer_workers(crowd: _Crowd, ids: Mapping[Hashable, int], unseen: int) -> IntArray:
     """Each answer's worker as an index into ``ids``; ``unseen`` for a worker not in it."""
     return np.fromiter(
-        (ids.get(w, unseen) for w in crowd.workers), dtype=np.intp, count=len(crowd.workers)
+        map(ids.get, crowd.workers, repeat(unseen)), dtype=np.intp, count=len(crowd.workers)
     )
 
 
@@ -705,11 +709,16 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
     # The crowd's noise: the pooled variance of every member, for a worker not seen.
     seen = np.bincount(member_worker, weight, minlength=n_workers)
     crowd_noise = float(np.sqrt((seen * noise**2).sum() / seen.sum())) if seen.sum() > 0 else 0.1
+    # Only clusters that may be real teach anything of labels: one whose posterior is
+    # negligible weighs next to nothing in the confusion counts and can never be kept.
+    considered = existence.posterior > LABEL_NEGLIGIBLE
+    renumber = np.cumsum(considered) - 1
+    among = considered[rows]
     labels = label_em(
-        rows,
-        member_worker,
-        crowd.label[boxes],
-        real=existence.posterior,
+        renumber[rows[among]],
+        member_worker[among],
+        crowd.label[boxes[among]],
+        real=existence.posterior[considered],
         n_workers=n_workers,
         n_labels=len(crowd.labels),
     )
