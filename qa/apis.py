@@ -269,7 +269,13 @@ Agreement = PolymorphicProxySerializer(
 
 
 class ConsensusParamsOut(serializers.Serializer):
-    quorum = serializers.FloatField(required=False)
+    quorum = serializers.FloatField(
+        required=False, help_text="Shapes merged by a fixed quorum (before a worker model)."
+    )
+    model = serializers.CharField(
+        required=False,
+        help_text="Shapes merged by the project's worker model: box_em, polygon_em or keypoint_em.",
+    )
     iou_threshold = serializers.FloatField(required=False)
 
 

@@ -288,7 +288,13 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
             else:
                 method, results = _shape_results(project, answers, fitted)
             results += _gold_results(project)
-            params = {"quorum": QUORUM, "iou_threshold": project.iou_threshold}
+            params: dict[str, Any] = {"iou_threshold": project.iou_threshold}
+            if project.kind != Kind.CLASSIFICATION:
+                # Shapes merge by the worker model once it is fitted; by the quorum before.
+                if fitted is None:
+                    params["quorum"] = QUORUM
+                else:
+                    params["model"] = fitted.method
             claim.fence(method=method, images_total=len(results), params=params, tally=tally)
             _store(run, results, claim)
             if not claim.release(status=RunStatus.DONE, finished_at=timezone.now()):
@@ -404,6 +410,7 @@ def _shape_results(
         by_image[i][t].append((a, w, ans or []))
     images = Image.objects.in_bulk(list(by_image))
     tasks = Task.objects.in_bulk([t for per in by_image.values() for t in per])
+    method = "merge" if fitted is None else fitted.method
     image_ids = list(by_image)
     out = []
     for start in range(0, len(image_ids), MERGE_CHUNK):
@@ -424,9 +431,11 @@ def _shape_results(
         for image, per_task, image_tasks in chunk:
             objects_per_tile = list(islice(merged, len(image_tasks)))
             out.append(
-                _shape_result(project, image, per_task, image_tasks, objects_per_tile, weights)
+                _shape_result(
+                    project, image, per_task, image_tasks, objects_per_tile, weights, method
+                )
             )
-    return ("merge" if fitted is None else fitted.method), out
+    return method, out
 
 
 def _shape_result(
@@ -436,6 +445,7 @@ def _shape_result(
     tasks: list[Task],
     objects_per_tile: list[list[MergedObject]],
     weights: dict[int, float],
+    method: str,
 ) -> ConsensusResult:
     """One image's result from the merged objects of its tasks (its tiles, in order)."""
     assignment_of: dict[tuple[int, Any], int] = {
@@ -445,7 +455,7 @@ def _shape_result(
     confidences = [c for t in tasks if (c := t.confidence) is not None]
     confidence = float(np.mean(confidences)) if confidences else None
     return ConsensusResult(
-        project=project, image=image, method="merge", confidence=confidence,
+        project=project, image=image, method=method, confidence=confidence,
         annotations=[o.to_item() for o in objects],
         votes=sum(len(v) for v in per_task.values()),
         low_confidence=any(t.low_confidence for t in tasks),

@@ -50,6 +50,7 @@ class ExportParamsOut(serializers.Serializer):
     """The consensus run's parameters and the export's options; empty until the build starts."""
 
     quorum = serializers.FloatField(required=False)
+    model = serializers.CharField(required=False, help_text="The run's worker model, if any.")
     iou_threshold = serializers.FloatField(required=False)
     min_confidence = serializers.FloatField(required=False)
     low_confidence = serializers.CharField(required=False)
