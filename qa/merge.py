@@ -149,11 +149,9 @@ def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) 
         )
     image = task.image
     crowd = [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in answers]
-    # Boxes: the project's worker model, as the last run learnt it, keeps and places them as
-    # a run does; before the first fit, the fixed quorum.
-    model = (
-        worker_model.stored_box_model(project, list(weights)) if project.kind == Kind.BBOX else None
-    )
+    # The project's worker model, as the last fit learnt it, keeps and places objects as a
+    # run does; before the first fit, the fixed quorum.
+    model = worker_model.stored_model(project, list(weights))
     objects = (
         shapes_merge_many(project, [crowd], [(image.width, image.height)], model=model)[0]
         if model is not None

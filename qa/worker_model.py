@@ -213,7 +213,13 @@ def _shape_fit(method: str, model: Any, n_answers: int) -> ProjectFit:
         )
         for worker, values in model.workers.items()
     ]
-    crowd = {"objects": model.objects, "crowd": _jsonable(model.crowd._asdict())}
+    crowd = {
+        "objects": model.objects,
+        "crowd": _jsonable(model.crowd._asdict()),
+        # What rebuilding the model needs besides the workers (``stored_model``).
+        "n_labels": getattr(model, "n_labels", None),
+        "keypoints": dict(getattr(model, "labels", {})),
+    }
     return ProjectFit(method, n_answers, fits, crowd, model)
 
 
@@ -230,35 +236,72 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: plain(value) for key, value in values.items()}
 
 
-def stored_box_model(project: Project, worker_ids: Sequence[int]) -> BoxModel | None:
-    """The box model the project's last fit learnt, for the given workers (a task's): what
-    the decision of one task applies between runs, so it keeps and places boxes as the run
-    does. Workers the fit has not seen take the crowd's parameters. None before a fit."""
+def stored_model(project: Project, worker_ids: Sequence[int]) -> Any:
+    """The shape model the project's last fit learnt, for the given workers (a task's): what
+    the decision of one task applies between runs, so it keeps and places objects as the run
+    does. Workers the fit has not seen take the crowd's parameters. None before a fit (and
+    for classification, whose tasks are decided by the weighted vote)."""
+    fit_row = WorkerModelFit.objects.filter(project=project).first()
+    if fit_row is None or not fit_row.crowd or fit_row.method not in REBUILD:
+        return None
+    rows = WorkerScore.objects.filter(
+        project=project, worker_id__in=list(worker_ids), model_seen__gt=0
+    ).values_list("worker_id", "model_params")
+    return REBUILD[fit_row.method](fit_row.crowd, {w: p for w, p in rows if p})
+
+
+def _box_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> BoxModel:
     from qa.consensus.boxes import BoxModel, BoxWorker
 
-    fit_row = WorkerModelFit.objects.filter(project=project, method="box_em").first()
-    if fit_row is None or not fit_row.crowd:
-        return None
-
-    def worker(params: Mapping[str, Any]) -> BoxWorker:
-        known = {k: v for k, v in params.items() if k in BoxWorker._fields}
+    def worker(values: Mapping[str, Any]) -> BoxWorker:
+        known = {k: v for k, v in values.items() if k in BoxWorker._fields}
         known["confusion"] = tuple(tuple(row) for row in known.get("confusion", ()))
         known["shift"] = tuple(known.get("shift", (0.0, 0.0, 0.0, 0.0)))
         return BoxWorker(**known)
 
-    rows = WorkerScore.objects.filter(
-        project=project, worker_id__in=list(worker_ids), model_seen__gt=0
-    ).values_list("worker_id", "model_params")
-    workers = [(worker_id, worker(params)) for worker_id, params in rows if params]
-    crowd = fit_row.crowd
     return BoxModel(
-        ids=tuple(w for w, _ in workers),
-        per_worker=tuple(p for _, p in workers),
+        ids=tuple(params),
+        per_worker=tuple(worker(values) for values in params.values()),
         crowd=worker(crowd["crowd"]),
         objects=float(crowd["objects"]),
         labels=tuple(crowd.get("labels", ())),
         label_prior=tuple(crowd.get("label_prior", ())),
     )
+
+
+def _polygon_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> Any:
+    from qa.consensus.polygons import PolygonModel, PolygonWorker
+
+    def worker(values: Mapping[str, Any]) -> PolygonWorker:
+        return PolygonWorker(**{k: v for k, v in values.items() if k in PolygonWorker._fields})
+
+    return PolygonModel(
+        workers={w: worker(values) for w, values in params.items()},
+        crowd=worker(crowd["crowd"]),
+        objects=float(crowd["objects"]),
+        n_labels=int(crowd.get("n_labels") or 2),
+    )
+
+
+def _keypoint_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> Any:
+    from qa.consensus.keypoints import KeypointModel, KeypointWorker
+
+    def worker(values: Mapping[str, Any]) -> KeypointWorker:
+        known = {k: v for k, v in values.items() if k in KeypointWorker._fields}
+        known["keypoint_noise"] = {
+            label: tuple(noise) for label, noise in known.get("keypoint_noise", {}).items()
+        }
+        return KeypointWorker(**known)
+
+    return KeypointModel(
+        workers={w: worker(values) for w, values in params.items()},
+        crowd=worker(crowd["crowd"]),
+        objects=float(crowd["objects"]),
+        labels=dict(crowd.get("keypoints", {})),
+    )
+
+
+REBUILD = {"box_em": _box_model, "polygon_em": _polygon_model, "keypoint_em": _keypoint_model}
 
 
 def record(project: Project, result: ProjectFit) -> None:
