@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -628,8 +628,7 @@ def _read_rows(
 ) -> dict[Any, list[Row]]:
     """Each line parsed and its fields checked, grouped by task; annotations are checked
     later, against their task's image."""
-    numbers: list[int] = []
-    rows: list[Any] = []
+    by_task: dict[Any, list[Row]] = {}
     loads = orjson.loads
     bar = console.bar("reading", total=size, unit="B")
     done = shown = 0
@@ -645,73 +644,23 @@ def _read_rows(
                 row = loads(raw)
             except orjson.JSONDecodeError as exc:
                 issues.add(line, f"not JSON ({exc.msg}).")
-                if not issues.skip:
-                    break
             else:
-                numbers.append(line)
-                rows.append(row)
+                error = _row_error(row)
+                if error is None:
+                    task = row["task"]
+                    rows = by_task.get(task)
+                    if rows is None:
+                        by_task[task] = [(line, row)]
+                    else:
+                        rows.append((line, row))
+                    continue
+                issues.add(line, error)
+            if not issues.skip:
+                break
         bar.update(done - shown)
     finally:
         bar.close()
-    # The fields of every line at once; only when one may be wrong, line by line, which names
-    # it. Lines after a refused one are then left out: the input is refused at the first.
-    if not _rows_plain(rows):
-        checked: list[tuple[int, Any]] = []
-        for line, row in zip(numbers, rows, strict=True):
-            error = _row_error(row)
-            if error is None:
-                checked.append((line, row))
-                continue
-            issues.add(line, error)
-            if not issues.skip:
-                break
-        numbers, rows = [line for line, _ in checked], [row for _, row in checked]
-    by_task: dict[Any, list[Row]] = {}
-    for line, row in zip(numbers, rows, strict=True):
-        task = row["task"]
-        group = by_task.get(task)
-        if group is None:
-            by_task[task] = [(line, row)]
-        else:
-            group.append((line, row))
     return by_task
-
-
-def _rows_plain(rows: list[Any]) -> bool:
-    """Whether every parsed line passes :func:`_row_error`, told by C-level passes over all of
-    them; False when any one may not (that one then names what is wrong)."""
-    import numpy as np
-
-    if not set(map(type, rows)) <= {dict}:
-        return False
-    get = dict.get
-    try:
-        tasks = list(map(itemgetter("task"), rows))
-        workers = list(map(itemgetter("worker"), rows))
-    except KeyError:
-        return False
-    weights = list(map(get, rows, repeat("weight"), repeat(1.0)))
-    width = set(map(type, map(get, rows, repeat("width"))))
-    height = set(map(type, map(get, rows, repeat("height"))))
-    if not (
-        set(map(type, tasks)) <= set(KEY_TYPES)
-        and set(map(type, workers)) <= set(KEY_TYPES)
-        and set(map(type, map(get, rows, repeat("annotations")))) <= {list}
-        and set(map(type, weights)) <= set(NUMBER_TYPES)
-    ):
-        return False
-    if width == height == {type(None)}:
-        pass
-    elif width == height == {int}:
-        if min(map(itemgetter("width"), rows)) <= 0 or min(map(itemgetter("height"), rows)) <= 0:
-            return False
-    elif rows:
-        return False
-    try:
-        weight = np.fromiter(weights, dtype=np.float64, count=len(weights))
-    except OverflowError:
-        return False
-    return bool(((weight > 0) & (weight <= 1)).all())
 
 
 def _row_error(row: Any) -> str | None:
