@@ -73,9 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method",
         default="auto",
         help="classification: auto (Dawid-Skene from 200 answers on, majority vote "
-        "before), majority_vote, dawid_skene; shapes: auto (bbox: em unless --quorum is "
-        "given; polygon, keypoints: merge), merge (a fixed --quorum, 0.5 by default), em "
-        "(bbox: a model of each worker learnt by EM over the whole input)",
+        "before), majority_vote, dawid_skene; shapes: auto (em unless --quorum is given), "
+        "merge (a fixed --quorum, 0.5 by default), em "
+        "(a model of each worker learnt by EM over the whole input)",
     )
     parser.add_argument("--input", required=True, help="file to read, - for stdin")
     parser.add_argument("--output", required=True, help="file to write, - for stdout")
@@ -167,8 +167,8 @@ class Settings:
                     f"--method for classification: {', '.join(CLASSIFICATION_METHODS)}."
                 )
             return
-        if self.method not in SHAPE_METHODS or (self.method == "em" and self.kind != "bbox"):
-            raise AggregateError("--method for shapes: auto, merge; em for bbox only.")
+        if self.method not in SHAPE_METHODS:
+            raise AggregateError("--method for shapes: auto, merge, em.")
         if self.method == "em" and quorum is not None:
             raise AggregateError("--method em has no quorum; leave --quorum out.")
 
@@ -178,7 +178,7 @@ class Settings:
 
     @property
     def box_method(self) -> str:
-        """bbox: the worker model unless a fixed quorum is asked for."""
+        """Shapes: the worker model unless a fixed quorum is asked for."""
         return "quorum" if self.method == "merge" or self.quorum is not None else "em"
 
 
@@ -900,20 +900,33 @@ def _merge(
             method=method,  # type: ignore[arg-type]
         )
         return merged, method, {}
+    method = settings.box_method  # the worker model unless a fixed quorum is asked for
     if settings.kind == "polygon":
-        from qa.consensus.polygons import merge_polygons_batch
+        from qa.consensus.polygons import merge_polygons_batch, polygon_model
 
+        if method == "em":
+            polygons = polygon_model(found.crowds, found.sizes, iou_threshold=threshold)
+            merged = merge_polygons_batch(
+                found.crowds, found.sizes, iou_threshold=threshold, model=polygons
+            )
+            return merged, method, dict(polygons.workers)
         merged = merge_polygons_batch(
             found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
         )
         return merged, "quorum", {}
-    from qa.consensus.keypoints import merge_keypoints_batch
+    from qa.consensus.keypoints import keypoint_model, merge_keypoints_batch
     from qa.geometry import keypoint_sigmas
 
     sigmas = {
         label: keypoint_sigmas(names, default=settings.keypoint_sigma)
         for label, names in found.schema.keypoints.items()
     }
+    if method == "em":
+        people = keypoint_model(found.crowds, sigmas=sigmas, oks_threshold=threshold)
+        merged = merge_keypoints_batch(
+            found.crowds, sigmas=sigmas, oks_threshold=threshold, method="em", model=people
+        )
+        return merged, method, dict(people.workers)
     merged = merge_keypoints_batch(
         found.crowds, sigmas=sigmas, oks_threshold=threshold, method="quorum", quorum=quorum
     )
@@ -926,9 +939,8 @@ def _shape_workers(
     """Per worker: answers and items given, and their agreement with the consensus: an item
     agrees when it went into a merged object and carries that object's label; precision is
     the share of their items that agree, recall the share of the merged objects of the images
-    they answered that they gave an agreeing item to. With the bbox worker model (``em``),
-    also every field of what it learnt of them (``model``, as
-    :func:`qa.consensus.boxes.box_workers` gives it)."""
+    they answered that they gave an agreeing item to. With a worker model (``em``), also every
+    field of what it learnt of them (``box_model``, ``polygon_model``, ``keypoint_model``)."""
     stats: dict[Hashable, list[int]] = {}  # worker -> [answers, items, objects seen, agreeing]
     for crowd, objects in zip(found.crowds, merged, strict=True):
         given = {answer.worker: answer.items for answer in crowd}

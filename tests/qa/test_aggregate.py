@@ -290,9 +290,14 @@ def test_the_polygon_report_gives_agreement_with_the_consensus(tmp_path) -> None
     done = run(tmp_path, "polygon", lines, "--report", str(report))
     assert done.returncode == 0, done.stderr
     workers = {w["worker"]: w for w in json.loads(report.read_text())["workers"]}
-    assert workers[0] == {"worker": 0, "answers": 5, "items": 5,
-                          "agreement": {"precision": 1.0, "recall": 1.0, "f1": 1.0}}  # fmt: skip
+    assert {k: workers[0][k] for k in ("worker", "answers", "items", "agreement")} == {
+        "worker": 0, "answers": 5, "items": 5,
+        "agreement": {"precision": 1.0, "recall": 1.0, "f1": 1.0},
+    }  # fmt: skip
     assert workers["stray"]["agreement"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # The polygon worker model learnt over the file: the stray's polygons are strays.
+    assert workers["stray"]["false_marks"] > 3 * workers[0]["false_marks"]
+    assert workers["stray"]["recall"] < workers[0]["recall"]
 
 
 def test_the_dawid_skene_report_gives_each_worker_confusion_and_accuracy(tmp_path) -> None:
@@ -449,8 +454,8 @@ def test_aggregate_refuses_contradictory_box_options(tmp_path, args, message) ->
     text = json.dumps({"task": 1, "worker": 1, "annotations": []})
     with pytest.raises(CommandError, match=message):
         run_aggregate(tmp_path, "bbox", text, *args)
-    with pytest.raises(CommandError, match="em for bbox only"):
-        run_aggregate(tmp_path, "polygon", text, "--method", "em")
+    with pytest.raises(CommandError, match="em has no quorum"):
+        run_aggregate(tmp_path, "polygon", text, "--method", "em", "--quorum", "0.5")
 
 
 def test_aggregate_clips_a_vertex_just_past_the_edge(tmp_path) -> None:
