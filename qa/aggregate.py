@@ -25,7 +25,6 @@ only once the input has been read, and only the kind's own.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import math
 import os
@@ -39,6 +38,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
+from qa.consensus import collector_paused
 from tasks.annotations import MAX_ITEMS, AnnotationError, Schema, validate_annotations
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ def run(settings: Settings, console: Console) -> Summary:
     # Parsed JSON is millions of small objects that never form cycles: with the collector on,
     # each generation's pass walks all of them again and again, which doubles the time taken
     # to read a large input.
-    with _collector_paused(), _source(settings.input) as (handle, size):
+    with collector_paused(), _source(settings.input) as (handle, size):
         targets = [_Target(settings.output)]
         if settings.report:
             targets.append(_Target(settings.report))
@@ -366,17 +366,6 @@ def run(settings: Settings, console: Console) -> Summary:
                 target.discard()
     console.say(summary.text())
     return summary
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @contextmanager

@@ -54,9 +54,7 @@ object crossing a seam was marked in part on each tile.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
@@ -67,6 +65,7 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
+from qa.consensus import collector_paused
 from qa.consensus.box_em import (
     NOISE_FLOOR,
     RATE_FLOOR,
@@ -151,7 +150,7 @@ def merge_boxes_batch(
     # triggers collection after collection over everything created so far; nothing here makes
     # reference cycles, so it waits until the end. (Process-wide: a merge running in another
     # thread meanwhile is only slower or faster, never wrong.)
-    with _collector_paused():
+    with collector_paused():
         crowd = _Crowd.build(images)
         if crowd.n_boxes == 0:
             return [[] for _ in images]
@@ -275,7 +274,7 @@ def box_model(
     them in as many batches as wanted. ``prior`` gives some workers' rates measured on gold:
     their prior is centred there, worth the given strength, instead of on the crowd's mean."""
     _check(iou_threshold, "em")
-    with _collector_paused():
+    with collector_paused():
         crowd = _Crowd.build(images)
         if crowd.n_boxes == 0:
             return _learn(crowd, np.zeros((0, max(crowd.n_ranks, 1)), dtype=np.intp), prior)
@@ -295,17 +294,6 @@ def box_workers(
 
 def _has_boxes(images: Sequence[Sequence[Answer | Sequence[Any]]]) -> bool:
     return any(len(answer[2]) for answers in images for answer in answers)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # Input as flat arrays
