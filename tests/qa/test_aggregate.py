@@ -525,6 +525,7 @@ def test_plain_boxes_take_clean_answers_and_leave_the_rest_to_the_full_check() -
     schema = Schema(kind="bbox", keypoints={"car": [], "bus": []})
     assert plain == [list(validate_annotations(clean, schema=schema, width=200, height=100)), [],
                      None, None, None]  # fmt: skip
+    assert plain[0] is not None
     assert plain[0][0]["bbox"][2] == (0.1 + 0.2) - 0.1  # the full check's arithmetic, bit for bit
     assert labels == {"car", "bus"}
 

@@ -8,6 +8,7 @@ and jitter edges by their noise.
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -257,7 +258,9 @@ def test_a_gold_prior_moves_a_worker_with_few_answers_not_one_with_many() -> Non
         pool = [*rng.sample(CAREFUL, 3), many] + ([few] if i < 6 else [])
         images.append([answer(rng, w, truth) for w in pool])
     # Gold says both mark little and add many boxes: wrong for both, worth 20 answers.
-    gold = {"few": BoxPrior(0.3, 2.0, 20.0), "many": BoxPrior(0.3, 2.0, 20.0)}
+    gold: dict[Hashable, BoxPrior] = {
+        "few": BoxPrior(0.3, 2.0, 20.0), "many": BoxPrior(0.3, 2.0, 20.0)
+    }  # fmt: skip
     plain = box_model(images).workers()
     informed = box_model(images, prior=gold).workers()
     # "few" saw about 20 objects and 6 pictures, as much as the gold is worth: about halfway.

@@ -27,7 +27,9 @@ def blob(
     """A smooth random outline (and its outward normals, and its radius) inside SIZE."""
     theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
     radius = float(rng.uniform(20, 45))
-    r = 1 + sum(rng.uniform(0, 0.1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in (2, 3))
+    r = np.ones_like(theta)
+    for k in (2, 3):
+        r = r + rng.uniform(0, 0.1) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     if lobe:
         r = r + 0.7 * np.exp(-((np.angle(np.exp(1j * (theta - 1.0))) / 0.3) ** 4))
     reach = radius * r.max() + 2
@@ -64,7 +66,7 @@ def crude(rng: np.random.Generator, shape: tuple[np.ndarray, np.ndarray, float])
 
 
 def crowd_with(
-    rng: np.random.Generator, habits: dict[str, dict[str, float]], n_images: int, spammer: bool
+    rng: np.random.Generator, habits: dict[str, dict[str, Any]], n_images: int, spammer: bool
 ) -> tuple[list[list[Any]], list[list[np.ndarray]]]:
     """Images of 1-2 blobs each, answered by every worker in ``habits`` (and a spammer)."""
     crowds: list[list[Any]] = []
@@ -131,6 +133,7 @@ def test_the_polygon_is_the_mask() -> None:
     merged = [obj for objects in merge_polygons_batch(crowds, [SIZE] * 20) for obj in objects]
     assert len(merged) == 20
     for obj in merged:
+        assert obj.mask is not None
         iou = mask_iou([raster(obj.points, *SIZE)], [obj.mask])[0, 0]
         assert iou >= 0.98, iou
 
@@ -139,7 +142,9 @@ def test_tracing_a_mask_gives_it_back() -> None:
     square = np.zeros((50, 60), dtype=np.uint8)
     square[10:30, 20:45] = 1
     assert trace_outline(square) == [(20.0, 10.0), (45.0, 10.0), (45.0, 30.0), (20.0, 30.0)]
-    assert trace_outline(square, (100, 7))[0] == (120.0, 17.0)
+    moved = trace_outline(square, (100, 7))
+    assert moved is not None
+    assert moved[0] == (120.0, 17.0)
     rng = np.random.default_rng(6)
     for _ in range(20):
         outline = blob(rng, lobe=True)[0]
@@ -158,7 +163,9 @@ def test_tracing_a_mask_gives_it_back() -> None:
 
 def test_chunks_with_the_batch_model_get_what_one_batch_gets() -> None:
     rng = np.random.default_rng(7)
-    habits = {"a": {}, "b": {"jitter": 0.05}, "wide": {"bias": 0.08}, "c": {"vertices": 7}}
+    habits: dict[str, dict[str, Any]] = {
+        "a": {}, "b": {"jitter": 0.05}, "wide": {"bias": 0.08}, "c": {"vertices": 7}
+    }  # fmt: skip
     crowds, _ = crowd_with(rng, habits, 24, spammer=True)
     sizes = [SIZE] * len(crowds)
     whole = merge_polygons_batch(crowds, sizes)
