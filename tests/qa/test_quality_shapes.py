@@ -40,7 +40,8 @@ def test_a_consensus_run_reads_as_it_was_started(api_as, manager, client_user) -
     body = latest.json()
     assert set(body) == RUN_KEYS
     assert (body["id"], body["status"]) == (run["id"], "done")
-    assert set(body["params"]) == {"quorum", "iou_threshold"}
+    # Classification merges by a vote or Dawid-Skene: no quorum to record.
+    assert set(body["params"]) == {"iou_threshold"}
 
 
 def test_consensus_results_are_a_page(api_as, manager) -> None:
