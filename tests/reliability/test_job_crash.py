@@ -196,7 +196,7 @@ def test_consensus_run_killed_mid_store_is_redelivered_without_duplicates(
     assert (status, error, done, total) == ("done", "", IMAGES, IMAGES)
     rows, images, merged, boxes = _one(
         db_conn,
-        "SELECT count(*), count(DISTINCT image_id), count(*) FILTER (WHERE method = 'merge'), "
+        "SELECT count(*), count(DISTINCT image_id), count(*) FILTER (WHERE method = 'box_em'), "
         "sum(jsonb_array_length(annotations)) FROM qa_consensusresult WHERE run_id = %s",
         run,
     )
