@@ -19,6 +19,7 @@ from crowd import services
 from crowd.models import Role, User
 from crowd.permissions import IsManager, request_user
 from crowd.profile import me_contributions
+from crowd.tokens import tokens_forget_for_user
 
 
 class CredentialsIn(serializers.Serializer):
@@ -144,7 +145,10 @@ class LogoutApi(APIView):
         description="Ends the browser session, if any; answers 204 with no body either way.",
     )
     def post(self, request: Request) -> Response:
+        user = request.user
         logout(request._request)
+        if isinstance(user, User):
+            tokens_forget_for_user(user_id=user.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -277,10 +277,15 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# How long the cache keeps a token's user (crowd/tokens.py); 0: every request reads them.
+# Every change drops the entry, but only in a cache the web processes share: with the
+# process-local cache of the embedded default it stays off unless set (one process only).
+TOKEN_CACHE_SECONDS = env.int("TOKEN_CACHE_SECONDS", default=60 if REDIS_URL else 0)
+
 REST_FRAMEWORK: dict[str, Any] = {
     # Token first: its WWW-Authenticate header is what turns "not logged in" into a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "crowd.tokens.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from crowd.errors import Conflict, NotFound
 from crowd.models import User
+from crowd.tokens import tokens_forget_for_user
 from qa import events
 from qa.geometry import keypoint_sigmas
 from qa.models import GoldAnswer, GoldResult, WorkerScore, WorkerStatus
@@ -135,6 +136,9 @@ def _judge(row: WorkerScore, project: Project, *, exam_size: int | None = None) 
 def _save_judged(row: WorkerScore, status_before: str) -> None:
     row.save()
     changed = row.status != status_before
+    if changed and WorkerStatus.SUSPENDED in (row.status, status_before):
+        # What a request knows of the worker is read afresh from here on.
+        tokens_forget_for_user(user_id=row.worker_id)
     if changed and row.status == WorkerStatus.SUSPENDED:
         # After commit, in transactions of their own: the caller may hold a task's row lock,
         # and releasing takes other tasks' locks.
