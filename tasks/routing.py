@@ -433,13 +433,39 @@ def _record_in_one_statement(
     return int(row[0]), int(row[1])
 
 
+def _record_live_answer(assignment: Assignment, values: dict[str, Any]) -> bool:
+    """Record the answer of a counted assignment whose lease is live; False (nothing
+    written) when it is not that any more."""
+    live = Assignment.objects.filter(
+        pk=assignment.pk,
+        status=AssignmentStatus.LEASED,
+        expires_at__gt=values["now"],
+        counted=True,
+    )
+    updated = live.update(
+        status=AssignmentStatus.SUBMITTED, answer=values["answer"],
+        submitted_at=values["now"], idempotency_key=values["key"],
+        time_spent_ms=values["spent"],
+    )  # fmt: skip
+    return updated == 1
+
+
 def _record_in_transaction(
     assignment: Assignment, values: dict[str, Any]
 ) -> tuple[int, int] | None:
     """Every engine, and gold answers: lock the assignment, then count the answer last, so
     the task's row lock is held only until the commit. SQLite's IMMEDIATE transaction
-    excludes other writers throughout."""
+    excludes other writers throughout.
+
+    The common case, a counted answer within its lease, is one conditional update of the
+    assignment instead of a read and an update: it changes the row only while it is still
+    that (leased, live, counted), which is what the read would have found."""
     with transaction.atomic():
+        if assignment.counted and _record_live_answer(assignment, values):
+            counts = _count_answer(assignment.task_id, released=True, holds_lease=True)
+            if counts is None:
+                raise LeaseExpired()  # rolls back the assignment's update too
+            return counts
         locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
         if locked.status in AssignmentStatus.answered():
             raise _AlreadyAnswered()

@@ -1,0 +1,82 @@
+"""The worker's hot path in queries (SQLite): what next/ and submit/ cost a worker in the
+middle of their work, pinned so that a query added to either fails here.
+
+The figures count every statement Django sends, the savepoints of the test's transaction
+included; they are those of a worker holding a score row in the project, with the project's
+labels already read by the process. With ``TOKEN_CACHE_SECONDS`` set (the default with
+Redis) the token's user comes from the cache: one query less per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from crowd.models import User
+from tasks.models import Project
+from tests.factories import project_with_tasks
+
+pytestmark = [pytest.mark.django_db]
+
+BOX = {"annotations": [{"label": "car", "bbox": [10, 10, 50, 40]}]}
+
+# (next, submit, submit?next=1) with the token's user cached, and without.
+CACHED = (8, 5, 12)
+UNCACHED = (9, 6, 13)
+
+
+def queries(request: Callable[[], Any]) -> tuple[Any, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        response = request()
+    return response, [q["sql"] for q in captured]
+
+
+def started(manager: User, worker: User, api_as: Callable[[User], APIClient]) -> tuple:
+    """A project of tasks of overlap 2 where the worker already did one task."""
+    project = project_with_tasks(manager, tasks=10, overlap=2)
+    api = api_as(worker)
+    first = api.post(f"/api/v1/projects/{project.pk}/assignments/next/")
+    assert first.status_code == 201
+    done = api.post(f"/api/v1/assignments/{first.json()['id']}/submit/", BOX, format="json")
+    assert done.status_code == 200
+    return project, api
+
+
+def cycle(project: Project, api: APIClient) -> tuple[int, int, int]:
+    """One next, one submit, one submit?next=1 (none completes a task): their queries."""
+    lease, next_sql = queries(lambda: api.post(f"/api/v1/projects/{project.pk}/assignments/next/"))
+    assert lease.status_code == 201
+    url = f"/api/v1/assignments/{lease.json()['id']}/submit/"
+    done, submit_sql = queries(lambda: api.post(url, BOX, format="json"))
+    assert done.status_code == 200
+    lease = api.post(f"/api/v1/projects/{project.pk}/assignments/next/")
+    url = f"/api/v1/assignments/{lease.json()['id']}/submit/?next=1"
+    done, both_sql = queries(lambda: api.post(url, BOX, format="json"))
+    assert done.status_code == 200
+    assert done.json()["next"] is not None
+    return len(next_sql), len(submit_sql), len(both_sql)
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(60, CACHED), (0, UNCACHED)])
+def test_next_and_submit_cost_no_more_queries_than_pinned(
+    settings, manager: User, worker: User, api_as, seconds: int, expected: tuple
+) -> None:
+    settings.TOKEN_CACHE_SECONDS = seconds
+    project, api = started(manager, worker, api_as)
+    assert cycle(project, api) == expected
+
+
+def test_the_token_cache_spares_the_user_lookup_on_every_hot_request(
+    settings, manager: User, worker: User, api_as
+) -> None:
+    settings.TOKEN_CACHE_SECONDS = 60
+    project, api = started(manager, worker, api_as)
+    lease, sql = queries(lambda: api.post(f"/api/v1/projects/{project.pk}/assignments/next/"))
+    url = f"/api/v1/assignments/{lease.json()['id']}/submit/?next=1"
+    _, more = queries(lambda: api.post(url, BOX, format="json"))
+    assert not [q for q in sql + more if "authtoken_token" in q or '"crowd_user"' in q]
