@@ -30,8 +30,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pycocotools import mask as coco_mask
-from scipy.optimize import linear_sum_assignment
 
 FloatArray = npt.NDArray[np.float64]
 Item = Mapping[str, Any]
@@ -83,6 +81,8 @@ def polygons_to_rles(polygons: Sequence[Polygon], width: int, height: int) -> li
         # pycocotools reads a list of exactly four numbers as a box, and fewer as nothing.
         if coords.size < 6 or coords.size % 2:
             raise ValueError(f"polygon {index} needs at least 3 [x, y] points")
+    from pycocotools import mask as coco_mask
+
     rles: list[Rle] = coco_mask.frPyObjects([c.tolist() for c in flat], height, width)
     return rles
 
@@ -91,6 +91,8 @@ def mask_iou(rles_a: Sequence[Rle], rles_b: Sequence[Rle]) -> FloatArray:
     """IoU of every mask of ``rles_a`` with every mask of ``rles_b``, as an (N, M) matrix."""
     if not rles_a or not rles_b:
         return np.zeros((len(rles_a), len(rles_b)))
+    from pycocotools import mask as coco_mask
+
     ious = coco_mask.iou(list(rles_a), list(rles_b), [0] * len(rles_b))
     return np.nan_to_num(np.asarray(ious, dtype=np.float64).reshape(len(rles_a), len(rles_b)))
 
@@ -220,6 +222,10 @@ def match(similarity: npt.ArrayLike, threshold: float) -> Match:
     n_rows, n_cols = matrix.shape
     pairs: list[Pair] = []
     if n_rows and n_cols:
+        # Imported here: scipy.optimize takes most of a second to load, and a box merge that
+        # never meets an ambiguous match (the command-line tool's usual case) never needs it.
+        from scipy.optimize import linear_sum_assignment
+
         eligible = np.where(matrix >= threshold, matrix, 0.0)
         rows, cols = linear_sum_assignment(eligible, maximize=True)
         pairs = [

@@ -54,7 +54,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from qa.consensus.objects import weighted_median
 
@@ -365,40 +364,36 @@ def label_em(
     class, so that a worker who has seen a class a few times is not taken to always confuse
     it; the crowd's own is centred on a crowd that mostly gives the right label.
     """
-    given = _given(member_candidate, member_worker, member_label, len(real), n_workers, n_labels)
+    n_candidates = len(real)
+    given = member_worker * n_labels + member_label
     # The start: each candidate's share of its members' labels.
-    votes = given @ np.tile(np.eye(n_labels), (n_workers, 1))
+    votes = np.bincount(
+        member_candidate * n_labels + member_label, minlength=n_candidates * n_labels
+    ).reshape(n_candidates, n_labels)
     posterior: FloatArray = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1.0)
-    # by_given[j * K + l, k]: how many members of candidates of class k are worker j's label l.
-    by_given = given.T.tocsr()
     iterations = 0
     while True:
         iterations += 1
-        counts = (by_given @ (posterior * real[:, None])).reshape(n_workers, n_labels, n_labels)
-        confusion, crowd, prior = _fit_confusion(counts.transpose(0, 2, 1), strength)
-        updated = _class_posterior(given, confusion, prior)
-        change = float(np.abs(updated - posterior).max()) if len(real) else 0.0
+        # counts[j * K + l, k]: how much of the real candidates of class k worker j labelled l.
+        counts = _sum_rows(
+            given, n_workers * n_labels, (posterior * real[:, None])[member_candidate]
+        )
+        confusion, crowd, prior = _fit_confusion(
+            counts.reshape(n_workers, n_labels, n_labels).transpose(0, 2, 1), strength
+        )
+        updated = _class_posterior(member_candidate, given, n_candidates, confusion, prior)
+        change = float(np.abs(updated - posterior).max()) if n_candidates else 0.0
         posterior = updated
         if change < tolerance or iterations >= max_iterations:
             return Labels(posterior, confusion, crowd, prior, iterations)
 
 
-def _given(
-    member_candidate: IntArray,
-    member_worker: IntArray,
-    member_label: IntArray,
-    n_candidates: int,
-    n_workers: int,
-    n_labels: int,
-) -> sparse.csr_array:
-    """A (candidates, workers x labels) count of who gave which label on each candidate."""
-    return sparse.csr_array(
-        (
-            np.ones(len(member_candidate)),
-            (member_candidate, member_worker * n_labels + member_label),
-        ),
-        shape=(n_candidates, n_workers * n_labels),
-    )
+def _sum_rows(group: IntArray, n_groups: int, values: FloatArray) -> FloatArray:
+    """``values`` (M, K) summed by ``group`` (M ids below ``n_groups``): (n_groups, K)."""
+    out = np.empty((n_groups, values.shape[1]))
+    for column in range(values.shape[1]):
+        out[:, column] = np.bincount(group, values[:, column], minlength=n_groups)
+    return out
 
 
 def _fit_confusion(
@@ -428,18 +423,24 @@ def label_posterior(
     """The E step alone: each candidate's probability of each class given its members' labels
     and their workers' ``confusion`` (n_workers, K, K). It depends on the candidate's own
     members only."""
-    n_workers, n_labels, _ = confusion.shape
-    given = _given(member_candidate, member_worker, member_label, n_candidates, n_workers, n_labels)
-    return _class_posterior(given, confusion, prior)
+    n_labels = confusion.shape[1]
+    given = member_worker * n_labels + member_label
+    return _class_posterior(member_candidate, given, n_candidates, confusion, prior)
 
 
 def _class_posterior(
-    given: sparse.csr_array, confusion: FloatArray, prior: FloatArray
+    member_candidate: IntArray,
+    given: IntArray,
+    n_candidates: int,
+    confusion: FloatArray,
+    prior: FloatArray,
 ) -> FloatArray:
+    """Each candidate's class posterior; ``given[m]`` is member m's worker x K + label."""
     n_labels = len(prior)
     # Row (worker j, given label l) holds log P(l | class k) for each k.
     log_confusion = np.log(np.maximum(confusion, RATE_FLOOR)).transpose(0, 2, 1)
-    log = given @ log_confusion.reshape(-1, n_labels) + np.log(prior)[None, :]
+    log = _sum_rows(member_candidate, n_candidates, log_confusion.reshape(-1, n_labels)[given])
+    log += np.log(prior)[None, :]
     log -= log.max(axis=1, keepdims=True) if len(log) else 0.0
     out: FloatArray = np.exp(log)
     out /= out.sum(axis=1, keepdims=True)

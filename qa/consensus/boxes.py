@@ -62,8 +62,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from qa.consensus import collector_paused
 from qa.consensus.box_em import (
@@ -101,6 +99,31 @@ PLACEMENT_ROUNDS = 2
 LABEL_NEGLIGIBLE = 1e-3
 
 
+@dataclass(frozen=True)
+class BoxColumns:
+    """A batch of box answers as columns instead of an object per box, for callers that hold
+    millions of boxes (``crowd-aggregate``): :func:`merge_boxes_batch` and :func:`box_model`
+    take it in place of the images' answers and treat it exactly as those answers.
+
+    Answers come image by image, ``answers_per_image[i]`` of them for image ``i``; boxes
+    answer by answer, ``boxes_per_answer[a]`` of them for answer ``a``.
+    """
+
+    answers_per_image: IntArray
+    workers: list[Hashable]  # per answer
+    weights: FloatArray  # per answer, in (0, 1]
+    boxes_per_answer: IntArray
+    boxes: FloatArray  # (n_boxes, 4): x, y, w, h in full-image pixels
+    label: IntArray  # per box, an index into ``label_names``
+    label_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.answers_per_image)
+
+
+Images = Sequence[Sequence[Answer | Sequence[Any]]] | BoxColumns
+
+
 def merge_boxes(
     answers: Sequence[Answer | Sequence[Any]],
     *,
@@ -127,7 +150,7 @@ def merge_boxes(
 
 
 def merge_boxes_batch(
-    images: Sequence[Sequence[Answer | Sequence[Any]]],
+    images: Images,
     *,
     iou_threshold: float = 0.5,
     quorum: float = 0.5,
@@ -153,7 +176,7 @@ def merge_boxes_batch(
     with collector_paused():
         crowd = _Crowd.build(images)
         if crowd.n_boxes == 0:
-            return [[] for _ in images]
+            return [[] for _ in range(len(images))]
         members = _clusters(crowd, iou_threshold, refine)
         if method == "em":
             if model is None:
@@ -264,7 +287,7 @@ class BoxModel:
 
 
 def box_model(
-    images: Sequence[Sequence[Answer | Sequence[Any]]],
+    images: Images,
     *,
     iou_threshold: float = 0.5,
     refine: bool = False,
@@ -340,7 +363,9 @@ class _Crowd:
         self.voters_weight = np.bincount(answer_image, answer_weight, minlength=n_images)
 
     @classmethod
-    def build(cls, images: Sequence[Sequence[Answer | Sequence[Any]]]) -> _Crowd:
+    def build(cls, images: Images) -> _Crowd:
+        if isinstance(images, BoxColumns):
+            return cls.from_columns(images)
         workers: list[Hashable] = []
         weights: list[float] = []
         item_lists: list[Sequence[Item]] = []
@@ -352,11 +377,6 @@ class _Crowd:
                 workers += image_workers
                 weights += image_weights
                 item_lists += image_items
-        weight = np.array(weights, dtype=np.float64)
-        for index in np.flatnonzero(~((weight > 0) & (weight <= 1)))[:1].tolist():
-            raise ValueError(
-                f"worker {workers[index]!r}: weight must be in (0, 1], got {weights[index]}"
-            )
         # One C-level pass per field over all items: this runs over every box of a project.
         items = list(chain.from_iterable(item_lists))
         coords = list(map(itemgetter("bbox"), items))
@@ -365,10 +385,59 @@ class _Crowd:
             raise ValueError("a bbox must be [x, y, w, h]")
         # Label ids in order of first sight, looked up in one C-level pass.
         ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
-        label = np.fromiter(map(ids.__getitem__, names), dtype=np.intp, count=len(names))
-        boxes = np.fromiter(
-            chain.from_iterable(coords), dtype=np.float64, count=4 * len(coords)
-        ).reshape(-1, 4)
+        return cls._assemble(
+            workers=workers,
+            weight=np.array(weights, dtype=np.float64),
+            per_image=np.array(per_image, dtype=np.intp),
+            count=np.fromiter(map(len, item_lists), dtype=np.intp, count=len(item_lists)),
+            boxes=np.fromiter(
+                chain.from_iterable(coords), dtype=np.float64, count=4 * len(coords)
+            ).reshape(-1, 4),
+            label=np.fromiter(map(ids.__getitem__, names), dtype=np.intp, count=len(names)),
+            labels=list(ids),
+        )
+
+    @classmethod
+    def from_columns(cls, columns: BoxColumns) -> _Crowd:
+        label = np.asarray(columns.label, dtype=np.intp)
+        names: list[str] = []
+        if len(label):
+            # Label ids renumbered in order of first sight, as answers given as objects get
+            # them: the same input merges the same, bit for bit, however it is handed over.
+            seen, first, inverse = np.unique(label, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty(len(seen), dtype=np.intp)
+            rank[order] = np.arange(len(seen))
+            label = rank[inverse.ravel()]
+            names = [columns.label_names[i] for i in seen[order].tolist()]
+        return cls._assemble(
+            workers=list(columns.workers),
+            weight=np.asarray(columns.weights, dtype=np.float64),
+            per_image=np.asarray(columns.answers_per_image, dtype=np.intp),
+            count=np.asarray(columns.boxes_per_answer, dtype=np.intp),
+            boxes=np.asarray(columns.boxes, dtype=np.float64).reshape(-1, 4),
+            label=label,
+            labels=names,
+        )
+
+    @classmethod
+    def _assemble(
+        cls,
+        *,
+        workers: list[Hashable],
+        weight: FloatArray,
+        per_image: IntArray,
+        count: IntArray,
+        boxes: FloatArray,
+        label: IntArray,
+        labels: list[str],
+    ) -> _Crowd:
+        for index in np.flatnonzero(~((weight > 0) & (weight <= 1)))[:1].tolist():
+            raise ValueError(
+                f"worker {workers[index]!r}: weight must be in (0, 1], got {weight[index]}"
+            )
+        if len(count) != len(weight) or not int(count.sum()) == len(boxes) == len(label):
+            raise ValueError("boxes, labels and answers do not add up")
         if not np.isfinite(boxes).all() or (boxes[:, 2:] < 0).any():
             raise ValueError("boxes must be finite with non-negative width and height")
         corners = boxes.copy()
@@ -379,7 +448,6 @@ class _Crowd:
         first = np.searchsorted(image[order], image[order])
         rank = np.empty(len(image), dtype=np.intp)
         rank[order] = np.arange(len(image)) - first
-        count = np.fromiter(map(len, item_lists), dtype=np.intp, count=len(item_lists))
         box_answer = np.repeat(np.arange(len(count)), count)
         return cls(
             workers=workers,
@@ -387,12 +455,12 @@ class _Crowd:
             answer_weight=weight,
             answer_rank=rank,
             box_answer=box_answer,
-            box_item=_ragged_arange(count),
+            box_item=ragged_arange(count),
             corners=corners,
             label=label,
-            labels=list(ids),
-            label_order=_first_seen_order(image[box_answer], label, len(ids)),
-            n_images=len(images),
+            labels=labels,
+            label_order=_first_seen_order(image[box_answer], label, len(labels)),
+            n_images=len(per_image),
         )
 
 
@@ -412,7 +480,7 @@ def _first_seen_order(group: IntArray, value: IntArray, n_values: int) -> IntArr
     return np.asarray(rank[inverse.ravel()], dtype=np.intp)
 
 
-def _ragged_arange(counts: IntArray) -> IntArray:
+def ragged_arange(counts: IntArray) -> IntArray:
     """``0 .. counts[0] - 1, 0 .. counts[1] - 1, ...`` in one array."""
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
@@ -426,7 +494,8 @@ def _pair_iou(a: FloatArray, b: FloatArray) -> FloatArray:
 
 def _iou(*corners: FloatArray) -> FloatArray:
     """IoU of box ``i`` of ``a`` with box ``i`` of ``b``, given as eight coordinate arrays
-    ``ax0, ay0, ax1, ay1, bx0, by0, bx1, by1`` (contiguous columns are the fast layout).
+    ``ax0, ay0, ax1, ay1, bx0, by0, bx1, by1`` (contiguous columns are the fast layout; arrays
+    that broadcast together give the IoU of every pair they pair up).
 
     Boxes that do not overlap, including boxes of zero area, have IoU 0.
     """
@@ -439,7 +508,7 @@ def _iou(*corners: FloatArray) -> FloatArray:
     np.maximum(height, 0.0, out=height)
     inter *= height
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
-    out = np.zeros(len(inter))
+    out = np.zeros(inter.shape)
     np.divide(inter, union, out=out, where=inter > 0)
     return out
 
@@ -456,7 +525,7 @@ def _candidate_pairs(
     start = np.cumsum(count) - count
     per_box = count[box_image]
     box = np.repeat(np.arange(len(box_image)), per_box)
-    cluster = order[np.repeat(start[box_image], per_box) + _ragged_arange(per_box)]
+    cluster = order[np.repeat(start[box_image], per_box) + ragged_arange(per_box)]
     return box, cluster
 
 
@@ -490,6 +559,10 @@ def _solve(rows: IntArray, cols: IntArray, similarity: FloatArray) -> BoolArray:
     positive (sparse matrices drop zeros): a real pair plus its dummy pair costs
     ``4 - similarity`` against ``4`` for leaving both unmatched.
     """
+    # scipy's sparse stack takes a third of a second to import: only contested matches need it.
+    from scipy import sparse
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
     row_ids, r = np.unique(rows, return_inverse=True)
     col_ids, c = np.unique(cols, return_inverse=True)
     n_r, n_c = len(row_ids), len(col_ids)
@@ -607,17 +680,20 @@ def _weighted_mean(corners: FloatArray, weight: FloatArray, origin: FloatArray) 
     """Weighted mean over axis 1 of ``corners`` (C, R, 4), computed as ``origin`` (C, 4) plus
     the mean offset from it, so members that agree exactly give exactly their value."""
     # Summed member by member in rank order, so a cluster's result never depends on what
-    # else is in the batch.
-    offset = (weight[:, :, None] * (corners - origin[:, None, :])).sum(axis=1)
-    out: FloatArray = origin + offset / weight.sum(axis=1)[:, None]
+    # else is in the batch (and a rank at a time: a (C, 4) pass each, no (C, R, 4) temporary).
+    offset = np.zeros_like(origin)
+    total = np.zeros(len(origin))
+    for rank in range(corners.shape[1]):
+        offset += weight[:, rank, None] * (corners[:, rank] - origin)
+        total += weight[:, rank]
+    out: FloatArray = origin + offset / total[:, None]
     return out
 
 
 def _member_iou(corners: FloatArray, boxes: FloatArray) -> FloatArray:
     """IoU of each member (C, R, 4) with its cluster's box (C, 4), as (C, R)."""
-    n_clusters, n_ranks, _ = corners.shape
-    iou = _pair_iou(corners.reshape(-1, 4), np.repeat(boxes, n_ranks, axis=0))
-    return iou.reshape(n_clusters, n_ranks)
+    # Broadcast (C, R) against (C, 1), coordinate by coordinate: no repeated copy of the boxes.
+    return _iou(*np.moveaxis(corners, 2, 0), *boxes.T[:, :, None])
 
 
 def _support(crowd: _Crowd, members: IntArray) -> FloatArray:
@@ -646,7 +722,7 @@ def _voters(
     first_answer = np.cumsum(n_answers) - n_answers
     per_cluster = n_answers[cluster_image]
     pair_candidate = np.repeat(np.arange(n_clusters), per_cluster)
-    pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + _ragged_arange(per_cluster)
+    pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + ragged_arange(per_cluster)
     marked = members[pair_candidate, crowd.answer_rank[pair_answer]] >= 0
     return pair_candidate, answer_worker[pair_answer], marked
 

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from qa.consensus.box_em import existence_em
-from qa.consensus.boxes import BoxPrior, box_model, box_workers, merge_boxes, merge_boxes_batch
+from qa.consensus.boxes import (
+    BoxColumns,
+    BoxPrior,
+    box_model,
+    box_workers,
+    merge_boxes,
+    merge_boxes_batch,
+)
 from qa.consensus.objects import Answer
 
 Worker = tuple[str, float, float, float]  # name, recall, false marks a picture, jitter (px)
@@ -175,6 +182,53 @@ def test_em_is_deterministic() -> None:
     first = merge_boxes_batch(images, method="em")
     assert merge_boxes_batch(images, method="em") == first
     assert box_workers(images) == box_workers(images)
+
+
+def columns(images: list[list[Answer]], names: list[str]) -> BoxColumns:
+    """The images' answers as columns, label ids by their index in ``names``."""
+    answers = [a for image in images for a in image]
+    items = [item for a in answers for item in a.items]
+    return BoxColumns(
+        answers_per_image=np.array([len(image) for image in images], dtype=np.intp),
+        workers=[a.worker for a in answers],
+        weights=np.array([a.weight for a in answers]),
+        boxes_per_answer=np.array([len(a.items) for a in answers], dtype=np.intp),
+        boxes=np.array([item["bbox"] for item in items]).reshape(-1, 4),
+        label=np.array([names.index(item["label"]) for item in items], dtype=np.intp),
+        label_names=names,
+    )
+
+
+@pytest.mark.parametrize("method", ["em", "quorum"])
+def test_columns_merge_exactly_as_the_answers_they_hold(method: str) -> None:
+    _, images = crowd(11, 150, CAREFUL[:4] + SLOPPY[:4], 5)
+    rng = random.Random(3)
+    # Three labels, first seen in a different order on each image.
+    images = [
+        [a._replace(items=[{**i, "label": rng.choice(["car", "bus", "van"])} for i in a.items])
+         for a in image]
+        for image in images
+    ]  # fmt: skip
+    images[7] = []  # an image nobody answered
+    images[9][0] = Answer(images[9][0].worker, 0.5, [])  # an answer that marked nothing
+    expected = merge_boxes_batch(images, method=method)  # type: ignore[arg-type]
+    # Label ids in any order (here not the order of first sight) give the same merge.
+    given = columns(images, ["van", "bus", "car", "unused"])
+    assert merge_boxes_batch(given, method=method) == expected  # type: ignore[arg-type]
+    if method == "em":
+        assert box_model(given).workers() == box_model(images).workers()
+        assert merge_boxes_batch(given, method="em", model=box_model(images)) == expected
+
+
+def test_columns_that_do_not_add_up_are_refused() -> None:
+    _, images = crowd(12, 3, CAREFUL[:3], 3)
+    given = columns(images, ["car"])
+    short = BoxColumns(**{**given.__dict__, "label": given.label[:-1]})
+    with pytest.raises(ValueError, match="add up"):
+        merge_boxes_batch(short, method="em")
+    bad = BoxColumns(**{**given.__dict__, "weights": np.zeros(len(given.workers))})
+    with pytest.raises(ValueError, match="weight must be in"):
+        merge_boxes_batch(bad)
 
 
 def test_unknown_method_is_refused() -> None:
