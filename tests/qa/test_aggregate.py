@@ -521,22 +521,27 @@ def test_plain_boxes_take_clean_answers_and_leave_the_rest_to_the_full_check() -
         validate_annotations(
             thin, schema=Schema(kind="bbox", keypoints={"car": []}), width=200, height=100
         )
-    plain, labels = plain_boxes([clean, [], clipped, wrong, thin], [(200, 100)] * 5)
+    found = plain_boxes([clean, [], clipped, wrong, thin], [(200, 100)] * 5)
     schema = Schema(kind="bbox", keypoints={"car": [], "bus": []})
+    plain = [found.items(k) for k in range(5)]
     assert plain == [list(validate_annotations(clean, schema=schema, width=200, height=100)), [],
                      None, None, None]  # fmt: skip
     assert plain[0] is not None
     assert plain[0][0]["bbox"][2] == (0.1 + 0.2) - 0.1  # the full check's arithmetic, bit for bit
-    assert labels == {"car", "bus"}
+    assert found.names == ["car", "bus"]
+    assert found.counts == [2, 0, 1, 1, 1]
+    assert found.label.tolist() == [0, 1, 0, 0, 0]
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(items, max_size=4), max_size=6))
 def test_plain_boxes_are_what_the_full_check_returns(answers) -> None:
     sizes = [(200, 100)] * len(answers)
-    plain, labels = plain_boxes(answers, sizes)
+    found = plain_boxes(answers, sizes)
+    plain = [found.items(k) for k in range(len(answers))]
     schema = Schema(kind="bbox", keypoints={"car": [], "bus": []})
-    assert labels <= {"car", "bus"}
+    assert set(found.names) <= {"car", "bus"}
+    assert len(found.boxes) == len(found.label) == sum(found.counts)
     for answer, fast in zip(answers, plain, strict=True):
         if fast is None:
             continue  # left to the full check
