@@ -44,6 +44,7 @@ from tasks.models import Image, Kind, Project, Task
 from tasks.schema import project_schema
 
 if TYPE_CHECKING:
+    from qa.consensus.box_em import GoldRates
     from qa.consensus.boxes import BoxModel
 
 logger = logging.getLogger(__name__)
@@ -105,13 +106,17 @@ def fit(project: Project, answers: Sequence[AnswerRow]) -> ProjectFit | None:
 
         images = Image.objects.in_bulk(sorted(set(images_of)))
         sizes = [(images[i].width, images[i].height) for i in images_of]
-        model: Any = polygon_model(crowds, sizes, iou_threshold=project.iou_threshold)
+        model: Any = polygon_model(
+            crowds, sizes, iou_threshold=project.iou_threshold, prior=_gold_rates(project)
+        )
         return _shape_fit("polygon_em", model, len(answers))
     from qa import services
     from qa.consensus.keypoints import keypoint_model
 
     sigmas = services.project_sigmas(project)
-    model = keypoint_model(crowds, sigmas=sigmas, oks_threshold=project.iou_threshold)
+    model = keypoint_model(
+        crowds, sigmas=sigmas, oks_threshold=project.iou_threshold, prior=_gold_rates(project)
+    )
     return _shape_fit("keypoint_em", model, len(answers))
 
 
@@ -176,13 +181,17 @@ def gold_priors(project: Project) -> dict[int, tuple[float, float, float]]:
     }
 
 
-def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> ProjectFit:
-    from qa.consensus.boxes import BoxPrior, box_model
+def _gold_rates(project: Project) -> dict[Hashable, GoldRates] | None:
+    """:func:`gold_priors` as the shape models take them; None without gold results."""
+    from qa.consensus.box_em import GoldRates
 
-    priors: dict[Hashable, BoxPrior] = {
-        w: BoxPrior(*values) for w, values in gold_priors(project).items()
-    }
-    model = box_model(crowds, iou_threshold=project.iou_threshold, prior=priors or None)
+    return {w: GoldRates(*values) for w, values in gold_priors(project).items()} or None
+
+
+def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> ProjectFit:
+    from qa.consensus.boxes import box_model
+
+    model = box_model(crowds, iou_threshold=project.iou_threshold, prior=_gold_rates(project))
     fits = [
         WorkerFit(
             worker=int(worker),  # type: ignore[call-overload]

@@ -50,7 +50,9 @@ a few milliseconds for 10,000 images.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -181,6 +183,28 @@ class Prior:
     def none(cls, n_workers: int) -> Prior:
         nan = np.full(n_workers, np.nan)
         return cls(nan, nan.copy(), nan.copy())
+
+    @classmethod
+    def of(cls, workers: Sequence[Hashable], gold: Mapping[Hashable, GoldRates] | None) -> Prior:
+        """The prior of ``workers`` (in the EM's worker order): centred on their ``gold``
+        rates where given, on the crowd's mean for the rest (and for workers only gold saw)."""
+        out = cls.none(len(workers))
+        index = {worker: j for j, worker in enumerate(workers)}
+        for worker, rates in (gold or {}).items():
+            j = index.get(worker)
+            if j is not None:
+                out.recall[j], out.false_marks[j], out.strength[j] = rates
+        return out
+
+
+class GoldRates(NamedTuple):
+    """A worker's rates measured on gold images (objects found over objects there, extra
+    objects an answer), worth ``strength`` answers in the EM's prior on that worker in place
+    of the crowd's mean. One kind for every shape: gold scoring counts objects alike."""
+
+    recall: float
+    false_marks: float
+    strength: float
 
 
 @dataclass(frozen=True)

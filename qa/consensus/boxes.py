@@ -67,6 +67,7 @@ from qa.consensus import collector_paused
 from qa.consensus.box_em import (
     NOISE_FLOOR,
     RATE_FLOOR,
+    GoldRates,
     Prior,
     existence_em,
     existence_posterior,
@@ -232,13 +233,9 @@ class BoxWorker(NamedTuple):
     shift: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
-class BoxPrior(NamedTuple):
-    """A worker's rates measured on gold images, worth ``strength`` answers in the EM's prior
-    on that worker (in place of the crowd's mean)."""
-
-    recall: float
-    false_marks: float
-    strength: float
+# A worker's rates on gold, the prior of their rates in the box EM (the name boxes have
+# always used for it).
+BoxPrior = GoldRates
 
 
 @dataclass(frozen=True)
@@ -734,11 +731,7 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
     n_workers = len(ids)
     answer_worker = _answer_workers(crowd, ids, n_workers)
     worker_images = np.bincount(answer_worker, minlength=n_workers)
-    gold = Prior.none(n_workers)
-    for worker, rates in (prior or {}).items():
-        if worker in ids:
-            j = ids[worker]
-            gold.recall[j], gold.false_marks[j], gold.strength[j] = rates
+    gold = Prior.of(list(ids), prior)
     pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
     existence = existence_em(
         pair_candidate,

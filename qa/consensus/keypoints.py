@@ -58,7 +58,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from qa.consensus.box_em import JOIN, RATE_FLOOR, Existence, existence_em
+from qa.consensus.box_em import JOIN, RATE_FLOOR, Existence, GoldRates, Prior, existence_em
 from qa.consensus.objects import (
     EPS,
     Answer,
@@ -213,10 +213,13 @@ def keypoint_model(
     sigmas: Mapping[str, npt.ArrayLike],
     oks_threshold: float = 0.5,
     mirror: Mapping[str, Sequence[int]] | None = None,
+    prior: Mapping[Hashable, GoldRates] | None = None,
 ) -> KeypointModel:
-    """The model of each worker that ``merge_keypoints_batch(crowds)`` learns (see the module)."""
+    """The model of each worker that ``merge_keypoints_batch(crowds)`` learns (see the module).
+    ``prior`` gives some workers' recall and false marks measured on gold: their prior is
+    centred there instead of on the crowd's mean."""
     mirrors = _mirrors(mirror)
-    return _learn(_batch(crowds, sigmas, oks_threshold, mirrors), mirrors)
+    return _learn(_batch(crowds, sigmas, oks_threshold, mirrors), mirrors, prior)
 
 
 # Clustering
@@ -492,7 +495,11 @@ def _consensus(
     return None if merged is None else (merged[0], merged[1], instances)
 
 
-def _learn(batch: _Batch, mirrors: Mapping[str, IntArray]) -> KeypointModel:
+def _learn(
+    batch: _Batch,
+    mirrors: Mapping[str, IntArray],
+    prior: Mapping[Hashable, GoldRates] | None = None,
+) -> KeypointModel:
     ids = {worker: i for i, worker in enumerate(dict.fromkeys(batch.workers))}
     answer_worker = np.array([ids[w] for w in batch.workers], dtype=np.intp)
     n_workers = len(ids)
@@ -525,6 +532,7 @@ def _learn(batch: _Batch, mirrors: Mapping[str, IntArray]) -> KeypointModel:
         np.array(marked, dtype=np.bool_),
         worker_images=worker_images,
         start=start,
+        prior=Prior.of(list(ids), prior),
     )
     q = existence.posterior
     params: _Params | None = None

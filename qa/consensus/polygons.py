@@ -62,7 +62,7 @@ such pixels is one object. It ignores weights and cannot split touching objects.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -72,7 +72,14 @@ import numpy.typing as npt
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from qa.consensus.box_em import JOIN, PRIOR_STRENGTH, RATE_FLOOR, existence_em
+from qa.consensus.box_em import (
+    JOIN,
+    PRIOR_STRENGTH,
+    RATE_FLOOR,
+    GoldRates,
+    Prior,
+    existence_em,
+)
 from qa.consensus.objects import (
     EPS,
     Answer,
@@ -199,9 +206,12 @@ def polygon_model(
     sizes: Sequence[tuple[int, int]],
     *,
     iou_threshold: float = 0.5,
+    prior: Mapping[Hashable, GoldRates] | None = None,
 ) -> PolygonModel:
-    """The model of each worker that :func:`merge_polygons_batch` learns from this batch."""
-    return _learn(_Batch.build(crowds, sizes, iou_threshold))
+    """The model of each worker that :func:`merge_polygons_batch` learns from this batch.
+    ``prior`` gives some workers' recall and false marks measured on gold: their prior is
+    centred there instead of on the crowd's mean."""
+    return _learn(_Batch.build(crowds, sizes, iou_threshold), prior)
 
 
 # The batch
@@ -561,7 +571,7 @@ def _offset_outward(points: FloatArray, distance: float) -> FloatArray:
 # Learning and applying the model
 
 
-def _learn(batch: _Batch) -> PolygonModel:
+def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> PolygonModel:
     pairs = _Pairs.build(batch)
     workers = pairs.workers
     if not workers:
@@ -574,6 +584,7 @@ def _learn(batch: _Batch) -> PolygonModel:
             pairs.marked,
             worker_images=pairs.worker_images,
             start=np.array([min(batch.support(c), 1.0) for c in batch.clusters]),
+            prior=Prior.of(workers, prior),
         )
         real, recall, false_marks, objects = (
             existence.posterior,

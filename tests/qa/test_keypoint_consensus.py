@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from qa.consensus.box_em import GoldRates
 from qa.consensus.keypoints import keypoint_model, merge_keypoints, merge_keypoints_batch
 from qa.geometry import keypoint_area, oks
 
@@ -188,3 +189,17 @@ def test_one_image_keeps_the_fixed_quorum_unless_asked() -> None:
         merge_keypoints(images[0], sigmas=SIGMAS, method="vote")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="permutation"):
         merge_keypoints_batch(images, sigmas=SIGMAS, mirror={"star": [0, 0, 1, 2, 3]})
+
+
+def test_gold_sets_the_prior_of_a_worker_seen_on_few_images() -> None:
+    honest = [Worker(f"h{i}") for i in range(3)]
+    _, images = crowd(honest, 40, seed=12)
+    for image in images[:6]:  # six images, every star marked: the crowd alone finds them fine
+        image.append(("few", 1.0, image[0][2]))
+    plain = keypoint_model(images, sigmas=SIGMAS)
+    # Gold says they mark a third of the people there and add two strays a picture, worth 20
+    # answers: as much as their few images, so the learnt rates go about halfway.
+    informed = keypoint_model(images, sigmas=SIGMAS, prior={"few": GoldRates(0.3, 2.0, 20.0)})
+    assert informed.workers["few"].recall < plain.workers["few"].recall - 0.2
+    assert informed.workers["few"].false_marks > plain.workers["few"].false_marks + 0.5
+    assert informed.workers["h0"].recall == pytest.approx(plain.workers["h0"].recall, abs=0.02)

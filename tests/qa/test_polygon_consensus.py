@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
+from qa.consensus.box_em import GoldRates
 from qa.consensus.polygons import (
     merge_polygons,
     merge_polygons_batch,
@@ -271,3 +273,20 @@ def test_the_label_follows_the_workers_who_label_well() -> None:
         objects[0].label == ("leaf" if k % 2 else "stone") for k, objects in enumerate(merged)
     )
     assert right >= 27
+
+
+def test_gold_sets_the_prior_of_a_worker_seen_on_few_images() -> None:
+    rng = np.random.default_rng(12)
+    crowds, _ = crowd_with(rng, {"a": {}, "b": {}, "c": {}}, 30, spammer=False)
+    # "few" answered six images, marking everything there: the crowd alone finds them fine.
+    for image in crowds[:6]:
+        image.append(("few", 1.0, image[0][2]))
+    plain = polygon_model(crowds, [SIZE] * len(crowds))
+    # Gold says they mark a third of what is there and add two strays a picture, worth 20
+    # answers: as much as their few images, so the learnt rates go about halfway.
+    gold: dict[Hashable, GoldRates] = {"few": GoldRates(0.3, 2.0, 20.0)}
+    informed = polygon_model(crowds, [SIZE] * len(crowds), prior=gold)
+    assert informed.workers["few"].recall < plain.workers["few"].recall - 0.2
+    assert informed.workers["few"].false_marks > plain.workers["few"].false_marks + 0.5
+    # Workers without gold stay where they were.
+    assert informed.workers["a"].recall == pytest.approx(plain.workers["a"].recall, abs=0.02)

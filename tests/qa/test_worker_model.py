@@ -265,7 +265,9 @@ def seed_shapes(project: Project, kind: str, images: int) -> list[int]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("kind", ["polygon", "keypoints"])
-def test_polygon_and_keypoint_runs_learn_their_models(manager: Any, kind: str) -> None:
+def test_polygon_and_keypoint_runs_learn_their_models(
+    manager: Any, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     labels: list[Any] = (
         [{"name": name, "keypoints": names} for name, names in KEYPOINTS.items()]
         if kind == "keypoints"
@@ -299,3 +301,11 @@ def test_polygon_and_keypoint_runs_learn_their_models(manager: Any, kind: str) -
         decided = merge.task_consensus(project, task, answers).annotations
         assert shape(decided) == shape(results[task.image_id])
     assert sum(len(results[t.image_id]) for t in tasks) > 20
+    # Gold sets the prior: a careful worker whom gold found to miss nine objects in ten,
+    # worth far more answers than they gave, is learnt so.
+    monkeypatch.setattr(worker_model, "gold_priors", lambda project: {
+        workers[0]: (0.1, 3.0, 5000.0)})  # fmt: skip
+    fitted = worker_model.refit(project_id=project.pk)
+    assert fitted is not None
+    doubted = WorkerScore.objects.get(project=project, worker_id=workers[0])
+    assert doubted.model_params["recall"] < 0.3 < rows[workers[0]].model_params["recall"]
