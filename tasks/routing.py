@@ -370,15 +370,20 @@ def _decide(task: Task, project: Project) -> None:
 _DECISION_FIELDS = ["required_overlap", "state", "done_at", "confidence", "low_confidence"]
 
 
-def task_decide_if_due(*, task_id: int, project: Project) -> Task | None:
+def task_decide_if_due(
+    *, task_id: int, project: Project, image: Image | None = None
+) -> Task | None:
     """Decide a task whose answers have reached its required overlap, in a short transaction
-    of its own. Safe to call twice and at any time: it acts only on a task still due."""
+    of its own. Safe to call twice and at any time: it acts only on a task still due.
+    ``image``: the task's image, when the caller has read it already."""
     with transaction.atomic():
         task = Task.objects.select_for_update().filter(pk=task_id).first()
         if task is None or task.is_gold or task.state != TaskState.OPEN:
             return task
         if task.answers < task.required_overlap:
             return task
+        if image is not None and image.pk == task.image_id:
+            task.image = image  # the policy reads its size; no second query
         _decide(task, project)
         task.save(update_fields=_DECISION_FIELDS)
         events.project_changed(project.pk)
@@ -585,7 +590,7 @@ def assignment_submit(
     if counts is not None and counts[0] >= counts[1]:
         # Nobody else can lease this task now (it has no free slot), so the decision can
         # take its own short transaction; the sweep decides any task a crash left due.
-        task_decide_if_due(task_id=task.pk, project=project)
+        task_decide_if_due(task_id=task.pk, project=project, image=task.image)
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.answer = clean
     assignment.clipped = clean.clipped

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from crowd.models import User
 from tasks.models import Project
-from tests.factories import project_with_tasks
+from tests.factories import WorkerFactory, project_with_tasks
 
 pytestmark = [pytest.mark.django_db]
 
@@ -28,6 +28,9 @@ BOX = {"annotations": [{"label": "car", "bbox": [10, 10, 50, 40]}]}
 # (next, submit, submit?next=1) with the token's user cached, and without.
 CACHED = (8, 5, 12)
 UNCACHED = (9, 6, 13)
+# The submit that gives a task its last required answer also decides the task (consensus,
+# agreement of each worker), two answers here.
+COMPLETING = 17
 
 
 def queries(request: Callable[[], Any]) -> tuple[Any, list[str]]:
@@ -80,3 +83,17 @@ def test_the_token_cache_spares_the_user_lookup_on_every_hot_request(
     url = f"/api/v1/assignments/{lease.json()['id']}/submit/?next=1"
     _, more = queries(lambda: api.post(url, BOX, format="json"))
     assert not [q for q in sql + more if "authtoken_token" in q or '"crowd_user"' in q]
+
+
+def test_the_submit_that_completes_a_task_costs_no_more_than_pinned(
+    settings, manager: User, worker: User, api_as
+) -> None:
+    settings.TOKEN_CACHE_SECONDS = 60
+    project, _ = started(manager, worker, api_as)
+    other = api_as(WorkerFactory.create())
+    lease = other.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
+    url = f"/api/v1/assignments/{lease['id']}/submit/"
+    done, sql = queries(lambda: other.post(url, BOX, format="json"))
+    assert done.status_code == 200
+    assert project.tasks.get(pk=lease["task"]["id"]).state == "done"
+    assert len(sql) == COMPLETING
