@@ -32,12 +32,12 @@ from rest_framework.authtoken.models import Token
 
 from crowd.models import User
 
-# What a request reads of its user without another query; changing it changes the key
-# prefix, so entries of the old shape are never read.
+# What a request reads of its user without another query.
 USER_FIELDS = ("id", "username", "email", "role", "is_active", "is_staff", "is_superuser")
-_PREFIX = "token-user:" + hashlib.sha256(",".join(USER_FIELDS).encode()).hexdigest()[:8] + ":"
-# The entry's values, in the order of the model's columns (as ``Model.from_db`` takes them).
+# The entry's values, in the order of the model's columns (as ``Model.from_db`` takes them);
+# a change of either changes the key prefix, so entries of an old shape are never read.
 _COLUMNS = [f.attname for f in User._meta.concrete_fields if f.attname in USER_FIELDS]
+_PREFIX = "token-user:" + hashlib.sha256(",".join(_COLUMNS).encode()).hexdigest()[:8] + ":"
 _GONE = "gone"
 
 
