@@ -20,12 +20,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connections, transaction
@@ -69,7 +69,7 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
         return
     loop = _home_loop
     if loop is None or not loop.is_running():  # a job worker, a management command, a test
-        async_to_sync(layer.group_send)(group, message)
+        _send_here(layer.group_send(group, message))
         return
     try:
         running = asyncio.get_running_loop()
@@ -82,6 +82,29 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
         return
     future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
     future.add_done_callback(lambda done: _report(group, done))
+
+
+_thread_loops = threading.local()
+
+
+def _send_here(send: Coroutine[Any, Any, None]) -> None:
+    """Run a send to its end from a thread with no server loop. Called from code an outer
+    loop runs in a thread (``sync_to_async``: a test's consumer, a job run from async code),
+    the send runs on that loop, where its listeners are. Otherwise on this thread's own loop,
+    kept for the thread's life: no thread is started and no loop or layer connection made
+    per frame, as ``async_to_sync`` would."""
+    outer = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if outer is not None and outer.is_running():
+
+        async def wrapped() -> None:
+            await send
+
+        async_to_sync(wrapped)()
+        return
+    loop = getattr(_thread_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _thread_loops.loop = asyncio.new_event_loop()
+    loop.run_until_complete(send)
 
 
 def _report(group: str, done: Any) -> None:

@@ -385,6 +385,13 @@ LEASE_WARNING_SECONDS = env.int("LEASE_WARNING_SECONDS", default=60)
 # A worker sees their score move only every this many of their answers in a project: a
 # score that moved right after an answer would tell them which task was gold.
 SCORE_SHOWN_EVERY = env.int("SCORE_SHOWN_EVERY", default=10)
+# A task whose answers reach its overlap is decided (consensus, dynamic overlap, agreement)
+# by a job, off the request path ("deferred"), which waits this long for more to batch with;
+# "inline" decides it in the submitting request.
+TASK_DECISIONS = env.str("TASK_DECISIONS", default="deferred")
+if TASK_DECISIONS not in ("deferred", "inline"):
+    raise ImproperlyConfigured("TASK_DECISIONS is 'deferred' or 'inline'")
+TASK_DECISION_DELAY_MS = env.int("TASK_DECISION_DELAY_MS", default=50)
 
 # --- Live -------------------------------------------------------------------------------------
 # Summary frames (progress, work available) go out at most once per this many seconds per

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from crowd.errors import Conflict, NotFound
 from crowd.models import User
+from crowd.prepared import Prepared
 from crowd.tokens import tokens_forget_for_user
 from qa import events
 from qa.geometry import keypoint_sigmas
@@ -79,11 +80,21 @@ def _initial_status(project: Project) -> str:
     return WorkerStatus.EXAM if project.exam_tasks else WorkerStatus.PROBATION
 
 
+_SCORE = Prepared(
+    lambda project, worker: WorkerScore.objects.filter(project_id=project, worker_id=worker)[:1],
+    int,
+    int,
+)
+
+
 def worker_score_get(*, project: Project, worker_id: int, lock: bool = False) -> WorkerScore:
     """The worker's row in this project, created on first use. With ``lock``, the row is
     locked until the caller's transaction ends (call inside one)."""
     rows = WorkerScore.objects.select_for_update() if lock else WorkerScore.objects
-    row = rows.filter(project=project, worker_id=worker_id).first()
+    if lock:
+        row = rows.filter(project=project, worker_id=worker_id).first()
+    else:  # the routing policy's admission, on every next/
+        row = _SCORE.first(project.pk, worker_id)
     if row is not None:
         return row
     try:

@@ -50,3 +50,12 @@ def leases_sweep_schedule() -> None:
     interval = settings.LEASE_SWEEP_SECONDS
     if interval and cache.add(SWEEP_SCHEDULED, 1, timeout=interval * 2):
         leases_sweep.send_with_options(delay=interval * 1000)
+
+
+@dramatiq.actor(queue_name="decisions", max_retries=3, time_limit=10 * 60 * 1000)
+def tasks_decide(project_id: int) -> None:
+    """Decide the project's tasks whose answers reached their overlap (consensus, dynamic
+    overlap, agreement): asked for by the submissions that completed them."""
+    from tasks import routing
+
+    routing.decisions_run(project_id=project_id)

@@ -27,15 +27,17 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from crowd.errors import Conflict, Forbidden, NotFound
 from crowd.models import User
+from crowd.prepared import Joined, Prepared
 from tasks import events
 from tasks.hooks import Admission, budget_exhausted, routing_policy
 from tasks.models import (
@@ -55,6 +57,10 @@ GOLD_WARMUP_TASKS = 20
 GOLD_WARMUP_MAX_RATE = 0.5
 RELEASE_BATCH = 100
 CLAIM_ATTEMPTS = 8
+DECISION_BATCH = 500
+# A lost decision job (its process died) leaves its mark this long; the sweep decides its
+# tasks meanwhile, and the next completed task after the mark lapses asks for a new job.
+DECISION_MARK_SECONDS = 60
 
 
 class LeaseExpired(Conflict):
@@ -143,19 +149,39 @@ def leases_release_for_worker(*, project_id: int, worker_id: int) -> int:
     return _release(list(leases.values_list("pk", "task_id", "project_id", "counted")))
 
 
+_OPEN_LEASES = Prepared(
+    lambda project, worker, now: Assignment.objects.filter(
+        project_id=project, status=AssignmentStatus.LEASED
+    ).filter(Q(worker_id=worker) | Q(expires_at__lte=now))[: RELEASE_BATCH + 1],
+    int,
+    int,
+    datetime,
+)
+_TASK_WITH_IMAGE = Joined(
+    f"SELECT {{columns}} FROM {Task._meta.db_table} t "
+    f"JOIN {Image._meta.db_table} i ON i.id = t.image_id WHERE t.id = %s",
+    (Task, "t"),
+    (Image, "i"),
+)
+
+
 def _own_lease_releasing_expired(project: Project, worker: User) -> Assignment | None:
     """The worker's open lease in the project, if any; on the way, release the project's
-    expired leases (so no cron is needed for correctness). One query when nothing expired."""
+    expired leases (so no cron is needed for correctness). One query when nothing expired
+    and the worker holds no lease (the common case: they have just submitted)."""
     now = timezone.now()
-    leases = list(
-        Assignment.objects.select_related("task__image")
-        .filter(project=project, status=AssignmentStatus.LEASED)
-        .filter(Q(worker=worker) | Q(expires_at__lte=now))[: RELEASE_BATCH + 1]
-    )
+    leases = _OPEN_LEASES.all(project.pk, worker.pk, now)
     expired = [a for a in leases if a.expires_at <= now]
     if expired:
         _release([(a.pk, a.task_id, a.project_id, a.counted) for a in expired])
-    return next((a for a in leases if a.worker_id == worker.pk and a.expires_at > now), None)
+    own = next((a for a in leases if a.worker_id == worker.pk and a.expires_at > now), None)
+    if own is not None:
+        found = _TASK_WITH_IMAGE.first([own.task_id])
+        if found is None:  # the task was deleted meanwhile (with its project's images)
+            return None
+        own.task = cast(Task, found[0])
+        own.task.image = cast(Image, found[1])
+    return own
 
 
 def _open_lease(project: Project, worker: User) -> Assignment | None:
@@ -543,6 +569,17 @@ def _count_answer(task_id: int, *, released: bool, holds_lease: bool) -> tuple[i
     return (int(row[0]), int(row[1])) if row else None
 
 
+_ASSIGNMENT_TO_SUBMIT = Joined(
+    f"SELECT {{columns}} FROM {_ASSIGNMENT} a JOIN {_TASK} t ON t.id = a.task_id "
+    f"JOIN {_IMAGE} i ON i.id = t.image_id JOIN {Project._meta.db_table} p "
+    "ON p.id = a.project_id WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s",
+    (Assignment, "a"),
+    (Task, "t"),
+    (Image, "i"),
+    (Project, "p"),
+)
+
+
 def assignment_submit(
     *,
     assignment_id: int,
@@ -558,13 +595,12 @@ def assignment_submit(
     A late answer (the lease expired) is accepted only while the task still needs one.
     When the answers reach the task's required overlap, the routing policy decides it.
     """
-    assignment = (
-        Assignment.objects.select_related("task__image", "project")
-        .filter(pk=assignment_id, worker=worker)
-        .first()
-    )
-    if assignment is None:
+    found = _ASSIGNMENT_TO_SUBMIT.first({"assignment": assignment_id, "worker": worker.pk})
+    if found is None:
         raise NotFound("No such assignment.")
+    assignment, task = cast(Assignment, found[0]), cast(Task, found[1])
+    task.image = cast(Image, found[2])
+    assignment.task, assignment.project = task, cast(Project, found[3])
     if assignment.status in AssignmentStatus.answered():
         return _replayed(assignment, annotations, idempotency_key)
     if assignment.status == AssignmentStatus.SKIPPED:
@@ -588,9 +624,13 @@ def assignment_submit(
         stored = Assignment.objects.select_related("task__image", "project").get(pk=assignment.pk)
         return _replayed(stored, annotations, idempotency_key)
     if counts is not None and counts[0] >= counts[1]:
-        # Nobody else can lease this task now (it has no free slot), so the decision can
-        # take its own short transaction; the sweep decides any task a crash left due.
-        task_decide_if_due(task_id=task.pk, project=project, image=task.image)
+        # Nobody else can lease this task now (it has no free slot), so its decision can
+        # wait: a job decides the project's due tasks together, off the request path, and
+        # the sweep decides any task a crash left due.
+        if settings.TASK_DECISIONS == "inline":
+            task_decide_if_due(task_id=task.pk, project=project, image=task.image)
+        else:
+            decisions_request(project.pk)
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.answer = clean
     assignment.clipped = clean.clipped
@@ -601,17 +641,51 @@ def assignment_submit(
     return assignment
 
 
-def tasks_decide_due(*, limit: int = 1000) -> int:
-    """Decide tasks that reached their overlap but were left undecided (a crash between the
-    answer and its decision). Part of the periodic sweep."""
-    due = (
-        Task.objects.filter(state=TaskState.OPEN, is_gold=False, answers__gte=F("required_overlap"))
-        .select_related("project")
-        .only("pk", "project")[:limit]
+def tasks_decide_due(*, project_id: int | None = None, limit: int = 1000) -> int:
+    """Decide tasks whose answers reached their overlap (of one project, or all): the
+    decision job's work, and the periodic sweep's for tasks a crash left due."""
+    due = Task.objects.filter(
+        state=TaskState.OPEN, is_gold=False, answers__gte=F("required_overlap")
     )
-    for task in due:
-        task_decide_if_due(task_id=task.pk, project=task.project)
-    return len(due)
+    if project_id is not None:
+        due = due.filter(project_id=project_id)
+    tasks = list(due.order_by("pk").values_list("pk", "project_id")[:limit])
+    projects = Project.objects.in_bulk({project for _, project in tasks})
+    for task_id, project in tasks:
+        task_decide_if_due(task_id=task_id, project=projects[project])
+    return len(tasks)
+
+
+def _decisions_key(project_id: int) -> str:
+    return f"tasks:decide:{project_id}"
+
+
+def decisions_request(project_id: int) -> None:
+    """After commit, have the project's due tasks decided by a job: one job waiting per
+    project at a time (``cache.add`` is atomic, and shared between processes with Redis),
+    which decides every task that came due meanwhile. The job clears the mark before it
+    looks, so a task that comes due after its look asks for the next job."""
+
+    def enqueue() -> None:
+        if cache.add(_decisions_key(project_id), 1, timeout=DECISION_MARK_SECONDS):
+            from tasks.jobs import tasks_decide
+
+            tasks_decide.send_with_options(
+                args=(project_id,), delay=settings.TASK_DECISION_DELAY_MS or None
+            )
+
+    transaction.on_commit(enqueue)
+
+
+def decisions_run(*, project_id: int) -> int:
+    """The decision job: decide the project's due tasks, in batches, until none is left."""
+    cache.delete(_decisions_key(project_id))
+    decided = 0
+    while (batch := tasks_decide_due(project_id=project_id, limit=DECISION_BATCH)) > 0:
+        decided += batch
+        if batch < DECISION_BATCH:
+            break
+    return decided
 
 
 def answer_withdraw(*, assignment: Assignment, open_only: bool = False) -> bool:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from crowd.errors import NotFound
 from crowd.models import Role, User
+from crowd.prepared import Prepared
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -44,10 +45,13 @@ def project_for_user(user: User, project_id: int) -> Project:
     return project
 
 
+_PROJECT = Prepared(lambda pk: Project.objects.filter(pk=pk)[:1], int)
+
+
 def project_for_worker(user: User, project_id: int) -> Project:
     """A project a worker may ask for work: active ones, and paused ones (which hand out
     nothing for now, rather than vanishing under a working crowd)."""
-    return project_open_to_workers(Project.objects.filter(pk=project_id).first())
+    return project_open_to_workers(_PROJECT.first(project_id))
 
 
 def project_open_to_workers(project: Project | None) -> Project:

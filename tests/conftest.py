@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -20,6 +21,15 @@ def _fresh_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _decisions(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Tests decide a completed task in the submitting request, where they can see it at
+    once inside their rolled-back transaction; those marked ``deferred_decisions`` run the
+    default, where a job decides it after commit."""
+    if request.node.get_closest_marker("deferred_decisions") is None:
+        settings.TASK_DECISIONS = "inline"
 
 
 @pytest.fixture(autouse=True)

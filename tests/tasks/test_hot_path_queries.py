@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from crowd.models import User
+from tasks import routing
 from tasks.models import Project
 from tests.factories import WorkerFactory, project_with_tasks
 
@@ -28,9 +29,11 @@ BOX = {"annotations": [{"label": "car", "bbox": [10, 10, 50, 40]}]}
 # (next, submit, submit?next=1) with the token's user cached, and without.
 CACHED = (8, 5, 12)
 UNCACHED = (9, 6, 13)
-# The submit that gives a task its last required answer also decides the task (consensus,
-# agreement of each worker), two answers here.
-COMPLETING = 17
+# The submit that gives a task its last required answer leaves its decision (consensus,
+# agreement of each worker) to a job: it costs what any submit does.
+COMPLETING = CACHED[1]
+# Deciding it in the request instead (TASK_DECISIONS=inline), two answers here.
+COMPLETING_INLINE = 17
 
 
 def queries(request: Callable[[], Any]) -> tuple[Any, list[str]]:
@@ -85,15 +88,35 @@ def test_the_token_cache_spares_the_user_lookup_on_every_hot_request(
     assert not [q for q in sql + more if "authtoken_token" in q or '"crowd_user"' in q]
 
 
-def test_the_submit_that_completes_a_task_costs_no_more_than_pinned(
-    settings, manager: User, worker: User, api_as
-) -> None:
-    settings.TOKEN_CACHE_SECONDS = 60
+def completing_submit(
+    manager: User, worker: User, api_as: Callable[[User], APIClient]
+) -> tuple[Project, int, list[str]]:
     project, _ = started(manager, worker, api_as)
     other = api_as(WorkerFactory.create())
     lease = other.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
     url = f"/api/v1/assignments/{lease['id']}/submit/"
     done, sql = queries(lambda: other.post(url, BOX, format="json"))
     assert done.status_code == 200
-    assert project.tasks.get(pk=lease["task"]["id"]).state == "done"
+    return project, lease["task"]["id"], sql
+
+
+@pytest.mark.deferred_decisions
+def test_the_submit_that_completes_a_task_leaves_its_decision_to_a_job(
+    settings, manager: User, worker: User, api_as
+) -> None:
+    settings.TOKEN_CACHE_SECONDS = 60
+    project, task_id, sql = completing_submit(manager, worker, api_as)
+    task = project.tasks.get(pk=task_id)
+    assert (task.state, task.answers, task.required_overlap) == ("open", 2, 2)  # due
     assert len(sql) == COMPLETING
+    assert routing.decisions_run(project_id=project.pk) == 1
+    assert project.tasks.get(pk=task_id).state == "done"
+
+
+def test_deciding_in_the_request_costs_no_more_than_pinned(
+    settings, manager: User, worker: User, api_as
+) -> None:
+    settings.TOKEN_CACHE_SECONDS = 60
+    project, task_id, sql = completing_submit(manager, worker, api_as)
+    assert project.tasks.get(pk=task_id).state == "done"
+    assert len(sql) == COMPLETING_INLINE
