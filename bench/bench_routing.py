@@ -88,6 +88,9 @@ def _service_client(args: tuple[int, int, float, Any]) -> int:
             break
         routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
         cycles += 1
+    from crowd.jobs import wait_for_jobs
+
+    wait_for_jobs(timeout=120)  # this process's decision jobs
     connections.close_all()
     return cycles
 
@@ -179,6 +182,8 @@ async def _request(
 
 
 async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: float) -> dict:
+    """Each client takes its first lease with ``next/``, then submits with ``?next=1``: the
+    answer and the next lease in one round trip, as the workspace does."""
     latencies: list[float] = []
     errors = cycles = 0
     deadline = time.monotonic() + seconds
@@ -188,27 +193,31 @@ async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: 
         nonlocal errors, cycles
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
+            lease = None
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                status, payload = await _request(
-                    reader, writer, f"/api/v1/projects/{project_id}/assignments/next/", token, b""
-                )
-                latencies.append(time.perf_counter() - started)
-                if status == 204:
-                    return
-                if status != 201:
-                    errors += 1
+                if lease is None:
+                    path = f"/api/v1/projects/{project_id}/assignments/next/"
+                    status, payload = await _request(reader, writer, path, token, b"")
+                    latencies.append(time.perf_counter() - started)
+                    if status == 204:
+                        return
+                    if status != 201:
+                        errors += 1
+                        continue
+                    lease = json.loads(payload)
                     continue
-                assignment = json.loads(payload)["id"]
-                started = time.perf_counter()
-                status, _ = await _request(
-                    reader, writer, f"/api/v1/assignments/{assignment}/submit/", token, submit_body
-                )
+                path = f"/api/v1/assignments/{lease['id']}/submit/?next=1"
+                status, payload = await _request(reader, writer, path, token, submit_body)
                 latencies.append(time.perf_counter() - started)
-                if status == 200:
-                    cycles += 1
-                else:
+                if status != 200:
                     errors += 1
+                    lease = None
+                    continue
+                cycles += 1
+                lease = json.loads(payload)["next"]
+                if lease is None:
+                    return
         finally:
             writer.close()
 
@@ -223,6 +232,120 @@ async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: 
     }  # fmt: skip
 
 
+# How long a completed task waited for its decision: from its last counted answer to done_at.
+_DECISION_WAITS = """
+SELECT EXTRACT(EPOCH FROM t.done_at - max(a.submitted_at)) * 1000
+FROM tasks_task t JOIN tasks_assignment a ON a.task_id = t.id AND a.status = 'submitted'
+WHERE t.project_id = %s AND t.done_at IS NOT NULL GROUP BY t.id, t.done_at
+"""
+
+
+def _decided(project_id: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Wait until the project has no task due (its decision jobs caught up), then the
+    decision waits' p50/p99 and how many were left due when the wait timed out."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM tasks_task WHERE project_id = %s AND state = 'open' "
+                "AND NOT is_gold AND answers >= required_overlap",
+                [project_id],
+            )
+            due = cursor.fetchone()[0]
+            if not due or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        cursor.execute(_DECISION_WAITS, [project_id])
+        waits = sorted(float(row[0]) for row in cursor.fetchall())
+    if not waits:
+        return {"decided": 0, "left_due": due, "decide_p50_ms": None, "decide_p99_ms": None}
+    return {
+        "decided": len(waits), "left_due": due,
+        "decide_p50_ms": statistics.median(waits),
+        "decide_p99_ms": waits[max(int(len(waits) * 0.99) - 1, 0)],
+    }  # fmt: skip
+
+
+# The embedded default runs in its own VAR_DIR (SQLite): its project is made, and its
+# counts read, by manage.py shell in that environment.
+_EMBEDDED_SETUP = """
+import json
+from rest_framework.authtoken.models import Token
+from crowd.models import Role, User
+from tests.factories import project_with_tasks
+manager = User.objects.create(username="m-embedded", role=Role.MANAGER)
+project = project_with_tasks(manager, {tasks}, {overlap})
+tokens = []
+for i in range({workers}):
+    worker = User.objects.create(username=f"w-embedded-{{i}}", role=Role.WORKER)
+    tokens.append(Token.objects.create(user=worker).key)
+print(json.dumps({{"project": project.pk, "tokens": tokens}}))
+"""
+_EMBEDDED_COUNTS = """
+import json
+from django.db.models import F
+from tasks.models import Task
+from bench.bench_routing import _integrity
+due = Task.objects.filter(project_id={project}, state="open", is_gold=False,
+                          answers__gte=F("required_overlap")).count()
+waits = []
+for task in Task.objects.filter(project_id={project}, done_at__isnull=False):
+    last = max(a.submitted_at for a in task.assignments.filter(status="submitted"))
+    waits.append((task.done_at - last).total_seconds() * 1000)
+print(json.dumps({{**_integrity({project}), "due": due, "waits": sorted(waits)}}))
+"""
+
+
+def _embedded(tasks: int, clients: int, seconds: float) -> dict[str, Any]:
+    """The embedded default as ``make demo`` serves it: SQLite, one uvicorn process,
+    in-process jobs."""
+    import tempfile
+
+    from tests.e2e.server import live_server, manage, server_env
+
+    env = server_env(
+        VAR_DIR=tempfile.mkdtemp(prefix="crowd-bench-embedded-"), THROTTLE_NEXT="1000000/second"
+    )
+    manage(env, "migrate", "--noinput", "-v", "0")
+    made = json.loads(
+        manage(env, "shell", "-c", _EMBEDDED_SETUP.format(
+            tasks=tasks, overlap=OVERLAP, workers=clients)).strip().splitlines()[-1]
+    )  # fmt: skip
+    with live_server(env, workers=1) as live:
+        result = asyncio.run(_http_clients(live.port, made["project"], made["tokens"], seconds))
+        deadline = time.monotonic() + 120
+        while True:  # the server's jobs decide what its last answers completed
+            counts = json.loads(
+                manage(env, "shell", "-c", _EMBEDDED_COUNTS.format(project=made["project"]))
+                .strip()
+                .splitlines()[-1]
+            )
+            if not counts["due"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    waits = counts.pop("waits")
+    return {
+        **result, **counts,
+        "decided": len(waits), "left_due": counts.pop("due"),
+        "decide_p50_ms": statistics.median(waits) if waits else None,
+        "decide_p99_ms": waits[max(int(len(waits) * 0.99) - 1, 0)] if waits else None,
+    }  # fmt: skip
+
+
+def _row(path: str, clients: int, cycles: int, seconds: float, ceiling: float,
+         **figures: Any) -> dict[str, Any]:  # fmt: skip
+    row: dict[str, Any] = {
+        "path": path, "clients": clients, "cycles": cycles, "cycles_per_s": cycles / seconds,
+        "of_ceiling_pct": 100 * cycles / seconds / ceiling, "p50_ms": None, "p99_ms": None,
+        "http_errors": None, "decided": None, "decide_p50_ms": None, "decide_p99_ms": None,
+        "left_due": None, "over_assigned": None, "duplicates": None, "miscounted": None,
+    }  # fmt: skip
+    row.update({k: v for k, v in figures.items() if k in row})
+    return row
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.plugins.services import start
 
@@ -234,11 +357,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         conn.execute("CREATE DATABASE crowd")
     from bench.django_env import setup
 
-    # The client processes stand for web processes, which in production hand jobs to the Redis
-    # broker and host no job worker: no periodic lease sweep (and so no in-process worker)
-    # in each of them. Routing releases expired leases itself.
-    # They are forked from this one, so each keeps a connection of its own rather than
-    # sharing a pool opened before the fork.
+    # No periodic sweep in the client processes: routing releases expired leases itself, and
+    # the decision jobs the submits ask for run in each process's in-process job worker (the
+    # embedded broker), so their cost is counted in the figures.
+    # The processes are forked from this one, so each keeps a connection of its own rather
+    # than sharing a pool opened before the fork.
     setup(DATABASE_URL=server.url, LEASE_SWEEP_SECONDS="0", DATABASE_POOL="false")
     seconds = 5.0 if quick else 15.0
     tasks = 3000 if quick else 10000
@@ -249,18 +372,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         _sql_client, [(sql_project, w, seconds, server.url) for w, _ in sql_people]
     )
     ceiling = cycles / elapsed
-    rows.append({"path": "bare SQL (psycopg)", "clients": 16, "cycles": cycles,
-                 "cycles_per_s": ceiling, "p50_ms": None, "p99_ms": None,
-                 "of_ceiling_pct": 100.0, **_integrity(sql_project)})  # fmt: skip
+    rows.append(_row("bare SQL (psycopg)", 16, cycles, elapsed, ceiling,
+                     **_integrity(sql_project)))  # fmt: skip
 
     service_project, service_people = _make_project(tasks, 16, "svc")
     cycles, elapsed = _run_processes(
         _service_client, [(service_project, w, seconds, None) for w, _ in service_people]
     )
-    rows.append({"path": "services (Django ORM)", "clients": 16, "cycles": cycles,
-                 "cycles_per_s": cycles / elapsed, "p50_ms": None, "p99_ms": None,
-                 "of_ceiling_pct": 100 * cycles / elapsed / ceiling,
-                 **_integrity(service_project)})  # fmt: skip
+    rows.append(_row("services (routing, in-process)", 16, cycles, elapsed, ceiling,
+                     **_decided(service_project), **_integrity(service_project)))  # fmt: skip
 
     from tests.e2e.server import live_server, server_env
 
@@ -276,9 +396,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         result = asyncio.run(
             _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
         )
-    rows.append({"path": f"HTTP, uvicorn x{processes}", "clients": 64,
-                 "cycles": result["cycles"], "cycles_per_s": result["cycles"] / result["seconds"],
-                 "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
-                 "of_ceiling_pct": 100 * result["cycles"] / result["seconds"] / ceiling,
-                 "http_errors": result["errors"], **_integrity(http_project)})  # fmt: skip
+        decided = _decided(http_project)
+    rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes}, PostgreSQL", 64,
+                     result["cycles"], result["seconds"], ceiling, p50_ms=result["p50_ms"],
+                     p99_ms=result["p99_ms"], http_errors=result["errors"], **decided,
+                     **_integrity(http_project)))  # fmt: skip
+
+    embedded = _embedded(tasks, 64, seconds)
+    rows.append(_row("HTTP submit?next=1, embedded default (SQLite, uvicorn x1)", 64,
+                     embedded["cycles"], embedded["seconds"], ceiling,
+                     **{k: v for k, v in embedded.items() if k not in ("cycles", "seconds")},
+                     http_errors=embedded["errors"]))  # fmt: skip
     return rows

@@ -132,42 +132,66 @@ def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) 
     weighted mean F1 of the answers against the merged objects). The weights read the
     project's worker model once it has been fitted (``qa.worker_model``), so dynamic overlap
     asks for more answers where the workers it has are ones the model doubts."""
-    weights = vote_weights(project, [a.worker_id for a in answers])
+    return tasks_consensus(project, [task], [answers])[0]
+
+
+def tasks_consensus(
+    project: Project, tasks: Sequence[Task], answers: Sequence[Sequence[Assignment]]
+) -> list[TaskConsensus]:
+    """:func:`task_consensus` of many tasks of the project (``answers[k]`` those of
+    ``tasks[k]``): the weights and the worker model read once, the shapes merged in one
+    batch. Each task's result is the one it gets alone."""
+    if not tasks:
+        return []
+    weights = vote_weights(project, sorted({a.worker_id for group in answers for a in group}))
     if project.kind == Kind.CLASSIFICATION:
-        labels = [(a.worker_id, a.answer[0]["label"]) for a in answers if a.answer]
-        if not labels:
-            return TaskConsensus(0.0, {})
-        encoded, _, workers, keys = cls.encode(
-            ((0, w, label) for w, label in labels), labels=list(project_schema(project).labels)
-        )
-        result = cls.weighted_vote(encoded, [weights[w] for w in workers])  # type: ignore[index]
-        winner = keys[int(result.label[0])]
-        return TaskConsensus(
-            float(result.confidence[0]),
-            {w: float(label == winner) for w, label in labels},
-            [{"label": winner}],
-        )
-    image = task.image
-    crowd = [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in answers]
+        labels = list(project_schema(project).labels)
+        return [_vote(group, weights, labels) for group in answers]
+    crowds = [
+        [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in g] for g in answers
+    ]
+    sizes = [(task.image.width, task.image.height) for task in tasks]
     # The project's worker model, as the last fit learnt it, keeps and places objects as a
     # run does; before the first fit, the fixed quorum.
     model = worker_model.stored_model(project, list(weights))
-    objects = (
-        shapes_merge_many(project, [crowd], [(image.width, image.height)], model=model)[0]
+    found = (
+        shapes_merge_many(project, crowds, sizes, model=model)
         if model is not None
-        else shapes_merge(project, crowd, width=image.width, height=image.height)
+        else [
+            shapes_merge(project, crowd, width=width, height=height)
+            for crowd, (width, height) in zip(crowds, sizes, strict=True)
+        ]
     )
-    merged = [o.to_item() for o in objects]
-    agreement = {
-        a.worker_id: services.answer_compare(
-            project=project, reference=merged, answer=list(a.answer or []),
-            width=image.width, height=image.height,
-        ).f1
-        for a in answers
-    }  # fmt: skip
-    total = sum(weights[w] for w in agreement)
-    confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
-    return TaskConsensus(confidence, agreement, merged)
+    results = []
+    for group, objects, (width, height) in zip(answers, found, sizes, strict=True):
+        merged = [o.to_item() for o in objects]
+        agreement = {
+            a.worker_id: services.answer_compare(
+                project=project, reference=merged, answer=list(a.answer or []),
+                width=width, height=height,
+            ).f1
+            for a in group
+        }  # fmt: skip
+        total = sum(weights[w] for w in agreement)
+        confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
+        results.append(TaskConsensus(confidence, agreement, merged))
+    return results
+
+
+def _vote(
+    answers: Sequence[Assignment], weights: dict[int, float], labels: list[str]
+) -> TaskConsensus:
+    pairs = [(a.worker_id, a.answer[0]["label"]) for a in answers if a.answer]
+    if not pairs:
+        return TaskConsensus(0.0, {})
+    encoded, _, workers, keys = cls.encode(((0, w, label) for w, label in pairs), labels=labels)
+    result = cls.weighted_vote(encoded, [weights[w] for w in workers])  # type: ignore[index]
+    winner = keys[int(result.label[0])]
+    return TaskConsensus(
+        float(result.confidence[0]),
+        {w: float(label == winner) for w, label in pairs},
+        [{"label": winner}],
+    )
 
 
 def task_reference(project: Project, task: Task) -> dict[str, Any]:

@@ -280,6 +280,19 @@ def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
         _save_judged(row, before)
 
 
+def agreements_record(*, project: Project, agreements: dict[int, list[float]]) -> None:
+    """:func:`agreement_record` of a batch of completed tasks: each worker's agreements added
+    at once, under one lock of their row (in worker order)."""
+    for worker_id in sorted(agreements):
+        values = agreements[worker_id]
+        row = worker_score_get(project=project, worker_id=worker_id, lock=True)
+        before = row.status
+        row.agreement_seen += len(values)
+        row.agreement_sum += sum(values)
+        _judge(row, project)
+        _save_judged(row, before)
+
+
 def worker_models_record(
     *, project: Project, fits: dict[int, tuple[int, float, dict[str, Any]]]
 ) -> None:

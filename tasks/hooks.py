@@ -42,10 +42,13 @@ ADMITTED = Admission()
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with a task that has its required answers."""
+    """What to do with a task that has its required answers. ``evidence``: what the policy
+    learnt from it (each worker's agreement with the consensus), handed back to it by
+    ``decisions_applied`` once the decision is stored."""
 
     complete: bool
     confidence: float | None = None
+    evidence: object = None
 
 
 class RoutingPolicy(Protocol):
@@ -55,6 +58,16 @@ class RoutingPolicy(Protocol):
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         """Complete the task, or ask for one more answer. Called inside the transaction that
         holds the task's row lock, once its answers reach the required overlap."""
+
+    def decide_many(
+        self, *, project: Project, tasks: Sequence[Task], answers: Sequence[Sequence[Assignment]]
+    ) -> list[Decision]:
+        """``decide`` for many tasks of one project at once (``answers[k]`` are those of
+        ``tasks[k]``), holding no lock: the decision job's batch. Nothing is recorded here;
+        the decisions stored are handed to ``decisions_applied``."""
+
+    def decisions_applied(self, *, project: Project, decisions: Sequence[Decision]) -> None:
+        """These decisions of ``decide_many`` were stored (inside that transaction)."""
 
     def gold_answered(self, *, assignment: Assignment) -> None:
         """A worker answered a gold task (inside the submitting transaction)."""
@@ -74,6 +87,14 @@ class CompleteAtOverlap:
 
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         return Decision(complete=True)
+
+    def decide_many(
+        self, *, project: Project, tasks: Sequence[Task], answers: Sequence[Sequence[Assignment]]
+    ) -> list[Decision]:
+        return [Decision(complete=True) for _ in tasks]
+
+    def decisions_applied(self, *, project: Project, decisions: Sequence[Decision]) -> None:
+        return None
 
     def gold_answered(self, *, assignment: Assignment) -> None:
         return None

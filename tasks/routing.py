@@ -643,17 +643,82 @@ def assignment_submit(
 
 def tasks_decide_due(*, project_id: int | None = None, limit: int = 1000) -> int:
     """Decide tasks whose answers reached their overlap (of one project, or all): the
-    decision job's work, and the periodic sweep's for tasks a crash left due."""
+    decision job's work, and the periodic sweep's for tasks a crash left due. Each project's
+    tasks are decided together (:func:`_decide_batch`); returns how many were looked at."""
     due = Task.objects.filter(
         state=TaskState.OPEN, is_gold=False, answers__gte=F("required_overlap")
     )
     if project_id is not None:
         due = due.filter(project_id=project_id)
-    tasks = list(due.order_by("pk").values_list("pk", "project_id")[:limit])
-    projects = Project.objects.in_bulk({project for _, project in tasks})
-    for task_id, project in tasks:
-        task_decide_if_due(task_id=task_id, project=projects[project])
-    return len(tasks)
+    found = list(due.order_by("pk").values_list("pk", "project_id")[:limit])
+    by_project: dict[int, list[int]] = {}
+    for task_id, project in found:
+        by_project.setdefault(project, []).append(task_id)
+    projects = Project.objects.in_bulk(list(by_project))
+    for project, task_ids in by_project.items():
+        _decide_batch(projects[project], task_ids)
+    return len(found)
+
+
+_APPLY_DECISION_SQL = f"""
+UPDATE {_TASK} SET state = %(state)s, done_at = %(done_at)s, confidence = %(confidence)s,
+    low_confidence = %(low)s, required_overlap = %(required)s
+WHERE id = %(task)s AND state = 'open' AND answers = %(answers)s
+  AND required_overlap = %(was_required)s
+"""
+
+
+def _decide_batch(project: Project, task_ids: list[int]) -> int:
+    """Decide these due tasks of the project together: their answers read in one query, the
+    policy's decisions made for all at once with no lock held, then stored in one short
+    transaction, each only if its task is still as it was read (open, the same answers and
+    overlap; a task that moved meanwhile is left for the next look). Returns how many
+    decisions were stored."""
+    tasks = list(
+        Task.objects.filter(
+            pk__in=task_ids, state=TaskState.OPEN, is_gold=False,
+            answers__gte=F("required_overlap"),
+        ).select_related("image").order_by("pk")
+    )  # fmt: skip
+    if not tasks:
+        return 0
+    answers: dict[int, list[Assignment]] = {task.pk: [] for task in tasks}
+    counted = Assignment.objects.filter(
+        task_id__in=list(answers),
+        status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED],
+    ).order_by("pk")
+    for assignment in counted:
+        answers[assignment.task_id].append(assignment)
+    for task in tasks:
+        task.project = project  # the policy reads it; no second query
+    policy = routing_policy()
+    decisions = policy.decide_many(
+        project=project, tasks=tasks, answers=[answers[task.pk] for task in tasks]
+    )
+    now = timezone.now()
+    stored = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for task, decision in zip(tasks, decisions, strict=True):
+            done = decision.complete or task.required_overlap >= project.max_overlap
+            cursor.execute(
+                _APPLY_DECISION_SQL,
+                {
+                    "state": (TaskState.DONE if done else TaskState.OPEN).value,
+                    "done_at": connection.ops.adapt_datetimefield_value(now) if done else None,
+                    "confidence": decision.confidence if done else task.confidence,
+                    "low": (not decision.complete) if done else task.low_confidence,
+                    "required": task.required_overlap + (0 if done else 1),
+                    "task": task.pk,
+                    "answers": task.answers,
+                    "was_required": task.required_overlap,
+                },
+            )
+            if cursor.rowcount == 1:
+                stored.append(decision)
+        if stored:
+            policy.decisions_applied(project=project, decisions=stored)
+            events.project_changed(project.pk)
+    return len(stored)
 
 
 def _decisions_key(project_id: int) -> str:
