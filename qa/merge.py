@@ -154,14 +154,7 @@ def tasks_consensus(
     # The project's worker model, as the last fit learnt it, keeps and places objects as a
     # run does; before the first fit, the fixed quorum.
     model = worker_model.stored_model(project, list(weights))
-    found = (
-        shapes_merge_many(project, crowds, sizes, model=model)
-        if model is not None
-        else [
-            shapes_merge(project, crowd, width=width, height=height)
-            for crowd, (width, height) in zip(crowds, sizes, strict=True)
-        ]
-    )
+    found = shapes_merge_many(project, crowds, sizes, model=model)
     results = []
     for group, objects, (width, height) in zip(answers, found, sizes, strict=True):
         merged = [o.to_item() for o in objects]
