@@ -61,6 +61,10 @@ DECISION_BATCH = 500
 # A lost decision job (its process died) leaves its mark this long; the sweep decides its
 # tasks meanwhile, and the next completed task after the mark lapses asks for a new job.
 DECISION_MARK_SECONDS = 60
+# A job that died deciding frees its project for the next one after this long (the job's
+# own time limit); one that finds another at work asks again after this many milliseconds.
+DECISION_RUN_SECONDS = 600
+DECISION_RETRY_MS = 200
 
 
 class LeaseExpired(Conflict):
@@ -743,14 +747,26 @@ def decisions_request(project_id: int) -> None:
 
 
 def decisions_run(*, project_id: int) -> int:
-    """The decision job: decide the project's due tasks, in batches, until none is left."""
-    cache.delete(_decisions_key(project_id))
-    decided = 0
-    while (batch := tasks_decide_due(project_id=project_id, limit=DECISION_BATCH)) > 0:
-        decided += batch
-        if batch < DECISION_BATCH:
-            break
-    return decided
+    """The decision job: decide the project's due tasks, in batches, until none is left. One
+    job decides a project at a time (two would read and merge the same tasks, and wait on
+    each other's row locks); a job that finds another at work looks again shortly."""
+    deciding = f"tasks:deciding:{project_id}"
+    if not cache.add(deciding, 1, timeout=DECISION_RUN_SECONDS):
+        from tasks.jobs import tasks_decide
+
+        delay = max(settings.TASK_DECISION_DELAY_MS, DECISION_RETRY_MS)
+        tasks_decide.send_with_options(args=(project_id,), delay=delay)
+        return 0
+    try:
+        cache.delete(_decisions_key(project_id))
+        decided = 0
+        while (batch := tasks_decide_due(project_id=project_id, limit=DECISION_BATCH)) > 0:
+            decided += batch
+            if batch < DECISION_BATCH:
+                break
+        return decided
+    finally:
+        cache.delete(deciding)
 
 
 def answer_withdraw(*, assignment: Assignment, open_only: bool = False) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import uuid
 
 import psycopg
@@ -11,7 +13,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.e2e.server import live_server, manage, server_env
+from tests.e2e.server import ROOT, live_server, manage, server_env
 from tests.plugins.services import Server
 
 
@@ -50,10 +52,19 @@ def _walk_through(server) -> None:
 def test_embedded_default_serves_http_and_websocket() -> None:
     env = server_env()
     manage(env, "migrate", "--noinput")
+    manage(env, "collectstatic", "--noinput", "--verbosity", "0")
     out = manage(env, "seed_demo")
     assert "manager" in out
     with live_server(env) as server:
         _walk_through(server)
+        # Static files come from the middleware in front of the API's, on the event loop.
+        with urllib.request.urlopen(f"{server.url}/static/crowd/redoc.css", timeout=10) as css:
+            assert css.status == 200
+            assert css.headers["Content-Type"].startswith("text/css")
+            assert css.read() == (ROOT / "crowd/static/crowd/redoc.css").read_bytes()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{server.url}/static/crowd/none.css", timeout=10)
+        assert missing.value.code == 404
         status, body = server.request(
             "POST", "/api/v1/auth/token/", {"username": "manager", "password": "demo-manager-pass"}
         )

@@ -109,3 +109,21 @@ def test_deciding_twice_changes_nothing(manager: User, api_as: Callable[[User], 
         decided.done_at,
         decided.required_overlap,
     )
+
+
+def test_a_job_that_finds_another_deciding_the_project_looks_again_later(
+    settings, manager: User, api_as: Callable[[User], APIClient], sent: list
+) -> None:
+    settings.TASK_DECISION_DELAY_MS = 0
+    project = project_with_tasks(manager, tasks=1, overlap=1)
+    cache.add(f"tasks:deciding:{project.pk}", 1, timeout=60)  # another job at work
+    task_id = answer(api_as(WorkerFactory.create()), project)
+    assert sent[0] == (project.pk,)
+    # The job sent by the answer stepped aside and asked for another, which steps aside too
+    # while the first is still deciding: the task stays due.
+    assert routing.decisions_run(project_id=project.pk) == 0
+    assert Task.objects.get(pk=task_id).state == "open"
+    assert len(sent) >= 2
+    cache.delete(f"tasks:deciding:{project.pk}")  # the other job is done
+    wait_for_jobs()
+    assert Task.objects.get(pk=task_id).state == "done"
