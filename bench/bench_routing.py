@@ -88,9 +88,6 @@ def _service_client(args: tuple[int, int, float, Any]) -> int:
             break
         routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
         cycles += 1
-    from crowd.jobs import wait_for_jobs
-
-    wait_for_jobs(timeout=120)  # this process's decision jobs
     connections.close_all()
     return cycles
 
@@ -350,19 +347,29 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from tests.plugins.services import start
 
     server = start("postgres")
+    redis_server = start("redis")
     import psycopg
 
     admin = server.url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("CREATE DATABASE crowd")
     from bench.django_env import setup
+    from tests.e2e.server import live_server, server_env
+    from tests.reliability.processes import job_worker
 
-    # No periodic sweep in the client processes: routing releases expired leases itself, and
-    # the decision jobs the submits ask for run in each process's in-process job worker (the
-    # embedded broker), so their cost is counted in the figures.
-    # The processes are forked from this one, so each keeps a connection of its own rather
-    # than sharing a pool opened before the fork.
-    setup(DATABASE_URL=server.url, LEASE_SWEEP_SECONDS="0", DATABASE_POOL="false")
+    # The production layout (`make serve` and `make worker`): PostgreSQL, Redis for the cache,
+    # the channel layer and the job broker, and a job worker process that decides completed
+    # tasks. No periodic sweep: routing releases expired leases itself.
+    # The service clients are forked from this process, so each keeps a connection of its
+    # own rather than sharing a pool opened before the fork.
+    setup(DATABASE_URL=server.url, REDIS_URL=redis_server.url, LEASE_SWEEP_SECONDS="0",
+          DATABASE_POOL="false")  # fmt: skip
+    # Each HTTP client asks for work as fast as the server answers: far beyond the per-worker
+    # throttle on next, which would measure the throttle instead of the routing.
+    env = server_env(
+        DATABASE_URL=server.url, REDIS_URL=redis_server.url, VAR_DIR=os.environ["VAR_DIR"],
+        DATABASE_POOL="true", THROTTLE_NEXT="1000000/second", LEASE_SWEEP_SECONDS="0",
+    )  # fmt: skip
     seconds = 5.0 if quick else 15.0
     tasks = 3000 if quick else 10000
     rows = []
@@ -375,29 +382,27 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows.append(_row("bare SQL (psycopg)", 16, cycles, elapsed, ceiling,
                      **_integrity(sql_project)))  # fmt: skip
 
-    service_project, service_people = _make_project(tasks, 16, "svc")
-    cycles, elapsed = _run_processes(
-        _service_client, [(service_project, w, seconds, None) for w, _ in service_people]
-    )
-    rows.append(_row("services (routing, in-process)", 16, cycles, elapsed, ceiling,
-                     **_decided(service_project), **_integrity(service_project)))  # fmt: skip
-
-    from tests.e2e.server import live_server, server_env
-
-    http_project, http_people = _make_project(tasks, 64, "http")
-    # Each client asks for work as fast as the server answers: far beyond the per-worker
-    # throttle on next, which would measure the throttle instead of the routing.
-    env = server_env(
-        DATABASE_URL=server.url, VAR_DIR=os.environ["VAR_DIR"], DATABASE_POOL="true",
-        THROTTLE_NEXT="1000000/second",
-    )  # fmt: skip
-    processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
-    with live_server(env, workers=processes) as live:
-        result = asyncio.run(
-            _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
+    jobs = job_worker(env).wait_ready()
+    try:
+        service_project, service_people = _make_project(tasks, 16, "svc")
+        cycles, elapsed = _run_processes(
+            _service_client, [(service_project, w, seconds, None) for w, _ in service_people]
         )
-        decided = _decided(http_project)
-    rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes}, PostgreSQL", 64,
+        rows.append(_row("services (routing, 16 processes) + jobs", 16, cycles, elapsed,
+                         ceiling, **_decided(service_project),
+                         **_integrity(service_project)))  # fmt: skip
+
+        http_project, http_people = _make_project(tasks, 64, "http")
+        processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
+        with live_server(env, workers=processes) as live:
+            result = asyncio.run(
+                _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
+            )
+            decided = _decided(http_project)
+    finally:
+        jobs.stop()
+        redis_server.stop()
+    rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes} + jobs, PostgreSQL+Redis", 64,
                      result["cycles"], result["seconds"], ceiling, p50_ms=result["p50_ms"],
                      p99_ms=result["p99_ms"], http_errors=result["errors"], **decided,
                      **_integrity(http_project)))  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
+from django.utils.functional import cached_property
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -91,6 +92,10 @@ def _outage_of(location: str) -> _Outage:
         return _outages.setdefault(location, _Outage())
 
 
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
 class FailOpenRedisCache(RedisCache):
     """Django's ``RedisCache`` that fails open when Redis cannot be reached or does not answer
     within the timeout: reads give their default (a miss), writes do nothing and say they did
@@ -118,6 +123,20 @@ class FailOpenRedisCache(RedisCache):
         options.setdefault("socket_timeout", DEFAULT_TIMEOUT_SECONDS)
         super().__init__(server, {**params, "OPTIONS": options})
         self._outage = _outage_of(server if isinstance(server, str) else ",".join(server))
+
+    @cached_property
+    def _cache(self) -> Any:
+        """The client, with its connection pool, shared by every cache object of the process
+        on the same Redis: Django makes a cache object per thread, and an ASGI server runs
+        each request in a thread of its own, which would otherwise open (and set up) a new
+        Redis connection for every request. redis-py's pools are thread-safe."""
+        servers, options = self._servers, self._options  # type: ignore[attr-defined]
+        key = (tuple(servers), repr(sorted(options.items())))
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._class(servers, **options)  # type: ignore[attr-defined]
+            return client
 
     def _fail_open(self, fallback: T, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._outage.skip():

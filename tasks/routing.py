@@ -25,7 +25,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -64,6 +64,7 @@ DECISION_MARK_SECONDS = 60
 # A job that died deciding frees its project for the next one after this long (the job's
 # own time limit); one that finds another at work asks again after this many milliseconds.
 DECISION_RUN_SECONDS = 600
+DECISION_LOCK = 0x7461736B  # the advisory lock space of decision jobs (with a project id)
 DECISION_RETRY_MS = 200
 
 
@@ -746,18 +747,42 @@ def decisions_request(project_id: int) -> None:
     transaction.on_commit(enqueue)
 
 
+@contextlib.contextmanager
+def _deciding(project_id: int) -> Iterator[bool]:
+    """Whether this job may decide the project now: no other job is. On PostgreSQL a
+    session advisory lock, which a job that dies lets go of with its connection; elsewhere
+    (the embedded default's one process) a cache entry."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [DECISION_LOCK, project_id])
+            held = bool(cursor.fetchone()[0])
+        try:
+            yield held
+        finally:
+            if held:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [DECISION_LOCK, project_id])
+        return
+    key = f"tasks:deciding:{project_id}"
+    held = cache.add(key, 1, timeout=DECISION_RUN_SECONDS)
+    try:
+        yield held
+    finally:
+        if held:
+            cache.delete(key)
+
+
 def decisions_run(*, project_id: int) -> int:
     """The decision job: decide the project's due tasks, in batches, until none is left. One
     job decides a project at a time (two would read and merge the same tasks, and wait on
     each other's row locks); a job that finds another at work looks again shortly."""
-    deciding = f"tasks:deciding:{project_id}"
-    if not cache.add(deciding, 1, timeout=DECISION_RUN_SECONDS):
-        from tasks.jobs import tasks_decide
+    with _deciding(project_id) as alone:
+        if not alone:
+            from tasks.jobs import tasks_decide
 
-        delay = max(settings.TASK_DECISION_DELAY_MS, DECISION_RETRY_MS)
-        tasks_decide.send_with_options(args=(project_id,), delay=delay)
-        return 0
-    try:
+            delay = max(settings.TASK_DECISION_DELAY_MS, DECISION_RETRY_MS)
+            tasks_decide.send_with_options(args=(project_id,), delay=delay)
+            return 0
         cache.delete(_decisions_key(project_id))
         decided = 0
         while (batch := tasks_decide_due(project_id=project_id, limit=DECISION_BATCH)) > 0:
@@ -765,8 +790,6 @@ def decisions_run(*, project_id: int) -> int:
             if batch < DECISION_BATCH:
                 break
         return decided
-    finally:
-        cache.delete(deciding)
 
 
 def answer_withdraw(*, assignment: Assignment, open_only: bool = False) -> bool:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,3 +142,30 @@ def test_production_settings_use_the_fail_open_cache_with_the_configured_timeout
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["FailOpenRedisCache", "0.25", "0.25"]
+
+
+def test_cache_objects_of_every_thread_share_one_connection_pool(
+    cache: FailOpenRedisCache, restartable_redis: RestartableRedis
+) -> None:
+    """Django makes a cache object per thread, and an ASGI server a thread per request: they
+    share the process's client, so a request does not open a Redis connection of its own."""
+    params = {
+        "KEY_PREFIX": "other-prefix",
+        "OPTIONS": {"socket_connect_timeout": TIMEOUT, "socket_timeout": TIMEOUT},
+    }
+    made: list[FailOpenRedisCache] = []
+    threads = [
+        threading.Thread(
+            target=lambda: made.append(FailOpenRedisCache(restartable_redis.url, params))
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for other in made:
+        assert other.add("key", 1) in (True, False)
+    assert {id(other._cache) for other in made} == {id(cache._cache)}
+    pool = cache._cache._get_connection_pool(write=True)
+    assert len(pool._available_connections) + len(pool._in_use_connections) <= 2

@@ -8,11 +8,14 @@ a lost job left. One job waits per project at a time and decides every task due 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from rest_framework.test import APIClient
 
 from crowd.jobs import wait_for_jobs
@@ -111,12 +114,32 @@ def test_deciding_twice_changes_nothing(manager: User, api_as: Callable[[User], 
     )
 
 
+@contextmanager
+def another_job_deciding(project: Project) -> Iterator[None]:
+    """Another job holds the project: its advisory lock on PostgreSQL (a session of its
+    own), its cache entry elsewhere."""
+    if connection.vendor != "postgresql":
+        cache.add(f"tasks:deciding:{project.pk}", 1, timeout=60)
+        yield
+        cache.delete(f"tasks:deciding:{project.pk}")
+        return
+    db = connection.settings_dict
+    with psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
+        port=db["PORT"], autocommit=True,
+    ) as other:  # fmt: skip
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [routing.DECISION_LOCK, project.pk])
+        yield
+
+
+@pytest.mark.both_databases
 def test_a_job_that_finds_another_deciding_the_project_looks_again_later(
     settings, manager: User, api_as: Callable[[User], APIClient], sent: list
 ) -> None:
     settings.TASK_DECISION_DELAY_MS = 0
     project = project_with_tasks(manager, tasks=1, overlap=1)
-    cache.add(f"tasks:deciding:{project.pk}", 1, timeout=60)  # another job at work
+    holding = another_job_deciding(project)
+    holding.__enter__()
     task_id = answer(api_as(WorkerFactory.create()), project)
     assert sent[0] == (project.pk,)
     # The job sent by the answer stepped aside and asked for another, which steps aside too
@@ -124,6 +147,6 @@ def test_a_job_that_finds_another_deciding_the_project_looks_again_later(
     assert routing.decisions_run(project_id=project.pk) == 0
     assert Task.objects.get(pk=task_id).state == "open"
     assert len(sent) >= 2
-    cache.delete(f"tasks:deciding:{project.pk}")  # the other job is done
+    holding.__exit__(None, None, None)  # the other job is done
     wait_for_jobs()
     assert Task.objects.get(pk=task_id).state == "done"
