@@ -6,11 +6,15 @@ import gc
 import os
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowd.settings")
 # Django must be set up before anything imports models (the consumers below do).
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from crowd.handlers import ReusedThreadsASGIHandler  # noqa: E402
+
+django_asgi_app = ReusedThreadsASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
