@@ -62,7 +62,7 @@ such pixels is one object. It ignores weights and cannot split touching objects.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -269,14 +269,17 @@ class _Batch:
         crowds: Sequence[Sequence[Answer | Sequence[Any]]],
         sizes: Sequence[tuple[int, int]],
         iou_threshold: float,
+        shapes: Callable[[list[Answer], int, int], _Polygons] = _Polygons,
     ) -> _Batch:
+        """The batch of ``crowds``; ``shapes`` reads one image's items (the polygons, or the
+        masks of :mod:`qa.consensus.masks`, which merges by the same clusters and model)."""
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError("iou_threshold must be in (0, 1]")
         if len(crowds) != len(sizes):
             raise ValueError("crowds and sizes must be as long as each other")
         checked = [as_answers(crowd) for crowd in crowds]
         polygons = [
-            _Polygons(crowd, int(w), int(h)) for crowd, (w, h) in zip(checked, sizes, strict=True)
+            shapes(crowd, int(w), int(h)) for crowd, (w, h) in zip(checked, sizes, strict=True)
         ]
         clusters: list[_Cluster] = []
         for k, image in enumerate(polygons):
