@@ -16,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 MAX_ITEMS = 2000
 # How far past the edge a coordinate may lie and still be clipped: a few pixels, more on a
 # large image (1% of its longer side).
@@ -265,12 +263,15 @@ class _Checker:
         """Semantic masks: no pixel may carry two labels (nor be marked twice)."""
         if len(items) < 2:
             return
+        # Imported here: crowd-aggregate reads its input before it loads numpy (see there).
         from pycocotools import mask as coco_mask
 
         rles = [dict(item["rle"]) for item in items]
         overlap = coco_mask.iou(rles, rles, [0] * len(rles))
-        for i, j in zip(*np.triu_indices(len(rles), k=1), strict=True):
-            if overlap[i, j] > 0:
+        for i in range(len(rles)):
+            for j in range(i + 1, len(rles)):
+                if overlap[i, j] <= 0:
+                    continue
                 both = coco_mask.merge([rles[i], rles[j]], intersect=True)
                 self.fail(
                     f"annotations[{j}].rle",

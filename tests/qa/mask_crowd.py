@@ -4,6 +4,7 @@ touching), and workers who are careful, who paint with a broad brush, or who spa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,7 @@ Mask = npt.NDArray[np.uint8]
 LABELS = ("car", "person")
 
 
-def rle(mask: Mask) -> dict:
+def rle(mask: npt.NDArray[Any]) -> dict:
     encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode()}
 
