@@ -272,12 +272,12 @@ class _Checker:
             for j in range(i + 1, len(rles)):
                 if overlap[i, j] <= 0:
                     continue
-                both = coco_mask.merge([rles[i], rles[j]], intersect=True)
+                shared = int(coco_mask.area(coco_mask.merge([rles[i], rles[j]], intersect=True)))
                 self.fail(
                     f"annotations[{j}].rle",
-                    f"This mask overlaps annotations[{i}] on {int(coco_mask.area(both))} "
-                    "pixels; in a semantic project each pixel has at most one label. Erase "
-                    "the overlap from one of them.",
+                    f"This mask overlaps annotations[{i}] on {shared} "
+                    f"pixel{'' if shared == 1 else 's'}; in a semantic project each pixel has "
+                    "at most one label. Erase the overlap from one of them.",
                 )
 
 

@@ -157,3 +157,34 @@ def test_a_bad_gold_mask_is_a_400_naming_the_item_and_stores_nothing(api_as, man
     response = api_as(manager).post(url, {"image": image.pk, "annotations": [good]}, format="json")
     assert response.status_code == 201, response.json()
     assert GoldAnswer.objects.get().annotations == [good]
+
+
+@pytest.mark.django_db
+def test_a_bad_mask_answer_is_a_400_and_the_lease_stays_open(api_as, manager, worker) -> None:
+    from tasks import routing
+    from tasks.models import Assignment, AssignmentStatus
+    from tasks.services import project_transition
+
+    project = project_create(
+        manager, kind="mask", labels=["road", "car"], mask_mode="semantic", gold_rate=0.0
+    )
+    image_ready(project, width=W, height=H)
+    project = project_transition(project=project, action="start")
+    lease = routing.assignment_next(project=project, worker=worker, rand=lambda: 1.0)
+    assert lease is not None
+    url = f"/api/v1/assignments/{lease.pk}/submit/"
+    overlapping = [
+        {"label": "road", "rle": square(0, 0, 10)},
+        {"label": "car", "rle": square(9, 9, 5)},
+    ]
+    response = api_as(worker).post(url, {"annotations": overlapping}, format="json")
+    assert response.status_code == 400, response.json()
+    assert (
+        "overlaps annotations[0] on 1 pixel;" in response.json()["errors"]["annotations[1].rle"][0]
+    )
+    assert Assignment.objects.get().status == AssignmentStatus.LEASED
+    assert Task.objects.get().answers == 0
+    good = [overlapping[0], {"label": "car", "rle": square(20, 10, 5)}]
+    response = api_as(worker).post(url, {"annotations": good}, format="json")
+    assert response.status_code == 200, response.json()
+    assert Assignment.objects.get().answer == good
