@@ -70,6 +70,7 @@ from qa.consensus.polygons import (
     _Polygons,
 )
 from qa.geometry import mask_iou
+from tasks.annotations import rle_runs
 
 FloatArray = npt.NDArray[np.float64]
 Method = Literal["quorum", "em"]
@@ -257,9 +258,25 @@ def _window(batch: _Batch, cluster: _Cluster) -> _Window | None:
     bottom = min(int(np.ceil((boxes[:, 1] + boxes[:, 3]).max() + margin)), height)
     if right <= left or bottom <= top:
         return None
-    full = _decode([image.rles[i] for i in members])  # (height, width, n)
-    masks = np.ascontiguousarray(full[top:bottom, left:right].transpose(2, 0, 1))
+    masks = np.stack([_crop(image.rles[i], left, top, right, bottom) for i in members])
     return _Window(left, top, right - left, bottom - top, masks)
+
+
+def _crop(rle: Rle, left: int, top: int, right: int, bottom: int) -> npt.NDArray[np.uint8]:
+    """The part ``[top:bottom, left:right]`` of an RLE's mask, expanded from its runs over
+    those columns only (a mask of a large image is never decoded whole for one object)."""
+    height = int(rle["size"][0])
+    counts = rle["counts"]
+    runs = rle_runs(counts.decode("ascii") if isinstance(counts, bytes) else counts)
+    if runs is None:
+        raise ValueError("a mask's counts are not a COCO compressed RLE string")
+    lengths = np.asarray(runs, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    first, last = left * height, right * height  # column-major: columns are contiguous
+    inside = np.clip(ends, first, last) - np.clip(ends - lengths, first, last)
+    values = (np.arange(len(lengths)) % 2).astype(np.uint8)
+    columns = np.repeat(values, inside).reshape(right - left, height)
+    return np.ascontiguousarray(columns.T[top:bottom])
 
 
 def _pixel_votes(sensitivity: FloatArray, specificity: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -519,12 +536,15 @@ class _LabelMaps:
     workers: list[Hashable]
     weight: FloatArray  # given weights, one an answer
     marked: npt.NDArray[np.bool_]  # (h, w): pixels some answer marked
-    votes: npt.NDArray[np.intp]  # (n answers, pixels marked): 0 none, else label index + 1
+    # The classes some answer gives on this image (0 none, else label index + 1), ascending;
+    # votes index them, so the posterior has a row per class present, not per label.
+    classes: npt.NDArray[np.intp]
+    votes: npt.NDArray[np.uint16]  # (n answers, pixels marked): an index into ``classes``
     items: list[dict[int, list[int]]]  # per answer: label index -> its items
 
 
 def _label_maps(crowd: list[Answer], width: int, height: int, labels: dict[str, int]) -> _LabelMaps:
-    maps = np.zeros((len(crowd), height, width), dtype=np.intp)
+    maps = np.zeros((len(crowd), height, width), dtype=np.uint16)
     items: list[dict[int, list[int]]] = []
     for a, answer in enumerate(crowd):
         mine: dict[int, list[int]] = {}
@@ -536,11 +556,14 @@ def _label_maps(crowd: list[Answer], width: int, height: int, labels: dict[str, 
             mine.setdefault(k, []).append(i)
         items.append(mine)
     marked: npt.NDArray[np.bool_] = np.asarray((maps > 0).any(axis=0))
+    given = maps[:, marked]
+    classes = np.union1d([0], np.unique(given)).astype(np.intp)
     return _LabelMaps(
         [answer.worker for answer in crowd],
         np.array([answer.weight for answer in crowd], dtype=np.float64),
         marked,
-        maps[:, marked],
+        classes,
+        np.searchsorted(classes, given).astype(np.uint16),
         items,
     )
 
@@ -548,15 +571,18 @@ def _label_maps(crowd: list[Answer], width: int, height: int, labels: dict[str, 
 def _semantic_posterior(
     image: _LabelMaps, accuracy: FloatArray, n_classes: int
 ) -> npt.NDArray[np.float64]:
-    """(classes, pixels marked) posterior of each class (0: none) on each marked pixel."""
+    """(classes present, pixels marked) posterior of each class of ``image.classes`` on each
+    marked pixel; ``n_classes`` counts every label and none (a vote's strength)."""
+    present = len(image.classes)
     if not image.votes.shape[1]:
-        return np.zeros((n_classes, 0))
+        return np.zeros((present, 0))
     scale = image.weight / max(float(image.weight.mean()), EPS)
     strength = scale * np.log(accuracy * (n_classes - 1) / (1.0 - accuracy))
-    score = np.zeros((n_classes, image.votes.shape[1]))
+    score = np.zeros((present, image.votes.shape[1]))
+    pixels = np.arange(image.votes.shape[1])
     for a in range(len(image.workers)):
-        np.add.at(score, (image.votes[a], np.arange(image.votes.shape[1])), strength[a])
-    share = np.full(n_classes, 1.0 / n_classes)
+        score[image.votes[a], pixels] += strength[a]  # one vote an answer a pixel
+    share = np.full(present, 1.0 / present)
     for _ in range(PRIOR_ROUNDS):
         logits = score + np.log(share)[:, None]
         logits -= logits.max(axis=0)
@@ -644,8 +670,9 @@ def merge_semantic_batch(
             # argmax takes the first of equal posteriors: "none" wins a tie.
             winner = posterior.argmax(axis=0)
             for k in sorted(set(winner.tolist()) - {0}):
-                objects.append(_semantic_object(image, posterior, winner, k, names[k],
-                                                int(width), int(height)))  # fmt: skip
+                label = int(image.classes[k])  # label index + 1
+                objects.append(_semantic_object(image, posterior, winner, k, label - 1,
+                                                names[label], int(width), int(height)))  # fmt: skip
         objects.sort(key=lambda obj: -obj.score)
         out.append(objects)
     return out
@@ -656,10 +683,12 @@ def _semantic_object(
     posterior: npt.NDArray[np.float64],
     winner: npt.NDArray[np.intp],
     k: int,
+    label_index: int,
     label: str,
     width: int,
     height: int,
 ) -> MergedObject:
+    """The object of the class at row ``k`` of ``image.classes`` (label ``label_index``)."""
     chosen = winner == k
     full = np.zeros((height, width), dtype=np.uint8, order="F")
     full[image.marked] = chosen
@@ -668,7 +697,7 @@ def _semantic_object(
         (a, i)
         for a in range(len(image.workers))
         if (image.votes[a][chosen] == k).any()
-        for i in image.items[a].get(k - 1, [])
+        for i in image.items[a].get(label_index, [])
     ]
     gave = sorted({a for a, _ in members})
     # Each member answer's pixels of the label against the result.

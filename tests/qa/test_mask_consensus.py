@@ -196,3 +196,21 @@ class TestGoldScoring:
         )
         assert len(answer) == 1
         assert gold_score("mask", gold, answer).score == 1.0
+
+
+def test_a_window_is_cut_from_the_runs_as_the_decoded_mask_would_be() -> None:
+    from qa.consensus.masks import _crop
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        mask = (rng.random((H, W)) > 0.7).astype(np.uint8)
+        left, right = sorted(rng.choice(W + 1, 2, replace=False).tolist())
+        top, bottom = sorted(rng.choice(H + 1, 2, replace=False).tolist())
+        encoded = rle(mask)
+        assert np.array_equal(
+            _crop(encoded, left, top, right, bottom), mask[top:bottom, left:right]
+        )
+        as_bytes = {**encoded, "counts": encoded["counts"].encode()}
+        assert np.array_equal(
+            _crop(as_bytes, left, top, right, bottom), mask[top:bottom, left:right]
+        )
