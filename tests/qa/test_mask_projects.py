@@ -18,7 +18,7 @@ from tests.qa.mask_crowd import rle
 
 W, H = 64, 48
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
 
 
 def blob(x: int, y: int, w: int, h: int) -> np.ndarray:

@@ -109,6 +109,7 @@ class TestMaskAnswers:
 
 
 @pytest.mark.django_db
+@pytest.mark.both_databases
 def test_a_mask_project_is_created_and_its_mode_checked(api_as, manager) -> None:
     body = {"name": "Streets", "kind": "mask", "labels": ["road", "car"], "mask_mode": "semantic"}
     response = api_as(manager).post("/api/v1/projects/", body, format="json")
@@ -126,6 +127,7 @@ def test_a_mask_project_is_created_and_its_mode_checked(api_as, manager) -> None
 
 
 @pytest.mark.django_db
+@pytest.mark.both_databases
 def test_mask_projects_do_not_tile_and_fix_their_mode_once_they_have_tasks(api_as, manager) -> None:
     project = project_create(manager, kind="mask", labels=["road"], tile_size=256, tile_overlap=64)
     image = image_ready(project, width=600, height=400)
@@ -139,6 +141,7 @@ def test_mask_projects_do_not_tile_and_fix_their_mode_once_they_have_tasks(api_a
 
 
 @pytest.mark.django_db
+@pytest.mark.both_databases
 def test_a_bad_gold_mask_is_a_400_naming_the_item_and_stores_nothing(api_as, manager) -> None:
     project = project_create(manager, kind="mask", labels=["road", "car"], mask_mode="semantic")
     image = image_ready(project, width=W, height=H)
@@ -160,6 +163,7 @@ def test_a_bad_gold_mask_is_a_400_naming_the_item_and_stores_nothing(api_as, man
 
 
 @pytest.mark.django_db
+@pytest.mark.both_databases
 def test_a_bad_mask_answer_is_a_400_and_the_lease_stays_open(api_as, manager, worker) -> None:
     from tasks import routing
     from tasks.models import Assignment, AssignmentStatus
