@@ -98,6 +98,33 @@ _MERGED = {
 }
 _POINT = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
 ANNOTATION_ITEMS: dict[str, dict[str, Any]] = {
+    "MaskItem": {
+        "type": "object",
+        "description": "mask: one mask of the full image as COCO compressed RLE, as "
+        "pycocotools.mask.encode writes it (counts decoded to a string); non-empty, and in a "
+        "semantic project not overlapping the answer's other masks.",
+        "properties": {
+            "label": _LABEL,
+            "rle": {
+                "type": "object",
+                "properties": {
+                    "size": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "description": "[height, width] of the image.",
+                    },
+                    "counts": {"type": "string", "description": "COCO compressed RLE counts."},
+                },
+                "required": ["size", "counts"],
+                "additionalProperties": False,
+            },
+            **_MERGED,
+        },
+        "required": ["label", "rle"],
+        "additionalProperties": False,
+    },
     "KeypointsItem": {
         "type": "object",
         "description": "keypoints: one instance, its points in the order of the label's "

@@ -2,7 +2,9 @@
 elsewhere. No database, no Django.
 
 Classification reads CSV ``task,worker,label`` and writes ``task,label,confidence,votes``.
-Shapes read JSON Lines ``{"task", "worker", "annotations": [...], "width"?, "height"?,
+Shapes (masks: ``{"label", "rle": {"size": [height, width], "counts"}}`` items, COCO
+compressed RLE of the full image; ``--mask-mode semantic`` for answers that give each pixel
+at most one label) read JSON Lines ``{"task", "worker", "annotations": [...], "width"?, "height"?,
 "weight"?}`` and write ``{"task", "annotations": [... with "score", "num_votes"]}``, one line
 per task in the order tasks first appear.
 
@@ -52,7 +54,8 @@ if TYPE_CHECKING:
     FloatArray = npt.NDArray[np.float64]
     IntArray = npt.NDArray[np.intp]
 
-KINDS = ("classification", "bbox", "polygon", "keypoints")
+KINDS = ("classification", "bbox", "polygon", "keypoints", "mask")
+MASK_MODES = ("instance", "semantic")
 CLASSIFICATION_METHODS = ("auto", "majority_vote", "weighted_vote", "dawid_skene")
 SHAPE_METHODS = ("auto", "merge", "em")
 DEFAULT_QUORUM = 0.5
@@ -109,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated keypoint names in order (COCO names get COCO sigmas)",
     )
     parser.add_argument(
+        "--mask-mode",
+        default="instance",
+        choices=MASK_MODES,
+        help="masks: instance (any number a label, merged object by object) or semantic (each "
+        "pixel at most one label, merged by a per-pixel vote)",
+    )
+    parser.add_argument(
         "--report",
         default=None,
         metavar="FILE",
@@ -145,6 +155,7 @@ class Settings:
     quorum: float | None = None
     keypoint_sigma: float = 0.05
     keypoint_names: tuple[str, ...] = ()
+    mask_mode: str = "instance"
     report: str | None = None
     strict: bool = False
     skip_invalid: bool = False
@@ -161,6 +172,7 @@ class Settings:
             quorum=options.get("quorum"),
             keypoint_sigma=float(options.get("keypoint_sigma", 0.05)),
             keypoint_names=tuple(n for n in names if n),
+            mask_mode=options.get("mask_mode") or "instance",
             report=options.get("report"),
             strict=bool(options.get("strict")),
             skip_invalid=bool(options.get("skip_invalid")),
@@ -184,6 +196,17 @@ class Settings:
             raise AggregateError("--method for shapes: auto, merge, em.")
         if self.method == "em" and quorum is not None:
             raise AggregateError("--method em has no quorum; leave --quorum out.")
+        if self.mask_mode not in MASK_MODES:
+            raise AggregateError(f"--mask-mode: one of {', '.join(MASK_MODES)}.")
+        if (
+            self.kind == "mask"
+            and self.mask_mode == "semantic"
+            and (self.method == "merge" or quorum is not None)
+        ):
+            raise AggregateError(
+                "Semantic masks are merged by a per-pixel vote, which has no quorum; leave "
+                "--quorum and --method merge out."
+            )
 
     @property
     def shape_quorum(self) -> float:
@@ -941,6 +964,13 @@ def _size(rows: list[Row]) -> tuple[int, int]:
     sizes = {(row["width"], row["height"]) for _, row in rows if row.get("width")}
     if sizes:
         return max(sizes, key=lambda s: s[0] * s[1])
+    # A mask carries its image's size; a mask of another size than the rest is refused by
+    # the check, by its line.
+    for _, row in rows:
+        for item in row["annotations"]:
+            size = _mask_size(item)
+            if size is not None:
+                return size
     x, y = 0.0, 0.0
     for _, row in rows:
         for item in row["annotations"]:
@@ -948,6 +978,15 @@ def _size(rows: list[Row]) -> tuple[int, int]:
                 if math.isfinite(px) and math.isfinite(py):
                     x, y = max(x, px), max(y, py)
     return math.ceil(x) + 1, math.ceil(y) + 1
+
+
+def _mask_size(item: Any) -> tuple[int, int] | None:
+    """(width, height) of a mask item's RLE, when it reads as one."""
+    rle = item.get("rle") if isinstance(item, dict) else None
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size):
+        return size[1], size[0]
+    return None
 
 
 def _points(item: Any) -> list[tuple[float, float]]:
@@ -977,7 +1016,11 @@ def _schema(by_task: dict[Any, list[Row]], settings: Settings) -> Schema:
                     points = item.get("keypoints")
                     counts.setdefault(item["label"], len(points) if isinstance(points, list) else 0)
     if settings.kind != "keypoints":
-        return Schema(kind=settings.kind, keypoints={label: [] for label in counts})
+        return Schema(
+            kind=settings.kind,
+            keypoints={label: [] for label in counts},
+            mask_mode=settings.mask_mode,
+        )
     names = list(settings.keypoint_names)
     return Schema(
         kind="keypoints",
@@ -1025,6 +1068,8 @@ def _merge(
             found.crowds, found.sizes, iou_threshold=threshold, method="quorum", quorum=quorum
         )
         return merged, "quorum", {}
+    if settings.kind == "mask":
+        return _merge_masks(found, settings, method)
     from qa.consensus.keypoints import keypoint_model, merge_keypoints_batch
     from qa.geometry import keypoint_sigmas
 
@@ -1044,6 +1089,32 @@ def _merge(
     return merged, "quorum", {}
 
 
+def _merge_masks(
+    found: _Crowds, settings: Settings, method: str
+) -> tuple[list[list[MergedObject]], str, dict[Hashable, Any]]:
+    from qa.consensus import masks
+
+    threshold = settings.iou_threshold
+    if settings.mask_mode == "semantic":
+        pixels = masks.semantic_model(found.crowds, found.sizes)
+        merged = masks.merge_semantic_batch(found.crowds, found.sizes, model=pixels)
+        return merged, "pixel_vote", dict(pixels.workers)
+    if method == "em":
+        model = masks.mask_model(found.crowds, found.sizes, iou_threshold=threshold)
+        merged = masks.merge_masks_batch(
+            found.crowds, found.sizes, iou_threshold=threshold, model=model
+        )
+        return merged, method, dict(model.workers)
+    merged = masks.merge_masks_batch(
+        found.crowds,
+        found.sizes,
+        iou_threshold=threshold,
+        method="quorum",
+        quorum=settings.shape_quorum,
+    )
+    return merged, "quorum", {}
+
+
 def _shape_workers(
     found: _Crowds, merged: list[list[MergedObject]], model: dict[Hashable, Any]
 ) -> list[dict[str, Any]]:
@@ -1051,7 +1122,8 @@ def _shape_workers(
     agrees when it went into a merged object and carries that object's label; precision is
     the share of their items that agree, recall the share of the merged objects of the images
     they answered that they gave an agreeing item to. With a worker model (``em``), also every
-    field of what it learnt of them (``box_model``, ``polygon_model``, ``keypoint_model``)."""
+    field of what it learnt of them (``box_model``, ``polygon_model``, ``keypoint_model``,
+    ``mask_model``, ``semantic_model``)."""
     stats: dict[Hashable, list[int]] = {}  # worker -> [answers, items, objects seen, agreeing]
     for crowd, objects in zip(_labels_given(found), merged, strict=True):
         given = dict(crowd)

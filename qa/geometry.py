@@ -9,6 +9,8 @@ Coordinates are pixels of the full upright image, origin top-left, boxes COCO ``
 - Polygons: intersection over union of their masks, rasterised by pycocotools into run-length
   encodings (RLE) at the image's size, so two polygons are compared pixel by pixel the way
   COCO's evaluation compares segmentations.
+- Masks: intersection over union of their COCO RLEs (``{"size", "counts"}``), by pycocotools
+  without decoding them.
 - Keypoints: object keypoint similarity (OKS) as defined by COCO: for each keypoint the
   reference marked, ``exp(-d^2 / (2 s^2 k^2))`` with ``d`` the distance between the two
   positions, ``s^2`` the reference's area and ``k = 2 sigma`` the keypoint's tolerance; OKS is
@@ -36,7 +38,7 @@ Item = Mapping[str, Any]
 Polygon = Sequence[Sequence[float]]
 Rle = dict[str, Any]
 
-SHAPE_KINDS = ("bbox", "polygon", "keypoints")
+SHAPE_KINDS = ("bbox", "polygon", "keypoints", "mask")
 
 # Boxes
 
@@ -314,6 +316,8 @@ def annotation_similarity(
         if sigmas is None:
             raise ValueError("keypoint similarity needs per-label sigmas")
         return _keypoint_similarity(reference, candidate, sigmas)
+    if kind == "mask":
+        return mask_iou([r["rle"] for r in reference], [c["rle"] for c in candidate])
     raise ValueError(f"cannot match annotations of kind {kind!r}")
 
 
@@ -342,7 +346,8 @@ def match_annotations(
     height: int | None = None,
     sigmas: Mapping[str, npt.ArrayLike] | None = None,
 ) -> AnnotationMatch:
-    """Pair candidate items with reference items of one kind (``bbox``, ``polygon``, ``keypoints``).
+    """Pair candidate items with reference items of one kind (``bbox``, ``polygon``,
+    ``keypoints``, ``mask``).
 
     Items are matched first within each label, then what is left is matched across labels;
     those pairs are label mismatches. Similarity is box IoU, polygon mask IoU (needs ``width``

@@ -30,6 +30,7 @@ from qa import services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
+from qa.consensus.masks import merge_masks, merge_masks_batch, merge_semantic_batch
 from qa.consensus.objects import Answer, MergedObject
 from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
@@ -43,7 +44,16 @@ from qa.models import (
 )
 from qa.reliability import Evidence, vote_weight
 from qa.selectors import project_agreement
-from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project, Task
+from tasks.models import (
+    Assignment,
+    AssignmentStatus,
+    Image,
+    ImageStatus,
+    Kind,
+    MaskMode,
+    Project,
+    Task,
+)
 from tasks.schema import project_schema
 
 logger = logging.getLogger(__name__)
@@ -81,6 +91,13 @@ def shapes_merge(
         return merge_polygons(
             answers, width=width, height=height, iou_threshold=threshold, quorum=QUORUM
         )
+    if project.kind == Kind.MASK:
+        if project.mask_mode == MaskMode.SEMANTIC:
+            # A pixel vote has no quorum: each pixel takes the weighted vote's label.
+            return merge_semantic_batch([answers], [(width, height)])[0]
+        return merge_masks(
+            answers, width=width, height=height, iou_threshold=threshold, quorum=QUORUM
+        )
     return merge_keypoints(
         answers, sigmas=services.project_sigmas(project), oks_threshold=threshold, quorum=QUORUM
     )
@@ -105,6 +122,10 @@ def shapes_merge_many(
         return merge_boxes_batch(crowds, iou_threshold=threshold, quorum=QUORUM)
     if model is not None and project.kind == Kind.POLYGON:
         return merge_polygons_batch(crowds, sizes, iou_threshold=threshold, model=model)
+    if model is not None and project.kind == Kind.MASK:
+        if project.mask_mode == MaskMode.SEMANTIC:
+            return merge_semantic_batch(crowds, sizes, model=model)
+        return merge_masks_batch(crowds, sizes, iou_threshold=threshold, model=model)
     if model is not None and project.kind == Kind.KEYPOINTS:
         return merge_keypoints_batch(
             crowds,

@@ -4,6 +4,9 @@
 - boxes and polygons: items are matched to the gold items by IoU (see
   :func:`qa.geometry.match_annotations`); the score is the F1 of same-label matches at the
   IoU threshold, so a shape with the wrong label counts as a miss and as an extra;
+- masks: items are matched by mask IoU and scored like boxes; ``mean_dice`` reports the mean
+  Dice coefficient (``2 |A & B| / (|A| + |B|)``, which is ``2 IoU / (1 + IoU)``) of the
+  same-label matches beside their mean IoU;
 - keypoints: instances are matched by OKS; the score is the sum of the OKS of same-label
   matches over the larger of the two instance counts, so each instance scores by how close it
   is, and a missing or extra instance scores 0.
@@ -43,13 +46,16 @@ class GoldScore:
     missed: int
     extra: int
     wrong_label: int
+    mean_dice: float | None = None  # masks only
 
     def details(self) -> dict[str, Any]:
         """A small JSON-able summary (counts and rates, no coordinates)."""
         summary = asdict(self)
-        for key in ("score", "precision", "recall", "f1", "mean_iou"):
+        for key in ("score", "precision", "recall", "f1", "mean_iou", "mean_dice"):
             if summary[key] is not None:
                 summary[key] = round(summary[key], 4)
+        if self.kind != "mask":
+            del summary["mean_dice"]
         if self.kind == "keypoints":
             summary["mean_oks"] = summary.pop("mean_iou")
         return summary
@@ -92,6 +98,7 @@ def _shape_score(
         score = sum(similarities) / max(len(gold), len(answer)) if gold or answer else 1.0
     else:
         score = f1
+    dice = [2 * s / (1 + s) for s in similarities] if kind == "mask" else []
     return GoldScore(
         kind=kind,
         score=score,
@@ -103,6 +110,7 @@ def _shape_score(
         missed=len(found.misses),
         extra=len(found.extras),
         wrong_label=len(found.label_mismatches),
+        mean_dice=sum(dice) / len(dice) if dice else None,
     )
 
 

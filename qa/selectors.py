@@ -26,7 +26,7 @@ from qa.models import (
     WorkerModelFit,
     WorkerScore,
 )
-from qa.services import project_sigmas
+from qa.services import comparable, project_sigmas
 from tasks.models import Assignment, AssignmentStatus, Kind, Project, TaskState
 from tasks.schema import project_schema
 from tasks.selectors import projects_for_user
@@ -351,7 +351,8 @@ def _shape_agreement(
     per_worker: dict[int, list[float]] = defaultdict(list)
     sigmas = project_sigmas(project) if project.kind == Kind.KEYPOINTS else None
     for task, rows in answers.items():
-        for (wa, a), (wb, b) in combinations(rows, 2):
+        compared = [(w, comparable(project, list(items))) for w, items in rows]
+        for (wa, a), (wb, b) in combinations(compared, 2):
             m = match_annotations(
                 a, b, kind=project.kind, threshold=project.iou_threshold,
                 width=sizes[task][0], height=sizes[task][1], sigmas=sigmas,

@@ -24,7 +24,16 @@ from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
 from qa.scoring import GoldScore, gold_score
 from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
-from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Kind, Project, Task
+from tasks.models import (
+    Assignment,
+    AssignmentStatus,
+    Image,
+    ImageStatus,
+    Kind,
+    MaskMode,
+    Project,
+    Task,
+)
 from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
 from tasks.services import tasks_mark_gold
@@ -199,6 +208,16 @@ def project_sigmas(project: Project) -> dict[str, np.ndarray]:
     }
 
 
+def comparable(project: Project, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items as two answers of the project are compared: a semantic mask answer as one mask a
+    label (a label painted in one stroke or several is the same answer); others as they are."""
+    if project.kind == Kind.MASK and project.mask_mode == MaskMode.SEMANTIC and items:
+        from qa.consensus.masks import semantic_union
+
+        return semantic_union(items)
+    return items
+
+
 def answer_compare(
     *,
     project: Project,
@@ -210,8 +229,8 @@ def answer_compare(
     """Score ``answer`` against ``reference`` with the project's thresholds."""
     return gold_score(
         project.kind,
-        reference,
-        answer,
+        comparable(project, reference),
+        comparable(project, answer),
         iou_threshold=project.iou_threshold,
         oks_threshold=project.iou_threshold,
         sigmas=project_sigmas(project) if project.kind == Kind.KEYPOINTS else None,

@@ -11,7 +11,10 @@ the kind's own EM in ``qa.consensus``:
 - polygons: recall, false marks, the outline's outward bias and noise, label accuracy
   (:func:`qa.consensus.polygons.polygon_model`);
 - keypoints: recall, false marks, placement noise, left-right swaps and visibility
-  (:func:`qa.consensus.keypoints.keypoint_model`).
+  (:func:`qa.consensus.keypoints.keypoint_model`);
+- instance masks: recall, false marks, label accuracy and pixel sensitivity and specificity
+  (:func:`qa.consensus.masks.mask_model`); semantic masks: each worker's pixel accuracy
+  (:func:`qa.consensus.masks.semantic_model`), which is also their expected accuracy.
 
 For shapes the expected accuracy is the F1 a worker's answer to a typical picture scores
 against the truth: with recall ``r``, ``l`` false marks and ``mu`` objects a picture,
@@ -40,7 +43,7 @@ from django.utils import timezone
 
 from qa.consensus import classification as cls
 from qa.models import GoldResult, WorkerModelFit, WorkerScore
-from tasks.models import Image, Kind, Project, Task
+from tasks.models import Image, Kind, MaskMode, Project, Task
 from tasks.schema import project_schema
 
 if TYPE_CHECKING:
@@ -110,6 +113,8 @@ def fit(project: Project, answers: Sequence[AnswerRow]) -> ProjectFit | None:
             crowds, sizes, iou_threshold=project.iou_threshold, prior=_gold_rates(project)
         )
         return _shape_fit("polygon_em", model, len(answers))
+    if project.kind == Kind.MASK:
+        return _mask_fit(project, crowds, images_of, len(answers))
     from qa import services
     from qa.consensus.keypoints import keypoint_model
 
@@ -232,6 +237,32 @@ def _shape_fit(method: str, model: Any, n_answers: int) -> ProjectFit:
     return ProjectFit(method, n_answers, fits, crowd, model)
 
 
+def _mask_fit(
+    project: Project, crowds: list[list[Any]], images_of: list[int], n_answers: int
+) -> ProjectFit:
+    from qa.consensus.masks import mask_model, semantic_model
+
+    images = Image.objects.in_bulk(sorted(set(images_of)))
+    sizes = [(images[i].width, images[i].height) for i in images_of]
+    if project.mask_mode != MaskMode.SEMANTIC:
+        model: Any = mask_model(
+            crowds, sizes, iou_threshold=project.iou_threshold, prior=_gold_rates(project)
+        )
+        return _shape_fit("mask_em", model, n_answers)
+    model = semantic_model(crowds, sizes)
+    fits = [
+        WorkerFit(
+            worker=int(worker),
+            answers=int(values.images),
+            accuracy=float(np.clip(values.accuracy, 1e-3, 1 - 1e-3)),
+            params=_jsonable(values._asdict()),
+        )
+        for worker, values in model.workers.items()
+    ]
+    crowd = {"crowd": _jsonable(model.crowd._asdict()), "n_labels": model.n_labels}
+    return ProjectFit("mask_semantic_em", n_answers, fits, crowd, model)
+
+
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     """A model's parameters as JSON holds them: tuples as lists, numbers as Python's."""
 
@@ -310,7 +341,40 @@ def _keypoint_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, 
     )
 
 
-REBUILD = {"box_em": _box_model, "polygon_em": _polygon_model, "keypoint_em": _keypoint_model}
+def _mask_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> Any:
+    from qa.consensus.masks import MaskModel, MaskWorker
+
+    def worker(values: Mapping[str, Any]) -> MaskWorker:
+        return MaskWorker(**{k: v for k, v in values.items() if k in MaskWorker._fields})
+
+    return MaskModel(
+        workers={w: worker(values) for w, values in params.items()},
+        crowd=worker(crowd["crowd"]),
+        objects=float(crowd["objects"]),
+        n_labels=int(crowd.get("n_labels") or 2),
+    )
+
+
+def _semantic_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> Any:
+    from qa.consensus.masks import SemanticModel, SemanticWorker
+
+    def worker(values: Mapping[str, Any]) -> SemanticWorker:
+        return SemanticWorker(**{k: v for k, v in values.items() if k in SemanticWorker._fields})
+
+    return SemanticModel(
+        workers={w: worker(values) for w, values in params.items()},
+        crowd=worker(crowd["crowd"]),
+        n_labels=int(crowd.get("n_labels") or 2),
+    )
+
+
+REBUILD = {
+    "box_em": _box_model,
+    "polygon_em": _polygon_model,
+    "keypoint_em": _keypoint_model,
+    "mask_em": _mask_model,
+    "mask_semantic_em": _semantic_model,
+}
 
 
 def record(project: Project, result: ProjectFit) -> None:

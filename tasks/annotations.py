@@ -22,6 +22,11 @@ MAX_ITEMS = 2000
 EDGE_TOLERANCE_PX = 4.0
 EDGE_TOLERANCE_SHARE = 0.01
 MAX_POLYGON_POINTS = 5000
+# Masks: at most this many a answer, and a counts string at most this long (a mask of a
+# 100-megapixel image with a busy outline fits in well under a megabyte).
+MAX_MASKS = 200
+MAX_RLE_CHARS = 1_000_000
+MASK_MODES = ("instance", "semantic")
 VISIBILITY = (0, 1, 2)  # COCO: 0 not labelled/absent, 1 labelled but occluded, 2 visible
 
 
@@ -33,10 +38,16 @@ class AnnotationError(ValueError):
 
 @dataclass(frozen=True)
 class Schema:
-    """What a project accepts: its kind, label names, and per label its keypoint names."""
+    """What a project accepts: its kind, label names, and per label its keypoint names.
+
+    ``mask_mode`` matters to masks only: ``instance`` takes any number of masks a label,
+    overlapping or not; ``semantic`` gives each pixel at most one label, so the masks of one
+    answer must not overlap.
+    """
 
     kind: str
     keypoints: Mapping[str, Sequence[str]]  # label name -> keypoint names (empty list if none)
+    mask_mode: str = "instance"
 
     @property
     def labels(self) -> Sequence[str]:
@@ -200,6 +211,103 @@ class _Checker:
             return None
         return out
 
+    def mask(self, item: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+        raw = item.get("rle")
+        spot = f"{where}.rle"
+        if not isinstance(raw, dict) or set(raw) != {"size", "counts"}:
+            self.fail(spot, 'A mask is {"size": [height, width], "counts": "..."}.')
+            return None
+        size, counts = raw["size"], raw["counts"]
+        if (
+            not isinstance(size, list | tuple)
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        ):
+            self.fail(f"{spot}.size", "The size is [height, width] in whole pixels.")
+            return None
+        if list(size) != [self.height, self.width]:
+            self.fail(
+                f"{spot}.size",
+                f"The mask is {size[0]}x{size[1]} (height x width); the image is "
+                f"{self.height}x{self.width}. Encode a mask of the full image.",
+            )
+            return None
+        if not isinstance(counts, str):
+            self.fail(
+                f"{spot}.counts",
+                "Give the counts as the string pycocotools.mask.encode writes (bytes decoded "
+                "as ASCII), not a list.",
+            )
+            return None
+        if len(counts) > MAX_RLE_CHARS:
+            self.fail(f"{spot}.counts", f"The counts may be at most {MAX_RLE_CHARS} characters.")
+            return None
+        runs = rle_runs(counts)
+        if runs is None:
+            self.fail(f"{spot}.counts", "The counts are not a COCO compressed RLE string.")
+            return None
+        pixels = self.width * self.height
+        if sum(runs) != pixels:
+            self.fail(
+                f"{spot}.counts",
+                f"The runs cover {sum(runs)} pixels; a {self.height}x{self.width} mask has "
+                f"{pixels}.",
+            )
+            return None
+        if not any(runs[1::2]):
+            self.fail(spot, "The mask is empty; leave an empty mask out of the answer.")
+            return None
+        return {"size": [self.height, self.width], "counts": counts}
+
+    def disjoint(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Semantic masks: no pixel may carry two labels (nor be marked twice)."""
+        if len(items) < 2:
+            return
+        # Imported here: crowd-aggregate reads its input before it loads numpy (see there).
+        from pycocotools import mask as coco_mask
+
+        rles = [dict(item["rle"]) for item in items]
+        overlap = coco_mask.iou(rles, rles, [0] * len(rles))
+        for i in range(len(rles)):
+            for j in range(i + 1, len(rles)):
+                if overlap[i, j] <= 0:
+                    continue
+                shared = int(coco_mask.area(coco_mask.merge([rles[i], rles[j]], intersect=True)))
+                self.fail(
+                    f"annotations[{j}].rle",
+                    f"This mask overlaps annotations[{i}] on {shared} "
+                    f"pixel{'' if shared == 1 else 's'}; in a semantic project each pixel has "
+                    "at most one label. Erase the overlap from one of them.",
+                )
+
+
+def rle_runs(counts: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE counts string (as ``pycocotools.mask.encode``
+    writes it: runs alternate background and mask, from background, in column-major order),
+    or None when the string is not one: a character outside ``0``..``o``, a run cut off at
+    the end, or a negative run."""
+    runs: list[int] = []
+    value = shift = 0
+    for char in counts:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            return None
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value -= 1 << shift  # the group's top bit is the sign
+        if len(runs) > 2:
+            value += runs[-2]  # after the first two, each run is stored as a difference
+        if value < 0:
+            return None
+        runs.append(value)
+        value = shift = 0
+    if shift:
+        return None
+    return runs
+
 
 def validate_annotations(payload: Any, *, schema: Schema, width: int, height: int) -> Annotations:
     """Check ``payload`` (the ``annotations`` list) against the project's schema and the image;
@@ -208,6 +316,8 @@ def validate_annotations(payload: Any, *, schema: Schema, width: int, height: in
         raise AnnotationError({"annotations": ["Give the annotations as a list."]})
     if len(payload) > MAX_ITEMS:
         raise AnnotationError({"annotations": [f"At most {MAX_ITEMS} annotations per answer."]})
+    if schema.kind == "mask" and len(payload) > MAX_MASKS:
+        raise AnnotationError({"annotations": [f"At most {MAX_MASKS} masks per answer."]})
     if schema.kind == "classification" and len(payload) != 1:
         raise AnnotationError(
             {"annotations": ['A classification answer has exactly one item: {"label": ...}.']}
@@ -237,9 +347,15 @@ def validate_annotations(payload: Any, *, schema: Schema, width: int, height: in
             keypoints = check.keypoints(item, label, where)
             if keypoints is not None:
                 out.append({"label": label, "keypoints": keypoints})
+        elif schema.kind == "mask":
+            rle = check.mask(item, where)
+            if rle is not None:
+                out.append({"label": label, "rle": rle})
         else:
             raise ValueError(f"unknown annotation kind {schema.kind!r}")
         out.clipped += check.clipped
+    if schema.kind == "mask" and schema.mask_mode == "semantic" and not check.errors:
+        check.disjoint(out)
     if check.errors:
         raise AnnotationError(check.errors)
     return out

@@ -37,7 +37,7 @@ from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_us
 from crowd.schema import AnnotationsField
 from tasks import ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
-from tasks.models import Assignment, Image, Kind, Project, ProjectState, StalledAction
+from tasks.models import Assignment, Image, Kind, MaskMode, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
 
 # --- Schema-only shapes -----------------------------------------------------------------------
@@ -100,6 +100,10 @@ class _ProjectBaseOut(serializers.Serializer):
     name = serializers.CharField()
     instructions = serializers.CharField(allow_blank=True)
     kind = serializers.CharField(help_text="classification, bbox, polygon, keypoints or mask.")
+    mask_mode = serializers.CharField(
+        help_text="Masks: `instance` (any number of masks a label) or `semantic` (each pixel "
+        "at most one label; an answer's masks may not overlap)."
+    )
     labels = LabelOut(many=True)
     reward = serializers.CharField(help_text="Per answer, a decimal string in `currency`.")
     currency = serializers.CharField()
@@ -444,6 +448,7 @@ class ProjectIn(serializers.Serializer):
     stalled_grace_minutes = serializers.IntegerField(
         required=False, min_value=0, max_value=30 * 24 * 60
     )
+    mask_mode = serializers.ChoiceField(MaskMode.choices, required=False)
 
 
 def project_json(
@@ -456,6 +461,7 @@ def project_json(
         "name": project.name,
         "instructions": project.instructions,
         "kind": project.kind,
+        "mask_mode": project.mask_mode,
         "labels": project_labels(project),
         "reward": format_amount(project.reward, project.currency),
         "currency": project.currency,

@@ -10,6 +10,14 @@ class Kind(models.TextChoices):
     BBOX = "bbox"
     POLYGON = "polygon"
     KEYPOINTS = "keypoints"
+    MASK = "mask"
+
+
+class MaskMode(models.TextChoices):
+    # Instance: any number of masks a label, which may overlap (each object its own mask).
+    INSTANCE = "instance"
+    # Semantic: each pixel has at most one label; an answer's masks must not overlap.
+    SEMANTIC = "semantic"
 
 
 class ProjectState(models.TextChoices):
@@ -52,6 +60,11 @@ class Project(models.Model):
     keypoint_sigma = models.FloatField(default=0.05)
     exam_tasks = models.PositiveSmallIntegerField(default=0)
     exam_pass_score = models.FloatField(default=0.8)
+    # Masks only (see MaskMode); fixed once the project has tasks.
+    mask_mode = models.CharField(
+        max_length=8, choices=MaskMode.choices, default=MaskMode.INSTANCE,
+        db_default=MaskMode.INSTANCE,
+    )  # fmt: skip
 
     # Pay per approved assignment, in integer minor units of `currency` (cents for USD).
     reward = models.BigIntegerField(default=0)
@@ -78,7 +91,7 @@ class Project(models.Model):
     stalled_grace_minutes = models.PositiveIntegerField(default=60, db_default=60)
 
     # Images wider or taller than tile_size are split into tiles overlapping by tile_overlap
-    # pixels; 0 disables tiling. Classification never tiles.
+    # pixels; 0 disables tiling. Classification and masks never tile.
     tile_size = models.PositiveIntegerField(default=2048)
     tile_overlap = models.PositiveIntegerField(default=256)
 
@@ -102,7 +115,9 @@ class Project(models.Model):
 
     @property
     def tiles(self) -> bool:
-        return self.kind != Kind.CLASSIFICATION and self.tile_size > 0
+        # A mask answer is one RLE of the full image, and its consensus is taken over the
+        # whole image too: mask projects do not tile.
+        return self.kind not in (Kind.CLASSIFICATION, Kind.MASK) and self.tile_size > 0
 
     def lock(self) -> None:
         """Hold this project's row lock until the transaction ends: what reads a project-wide

@@ -69,7 +69,11 @@ def project_labels(project: Project) -> list[dict[str, Any]]:
 
 def project_schema(project: Project) -> Schema:
     labels = _labels(project)
-    return Schema(kind=project.kind, keypoints={name: list(kps) for name, _, kps in labels})
+    return Schema(
+        kind=project.kind,
+        keypoints={name: list(kps) for name, _, kps in labels},
+        mask_mode=project.mask_mode,
+    )
 
 
 def annotations_clean(*, project: Project, image: Image, payload: Any) -> Annotations:

@@ -15,6 +15,7 @@ from tasks.models import (
     Image,
     Kind,
     Label,
+    MaskMode,
     MemberRole,
     Project,
     ProjectMember,
@@ -36,7 +37,7 @@ SETTINGS_FIELDS = (
     "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap", "iou_threshold",
     "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
     "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
-    "stalled_action", "stalled_grace_minutes",
+    "stalled_action", "stalled_grace_minutes", "mask_mode",
 )  # fmt: skip
 # Amounts a PATCH may change, as decimal strings in the project's currency.
 MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
@@ -134,6 +135,8 @@ def _check_settings(project: Project) -> None:
         bad("stalled_action", f"One of: {', '.join(StalledAction.values)}.")
     if not 0 <= project.stalled_grace_minutes <= 30 * 24 * 60:
         bad("stalled_grace_minutes", "Between 0 (at once) and 43200 minutes (30 days).")
+    if project.mask_mode not in MaskMode.values:
+        bad("mask_mode", f"One of: {', '.join(MaskMode.values)}.")
     if errors:
         raise InvalidInput(errors=errors)
 
@@ -194,6 +197,11 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
         if data["kind"] not in Kind.values:
             raise InvalidInput(errors={"kind": [f"One of: {', '.join(Kind.values)}."]})
         project.kind = data["kind"]
+    if "mask_mode" in data and data["mask_mode"] != project.mask_mode and has_tasks:
+        # Answers were checked against the mode (semantic ones do not overlap).
+        raise Conflict(
+            "The mask mode cannot change once the project has tasks.", code="mask_mode_locked"
+        )
     for field in SETTINGS_FIELDS:
         if field in data:
             setattr(project, field, data[field])

@@ -31,6 +31,8 @@ INSTRUCTIONS = {
     "or star?",
     "bbox": "Draw a tight box around every shape, including shapes cut by the image's edge.",
     "polygon": "Outline every shape, including the visible part of shapes cut by the edge.",
+    "mask": "Paint every shape's visible pixels, one mask a shape; where shapes overlap, the "
+    "pixels belong to the one on top.",
     "keypoints": "Mark each shape's points: a circle's top, right, bottom and left; the "
     "corners of squares and triangles and the tips of stars, clockwise from the topmost. "
     "Points hidden under another shape are occluded (1); points outside the image absent (0).",

@@ -52,7 +52,7 @@ class Member(NamedTuple):
 
 
 class MergedObject(NamedTuple):
-    """One consensus object of kind ``bbox``, ``polygon`` or ``keypoints``.
+    """One consensus object of kind ``bbox``, ``polygon``, ``keypoints`` or ``mask``.
 
     - ``score``: confidence in [0, 1]: the share of the voters' weight that marked this object
       with this label, times the mean agreement (IoU, or OKS) of the members with the result;
@@ -62,9 +62,9 @@ class MergedObject(NamedTuple):
     - ``workers``, ``items`` (and ``tiles`` once tiles are united): who said what, one entry per
       member, read together as :attr:`members`.
 
-    Exactly one of ``bbox`` (COCO ``[x, y, w, h]``), ``points`` or ``keypoints`` is set, as
-    ``kind`` says; a polygon also carries its consensus ``mask`` as a COCO RLE with string
-    counts (``{"size": [h, w], "counts": "..."}``), JSON-able as is.
+    Exactly one of ``bbox`` (COCO ``[x, y, w, h]``), ``points``, ``keypoints`` or (for a mask)
+    ``mask`` is set, as ``kind`` says; a polygon also carries its consensus ``mask``. A mask is
+    a COCO RLE with string counts (``{"size": [h, w], "counts": "..."}``), JSON-able as is.
 
     A named tuple rather than a dataclass: a project's merge makes one per object, and a tuple
     is several times cheaper to build; members are kept as two flat tuples for the same reason.
@@ -104,6 +104,8 @@ class MergedObject(NamedTuple):
                 item["rle"] = dict(self.mask)
         elif self.kind == "keypoints" and self.keypoints is not None:
             item["keypoints"] = [list(k) for k in self.keypoints]
+        elif self.kind == "mask" and self.mask is not None:
+            item["rle"] = dict(self.mask)
         else:
             raise ValueError(f"a merged object of kind {self.kind!r} lacks its shape")
         item["score"] = self.score

@@ -62,7 +62,7 @@ such pixels is one object. It ignores weights and cannot split touching objects.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -269,14 +269,17 @@ class _Batch:
         crowds: Sequence[Sequence[Answer | Sequence[Any]]],
         sizes: Sequence[tuple[int, int]],
         iou_threshold: float,
+        shapes: Callable[[list[Answer], int, int], _Polygons] = _Polygons,
     ) -> _Batch:
+        """The batch of ``crowds``; ``shapes`` reads one image's items (the polygons, or the
+        masks of :mod:`qa.consensus.masks`, which merges by the same clusters and model)."""
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError("iou_threshold must be in (0, 1]")
         if len(crowds) != len(sizes):
             raise ValueError("crowds and sizes must be as long as each other")
         checked = [as_answers(crowd) for crowd in crowds]
         polygons = [
-            _Polygons(crowd, int(w), int(h)) for crowd, (w, h) in zip(checked, sizes, strict=True)
+            shapes(crowd, int(w), int(h)) for crowd, (w, h) in zip(checked, sizes, strict=True)
         ]
         clusters: list[_Cluster] = []
         for k, image in enumerate(polygons):
@@ -530,11 +533,27 @@ def trace_outline(
     if not contours:
         return None
     largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
-    simple = cv2.approxPolyDP(largest, SIMPLIFY_PX, True)[:, 0, :].astype(np.float64)
+    return _outline(largest, origin)
+
+
+def trace_outlines(
+    mask: npt.NDArray[np.uint8], origin: tuple[int, int] = (0, 0)
+) -> list[list[tuple[float, float]]]:
+    """The outline of each region of ``mask`` (holes left out), largest first, traced as
+    :func:`trace_outline` traces one."""
+    contours, _ = cv2.findContours(
+        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    ordered = sorted(contours, key=lambda c: (-cv2.contourArea(c), -len(c), c[0, 0, 1], c[0, 0, 0]))
+    return [_outline(contour, origin) for contour in ordered]
+
+
+def _outline(contour: npt.NDArray[Any], origin: tuple[int, int]) -> list[tuple[float, float]]:
+    simple = cv2.approxPolyDP(contour, SIMPLIFY_PX, True)[:, 0, :].astype(np.float64)
     if len(simple) < 3 or abs(_signed_area(simple)) < 1.0:
         # A line or a dot of pixels: its bounding rectangle of pixel edges.
-        x0, y0 = largest[:, 0, :].min(axis=0)
-        x1, y1 = largest[:, 0, :].max(axis=0) + 1
+        x0, y0 = contour[:, 0, :].min(axis=0)
+        x1, y1 = contour[:, 0, :].max(axis=0) + 1
         corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
         return [(float(x + origin[0]), float(y + origin[1])) for x, y in corners]
     # The contour runs through boundary pixels' centres (index + 0.5); the region's edge is

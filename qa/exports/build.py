@@ -60,11 +60,11 @@ PROGRESS_EVERY = 2000
 NEAR_DUPLICATES_LISTED = 10
 
 KINDS = {
-    ExportFormat.COCO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
-    ExportFormat.YOLO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
-    ExportFormat.VOC: {Kind.BBOX, Kind.POLYGON},
+    ExportFormat.COCO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS, Kind.MASK},
+    ExportFormat.YOLO: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS, Kind.MASK},
+    ExportFormat.VOC: {Kind.BBOX, Kind.POLYGON, Kind.MASK},
     ExportFormat.CSV: {Kind.CLASSIFICATION},
-    ExportFormat.RAW: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS},
+    ExportFormat.RAW: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS, Kind.MASK},
 }
 FORMAT_NAMES = {
     ExportFormat.COCO: "COCO",
@@ -171,7 +171,8 @@ class ExportIn(serializers.Serializer):
     segmentation = serializers.ChoiceField(
         ["polygon", "rle"], default="polygon",
         error_messages=messages('Must be "polygon" or "rle".', "null", "invalid_choice"),
-        help_text="Polygon masks as RLE: COCO exports of polygon projects only.",
+        help_text="Polygon masks as RLE: COCO exports of polygon projects only (mask "
+        "projects' COCO exports are RLE whatever this says).",
     )  # fmt: skip
     consensus_run = StrictIntegerField(
         required=False, allow_null=True,
@@ -210,8 +211,19 @@ class ExportIn(serializers.Serializer):
         if split is not None and fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
             errors["split"] = ["Only YOLO and Pascal VOC exports are split."]
         segmentation = attrs["segmentation"]
-        if segmentation == "rle" and (fmt != ExportFormat.COCO or kind != Kind.POLYGON):
-            errors["segmentation"] = ["Masks as RLE are for COCO exports of polygon projects."]
+        if segmentation == "rle" and (
+            fmt != ExportFormat.COCO or kind not in (Kind.POLYGON, Kind.MASK)
+        ):
+            errors["segmentation"] = [
+                "Masks as RLE are for COCO exports of polygon and mask projects."
+            ]
+        if fmt == ExportFormat.VOC and kind == Kind.MASK:
+            labels = len(project_labels(self.context["project"]))
+            if labels > formats.MAX_SEGMENTATION_INDEX:
+                errors["format"] = [
+                    f"A Pascal VOC segmentation PNG holds at most "
+                    f"{formats.MAX_SEGMENTATION_INDEX} classes; this project has {labels} labels."
+                ]
         if errors:
             raise serializers.ValidationError(errors)
         options = ExportOptions(
@@ -483,7 +495,7 @@ def _write_file(
             out, records, kind=kind, labels=labels, card=card, subsets=subsets
         )
     if export.format == ExportFormat.VOC:
-        return formats.write_voc(out, records, labels=labels, card=card)
+        return formats.write_voc(out, records, labels=labels, card=card, kind=kind)
     return formats.write_csv(out, records, card=card)
 
 

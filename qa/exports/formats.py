@@ -8,7 +8,14 @@ the records, the labels and the options: zip members carry a fixed timestamp and
 keys keep one order, numbers one format. The same inputs give the same file, byte for byte.
 
 Coordinates come in as the product stores them: pixels of the full upright image, origin at
-the top-left corner, boxes ``[x, y, w, h]``.
+the top-left corner, boxes ``[x, y, w, h]``, masks COCO compressed RLE of the full image.
+
+Masks: COCO carries them as RLE ``segmentation`` (``iscrowd`` 0), YOLO as segments traced
+from them (one line a region of the mask: YOLO has neither holes nor parts), Pascal VOC as
+``SegmentationClass/<stem>.png`` (palette indices: 0 background, label ``i`` at ``i + 1``,
+coloured as the label) and ``SegmentationObject/<stem>.png`` (0 background, the ``k``-th
+object of ``Annotations/<stem>.xml`` at ``k``, VOC's colour map). Where masks overlap, the
+pixel goes to the more confident object.
 """
 
 from __future__ import annotations
@@ -20,14 +27,16 @@ import json
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from pycocotools import mask as coco_mask
 
@@ -143,9 +152,15 @@ def _shown_keypoints(item: dict[str, Any]) -> list[Sequence[float]]:
 
 
 def item_box(item: dict[str, Any]) -> list[float] | None:
-    """The box of any shape item, ``[x, y, w, h]``; None for classification or no points."""
+    """The box of any shape item, ``[x, y, w, h]``; None for classification, no points or an
+    empty mask."""
     if "bbox" in item:
         return [float(v) for v in item["bbox"]]
+    if "rle" in item and "points" not in item:
+        rle = _rle_bytes(item["rle"])
+        if not coco_mask.area(rle):
+            return None
+        return [float(v) for v in coco_mask.toBbox(rle)]
     if "points" in item:
         return _bounds(item["points"])
     if "keypoints" in item:
@@ -244,6 +259,13 @@ def coco_annotation(
         else:
             ann["segmentation"] = [[_num(c) for p in points for c in p[:2]]]
             ann["area"] = _num(polygon_area(points))
+    elif kind == "mask":
+        rle_bytes = _rle_bytes(item["rle"])
+        ann.update(
+            segmentation={"size": list(item["rle"]["size"]), "counts": item["rle"]["counts"]},
+            area=int(coco_mask.area(rle_bytes)),
+            bbox=[_num(v) for v in coco_mask.toBbox(rle_bytes)],
+        )
     elif kind == "keypoints":
         flat: list[float | int] = []
         for x, y, v in item["keypoints"]:
@@ -382,6 +404,10 @@ def yolo_lines(record: Record, *, kind: str, category_of: dict[str, int], kpts: 
         elif kind == "polygon":
             coords = " ".join(f"{_norm(px / w)} {_norm(py / h)}" for px, py in item["points"])
             lines.append(f"{cls} {coords}")
+        elif kind == "mask":
+            for outline in mask_outlines(item["rle"]):
+                coords = " ".join(f"{_norm(px / w)} {_norm(py / h)}" for px, py in outline)
+                lines.append(f"{cls} {coords}")
         elif kind == "keypoints":
             box = item_box(item)
             if box is None:
@@ -397,6 +423,22 @@ def yolo_lines(record: Record, *, kind: str, category_of: dict[str, int], kpts: 
                 f"{_norm(bw / w)} {_norm(bh / h)} " + " ".join(points)
             )
     return "".join(line + "\n" for line in lines)
+
+
+def decode_mask(rle: dict[str, Any]) -> npt.NDArray[np.uint8]:
+    """A COCO RLE as a (height, width) array of 0 and 1."""
+    # pycocotools' decoder hands numpy 2 an array view the old way; numpy warns, and copies.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask: npt.NDArray[np.uint8] = coco_mask.decode(_rle_bytes(rle))
+    return mask
+
+
+def mask_outlines(rle: dict[str, Any]) -> list[list[tuple[float, float]]]:
+    """The outline of each region of a mask, on the pixel edges, largest first."""
+    from qa.consensus.polygons import trace_outlines
+
+    return trace_outlines(decode_mask(rle))
 
 
 def yolo_yaml(kind: str, labels: Sequence[Label], subsets: Sequence[str]) -> str:
@@ -451,7 +493,7 @@ def write_yolo(
 # --- Pascal VOC --------------------------------------------------------------------------------
 
 
-def voc_xml(record: Record, *, folder: str) -> str:
+def voc_xml(record: Record, *, folder: str, segmented: bool = False) -> str:
     objects = []
     for item in record.annotations:
         box = item_box(item)
@@ -478,7 +520,7 @@ def voc_xml(record: Record, *, folder: str) -> str:
         "  <source><database>crowd</database></source>\n"
         f"  <size><width>{record.width}</width><height>{record.height}</height>"
         "<depth>3</depth></size>\n"
-        "  <segmented>0</segmented>\n" + "".join(objects) + "</annotation>\n"
+        f"  <segmented>{int(segmented)}</segmented>\n" + "".join(objects) + "</annotation>\n"
     )
 
 
@@ -489,18 +531,79 @@ def _rgb(color: str) -> str:
     return ",".join(str(int(value[i : i + 2], 16)) for i in (0, 2, 4))
 
 
+def _color(color: str) -> tuple[int, int, int]:
+    return tuple(int(v) for v in _rgb(color).split(","))  # type: ignore[return-value]
+
+
+def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
+    """Pascal VOC's colour map: index ``i`` spreads its bits over the three channels."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
+# Palette indices a segmentation PNG can give objects or labels: 0 is the background and 255
+# VOC's "void" (unlabelled border).
+MAX_SEGMENTATION_INDEX = 254
+
+
+def _png(index: npt.NDArray[np.uint8], palette: Sequence[tuple[int, int, int]]) -> bytes:
+    from PIL import Image as PilImage
+
+    image = PilImage.fromarray(index, mode="P")
+    flat = [v for rgb in palette for v in rgb]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def voc_segmentation(
+    record: Record, items: Sequence[dict[str, Any]], category_of: dict[str, int]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """An image's class and object index maps from its mask items (in the order of its
+    ``Annotations`` objects): the more confident object wins a pixel two share."""
+    classes = np.zeros((record.height, record.width), dtype=np.uint8)
+    objects = np.zeros((record.height, record.width), dtype=np.uint8)
+    ranked = sorted(
+        range(len(items)), key=lambda k: (float(items[k].get("score", 1.0)), -k)
+    )  # least confident first, painted over by the more confident
+    for k in ranked:
+        if k >= MAX_SEGMENTATION_INDEX:
+            continue
+        inside = decode_mask(items[k]["rle"]) > 0
+        classes[inside] = category_of[items[k]["label"]]
+        objects[inside] = k + 1
+    return classes, objects
+
+
 def write_voc(
     out: IO[bytes],
     records: Iterable[Record],
     *,
     labels: Sequence[Label],
     card: Callable[[Counts], str],
+    kind: str = "bbox",
 ) -> Counts:
-    """``Annotations/<stem>.xml`` (boxes; polygons and keypoint instances by their bounds),
-    ``ImageSets/Main/<subset>.txt``, ``JPEGImages/<file>`` when images are shipped, and
-    ``labelmap.txt`` (names and colours) so readers need not assume VOC's 20 classes."""
+    """``Annotations/<stem>.xml`` (boxes; polygons, masks and keypoint instances by their
+    bounds), ``ImageSets/Main/<subset>.txt``, ``JPEGImages/<file>`` when images are shipped,
+    and ``labelmap.txt`` (names and colours) so readers need not assume VOC's 20 classes.
+    Masks add ``SegmentationClass/`` and ``SegmentationObject/`` PNGs (see the module) and
+    ``ImageSets/Segmentation/<subset>.txt``."""
     counts = Counts()
     members: dict[str, list[str]] = {}
+    segmented = kind == "mask"
+    category_of = {label.name: i for i, label in enumerate(labels, start=1)}
+    class_palette = [(0, 0, 0)] + [_color(label.color) for label in labels]
+    object_palette = voc_colormap()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for record in records:
             items = [i for i in record.annotations if item_box(i) is not None]
@@ -508,9 +611,21 @@ def write_voc(
             name = stem(record.file_name)
             members.setdefault(record.subset or "default", []).append(name)
             _ship_image(archive, f"JPEGImages/{record.file_name}", record)
-            zip_write(archive, f"Annotations/{name}.xml", voc_xml(record, folder="JPEGImages"))
+            shown = replace(record, annotations=items)
+            zip_write(
+                archive,
+                f"Annotations/{name}.xml",
+                voc_xml(shown, folder="JPEGImages", segmented=segmented),
+            )
+            if segmented:
+                classes, objects = voc_segmentation(record, items, category_of)
+                zip_write(archive, f"SegmentationClass/{name}.png", _png(classes, class_palette))
+                zip_write(archive, f"SegmentationObject/{name}.png", _png(objects, object_palette))
         for subset, names in sorted(members.items()):
-            zip_write(archive, f"ImageSets/Main/{subset}.txt", "".join(n + "\n" for n in names))
+            listing = "".join(n + "\n" for n in names)
+            zip_write(archive, f"ImageSets/Main/{subset}.txt", listing)
+            if segmented:
+                zip_write(archive, f"ImageSets/Segmentation/{subset}.txt", listing)
         labelmap = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
         labelmap += [f"{label.name}:{_rgb(label.color)}::" for label in labels]
         zip_write(archive, "labelmap.txt", "\n".join(labelmap) + "\n")

@@ -15,6 +15,11 @@ then answer with their behaviour's skill:
   client, so it cannot tell which tasks to be careful on;
 - ``dropout``: careful, but now and then takes a lease and leaves without answering.
 
+Masks are painted: a worker's mask is the true one moved by about half its jitter and grown
+or shrunk at its edge by about as much; an extra mask is a square of random size; and since
+a semantic project takes no overlapping masks, every answer's masks are made disjoint (a
+later mask gives up the pixels an earlier one holds), whatever the project's mode.
+
 Time per task is lognormal around a median that depends on the kind and on what the worker
 marks (``TIMES``: seconds a task plus seconds a shape or point drawn), scaled by the
 behaviour's pace and by the worker's own speed (some people are quicker than others). Every
@@ -29,6 +34,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
 
 from qa.regions import clip_polygon, polygon_area
 
@@ -75,12 +84,15 @@ class Times:
 #   on photos; Benenson et al., "Large-scale interactive object segmentation with human
 #   annotators" (CVPR 2019) tens of seconds per polygon; 20 s per shape of 3-10 vertices here;
 # - keypoints: a point is one click, about 1.75 s each in extreme clicking (4 clicks in 7 s);
-#   2 s a point, as a worker also has to find and name it.
+#   2 s a point, as a worker also has to find and name it;
+# - mask: Benenson et al. (CVPR 2019) find painting or correcting a mask takes about as long
+#   as a polygon of the same object; 20 s a shape.
 TIMES: dict[str, Times] = {
     "classification": Times(task=3.0, mark=0.0),
     "bbox": Times(task=3.0, mark=8.0),
     "polygon": Times(task=3.0, mark=20.0),
     "keypoints": Times(task=3.0, mark=2.0),
+    "mask": Times(task=3.0, mark=20.0),
 }
 WORKER_SPEED_SPREAD = 0.25  # sigma of a worker's own lognormal speed factor
 
@@ -220,6 +232,10 @@ class SimWorker:
 
     def answer(self, view: TaskView, truth: Sequence[Item]) -> list[Item]:
         """The worker's ``annotations`` for the task whose image has ``truth``."""
+        out = self._answer(view, truth)
+        return _disjoint(out) if view.kind == "mask" else out
+
+    def _answer(self, view: TaskView, truth: Sequence[Item]) -> list[Item]:
         b = self.behaviour
         if b.spammer:
             return self._spam(view)
@@ -291,6 +307,15 @@ class SimWorker:
             left, top = self._point(view, cx - size / 2, cy - size / 2)
             right, bottom = self._point(view, cx + size / 2, cy + size / 2)
             return {"label": label, "bbox": [left, top, right - left, bottom - top]}
+        if view.kind == "mask":
+            left, top = self._point(view, cx - size / 2, cy - size / 2)
+            right, bottom = self._point(view, cx + size / 2, cy + size / 2)
+            mask = np.zeros((view.height, view.width), dtype=np.uint8)
+            mask[
+                int(top) : max(int(bottom), int(top) + 1),
+                int(left) : max(int(right), int(left) + 1),
+            ] = 1
+            return {"label": label, "rle": _encode(mask)}
         if view.kind == "polygon":
             return {
                 "label": label,
@@ -325,6 +350,8 @@ class SimWorker:
             if polygon_area(points) <= 1:
                 return None
             return {"label": item["label"], "points": points}
+        if view.kind == "mask":
+            return self._painted(item, jitter)
         keypoints = [
             [*self._point(view, kx + gauss(0, jitter), ky + gauss(0, jitter)), int(v)]
             if v
@@ -332,6 +359,58 @@ class SimWorker:
             for kx, ky, v in item["keypoints"]
         ]
         return {"label": item["label"], "keypoints": keypoints}
+
+    def _painted(self, item: Item, jitter: float) -> Item | None:
+        """The true mask moved and grown or shrunk by about the worker's jitter."""
+        mask = _decode(item["rle"])
+        dx, dy = (round(self.rng.gauss(0, jitter / 2)) for _ in range(2))
+        mask = _shifted(mask, dx, dy)
+        grow = round(self.rng.gauss(0, jitter / 2))
+        if grow:
+            kernel = np.ones((2 * abs(grow) + 1, 2 * abs(grow) + 1), dtype=np.uint8)
+            morph = cv2.dilate if grow > 0 else cv2.erode
+            mask = np.asarray(morph(mask, kernel), dtype=np.uint8)
+        if not mask.any():
+            return None
+        return {"label": item["label"], "rle": _encode(mask)}
+
+
+def _decode(rle: Mapping[str, Any]) -> npt.NDArray[np.uint8]:
+    from qa.exports.formats import decode_mask
+
+    return np.ascontiguousarray(decode_mask(dict(rle)))
+
+
+def _encode(mask: npt.NDArray[np.uint8]) -> dict[str, Any]:
+    from qa.consensus.polygons import _encode as encode
+
+    return encode(mask)
+
+
+def _shifted(mask: npt.NDArray[np.uint8], dx: int, dy: int) -> npt.NDArray[np.uint8]:
+    """The mask moved by (dx, dy) pixels; what leaves the image is lost."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+    out[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
+    return out
+
+
+def _disjoint(items: list[Item]) -> list[Item]:
+    """Masks that share no pixel: each gives up what an earlier one holds; emptied ones go."""
+    if len(items) < 2:
+        return items
+    taken: npt.NDArray[np.bool_] | None = None
+    out: list[Item] = []
+    for item in items:
+        mask = _decode(item["rle"]) > 0
+        if taken is None:
+            taken = np.zeros_like(mask)
+        mask &= ~taken
+        if mask.any():
+            taken |= mask
+            out.append({**item, "rle": _encode(mask.astype(np.uint8))})
+    return out
 
 
 def marks(kind: str, answer: Sequence[Item]) -> int:

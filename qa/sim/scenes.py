@@ -7,6 +7,8 @@ drew them, it knows every annotation exactly:
 
 - ``polygon``: the shape's outline, clipped to the image (circles as a 24-gon);
 - ``bbox``: the bounds of that polygon, COCO ``[x, y, w, h]``;
+- ``mask``: the pixels of each shape left visible by the shapes drawn over it, as COCO RLE
+  of the full image (so a scene's masks never overlap: the truth of a semantic project too);
 - ``keypoints``: a fixed list per class, in a fixed order (``KEYPOINTS``): a circle's top,
   right, bottom and left; a square's 4 and a triangle's 3 corners and a star's 5 tips, each
   clockwise from the topmost. Visible 2, covered by a later shape 1, outside the image 0;
@@ -47,7 +49,7 @@ KEYPOINTS: dict[str, list[str]] = {
     "triangle": ["corner_1", "corner_2", "corner_3"],
     "star": ["tip_1", "tip_2", "tip_3", "tip_4", "tip_5"],
 }
-KINDS = ("classification", "bbox", "polygon", "keypoints")
+KINDS = ("classification", "bbox", "polygon", "keypoints", "mask")
 BACKGROUNDS = ("gradient", "noise", "stripes")
 CIRCLE_SIDES = 24
 STAR_INNER = 0.45
@@ -107,7 +109,27 @@ class Scene:
             return [{"label": self.label}]
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        if kind == "mask":
+            return self._masks()
         return [shape.item(kind) for shape in self.shapes]
+
+    def _masks(self) -> list[dict[str, Any]]:
+        from qa.consensus.polygons import _decode, _encode
+        from qa.geometry import polygons_to_rles
+
+        shapes = [s for s in self.shapes if len(s.polygon) >= 3]
+        if not shapes:
+            return []
+        rles = polygons_to_rles([s.polygon for s in shapes], self.width, self.height)
+        masks = _decode(rles)  # (height, width, n), in drawing order
+        covered = np.zeros((self.height, self.width), dtype=bool)
+        out: list[dict[str, Any]] = []
+        for k in reversed(range(len(shapes))):  # later shapes lie on top
+            visible = (masks[:, :, k] > 0) & ~covered
+            covered |= visible
+            if visible.any():
+                out.append({"label": shapes[k].label, "rle": _encode(visible.astype(np.uint8))})
+        return out[::-1]
 
 
 # --- Geometry -----------------------------------------------------------------------------------

@@ -96,7 +96,9 @@ def test_annotation_items_are_one_of_per_kind(built) -> None:
     ref = body["$ref"].rsplit("/", 1)[1]
     annotations = schema["components"]["schemas"][ref]["properties"]["annotations"]
     refs = [item["$ref"].rsplit("/", 1)[1] for item in annotations["items"]["oneOf"]]
-    assert sorted(refs) == ["BoxItem", "ClassificationItem", "KeypointsItem", "PolygonItem"]
+    assert sorted(refs) == [
+        "BoxItem", "ClassificationItem", "KeypointsItem", "MaskItem", "PolygonItem"
+    ]  # fmt: skip
     # Each kind's item, as a worker sends it and as a merge returns it, matches exactly one
     # of the items: a client can tell them apart by the schema alone.
     components = schema["components"]["schemas"]
@@ -106,6 +108,9 @@ def test_annotation_items_are_one_of_per_kind(built) -> None:
                     {"label": "car", "bbox": [1, 2, 3, 4], "score": 0.8, "num_votes": 2}],
         "PolygonItem": [{"label": "tree", "points": [[0, 0], [4, 0], [4, 4]]}],
         "KeypointsItem": [{"label": "person", "keypoints": [[1, 2, 2], [0, 0, 0]]}],
+        "MaskItem": [{"label": "road", "rle": {"size": [4, 5], "counts": "52?0"}},
+                     {"label": "road", "rle": {"size": [4, 5], "counts": "52?0"}, "score": 0.7,
+                      "num_votes": 3}],
     }  # fmt: skip
     for kind, items in samples.items():
         for item in items:

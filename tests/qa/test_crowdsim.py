@@ -109,6 +109,19 @@ def test_scene_truth_is_exact(kind: str, seed: int) -> None:
             assert min(_distance(px + 0.5, py + 0.5, p) for p in polygons) <= 2, (label, px, py)
     truth = scene.truth(kind)
     validate_annotations(truth, schema=_schema(kind), width=w, height=h)
+    if kind == "mask":
+        # Each mask is its shape's visible pixels: they never overlap, and inside one (a
+        # pixel in from its edge) every pixel has its class colour.
+        semantic = Schema(kind="mask", keypoints=_schema(kind).keypoints, mask_mode="semantic")
+        validate_annotations(truth, schema=semantic, width=w, height=h)
+        for item in truth:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                painted = coco_mask.decode(
+                    {**item["rle"], "counts": item["rle"]["counts"].encode()}
+                )
+            core = ndimage.binary_erosion(painted, iterations=2)
+            assert (pixels[core] == np.array(scenes.COLOURS[item["label"]])).all(), item["label"]
     if kind == "classification":
         areas = sorted((m.sum(), s.label) for s, m in zip(scene.shapes, masks, strict=True))
         assert truth == [{"label": areas[-1][1]}]
@@ -230,6 +243,7 @@ TYPICAL = {
     "bbox": (3, (20.0, 40.0)),  # 3 boxes at 7-10 s each
     "polygon": (3, (45.0, 100.0)),  # 3 outlines at tens of seconds each
     "keypoints": (12, (20.0, 45.0)),  # 3 shapes of 4 points at a few seconds each
+    "mask": (3, (45.0, 100.0)),  # 3 masks painted, as long as outlining them
 }
 
 

@@ -1,0 +1,216 @@
+"""Mask consensus (instance and semantic), gold scoring and agreement on masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qa.consensus.masks import (
+    mask_model,
+    merge_masks,
+    merge_masks_batch,
+    merge_semantic_batch,
+    pixel_majority_vote,
+    semantic_model,
+    semantic_union,
+)
+from qa.geometry import mask_iou
+from qa.scoring import gold_score
+from tests.qa.mask_crowd import WORKERS, Scene, crowd, ellipse, quality, rle, scene
+
+W, H = 40, 30
+
+
+def square(x: int, y: int, side: int) -> dict:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[y : y + side, x : x + side] = 1
+    return rle(mask)
+
+
+def sizes(scenes: list[Scene]) -> list[tuple[int, int]]:
+    return [(s.width, s.height) for s in scenes]
+
+
+@pytest.fixture(scope="module")
+def generated() -> tuple[list[Scene], list]:
+    return crowd(seed=7, images=30)
+
+
+def test_consensus_beats_the_pixel_majority_vote(generated) -> None:
+    """Three careful workers who each miss one object in five, one who paints over every edge
+    with a broad brush, one spammer. The majority vote loses objects only two careful workers
+    marked, joins touching objects and takes the brush's edge where it tips the vote; the
+    merge keeps each object apart and weighs each painter by their pixel reliability."""
+    scenes, crowds = generated
+    merged = merge_masks_batch(crowds, sizes(scenes))
+    ours = np.mean(
+        [quality(s, [o.to_item() for o in objs]) for s, objs in zip(scenes, merged, strict=True)]
+    )
+    vote = np.mean([
+        quality(s, [o.to_item() for o in pixel_majority_vote(c, width=s.width, height=s.height)])
+        for s, c in zip(scenes, crowds, strict=True)
+    ])  # fmt: skip
+    assert ours >= 0.8, (ours, vote)
+    assert ours >= vote + 0.15, (ours, vote)
+    # The model's posterior keeps what a fixed quorum of the same clusters would lose.
+    quorum = np.mean([
+        quality(s, [o.to_item() for o in merge_masks(c, width=s.width, height=s.height, quorum=0.5)])
+        for s, c in zip(scenes, crowds, strict=True)
+    ])  # fmt: skip
+    assert ours > quorum, (ours, quorum)
+
+
+def test_the_model_tells_careful_painters_from_sloppy_ones(generated) -> None:
+    scenes, crowds = generated
+    model = mask_model(crowds, sizes(scenes))
+    careful = [model.worker(w) for w in ("c1", "c2", "c3")]
+    brush, spam = model.worker("brush"), model.worker("spam")
+    assert set(WORKERS) == set(model.workers)
+    for worker in careful:
+        assert worker.specificity > brush.specificity + 0.1
+        assert worker.recall > 2 * spam.recall
+        assert worker.false_marks < spam.false_marks
+        assert 0.7 <= worker.recall <= 0.95  # they miss one object in five
+
+
+def test_chunks_with_the_batch_model_get_what_one_batch_gets(generated) -> None:
+    scenes, crowds = generated
+    model = mask_model(crowds, sizes(scenes))
+    whole = merge_masks_batch(crowds, sizes(scenes), model=model)
+    parts = merge_masks_batch(crowds[:10], sizes(scenes[:10]), model=model) + merge_masks_batch(
+        crowds[10:], sizes(scenes[10:]), model=model
+    )
+    assert [[o.to_item() for o in objs] for objs in whole] == [
+        [o.to_item() for o in objs] for objs in parts
+    ]
+
+
+def test_merged_masks_are_traceable_rles_of_the_image() -> None:
+    answers = [
+        ("a", 1.0, [{"label": "car", "rle": square(2, 2, 10)}]),
+        ("b", 1.0, [{"label": "car", "rle": square(3, 2, 10)}]),
+        ("c", 0.5, [{"label": "person", "rle": square(2, 3, 10)}, {"label": "car", "rle": square(25, 15, 4)}]),
+    ]  # fmt: skip
+    objects = merge_masks(answers, width=W, height=H, quorum=0.5)
+    assert len(objects) == 1
+    (obj,) = objects
+    item = obj.to_item()
+    assert item["label"] == "car"
+    assert item["rle"]["size"] == [H, W]
+    assert isinstance(item["rle"]["counts"], str)
+    assert mask_iou([item["rle"]], [square(2, 2, 10)])[0, 0] > 0.8
+    assert set(obj.workers) == {"a", "b", "c"}
+    assert item["num_votes"] == 3
+    # Nothing to merge: nothing merged, no crash on an empty or all-empty crowd.
+    assert merge_masks([], width=W, height=H) == []
+    assert merge_masks([("a", 1.0, [])], width=W, height=H) == []
+    with pytest.raises(ValueError, match="not the image's"):
+        merge_masks([("a", 1.0, [{"label": "car", "rle": square(0, 0, 3)}])], width=W + 1, height=H)
+
+
+def test_semantic_pixels_follow_the_reliable_workers() -> None:
+    """Two careful workers, a third who swaps labels now and then, and two spammers who paint
+    a blob of each label anywhere: the weighted per-pixel vote keeps the truth, and the model
+    gives the spammers the lowest pixel accuracy."""
+    rng = np.random.default_rng(3)
+    scenes = [scene(rng) for _ in range(15)]
+
+    def painter(flip: float):
+        def paint(s: Scene) -> list[dict]:
+            swap = {"car": "person", "person": "car"}
+            return [{"label": swap[label] if rng.random() < flip else label, "rle": rle(mask)}
+                    for label, mask in s.objects]  # fmt: skip
+
+        return paint
+
+    def spam(s: Scene) -> list[dict]:
+        taken = np.zeros((s.height, s.width), dtype=np.uint8)
+        out = []
+        for label in ("car", "person"):
+            blob = ellipse(
+                s.width, s.height, rng.uniform(0, s.width), rng.uniform(0, s.height), 15, 15
+            )
+            blob &= 1 - taken
+            taken |= blob
+            if blob.any():
+                out.append({"label": label, "rle": rle(blob)})
+        return out
+
+    painters = {
+        "c1": painter(0.05),
+        "c2": painter(0.05),
+        "c3": painter(0.3),
+        "s1": spam,
+        "s2": spam,
+    }
+    crowds = [[(w, 1.0, paint(s)) for w, paint in painters.items()] for s in scenes]
+    model = semantic_model(crowds, sizes(scenes))
+    assert min(model.worker(w).accuracy for w in ("c1", "c2")) > model.worker("c3").accuracy
+    assert model.worker("c3").accuracy > max(model.worker(w).accuracy for w in ("s1", "s2"))
+    merged = merge_semantic_batch(crowds, sizes(scenes))
+    per_label = []
+    for s, objects in zip(scenes, merged, strict=True):
+        truth = {
+            i["label"]: i["rle"]
+            for i in semantic_union([{"label": name, "rle": rle(m)} for name, m in s.objects])
+        }
+        found = {o.label: o.to_item()["rle"] for o in objects}
+        assert len(found) == len(objects)  # one object a label
+        per_label += [
+            mask_iou([truth[name]], [found[name]])[0, 0] if name in found else 0.0 for name in truth
+        ]
+    assert np.mean(per_label) >= 0.9
+    # Merged semantic masks never overlap.
+    for objects in merged:
+        rles = [o.to_item()["rle"] for o in objects]
+        overlap = mask_iou(rles, rles) - np.eye(len(rles))
+        assert not (overlap > 0).any()
+
+
+class TestGoldScoring:
+    def test_masks_score_by_iou_and_report_dice(self) -> None:
+        gold = [{"label": "car", "rle": square(0, 0, 10)}]
+        same = gold_score("mask", gold, gold)
+        assert (same.score, same.mean_iou, same.mean_dice) == (1.0, 1.0, 1.0)
+        # Shifted 5 pixels: 50 pixels shared, 150 in either: IoU 1/3, Dice 1/2.
+        shifted = [{"label": "car", "rle": square(5, 0, 10)}]
+        loose = gold_score("mask", gold, shifted, iou_threshold=0.3)
+        assert loose.mean_iou == pytest.approx(1 / 3)
+        assert loose.mean_dice == pytest.approx(1 / 2)
+        assert loose.details()["mean_dice"] == 0.5
+        strict = gold_score("mask", gold, shifted, iou_threshold=0.5)
+        assert (strict.score, strict.missed, strict.extra, strict.mean_dice) == (0.0, 1, 1, None)
+        relabelled = gold_score("mask", gold, [{"label": "person", "rle": square(0, 0, 10)}])
+        assert (relabelled.score, relabelled.wrong_label) == (0.0, 1)
+        assert "mean_dice" not in gold_score("bbox", [], []).details()
+
+    def test_a_semantic_label_in_two_strokes_is_the_same_answer(self) -> None:
+        whole = np.zeros((H, W), dtype=np.uint8)
+        whole[0:10, 0:20] = 1
+        left, right = whole.copy(), whole.copy()
+        left[:, 10:] = 0
+        right[:, :10] = 0
+        gold = semantic_union([{"label": "road", "rle": rle(whole)}])
+        answer = semantic_union(
+            [{"label": "road", "rle": rle(left)}, {"label": "road", "rle": rle(right)}]
+        )
+        assert len(answer) == 1
+        assert gold_score("mask", gold, answer).score == 1.0
+
+
+def test_a_window_is_cut_from_the_runs_as_the_decoded_mask_would_be() -> None:
+    from qa.consensus.masks import _crop
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        mask = (rng.random((H, W)) > 0.7).astype(np.uint8)
+        left, right = sorted(rng.choice(W + 1, 2, replace=False).tolist())
+        top, bottom = sorted(rng.choice(H + 1, 2, replace=False).tolist())
+        encoded = rle(mask)
+        assert np.array_equal(
+            _crop(encoded, left, top, right, bottom), mask[top:bottom, left:right]
+        )
+        as_bytes = {**encoded, "counts": encoded["counts"].encode()}
+        assert np.array_equal(
+            _crop(as_bytes, left, top, right, bottom), mask[top:bottom, left:right]
+        )
