@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.db.models import Model
 from django.utils import timezone
 
 from crowd.models import User
@@ -24,8 +25,8 @@ LEASES = Prepared(
 )
 
 
-def fields(instance: object) -> dict:
-    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+def fields(instance: Model) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
 
 
 def leases(project: Project, worker: User, count: int) -> list[Assignment]:
