@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.serializers import PolymorphicProxySerializerExtension
 from drf_spectacular.types import OpenApiTypes
@@ -28,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from crowd import storage
 from crowd.apis import MoneyOut
 from crowd.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
@@ -789,17 +791,25 @@ class ProjectClientsApi(APIView):
 
 
 class _ImageFileApi(APIView):
-    """Streams a stored image file to a user entitled to see it (404 to everyone else)."""
+    """Streams a stored image file to a user entitled to see it (404 to everyone else); with
+    the files in a bucket, redirects them (302) to a short-lived presigned URL of it instead."""
 
     field = "file"
 
-    @extend_schema(responses={(200, "image/*"): bytes})
-    def get(self, request: Request, image_id: int) -> FileResponse:
+    @extend_schema(responses={(200, "image/*"): bytes, 302: None})
+    def get(self, request: Request, image_id: int) -> HttpResponseBase:
         image = selectors.image_for_viewer(request_user(request), image_id)
         name = getattr(image, self.field).name
         if not name:
             raise NotFound("The image has no thumbnail yet.")
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        url = storage.presigned_url(name, content_type=content_type)
+        if url is not None:
+            redirect = HttpResponseRedirect(url)
+            # Asked again each time: the permission checks above run on every fetch, and the
+            # URL outlives neither them nor its expiry.
+            redirect["Cache-Control"] = "private, no-store"
+            return redirect
         try:
             stored = default_storage.open(name, "rb")
         except FileNotFoundError:

@@ -1,0 +1,114 @@
+"""Where the files live: the local disk (embedded default) or an S3-compatible bucket.
+
+Every image, thumbnail and export is read and written through Django's storage API
+(``default_storage``), never through a path, so the same code runs on either. With
+``AWS_STORAGE_BUCKET_NAME`` set the default storage is :class:`BucketStorage`: uploads stream
+to the bucket (multipart past the transfer threshold), reads spill to a temporary file past
+``AWS_S3_MAX_MEMORY_SIZE``, and the web processes hand out short-lived presigned URLs instead
+of streaming the bytes themselves (:func:`presigned_url`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import Storage, storages
+from django.utils.http import content_disposition_header
+from storages.backends.s3 import S3Storage
+
+from crowd.errors import ServiceUnavailable
+
+# A read larger than this spills from memory to a temporary file (django-storages' default,
+# 0, would keep every object read whole in memory).
+READ_SPOOL_BYTES = 4 * 1024 * 1024
+
+
+class BucketStorage(S3Storage):
+    """django-storages' S3 backend with the choices this project relies on.
+
+    - Names are never overwritten (as on the local disk): two concurrent uploads of the same
+      bytes store two objects, and the loser of the database race deletes its own, never the
+      winner's.
+    - Signature v4 (the only one S3-compatible servers such as SeaweedFS and MinIO accept for
+      presigned URLs) and path-style addressing when an endpoint is named (a bucket name is
+      then no DNS name).
+    - No ACL: objects stay private; they are read through presigned URLs only.
+    """
+
+    def get_default_settings(self) -> dict[str, Any]:
+        defaults: dict[str, Any] = super().get_default_settings()
+        defaults["file_overwrite"] = False
+        defaults["default_acl"] = None
+        defaults["querystring_auth"] = True
+        defaults["querystring_expire"] = settings.STORAGE_URL_SECONDS
+        defaults["signature_version"] = defaults["signature_version"] or "s3v4"
+        if defaults["endpoint_url"] and not defaults["addressing_style"]:
+            defaults["addressing_style"] = "path"
+        defaults["max_memory_size"] = defaults["max_memory_size"] or READ_SPOOL_BYTES
+        return defaults
+
+
+def bucket() -> S3Storage | None:
+    """The bucket the files live in; None on the local disk."""
+    storage: Storage = storages["default"]
+    return storage if isinstance(storage, S3Storage) else None
+
+
+def presigned_url(
+    name: str, *, content_type: str | None = None, download_name: str | None = None
+) -> str | None:
+    """A short-lived URL that fetches the stored file straight from the bucket, or None when
+    the files are on the local disk (the caller then streams them). Call it only after the
+    permission checks: whoever holds the URL can read the file until it expires.
+
+    ``download_name`` makes the bucket answer as an attachment of that name.
+    """
+    storage = bucket()
+    if storage is None:
+        return None
+    parameters: dict[str, str] = {}
+    if content_type:
+        parameters["ResponseContentType"] = content_type
+    if download_name:
+        disposition = content_disposition_header(True, download_name)
+        assert disposition is not None
+        parameters["ResponseContentDisposition"] = disposition
+    with unavailable_as_503():
+        url: str = storage.url(name, parameters=parameters, expire=settings.STORAGE_URL_SECONDS)
+    return url
+
+
+def origin() -> str | None:
+    """The bucket's origin (scheme://host[:port]) for the pages' Content-Security-Policy, or
+    None on the local disk or plain AWS S3 (whose host depends on the region)."""
+    endpoint = getattr(settings, "AWS_S3_ENDPOINT_URL", None)
+    if not getattr(settings, "AWS_STORAGE_BUCKET_NAME", "") or not endpoint:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+    default_detail = "The file store cannot be reached; nothing was stored. Try again shortly."
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean the store (not the request) failed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+@contextmanager
+def unavailable_as_503() -> Iterator[None]:
+    """Turns a failure of the bucket into :class:`StorageUnavailable` (503)."""
+    try:
+        yield
+    except storage_errors() as exc:
+        raise StorageUnavailable() from exc
