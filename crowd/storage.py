@@ -14,16 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.utils.http import content_disposition_header
 from storages.backends.s3 import S3Storage
 
-from crowd.errors import ServiceUnavailable
+from crowd.errors import StorageUnavailable
 
 # A read larger than this spills from memory to a temporary file (django-storages' default,
 # 0, would keep every object read whole in memory).
 READ_SPOOL_BYTES = 4 * 1024 * 1024
+CONNECT_TIMEOUT = 5.0
 
 
 class BucketStorage(S3Storage):
@@ -37,6 +40,15 @@ class BucketStorage(S3Storage):
       then no DNS name).
     - No ACL: objects stay private; they are read through presigned URLs only.
     """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Fail fast when the store is unreachable (botocore waits 60 s to connect by default,
+        # on every retry), so a request answers 503 instead of hanging.
+        configured: Config = self.client_config  # type: ignore[has-type]
+        self.client_config = configured.merge(
+            Config(connect_timeout=CONNECT_TIMEOUT, retries={"max_attempts": 3, "mode": "standard"})
+        )
 
     def get_default_settings(self) -> dict[str, Any]:
         defaults: dict[str, Any] = super().get_default_settings()
@@ -93,16 +105,8 @@ def origin() -> str | None:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
 
-class StorageUnavailable(ServiceUnavailable):
-    code = "storage_unavailable"
-    default_detail = "The file store cannot be reached; nothing was stored. Try again shortly."
-
-
-def storage_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean the store (not the request) failed."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (BotoCoreError, ClientError)
+# The exceptions that mean the store (not the request) failed.
+STORAGE_ERRORS = (BotoCoreError, ClientError)
 
 
 @contextmanager
@@ -110,5 +114,5 @@ def unavailable_as_503() -> Iterator[None]:
     """Turns a failure of the bucket into :class:`StorageUnavailable` (503)."""
     try:
         yield
-    except storage_errors() as exc:
+    except STORAGE_ERRORS as exc:
         raise StorageUnavailable() from exc

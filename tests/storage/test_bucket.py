@@ -38,8 +38,9 @@ def fetch(url: str) -> tuple[bytes, dict[str, str]]:
 
 
 def test_an_upload_is_stored_in_the_bucket_with_its_thumbnail(
-    api_as, manager, bucket, settings
+    api_as, manager, bucket, settings, tmp_path
 ) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
     project = project_create(manager, kind="bbox")
     data = images.jpeg(seed=11)
     body = upload(api_as(manager), project, ("street.jpg", data)).json()
@@ -56,7 +57,7 @@ def test_an_upload_is_stored_in_the_bucket_with_its_thumbnail(
     with PILImage.open(io.BytesIO(bucket.read(image.thumbnail.name))) as thumb:
         assert thumb.format == "JPEG"
     # Nothing under the local media folder: the bucket is the only store.
-    assert not (settings.MEDIA_ROOT / "projects").exists()
+    assert not settings.MEDIA_ROOT.exists()
 
 
 def test_image_and_thumbnail_redirect_to_presigned_urls(api_as, manager, bucket) -> None:
@@ -148,3 +149,28 @@ def test_an_export_is_written_to_the_bucket_and_downloaded_from_it(
     for outsider in (ClientFactory.create(), ManagerFactory.create()):
         assert api_as(outsider).get(url).status_code == 404
     assert DatasetExport.objects.filter(project=project).count() == 1
+
+
+def test_an_unreachable_store_answers_503_and_stores_nothing(
+    api_as, manager, bucket, settings
+) -> None:
+    from tests.plugins.services import free_port
+
+    project = project_create(manager, kind="bbox")
+    working = settings.AWS_S3_ENDPOINT_URL
+    # Nothing listens there: every call to the store is refused.
+    settings.AWS_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
+    settings.STORAGES = {**settings.STORAGES}  # a new storage object with the dead endpoint
+    response = upload(api_as(manager), project, ("street.jpg", images.jpeg(seed=14)))
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "storage_unavailable"
+    assert response["Retry-After"]
+    assert not Image.objects.exists()
+
+    settings.AWS_S3_ENDPOINT_URL = working
+    settings.STORAGES = {**settings.STORAGES}
+    assert bucket.keys() == []
+    again = upload(api_as(manager), project, ("street.jpg", images.jpeg(seed=14)))
+    assert again.status_code == 201
+    wait_for_jobs()
+    assert len(bucket.keys()) == 2
