@@ -37,7 +37,7 @@ from crowd.money import format_amount
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from tasks import ingest, routing, selectors, services, stalled
+from tasks import imports, ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Kind, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
@@ -677,6 +677,70 @@ class ProjectImagesApi(APIView):
             errors={"files": [f"{r['name']}: {r['error']}" for r in body["rejected"]]},
             extra=body,
         )
+
+
+class ImageImportIn(serializers.Serializer):
+    prefix = serializers.CharField(
+        help_text='The folder of the bucket to import, e.g. "incoming/": every object whose '
+        "key starts with it."
+    )
+
+
+class ImageImportFileOut(UploadedFileOut):
+    key = serializers.CharField(help_text="The object's key in the bucket.")
+
+
+class ImageImportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    prefix = serializers.CharField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    error = serializers.CharField(allow_null=True, help_text="failed: why, in words.")
+    files_done = serializers.IntegerField(help_text="Objects with a result so far.")
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Keys an earlier import already brought in.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    files = ImageImportFileOut(many=True, required=False, help_text="One result per object.")
+
+
+class ProjectImageImportApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=ImageImportIn,
+        responses={202: ImageImportOut},
+        description="Managers only, with the files in a bucket: queues a job that ingests "
+        "every object under the prefix like an upload (same checks, de-duplication and "
+        "processing); a re-run skips the keys already brought in. 409 (no_bucket) when the "
+        "files are on this server's disk; 400 (bad_prefix) for an empty, absolute or `..` "
+        "prefix, or one reaching the server's own folders.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        prefix = request.data.get("prefix") if isinstance(request.data, dict) else None
+        job = imports.images_import_create(
+            project=project, user=request_user(request), prefix=prefix
+        )
+        return Response(imports.image_import_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectImageImportDetailApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        responses={200: ImageImportOut},
+        description="Managers only: an import's status, counts and one result per object.",
+    )
+    def get(self, request: Request, project_id: int, import_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        job = project.imports.filter(pk=import_id).first()
+        if job is None:
+            raise NotFound("No such import of this project.")
+        return Response({**imports.image_import_summary(job), "files": job.files})
 
 
 class ProjectProgressApi(APIView):
