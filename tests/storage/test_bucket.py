@@ -7,6 +7,7 @@ import hashlib
 import io
 import urllib.request
 from datetime import timedelta
+from typing import Any
 from urllib.error import HTTPError
 
 import pytest
@@ -174,3 +175,36 @@ def test_an_unreachable_store_answers_503_and_stores_nothing(
     assert again.status_code == 201
     wait_for_jobs()
     assert len(bucket.keys()) == 2
+
+
+def test_a_large_file_streams_to_the_bucket_in_parts(bucket) -> None:
+    """As an export is stored: from a temporary file, in a multipart upload, so no process
+    holds the whole file; read back, it spills from memory to disk."""
+    import os
+    import tempfile
+
+    from django.core.files import File
+    from django.core.files.storage import default_storage
+
+    from crowd.storage import READ_SPOOL_BYTES
+
+    size = 20 * 1024 * 1024
+    with tempfile.TemporaryFile() as out:
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(size // len(chunk)):
+            out.write(chunk)
+        out.seek(0)
+        digest = hashlib.sha256(out.read()).hexdigest()
+        out.seek(0)
+        name = default_storage.save("exports/1/2/big.zip", File(out))
+    head = bucket.client.head_object(Bucket=bucket.name, Key=name)
+    assert head["ContentLength"] == size
+    assert head["ETag"].strip('"').endswith("-3")  # three 8 MiB parts: a multipart upload
+    with default_storage.open(name, "rb") as stored:
+        read = hashlib.sha256()
+        while block := stored.read(1024 * 1024):
+            read.update(block)
+        spool: Any = stored.file
+        assert spool._rolled  # spilled to a temporary file past READ_SPOOL_BYTES
+    assert read.hexdigest() == digest
+    assert size > READ_SPOOL_BYTES
