@@ -208,3 +208,12 @@ def test_a_large_file_streams_to_the_bucket_in_parts(bucket) -> None:
         assert spool._rolled  # spilled to a temporary file past READ_SPOOL_BYTES
     assert read.hexdigest() == digest
     assert size > READ_SPOOL_BYTES
+
+
+def test_pages_may_load_images_from_the_bucket(api, bucket) -> None:
+    policy = api.get("/healthz")["Content-Security-Policy"]
+    endpoint = bucket.client.meta.endpoint_url
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert endpoint in directives["img-src"].split()
+    assert endpoint in directives["connect-src"].split()
+    assert endpoint not in directives["script-src"]

@@ -150,3 +150,30 @@ def test_without_a_bucket_the_import_is_refused(api_as, manager) -> None:
     assert body["code"] == "no_bucket"
     assert "AWS_STORAGE_BUCKET_NAME" in body["detail"]
     assert not ImageImport.objects.exists()
+
+
+def test_a_bucket_failing_mid_import_fails_the_import_and_a_new_one_goes_on(
+    api_as, manager, bucket, settings
+) -> None:
+    from tasks.imports import images_import_run
+    from tests.plugins.services import free_port
+
+    project = project_create(manager, kind="bbox")
+    bucket.put("in/a.jpg", images.jpeg(seed=41))
+    bucket.put("in/b.jpg", images.jpeg(seed=42))
+    job = ImageImport.objects.create(project=project, prefix="in/", requested_by=manager)
+    working = settings.AWS_S3_ENDPOINT_URL
+    settings.AWS_S3_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings.STORAGES = {**settings.STORAGES}
+    failed = images_import_run(import_id=job.pk)
+    assert failed is not None
+    assert failed.status == "failed"
+    assert "bucket could not be read" in failed.error
+    assert failed.finished_at is not None
+    assert not Image.objects.exists()
+
+    settings.AWS_S3_ENDPOINT_URL = working
+    settings.STORAGES = {**settings.STORAGES}
+    client = api_as(manager)
+    report = finished(client, project, import_from(client, project, "in/").json()["id"])
+    assert (report["status"], report["created"]) == ("done", 2)
