@@ -10,9 +10,11 @@ of streaming the bytes themselves (:func:`presigned_url`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -93,16 +95,21 @@ def presigned_url(
     return url
 
 
-def origin() -> str | None:
-    """The bucket's origin (scheme://host[:port]) for the pages' Content-Security-Policy, or
-    None on the local disk or plain AWS S3 (whose host depends on the region)."""
-    endpoint = getattr(settings, "AWS_S3_ENDPOINT_URL", None)
-    if not getattr(settings, "AWS_STORAGE_BUCKET_NAME", "") or not endpoint:
-        return None
-    from urllib.parse import urlsplit
+_origins: weakref.WeakKeyDictionary[S3Storage, str] = weakref.WeakKeyDictionary()
 
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+def origin() -> str | None:
+    """The origin (scheme://host[:port]) presigned URLs point at, for the pages'
+    Content-Security-Policy; None on the local disk. Taken from a URL signed for a made-up
+    name (signing is local, no request), so it is right for AWS's virtual-hosted buckets and
+    for an endpoint alike."""
+    store = bucket()
+    if store is None:
+        return None
+    if store not in _origins:
+        parts = urlsplit(store.url("origin-probe"))
+        _origins[store] = f"{parts.scheme}://{parts.netloc}"
+    return _origins[store]
 
 
 # The exceptions that mean the store (not the request) failed.

@@ -174,9 +174,14 @@ def images_import_run(*, import_id: int) -> ImageImport | None:
     )
     progress = _Progress(job_row)
     bucket = storage.bucket()
+    if bucket is None:
+        progress.flush(
+            status=ImportStatus.FAILED, finished_at=timezone.now(),
+            error="The files are no longer kept in a bucket: there is nothing to import from.",
+        )  # fmt: skip
+        job_row.refresh_from_db()
+        return job_row
     try:
-        if bucket is None:
-            raise RuntimeError("the files are no longer kept in a bucket")
         pages = bucket.connection.meta.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket.bucket_name, Prefix=job_row.prefix
         )
@@ -199,13 +204,13 @@ def images_import_run(*, import_id: int) -> ImageImport | None:
                     project, job_row.requested_by, key, int(item["Size"]), bucket
                 ):
                     progress.add(key, result)
-    except (BotoCoreError, ClientError, RuntimeError) as exc:
+    except (BotoCoreError, ClientError) as exc:
         logger.warning("image import %s failed: %s", job_row.pk, exc)
         progress.flush(
             status=ImportStatus.FAILED,
             finished_at=timezone.now(),
-            error=f"The bucket could not be read or written ({exc}); run the import again to "
-            "go on from here."[:300],
+            error=f"The bucket could not be read or written ({str(exc)[:160]}); run the "
+            "import again to go on from here.",
         )
     else:
         progress.flush(status=ImportStatus.DONE, finished_at=timezone.now())

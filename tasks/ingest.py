@@ -111,13 +111,17 @@ def _stage(source: IO[bytes], limit: int) -> _Staged | None:
     descriptor, path = tempfile.mkstemp(prefix="crowd-ingest-")
     digest = hashlib.sha256()
     size = 0
-    with os.fdopen(descriptor, "wb") as out:
-        while chunk := source.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                break
-            digest.update(chunk)
-            out.write(chunk)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        os.unlink(path)  # the source failed mid-read (a bucket's stream cut off): no leftover
+        raise
     if size > limit:
         os.unlink(path)
         return None
