@@ -229,6 +229,34 @@ UploadRejectedOut = inline_serializer(
 )
 
 
+class ImageImportIn(serializers.Serializer):
+    prefix = serializers.CharField(
+        help_text='The folder of the bucket to import, e.g. "incoming/": every object whose '
+        "key starts with it."
+    )
+
+
+class ImageImportFileOut(UploadedFileOut):
+    key = serializers.CharField(help_text="The object's key in the bucket.")
+
+
+class ImageImportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    prefix = serializers.CharField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    error = serializers.CharField(allow_null=True, help_text="failed: why, in words.")
+    files_done = serializers.IntegerField(help_text="Objects with a result so far.")
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Keys an earlier import already brought in.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    files = ImageImportFileOut(many=True, required=False, help_text="One result per object.")
+
+
 class ImageCountsOut(serializers.Serializer):
     total = serializers.IntegerField()
     pending = serializers.IntegerField()
@@ -257,6 +285,12 @@ class ProgressOut(serializers.Serializer):
     hourly_floor = MoneyOut(required=False)
     fair_pay_warning = serializers.CharField(
         required=False, allow_null=True, help_text="Set when workers earn below the floor."
+    )
+    last_import = ImageImportOut(
+        required=False,
+        allow_null=True,
+        help_text="The latest import from the bucket, as GET .../images/import/{id}/ shows it "
+        "without its per-object results (those are there); null if none. Not in live frames.",
     )
 
 
@@ -679,34 +713,6 @@ class ProjectImagesApi(APIView):
         )
 
 
-class ImageImportIn(serializers.Serializer):
-    prefix = serializers.CharField(
-        help_text='The folder of the bucket to import, e.g. "incoming/": every object whose '
-        "key starts with it."
-    )
-
-
-class ImageImportFileOut(UploadedFileOut):
-    key = serializers.CharField(help_text="The object's key in the bucket.")
-
-
-class ImageImportOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    project = serializers.IntegerField()
-    prefix = serializers.CharField()
-    status = serializers.CharField(help_text="queued, running, done or failed.")
-    error = serializers.CharField(allow_null=True, help_text="failed: why, in words.")
-    files_done = serializers.IntegerField(help_text="Objects with a result so far.")
-    created = serializers.IntegerField()
-    duplicates = serializers.IntegerField()
-    rejected = serializers.IntegerField()
-    skipped = serializers.IntegerField(help_text="Keys an earlier import already brought in.")
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    files = ImageImportFileOut(many=True, required=False, help_text="One result per object.")
-
-
 class ProjectImageImportApi(APIView):
     permission_classes = [IsManager]
 
@@ -754,7 +760,11 @@ class ProjectProgressApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
         return Response(
-            {**selectors.project_progress(project), **progress_contributions.collect(project)}
+            {
+                **selectors.project_progress(project),
+                **progress_contributions.collect(project),
+                "last_import": imports.last_import(project),
+            }
         )
 
 

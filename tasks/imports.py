@@ -43,6 +43,12 @@ FLUSH_EVERY = 25
 FLUSH_SECONDS = 2.0
 
 
+def last_import(project: Project) -> dict[str, Any] | None:
+    """The project's latest import, without its per-object results (for ``/progress/``)."""
+    job = project.imports.defer("files").order_by("-pk").first()
+    return image_import_summary(job) if job else None
+
+
 def _prefix_clean(raw: Any) -> str:
     """The prefix as given, or InvalidInput saying what is wrong with it."""
 
@@ -94,20 +100,17 @@ def images_import_create(*, project: Project, user: User, prefix: Any) -> ImageI
 
 
 def image_import_summary(job: ImageImport) -> dict[str, Any]:
-    def count(result: str) -> int:
-        return sum(f.get("result") == result for f in job.files)
-
     return {
         "id": job.pk,
         "project": job.project_id,
         "prefix": job.prefix,
         "status": job.status,
         "error": job.error or None,
-        "files_done": len(job.files),
-        "created": count("created"),
-        "duplicates": count("duplicate"),
-        "rejected": count("rejected"),
-        "skipped": count("skipped"),
+        "files_done": job.files_done,
+        "created": job.created,
+        "duplicates": job.duplicates,
+        "rejected": job.rejected,
+        "skipped": job.skipped,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -133,7 +136,14 @@ class _Progress:
             self.flush()
 
     def flush(self, **fields: Any) -> None:
-        ImageImport.objects.filter(pk=self.job.pk).update(files=self.files, **fields)
+        def count(result: str) -> int:
+            return sum(f.get("result") == result for f in self.files)
+
+        ImageImport.objects.filter(pk=self.job.pk).update(
+            files=self.files, files_done=len(self.files), created=count("created"),
+            duplicates=count("duplicate"), rejected=count("rejected"), skipped=count("skipped"),
+            **fields,
+        )  # fmt: skip
         self.pending, self.flushed_at = 0, time.monotonic()
 
 

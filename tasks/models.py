@@ -220,8 +220,13 @@ class ImageImport(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     # One result per object, as an upload reports its files, plus the object's "key"; written
-    # in batches while the job runs.
+    # in batches while the job runs, with the counts beside it (read without the list).
     files = models.JSONField(default=list, blank=True)
+    files_done = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -69,6 +69,9 @@ def test_every_object_under_the_prefix_is_ingested_once(api_as, manager, bucket)
     assert not Image.objects.filter(name__startswith="elsewhere").exists()
     listed = client.get(f"/api/v1/projects/{project.pk}/images/").json()
     assert listed["count"] == 4
+    progress = client.get(f"/api/v1/projects/{project.pk}/progress/").json()
+    assert progress["last_import"] == {k: v for k, v in report.items() if k != "files"}
+    assert progress["images"]["ready"] == 4
 
     # A re-run reads nothing it already has; a new object is brought in.
     bucket.put("incoming/e.jpg", images.jpeg(seed=26))
