@@ -16,7 +16,6 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from crowd.jobs import wait_for_jobs
-from qa.exports.build import export_build
 from qa.models import DatasetExport
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus
 from tasks.services import project_client_add
@@ -125,8 +124,8 @@ def test_an_export_is_written_to_the_bucket_and_downloaded_from_it(
         format="json",
     )
     assert response.status_code == 202, response.content
-    export = export_build(export_id=response.json()["id"])
-    assert export is not None
+    wait_for_jobs()  # the export job, sent after commit, runs on the in-process worker
+    export = DatasetExport.objects.get(pk=response.json()["id"])
     assert export.status == "done", export.error
     key = f"exports/{project.pk}/{export.pk}/{export.file_name}"
     assert export.file.name == key
