@@ -14,6 +14,8 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from crowd import storage
+
 HEADER = "Content-Security-Policy"
 
 POLICY = "; ".join(
@@ -58,8 +60,19 @@ DOCS_POLICIES = {
 }
 
 
+def _page_policy() -> str:
+    """POLICY, plus the file bucket's origin for images and fetches when the files live in a
+    bucket: image URLs answer with a redirect to a presigned URL there."""
+    bucket = storage.origin()
+    if not bucket:
+        return POLICY
+    return POLICY.replace("img-src 'self'", f"img-src 'self' {bucket}").replace(
+        "connect-src 'self'", f"connect-src 'self' {bucket}"
+    )
+
+
 class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if HEADER not in response:
-            response[HEADER] = DOCS_POLICIES.get(request.path, POLICY)
+            response[HEADER] = DOCS_POLICIES.get(request.path) or _page_policy()
         return response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
@@ -81,6 +82,11 @@ class ServiceUnavailable(DomainError):
     default_detail = "The service is briefly unavailable; retry shortly."
 
 
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+    default_detail = "The file store cannot be reached; the file was not stored. Try again shortly."
+
+
 def error_body(detail: str, code: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"detail": detail, "code": code, "errors": errors or {}}
 
@@ -98,6 +104,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # A lost or refused database connection: the request was not carried out (its
         # transaction rolled back), so the client may retry it.
         exc = ServiceUnavailable()
+    elif isinstance(exc, BotoCoreError | ClientError):
+        # The file bucket unreachable or refusing: the file that failed has no row and no
+        # object (see tasks.ingest), so the client may retry.
+        exc = StorageUnavailable()
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(
             f"The request body is larger than the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} "

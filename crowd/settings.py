@@ -252,6 +252,19 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# With a bucket named, images, thumbnails and exports live in that S3-compatible bucket
+# (crowd/storage.py), shared by every machine; without one, under MEDIA_ROOT on this machine.
+# django-storages reads the AWS_* settings below; the web processes hand out presigned URLs
+# valid for STORAGE_URL_SECONDS instead of streaming the bytes.
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+STORAGE_URL_SECONDS = env.int("STORAGE_URL_SECONDS", default=300)
+if AWS_STORAGE_BUCKET_NAME:
+    AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None
+    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
+    AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
+    AWS_S3_ADDRESSING_STYLE = env.str("AWS_S3_ADDRESSING_STYLE", default="") or None
+    STORAGES["default"] = {"BACKEND": "crowd.storage.BucketStorage"}
 WHITENOISE_USE_FINDERS = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 

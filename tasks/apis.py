@@ -8,7 +8,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.serializers import PolymorphicProxySerializerExtension
 from drf_spectacular.types import OpenApiTypes
@@ -28,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from crowd import storage
 from crowd.apis import MoneyOut
 from crowd.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from crowd.models import Role, User
@@ -35,7 +37,7 @@ from crowd.money import format_amount
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from tasks import ingest, routing, selectors, services, stalled
+from tasks import imports, ingest, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Kind, MaskMode, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
@@ -231,6 +233,34 @@ UploadRejectedOut = inline_serializer(
 )
 
 
+class ImageImportIn(serializers.Serializer):
+    prefix = serializers.CharField(
+        help_text='The folder of the bucket to import, e.g. "incoming/": every object whose '
+        "key starts with it."
+    )
+
+
+class ImageImportFileOut(UploadedFileOut):
+    key = serializers.CharField(help_text="The object's key in the bucket.")
+
+
+class ImageImportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    prefix = serializers.CharField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    error = serializers.CharField(allow_null=True, help_text="failed: why, in words.")
+    files_done = serializers.IntegerField(help_text="Objects with a result so far.")
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Keys an earlier import already brought in.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    files = ImageImportFileOut(many=True, required=False, help_text="One result per object.")
+
+
 class ImageCountsOut(serializers.Serializer):
     total = serializers.IntegerField()
     pending = serializers.IntegerField()
@@ -259,6 +289,12 @@ class ProgressOut(serializers.Serializer):
     hourly_floor = MoneyOut(required=False)
     fair_pay_warning = serializers.CharField(
         required=False, allow_null=True, help_text="Set when workers earn below the floor."
+    )
+    last_import = ImageImportOut(
+        required=False,
+        allow_null=True,
+        help_text="The latest import from the bucket, as GET .../images/import/{id}/ shows it "
+        "without its per-object results (those are there); null if none. Not in live frames.",
     )
 
 
@@ -683,6 +719,42 @@ class ProjectImagesApi(APIView):
         )
 
 
+class ProjectImageImportApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=ImageImportIn,
+        responses={202: ImageImportOut},
+        description="Managers only, with the files in a bucket: queues a job that ingests "
+        "every object under the prefix like an upload (same checks, de-duplication and "
+        "processing); a re-run skips the keys already brought in. 409 (no_bucket) when the "
+        "files are on this server's disk; 400 (bad_prefix) for an empty, absolute or `..` "
+        "prefix, or one reaching the server's own folders.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        prefix = request.data.get("prefix") if isinstance(request.data, dict) else None
+        job = imports.images_import_create(
+            project=project, user=request_user(request), prefix=prefix
+        )
+        return Response(imports.image_import_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectImageImportDetailApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        responses={200: ImageImportOut},
+        description="Managers only: an import's status, counts and one result per object.",
+    )
+    def get(self, request: Request, project_id: int, import_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        job = project.imports.filter(pk=import_id).first()
+        if job is None:
+            raise NotFound("No such import of this project.")
+        return Response({**imports.image_import_summary(job), "files": job.files})
+
+
 class ProjectProgressApi(APIView):
     permission_classes = [IsManagerOrClient]
 
@@ -694,7 +766,11 @@ class ProjectProgressApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_user(request_user(request), project_id)
         return Response(
-            {**selectors.project_progress(project), **progress_contributions.collect(project)}
+            {
+                **selectors.project_progress(project),
+                **progress_contributions.collect(project),
+                "last_import": imports.last_import(project),
+            }
         )
 
 
@@ -795,17 +871,25 @@ class ProjectClientsApi(APIView):
 
 
 class _ImageFileApi(APIView):
-    """Streams a stored image file to a user entitled to see it (404 to everyone else)."""
+    """Streams a stored image file to a user entitled to see it (404 to everyone else); with
+    the files in a bucket, redirects them (302) to a short-lived presigned URL of it instead."""
 
     field = "file"
 
-    @extend_schema(responses={(200, "image/*"): bytes})
-    def get(self, request: Request, image_id: int) -> FileResponse:
+    @extend_schema(responses={(200, "image/*"): bytes, 302: None})
+    def get(self, request: Request, image_id: int) -> HttpResponseBase:
         image = selectors.image_for_viewer(request_user(request), image_id)
         name = getattr(image, self.field).name
         if not name:
             raise NotFound("The image has no thumbnail yet.")
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        url = storage.presigned_url(name, content_type=content_type)
+        if url is not None:
+            redirect = HttpResponseRedirect(url)
+            # Asked again each time: the permission checks above run on every fetch, and the
+            # URL outlives neither them nor its expiry.
+            redirect["Cache-Control"] = "private, no-store"
+            return redirect
         try:
             stored = default_storage.open(name, "rb")
         except FileNotFoundError:

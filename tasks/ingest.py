@@ -42,7 +42,7 @@ CHUNK = 1024 * 1024
 @dataclass
 class FileResult:
     name: str
-    result: str  # created | duplicate | rejected
+    result: str  # created | duplicate | rejected (| skipped: an import's key already in)
     id: int | None = None
     duplicate_of: int | None = None
     code: str | None = None
@@ -111,13 +111,17 @@ def _stage(source: IO[bytes], limit: int) -> _Staged | None:
     descriptor, path = tempfile.mkstemp(prefix="crowd-ingest-")
     digest = hashlib.sha256()
     size = 0
-    with os.fdopen(descriptor, "wb") as out:
-        while chunk := source.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                break
-            digest.update(chunk)
-            out.write(chunk)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        os.unlink(path)  # the source failed mid-read (a bucket's stream cut off): no leftover
+        raise
     if size > limit:
         os.unlink(path)
         return None
@@ -128,7 +132,9 @@ def _storage_name(project: Project, sha256: str, fmt: str, suffix: str = "") -> 
     return f"projects/{project.pk}/images/{sha256[:2]}/{sha256}{suffix}{imaging.FORMATS[fmt]}"
 
 
-def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes]) -> FileResult:
+def _ingest_one(
+    project: Project, user: User | None, name: str, source: IO[bytes], *, source_key: str = ""
+) -> FileResult:
     name = _display_name(name)
     fh = _stage(source, settings.MAX_IMAGE_BYTES)
     if fh is None:
@@ -162,7 +168,7 @@ def _ingest_one(project: Project, user: User | None, name: str, source: IO[bytes
             image = Image.objects.create(
                 project=project, name=name, file=stored, sha256=sha256, format=header.format,
                 width=header.width, height=header.height, orientation=header.orientation,
-                size_bytes=size, uploaded_by=user,
+                size_bytes=size, uploaded_by=user, source_key=source_key,
             )  # fmt: skip
             from tasks.jobs import image_process
 

@@ -6,7 +6,7 @@ import dramatiq
 from django.conf import settings
 from django.core.cache import cache
 
-from tasks import ingest
+from tasks import imports, ingest
 
 
 @dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=10 * 60 * 1000)
@@ -17,6 +17,11 @@ def image_process(image_id: int) -> None:
 @dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=10 * 60 * 1000)
 def near_duplicates_scan(project_id: int) -> None:
     ingest.near_duplicates_scan(project_id=project_id)
+
+
+@dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=6 * 60 * 60 * 1000)
+def images_import(import_id: int) -> None:
+    imports.images_import_run(import_id=import_id)
 
 
 @dramatiq.actor(queue_name="routing", max_retries=0, time_limit=5 * 60 * 1000)

@@ -194,6 +194,9 @@ class Image(models.Model):
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The bucket key an import read it from (empty for uploads): a re-run skips such keys
+    # without reading them again. S3 keys are at most 1024 bytes.
+    source_key = models.CharField(max_length=1024, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
@@ -203,6 +206,7 @@ class Image(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "status"], name="image_project_status"),
+            models.Index(fields=["project", "source_key"], name="image_project_source_key"),
             models.Index(
                 fields=["project", "near_duplicate_checked"], name="image_near_duplicate_checked"
             ),
@@ -210,6 +214,41 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ImportStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImageImport(models.Model):
+    """Every object under a prefix of the file bucket, ingested like an upload by a job."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    prefix = models.CharField(max_length=1024)
+    status = models.CharField(
+        max_length=16, choices=ImportStatus.choices, default=ImportStatus.QUEUED
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # One result per object, as an upload reports its files, plus the object's "key"; written
+    # in batches while the job runs, with the counts beside it (read without the list).
+    files = models.JSONField(default=list, blank=True)
+    files_done = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"import {self.prefix!r} into project {self.project_id}"
 
 
 class TaskState(models.TextChoices):

@@ -11,6 +11,16 @@ urlpatterns = [
         "projects/<int:project_id>/images/", apis.ProjectImagesApi.as_view(), name="project-images"
     ),
     path(
+        "projects/<int:project_id>/images/import/",
+        apis.ProjectImageImportApi.as_view(),
+        name="project-images-import",
+    ),
+    path(
+        "projects/<int:project_id>/images/import/<int:import_id>/",
+        apis.ProjectImageImportDetailApi.as_view(),
+        name="project-images-import-detail",
+    ),
+    path(
         "projects/<int:project_id>/progress/",
         apis.ProjectProgressApi.as_view(),
         name="project-progress",

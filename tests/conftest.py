@@ -55,6 +55,18 @@ def redis_server() -> Server:
         pytest.skip(f"Redis not available: {exc}")
 
 
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Server:
+    """A private SeaweedFS (S3) server for this test session (fails, not skips, with
+    REQUIRE_SERVICES=1)."""
+    try:
+        return start("seaweedfs")
+    except (FileNotFoundError, RuntimeError) as exc:
+        if services_required():
+            pytest.fail(f"REQUIRE_SERVICES=1 but SeaweedFS cannot start: {exc}")
+        pytest.skip(f"SeaweedFS not available: {exc}")
+
+
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseRedirect
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from crowd import storage
 from crowd.errors import Conflict, NotFound
 from crowd.fields import ID_MAX, ID_MIN
 from crowd.models import User
@@ -347,11 +348,13 @@ class ExportDownloadApi(APIView):
         responses={
             (200, "application/json"): COCO_SCHEMA,  # COCO without images
             (200, "application/zip"): OpenApiTypes.BINARY,
+            302: None,
             304: None,
         },
         description="The version's file (managers and the project's clients): a COCO export "
         "without images is a `.json` file, any other a `.zip`. 409 until it is done; its "
-        "sha256 is the ETag, so `If-None-Match` answers 304.",
+        "sha256 is the ETag, so `If-None-Match` answers 304. With the files in a bucket, 302 to "
+        "a short-lived presigned URL of the file instead.",
     )
     def get(self, request: Request, export_id: int) -> Any:
         user = request_user(request)
@@ -366,6 +369,15 @@ class ExportDownloadApi(APIView):
         content_type = (
             "application/json" if export.file_name.endswith(".json") else "application/zip"
         )
+        url = storage.presigned_url(
+            export.file.name, content_type=content_type, download_name=export.file_name
+        )
+        if url is not None:
+            redirect = HttpResponseRedirect(url)
+            redirect["ETag"] = etag
+            redirect["X-Content-SHA256"] = export.sha256
+            redirect["Cache-Control"] = "private, no-store"
+            return redirect
         download = FileResponse(
             export.file.open("rb"), as_attachment=True, filename=export.file_name,
             content_type=content_type,

@@ -1,12 +1,14 @@
-"""Proof that the suite talks to real servers: PostgreSQL in the PostgreSQL pass, Redis always.
+"""Proof that the suite talks to real servers: PostgreSQL in the PostgreSQL pass, Redis and
+SeaweedFS (S3) always.
 
-With REQUIRE_SERVICES=1 (CI) neither can be skipped: a missing server fails the run.
+With REQUIRE_SERVICES=1 (CI) none can be skipped: a missing server fails the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 import redis
@@ -36,6 +38,25 @@ def test_redis_round_trip(redis_server: Server) -> None:
     client.set("crowd-test", "value")
     assert client.get("crowd-test") == b"value"
     assert client.info("server")["redis_version"]
+
+
+def test_seaweedfs_speaks_s3_and_refuses_strangers(seaweedfs_server: Server) -> None:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    def client(key: str, secret: str) -> Any:
+        return boto3.client(
+            "s3", endpoint_url=seaweedfs_server.url, aws_access_key_id=key,
+            aws_secret_access_key=secret, region_name="us-east-1",
+        )  # fmt: skip
+
+    s3 = client(seaweedfs_server.extra["access_key"], seaweedfs_server.extra["secret_key"])
+    s3.create_bucket(Bucket="crowd-infra")
+    s3.put_object(Bucket="crowd-infra", Key="a/b.txt", Body=b"value")
+    assert s3.get_object(Bucket="crowd-infra", Key="a/b.txt")["Body"].read() == b"value"
+    assert seaweedfs_server.url.startswith("http://127.0.0.1:")
+    with pytest.raises(ClientError):
+        client("stranger", "wrong").list_objects_v2(Bucket="crowd-infra")
 
 
 def test_channel_layer_on_redis_crosses_instances(redis_server: Server) -> None:

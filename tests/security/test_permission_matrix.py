@@ -142,6 +142,11 @@ MATRIX: dict[str, dict[str, Case]] = {
         "get": Case(members_of_the_project(200)),
         "post": Case(managers_of_the_project(201), one_jpeg, format="multipart"),
     },
+    # With the files on local disk there is no bucket to import from: 409 once allowed.
+    "project-images-import": {
+        "post": Case(managers_of_the_project(409), lambda w: {"prefix": "incoming/"})
+    },
+    "project-images-import-detail": {"get": Case(managers_of_the_project(200))},
     "project-progress": {"get": Case(members_of_the_project(200))},
     "project-stalled-tasks": {
         "get": Case(managers_of_the_project(200)),
@@ -305,6 +310,7 @@ def _ids(world: World, route: Route) -> dict[str, int]:
         "worker_id": a.worker.pk,
         "task_id": a.submitted.task_id,
         "export_id": a.export.pk,
+        "import_id": a.image_import.pk,
         "batch_id": world.batch.pk,
         "payout_id": world.payout.pk,
     }  # fmt: skip

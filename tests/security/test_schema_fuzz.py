@@ -69,6 +69,7 @@ def path_ids(world: World, path: str) -> dict[str, int]:
         "worker_id": a.worker.pk,
         "task_id": a.submitted.task_id,
         "export_id": a.export.pk,
+        "import_id": a.image_import.pk,
         "batch_id": world.batch.pk,
         "payout_id": world.payout.pk,
     }

@@ -18,7 +18,7 @@ from qa.merge import consensus_compute, consensus_run_request
 from qa.models import ConsensusRun, DatasetExport
 from qa.services import gold_set
 from tasks import routing
-from tasks.models import Assignment, Image, Project
+from tasks.models import Assignment, Image, ImageImport, Project
 from tasks.services import project_client_add, project_transition
 from tests import images
 from tests.factories import (
@@ -49,6 +49,7 @@ class Side:
     submitted: Assignment
     run: ConsensusRun
     export: DatasetExport
+    image_import: ImageImport  # a finished import from the bucket
 
 
 @dataclass
@@ -102,12 +103,15 @@ def build_side(seed: int) -> Side:
     export_build(export_id=export.pk)
     export.refresh_from_db()
     assert export.status == "done", export.error
+    image_import = ImageImport.objects.create(
+        project=project, prefix="incoming/", requested_by=owner, status="done"
+    )
     run.refresh_from_db()
     submitted.refresh_from_db()
     return Side(
         owner=owner, client=client, worker=worker, project=project, image=image,
         gold_image=gold_image, spare_image=spare_image, lease=lease, submitted=submitted,
-        run=run, export=export,
+        run=run, export=export, image_import=image_import,
     )  # fmt: skip
 
 
