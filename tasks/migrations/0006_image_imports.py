@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_stalled_tasks'),
+        ('tasks', '0005_mask_kind_and_mode'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
