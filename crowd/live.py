@@ -88,11 +88,11 @@ _thread_loops = threading.local()
 
 
 def _send_here(send: Coroutine[Any, Any, None]) -> None:
-    """Run a send to its end from a thread with no server loop. Called from code an outer
-    loop runs in a thread (``sync_to_async``: a test's consumer, a job run from async code),
-    the send runs on that loop, where its listeners are. Otherwise on this thread's own loop,
-    kept for the thread's life: no thread is started and no loop or layer connection made
-    per frame, as ``async_to_sync`` would."""
+    """Run a send to its end from a thread with no server loop. When an outer loop runs
+    this thread's code (``sync_to_async``: a test's consumer, a job run from async code), the
+    send runs on that loop, where its listeners are. Otherwise it runs on this thread's own
+    loop, kept for the thread's life: no thread is started and no loop or layer connection
+    made per frame, as ``async_to_sync`` would."""
     outer = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
     if outer is not None and outer.is_running():
 
