@@ -78,6 +78,7 @@ def test_every_worker_visible_response_is_free_of_gold(api_as, manager, worker) 
         "export_id": 1,
         "payout_id": 1,
         "batch_id": 1,
+        "import_id": 1,
     }
     visited = []
     for route in api_routes():
