@@ -138,6 +138,10 @@ class FailOpenRedisCache(RedisCache):
                 client = _clients[key] = self._class(servers, **options)  # type: ignore[attr-defined]
             return client
 
+    def is_down(self) -> bool:
+        """Whether Redis is known to be unreachable now (its last call failed)."""
+        return self._outage.down_since is not None
+
     def _fail_open(self, fallback: T, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._outage.skip():
             return fallback

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,7 @@ from tasks.schema import annotations_clean
 # project's base rate over their first GOLD_WARMUP_TASKS tasks in the project.
 GOLD_WARMUP_TASKS = 20
 GOLD_WARMUP_MAX_RATE = 0.5
+log = logging.getLogger(__name__)
 RELEASE_BATCH = 100
 CLAIM_ATTEMPTS = 8
 DECISION_BATCH = 500
@@ -737,14 +739,28 @@ def decisions_request(project_id: int) -> None:
     looks, so a task that comes due after its look asks for the next job."""
 
     def enqueue() -> None:
-        if cache.add(_decisions_key(project_id), 1, timeout=DECISION_MARK_SECONDS):
-            from tasks.jobs import tasks_decide
+        from tasks.jobs import tasks_decide
 
+        marked = cache.add(_decisions_key(project_id), 1, timeout=DECISION_MARK_SECONDS)
+        if not marked and not _cache_down():
+            return  # a job is waiting already
+        try:
             tasks_decide.send_with_options(
                 args=(project_id,), delay=settings.TASK_DECISION_DELAY_MS or None
             )
+        except Exception:
+            # The broker is unreachable (Redis down): decide here rather than leave the
+            # project's completed tasks waiting for a sweep that needs the broker too.
+            log.warning("decision job not sent; deciding in the request", exc_info=True)
+            tasks_decide_due(project_id=project_id, limit=DECISION_BATCH)
 
     transaction.on_commit(enqueue)
+
+
+def _cache_down() -> bool:
+    """Whether the shared cache is known to be unreachable (it then fails open, and a
+    decision job's mark cannot be told from its absence)."""
+    return bool(getattr(cache, "is_down", lambda: False)())
 
 
 @contextlib.contextmanager
