@@ -26,6 +26,20 @@ class ReusedThreadsASGIHandler(ASGIHandler):
         super().__init__()
         self._idle: list[ThreadPoolExecutor] = []  # touched only on the event loop
 
+    def load_middleware(self, is_async: bool = False) -> None:
+        """The middleware and the view as one synchronous chain, entered once from the loop.
+
+        Django runs an asynchronous handler's middleware on the event loop, and each of its
+        own (``MiddlewareMixin``) hops into the request's thread for ``process_request`` and
+        again for ``process_response``: some fifteen hand-overs between threads for every API
+        request, each waking the loop and the thread. Built synchronous, the whole chain runs
+        on the request's thread in one hand-over.
+        """
+        super().load_middleware(is_async=False)
+        if is_async:
+            chain = getattr(self, "_middleware_chain")  # noqa: B009 - untyped in the stubs
+            setattr(self, "_middleware_chain", self.adapt_method_mode(True, chain, False))  # noqa: B010
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)  # refuses it, as Django does

@@ -29,7 +29,7 @@ from channels_redis.pubsub import (
     RedisPubSubLoopLayer,
     RedisSingleShardConnection,
 )
-from channels_redis.utils import _wrap_close, decode_hosts
+from channels_redis.utils import _consistent_hash, _wrap_close, decode_hosts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -129,6 +129,10 @@ class EmbeddedChannelLayer(DirectDelivery, InMemoryChannelLayer):
         self._cleaned_at = now
         super()._clean_expired()
 
+    def has_listeners(self, group: str) -> bool:
+        """Whether a consumer of this process is in ``group`` (callable from any thread)."""
+        return bool(self.groups.get(group))
+
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)
@@ -163,6 +167,33 @@ class RedisBroadcastLayer(RedisPubSubChannelLayer):
     its channel are then decoded once per process and handed to each attached member by a
     plain call instead of a queue put and a task wake-up per member.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hosts = decode_hosts(kwargs.get("hosts"))
+        self._prefix = kwargs.get("prefix", "asgi")
+        self._counters: dict[int, Any] = {}
+
+    def has_listeners(self, group: str) -> bool:
+        """Whether any process has a consumer in ``group``: Redis counts the subscribers of
+        the group's channel (one command, from any thread). True when Redis cannot say, so
+        a frame is never dropped for want of an answer."""
+        import redis
+
+        channel = f"{self._prefix}__group__{group}"
+        shard = _consistent_hash(channel, len(self._hosts))
+        client = self._counters.get(shard)
+        if client is None:
+            host = self._hosts[shard]
+            client = redis.Redis.from_url(
+                host["address"], socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            self._counters[shard] = client
+        try:
+            counts = client.pubsub_numsub(channel)
+        except (redis.RedisError, OSError):
+            return True
+        return bool(counts and counts[0][1])
 
     def _get_layer(self) -> _BroadcastLoopLayer:
         loop = asyncio.get_running_loop()

@@ -112,6 +112,15 @@ def _report(group: str, done: Any) -> None:
         log.warning("live frame for %s not delivered: %r", group, done.exception())
 
 
+def listening(group: str) -> bool:
+    """Whether any live connection is in ``group`` (True when the layer cannot tell)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    check = getattr(layer, "has_listeners", None)
+    return True if check is None else bool(check(group))
+
+
 def send_now(group: str, event: dict[str, Any]) -> None:
     """Encoded once here, forwarded as text by every consumer of the group."""
     _layer_send(group, {"type": "live.event", "text": orjson.dumps(event).decode()})
@@ -232,7 +241,11 @@ class Coalescer:
             self._last_sent[key] = time.monotonic() + left - self.interval
 
     def _send(self, key: str, group: str, build: Builder, committed: float) -> bool:
-        """Build and send one frame; False when there was nothing (new) to send."""
+        """Build and send one frame; False when there was nothing (new) to send. A frame
+        nobody is connected to hear is not built (a progress frame is a few aggregate
+        queries): whoever connects later gets the state in their snapshot."""
+        if not listening(group):
+            return False
         try:
             event = build()
         except Exception:  # a frame that cannot be built is skipped, never raised at a caller

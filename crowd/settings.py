@@ -111,6 +111,8 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers of one process queue in order on a lock of the process (crowd/sqlite).
+    DATABASES["default"]["ENGINE"] = "crowd.sqlite"
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
     # concurrent writers queue on the busy timeout instead of failing with "database is locked"
     # when a read transaction tries to upgrade.

@@ -22,15 +22,18 @@ one process that another rotated a token.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import AuthenticationFailed
 
 from crowd.models import User
+from crowd.prepared import Joined
 
 # What a request reads of its user without another query.
 USER_FIELDS = ("id", "username", "email", "role", "is_active", "is_staff", "is_superuser")
@@ -57,20 +60,40 @@ def _from_entry(key: str, values: tuple[Any, ...]) -> tuple[User, Token]:
     return user, token
 
 
+# The token and its user in one prepared read (no query compiled per request).
+_TOKEN_WITH_USER = Joined(
+    f"SELECT {{columns}} FROM {Token._meta.db_table} k "
+    f"JOIN {User._meta.db_table} u ON u.id = k.user_id WHERE k.key = %s",
+    (Token, "k"),
+    (User, "u"),
+)
+
+
 class CachedTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``, with DRF's header parsing and error bodies; the
     token's user comes from the cache when it holds them."""
 
+    def _read(self, key: str) -> tuple[User, Token]:
+        """DRF's lookup, with its errors, as a prepared read."""
+        found = _TOKEN_WITH_USER.first([key])
+        if found is None:
+            raise AuthenticationFailed(_("Invalid token."))
+        token, user = cast(Token, found[0]), cast(User, found[1])
+        if not user.is_active:
+            raise AuthenticationFailed(_("User inactive or deleted."))
+        token.user = user
+        return user, token
+
     def authenticate_credentials(self, key: str) -> tuple[User, Token]:
         seconds = _seconds()
         if seconds <= 0:
-            return super().authenticate_credentials(key)
+            return self._read(key)
         cache_key = _cache_key(key)
         entry = cache.get(cache_key)
         if isinstance(entry, tuple):
             return _from_entry(key, entry)
         # Unknown and inactive users raise here, as without the cache; neither is cached.
-        user, token = super().authenticate_credentials(key)
+        user, token = self._read(key)
         if entry is None:
             cache.add(cache_key, tuple(getattr(user, name) for name in _COLUMNS), seconds)
         return user, token

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -301,15 +301,41 @@ def agreement_record(*, project: Project, agreement: dict[int, float]) -> None:
 
 def agreements_record(*, project: Project, agreements: dict[int, list[float]]) -> None:
     """:func:`agreement_record` of a batch of completed tasks: each worker's agreements added
-    at once, under one lock of their row (in worker order)."""
-    for worker_id in sorted(agreements):
+    at once, under one lock of their row (in worker order). The rows are read in one query,
+    and those whose status stays are written back in one prepared statement; a status change
+    goes through :func:`_save_judged` with all it sets off."""
+    ids = sorted(agreements)
+    locked = WorkerScore.objects.select_for_update().filter(project=project, worker_id__in=ids)
+    rows = {row.worker_id: row for row in locked.order_by("worker_id")}
+    quiet: list[WorkerScore] = []
+    for worker_id in ids:
         values = agreements[worker_id]
-        row = worker_score_get(project=project, worker_id=worker_id, lock=True)
+        row = rows.get(worker_id) or worker_score_get(
+            project=project, worker_id=worker_id, lock=True
+        )
         before = row.status
         row.agreement_seen += len(values)
         row.agreement_sum += sum(values)
         _judge(row, project)
-        _save_judged(row, before)
+        if row.status != before:
+            _save_judged(row, before)
+        else:
+            quiet.append(row)
+    if not quiet:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _AGREEMENT_SQL,
+            [(row.agreement_seen, row.agreement_sum, row.score, row.pk) for row in quiet],
+        )
+    for row in quiet:
+        events.worker_changed(row, status_changed=False)
+
+
+_AGREEMENT_SQL = (
+    f"UPDATE {WorkerScore._meta.db_table} SET agreement_seen = %s, agreement_sum = %s, "
+    "score = %s WHERE id = %s"
+)
 
 
 def worker_models_record(

@@ -33,7 +33,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from crowd.errors import Conflict, Forbidden, NotFound
@@ -210,20 +210,6 @@ def _lease(task: Task, project: Project, worker: User, *, counted: bool) -> Assi
     return assignment
 
 
-def _claimable(project: Project, worker: User) -> QuerySet[Task]:
-    answered = Assignment.objects.filter(task=OuterRef("pk"), worker=worker)
-    return (
-        Task.objects.filter(
-            project=project,
-            state=TaskState.OPEN,
-            is_gold=False,
-            open_leases__lt=F("required_overlap") - F("answers"),
-        )
-        .exclude(Exists(answered))
-        .order_by(F("required_overlap") - F("answers"), "-priority", "id")
-    )
-
-
 _TASK, _ASSIGNMENT, _IMAGE = (m._meta.db_table for m in (Task, Assignment, Image))
 # Pick, lock, take the slot and insert the lease in one statement: the task's row lock lives
 # only while the statement runs, never across a round trip to this process.
@@ -283,6 +269,29 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
     return assignment
 
 
+# SQLite: the pick (the routing order, as the partial index ``task_routing_order`` has it),
+# the slot and the lease as three statements of one IMMEDIATE transaction.
+_PICK = Joined(
+    f"SELECT {{columns}} FROM {_TASK} t JOIN {_IMAGE} i ON i.id = t.image_id "
+    "WHERE t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold "
+    "AND t.open_leases < t.required_overlap - t.answers AND NOT EXISTS ("
+    f"SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s) "
+    "ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id LIMIT 1",
+    (Task, "t"),
+    (Image, "i"),
+)
+_TAKE_SLOT_SQL = f"""
+UPDATE {_TASK} SET open_leases = open_leases + 1
+WHERE id = %(task)s AND state = 'open' AND open_leases < required_overlap - answers
+"""
+_LEASE_SQL = f"""
+INSERT INTO {_ASSIGNMENT}
+    (task_id, project_id, worker_id, status, leased_at, expires_at, idempotency_key, counted)
+VALUES (%(task)s, %(project)s, %(worker)s, 'leased', %(now)s, %(expires)s, '', %(counted)s)
+RETURNING id
+"""
+
+
 def _claim_regular(project: Project, worker: User) -> Assignment | None:
     if connection.features.has_select_for_update_skip_locked:
         return _claim_regular_skip_locked(project, worker)
@@ -290,17 +299,35 @@ def _claim_regular(project: Project, worker: User) -> Assignment | None:
     # change exactly one row, is the guard.
     for _ in range(CLAIM_ATTEMPTS):
         with transaction.atomic():
-            task = _claimable(project, worker).select_related("image").first()
-            if task is None:
+            found = _PICK.first({"project": project.pk, "worker": worker.pk})
+            if found is None:
                 return None
-            taken = Task.objects.filter(
-                pk=task.pk,
-                state=TaskState.OPEN,
-                open_leases__lt=F("required_overlap") - F("answers"),
-            ).update(open_leases=F("open_leases") + 1)
-            if taken == 1:
-                return _lease(task, project, worker, counted=True)
+            task, image = cast(Task, found[0]), cast(Image, found[1])
+            with connection.cursor() as cursor:
+                cursor.execute(_TAKE_SLOT_SQL, {"task": task.pk})
+                if cursor.rowcount == 1:
+                    task.image, task.project = image, project
+                    task.open_leases += 1
+                    return _lease_raw(cursor, task, project, worker)
     return None
+
+
+def _lease_raw(cursor: Any, task: Task, project: Project, worker: User) -> Assignment:
+    """``_lease`` for a counted lease, as one prepared statement."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=project.assignment_seconds)
+    adapt = connection.ops.adapt_datetimefield_value
+    cursor.execute(
+        _LEASE_SQL,
+        {"task": task.pk, "project": project.pk, "worker": worker.pk, "now": adapt(now),
+         "expires": adapt(expires), "counted": True},
+    )  # fmt: skip
+    assignment = Assignment(
+        pk=cursor.fetchone()[0], task=task, project=project, worker=worker,
+        status=AssignmentStatus.LEASED, leased_at=now, expires_at=expires, counted=True,
+    )  # fmt: skip
+    events.lease_granted(assignment)
+    return assignment
 
 
 def _claim_gold(project: Project, worker: User) -> Assignment | None:
@@ -474,18 +501,22 @@ def _record_in_one_statement(
 def _record_live_answer(assignment: Assignment, values: dict[str, Any]) -> bool:
     """Record the answer of a counted assignment whose lease is live; False (nothing
     written) when it is not that any more."""
-    live = Assignment.objects.filter(
-        pk=assignment.pk,
-        status=AssignmentStatus.LEASED,
-        expires_at__gt=values["now"],
-        counted=True,
-    )
-    updated = live.update(
-        status=AssignmentStatus.SUBMITTED, answer=values["answer"],
-        submitted_at=values["now"], idempotency_key=values["key"],
-        time_spent_ms=values["spent"],
-    )  # fmt: skip
-    return updated == 1
+    now = connection.ops.adapt_datetimefield_value(values["now"])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LIVE_ANSWER_SQL,
+            {"assignment": assignment.pk, "now": now, "answer": json.dumps(values["answer"]),
+             "key": values["key"], "spent": values["spent"]},
+        )  # fmt: skip
+        return bool(cursor.rowcount == 1)
+
+
+_LIVE_ANSWER_SQL = f"""
+UPDATE {_ASSIGNMENT}
+SET status = 'submitted', answer = %(answer)s, submitted_at = %(now)s,
+    idempotency_key = %(key)s, time_spent_ms = %(spent)s
+WHERE id = %(assignment)s AND status = 'leased' AND expires_at > %(now)s AND counted
+"""
 
 
 def _record_in_transaction(

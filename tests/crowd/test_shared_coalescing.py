@@ -28,6 +28,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             frames.append(event)
 
     monkeypatch.setattr(live, "send_now", record)
+    monkeypatch.setattr(live, "listening", lambda group: True)  # someone is connected
     return frames
 
 

@@ -195,3 +195,23 @@ async def test_a_connection_that_closes_while_redis_is_down_leaves_nothing(
         assert all(n == 0 for _, n in client.pubsub_numsub(*groups))
     finally:
         client.close()
+
+
+async def test_listeners_of_a_group_are_counted_by_redis_and_assumed_when_it_is_down(
+    redis_layer: str, restartable_redis: RestartableRedis
+) -> None:
+    """The coalescer builds a frame only for a group someone listens to (crowd.live): Redis
+    counts the group's subscribers for every process; with Redis down the answer is "yes",
+    so no frame is dropped for want of one."""
+    layer = get_channel_layer()
+    assert isinstance(layer, RedisBroadcastLayer)
+    assert not await asyncio.to_thread(layer.has_listeners, "project.1")
+    channel = await layer.new_channel()
+    await layer.group_add("project.1", channel)
+    assert await asyncio.to_thread(layer.has_listeners, "project.1")
+    assert not await asyncio.to_thread(layer.has_listeners, "project.2")
+    await layer.group_discard("project.1", channel)
+    assert not await asyncio.to_thread(layer.has_listeners, "project.1")
+    restartable_redis.kill()
+    assert await asyncio.to_thread(layer.has_listeners, "project.2")
+    restartable_redis.start_again()

@@ -260,6 +260,7 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
 def test_a_frame_with_nothing_new_is_not_sent_and_does_not_hold_the_next(monkeypatch) -> None:
     sent: list[tuple[str, dict]] = []
     monkeypatch.setattr(live, "send_now", lambda group, event: sent.append((group, event)))
+    monkeypatch.setattr(live, "listening", lambda group: True)  # someone is connected
     state = {"available": 700}
     c = Coalescer(interval=0.5)
 
@@ -299,3 +300,38 @@ def test_a_workers_snapshot_reads_every_projects_queue_in_two_queries(manager) -
         assert len(queries) == 2
         assert frames == [events.queue_frame(pk) for pk in projects[:count]]
     assert [f["available"] for f in frames] == [2 * (i + 1) for i in range(8)]
+
+
+def test_a_frame_nobody_listens_to_is_not_built(monkeypatch) -> None:
+    """A progress frame costs aggregate queries: with no live connection in its group it is
+    not built; once one joins, the next change is."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(live, "send_now", lambda group, event: sent.append((group, event)))
+    built: list[int] = []
+
+    def build() -> dict:
+        built.append(1)
+        return {"n": len(built)}
+
+    c = Coalescer(interval=0.05)
+    c.submit("k", "nobody.here", build)
+    time.sleep(0.3)
+    assert built == []
+    assert sent == []
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("nobody.here", channel)
+    try:
+        assert live.listening("nobody.here")
+        c.submit("k", "nobody.here", build)
+        deadline = time.monotonic() + 2
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert built == [1]
+        assert [group for group, _ in sent] == ["nobody.here"]
+    finally:
+        async_to_sync(layer.group_discard)("nobody.here", channel)
+    assert not live.listening("nobody.here")
