@@ -366,9 +366,17 @@ def test_semantic_mode_gives_each_pixel_at_most_one_label(page: Page, live_serve
     rles = [dict(x["rle"], counts=x["rle"]["counts"].encode()) for x in got]
     assert coco_mask.iou(rles, rles, [0, 0])[0, 1] == 0
     # The eraser with nothing selected clears every label.
+    assert page.evaluate("window.annotator.selectedMask") == 0  # the car layer, painted last
     page.locator(".annotator-list li").nth(0).locator(".annotator-item-select").click()
-    page.locator(".annotator-list li").nth(0).locator(".annotator-item-select").click()
-    assert page.evaluate("window.annotator.selectedMask") in (-1, 0, 1)
+    assert page.evaluate("window.annotator.selectedMask") == -1
+    page.keyboard.press("e")
+    stroke(page, [(150, 200), (350, 200)])
+    after = {x["label"]: decoded(x) for x in answer(page)}
+    band = capsule(car.shape, (150, 200), (350, 200), 20)
+    assert (after["car"] & band).sum() <= 0.02 * band.sum()
+    assert (after["person"] & band).sum() <= 0.02 * band.sum()
+    assert after["car"][400, 125]
+    assert after["person"][120, 250]
 
 
 def test_masks_on_a_tile_of_a_large_image_are_in_full_image_pixels(

@@ -596,6 +596,9 @@ export class Annotator {
     else if (action === "smaller") this._stepBrush(-1);
     else if (action === "larger") this._stepBrush(1);
     else if (action === "new") this.newObject();
+    // A mouse click hands the keys back to the canvas ([, ], B, E... go on working); a button
+    // pressed from the keyboard keeps the focus where the person is.
+    if (event.detail > 0) this.container.focus({ preventScroll: true });
   }
 
   _stepBrush(direction) {
@@ -1553,6 +1556,7 @@ export class Annotator {
       (next ?? this.container).focus({ preventScroll: true });
     } else if (this.kind === "mask") {
       this.selectMask(this.selectedMask === index ? -1 : index);
+      if (event.detail > 0) this.container.focus({ preventScroll: true });
     } else if (this.kind !== "classification") {
       this._selected = this._selected === index ? -1 : index;
       this._refresh();
