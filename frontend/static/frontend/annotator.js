@@ -481,7 +481,7 @@ export class Annotator {
     this._objectUrl = null;
     for (const el of this._createdElements) el.remove();
     if (!this._ownsList) this._listEl.replaceChildren();
-    this.container.classList.remove("annotator", "annotator--external-list");
+    this.container.classList.remove("annotator", "annotator--external-list", "annotator--mask");
     if (this._addedTabIndex) this.container.removeAttribute("tabindex");
   }
 
