@@ -417,18 +417,7 @@ def test_prior_masks_are_shown_and_ones_of_another_size_are_reported(
     assert "20,000 px" in page.locator(".annotator-list").inner_text()
     page.evaluate("window.annotator.setOpacity(1)")
     wait_until(page, "window.annotator.opacity === 1")
-    color = page.evaluate(
-        """async ([x, y]) => {
-            await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
-            const canvas = document.querySelector('#annotator canvas');
-            const v = window.annotator.view;
-            const dpr = canvas.width / canvas.getBoundingClientRect().width;
-            const px = Math.floor((v.offsetX + x * v.scale) * dpr);
-            const py = Math.floor((v.offsetY + y * v.scale) * dpr);
-            return [...canvas.getContext('2d').getImageData(px, py, 1, 1).data];
-        }""",
-        [400, 150],
-    )
+    color = pixel_at(page, 400, 150)
     assert color[:3] == [0x43, 0x63, 0xD8]  # the tree's colour, fully opaque
     # The opacity slider is on screen.
     slider = page.locator(".annotator-opacity input[type=range]")
@@ -514,3 +503,37 @@ def test_painting_on_a_4000x3000_image_keeps_frames_short(page: Page, live_serve
         sub = capsule((y1 - y0, x1 - x0), (ax - x0, ay - y0), (bx - x0, by - y0), 32)
         expected[y0:y1, x0:x1] |= sub
     assert iou(mask, expected) > 0.98
+
+
+def test_review_shows_masks_read_only_with_a_reference_overlay(
+    page: Page, live_server: Any
+) -> None:
+    open_masks(page, live_server, "&readonly=1")
+    assert page.locator(".annotator-tools").count() == 0  # no tools when reviewing
+    before = pixel_at(page, 450, 200)
+    outside = pixel_at(page, 100, 400)
+    page.locator("#overlay").check()  # the demo's consensus: a tree mask of [400, 530) x [90, 330)
+    after = pixel_at(page, 450, 200)
+    assert after != before
+    assert after[2] < before[2] or after[0] > before[0]  # tinted towards the overlay's yellow
+    assert pixel_at(page, 100, 400) == outside
+    # A press selects no tool's stroke: nothing is painted.
+    page.mouse.click(*at(page, 450, 200))
+    assert answer(page) == []
+
+
+def pixel_at(page: Page, x: float, y: float) -> list[int]:
+    """The canvas's RGBA pixel at the full-image point (x, y), after the next paint."""
+    result: list[int] = page.evaluate(
+        """async ([x, y]) => {
+            await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+            const canvas = document.querySelector('#annotator canvas');
+            const v = window.annotator.view;
+            const dpr = canvas.width / canvas.getBoundingClientRect().width;
+            const px = Math.floor((v.offsetX + x * v.scale) * dpr);
+            const py = Math.floor((v.offsetY + y * v.scale) * dpr);
+            return [...canvas.getContext('2d').getImageData(px, py, 1, 1).data];
+        }""",
+        [x, y],
+    )
+    return result
