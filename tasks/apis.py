@@ -369,6 +369,10 @@ class LeaseOut(serializers.Serializer):
     status = serializers.CharField(help_text="leased")
     expires_at = serializers.DateTimeField()
     kind = serializers.CharField()
+    mask_mode = serializers.CharField(
+        help_text="Masks: `instance` (any number of masks a label) or `semantic` (each pixel "
+        "at most one label); the same on every kind, where it means nothing."
+    )
     labels = LabelOut(many=True)
     instructions = serializers.CharField(allow_blank=True)
     reward = serializers.CharField()
@@ -932,6 +936,7 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
         "status": assignment.status,
         "expires_at": assignment.expires_at.isoformat(),
         "kind": project.kind,
+        "mask_mode": project.mask_mode,
         "labels": project_labels(project),
         "instructions": project.instructions,
         "reward": format_amount(project.reward, project.currency),

@@ -192,3 +192,20 @@ def test_a_bad_mask_answer_is_a_400_and_the_lease_stays_open(api_as, manager, wo
     response = api_as(worker).post(url, {"annotations": good}, format="json")
     assert response.status_code == 200, response.json()
     assert Assignment.objects.get().answer == good
+
+
+@pytest.mark.django_db
+def test_a_lease_tells_the_workspace_the_mask_mode(api_as, manager, worker) -> None:
+    from tasks.services import project_transition
+
+    for mode in ("semantic", "instance"):
+        project = project_create(
+            manager, kind="mask", labels=["road", "car"], mask_mode=mode, gold_rate=0.0
+        )
+        image_ready(project, width=W, height=H)
+        project_transition(project=project, action="start")
+        response = api_as(worker).post(f"/api/v1/projects/{project.pk}/assignments/next/")
+        assert response.status_code == 201, response.json()
+        body = response.json()
+        assert (body["kind"], body["mask_mode"]) == ("mask", mode)
+        assert body["task"]["region"] == [0, 0, W, H]  # masks do not tile

@@ -48,6 +48,7 @@ DEMO_PROJECTS = [
     ("bbox", "Demo: box every shape"),
     ("polygon", "Demo: outline every shape"),
     ("keypoints", "Demo: corners and tips"),
+    ("mask", "Demo: paint every shape"),
 ]
 DEMO_IMAGES = 24
 DEMO_GOLD = 6
@@ -69,9 +70,13 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 # Rewards for an effective hourly rate of 12-18 USD at the simulated crowd's median time per
 # task (``qa.sim.crowd.TIMES``: about 2 s a classification, 25 s a bbox, 18 s a keypoints
-# task), above the fair-pay floor (10 USD by default); the polygon project, whose outlines
-# take longest (about 40 s a task), pays below it, so that the demo shows the warning.
-DEMO_REWARDS = {"classification": "0.01", "bbox": "0.10", "polygon": "0.10", "keypoints": "0.07"}
+# task, 60 s a mask task), above the fair-pay floor (10 USD by default); the polygon project,
+# whose outlines take longest for its pay (about 40 s a task), pays below it, so that the demo
+# shows the warning.
+DEMO_REWARDS = {
+    "classification": "0.01", "bbox": "0.10", "polygon": "0.10", "keypoints": "0.07",
+    "mask": "0.25",
+}  # fmt: skip
 PAGES = [
     ("/", "home"),
     ("/work/", "worker workspace"),

@@ -2,8 +2,9 @@
  * The annotation canvas used by the worker workspace, the gold editor and the review queue.
  *
  * Draws one image on a <canvas> and lets a person mark the task region with boxes, polygons,
- * keypoints or a single class. Every coordinate it takes or returns is in full-image pixels
- * (origin top-left), in the payload format of the public API ("Annotation payloads").
+ * keypoints, painted masks or a single class. Every coordinate it takes or returns is in
+ * full-image pixels (origin top-left), in the payload format of the public API ("Annotation
+ * payloads"); masks are COCO compressed RLE of the full image (mask_rle.js, mask_editor.js).
  *
  *   import { Annotator } from "/static/frontend/annotator.js";
  *   const a = new Annotator(element, {kind: "bbox", labels, imageUrl, width, height, region});
@@ -13,7 +14,20 @@
  * No dependencies, no build step.
  */
 
-const KINDS = ["classification", "bbox", "polygon", "keypoints"];
+import { MaskEditor, maskLayer } from "./mask_editor.js";
+
+const KINDS = ["classification", "bbox", "polygon", "keypoints", "mask"];
+/** Mask tools, in the toolbar's order, with their keys. */
+const MASK_TOOLS = [
+  { name: "brush", key: "b", title: "Brush" },
+  { name: "eraser", key: "e", title: "Eraser" },
+  { name: "lasso", key: "l", title: "Lasso fill" },
+  { name: "fill", key: "f", title: "Flood fill" },
+];
+/** Brush diameters (image pixels) that `[` and `]` step through. */
+const BRUSH_SIZES = [1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 100, 128, 160, 200, 256, 320, 400, 512];
+const DEFAULT_BRUSH = 20;
+const DEFAULT_OPACITY = 0.5;
 const PALETTE = [
   "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
   "#42d4f4", "#f032e6", "#9a6324", "#469990", "#808000",
@@ -58,7 +72,9 @@ export class Annotator {
    * @param {HTMLElement} container where the canvas (and, unless given elsewhere, the hint line
    *   and the object list) are rendered.
    * @param {object} options
-   * @param {"classification"|"bbox"|"polygon"|"keypoints"} options.kind
+   * @param {"classification"|"bbox"|"polygon"|"keypoints"|"mask"} options.kind
+   * @param {"instance"|"semantic"} [options.maskMode] masks: any number of objects a label
+   *   (default), or one layer a label with each pixel in at most one of them.
    * @param {Array<string|{name: string, color?: string, keypoints?: string[]}>} options.labels
    * @param {string} options.imageUrl fetched with the session cookie.
    * @param {number} [options.width] full-image width in pixels (read from the image if absent).
@@ -115,9 +131,20 @@ export class Annotator {
     this._loadState = "loading";
     this._destroyed = false;
     this._label = this.kind === "classification" ? null : (this._labels[0]?.name ?? null);
+    // Masks: the pixels live in a MaskEditor made once the image's size is known.
+    this.maskMode = options.maskMode === "semantic" ? "semantic" : "instance";
+    this._masks = null;
+    this._maskSelected = null; // the object the brush paints into (null: a new one)
+    this._pendingMasks = this.kind === "mask" ? (options.annotations ?? []) : null;
+    this._tool = "brush";
+    this._brushSize = DEFAULT_BRUSH;
+    this._opacity = DEFAULT_OPACITY;
+    this._maskLayers = new Map();
+    this._notifyTimer = 0;
 
     this._buildDom(options.listElement, options.hintElement);
-    this._state = this._stateFrom(options.annotations ?? []);
+    this._state = this._stateFrom(this.kind === "mask" ? [] : (options.annotations ?? []));
+    if (this._size) this._initMasks();
     if (this.kind === "classification") this._label = this._state.choice;
     this._bindEvents();
     this._resize();
@@ -137,6 +164,7 @@ export class Annotator {
    * @returns {object[]}
    */
   getAnnotations() {
+    if (this.kind === "mask") return this._masks ? this._masks.annotations() : clone(this._pendingMasks ?? []);
     if (this.kind === "classification") {
       return this._state.choice === null ? [] : [{ label: this._state.choice }];
     }
@@ -154,6 +182,17 @@ export class Annotator {
    */
   setAnnotations(list) {
     if (!Array.isArray(list)) throw new TypeError("setAnnotations needs a list");
+    if (this.kind === "mask") {
+      this._cancelDrag();
+      if (!this._masks) {
+        this._pendingMasks = list;
+        return;
+      }
+      this._masks.load(list, true);
+      this._maskSelected = null;
+      this._changed();
+      return;
+    }
     const before = this._snapshot();
     this._draft = null;
     this._cancelDrag();
@@ -187,6 +226,12 @@ export class Annotator {
       if (this.kind === "keypoints") this._finishKeypoints();
       else this._draft.label = name;
     }
+    if (this.kind === "mask" && this._masks) {
+      // The brush paints the chosen label: in semantic mode into its layer, in instance mode
+      // into the selected object if it has that label, otherwise into a new object.
+      if (this.maskMode === "semantic") this._maskSelected = this._masks.layerOf(name) ?? null;
+      else if (this._maskSelected && this._maskSelected.label !== name) this._maskSelected = null;
+    }
     this._label = name;
     this._onLabel?.(name); // also when unchanged, so a page can mark its label picker
     this._refresh();
@@ -195,6 +240,11 @@ export class Annotator {
   /** Undo the last edit (while a shape is being drawn: remove its last point). */
   undo() {
     if (this.readOnly) return;
+    if (this.kind === "mask") {
+      if (this._cancelDrag()) return;
+      if (this._masks?.undo()) this._maskChanged();
+      return;
+    }
     if (this._draft) {
       this._removeLastDraftPoint();
       return;
@@ -207,6 +257,11 @@ export class Annotator {
 
   /** Redo the last undone edit. */
   redo() {
+    if (this.kind === "mask") {
+      if (this.readOnly || this._drag) return;
+      if (this._masks?.redo()) this._maskChanged();
+      return;
+    }
     if (this.readOnly || !this._redoStack.length) return;
     this._cancelDrag();
     this._draft = null;
@@ -216,17 +271,92 @@ export class Annotator {
 
   /** @type {boolean} */
   get canUndo() {
+    if (this.kind === "mask") return !this.readOnly && Boolean(this._masks?.canUndo);
     return !this.readOnly && (this._undoStack.length > 0 || Boolean(this._draft));
   }
 
   /** @type {boolean} */
   get canRedo() {
+    if (this.kind === "mask") return !this.readOnly && Boolean(this._masks?.canRedo);
     return !this.readOnly && this._redoStack.length > 0;
   }
 
   /** Delete the selected shape (one undo step); does nothing when none is selected. */
   deleteSelected() {
+    if (this.kind === "mask") {
+      if (this._maskSelected) this._deleteAt(this._masks.indexOf(this._maskSelected));
+      return;
+    }
     if (this._selected >= 0) this._deleteAt(this._selected);
+  }
+
+  // ---------------------------------------------------------------- masks, public
+
+  /** Masks: the tool a press uses, one of "brush", "eraser", "lasso", "fill". */
+  get tool() {
+    return this._tool;
+  }
+
+  setTool(name) {
+    if (!MASK_TOOLS.some((t) => t.name === name)) throw new RangeError(`Unknown tool: ${name}`);
+    this._tool = name;
+    this._updateCursor();
+    this._refresh();
+  }
+
+  /** Masks: the brush's (and eraser's) diameter in image pixels. */
+  get brushSize() {
+    return this._brushSize;
+  }
+
+  setBrushSize(size) {
+    if (!isNum(size)) throw new TypeError("A brush size is a number of pixels");
+    this._brushSize = clamp(Math.round(size), BRUSH_SIZES[0], BRUSH_SIZES.at(-1));
+    this._refresh();
+  }
+
+  /** Masks: how opaque the painted masks are drawn over the image, 0 to 1. */
+  get opacity() {
+    return this._opacity;
+  }
+
+  setOpacity(value) {
+    if (!isNum(value)) throw new TypeError("An opacity is a number from 0 to 1");
+    this._opacity = clamp(value, 0, 1);
+    if (this._opacityInput) this._opacityInput.value = String(Math.round(this._opacity * 100));
+    this._requestDraw();
+  }
+
+  /** Masks: the index of the object the brush paints into, or -1 (the next stroke starts one). */
+  get selectedMask() {
+    return this._masks && this._maskSelected ? this._masks.indexOf(this._maskSelected) : -1;
+  }
+
+  /** Masks: select the object at `index` (-1: none, the next stroke starts a new object). */
+  selectMask(index) {
+    const object = this._masks?.objects[index] ?? null;
+    this._maskSelected = object;
+    if (object) this._setCurrentLabel(object.label);
+    this._refresh();
+  }
+
+  /** Masks, instance mode: the next stroke starts a new object of the current label. */
+  newObject() {
+    if (this.kind !== "mask") return;
+    this._maskSelected = this.maskMode === "semantic" && this._label !== null
+      ? (this._masks?.layerOf(this._label) ?? null)
+      : null;
+    this._refresh();
+  }
+
+  /** Masks: give the object at `index` another label (one undo step; semantic: merges). */
+  relabelMask(index, name) {
+    if (this.readOnly || !this._masks || !this._labelByName(name)) return;
+    if (this._masks.objects[index]?.label === name) return;
+    const carrier = this._masks.relabel(index, name);
+    if (carrier) this._maskSelected = carrier;
+    this._setCurrentLabel(name);
+    this._maskChanged();
   }
 
   /** True while a polygon or a keypoint instance is being drawn and not yet finished. */
@@ -258,6 +388,16 @@ export class Annotator {
   setOverlay(name, annotations, options = {}) {
     if (annotations == null) {
       this._overlays.delete(name);
+    } else if (this.kind === "mask") {
+      this._overlays.set(name, {
+        shapes: [],
+        choice: null,
+        masks: Array.isArray(annotations) ? annotations : [],
+        layer: null, // drawn once the image's size is known
+        color: this._cssColor(options.color ?? "#ffffff"),
+        dashed: options.dashed ?? true,
+        title: options.title ?? name,
+      });
     } else {
       const state = this._stateFrom(Array.isArray(annotations) ? annotations : []);
       this._overlays.set(name, {
@@ -329,6 +469,7 @@ export class Annotator {
     this._destroyed = true;
     this._abort?.abort();
     if (this._raf) cancelAnimationFrame(this._raf);
+    clearTimeout(this._notifyTimer);
     this._resizeObserver.disconnect();
     for (const [target, type, handler, opts] of this._listeners) {
       target.removeEventListener(type, handler, opts);
@@ -340,7 +481,7 @@ export class Annotator {
     this._objectUrl = null;
     for (const el of this._createdElements) el.remove();
     if (!this._ownsList) this._listEl.replaceChildren();
-    this.container.classList.remove("annotator", "annotator--external-list");
+    this.container.classList.remove("annotator", "annotator--external-list", "annotator--mask");
     if (this._addedTabIndex) this.container.removeAttribute("tabindex");
   }
 
@@ -395,10 +536,77 @@ export class Annotator {
     this._stage.append(this._canvas);
     this._ctx = this._canvas.getContext("2d");
 
+    if (this.kind === "mask" && !this.readOnly) this._buildMaskTools();
+
     this._ownsList = !listElement;
     this._listEl = listElement ?? this._createElement("ol", "annotator-list");
     if (!this._ownsList) c.classList.add("annotator--external-list");
     if (!this._listEl.hasAttribute("aria-label")) this._listEl.setAttribute("aria-label", "Objects");
+  }
+
+  /** The mask toolbar: tools, brush size, a new object, and the masks' opacity. */
+  _buildMaskTools() {
+    const c = this.container;
+    c.classList.add("annotator--mask");
+    const bar = this._createElement("div", "annotator-tools");
+    bar.setAttribute("role", "toolbar");
+    bar.setAttribute("aria-label", "Mask tools");
+    const button = (text, title, action, extra = {}) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "annotator-tool";
+      b.textContent = text;
+      b.title = title;
+      b.dataset.action = action;
+      for (const [k, v] of Object.entries(extra)) b.setAttribute(k, v);
+      bar.append(b);
+      return b;
+    };
+    this._toolButtons = MASK_TOOLS.map((t) =>
+      button(t.title, `${t.title} (${t.key.toUpperCase()})`, `tool-${t.name}`, {
+        "aria-keyshortcuts": t.key.toUpperCase(),
+        "aria-pressed": "false",
+      }),
+    );
+    button("−", "Smaller brush ([)", "smaller", { "aria-label": "Smaller brush", "aria-keyshortcuts": "[" });
+    this._sizeEl = document.createElement("output");
+    this._sizeEl.className = "annotator-size";
+    this._sizeEl.setAttribute("aria-live", "polite");
+    bar.append(this._sizeEl);
+    button("+", "Larger brush (])", "larger", { "aria-label": "Larger brush", "aria-keyshortcuts": "]" });
+    this._newButton = button("New object", "Start a new object (N)", "new", { "aria-keyshortcuts": "N" });
+    const opacity = document.createElement("label");
+    opacity.className = "annotator-opacity";
+    opacity.append("Opacity ");
+    this._opacityInput = document.createElement("input");
+    this._opacityInput.type = "range";
+    this._opacityInput.min = "0";
+    this._opacityInput.max = "100";
+    this._opacityInput.value = String(Math.round(this._opacity * 100));
+    opacity.append(this._opacityInput);
+    bar.append(opacity);
+    this._toolbar = bar;
+  }
+
+  _onToolbarClick(event) {
+    const b = event.target.closest("button[data-action]");
+    if (!b) return;
+    const action = b.dataset.action;
+    if (action.startsWith("tool-")) this.setTool(action.slice(5));
+    else if (action === "smaller") this._stepBrush(-1);
+    else if (action === "larger") this._stepBrush(1);
+    else if (action === "new") this.newObject();
+    // A mouse click hands the keys back to the canvas ([, ], B, E... go on working); a button
+    // pressed from the keyboard keeps the focus where the person is.
+    if (event.detail > 0) this.container.focus({ preventScroll: true });
+  }
+
+  _stepBrush(direction) {
+    const size = this._brushSize;
+    const next = direction > 0
+      ? BRUSH_SIZES.find((s) => s > size) ?? BRUSH_SIZES.at(-1)
+      : BRUSH_SIZES.findLast((s) => s < size) ?? BRUSH_SIZES[0];
+    this.setBrushSize(next);
   }
 
   _createElement(tag, className) {
@@ -427,6 +635,11 @@ export class Annotator {
     on(this.container, "keyup", this._onKeyUp);
     on(this.container, "focusout", this._onFocusOut);
     on(this._listEl, "click", this._onListClick);
+    on(this._listEl, "change", this._onListChange);
+    if (this._toolbar) {
+      on(this._toolbar, "click", this._onToolbarClick);
+      on(this._opacityInput, "input", () => this.setOpacity(Number(this._opacityInput.value) / 100));
+    }
     this._resizeObserver = new ResizeObserver(() => this._resize());
     this._resizeObserver.observe(this._stage);
   }
@@ -452,6 +665,7 @@ export class Annotator {
       if (!this._size) {
         this._size = { width: image.naturalWidth, height: image.naturalHeight };
         this._region = this._regionFor(this._regionOption);
+        this._initMasks();
         this.fit();
       }
       this._loadState = "ready";
@@ -461,6 +675,91 @@ export class Annotator {
       if (!this._destroyed) this._refresh();
       throw error instanceof Error ? error : new Error(String(error));
     }
+  }
+
+  // ---------------------------------------------------------------- masks
+
+  /** Make the mask editor once the image's size is known, with the initial masks. */
+  _initMasks() {
+    if (this.kind !== "mask" || this._masks || !this._size) return;
+    this._masks = new MaskEditor({
+      width: this._size.width,
+      height: this._size.height,
+      region: this._region,
+      mode: this.maskMode,
+      colorOf: (label) => this._colorOf(label),
+    });
+    this._masks.onDirty = () => this._requestDraw();
+    this._maskSkipped = this._masks.load(this._pendingMasks ?? [], false);
+    this._pendingMasks = null;
+    if (this.maskMode === "semantic" && this._label !== null) this._maskSelected = this._masks.layerOf(this._label) ?? null;
+  }
+
+  /** After a mask edit: the list and the picture now, the page's onChange a moment later (it
+   * encodes the changed objects, which is not worth doing after every stroke of a scribble). */
+  _maskChanged() {
+    const masks = this._masks;
+    if (this._maskSelected && masks.indexOf(this._maskSelected) < 0) this._maskSelected = null;
+    if (this.maskMode === "semantic" && !this._maskSelected && this._label !== null) {
+      this._maskSelected = masks.layerOf(this._label) ?? null;
+    }
+    this._refresh();
+    clearTimeout(this._notifyTimer);
+    if (this._onChange) {
+      this._notifyTimer = setTimeout(() => {
+        if (!this._destroyed) this._onChange(this.getAnnotations());
+      }, 150);
+    }
+  }
+
+  /** The object a paint stroke goes into: the selected one, else a new one of the label. */
+  _paintTarget() {
+    if (this._maskSelected) return this._maskSelected;
+    if (this.maskMode === "semantic") {
+      const layer = this._masks.layerOf(this._label);
+      if (layer) return layer;
+    }
+    return this._masks.create(this._label);
+  }
+
+  _maskPress(img, shift) {
+    if (!this._masks || this._label === null) return { type: "click-none" };
+    if (this._tool === "brush" || this._tool === "eraser") {
+      const stroke = this._tool === "brush"
+        ? this._masks.begin(this._paintTarget(), "paint")
+        : this._masks.begin(this._maskSelected, "erase");
+      this._masks.segment(stroke, img.x, img.y, img.x, img.y, this._brushSize / 2);
+      return { type: "paint", stroke, last: img };
+    }
+    if (this._tool === "lasso") return { type: "lasso", points: [[img.x, img.y]], erase: shift };
+    return { type: "click-fill" };
+  }
+
+  /** The end of a brush or eraser stroke, or of a lasso. */
+  _finishMaskDrag(drag) {
+    const masks = this._masks;
+    let stroke = drag.stroke;
+    if (drag.type === "lasso") {
+      if (drag.points.length < 3) return;
+      stroke = drag.erase ? masks.begin(this._maskSelected, "erase") : masks.begin(this._paintTarget(), "paint");
+      masks.polygon(stroke, drag.points);
+    }
+    this._endStroke(stroke);
+  }
+
+  _endStroke(stroke) {
+    if (!this._masks.end(stroke)) {
+      this._refresh();
+      return;
+    }
+    if (stroke.action === "paint" && this._masks.indexOf(stroke.target) >= 0) this._maskSelected = stroke.target;
+    this._maskChanged();
+  }
+
+  _floodFill(img) {
+    const stroke = this._masks.begin(this._paintTarget(), "paint");
+    this._masks.flood(stroke, img.x, img.y);
+    this._endStroke(stroke);
   }
 
   // ---------------------------------------------------------------- state and undo
@@ -602,6 +901,14 @@ export class Annotator {
 
   _deleteAt(index) {
     if (this.readOnly) return;
+    if (this.kind === "mask") {
+      const object = this._masks?.objects[index];
+      if (!object) return;
+      this._masks.remove(index);
+      if (this._maskSelected === object) this._maskSelected = null;
+      this._maskChanged();
+      return;
+    }
     const before = this._snapshot();
     if (this.kind === "classification") {
       this._state.choice = null;
@@ -864,14 +1171,15 @@ export class Annotator {
     if (event.button === 1 || event.button === 2 || this._spaceHeld) {
       this._drag = { ...press, type: "pan" };
     } else if (event.button === 0) {
-      this._drag = { ...press, ...this._pressAction(img) };
+      this._drag = { ...press, ...this._pressAction(img, event.shiftKey) };
     }
     this._updateCursor();
     this._refresh();
   }
 
   /** What a left press at `img` starts; a drag of the "click-*" kinds pans the view. */
-  _pressAction(img) {
+  _pressAction(img, shift) {
+    if (this.kind === "mask") return this.readOnly ? { type: "click-mask-select" } : this._maskPress(img, shift);
     if (this.readOnly) return { type: "click-select", hit: this._hitShape(img) };
     if (this.kind === "classification") return { type: "click-none" };
     if (this._draft) return { type: "click-draft" };
@@ -909,6 +1217,10 @@ export class Annotator {
       this._requestDraw();
       return;
     }
+    if (drag.type === "paint" || drag.type === "lasso") {
+      this._maskMove(drag, event);
+      return;
+    }
     if (!drag.moved && Math.hypot(p.x - drag.start.x, p.y - drag.start.y) < DRAG_THRESHOLD) return;
     drag.moved = true;
     const img = this._toImage(p);
@@ -927,6 +1239,25 @@ export class Annotator {
       this._fitted = false;
     }
     this._updateCursor();
+    this._requestDraw();
+  }
+
+  /** A brush stroke goes on (through every event the browser merged into this one); a lasso
+   * takes a point whenever the pointer moved a screen pixel or more. */
+  _maskMove(drag, event) {
+    const rect = this._canvas.getBoundingClientRect();
+    const events = event.getCoalescedEvents?.() ?? [];
+    for (const e of events.length ? events : [event]) {
+      const img = this._toImage({ x: e.clientX - rect.left, y: e.clientY - rect.top });
+      if (drag.type === "paint") {
+        this._masks.segment(drag.stroke, drag.last.x, drag.last.y, img.x, img.y, this._brushSize / 2);
+        drag.last = img;
+      } else {
+        const [lx, ly] = drag.points.at(-1);
+        if (Math.hypot(img.x - lx, img.y - ly) * this._view.scale >= 1) drag.points.push([img.x, img.y]);
+      }
+    }
+    drag.moved = true;
     this._requestDraw();
   }
 
@@ -960,7 +1291,8 @@ export class Annotator {
     const drag = this._drag;
     if (!drag || drag.pointerId !== event.pointerId) return;
     this._drag = null;
-    if (drag.moved) this._finishDrag(drag);
+    if (drag.type === "paint" || drag.type === "lasso") this._finishMaskDrag(drag);
+    else if (drag.moved) this._finishDrag(drag);
     else this._click(drag);
     this._updateCursor();
     this._refresh();
@@ -982,6 +1314,12 @@ export class Annotator {
     switch (drag.type) {
       case "click-select":
         this._selected = drag.hit;
+        break;
+      case "click-fill":
+        this._floodFill(img);
+        break;
+      case "click-mask-select":
+        this.selectMask(this._masks ? this._masks.objectAt(img.x, img.y) : -1);
         break;
       case "click-draft":
         this._draftClick(this._clampToRegion(img), drag.shift);
@@ -1013,6 +1351,7 @@ export class Annotator {
     if (!drag) return false;
     this._drag = null;
     if (drag.before) this._state = drag.before;
+    if (drag.type === "paint") this._masks.cancel(drag.stroke);
     if (this._canvas.hasPointerCapture(drag.pointerId)) {
       this._canvas.releasePointerCapture(drag.pointerId);
     }
@@ -1108,9 +1447,10 @@ export class Annotator {
     if (key.startsWith("Arrow")) return this._arrowKey(event);
     if (key === "Escape") return this._escape();
     if (this.readOnly) return false;
+    if (this.kind === "mask" && this._maskKey(event)) return true;
     if (key === "Delete" || key === "Backspace") {
       if (this._draft) this._removeLastDraftPoint();
-      else if (this._selected >= 0) this.deleteSelected();
+      else if (this._selected >= 0 || this._maskSelected) this.deleteSelected();
       else return false;
       return true;
     }
@@ -1125,6 +1465,25 @@ export class Annotator {
       if (!label) return false;
       if (this._selected >= 0 && !this._draft) this._relabelSelected(label.name);
       else this.setLabel(label.name);
+      return true;
+    }
+    return false;
+  }
+
+  /** B, E, L, F choose a tool; [ and ] size the brush; N starts a new object. */
+  _maskKey(event) {
+    const key = event.key;
+    const tool = MASK_TOOLS.find((t) => t.key === key.toLowerCase());
+    if (tool) {
+      this.setTool(tool.name);
+      return true;
+    }
+    if (key === "[" || key === "]") {
+      this._stepBrush(key === "]" ? 1 : -1);
+      return true;
+    }
+    if (key === "n" || key === "N") {
+      this.newObject();
       return true;
     }
     return false;
@@ -1163,6 +1522,10 @@ export class Annotator {
       this._refresh();
       return true;
     }
+    if (this._maskSelected && this.maskMode === "instance") {
+      this.newObject();
+      return true;
+    }
     return false;
   }
 
@@ -1191,10 +1554,20 @@ export class Annotator {
       const rest = this._listEl.querySelectorAll(".annotator-item-delete");
       const next = rest[Math.min(position, rest.length - 1)];
       (next ?? this.container).focus({ preventScroll: true });
+    } else if (this.kind === "mask") {
+      this.selectMask(this.selectedMask === index ? -1 : index);
+      if (event.detail > 0) this.container.focus({ preventScroll: true });
     } else if (this.kind !== "classification") {
       this._selected = this._selected === index ? -1 : index;
       this._refresh();
     }
+  }
+
+  /** Masks: a label chosen in an object's drop-down relabels it. */
+  _onListChange(event) {
+    const select = event.target.closest("select[data-action='relabel']");
+    if (!select || !this._listEl.contains(select)) return;
+    this.relabelMask(Number(select.closest("[data-index]").dataset.index), select.value);
   }
 
   // ---------------------------------------------------------------- rendering
@@ -1205,12 +1578,24 @@ export class Annotator {
     this._hintEl.textContent = this._hintText();
     this._renderList();
     this._canvas.setAttribute("aria-label", this._description());
+    if (this._toolbar) this._renderTools();
     this._requestDraw();
+  }
+
+  _renderTools() {
+    MASK_TOOLS.forEach((t, i) => this._toolButtons[i].setAttribute("aria-pressed", String(t.name === this._tool)));
+    const what = this._tool === "eraser" ? "Eraser" : "Brush";
+    this._sizeEl.textContent = `${what} ${this._brushSize} px`;
+    this._newButton.disabled = this.maskMode === "semantic";
   }
 
   _hintText() {
     if (this._loadState === "error") return "The image could not be loaded.";
+    if (this.kind === "mask" && this._maskSkipped) {
+      return `${plural(this._maskSkipped, "mask")} could not be shown: not masks of this ${this._size.width}×${this._size.height} image.`;
+    }
     if (this.readOnly) return "Review: wheel to zoom, drag to pan, click a shape to select it.";
+    if (this.kind === "mask") return this._maskHint();
     if (this.kind === "classification") {
       const keys = this._labels.length > 1 ? `1–${Math.min(9, this._labels.length)}` : "1";
       return this._state.choice === null
@@ -1242,6 +1627,24 @@ export class Annotator {
     return `Click ${names[i]} (${i + 1} of ${names.length}), Shift+click if occluded, N to skip${end}.`;
   }
 
+  _maskHint() {
+    const label = this._label ?? "";
+    const target = this._maskSelected
+      ? `${this._maskSelected.label} object ${this._masks.indexOf(this._maskSelected) + 1}`
+      : `a new ${label} object`;
+    const size = `${this._brushSize} px ([ and ] to resize)`;
+    switch (this._tool) {
+      case "eraser":
+        return `Eraser ${size}: drag to erase from ${this._maskSelected ? target : "every object"}.`;
+      case "lasso":
+        return `Lasso: draw a closed outline; its inside is painted into ${target} (Shift: erased).`;
+      case "fill":
+        return `Flood fill: click to paint the connected area of the clicked colour into ${target}.`;
+      default:
+        return `Brush ${size}: drag to paint ${target}. E eraser, L lasso, F fill, N new object.`;
+    }
+  }
+
   _description() {
     if (!this._size) return "Image loading";
     const { width, height } = this._size;
@@ -1253,6 +1656,7 @@ export class Annotator {
     if (this.kind === "classification") {
       return `${text}, ${this._state.choice === null ? "no class chosen" : `class ${this._state.choice}`}`;
     }
+    if (this.kind === "mask") return `${text}, ${plural(this._masks?.objects.length ?? 0, "mask")}`;
     return `${text}, ${plural(this._state.shapes.length, "object")}`;
   }
 
@@ -1276,7 +1680,55 @@ export class Annotator {
     return `${n}${placed} of ${plural(shape.keypoints.length, "keypoint")}`;
   }
 
+  _renderMaskList() {
+    const objects = this._masks?.objects ?? [];
+    const items = objects.map((object, i) => {
+      const li = document.createElement("li");
+      li.className = "annotator-item";
+      li.dataset.index = String(i);
+      const selected = object === this._maskSelected;
+      if (selected) li.classList.add("annotator-item--selected");
+      const text = `${i + 1}. ${object.label} — mask, ${object.area.toLocaleString("en")} px`;
+      const select = document.createElement("button");
+      select.type = "button";
+      select.className = "annotator-item-select";
+      select.dataset.action = "select";
+      select.setAttribute("aria-pressed", String(selected));
+      const swatch = document.createElement("span");
+      swatch.className = "annotator-swatch";
+      swatch.style.background = this._colorOf(object.label);
+      select.append(swatch, document.createTextNode(text));
+      li.append(select);
+      if (!this.readOnly) {
+        const relabel = document.createElement("select");
+        relabel.className = "annotator-item-label";
+        relabel.dataset.action = "relabel";
+        relabel.setAttribute("aria-label", `Label of ${text}`);
+        for (const label of this._labels) relabel.append(new Option(label.name, label.name, false, label.name === object.label));
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.className = "annotator-item-delete";
+        remove.dataset.action = "delete";
+        remove.textContent = "Delete";
+        remove.setAttribute("aria-label", `Delete ${text}`);
+        li.append(relabel, remove);
+      }
+      return li;
+    });
+    if (!items.length) {
+      const li = document.createElement("li");
+      li.className = "annotator-empty";
+      li.textContent = "No masks yet";
+      items.push(li);
+    }
+    this._listEl.replaceChildren(...items);
+  }
+
   _renderList() {
+    if (this.kind === "mask") {
+      this._renderMaskList();
+      return;
+    }
     const items = [];
     const entries = this.kind === "classification"
       ? (this._state.choice === null ? [] : [{ text: `1. ${this._state.choice} — class`, label: this._state.choice }])
@@ -1358,6 +1810,7 @@ export class Annotator {
     ctx.fillRect(0, 0, w, h);
     if (this._size) {
       this._drawImageAndRegion(ctx);
+      if (this._masks) this._drawMasks(ctx);
       this._state.shapes.forEach((shape, i) => {
         this._drawShape(ctx, shape, this._colorOf(shape.label), { selected: i === this._selected });
       });
@@ -1391,6 +1844,75 @@ export class Annotator {
     ctx.lineWidth = 1;
     ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
     ctx.strokeRect(r.x - 0.5, r.y - 0.5, rw * scale + 1, rh * scale + 1);
+  }
+
+  /** The visible part of `source` (a canvas of the image's size) over the image. */
+  _drawImageLayer(ctx, source, alpha) {
+    const { width, height } = this._size;
+    const { scale, offsetX, offsetY } = this._view;
+    const x0 = clamp(Math.floor(-offsetX / scale), 0, width);
+    const y0 = clamp(Math.floor(-offsetY / scale), 0, height);
+    const x1 = clamp(Math.ceil((this._cssWidth - offsetX) / scale), 0, width);
+    const y1 = clamp(Math.ceil((this._cssHeight - offsetY) / scale), 0, height);
+    if (x1 <= x0 || y1 <= y0 || alpha <= 0) return;
+    ctx.save();
+    ctx.globalAlpha = alpha;
+    // Nearest-neighbour: the pixels are what is submitted, and no mipmap of a changing
+    // full-size layer is built each frame.
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(source, x0, y0, x1 - x0, y1 - y0, offsetX + x0 * scale, offsetY + y0 * scale, (x1 - x0) * scale, (y1 - y0) * scale);
+    ctx.restore();
+  }
+
+  _drawMasks(ctx) {
+    this._drawImageLayer(ctx, this._masks.canvas, this._opacity);
+    const selected = this._maskSelected;
+    if (!selected?.bounds || this._masks.indexOf(selected) < 0) return;
+    const [x0, y0, x1, y1] = selected.bounds;
+    const a = this._toScreen(x0, y0);
+    const b = this._toScreen(x1, y1);
+    ctx.save();
+    ctx.setLineDash([5, 4]);
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = this._colorOf(selected.label);
+    ctx.strokeRect(a.x - 0.5, a.y - 0.5, b.x - a.x + 1, b.y - a.y + 1);
+    ctx.restore();
+    drawTag(ctx, selected.label, a.x, a.y - 4, this._colorOf(selected.label));
+  }
+
+  /** The brush's outline under the pointer, or the lasso being drawn. */
+  _drawMaskTool(ctx) {
+    const drag = this._drag;
+    if (drag?.type === "lasso") {
+      const pts = drag.points.map(([x, y]) => this._toScreen(x, y));
+      ctx.save();
+      ctx.strokeStyle = drag.erase ? "#ffffff" : this._colorOf(this._label);
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      tracePath(ctx, pts, false);
+      ctx.stroke();
+      ctx.setLineDash([4, 4]);
+      ctx.beginPath();
+      tracePath(ctx, [pts.at(-1), pts[0]], false);
+      ctx.stroke();
+      ctx.restore();
+      return;
+    }
+    if (!this._hover || this._spaceHeld || (this._tool !== "brush" && this._tool !== "eraser")) return;
+    if (drag && drag.type !== "paint") return;
+    const r = Math.max(1, (this._brushSize / 2) * this._view.scale);
+    ctx.save();
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = "#000000";
+    ctx.beginPath();
+    ctx.arc(this._hover.x, this._hover.y, r + 1, 0, 2 * Math.PI);
+    ctx.stroke();
+    ctx.strokeStyle = this._tool === "eraser" ? "#ffffff" : this._colorOf(this._label);
+    ctx.setLineDash(this._tool === "eraser" ? [3, 3] : []);
+    ctx.beginPath();
+    ctx.arc(this._hover.x, this._hover.y, r, 0, 2 * Math.PI);
+    ctx.stroke();
+    ctx.restore();
   }
 
   _drawShape(ctx, shape, color, { selected = false, dashed = false, fill = true, tagBelow = false } = {}) {
@@ -1485,6 +2007,10 @@ export class Annotator {
 
   /** The box being dragged out, or the open polygon or keypoint instance. */
   _drawInProgress(ctx) {
+    if (this.kind === "mask") {
+      if (!this.readOnly && this._masks) this._drawMaskTool(ctx);
+      return;
+    }
     const drag = this._drag;
     if (drag?.type === "draw" && drag.box) {
       this._drawShape(ctx, { label: this._label, bbox: drag.box }, this._colorOf(this._label));
@@ -1511,6 +2037,11 @@ export class Annotator {
   }
 
   _drawOverlay(ctx, overlay) {
+    if (overlay.masks) {
+      overlay.layer ??= maskLayer(overlay.masks, this._size.width, this._size.height, overlay.color);
+      this._drawImageLayer(ctx, overlay.layer, 0.45);
+      return;
+    }
     for (const shape of overlay.shapes) {
       this._drawShape(ctx, shape, overlay.color, { dashed: overlay.dashed, fill: false, tagBelow: true });
     }

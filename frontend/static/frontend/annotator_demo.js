@@ -1,9 +1,13 @@
 /* The annotation canvas on a generated image (annotator_demo.html): ?kind=bbox|polygon|keypoints|
-   classification, ?region=x,y,w,h (a tile), ?readonly=1 (review). Exposes window.annotator. */
+   classification|mask, ?mode=semantic (masks), ?size=WxH (the image declared that large and drawn
+   stretched, as a tile of a large image is), ?region=x,y,w,h (a tile), ?readonly=1 (review).
+   Exposes window.annotator. */
 
 import { Annotator } from "./annotator.js";
 
-const KINDS = ["bbox", "polygon", "keypoints", "classification"];
+import { encodeMask } from "./mask_rle.js";
+
+const KINDS = ["bbox", "polygon", "keypoints", "classification", "mask"];
 const LABELS = {
   bbox: [{ name: "car", color: "#e6194b" }, { name: "person", color: "#3cb44b" }, { name: "tree", color: "#4363d8" }],
   polygon: [{ name: "car", color: "#e6194b" }, { name: "person", color: "#3cb44b" }, { name: "tree", color: "#4363d8" }],
@@ -12,6 +16,7 @@ const LABELS = {
     { name: "car", color: "#e6194b", keypoints: ["front_wheel", "back_wheel"] },
   ],
   classification: [{ name: "street", color: "#4363d8" }, { name: "park", color: "#3cb44b" }, { name: "beach", color: "#f58231" }],
+  mask: [{ name: "car", color: "#e6194b" }, { name: "person", color: "#3cb44b" }, { name: "tree", color: "#4363d8" }],
 };
 const CONSENSUS = {
   bbox: [{ label: "car", bbox: [90, 225, 160, 108] }, { label: "tree", bbox: [400, 90, 130, 240] }],
@@ -22,6 +27,15 @@ const CONSENSUS = {
 
 const params = new URLSearchParams(location.search);
 const kind = KINDS.includes(params.get("kind")) ? params.get("kind") : "bbox";
+const [width, height] = /^\d+x\d+$/.test(params.get("size") ?? "") ? params.get("size").split("x").map(Number) : [640, 480];
+if (kind === "mask") CONSENSUS.mask = [{ label: "tree", rle: rectangleMask(400, 90, 530, 330) }];
+
+/** A mask of the demo image with the rectangle [x0, x1) x [y0, y1) set. */
+function rectangleMask(x0, y0, x1, y1) {
+  const bits = new Uint8Array(width * height);
+  for (let y = y0; y < y1; y++) bits.fill(1, y * width + x0, y * width + x1);
+  return encodeMask(bits, width, height);
+}
 const region = (params.get("region") || "").split(",").map(Number);
 for (const link of document.querySelectorAll("nav a")) {
   if (link.search === location.search || (!location.search && link.search === "?kind=bbox")) link.setAttribute("aria-current", "page");
@@ -48,10 +62,11 @@ window.events = { changes: 0, labels: [], submits: 0 };
 const payload = document.getElementById("payload");
 window.annotator = new Annotator(document.getElementById("annotator"), {
   kind,
+  maskMode: params.get("mode") === "semantic" ? "semantic" : "instance",
   labels: LABELS[kind],
   imageUrl: new URL("demo.png", import.meta.url).href,
-  width: 640,
-  height: 480,
+  width,
+  height,
   region: region.length === 4 && region.every(Number.isFinite) ? region : undefined,
   readOnly: params.get("readonly") === "1",
   onChange(annotations) {

@@ -25,6 +25,7 @@ function open(image) {
   $("#gold-error").hidden = true;
   const annotator = new Annotator($("#stage"), {
     kind: project.kind,
+    maskMode: project.mask_mode,
     labels: project.labels,
     imageUrl: image.url,
     width: image.width,

@@ -51,6 +51,7 @@ async function show(i) {
   );
   annotator = new Annotator($("#stage"), {
     kind: project.kind,
+    maskMode: project.mask_mode,
     labels: project.labels,
     imageUrl: item.image_url,
     width: item.width,

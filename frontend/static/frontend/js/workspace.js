@@ -15,10 +15,31 @@ function randomKey() {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function setError(message) {
+function setError(message, details = []) {
   const box = $("#task-error");
-  box.textContent = message || "";
+  box.replaceChildren(message || "");
+  if (details.length) {
+    const list = document.createElement("ul");
+    for (const line of details) {
+      const li = document.createElement("li");
+      li.textContent = line;
+      list.append(li);
+    }
+    box.append(list);
+  }
   box.hidden = !message;
+}
+
+// The server's per-field errors as lines a worker can act on: `annotations[2].rle.counts`
+// becomes "Object 3 (mask)", the numbers the object list shows.
+function errorLines(errors) {
+  const lines = [];
+  for (const [field, messages] of Object.entries(errors || {})) {
+    const m = /^annotations\[(\d+)\](?:\.(\w+))?/.exec(field);
+    const where = m ? `Object ${Number(m[1]) + 1}${m[2] ? ` (${m[2] === "rle" ? "mask" : m[2]})` : ""}` : field;
+    for (const message of [].concat(messages)) lines.push(`${where}: ${typeof message === "string" ? message : JSON.stringify(message)}`);
+  }
+  return lines;
 }
 
 function setButtons() {
@@ -79,6 +100,7 @@ async function show(assignment) {
   const task = assignment.task;
   state.annotator = new Annotator(stage, {
     kind: assignment.kind,
+    maskMode: assignment.mask_mode,
     labels: assignment.labels,
     imageUrl: task.image_url,
     width: task.width,
@@ -155,7 +177,8 @@ async function submit() {
       toast(err.message, "error");
       await next();
     } else {
-      setError(err.status === 400 ? `${err.message} ${JSON.stringify(err.errors)}` : `${err.message} Your drawing is kept; press Enter to try again.`);
+      if (err.status === 400) setError(`The answer was not accepted: ${err.message} Your drawing is kept; fix it and submit again.`, errorLines(err.errors));
+      else setError(`${err.message} Your drawing is kept; press Enter to try again.`);
       setButtons();
     }
   }
