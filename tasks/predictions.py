@@ -104,7 +104,8 @@ class _ImageIndex:
             if found is None:
                 cand.fail(f"{cand.where}.image", f"No image {cand.image_id} in this project.")
             return found
-        assert cand.file_name is not None
+        if cand.file_name is None:
+            return None  # unreadable: the reader said why
         for name in fmt.ls_name_variants(cand.file_name):
             hit = self.by_name.get(name) or self.by_base.get(posixpath.basename(name))
             if hit is not None:
@@ -482,7 +483,13 @@ def _batch_rows(
     rows: list[Checked] = []
     for img, result in zip(batch, results, strict=True):
         if not isinstance(result, dict) or not isinstance(result.get("result"), list):
-            progress.fail(img.pk, 'The backend\'s result is not {"result": [...], ...}.')
+            said = result.get("error") if isinstance(result, dict) else None
+            progress.fail(
+                img.pk,
+                f"The backend gave no result: {str(said)[:300]}"
+                if said
+                else 'The backend\'s result is not {"result": [...], ...}.',
+            )
             continue
         raw_version = result.get("model_version")
         version = (
