@@ -216,9 +216,11 @@ def test_the_label_config_names_the_projects_labels(manager, kind, labels, tag, 
     root = ET.fromstring(predictions.project_label_config(project))
     assert root.tag == "View"
     image = root.find("Image")
-    assert image is not None and image.get("value") == "$image"
+    assert image is not None
+    assert image.get("value") == "$image"
     control = root.find(tag)
-    assert control is not None and control.get("toName") == image.get("name")
+    assert control is not None
+    assert control.get("toName") == image.get("name")
     child = "Choice" if kind == "classification" else "Label"
     assert [el.get("value") for el in control.iter(child)] == values
 
@@ -312,7 +314,7 @@ def box_result(body: dict[str, Any], label: str = "car") -> dict[str, Any]:
                             "rectanglelabels": [label],
                         },
                     }
-                ],  # fmt: skip
+                ],
             }
             for _ in body["tasks"]
         ]
@@ -423,7 +425,8 @@ def test_a_backend_that_keeps_failing_stops_the_run(api_as, manager, fast, backe
     run = run_now(api_as, manager, project)
     assert run["status"] == "failed"
     assert "2 batches in a row failed" in run["error"]
-    assert "answered 500" in run["error"] and "CUDA out of memory" in run["error"]
+    assert "answered 500" in run["error"]
+    assert "CUDA out of memory" in run["error"]
     assert (run["images_done"], run["failed"], run["predicted"]) == (4, 4, 0)
     assert {e["image"] for e in run["errors"]} == set(
         project.images.order_by("pk").values_list("pk", flat=True)[:4]
@@ -512,7 +515,8 @@ def test_the_host_is_checked_again_when_the_run_starts(manager, fast, backend_fa
     run = PredictionRun.objects.create(project=project, backend_url=project.ml_backend_url)
     fast.ML_BACKEND_HOSTS = []
     done = predictions.prediction_run_execute(run_id=run.pk)
-    assert done is not None and done.status == "failed"
+    assert done is not None
+    assert done.status == "failed"
     assert "may no longer be called" in done.error
     assert backend.calls == []
 
