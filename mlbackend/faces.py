@@ -89,7 +89,9 @@ def target_of(config: Any) -> Target:
 
 class FaceDetector:
     def __init__(self, *, fetch_timeout: float, max_image_bytes: int) -> None:
-        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+        # The cascade's XML ships in the wheel: cv2.data.haarcascades is its folder.
+        folder = cv2.data.haarcascades  # type: ignore[attr-defined]
+        self.cascade = cv2.CascadeClassifier(folder + CASCADE)
         if self.cascade.empty():
             raise RuntimeError(f"OpenCV's {CASCADE} could not be loaded")
         self.fetch_timeout, self.max_image_bytes = fetch_timeout, max_image_bytes
@@ -243,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         args.host, args.port, fetch_timeout=args.fetch_timeout,
         max_image_bytes=args.max_image_bytes,
     )  # fmt: skip
-    host, port = server.server_address[:2]
+    port = server.server_address[1]
     # The line a supervisor (or a test) waits for; with --port 0 it tells the port taken.
-    print(f"listening on http://{host}:{port} model_version={MODEL_VERSION}", flush=True)
+    print(f"listening on http://{args.host}:{port} model_version={MODEL_VERSION}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

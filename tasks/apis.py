@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import mimetypes
 from collections.abc import Iterable
 from typing import Any
@@ -314,9 +315,18 @@ class PredictionRunOut(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    errors = PredictionRunErrorOut(
-        many=True, required=False, help_text="Per image, why it has no prediction (the first 1000)."
-    )
+
+
+# A run with its per-image errors. (Inline: a Serializer subclass cannot declare ``errors``.)
+PredictionRunDetailOut = inline_serializer(
+    "PredictionRunDetailOut",
+    {
+        **copy.deepcopy(PredictionRunOut._declared_fields),
+        "errors": PredictionRunErrorOut(
+            many=True, help_text="Per image, why it has no prediction (the first 1000)."
+        ),
+    },
+)
 
 
 class ProgressOut(serializers.Serializer):

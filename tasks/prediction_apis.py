@@ -27,7 +27,7 @@ from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, request_user
 from crowd.schema import ANNOTATIONS_SCHEMA, ErrorOut
 from tasks import predictions, selectors
-from tasks.apis import PredictionRunOut
+from tasks.apis import PredictionRunDetailOut
 from tasks.ml_backend import image_signed_check
 from tasks.models import Image, ImageStatus
 from tasks.prediction_formats import FORMATS
@@ -98,7 +98,7 @@ class PredictionOut(serializers.Serializer):
     model_version = serializers.CharField()
     annotations = ScoredAnnotationsField()
     score = serializers.FloatField(allow_null=True, help_text="Of the whole image, if given.")
-    source = serializers.CharField(help_text="import or backend.")
+    source = serializers.CharField(help_text="import or backend.")  # type: ignore[assignment]
     run = serializers.IntegerField(allow_null=True, help_text="backend: the run that made it.")
     created_at = serializers.DateTimeField()
 
@@ -210,7 +210,7 @@ class ProjectPredictionRunApi(APIView):
     permission_classes = [IsManager]
 
     @extend_schema(
-        responses={200: PredictionRunOut},
+        responses={200: PredictionRunDetailOut},
         description="Managers of the project only: the latest run of its ML backend, with "
         "progress and per-image errors; 404 before the first.",
     )
@@ -223,7 +223,7 @@ class ProjectPredictionRunApi(APIView):
 
     @extend_schema(
         request=None,
-        responses={202: PredictionRunOut},
+        responses={202: PredictionRunDetailOut},
         description="Managers of the project only: queues a job asking the project's ML "
         "backend (health, setup, then predict in batches) for every ready image without a "
         "prediction of its current model version. 409 no_ml_backend, no_public_url, or "
@@ -240,7 +240,7 @@ class ProjectPredictionRunDetailApi(APIView):
     permission_classes = [IsManager]
 
     @extend_schema(
-        responses={200: PredictionRunOut},
+        responses={200: PredictionRunDetailOut},
         description="Managers of the project only: one run of its ML backend, with progress "
         "and per-image errors.",
     )

@@ -477,8 +477,8 @@ def from_label_studio(
                     f"Unknown keypoint {name!r}; this project's are: {', '.join(points)}.",
                 )
                 continue
-            x, y = _num(value.get("x")), _num(value.get("y"))
-            if x is None or y is None:
+            px, py = _num(value.get("x")), _num(value.get("y"))
+            if px is None or py is None:
                 cand.fail(f"{where}.value", "A keypoint has numeric x and y (percent).")
                 continue
             label, position = points[name]
@@ -493,7 +493,7 @@ def from_label_studio(
                 }
                 groups[(label, parent)] = group
                 items.append(group)
-            group["keypoints"][position] = [x * sx, y * sy, 2]
+            group["keypoints"][position] = [px * sx, py * sy, 2]
             if score is not None:
                 group["score"] = score if group["score"] is None else min(group["score"], score)
     return items

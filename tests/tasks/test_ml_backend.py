@@ -160,7 +160,7 @@ def test_a_signed_url_serves_the_image_without_credentials(manager, settings) ->
     anonymous = APIClient()
     response = anonymous.get(path_of(url))
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == data
+    assert response.getvalue() == data
     assert response["Cache-Control"] == "private, no-store"
     # A wrong token in the Authorization header changes nothing: the link is the credential.
     anonymous.credentials(HTTP_AUTHORIZATION="Token not-a-token")
