@@ -35,6 +35,7 @@ demo: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo
 	@echo "Serving on http://localhost:$(PORT)/  (API docs: http://localhost:$(PORT)/api/docs/, health: http://localhost:$(PORT)/healthz)"
+	PUBLIC_URL=$${PUBLIC_URL:-http://localhost:$(PORT)} \
 	$(VENV)/bin/uvicorn crowd.asgi:application --host $(HOST) --port $(PORT) --lifespan off \
 		--ws-per-message-deflate false
 
