@@ -28,6 +28,7 @@ from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.jobs import send_on_commit
 from crowd.models import User
+from tasks import events
 from tasks import prediction_formats as fmt
 from tasks.annotations import AnnotationError, validate_annotations
 from tasks.ml_backend import BackendError, Client, backend_url_problem, image_signed_url
@@ -391,6 +392,7 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
         else:
             claim.release(status=ImportStatus.DONE, finished_at=timezone.now())
     run.refresh_from_db()
+    events.prediction_run_changed(run)
     return run
 
 
@@ -414,6 +416,7 @@ class _RunProgress:
 
     def flush(self) -> None:
         self.claim.fence(**self.fields())
+        events.prediction_run_changed(self.run)
 
 
 def _todo(project: Project, version: str) -> QuerySet[Image]:
@@ -465,9 +468,9 @@ def _execute(run: PredictionRun, claim: claims.Claim) -> None:
             rows = _batch_rows(run, project, specs, batch, results, progress)
             run.images_done += len(batch)
             with transaction.atomic():
-                progress.flush()  # fences the write: a copy that lost the run stores nothing
+                claim.fence()  # first: a copy that lost the run stores nothing
                 run.predicted += _store(project, rows, source=PredictionSource.BACKEND, run=run)
-                claim.fence(predicted=run.predicted)
+                progress.flush()
     finally:
         client.close()
 

@@ -562,3 +562,39 @@ def test_only_the_projects_managers_run_and_read_runs(api_as, manager, worker, f
             == expected
         )
     assert PredictionRun.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_dashboard_hears_a_runs_progress(manager, fast, backend_factory) -> None:
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from crowd.asgi import application
+    from tests.factories import token_for
+
+    backend = backend_factory(lambda body, n: (200, box_result(body)))
+
+    @database_sync_to_async
+    def prepare() -> tuple[Any, str, int]:
+        project = project_on(manager, backend, fast)
+        run = PredictionRun.objects.create(project=project, backend_url=backend.url)
+        return project, token_for(manager), run.pk
+
+    project, token, run_id = await prepare()
+    ws = WebsocketCommunicator(
+        application,
+        f"/ws/projects/{project.pk}/?token={token}",
+        headers=[(b"origin", b"http://localhost")],
+    )
+    connected, _ = await ws.connect()
+    assert connected
+    await database_sync_to_async(predictions.prediction_run_execute)(run_id=run_id)
+    frames = []
+    while not frames or frames[-1]["status"] != "done":
+        frame = await ws.receive_json_from(timeout=5)
+        if frame["type"] == "prediction_run":
+            frames.append(frame)
+    assert frames[-1]["id"] == run_id
+    assert (frames[-1]["predicted"], frames[-1]["images_total"]) == (3, 3)
+    assert [f["images_done"] for f in frames if f["status"] == "running"][-1] == 3
+    await ws.disconnect()
