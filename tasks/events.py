@@ -1,8 +1,9 @@
 """Live events of routing, published after commit.
 
 Groups: ``user.<id>`` (one worker: their leases), ``project.<id>`` (the project's managers:
-progress frames, worker, export and prediction run events), ``project.<id>.workers`` (workers who may work on
-the project: the work available) and ``workers`` (every connected worker: a project opened).
+progress frames, worker, export and prediction run events), ``project.<id>.workers``
+(workers who may work on the project: the work available) and ``workers`` (every connected
+worker: a project opened).
 """
 
 from __future__ import annotations

@@ -589,7 +589,7 @@ async def test_the_dashboard_hears_a_runs_progress(manager, fast, backend_factor
     connected, _ = await ws.connect()
     assert connected
     await database_sync_to_async(predictions.prediction_run_execute)(run_id=run_id)
-    frames = []
+    frames: list[dict[str, Any]] = []
     while not frames or frames[-1]["status"] != "done":
         frame = await ws.receive_json_from(timeout=5)
         if frame["type"] == "prediction_run":
