@@ -26,6 +26,8 @@ from tasks.models import Prediction, PredictionRun
 from tests import images
 from tests.factories import image_ready, project_create
 
+# Runs claim their row and store in transactions: the same on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
 ALLOWED = ["models.internal:9090", "127.0.0.1:9090", "[::1]:9090"]
 
 
