@@ -70,8 +70,11 @@ class PredictionsFileIn(serializers.Serializer):
         "or Label Studio tasks with predictions (images matched by the file name of "
         "data.image)."
     )
-    format = serializers.ChoiceField(
-        list(FORMATS), required=False, help_text="Read from the file's shape when omitted."
+    # Text, not an enum in the schema: an enum named "format" would take the name of the
+    # dataset exports' format enum that generated clients already use.
+    format = serializers.CharField(
+        required=False,
+        help_text=f"One of {', '.join(FORMATS)}; read from the file's shape when omitted.",
     )
     model_version = serializers.CharField(
         required=False,
@@ -122,7 +125,7 @@ def _bool(value: Any) -> bool:
 
 class ProjectPredictionsApi(APIView):
     permission_classes = [IsManager]
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [JSONParser]  # files go to .../predictions/file/
 
     @extend_schema(
         operation_id="projects_predictions_list",
@@ -146,63 +149,74 @@ class ProjectPredictionsApi(APIView):
         )
 
     @extend_schema(
-        request={
-            "application/json": PredictionsImportIn,
-            "multipart/form-data": PredictionsFileIn,
-        },
+        request=PredictionsImportIn,
         responses={201: PredictionsImportOut},
         description="Managers of the project only: stores a model's predictions per image and "
-        "model version, replacing any earlier prediction of the same image and version. A "
-        "JSON body is our format (up to DATA_UPLOAD_MAX_MEMORY_SIZE); a file (multipart "
-        "`file`, up to MAX_PREDICTIONS_BYTES) may also be COCO or Label Studio JSON. Items "
-        "are checked like answers. 400 names every invalid item and stores nothing "
+        "model version, replacing any earlier prediction of the same image and version; "
+        "items are checked like answers. 400 names every invalid item and stores nothing "
         "(strict, the default); with strict=false the valid ones are stored and the others "
-        "listed under rejected. A file that cannot be read is a 400 either way.",
+        "listed under rejected. Up to DATA_UPLOAD_MAX_MEMORY_SIZE: larger sets, and COCO or "
+        "Label Studio files, go to .../predictions/file/.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput(
+                'Give {"model_version", "predictions": [...]}.', code="invalid_predictions_file"
+            )
+        report = predictions.predictions_import(
+            project=project,
+            data={k: v for k, v in body.items() if k != "strict"},
+            format_name="crowd",
+            strict=_bool(body.get("strict", True)),
+        )
+        return Response(report, status=status.HTTP_201_CREATED)
+
+
+class ProjectPredictionsFileApi(APIView):
+    permission_classes = [IsManager]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="projects_predictions_file_create",
+        request={"multipart/form-data": PredictionsFileIn},
+        responses={201: PredictionsImportOut},
+        description="Managers of the project only: imports a predictions file (up to "
+        "MAX_PREDICTIONS_BYTES): ours, COCO or Label Studio JSON, read as the JSON import "
+        "reads ours (the same checks, strict by default). A file that cannot be read (not "
+        "JSON, an unknown shape) is a 400 invalid_predictions_file either way.",
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         limit = settings.MAX_PREDICTIONS_BYTES
-        if length > limit + 64 * 1024:
+        if length > limit + 64 * 1024:  # room for the form's other fields
             raise PayloadTooLarge(f"The request is {length:,} bytes; at most {limit:,}.")
-        if request.content_type.startswith("multipart/"):
-            upload = request.FILES.get("file")
-            if upload is None:
-                raise InvalidInput(errors={"file": ["Attach the predictions file as `file`."]})
-            if upload.size is not None and upload.size > limit:
-                raise PayloadTooLarge(f"The file is {upload.size:,} bytes; at most {limit:,}.")
-            try:
-                data = orjson.loads(upload.read())
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(
-                    "The file is not JSON; nothing was stored.",
-                    code="invalid_predictions_file",
-                    errors={"file": [f"Not JSON: {exc}"]},
-                ) from None
-            fields = request.data
-            format_name = fields.get("format") or None
-            if format_name is not None and format_name not in FORMATS:
-                raise InvalidInput(errors={"format": [f"One of: {', '.join(FORMATS)}."]})
-            report = predictions.predictions_import(
-                project=project,
-                data=data,
-                format_name=format_name,
-                model_version=fields.get("model_version") or None,
-                strict=_bool(fields.get("strict", True)),
-            )
-        else:
-            body = request.data
-            if not isinstance(body, dict):
-                raise InvalidInput(
-                    'Give {"model_version", "predictions": [...]}.',
-                    code="invalid_predictions_file",
-                )
-            report = predictions.predictions_import(
-                project=project,
-                data={k: v for k, v in body.items() if k != "strict"},
-                format_name="crowd",
-                strict=_bool(body.get("strict", True)),
-            )
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise InvalidInput(errors={"file": ["Attach the predictions file as `file`."]})
+        if upload.size is not None and upload.size > limit:
+            raise PayloadTooLarge(f"The file is {upload.size:,} bytes; at most {limit:,}.")
+        try:
+            data = orjson.loads(upload.read())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(
+                "The file is not JSON; nothing was stored.",
+                code="invalid_predictions_file",
+                errors={"file": [f"Not JSON: {exc}"]},
+            ) from None
+        fields = request.data
+        format_name = fields.get("format") or None
+        if format_name is not None and format_name not in FORMATS:
+            raise InvalidInput(errors={"format": [f"One of: {', '.join(FORMATS)}."]})
+        report = predictions.predictions_import(
+            project=project,
+            data=data,
+            format_name=format_name,
+            model_version=fields.get("model_version") or None,
+            strict=_bool(fields.get("strict", True)),
+        )
         return Response(report, status=status.HTTP_201_CREATED)
 
 

@@ -46,6 +46,11 @@ urlpatterns = [
         name="project-predictions",
     ),
     path(
+        "projects/<int:project_id>/predictions/file/",
+        prediction_apis.ProjectPredictionsFileApi.as_view(),
+        name="project-predictions-file",
+    ),
+    path(
         "projects/<int:project_id>/predictions/run/",
         prediction_apis.ProjectPredictionRunApi.as_view(),
         name="project-predictions-run",

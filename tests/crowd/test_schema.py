@@ -139,6 +139,7 @@ def test_annotation_items_are_one_of_per_kind(built) -> None:
         ("POST", "/api/v1/projects/{project_id}/exports/", {"202"}),
         ("POST", "/api/v1/projects/{project_id}/consensus/", {"202"}),
         ("POST", "/api/v1/projects/{project_id}/predictions/", {"201"}),
+        ("POST", "/api/v1/projects/{project_id}/predictions/file/", {"201"}),
         ("POST", "/api/v1/projects/{project_id}/predictions/run/", {"202"}),
         ("DELETE", "/api/v1/projects/{project_id}/gold/{image_id}/", {"204"}),
     ],

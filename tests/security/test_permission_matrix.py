@@ -158,6 +158,17 @@ MATRIX: dict[str, dict[str, Case]] = {
             },
         ),
     },
+    "project-predictions-file": {
+        "post": Case(
+            managers_of_the_project(201),
+            lambda w: {
+                "file": SimpleUploadedFile(
+                    "p.json", b'{"model_version": "v1", "predictions": []}', "application/json"
+                )
+            },
+            format="multipart",
+        )
+    },
     # The project names no ML backend: 409 once allowed.
     "project-predictions-run": {
         "get": Case(managers_of_the_project(200)),

@@ -39,7 +39,7 @@ def url(project) -> str:
 def post_file(client, project, content: Any, **fields: Any):
     raw = content if isinstance(content, bytes) else json.dumps(content).encode()
     payload = {"file": SimpleUploadedFile("preds.json", raw, "application/json"), **fields}
-    return client.post(url(project), payload, format="multipart")
+    return client.post(f"{url(project)}file/", payload, format="multipart")
 
 
 def stored(project) -> list[tuple[int, str, list[dict[str, Any]], float | None]]:
@@ -437,5 +437,15 @@ def test_only_the_projects_managers_import_and_list(api_as, project, pics, worke
     project_client_add(project=project, username=client.username)
     for user, expected in ((worker, 403), (client, 403), (outsider, 404)):
         assert api_as(user).post(url(project), body, format="json").status_code == expected
+        assert post_file(api_as(user), project, body).status_code == expected
         assert api_as(user).get(url(project)).status_code == expected
     assert Prediction.objects.count() == 0
+
+
+def test_a_file_goes_to_the_file_route(api_as, manager, project, pics) -> None:
+    payload = {"file": SimpleUploadedFile("p.json", b'{"model_version": "v", "predictions": []}')}
+    response = api_as(manager).post(url(project), payload, format="multipart")
+    assert response.status_code == 415
+    missing = api_as(manager).post(f"{url(project)}file/", {"strict": "true"}, format="multipart")
+    assert missing.status_code == 400
+    assert "file" in missing.json()["errors"]
