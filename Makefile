@@ -9,12 +9,14 @@ JOB_PROCESSES ?= 2
 JOB_THREADS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve worker test test-sqlite test-postgres lint format bench clean
+ML_BACKEND_PORT ?= 9090
+.PHONY: help install demo serve worker ml-backend test test-sqlite test-postgres lint format bench clean
 
 help:
 	@echo "make demo    embedded default (SQLite, in-memory layer, in-process jobs), demo data, serves on :$(PORT)"
 	@echo "make serve   migrate, collect static, serve with \$$WEB_CONCURRENCY ASGI processes (environment settings)"
 	@echo "make worker  Dramatiq job workers for the environment's broker"
+	@echo "make ml-backend  the reference ML backend (a face detector) on :\$$ML_BACKEND_PORT (default 9090)"
 	@echo "make test    the whole suite on SQLite, the database-sensitive part again on PostgreSQL"
 	@echo "make lint    ruff and mypy"
 	@echo "make bench   benchmarks: print a table, write JSON under bench/results/"
@@ -33,6 +35,7 @@ demo: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py seed_demo
 	@echo "Serving on http://localhost:$(PORT)/  (API docs: http://localhost:$(PORT)/api/docs/, health: http://localhost:$(PORT)/healthz)"
+	PUBLIC_URL=$${PUBLIC_URL:-http://localhost:$(PORT)} \
 	$(VENV)/bin/uvicorn crowd.asgi:application --host $(HOST) --port $(PORT) --lifespan off \
 		--ws-per-message-deflate false
 
@@ -44,6 +47,9 @@ serve: install
 
 worker: install
 	$(PY) manage.py rundramatiq --processes $(JOB_PROCESSES) --threads $(JOB_THREADS)
+
+ml-backend: install
+	$(PY) -m mlbackend --host $(HOST) --port $(ML_BACKEND_PORT)
 
 # The SQLite pass runs everything not marked `postgres`; the PostgreSQL pass starts a
 # throwaway server and runs the tests marked `postgres` or `both_databases`.

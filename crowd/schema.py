@@ -226,6 +226,8 @@ TAG_RULES: tuple[tuple[str, str], ...] = (
     (r"^projects/\{[a-z_]+\}/(reviews|bonuses)/", "Review"),
     (r"^projects/\{[a-z_]+\}/(gold|workers|agreement|consensus|tasks/\{)", "Quality"),
     (r"(^|/)exports/", "Datasets"),
+    (r"^projects/\{[a-z_]+\}/predictions/", "Models"),
+    (r"^images/\{[a-z_]+\}/signed/", "Models"),
     (r"^images/", "Images"),
     (r"^projects/\{[a-z_]+\}/images/", "Images"),
     (r"^projects/", "Projects"),

@@ -355,6 +355,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "Review", "description": "Approving and rejecting answers; bonuses."},
         {"name": "Money", "description": "Balances, ledger, payout accounts and payouts."},
         {"name": "Datasets", "description": "Exports of merged labels, and their downloads."},
+        {"name": "Models", "description": "Model predictions: imports and ML backend runs."},
     ],
 }
 
@@ -421,3 +422,26 @@ MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=2 * 1024 * 1024 * 1024)  
 MAX_ARCHIVE_FILES = env.int("MAX_ARCHIVE_FILES", default=20_000)
 NEAR_DUPLICATE_BITS = env.int("NEAR_DUPLICATE_BITS", default=6)  # of 64 perceptual-hash bits
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # larger uploads stream to a temporary file
+
+# --- Model in the loop ------------------------------------------------------------------------
+# This server's own address as other services reach it (no trailing slash): ML backends fetch
+# images from signed URLs on it. Unset: running a backend is refused until it is set.
+PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
+# The only host:port pairs a project's ML backend may use (checked when the project is saved
+# and again before every call); empty: no backend may be named.
+ML_BACKEND_HOSTS = env.list("ML_BACKEND_HOSTS", default=[])
+# How long a signed image URL handed to a backend stays valid.
+ML_IMAGE_URL_SECONDS = env.int("ML_IMAGE_URL_SECONDS", default=900)
+# Calls to a backend: images per /predict, seconds to connect and to read an answer, tries of
+# one call (waiting ML_BACKEND_BACKOFF_SECONDS, doubling, between them), and the largest
+# answer read.
+ML_BACKEND_BATCH_SIZE = env.int("ML_BACKEND_BATCH_SIZE", default=8)
+ML_BACKEND_CONNECT_TIMEOUT_SECONDS = env.float("ML_BACKEND_CONNECT_TIMEOUT_SECONDS", default=5.0)
+ML_BACKEND_TIMEOUT_SECONDS = env.float("ML_BACKEND_TIMEOUT_SECONDS", default=120.0)
+ML_BACKEND_TRIES = env.int("ML_BACKEND_TRIES", default=3)
+ML_BACKEND_BACKOFF_SECONDS = env.float("ML_BACKEND_BACKOFF_SECONDS", default=2.0)
+ML_BACKEND_MAX_RESPONSE_BYTES = env.int("ML_BACKEND_MAX_RESPONSE_BYTES", default=64 * 1024 * 1024)
+# A run stops (failed) after this many batches in a row fail whole: the backend is down.
+ML_BACKEND_MAX_FAILED_BATCHES = env.int("ML_BACKEND_MAX_FAILED_BATCHES", default=3)
+# Largest predictions file imported in one request, bytes (413 above it).
+MAX_PREDICTIONS_BYTES = env.int("MAX_PREDICTIONS_BYTES", default=100 * 1024 * 1024)

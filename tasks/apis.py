@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import mimetypes
 from collections.abc import Iterable
 from typing import Any
@@ -37,7 +38,7 @@ from crowd.money import format_amount
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from tasks import imports, ingest, routing, selectors, services, stalled
+from tasks import imports, ingest, predictions, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Kind, MaskMode, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
@@ -97,6 +98,26 @@ class LabelOut(serializers.Serializer):
     )
 
 
+class MlBackendIn(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=500,
+        help_text="The backend's base address, http(s)://host:port[/path]; its host:port must "
+        "be in the server's ML_BACKEND_HOSTS.",
+    )
+    min_score = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=1,
+        help_text="Objects scored below this are not offered to workers as pre-labels.",
+    )
+
+
+class MlBackendOut(serializers.Serializer):
+    url = serializers.CharField()
+    min_score = serializers.FloatField(allow_null=True)
+
+
 class _ProjectBaseOut(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -146,6 +167,10 @@ class ProjectManagerOut(_ProjectBaseOut):
     auto_bonus_min_answers = serializers.IntegerField()
     stalled_action = serializers.CharField(help_text="close or reoffer.")
     stalled_grace_minutes = serializers.IntegerField()
+    ml_backend = MlBackendOut(
+        allow_null=True, help_text="The project's ML backend; null when it names none."
+    )
+    prelabels = serializers.BooleanField(help_text="Whether workers get the model's pre-labels.")
     created_at = serializers.DateTimeField()
 
 
@@ -269,6 +294,41 @@ class ImageCountsOut(serializers.Serializer):
     near_duplicates = serializers.IntegerField()
 
 
+class PredictionRunErrorOut(serializers.Serializer):
+    image = serializers.IntegerField()
+    error = serializers.CharField()
+
+
+class PredictionRunOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField()
+    status = serializers.CharField(help_text="queued, running, done or failed.")
+    backend_url = serializers.CharField()
+    model_version = serializers.CharField(
+        allow_null=True, help_text="The backend's model version, once it told it."
+    )
+    images_total = serializers.IntegerField(help_text="Images without a prediction of it.")
+    images_done = serializers.IntegerField(help_text="Of those, asked so far.")
+    predicted = serializers.IntegerField(help_text="Predictions stored.")
+    failed = serializers.IntegerField(help_text="Images the backend gave no usable answer for.")
+    error = serializers.CharField(allow_null=True, help_text="failed: why the run stopped.")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+# A run with its per-image errors. (Inline: a Serializer subclass cannot declare ``errors``.)
+PredictionRunDetailOut = inline_serializer(
+    "PredictionRunDetailOut",
+    {
+        **copy.deepcopy(PredictionRunOut._declared_fields),
+        "errors": PredictionRunErrorOut(
+            many=True, help_text="Per image, why it has no prediction (the first 1000)."
+        ),
+    },
+)
+
+
 class ProgressOut(serializers.Serializer):
     tasks = serializers.IntegerField(help_text="All tasks, gold included.")
     done = serializers.IntegerField()
@@ -295,6 +355,12 @@ class ProgressOut(serializers.Serializer):
         allow_null=True,
         help_text="The latest import from the bucket, as GET .../images/import/{id}/ shows it "
         "without its per-object results (those are there); null if none. Not in live frames.",
+    )
+    last_prediction_run = PredictionRunOut(
+        required=False,
+        allow_null=True,
+        help_text="The latest run of the ML backend, without its per-image errors; null if "
+        "none. Not in live frames.",
     )
 
 
@@ -489,6 +555,15 @@ class ProjectIn(serializers.Serializer):
         required=False, min_value=0, max_value=30 * 24 * 60
     )
     mask_mode = serializers.ChoiceField(MaskMode.choices, required=False)
+    ml_backend = MlBackendIn(
+        required=False,
+        allow_null=True,
+        help_text="A Label Studio ML backend to predict the images (null: none); 400 when its "
+        "host:port is not in ML_BACKEND_HOSTS.",
+    )
+    prelabels = serializers.BooleanField(
+        required=False, help_text="Show the model's objects to workers as pre-labels."
+    )
 
 
 def project_json(
@@ -539,6 +614,10 @@ def project_json(
             auto_bonus_min_answers=project.auto_bonus_min_answers,
             stalled_action=project.stalled_action,
             stalled_grace_minutes=project.stalled_grace_minutes,
+            ml_backend={"url": project.ml_backend_url, "min_score": project.ml_backend_min_score}
+            if project.ml_backend_url
+            else None,
+            prelabels=project.prelabels,
             created_at=project.created_at.isoformat(),
         )
     return data
@@ -774,6 +853,7 @@ class ProjectProgressApi(APIView):
                 **selectors.project_progress(project),
                 **progress_contributions.collect(project),
                 "last_import": imports.last_import(project),
+                "last_prediction_run": predictions.last_run(project),
             }
         )
 

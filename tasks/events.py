@@ -1,8 +1,9 @@
 """Live events of routing, published after commit.
 
 Groups: ``user.<id>`` (one worker: their leases), ``project.<id>`` (the project's managers:
-progress frames, worker and export events), ``project.<id>.workers`` (workers who may work on
-the project: the work available) and ``workers`` (every connected worker: a project opened).
+progress frames, worker, export and prediction run events), ``project.<id>.workers``
+(workers who may work on the project: the work available) and ``workers`` (every connected
+worker: a project opened).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from crowd.live import publish, publish_coalesced, send_control, user_group
-from tasks.models import Assignment, Project, ProjectState, Task, TaskState
+from tasks.models import Assignment, PredictionRun, Project, ProjectState, Task, TaskState
 
 ALL_WORKERS = "workers"
 
@@ -189,3 +190,21 @@ def lease_released(*, project_id: int) -> None:
 
 def answer_submitted(assignment: Assignment, task: Task) -> None:
     project_changed(task.project_id)
+
+
+def prediction_run_changed(run: PredictionRun) -> None:
+    """A run of the ML backend's status and progress, for the project's managers."""
+    publish(
+        project_group(run.project_id),
+        {
+            "type": "prediction_run",
+            "project": run.project_id,
+            "id": run.pk,
+            "status": run.status,
+            "model_version": run.model_version or None,
+            "images_total": run.images_total,
+            "images_done": run.images_done,
+            "predicted": run.predicted,
+            "failed": run.failed,
+        },
+    )

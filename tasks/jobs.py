@@ -6,7 +6,7 @@ import dramatiq
 from django.conf import settings
 from django.core.cache import cache
 
-from tasks import imports, ingest
+from tasks import imports, ingest, predictions
 
 
 @dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=10 * 60 * 1000)
@@ -22,6 +22,12 @@ def near_duplicates_scan(project_id: int) -> None:
 @dramatiq.actor(queue_name="ingest", max_retries=3, time_limit=6 * 60 * 60 * 1000)
 def images_import(import_id: int) -> None:
     imports.images_import_run(import_id=import_id)
+
+
+@dramatiq.actor(queue_name="predictions", max_retries=3, time_limit=12 * 60 * 60 * 1000)
+def predictions_run(run_id: int) -> None:
+    """Ask the project's ML backend for predictions (see tasks.predictions)."""
+    predictions.prediction_run_execute(run_id=run_id)
 
 
 @dramatiq.actor(queue_name="routing", max_retries=0, time_limit=5 * 60 * 1000)

@@ -95,6 +95,13 @@ class Project(models.Model):
     tile_size = models.PositiveIntegerField(default=2048)
     tile_overlap = models.PositiveIntegerField(default=256)
 
+    # Model in the loop: the project's ML backend (a Label Studio ML backend; empty: none),
+    # whose host:port must be in ML_BACKEND_HOSTS, the score below which its objects are not
+    # offered as pre-labels, and whether workers get pre-labels at all.
+    ml_backend_url = models.CharField(max_length=500, blank=True, default="", db_default="")
+    ml_backend_min_score = models.FloatField(null=True, blank=True)
+    prelabels = models.BooleanField(default=False, db_default=False)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -386,3 +393,68 @@ class Assignment(models.Model):
             ),
             models.Index(fields=["task", "status"], name="assignment_task_status"),
         ]
+
+
+class PredictionSource(models.TextChoices):
+    IMPORT = "import"  # a file or JSON body a manager posted
+    BACKEND = "backend"  # a run of the project's ML backend
+
+
+class Prediction(models.Model):
+    """One model version's objects on one image: items as answers have them, each with its
+    ``score`` (0..1, or null when the model gave none), and optionally a score of the whole
+    image. Importing or predicting the same image and model version again replaces it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.CharField(max_length=200)
+    annotations = models.JSONField(default=list)
+    score = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=PredictionSource.choices)
+    run = models.ForeignKey(
+        "PredictionRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="prediction_image_version_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "model_version", "id"], name="prediction_version"),
+            models.Index(fields=["project", "id"], name="prediction_project"),
+        ]
+
+
+class PredictionRun(models.Model):
+    """A job asking the project's ML backend for the images without a prediction of its
+    current model version; progress and errors are written while it runs."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prediction_runs")
+    status = models.CharField(
+        max_length=16, choices=ImportStatus.choices, default=ImportStatus.QUEUED
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    backend_url = models.CharField(max_length=500)
+    model_version = models.CharField(max_length=200, blank=True, default="")
+    images_total = models.PositiveIntegerField(default=0)
+    images_done = models.PositiveIntegerField(default=0)
+    predicted = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Per image: [{"image", "error"}], the first MAX_RUN_ERRORS of them.
+    errors = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    # The claim of the copy of the job building it (crowd/claims.py).
+    claim_token = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"prediction run {self.pk} of project {self.project_id}"

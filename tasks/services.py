@@ -37,7 +37,7 @@ SETTINGS_FIELDS = (
     "assignment_seconds", "min_worker_score", "tile_size", "tile_overlap", "iou_threshold",
     "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
     "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
-    "stalled_action", "stalled_grace_minutes", "mask_mode",
+    "stalled_action", "stalled_grace_minutes", "mask_mode", "prelabels",
 )  # fmt: skip
 # Amounts a PATCH may change, as decimal strings in the project's currency.
 MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
@@ -159,6 +159,29 @@ def _money(data: dict[str, Any], project: Project) -> None:
             raise InvalidInput(errors={field: [str(exc)]}) from None
 
 
+def _ml_backend(data: dict[str, Any], project: Project) -> None:
+    """``ml_backend``: null (none) or {"url", "min_score"?}; the URL's host:port must be in
+    ML_BACKEND_HOSTS."""
+    if "ml_backend" not in data:
+        return
+    spec = data["ml_backend"]
+    if spec is None:
+        project.ml_backend_url, project.ml_backend_min_score = "", None
+        return
+    from tasks.ml_backend import backend_url_problem
+
+    url = spec["url"].strip()
+    problem = backend_url_problem(url)
+    if problem:
+        raise InvalidInput(
+            "The ML backend's URL is not allowed.",
+            code="ml_backend_not_allowed",
+            errors={"ml_backend": {"url": [problem]}},
+        )
+    project.ml_backend_url = url
+    project.ml_backend_min_score = spec.get("min_score")
+
+
 def _save_labels(project: Project, labels: list[dict[str, Any]]) -> None:
     Label.objects.bulk_create(
         Label(project=project, order=i, **spec) for i, spec in enumerate(labels)
@@ -178,6 +201,7 @@ def project_create(*, owner: User, data: dict[str, Any]) -> Project:
         if field in data:
             setattr(project, field, data[field])
     _money(data, project)
+    _ml_backend(data, project)
     _check_settings(project)
     project.save()
     _save_labels(project, labels)
@@ -210,6 +234,7 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
             "The currency cannot change once the project has tasks.", code="currency_locked"
         )
     _money(data, project)
+    _ml_backend(data, project)
     _check_settings(project)
     if "labels" in data or "kind" in data:
         labels = _labels_in(data.get("labels", project_labels(project)), project.kind)

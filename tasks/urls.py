@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tasks import apis
+from tasks import apis, prediction_apis
 
 urlpatterns = [
     path("projects/", apis.ProjectListApi.as_view(), name="projects"),
@@ -39,6 +39,31 @@ urlpatterns = [
         "projects/<int:project_id>/clients/",
         apis.ProjectClientsApi.as_view(),
         name="project-clients",
+    ),
+    path(
+        "projects/<int:project_id>/predictions/",
+        prediction_apis.ProjectPredictionsApi.as_view(),
+        name="project-predictions",
+    ),
+    path(
+        "projects/<int:project_id>/predictions/file/",
+        prediction_apis.ProjectPredictionsFileApi.as_view(),
+        name="project-predictions-file",
+    ),
+    path(
+        "projects/<int:project_id>/predictions/run/",
+        prediction_apis.ProjectPredictionRunApi.as_view(),
+        name="project-predictions-run",
+    ),
+    path(
+        "projects/<int:project_id>/predictions/runs/<int:run_id>/",
+        prediction_apis.ProjectPredictionRunDetailApi.as_view(),
+        name="project-predictions-run-detail",
+    ),
+    path(
+        "images/<int:image_id>/signed/",
+        prediction_apis.ImageSignedApi.as_view(),
+        name="image-signed",
     ),
     path("images/<int:image_id>/file/", apis.ImageFileApi.as_view(), name="image-file"),
     path(

@@ -13,7 +13,17 @@ from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 pytestmark = pytest.mark.django_db
 
-TAGS = {"Accounts", "Projects", "Images", "Work", "Quality", "Review", "Money", "Datasets"}
+TAGS = {
+    "Accounts",
+    "Projects",
+    "Images",
+    "Work",
+    "Quality",
+    "Review",
+    "Money",
+    "Datasets",
+    "Models",
+}
 BINARY = ("image/*", "application/zip", "application/json; download", "text/csv")
 
 
@@ -128,6 +138,9 @@ def test_annotation_items_are_one_of_per_kind(built) -> None:
         ("POST", "/api/v1/projects/{project_id}/images/", {"200", "201"}),
         ("POST", "/api/v1/projects/{project_id}/exports/", {"202"}),
         ("POST", "/api/v1/projects/{project_id}/consensus/", {"202"}),
+        ("POST", "/api/v1/projects/{project_id}/predictions/", {"201"}),
+        ("POST", "/api/v1/projects/{project_id}/predictions/file/", {"201"}),
+        ("POST", "/api/v1/projects/{project_id}/predictions/run/", {"202"}),
         ("DELETE", "/api/v1/projects/{project_id}/gold/{image_id}/", {"204"}),
     ],
 )

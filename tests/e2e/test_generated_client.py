@@ -133,10 +133,12 @@ def test_generated_client_works_a_bbox_project(generated_import_path: Path) -> N
         package, found = generate(fetch_schema(server), generated_import_path)
         # The generator reads JSON, octet-stream and text bodies only: the image files (their
         # real types, image/*) are the one thing it leaves out. Anything else is a defect.
-        assert len(found) == 2, found
+        assert len(found) == 3, found
         for warning in found:
             assert "Unsupported content_type image/*" in warning, warning
-            assert re.search(r"/api/v1/images/\{image_id\}/(file|thumbnail)/", warning), warning
+            assert re.search(r"/api/v1/images/\{image_id\}/(file|thumbnail|signed)/", warning), (
+                warning
+            )
         api = Api(package)
         models = api.models
         anonymous = package.Client(base_url=server.url, raise_on_unexpected_status=True)

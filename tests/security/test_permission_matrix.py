@@ -147,6 +147,36 @@ MATRIX: dict[str, dict[str, Case]] = {
         "post": Case(managers_of_the_project(409), lambda w: {"prefix": "incoming/"})
     },
     "project-images-import-detail": {"get": Case(managers_of_the_project(200))},
+    # Model in the loop: the project's managers only.
+    "project-predictions": {
+        "get": Case(managers_of_the_project(200)),
+        "post": Case(
+            managers_of_the_project(201),
+            lambda w: {
+                "model_version": "v1",
+                "predictions": [{"image": w.a.image.pk, "annotations": []}],
+            },
+        ),
+    },
+    "project-predictions-file": {
+        "post": Case(
+            managers_of_the_project(201),
+            lambda w: {
+                "file": SimpleUploadedFile(
+                    "p.json", b'{"model_version": "v1", "predictions": []}', "application/json"
+                )
+            },
+            format="multipart",
+        )
+    },
+    # The project names no ML backend: 409 once allowed.
+    "project-predictions-run": {
+        "get": Case(managers_of_the_project(200)),
+        "post": Case(managers_of_the_project(409)),
+    },
+    "project-predictions-run-detail": {"get": Case(managers_of_the_project(200))},
+    # A signed link is the only credential: without one, nobody.
+    "image-signed": {"get": Case(anyone(403))},
     "project-progress": {"get": Case(members_of_the_project(200))},
     "project-stalled-tasks": {
         "get": Case(managers_of_the_project(200)),
@@ -311,6 +341,7 @@ def _ids(world: World, route: Route) -> dict[str, int]:
         "task_id": a.submitted.task_id,
         "export_id": a.export.pk,
         "import_id": a.image_import.pk,
+        "run_id": a.prediction_run.pk,
         "batch_id": world.batch.pk,
         "payout_id": world.payout.pk,
     }  # fmt: skip

@@ -70,6 +70,7 @@ def path_ids(world: World, path: str) -> dict[str, int]:
         "task_id": a.submitted.task_id,
         "export_id": a.export.pk,
         "import_id": a.image_import.pk,
+        "run_id": a.prediction_run.pk,
         "batch_id": world.batch.pk,
         "payout_id": world.payout.pk,
     }

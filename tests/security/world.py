@@ -18,7 +18,7 @@ from qa.merge import consensus_compute, consensus_run_request
 from qa.models import ConsensusRun, DatasetExport
 from qa.services import gold_set
 from tasks import routing
-from tasks.models import Assignment, Image, ImageImport, Project
+from tasks.models import Assignment, Image, ImageImport, PredictionRun, Project
 from tasks.services import project_client_add, project_transition
 from tests import images
 from tests.factories import (
@@ -50,6 +50,7 @@ class Side:
     run: ConsensusRun
     export: DatasetExport
     image_import: ImageImport  # a finished import from the bucket
+    prediction_run: PredictionRun  # a finished run of an ML backend
 
 
 @dataclass
@@ -106,12 +107,15 @@ def build_side(seed: int) -> Side:
     image_import = ImageImport.objects.create(
         project=project, prefix="incoming/", requested_by=owner, status="done"
     )
+    prediction_run = PredictionRun.objects.create(
+        project=project, requested_by=owner, backend_url="http://127.0.0.1:9090", status="done"
+    )
     run.refresh_from_db()
     submitted.refresh_from_db()
     return Side(
         owner=owner, client=client, worker=worker, project=project, image=image,
         gold_image=gold_image, spare_image=spare_image, lease=lease, submitted=submitted,
-        run=run, export=export, image_import=image_import,
+        run=run, export=export, image_import=image_import, prediction_run=prediction_run,
     )  # fmt: skip
 
 

@@ -1,0 +1,3 @@
+from mlbackend.faces import main
+
+raise SystemExit(main())

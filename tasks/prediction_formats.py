@@ -1,0 +1,531 @@
+"""Model predictions in the formats models write them, read into our annotation items. Pure.
+
+Three inputs, each turned into :class:`Candidate` s (one image's objects of one model
+version, named by image id or by file name), which the caller matches to the project's
+images and validates like answers:
+
+- ours: ``{"model_version", "predictions": [{"image": id, "annotations": [...], "score"?}]}``;
+- COCO: a full dataset (``images`` matched by ``file_name``, ``categories`` by name; every
+  listed image gets a prediction, an empty one when it has no annotation) or a results list
+  (``[{"image_id", "category_id", "bbox"|"segmentation"|"keypoints", "score"}]``, image ids
+  and category ids as this server's images and COCO exports number them);
+- Label Studio tasks with ``predictions`` (``data.image`` matched by file name), whose
+  results are converted from percent of the image to pixels by :func:`from_label_studio`,
+  the same conversion ML backends' answers go through.
+
+Also :func:`label_config`, the Label Studio labelling config of a project's labels.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from xml.sax.saxutils import quoteattr
+
+FORMATS = ("crowd", "coco", "label_studio")
+MAX_VERSION_CHARS = 200
+# Label Studio's own names for the regions of each of our kinds.
+LS_TYPES = {
+    "bbox": "rectanglelabels",
+    "polygon": "polygonlabels",
+    "keypoints": "keypointlabels",
+    "classification": "choices",
+    "mask": "brushlabels",
+}
+LS_TAGS = {
+    "bbox": "RectangleLabels",
+    "polygon": "PolygonLabels",
+    "keypoints": "KeyPointLabels",
+    "classification": "Choices",
+    "mask": "BrushLabels",
+}
+# Label Studio prefixes uploaded files' names with 8 hex digits and a dash.
+_LS_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+# How far the aspect ratio a backend saw may differ from the image's before its percent
+# coordinates are taken to be of another picture (a rotated or cropped one).
+ASPECT_TOLERANCE = 0.02
+
+
+class FormatError(ValueError):
+    """The input as a whole cannot be read: ``errors`` names each place (``images[3]``)."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+@dataclass
+class Candidate:
+    """One image's predicted objects (items with ``score``) from the input, before they are
+    matched to an image and validated."""
+
+    index: int  # the position in the input list it came from
+    where: str  # that list, e.g. "predictions[3]", "images[0]", "tasks[2]"
+    model_version: str
+    image_id: int | None = None
+    file_name: str | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    score: float | None = None
+    # Label Studio: the regions, converted once the image (and so its size) is known.
+    raw_result: Any = None
+    # Problems found while reading it (keyed by place); the caller adds the validator's.
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail(self, where: str, message: str) -> None:
+        self.errors.setdefault(where, []).append(message)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    keypoints: tuple[str, ...] = ()
+
+
+def score_of(value: Any) -> tuple[float | None, str | None]:
+    """A score in 0..1 (or None), or the reason it is not one."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None, "A score is a finite number from 0 to 1."
+    if not 0 <= value <= 1:
+        return None, f"A score is from 0 to 1; got {value:g}."
+    return float(value), None
+
+
+def version_of(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FormatError({where: ["Name the model version as a non-empty string."]})
+    if len(value) > MAX_VERSION_CHARS:
+        raise FormatError({where: [f"A model version has at most {MAX_VERSION_CHARS} characters."]})
+    return value.strip()
+
+
+def detect(data: Any) -> str:
+    """The format of a parsed file, from its shape."""
+    if isinstance(data, dict) and "predictions" in data:
+        return "crowd"
+    if isinstance(data, dict) and "images" in data and "annotations" in data:
+        return "coco"
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        if "data" in data[0]:
+            return "label_studio"
+        if "image_id" in data[0]:
+            return "coco"
+    raise FormatError(
+        {
+            "format": [
+                'Not a predictions file this server reads: give ours ({"model_version", '
+                '"predictions"}), a COCO dataset or results list, or Label Studio tasks, or '
+                "name the format."
+            ]
+        }
+    )
+
+
+# --- Ours -------------------------------------------------------------------------------------
+
+
+def read_crowd(data: Any, model_version: str | None) -> list[Candidate]:
+    if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
+        raise FormatError({"predictions": ['Give {"model_version", "predictions": [...]}.']})
+    version = version_of(data.get("model_version", model_version), "model_version")
+    out: list[Candidate] = []
+    for i, raw in enumerate(data["predictions"]):
+        where = f"predictions[{i}]"
+        cand = Candidate(index=i, where=where, model_version=version)
+        out.append(cand)
+        if not isinstance(raw, dict):
+            cand.fail(where, 'Each prediction is {"image", "annotations", "score"?}.')
+            continue
+        image = raw.get("image")
+        if isinstance(image, bool) or not isinstance(image, int):
+            cand.fail(f"{where}.image", "Give the image's id (as the image list shows it).")
+        else:
+            cand.image_id = image
+        cand.score, problem = score_of(raw.get("score"))
+        if problem:
+            cand.fail(f"{where}.score", problem)
+        items = raw.get("annotations")
+        if not isinstance(items, list):
+            cand.fail(f"{where}.annotations", "Give the annotations as a list.")
+        else:
+            cand.items = items
+    return out
+
+
+# --- COCO -------------------------------------------------------------------------------------
+
+
+def read_coco(
+    data: Any, model_version: str | None, *, kind: str, labels: Sequence[LabelSpec]
+) -> list[Candidate]:
+    version = version_of(model_version, "model_version")
+    if isinstance(data, list):
+        return _coco_results(data, version, kind=kind, labels=labels)
+    if not isinstance(data, dict):
+        raise FormatError({"file": ["A COCO file is a dataset object or a results list."]})
+    images, annotations = data.get("images"), data.get("annotations")
+    categories = data.get("categories", [])
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise FormatError({"images": ['A COCO dataset has "images" and "annotations" lists.']})
+    if not isinstance(categories, list):
+        raise FormatError({"categories": ["Give the categories as a list."]})
+    names: dict[Any, str] = {}
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not isinstance(cat.get("name"), str) or "id" not in cat:
+            raise FormatError({f"categories[{i}]": ['A category is {"id", "name"}.']})
+        names[cat["id"]] = cat["name"]
+    by_id: dict[Any, Candidate] = {}
+    out: list[Candidate] = []
+    for i, img in enumerate(images):
+        where = f"images[{i}]"
+        if (
+            not isinstance(img, dict)
+            or "id" not in img
+            or not isinstance(img.get("file_name"), str)
+        ):
+            raise FormatError({where: ['A COCO image is {"id", "file_name", ...}.']})
+        if img["id"] in by_id:
+            raise FormatError({where: [f"Image id {img['id']!r} is listed twice."]})
+        cand = Candidate(index=i, where=where, model_version=version, file_name=img["file_name"])
+        by_id[img["id"]] = cand
+        out.append(cand)
+    for j, ann in enumerate(annotations):
+        where = f"annotations[{j}]"
+        if not isinstance(ann, dict):
+            raise FormatError({where: ["Each annotation is a JSON object."]})
+        cand_for = by_id.get(ann.get("image_id"))
+        if cand_for is None:
+            raise FormatError({where: [f"image_id {ann.get('image_id')!r} is not in images."]})
+        name = names.get(ann.get("category_id"))
+        if name is None:
+            cand_for.fail(where, f"category_id {ann.get('category_id')!r} is not in categories.")
+            continue
+        _coco_item(cand_for, ann, name, where, kind=kind)
+    return out
+
+
+def _coco_results(
+    data: list[Any], version: str, *, kind: str, labels: Sequence[LabelSpec]
+) -> list[Candidate]:
+    by_image: dict[int, Candidate] = {}
+    out: list[Candidate] = []
+    for j, ann in enumerate(data):
+        where = f"[{j}]"
+        if not isinstance(ann, dict):
+            raise FormatError({where: ["Each result is a JSON object."]})
+        image_id = ann.get("image_id")
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise FormatError(
+                {f"{where}.image_id": ["Give the image's id as this server numbers it."]}
+            )
+        cand = by_image.get(image_id)
+        if cand is None:
+            cand = Candidate(index=j, where=where, model_version=version, image_id=image_id)
+            by_image[image_id] = cand
+            out.append(cand)
+        category = ann.get("category_id")
+        if (
+            isinstance(category, bool)
+            or not isinstance(category, int)
+            or not 1 <= category <= len(labels)
+        ):
+            cand.fail(
+                f"{where}.category_id",
+                f"A category id is a label's position, 1 to {len(labels)}, as this server's "
+                "COCO exports number them.",
+            )
+            continue
+        _coco_item(cand, ann, labels[category - 1].name, where, kind=kind)
+    return out
+
+
+def _coco_item(
+    cand: Candidate, ann: Mapping[str, Any], label: str, where: str, *, kind: str
+) -> None:
+    score, problem = score_of(ann.get("score"))
+    if problem:
+        cand.fail(f"{where}.score", problem)
+        return
+    item: dict[str, Any] = {"label": label, "score": score}
+    if kind == "bbox":
+        item["bbox"] = ann.get("bbox")
+    elif kind == "polygon":
+        seg = ann.get("segmentation")
+        parts = seg if isinstance(seg, list) else None
+        if not parts or not all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in parts
+        ):
+            cand.fail(
+                f"{where}.segmentation",
+                "A polygon project reads polygons: [[x1, y1, x2, y2, ...]].",
+            )
+            return
+        # An object in several parts (cut by an occluder) is one object: its largest part.
+        flat = max(parts, key=_flat_polygon_area)
+        item["points"] = [[flat[k], flat[k + 1]] for k in range(0, len(flat), 2)]
+    elif kind == "keypoints":
+        flat = ann.get("keypoints")
+        if not isinstance(flat, list) or len(flat) % 3:
+            cand.fail(f"{where}.keypoints", "Keypoints are a flat list [x1, y1, v1, ...].")
+            return
+        item["keypoints"] = [flat[k : k + 3] for k in range(0, len(flat), 3)]
+    elif kind == "mask":
+        seg = ann.get("segmentation")
+        if not isinstance(seg, dict) or not isinstance(seg.get("counts"), str):
+            cand.fail(
+                f"{where}.segmentation",
+                'A mask project reads compressed RLE: {"size": [h, w], "counts": "..."}.',
+            )
+            return
+        item["rle"] = {"size": seg.get("size"), "counts": seg["counts"]}
+    cand.items.append(item)
+
+
+def _flat_polygon_area(flat: list[Any]) -> float:
+    try:
+        xs, ys = [float(v) for v in flat[0::2]], [float(v) for v in flat[1::2]]
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
+
+
+# --- Label Studio -----------------------------------------------------------------------------
+
+
+def file_name_of(url: Any) -> str | None:
+    """The file name a Label Studio task's image URL ends in (its upload prefix dropped)."""
+    if not isinstance(url, str) or not url:
+        return None
+    path = unquote(urlsplit(url).path) if "://" in url or url.startswith("/") else url
+    # Label Studio's local files: /data/local-files/?d=folder/name.jpg
+    query = urlsplit(url).query
+    if query.startswith("d="):
+        path = unquote(query[2:])
+    name = posixpath.basename(path)
+    return name or None
+
+
+def read_label_studio(
+    data: Any, model_version: str | None, *, kind: str, labels: Sequence[LabelSpec]
+) -> list[Candidate]:
+    if not isinstance(data, list):
+        raise FormatError({"tasks": ["Label Studio tasks are a JSON list."]})
+    fallback = (
+        model_version.strip() if isinstance(model_version, str) and model_version.strip() else None
+    )
+    out: list[Candidate] = []
+    for i, task in enumerate(data):
+        where = f"tasks[{i}]"
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise FormatError(
+                {where: ['A task is {"data": {"image": ...}, "predictions": [...]}.']}
+            )
+        name = file_name_of(task["data"].get("image"))
+        if name is None:
+            raise FormatError({f"{where}.data.image": ["The task names no image file."]})
+        predictions = task.get("predictions", [])
+        if not isinstance(predictions, list):
+            raise FormatError({f"{where}.predictions": ["Give the predictions as a list."]})
+        for k, pred in enumerate(predictions):
+            spot = f"{where}.predictions[{k}]"
+            if not isinstance(pred, dict) or not isinstance(pred.get("result"), list):
+                raise FormatError(
+                    {spot: ['A prediction is {"result": [...], "score"?, "model_version"?}.']}
+                )
+            raw_version = pred.get("model_version") or fallback
+            if raw_version is None:
+                raise FormatError(
+                    {
+                        f"{spot}.model_version": [
+                            "The prediction names no model version; give model_version."
+                        ]
+                    }
+                )
+            cand = Candidate(
+                index=i,
+                where=spot,
+                model_version=version_of(raw_version, f"{spot}.model_version"),
+                file_name=name,
+            )
+            cand.score, problem = score_of(pred.get("score"))
+            if problem:
+                cand.fail(f"{spot}.score", problem)
+            cand.raw_result = pred["result"]
+            out.append(cand)
+    return out
+
+
+def ls_point_names(labels: Sequence[LabelSpec]) -> dict[str, tuple[str, int]]:
+    """Keypoint projects: the Label Studio value of each keypoint -> (label, position). With
+    one label the values are the keypoint names; with several, ``label:keypoint``."""
+    out: dict[str, tuple[str, int]] = {}
+    for spec in labels:
+        for k, point in enumerate(spec.keypoints):
+            value = point if len(labels) == 1 else f"{spec.name}:{point}"
+            out[value] = (spec.name, k)
+    return out
+
+
+def label_config(
+    kind: str, labels: Sequence[LabelSpec], colors: Mapping[str, str] | None = None
+) -> str:
+    """The Label Studio labelling config of a project: its image and one control tag of its
+    kind (named ``label``, or ``choice`` for classification) listing its labels."""
+    tag = LS_TAGS[kind]
+    colors = colors or {}
+    if kind == "classification":
+        body = "".join(f"<Choice value={quoteattr(s.name)}/>" for s in labels)
+        control = f'<Choices name="choice" toName="image" choice="single">{body}</Choices>'
+    else:
+        values = list(ls_point_names(labels)) if kind == "keypoints" else [s.name for s in labels]
+        parts = []
+        for value in values:
+            color = colors.get(
+                value.split(":")[0] if kind == "keypoints" and len(labels) > 1 else value
+            )
+            extra = f" background={quoteattr(color)}" if color else ""
+            parts.append(f"<Label value={quoteattr(value)}{extra}/>")
+        control = f'<{tag} name="label" toName="image">{"".join(parts)}</{tag}>'
+    return f'<View><Image name="image" value="$image"/>{control}</View>'
+
+
+def from_label_studio(
+    result: Any,
+    cand: Candidate,
+    *,
+    kind: str,
+    labels: Sequence[LabelSpec],
+    size: tuple[int, int],
+) -> list[dict[str, Any]]:
+    """Label Studio result regions (coordinates in percent of the image) as our items with
+    scores, in pixels of an image of ``size`` (width, height). A region whose
+    ``original_width/height`` has another aspect ratio is refused: the model saw another
+    picture. Problems go to ``cand``."""
+    if not isinstance(result, list):
+        cand.fail(f"{cand.where}.result", "The result is a list of regions.")
+        return []
+    expected = LS_TYPES[kind]
+    points = ls_point_names(labels) if kind == "keypoints" else {}
+    items: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r, region in enumerate(result):
+        where = f"{cand.where}.result[{r}]"
+        if not isinstance(region, dict) or not isinstance(region.get("value"), dict):
+            cand.fail(where, 'A region is {"type", "value": {...}}.')
+            continue
+        rtype, value = region.get("type"), region["value"]
+        if rtype != expected:
+            cand.fail(f"{where}.type", f"A {kind} project reads {expected} regions; got {rtype!r}.")
+            continue
+        if kind == "mask":
+            cand.fail(
+                f"{where}.type",
+                "Masks from Label Studio's brush format are not read yet: import them as COCO RLE.",
+            )
+            continue
+        score, problem = score_of(region.get("score", cand.score))
+        if problem:
+            cand.fail(f"{where}.score", problem)
+            continue
+        names = value.get(rtype)
+        if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
+            cand.fail(f"{where}.value.{rtype}", "Give exactly one label per region.")
+            continue
+        name = names[0]
+        scale = _scale(region, where, cand, size)
+        if scale is None:
+            continue
+        sx, sy = scale
+        if kind == "classification":
+            items.append({"label": name, "score": score})
+        elif kind == "bbox":
+            if value.get("rotation", 0) not in (0, 0.0, None):
+                cand.fail(f"{where}.value.rotation", "Rotated boxes are not read: give rotation 0.")
+                continue
+            nums = [_num(value.get(k)) for k in ("x", "y", "width", "height")]
+            if any(v is None for v in nums):
+                cand.fail(f"{where}.value", "A box has numeric x, y, width and height (percent).")
+                continue
+            x, y, w, h = (float(v) for v in nums)  # type: ignore[arg-type]
+            items.append({"label": name, "score": score, "bbox": [x * sx, y * sy, w * sx, h * sy]})
+        elif kind == "polygon":
+            raw = value.get("points")
+            if not isinstance(raw, list) or not all(
+                isinstance(p, list)
+                and len(p) == 2
+                and _num(p[0]) is not None
+                and _num(p[1]) is not None
+                for p in raw
+            ):
+                cand.fail(
+                    f"{where}.value.points", "A polygon's points are [[x, y], ...] in percent."
+                )
+                continue
+            items.append(
+                {"label": name, "score": score, "points": [[p[0] * sx, p[1] * sy] for p in raw]}
+            )
+        elif kind == "keypoints":
+            if name not in points:
+                cand.fail(
+                    f"{where}.value.keypointlabels",
+                    f"Unknown keypoint {name!r}; this project's are: {', '.join(points)}.",
+                )
+                continue
+            px, py = _num(value.get("x")), _num(value.get("y"))
+            if px is None or py is None:
+                cand.fail(f"{where}.value", "A keypoint has numeric x and y (percent).")
+                continue
+            label, position = points[name]
+            parent = str(region.get("parentID") or "")
+            group = groups.get((label, parent))
+            if group is None:
+                spec = next(s for s in labels if s.name == label)
+                group = {
+                    "label": label,
+                    "score": score,
+                    "keypoints": [[0.0, 0.0, 0] for _ in spec.keypoints],
+                }
+                groups[(label, parent)] = group
+                items.append(group)
+            group["keypoints"][position] = [px * sx, py * sy, 2]
+            if score is not None:
+                group["score"] = score if group["score"] is None else min(group["score"], score)
+    return items
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _scale(
+    region: Mapping[str, Any], where: str, cand: Candidate, size: tuple[int, int]
+) -> tuple[float, float] | None:
+    """Pixels per percent along x and y."""
+    ow, oh = region.get("original_width"), region.get("original_height")
+    width, height = size
+    if ow is not None or oh is not None:
+        if _num(ow) is None or _num(oh) is None or not ow or not oh or ow <= 0 or oh <= 0:
+            cand.fail(where, "original_width and original_height are positive numbers.")
+            return None
+        if abs((ow / oh) / (width / height) - 1) > ASPECT_TOLERANCE:
+            cand.fail(
+                where,
+                f"The region is of a {ow:g}x{oh:g} image, but the image is {width}x{height}: "
+                "the model saw another picture (rotated or cropped?).",
+            )
+            return None
+    return width / 100.0, height / 100.0
+
+
+def ls_name_variants(name: str) -> list[str]:
+    """A Label Studio file name as given, then without its upload prefix."""
+    stripped = _LS_UPLOAD_PREFIX.sub("", name)
+    return [name] if stripped == name else [name, stripped]
