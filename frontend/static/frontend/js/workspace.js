@@ -115,6 +115,9 @@ async function show(assignment) {
   setButtons();
   try {
     await state.annotator.ready;
+    // "crowd:task-shown" once the image is on screen (the frame after it was drawn): with
+    // "crowd:submit", what a worker waits between pressing Enter and seeing the next task.
+    requestAnimationFrame(() => setTimeout(() => performance.mark("crowd:task-shown", { detail: task.id }), 0));
   } catch (err) {
     setError(`The image could not be loaded (${err.message}). Skip this task or reload the page.`);
   }
@@ -160,6 +163,7 @@ async function submit() {
   }
   state.busy = true; // a double click or a held Enter sends one submission
   setButtons();
+  performance.mark("crowd:submit");
   const { assignment, key } = state;
   try {
     // ?next=1: the next lease comes back with the answer's receipt, in one round trip.
