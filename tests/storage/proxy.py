@@ -26,6 +26,8 @@ class StoreProxy:
         self._budget: dict[str, int | None] = {"up": None, "down": None}
         self.went_down = threading.Event()
         self.connections = 0
+        # The request line ("PUT /bucket/key HTTP/1.1") that was passing when it went down.
+        self.cut_during = ""
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -75,12 +77,31 @@ class StoreProxy:
             with self._lock:
                 self.connections += 1
                 self._sockets |= {client, upstream}
+            request = [""]  # the connection's latest request line, seen by both directions
             for source, sink, way in ((client, upstream, "up"), (upstream, client, "down")):
-                threading.Thread(target=self._pump, args=(source, sink, way), daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(source, sink, way, request), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, way: str) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, way: str, request: list[str]
+    ) -> None:
+        try:
+            self._forward(source, sink, way, request)
+        finally:  # whatever ended it, both ends go, so no peer waits on a dead connection
+            for sock in (source, sink):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):
+                    sock.close()
+
+    def _forward(
+        self, source: socket.socket, sink: socket.socket, way: str, request: list[str]
+    ) -> None:
         with suppress(OSError):
             while data := source.recv(65536):
+                if way == "up" and data[:8].split(b" ")[0] in METHODS:
+                    request[0] = data.split(b"\r\n", 1)[0].decode(errors="replace")
                 cut = False
                 with self._lock:
                     if not self._up:
@@ -94,13 +115,12 @@ class StoreProxy:
                 if data:
                     sink.sendall(data)
                 if cut:
+                    self.cut_during = request[0]
                     self.down()
                     break
-        for sock in (source, sink):
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with suppress(OSError):
-                sock.close()
+
+
+METHODS = {b"GET", b"HEAD", b"PUT", b"POST", b"DELETE"}
 
 
 def _reset(sock: socket.socket) -> None:
