@@ -25,7 +25,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files.storage import Storage, storages
-from django.db import transaction
 from django.utils.http import content_disposition_header
 from storages.backends.s3 import S3Storage
 
@@ -260,32 +259,24 @@ def check() -> dict[str, Any] | None:
     return {"ok": True, "backend": "s3", "ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def delete_on_commit(*, names: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
-    """Delete these stored files, and every file under these prefixes (of a bucket, or
-    folders of ``MEDIA_ROOT``), once the current transaction commits; at once outside one.
-
-    After the commit, never before: a transaction that rolls back keeps rows whose files
-    must still be there. A store that fails then is logged, not raised: the rows are gone
-    already, and what is left is unreferenced (run the project's deletion again, or a
-    bucket lifecycle rule, to sweep it).
-    """
-    names, prefixes = [n for n in names if n], [p for p in prefixes if p]
-    if names or prefixes:
-        transaction.on_commit(lambda: files_delete(names=names, prefixes=prefixes), robust=True)
-
-
 def files_delete(*, names: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
+    """Delete these stored files, and every file under these prefixes (of a bucket, or
+    folders of ``MEDIA_ROOT``). Tries them all, then raises the first failure (a job retries
+    the whole call: deleting what is gone already is no error)."""
     store: Storage = storages["default"]
+    failures: list[Exception] = []
     for name in names:
         try:
             store.delete(name)
-        except Exception:  # logged: see delete_on_commit
-            logger.exception("could not delete the stored file %s", name)
+        except Exception as exc:
+            failures.append(exc)
     for prefix in prefixes:
         try:
             _delete_prefix(store, prefix.rstrip("/") + "/")
-        except Exception:
-            logger.exception("could not delete the stored files under %s", prefix)
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 def _delete_prefix(store: Storage, prefix: str) -> None:

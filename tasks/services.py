@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -28,6 +30,8 @@ from tasks.models import (
     Task,
 )
 from tasks.schema import project_labels
+
+logger = logging.getLogger(__name__)
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
            "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]  # fmt: skip
@@ -323,7 +327,36 @@ def project_delete(*, project: Project) -> None:
 def project_files_delete(sender: type[Project], instance: Project, **kwargs: Any) -> None:
     """``post_delete`` of a project, whatever deleted it: its folder of the store (originals,
     upright copies, thumbnails) goes after the commit."""
-    storage.delete_on_commit(prefixes=[f"projects/{instance.pk}/"])
+    stored_files_delete_on_commit(prefixes=[f"projects/{instance.pk}/"])
+
+
+def stored_files_delete_on_commit(
+    *, names: Iterable[str] = (), prefixes: Iterable[str] = ()
+) -> None:
+    """Delete these stored files, and every file under these prefixes, by a job sent once the
+    current transaction commits (at once outside one).
+
+    After the commit, never before: a transaction that rolls back keeps rows whose files must
+    still be there. By a job: a project's files may be many, and a store that is down meanwhile
+    is retried for hours. A job that cannot be sent (the broker down) deletes them here.
+    """
+    from tasks.jobs import stored_files_delete
+
+    names, prefixes = [n for n in names if n], [p for p in prefixes if p]
+    if not names and not prefixes:
+        return
+
+    def send() -> None:
+        try:
+            stored_files_delete.send(names, prefixes)
+        except Exception:
+            logger.warning("the files' deletion job could not be sent; deleting them now")
+            try:
+                storage.files_delete(names=names, prefixes=prefixes)
+            except Exception:
+                logger.exception("stored files left behind: %s %s", names, prefixes)
+
+    transaction.on_commit(send)
 
 
 @transaction.atomic
@@ -344,5 +377,5 @@ def image_delete(*, image: Image) -> None:
     names = [image.file.name, image.thumbnail.name]
     project_id = image.project_id
     image.delete()
-    storage.delete_on_commit(names=names)
+    stored_files_delete_on_commit(names=names)
     events.project_changed(project_id)

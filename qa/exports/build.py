@@ -50,6 +50,7 @@ from qa.services import suspended_workers
 from tasks.imaging import FORMATS
 from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
 from tasks.schema import project_labels
+from tasks.services import stored_files_delete_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +456,7 @@ def _build(export: DatasetExport, claim: claims.Claim) -> None:
 def exports_files_delete(sender: type[Project], instance: Project, **kwargs: Any) -> None:
     """``post_delete`` of a project, whatever deleted it: the files of its dataset versions
     go from the store after the commit (the rows went with the project)."""
-    storage.delete_on_commit(prefixes=[f"exports/{instance.pk}/"])
+    stored_files_delete_on_commit(prefixes=[f"exports/{instance.pk}/"])
 
 
 def _files_remove(folder: str, *, before: datetime) -> None:

@@ -26,6 +26,7 @@ class StoreProxy:
         self._budget: dict[str, int | None] = {"up": None, "down": None}
         self.went_down = threading.Event()
         self.connections = 0
+        self.refused = 0  # connections reset because it was down
         # The request line ("PUT /bucket/key HTTP/1.1") that was passing when it went down.
         self.cut_during = ""
         threading.Thread(target=self._accept, daemon=True).start()
@@ -66,6 +67,7 @@ class StoreProxy:
             except OSError:
                 return
             if not self._up:
+                self.refused += 1
                 _reset(client)
                 continue
             try:

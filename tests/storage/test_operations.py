@@ -180,6 +180,7 @@ def test_deleting_an_image_removes_its_file_and_thumbnail(api_as, manager, bucke
 
     response = api_as(manager).delete(f"/api/v1/projects/{project.pk}/images/{first.pk}/")
     assert response.status_code == 204, response.content
+    wait_for_jobs()  # the files go by a job sent after the commit
     assert not Image.objects.filter(pk=first.pk).exists()
     assert set(bucket.keys()) == before - {first.file.name, first.thumbnail.name}
     # The others, and the export (a finished version never changes), are untouched.
@@ -227,6 +228,7 @@ def test_deleting_a_project_empties_its_part_of_the_bucket(api, api_as, manager,
     assert api_as(WorkerFactory.create()).delete(url).status_code == 403
     response = api_as(manager).delete(url)
     assert response.status_code == 204, response.content
+    wait_for_jobs()  # the files go by a job sent after the commit
     assert not Project.objects.filter(pk=project.pk).exists()
     assert not Image.objects.filter(project_id=project.pk).exists()
     assert not DatasetExport.objects.filter(project_id=project.pk).exists()
@@ -253,6 +255,7 @@ def test_files_stay_when_the_deletion_rolls_back(api_as, manager, bucket) -> Non
 
     with pytest.raises(Abort):
         delete_then_fail()
+    wait_for_jobs()
     assert Project.objects.filter(pk=project.pk).exists()
     assert bucket.keys() == before
 
@@ -267,6 +270,7 @@ def test_a_project_where_money_was_earned_is_not_deleted(api_as, manager, bucket
     )
     before = bucket.keys()
     response = api_as(manager).delete(f"/api/v1/projects/{project.pk}/")
+    wait_for_jobs()
     assert response.status_code == 409
     assert response.json()["code"] == "project_has_earnings"
     assert Project.objects.filter(pk=project.pk).exists()
@@ -285,4 +289,5 @@ def test_deleting_a_project_on_the_local_disk_removes_its_folders(
     assert (settings.MEDIA_ROOT / image.file.name).exists()
     assert (settings.MEDIA_ROOT / image.thumbnail.name).exists()
     assert api_as(manager).delete(f"/api/v1/projects/{project.pk}/").status_code == 204
+    wait_for_jobs()
     assert not (settings.MEDIA_ROOT / "projects" / str(project.pk)).exists()

@@ -232,3 +232,34 @@ def test_an_export_failed_for_good_is_built_again_on_request(
     assert DatasetExport.objects.filter(project=project).count() == 1
     _downloaded(api_as, manager, export, bucket)
     assert api_as(manager).post(url).json()["code"] == "export_not_failed"
+
+
+def test_a_project_deleted_while_the_store_is_down_loses_its_files_once_it_is_back(
+    api_as, manager, bucket: Bucket, store_proxy: StoreProxy, monkeypatch
+) -> None:
+    """The rows go at once; the files' deletion job fails against the dead store and is
+    retried after its back-off, once the store is back: no object of the project is left."""
+    from tasks.jobs import stored_files_delete
+
+    project = project_create(manager, kind="bbox")
+    assert upload(api_as(manager), project, ("a.png", large_png(91))).status_code == 201
+    wait_for_jobs()
+    assert len(bucket.keys(f"projects/{project.pk}/")) == 2  # the original and its thumbnail
+    monkeypatch.setitem(stored_files_delete.options, "min_backoff", 1000)
+
+    store_proxy.down()
+    response = api_as(manager).delete(f"/api/v1/projects/{project.pk}/")
+    assert response.status_code == 204, response.content
+    assert not Image.objects.exists()
+    deadline = time.monotonic() + 30
+    # The job's first attempt has failed: its client's three tries all met the dead store
+    # (the next attempt waits out the job's back-off, past the store's return).
+    while store_proxy.refused < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert len(bucket.keys(f"projects/{project.pk}/")) == 2
+    store_proxy.restore()
+
+    wait_for_jobs()
+    assert bucket.keys() == []
