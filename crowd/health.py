@@ -56,8 +56,10 @@ def _ms(started: float) -> float:
 async def healthz(request: HttpRequest) -> JsonResponse:
     database = await sync_to_async(_check_database, thread_sensitive=True)()
     channel_layer = await _check_channel_layer()
-    # In a thread of its own (boto3 blocks), beside the request's: at most HEALTH_TIMEOUT.
-    store = await sync_to_async(storage.check, thread_sensitive=False)()
+    store = None
+    if storage.bucket() is not None:
+        # In a thread of its own (boto3 blocks), beside the request's: at most HEALTH_TIMEOUT.
+        store = await sync_to_async(storage.check, thread_sensitive=False)()
     ok = database["ok"] and channel_layer["ok"] and (store is None or store["ok"])
     body = {
         "status": "ok" if ok else "unavailable",

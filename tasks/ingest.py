@@ -34,6 +34,7 @@ from crowd.jobs import send_on_commit
 from crowd.models import User
 from tasks import archives, events, imaging
 from tasks.models import Image, ImageStatus, Project, ProjectState, Task
+from tasks.services import stored_files_delete_on_commit
 from tasks.tiling import tile_regions
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,12 @@ def image_process(*, image_id: int) -> Image | None:
             _after_processing(project.pk)
             events.project_changed(project.pk)
             return image
-    return Image.objects.filter(pk=image.pk).first()
+    current = Image.objects.filter(pk=image.pk).first()
+    if current is None:
+        # Deleted while this job made its thumbnail, which the deletion did not know of (named
+        # by the image's id, it can be no other image's).
+        stored_files_delete_on_commit(names=[image.thumbnail.name])
+    return current
 
 
 def tasks_create_for_image(*, project: Project, image: Image) -> list[Task]:
