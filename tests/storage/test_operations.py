@@ -22,7 +22,7 @@ from tests.plugins.services import free_port
 from tests.qa.test_exports import bbox_project
 from tests.storage.conftest import Bucket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.both_databases]
 
 
 def upload(client, project, *files: tuple[str, bytes]):
