@@ -220,6 +220,8 @@ def test_deleting_a_project_empties_its_part_of_the_bucket(api, api_as, manager,
     mine = [f"projects/{project.pk}/", f"exports/{project.pk}/"]
     for prefix in mine:
         assert bucket.keys(prefix), prefix
+    # A project whose id starts with this one's keeps its files: prefixes end at the slash.
+    bucket.put(f"projects/{project.pk}0/images/another-projects.jpg", b"kept")
     theirs = [key for key in bucket.keys("") if not key.startswith(tuple(mine))]
     bucket.put(f"projects/{project.pk}/images/zz/left-by-a-crash.jpg", b"orphan")
 
