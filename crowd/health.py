@@ -1,4 +1,5 @@
-"""``GET /healthz``: is this process able to serve? Checks the database and the channel layer."""
+"""``GET /healthz``: is this process able to serve? Checks the database, the channel layer and,
+with the files in a bucket, the file store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from crowd import storage
 
 CHANNEL_LAYER_TIMEOUT = 3.0
 
@@ -53,12 +56,16 @@ def _ms(started: float) -> float:
 async def healthz(request: HttpRequest) -> JsonResponse:
     database = await sync_to_async(_check_database, thread_sensitive=True)()
     channel_layer = await _check_channel_layer()
-    ok = database["ok"] and channel_layer["ok"]
-    return JsonResponse(
-        {
-            "status": "ok" if ok else "unavailable",
-            "database": database,
-            "channel_layer": channel_layer,
-        },
-        status=200 if ok else 503,
-    )
+    store = None
+    if storage.bucket() is not None:
+        # In a thread of its own (boto3 blocks), beside the request's: at most HEALTH_TIMEOUT.
+        store = await sync_to_async(storage.check, thread_sensitive=False)()
+    ok = database["ok"] and channel_layer["ok"] and (store is None or store["ok"])
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "database": database,
+        "channel_layer": channel_layer,
+    }
+    if store is not None:
+        body["storage"] = store
+    return JsonResponse(body, status=200 if ok else 503)

@@ -200,6 +200,8 @@ _JOB_MIDDLEWARE: list[Any] = [
         max_backoff=env.int("JOB_RETRY_MAX_BACKOFF_MS", default=7 * 24 * 3600 * 1000),
     ),
     "dramatiq.middleware.Pipelines",
+    # Lets a job tell whether the broker will retry it (qa.jobs.export_build).
+    "dramatiq.middleware.CurrentMessage",
     "django_dramatiq.middleware.DbConnectionsMiddleware",
 ]
 # A job worker that dies mid-job (killed, out of memory, its host gone) leaves its message
@@ -266,6 +268,9 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
     AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
     AWS_S3_ADDRESSING_STYLE = env.str("AWS_S3_ADDRESSING_STYLE", default="") or None
+    # Where browsers and scripts reach the store, when not at AWS_S3_ENDPOINT_URL (the
+    # address inside the servers' network): presigned URLs are signed for this one.
+    AWS_S3_PUBLIC_ENDPOINT_URL = env.str("AWS_S3_PUBLIC_ENDPOINT_URL", default="") or None
     STORAGES["default"] = {"BACKEND": "crowd.storage.BucketStorage"}
 WHITENOISE_USE_FINDERS = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)

@@ -6,15 +6,19 @@ class QaConfig(AppConfig):
     verbose_name = "Quality: gold, scores, consensus and datasets"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete
+
         from crowd import contracts
         from crowd.profile import me_contributions
         from qa.events import status_frames
+        from qa.exports.build import exports_files_delete
         from qa.jobs import stranded_jobs_resend
         from qa.models import WorkerScore
         from qa.policy import QaRoutingPolicy
         from qa.profile import my_quality
         from qa.worker_model import refits_request
         from tasks import hooks
+        from tasks.models import Project
 
         hooks.register_routing_policy(QaRoutingPolicy())
         hooks.worker_snapshot.register("status", status_frames)
@@ -29,3 +33,4 @@ class QaConfig(AppConfig):
         me_contributions.register("qa", my_quality)
         hooks.periodic.register("stranded_jobs", stranded_jobs_resend)
         hooks.periodic.register("worker_models", refits_request)
+        post_delete.connect(exports_files_delete, sender=Project, dispatch_uid="project_exports")

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import DateTimeField, ExpressionWrapper, Model, Q
 from django.db.models.functions import Now
 from django.utils import timezone
+from dramatiq.middleware import CurrentMessage
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,20 @@ def consensus_compute(run_id: int) -> None:
 def export_build(export_id: int) -> None:
     from qa.exports import build
 
-    build.export_build(export_id=export_id)
+    try:
+        build.export_build(export_id=export_id)
+    except Exception:
+        # A failure the broker retries (the file store down for a while, the database
+        # restarting) leaves the version queued, with the reason; the last one, failed.
+        message = CurrentMessage.get_current_message()
+        if message is not None:
+            retries = int(message.options.get("retries", 0))
+            limit = int(message.options.get("max_retries", export_build.options["max_retries"]))
+            if retries < limit:
+                build.export_retry_pending(
+                    export_id=export_id, attempt=retries + 1, attempts=limit + 1
+                )
+        raise
 
 
 @dramatiq.actor(queue_name="consensus", max_retries=3, time_limit=30 * 60 * 1000)

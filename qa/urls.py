@@ -64,6 +64,11 @@ urlpatterns = [
     path("exports/", export_apis.ExportsApi.as_view(), name="exports"),
     path("exports/<int:export_id>/", export_apis.ExportApi.as_view(), name="export"),
     path(
+        "exports/<int:export_id>/retry/",
+        export_apis.ExportRetryApi.as_view(),
+        name="export-retry",
+    ),
+    path(
         "exports/<int:export_id>/download/",
         export_apis.ExportDownloadApi.as_view(),
         name="export-download",

@@ -695,7 +695,7 @@ class ProjectListApi(APIView):
 
 class ProjectDetailApi(APIView):
     def get_permissions(self) -> list[Any]:
-        return [IsManager()] if self.request.method == "PATCH" else [IsAuthenticated()]
+        return [IsManager()] if self.request.method in ("PATCH", "DELETE") else [IsAuthenticated()]
 
     @extend_schema(
         responses={200: ProjectOut},
@@ -718,6 +718,19 @@ class ProjectDetailApi(APIView):
         data.is_valid(raise_exception=True)
         project = services.project_update(project=project, data=dict(data.validated_data))
         return Response(project_json(project, request_user(request)))
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Managers only: deletes the project and everything of it (images, tasks, "
+        "answers, gold, consensus, dataset versions); its files are removed from the store "
+        "once the deletion has committed. 409 (project_has_earnings) once workers have earned "
+        "money in it: the ledger keeps it.",
+    )
+    def delete(self, request: Request, project_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        services.project_delete(project=project)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class _ProjectActionApi(APIView):
@@ -800,6 +813,25 @@ class ProjectImagesApi(APIView):
             errors={"files": [f"{r['name']}: {r['error']}" for r in body["rejected"]]},
             extra=body,
         )
+
+
+class ProjectImageApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=None,
+        responses={204: None},
+        description="Managers only: deletes the image and its tasks; its file and thumbnail "
+        "are removed from the store once the deletion has committed. 409 (image_in_use) once "
+        "a worker has answered or holds one of its tasks.",
+    )
+    def delete(self, request: Request, project_id: int, image_id: int) -> Response:
+        project = selectors.project_for_manager(request_user(request), project_id)
+        image = project.images.filter(pk=image_id).first()
+        if image is None:
+            raise NotFound("No such image in this project.")
+        services.image_delete(image=image)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ProjectImageImportApi(APIView):

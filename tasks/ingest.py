@@ -28,11 +28,13 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from crowd.errors import Conflict
+from crowd import storage
+from crowd.errors import Conflict, StorageUnavailable
 from crowd.jobs import send_on_commit
 from crowd.models import User
 from tasks import archives, events, imaging
 from tasks.models import Image, ImageStatus, Project, ProjectState, Task
+from tasks.services import stored_files_delete_on_commit
 from tasks.tiling import tile_regions
 
 logger = logging.getLogger(__name__)
@@ -224,12 +226,29 @@ def images_upload(*, project: Project, user: User | None, files: Iterable[Any]) 
             "The project is completed; it takes no more images.", code="project_completed"
         )
     report = UploadReport()
-    for upload in files:
+    files = list(files)
+    for index, upload in enumerate(files):
         upload.seek(0)
-        if archives.is_zip(upload):
-            report.files.extend(_ingest_zip(project, user, upload.name or "archive.zip", upload))
-        else:
-            report.files.append(_ingest_one(project, user, upload.name or "unnamed", upload))
+        try:
+            if archives.is_zip(upload):
+                report.files.extend(
+                    _ingest_zip(project, user, upload.name or "archive.zip", upload)
+                )
+            else:
+                report.files.append(_ingest_one(project, user, upload.name or "unnamed", upload))
+        except storage.STORAGE_ERRORS as exc:
+            # The file that failed has no row and no object (see _ingest_one); those before
+            # it are stored whole, and come back as duplicates when the upload is sent again.
+            stored = sum(f.result == "created" for f in report.files)
+            not_stored = [_display_name(f.name or "unnamed") for f in files[index:]]
+            raise StorageUnavailable(
+                f"The file store could not be reached while storing {not_stored[0]!r}: it and "
+                f"the {len(not_stored) - 1} files after it were not stored"
+                + (f" ({stored} before it were)" if stored else "")
+                + ". Send the upload again shortly: files already stored come back as "
+                "duplicates.",
+                extra={**report.as_json(), "not_stored": not_stored},
+            ) from exc
     return report
 
 
@@ -335,7 +354,12 @@ def image_process(*, image_id: int) -> Image | None:
             _after_processing(project.pk)
             events.project_changed(project.pk)
             return image
-    return Image.objects.filter(pk=image.pk).first()
+    current = Image.objects.filter(pk=image.pk).first()
+    if current is None:
+        # Deleted while this job made its thumbnail, which the deletion did not know of (named
+        # by the image's id, it can be no other image's).
+        stored_files_delete_on_commit(names=[image.thumbnail.name])
+    return current
 
 
 def tasks_create_for_image(*, project: Project, image: Image) -> list[Task]:

@@ -30,6 +30,15 @@ def predictions_run(run_id: int) -> None:
     predictions.prediction_run_execute(run_id=run_id)
 
 
+# Retried for hours (back-off doubling from JOB_RETRY_MIN_BACKOFF_MS): a store that is down
+# when a project is deleted gets its files deleted once it is back.
+@dramatiq.actor(queue_name="ingest", max_retries=10, time_limit=60 * 60 * 1000)
+def stored_files_delete(names: list[str], prefixes: list[str]) -> None:
+    from crowd import storage
+
+    storage.files_delete(names=names, prefixes=prefixes)
+
+
 @dramatiq.actor(queue_name="routing", max_retries=0, time_limit=5 * 60 * 1000)
 def leases_sweep() -> None:
     """Return the slots of expired leases across all projects, then schedule the next sweep.

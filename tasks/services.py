@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 
+from crowd import storage
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, normalize_currency, parse_amount
 from tasks import events
 from tasks.models import (
+    Assignment,
+    AssignmentStatus,
     Image,
     Kind,
     Label,
@@ -24,6 +30,8 @@ from tasks.models import (
     Task,
 )
 from tasks.schema import project_labels
+
+logger = logging.getLogger(__name__)
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
            "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324"]  # fmt: skip
@@ -321,3 +329,78 @@ def tasks_mark_gold(*, image: Image, gold: bool = True) -> int:
     if not Task.objects.filter(image=image).exists():
         raise NotFound("The image has no tasks yet.")
     return Task.objects.filter(image=image).update(is_gold=gold)
+
+
+# --- Deleting ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def project_delete(*, project: Project) -> None:
+    """Delete the project with everything of it: images, tasks, answers, gold, consensus,
+    exports; its stored files go once the deletion commits (see ``project_files_delete``).
+    Conflict when money was earned in it: the ledger is append-only and keeps the project."""
+    try:
+        project.delete()
+    except ProtectedError:
+        raise Conflict(
+            "Workers have earned money in this project: the ledger keeps it, so it cannot be "
+            "deleted. Pause it instead.",
+            code="project_has_earnings",
+        ) from None
+
+
+def project_files_delete(sender: type[Project], instance: Project, **kwargs: Any) -> None:
+    """``post_delete`` of a project, whatever deleted it: its folder of the store (originals,
+    upright copies, thumbnails) goes after the commit."""
+    stored_files_delete_on_commit(prefixes=[f"projects/{instance.pk}/"])
+
+
+def stored_files_delete_on_commit(
+    *, names: Iterable[str] = (), prefixes: Iterable[str] = ()
+) -> None:
+    """Delete these stored files, and every file under these prefixes, by a job sent once the
+    current transaction commits (at once outside one).
+
+    After the commit, never before: a transaction that rolls back keeps rows whose files must
+    still be there. By a job: a project's files may be many, and a store that is down meanwhile
+    is retried for hours. A job that cannot be sent (the broker down) deletes them here.
+    """
+    from tasks.jobs import stored_files_delete
+
+    names, prefixes = [n for n in names if n], [p for p in prefixes if p]
+    if not names and not prefixes:
+        return
+
+    def send() -> None:
+        try:
+            stored_files_delete.send(names, prefixes)
+        except Exception:
+            logger.warning("the files' deletion job could not be sent; deleting them now")
+            try:
+                storage.files_delete(names=names, prefixes=prefixes)
+            except Exception:
+                logger.exception("stored files left behind: %s %s", names, prefixes)
+
+    transaction.on_commit(send)
+
+
+@transaction.atomic
+def image_delete(*, image: Image) -> None:
+    """Delete an image and its tasks; its file and thumbnail go from the store after the
+    commit. Conflict once a worker has answered or holds one of its tasks: answers are paid
+    for, scored and merged, and stay with their image."""
+    Image.objects.select_for_update().filter(pk=image.pk).first()
+    worked = Assignment.objects.filter(
+        task__image=image,
+        status__in=[AssignmentStatus.LEASED, *AssignmentStatus.answered()],
+    )
+    if worked.exists():
+        raise Conflict(
+            "Workers have answered or hold this image's tasks; it stays with their answers.",
+            code="image_in_use",
+        )
+    names = [image.file.name, image.thumbnail.name]
+    project_id = image.project_id
+    image.delete()
+    stored_files_delete_on_commit(names=names)
+    events.project_changed(project_id)

@@ -11,6 +11,11 @@ urlpatterns = [
         "projects/<int:project_id>/images/", apis.ProjectImagesApi.as_view(), name="project-images"
     ),
     path(
+        "projects/<int:project_id>/images/<int:image_id>/",
+        apis.ProjectImageApi.as_view(),
+        name="project-image",
+    ),
+    path(
         "projects/<int:project_id>/images/import/",
         apis.ProjectImageImportApi.as_view(),
         name="project-images-import",

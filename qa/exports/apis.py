@@ -22,7 +22,7 @@ from crowd.fields import ID_MAX, ID_MIN
 from crowd.models import User
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManagerOrClient, request_user
-from qa.exports.build import ExportIn, export_create
+from qa.exports.build import ExportIn, export_create, export_retry
 from qa.models import DatasetExport, ExportFormat, RunStatus
 from qa.selectors import exports_for_user
 from tasks.selectors import project_for_user, projects_for_user
@@ -337,6 +337,24 @@ class ExportApi(APIView):
     def get(self, request: Request, export_id: int) -> Response:
         user = request_user(request)
         return Response(export_json(export_for_user(user, export_id), request))
+
+
+class ExportRetryApi(APIView):
+    permission_classes = [IsManagerOrClient]
+
+    @extend_schema(
+        request=None,
+        responses={202: ExportOut},
+        description="Build a failed version again (managers and the project's clients): same "
+        "number, options and consensus run. A build that fails is retried automatically "
+        "first (the version stays `queued`, with the reason in `error`); this is for one that "
+        "failed for good, for instance after the file store was down longer than the "
+        "retries last. 409 (export_not_failed) for any other version.",
+    )
+    def post(self, request: Request, export_id: int) -> Response:
+        export = export_for_user(request_user(request), export_id)
+        export = export_retry(export=export)
+        return Response(export_json(export, request), status=status.HTTP_202_ACCEPTED)
 
 
 class ExportDownloadApi(APIView):

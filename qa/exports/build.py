@@ -31,7 +31,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crowd import claims
+from crowd import claims, storage
 from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.fields import StrictBooleanField, StrictFloatField, StrictIntegerField, messages
@@ -50,6 +50,7 @@ from qa.services import suspended_workers
 from tasks.imaging import FORMATS
 from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
 from tasks.schema import project_labels
+from tasks.services import stored_files_delete_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def export_build(*, export_id: int) -> DatasetExport | None:
             return export
         except Exception as exc:
             export.status, export.error, export.finished_at = (
-                RunStatus.FAILED, str(exc)[:500], timezone.now(),
+                RunStatus.FAILED, _failure_reason(exc)[:500], timezone.now(),
             )  # fmt: skip
             if not claim.release(
                 status=export.status, error=export.error, finished_at=export.finished_at
@@ -345,6 +346,65 @@ def export_build(*, export_id: int) -> DatasetExport | None:
             raise
         finally:
             merge.results_prune(export.project)
+    export.refresh_from_db()
+    _progress_event(export)
+    return export
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, storage.STORAGE_ERRORS):
+        return f"The file store could not be reached or refused the file: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+def export_retry_pending(*, export_id: int, attempt: int, attempts: int) -> None:
+    """The build failed and its job runs again after a back-off: the version shows
+    ``queued`` again, with the failure as its ``error``, rather than a ``failed`` that its
+    readers would take as final. Called by the job, after the failure was recorded."""
+    export = DatasetExport.objects.filter(
+        pk=export_id, status=RunStatus.FAILED, claim_token=""
+    ).first()
+    if export is None:
+        return
+    error = (
+        f"Attempt {attempt} of {attempts} failed; it is retried automatically. {export.error}"
+    )[:500]
+    if DatasetExport.objects.filter(pk=export_id, status=RunStatus.FAILED, claim_token="").update(
+        status=RunStatus.QUEUED, error=error, finished_at=None
+    ):
+        export.refresh_from_db()
+        _progress_event(export)
+
+
+def export_retry(*, export: DatasetExport) -> DatasetExport:
+    """Build a failed version again, as it was requested (same number, options and consensus
+    run when it had one): what a manager or client does once the automatic retries have
+    given up, for instance after the file store was down for long. Conflict for a version
+    that did not fail, or when the project has its maximum of exports in progress."""
+    from crowd.jobs import send_on_commit
+    from qa.jobs import export_build
+
+    with transaction.atomic():
+        export.project.lock()
+        active = DatasetExport.objects.filter(
+            project=export.project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        ).count()
+        if active >= MAX_ACTIVE_EXPORTS:
+            raise Conflict(
+                f"This project already has {active} exports in progress; wait for one to finish.",
+                code="too_many_exports",
+            )
+        requeued = DatasetExport.objects.filter(pk=export.pk, status=RunStatus.FAILED).update(
+            status=RunStatus.QUEUED, error="", attempts=0, started_at=None, finished_at=None,
+            claim_token="", lease_expires_at=None,
+        )  # fmt: skip
+        if not requeued:
+            export.refresh_from_db()
+            raise Conflict(
+                f"The export is {export.status}; only a failed export is built again.",
+                code="export_not_failed",
+            )
+        send_on_commit(export_build, export.pk)
     export.refresh_from_db()
     _progress_event(export)
     return export
@@ -391,6 +451,12 @@ def _build(export: DatasetExport, claim: claims.Claim) -> None:
         # Taken over since the check before storing: the file is no version's.
         default_storage.delete(stored)
         raise ClaimLost(f"dataset export {export.pk} was taken over before it was recorded")
+
+
+def exports_files_delete(sender: type[Project], instance: Project, **kwargs: Any) -> None:
+    """``post_delete`` of a project, whatever deleted it: the files of its dataset versions
+    go from the store after the commit (the rows went with the project)."""
+    stored_files_delete_on_commit(prefixes=[f"exports/{instance.pk}/"])
 
 
 def _files_remove(folder: str, *, before: datetime) -> None:

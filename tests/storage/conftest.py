@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.plugins.services import Server
+from tests.storage.proxy import StoreProxy
 
 
 @dataclass
@@ -55,3 +57,23 @@ def bucket(seaweedfs_server: Server, settings: Any) -> Bucket:
     settings.AWS_S3_ADDRESSING_STYLE = None
     settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "crowd.storage.BucketStorage"}}
     return Bucket(name, client)
+
+
+@pytest.fixture
+def store_proxy(bucket: Bucket, seaweedfs_server: Server, settings: Any) -> Iterator[StoreProxy]:
+    """The app reaches the bucket through a proxy the test can bring down; ``bucket.client``
+    still reads the bucket directly, to see what the app left there."""
+    proxy = StoreProxy("127.0.0.1", int(seaweedfs_server.extra["port"]))
+    settings.AWS_S3_ENDPOINT_URL = proxy.url
+    settings.STORAGES = {**settings.STORAGES}  # a new storage object on the proxy's address
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def multipart_uploads(bucket: Bucket) -> list[str]:
+    """Multipart uploads begun and never completed or aborted: invisible in a listing, but
+    stored (and billed) until aborted."""
+    answer = bucket.client.list_multipart_uploads(Bucket=bucket.name)
+    return [upload["Key"] for upload in answer.get("Uploads", [])]
