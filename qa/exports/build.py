@@ -48,7 +48,7 @@ from qa.models import (
 )
 from qa.services import suspended_workers
 from tasks.imaging import FORMATS
-from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
+from tasks.models import Assignment, AssignmentStatus, Image, Kind, MaskMode, Project
 from tasks.schema import project_labels
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,17 @@ KINDS = {
     ExportFormat.VOC: {Kind.BBOX, Kind.POLYGON, Kind.MASK},
     ExportFormat.CSV: {Kind.CLASSIFICATION},
     ExportFormat.RAW: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS, Kind.MASK},
+    ExportFormat.CITYSCAPES: {Kind.MASK},
 }
+# Formats that ship the images unless told not to, and may be split into subsets.
+IMAGE_FORMATS = (ExportFormat.YOLO, ExportFormat.VOC, ExportFormat.CITYSCAPES)
 FORMAT_NAMES = {
     ExportFormat.COCO: "COCO",
     ExportFormat.YOLO: "YOLO (Ultralytics)",
     ExportFormat.VOC: "Pascal VOC",
     ExportFormat.CSV: "CSV",
     ExportFormat.RAW: "raw worker answers (JSON Lines)",
+    ExportFormat.CITYSCAPES: "Cityscapes (gtFine)",
 }
 
 
@@ -137,7 +141,7 @@ class ExportIn(serializers.Serializer):
     # ``export_create``: ``fmt``, ``options`` and ``consensus_run_id``.
 
     default_error_messages = messages(
-        'Send {"format": "coco" | "yolo" | "voc" | "csv" | "raw", ...}.', "invalid"
+        'Send {"format": "coco" | "yolo" | "voc" | "cityscapes" | "csv" | "raw", ...}.', "invalid"
     )
 
     format = serializers.ChoiceField(
@@ -165,9 +169,12 @@ class ExportIn(serializers.Serializer):
     include_images = StrictBooleanField(
         required=False,
         error_messages=messages("Must be true or false.", "null", "invalid"),
-        help_text="Ship the image files (default: YOLO and Pascal VOC do, others do not).",
+        help_text="Ship the image files (default: YOLO, Pascal VOC and Cityscapes do, others "
+        "do not).",
     )
-    split = SplitField(required=False, allow_null=True, help_text="YOLO and Pascal VOC only.")
+    split = SplitField(
+        required=False, allow_null=True, help_text="YOLO, Pascal VOC and Cityscapes only."
+    )
     segmentation = serializers.ChoiceField(
         ["polygon", "rle"], default="polygon",
         error_messages=messages('Must be "polygon" or "rle".', "null", "invalid_choice"),
@@ -198,18 +205,19 @@ class ExportIn(serializers.Serializer):
         kind = self.context["project"].kind
         fmt = ExportFormat(attrs["format"])
         if kind not in KINDS[fmt]:
+            only = " (Cityscapes is for mask projects)" if fmt == ExportFormat.CITYSCAPES else ""
             raise serializers.ValidationError(
-                {"format": [f"A {kind} project cannot be exported as {fmt}."]}
+                {"format": [f"A {kind} project cannot be exported as {fmt}{only}."]}
             )
         errors: dict[str, list[str]] = {}
-        include_images = attrs.get("include_images", fmt in (ExportFormat.YOLO, ExportFormat.VOC))
+        include_images = attrs.get("include_images", fmt in IMAGE_FORMATS)
         if fmt in (ExportFormat.CSV, ExportFormat.RAW) and include_images:
             errors["include_images"] = [f"A {fmt} export carries no images."]
         if fmt == ExportFormat.YOLO and kind == Kind.CLASSIFICATION and not include_images:
             errors["include_images"] = ["A YOLO classification dataset is its images, by folder."]
         split = attrs.get("split")
-        if split is not None and fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
-            errors["split"] = ["Only YOLO and Pascal VOC exports are split."]
+        if split is not None and fmt not in IMAGE_FORMATS:
+            errors["split"] = ["Only YOLO, Pascal VOC and Cityscapes exports are split."]
         segmentation = attrs["segmentation"]
         if segmentation == "rle" and (
             fmt != ExportFormat.COCO or kind not in (Kind.POLYGON, Kind.MASK)
@@ -223,6 +231,23 @@ class ExportIn(serializers.Serializer):
                 errors["format"] = [
                     f"A Pascal VOC segmentation PNG holds at most "
                     f"{formats.MAX_SEGMENTATION_INDEX} classes; this project has {labels} labels."
+                ]
+        if fmt == ExportFormat.CITYSCAPES:
+            project = self.context["project"]
+            labels = len(project_labels(project))
+            if labels > formats.MAX_SEGMENTATION_INDEX:
+                errors["format"] = [
+                    f"A Cityscapes labelIds PNG holds at most {formats.MAX_SEGMENTATION_INDEX} "
+                    f"classes; this project has {labels} labels."
+                ]
+            elif (
+                project.mask_mode == MaskMode.INSTANCE
+                and labels > formats.MAX_CITYSCAPES_INSTANCE_CLASSES
+            ):
+                errors["format"] = [
+                    f"Cityscapes instance ids (class x 1000 + instance, 16 bits) hold at most "
+                    f"{formats.MAX_CITYSCAPES_INSTANCE_CLASSES} classes; this instance-mask "
+                    f"project has {labels} labels."
                 ]
         if errors:
             raise serializers.ValidationError(errors)
@@ -496,6 +521,11 @@ def _write_file(
         )
     if export.format == ExportFormat.VOC:
         return formats.write_voc(out, records, labels=labels, card=card, kind=kind)
+    if export.format == ExportFormat.CITYSCAPES:
+        return formats.write_cityscapes(
+            out, records, labels=labels, card=card,
+            instances=project.mask_mode == MaskMode.INSTANCE,
+        )  # fmt: skip
     return formats.write_csv(out, records, card=card)
 
 
