@@ -557,14 +557,18 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
 MAX_SEGMENTATION_INDEX = 254
 
 
-def _png(index: npt.NDArray[np.uint8], palette: Sequence[tuple[int, int, int]]) -> bytes:
+def _png(
+    index: npt.NDArray[np.uint8],
+    palette: Sequence[tuple[int, int, int]],
+    compress_level: int = 6,
+) -> bytes:
     from PIL import Image as PilImage
 
     image = PilImage.fromarray(index, mode="P")
     flat = [v for rgb in palette for v in rgb]
     image.putpalette(flat + [0] * (768 - len(flat)))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", optimize=False, compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -644,6 +648,9 @@ CITYSCAPES_INSTANCE_FACTOR = 1000
 MAX_CITYSCAPES_INSTANCE_CLASSES = 64
 # One folder a city under each subset; a project has no cities, so every image is in one.
 CITYSCAPES_CITY = "default"
+# zlib level of the gtFine PNGs: a mask's long runs compress well at any level, and level 3
+# takes a third of the default's time on a 16-bit map for a few kB more an image.
+CITYSCAPES_PNG_LEVEL = 3
 
 
 def cityscapes_ids(
@@ -688,7 +695,7 @@ def _gray_png(values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]) -> bytes:
     else:
         image = PilImage.fromarray(values, mode="L")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", optimize=False, compress_level=CITYSCAPES_PNG_LEVEL)
     return buffer.getvalue()
 
 
@@ -756,7 +763,7 @@ def write_cityscapes(
                 ("labelIds.png", label_ids),
                 ("labelTrainIds.png", label_ids),
                 ("instanceIds.png", _gray_png(objects)),
-                ("color.png", _png(classes, palette)),
+                ("color.png", _png(classes, palette, CITYSCAPES_PNG_LEVEL)),
             ):
                 archive.writestr(zip_info(gt + suffix, compress=False), data)
         zip_write(archive, "label_colors.txt", cityscapes_label_colors(labels))
