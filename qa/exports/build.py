@@ -576,26 +576,9 @@ def export_records(
     if split := options.get("split"):
         splitter = Splitter({s: split.get(s, 0) for s in formats.SUBSETS}, int(split["seed"]))
     names = _names(run)
-    rows = (
-        ConsensusResult.objects.filter(run=run)
-        .order_by("image_id")
-        .values_list(
-            "image_id",
-            "image__name",
-            "image__format",
-            "image__width",
-            "image__height",
-            "image__file",
-            "annotations",
-            "confidence",
-            "votes",
-            "low_confidence",
-            "method",
-        )
-    )
     done = 0
     for (image_id, name, fmt, width, height, file, items, confidence, votes, low,
-         method) in rows.iterator(chunk_size=READ_CHUNK):  # fmt: skip
+         method) in _result_rows(run):  # fmt: skip
         done += 1
         if done % PROGRESS_EVERY == 0:
             if claim is not None:
@@ -614,6 +597,28 @@ def export_records(
             subset=splitter.assign(image_id, formats.stratum(items)) if splitter else "",
             open=_opener(file) if options.get("include_images") else None,
         )  # fmt: skip
+
+
+def _result_rows(run: ConsensusRun) -> Iterator[tuple[Any, ...]]:
+    """The run's results by image id, ``READ_CHUNK`` at a time, each chunk its own short
+    query (keyset pagination on the image id, one result an image a run). Not one cursor
+    held open over the whole export: on SQLite an open read keeps its snapshot, and the
+    build's progress write (its claim's fence) then fails with "database is locked" as soon
+    as the claim's heartbeat has renewed the lease since the read began."""
+    last = 0
+    while True:
+        chunk = list(
+            ConsensusResult.objects.filter(run=run, image_id__gt=last)
+            .order_by("image_id")
+            .values_list(
+                "image_id", "image__name", "image__format", "image__width", "image__height",
+                "image__file", "annotations", "confidence", "votes", "low_confidence", "method",
+            )[:READ_CHUNK]
+        )  # fmt: skip
+        yield from chunk
+        if len(chunk) < READ_CHUNK:
+            return
+        last = chunk[-1][0]
 
 
 def _opener(name: str) -> Any:
