@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ MASK_WIDTH, MASK_HEIGHT = 1024, 768
 MASK_LABELS = ["person", "car", "road"]
 MASK_SHAPES = 300  # distinct masks drawn once, picked from for each image
 RSS_GROWTH = 1.25
+# Parts that run alone as ``python -m bench export:boxes`` / ``export:masks``.
+SECTIONS = ("boxes", "masks")
 
 
 # --- Seeding (not timed) ----------------------------------------------------------------------
@@ -208,6 +211,14 @@ def _check_file(storage: Any, name: str, fmt: str, images: int) -> None:
     assert {"data.yaml", "README.md"} <= set(members), name
 
 
+def _baseline_row(base_mib: float) -> dict[str, Any]:
+    return {
+        "format": "baseline (Django + export modules)", "images": None, "annotations": None,
+        "seconds": None, "cpu_seconds": None, "images_per_s": None, "file_MB": None,
+        "peak_rss_MiB": base_mib, "export_adds_MiB": None, "target": None,
+    }  # fmt: skip
+
+
 def _measure(images: int) -> list[dict[str, Any]]:
     from django.core.files.storage import default_storage
 
@@ -218,11 +229,7 @@ def _measure(images: int) -> list[dict[str, Any]]:
 
     baseline = _spawn("baseline")
     base_mib = baseline["rss_kib"] / 1024
-    rows: list[dict[str, Any]] = [{
-        "format": "baseline (Django + export modules)", "images": None, "annotations": None,
-        "seconds": None, "cpu_seconds": None, "images_per_s": None, "file_MB": None,
-        "peak_rss_MiB": base_mib, "export_adds_MiB": None, "target": None,
-    }]  # fmt: skip
+    rows: list[dict[str, Any]] = [_baseline_row(base_mib)]
     for fmt in ("coco", "yolo"):
         export_id = _request(project, manager, consensus, fmt)
         measured = _spawn("build", str(export_id))
@@ -383,7 +390,7 @@ def _measure_masks(sizes: tuple[int, int]) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> list[dict[str, Any]]:
     from bench.django_env import setup
 
     # The files go to the throwaway VAR_DIR's media folder, never to a configured one.
@@ -394,12 +401,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
     assert Path(settings.MEDIA_ROOT).is_relative_to(var_dir), settings.MEDIA_ROOT
     try:
-        rows = _measure(10_000 if quick else 100_000)
-        base_mib = rows[0]["peak_rss_MiB"]
-        masks = _measure_masks((100, 1_000) if quick else (1_000, 10_000))
-        for row in masks:
-            row["export_adds_MiB"] = row["peak_rss_MiB"] - base_mib
-        return [{**row, "rss_vs_small": row.get("rss_vs_small")} for row in rows] + masks
+        rows = _measure(10_000 if quick else 100_000) if "boxes" in sections else []
+        if "masks" in sections:
+            if rows:
+                base_mib = rows[0]["peak_rss_MiB"]
+            else:
+                baseline = _spawn("baseline")
+                base_mib = baseline["rss_kib"] / 1024
+                rows.append(_baseline_row(base_mib))
+            masks = _measure_masks((100, 1_000) if quick else (1_000, 10_000))
+            for row in masks:
+                row["export_adds_MiB"] = row["peak_rss_MiB"] - base_mib
+            rows += masks
+        return [{**row, "rss_vs_small": row.get("rss_vs_small")} for row in rows]
     finally:
         # Several hundred MB of database and files at full size: not left behind in /tmp.
         connections.close_all()

@@ -33,8 +33,10 @@ Semantic masks (each pixel at most one label) are merged pixel by pixel instead
 (:func:`merge_semantic_batch`): each worker's answer is a label map, and every pixel some
 worker marked gets the label of a weighted vote, ``none`` included, in which each worker
 counts ``log(a (K - 1) / (1 - a))`` times their given weight (over the image's mean) with
-``a`` their pixel accuracy, learnt by EM over the batch (one-coin Dawid-Skene over the
-pixels anyone marked) and the classes' shares on the image as the prior. A pixel keeps the
+``a`` their pixel accuracy, learnt by EM over the batch (one-coin Dawid-Skene, measured on
+the pixels the answers dispute: where all agree everyone is right, and how much of an image
+that is says how large its objects are against their edges, not how good its workers are)
+and the classes' shares on the image as the prior. A pixel keeps the
 label of the highest posterior (``none`` wins ties). One object a label: its pixels, scored
 by their mean posterior.
 
