@@ -2,7 +2,9 @@
 
 Each module has ``NAME``, ``DESCRIPTION`` and ``run(quick: bool) -> list[dict]``; rows share
 keys, which become the table's columns. Results go to ``bench/results/<name>.json`` with the
-machine they were measured on.
+machine they were measured on. A module with ``SECTIONS`` (names of its parts) runs one part
+when asked as ``<name>:<section>`` (``python -m bench consensus:masks``): ``run(quick,
+sections=[...])``, results in ``bench/results/<name>-<section>.json``.
 """
 
 from __future__ import annotations
@@ -64,10 +66,21 @@ def main() -> int:
 
         return soak.main(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("only", nargs="*", help="benchmark names to run (default: all)")
+    parser.add_argument(
+        "only", nargs="*",
+        help="benchmark names to run (default: all); NAME:SECTION runs one part of one",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     args = parser.parse_args()
     names = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    parts = [name for name in args.only if ":" in name]
+    unknown = [name for name in args.only if name.split(":", 1)[0] not in names]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)} (there are: {', '.join(names)})")
+    if parts and len(args.only) > 1:
+        parser.error("run one NAME:SECTION at a time")
+    if parts:
+        return _section(parts[0], quick=args.quick)
     selected = [n for n in names if not args.only or n in args.only]
     if len(selected) > 1:
         # Each benchmark in a process of its own: each configures Django (and its database)
@@ -93,6 +106,30 @@ def main() -> int:
                   "quick": args.quick, "rows": rows}  # fmt: skip
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON written to {out_dir}/")
+    return 0
+
+
+def _section(spec: str, *, quick: bool) -> int:
+    name, section = spec.split(":", 1)
+    module = importlib.import_module(f"bench.bench_{name}")
+    sections = getattr(module, "SECTIONS", ())
+    if section not in sections:
+        print(f"{name} has no section {section!r} (it has: {', '.join(sections) or 'none'})")
+        return 2
+    info = machine()
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, Python {info['python']}"
+    )
+    started = time.perf_counter()
+    rows = module.run(quick=quick, sections=[section])
+    elapsed = time.perf_counter() - started
+    print(f"\n## {spec}: {module.DESCRIPTION} ({elapsed:.1f} s)\n{table(rows)}")
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    result = {"name": spec, "description": module.DESCRIPTION, "machine": info,
+              "quick": quick, "rows": rows}  # fmt: skip
+    (out_dir / f"{name}-{section}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nJSON written to {out_dir}/{name}-{section}.json")
     return 0
 
 

@@ -15,8 +15,9 @@ exclude building its DataFrame. ``speedup`` is crowd-kit's
 time for the same method divided by ours. The target, on our Dawid-Skene rows: accuracy at
 least crowd-kit's Dawid-Skene and at least 10 times faster.
 
-Rows share the columns of the box and polygon rows (``kind`` tells them apart): a column that
-does not apply to a kind is None.
+Rows share the columns of the box, polygon and mask rows (``kind`` tells them apart): a column
+that does not apply to a kind is None. Each part runs alone too: ``python -m bench
+consensus:masks`` (``SECTIONS``), e.g. ``make bench BENCH_ARGS=consensus:masks``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import consensus_keypoints, consensus_overlap, consensus_polygons, consensus_shapes
+from bench import (
+    consensus_keypoints,
+    consensus_masks,
+    consensus_overlap,
+    consensus_polygons,
+    consensus_shapes,
+)
 from qa.consensus.classification import Result, dawid_skene, encode, majority_vote
 
 NAME = "consensus"
@@ -41,6 +48,7 @@ MIN_SPEEDUP = 10.0
 # reported as skipped: GLAD takes minutes on the larger sets.
 PEER_BUDGET, PEER_BUDGET_QUICK = 240.0, 120.0
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd"
+SECTIONS = ("classification", "overlap", "boxes", "polygons", "masks", "keypoints")
 
 
 def _crowd_kit() -> tuple[Any, Any]:
@@ -176,20 +184,27 @@ def _first_line(exc: Exception) -> str:
     return first.removeprefix("The following error was raised: ")[:120]
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    data = Path(os.environ.get("CROWD_DATA", DEFAULT_DATA))
-    folders = sorted(
-        p.parent for p in data.glob("*/answers.csv") if (p.parent / "truth.csv").exists()
-    )
-    if not folders:
-        raise FileNotFoundError(f"no crowd label sets (answers.csv, truth.csv) under {data}")
-    repeats = 2 if quick else 5
-    budget = PEER_BUDGET_QUICK if quick else PEER_BUDGET
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for folder in folders:
-        rows += _classification(folder, repeats, budget)
-    rows += consensus_overlap.rows(quick)
-    rows += consensus_shapes.rows(quick)
-    rows += consensus_polygons.rows(quick)
-    rows += consensus_keypoints.rows(quick)
+    if "classification" in sections:
+        data = Path(os.environ.get("CROWD_DATA", DEFAULT_DATA))
+        folders = sorted(
+            p.parent for p in data.glob("*/answers.csv") if (p.parent / "truth.csv").exists()
+        )
+        if not folders:
+            raise FileNotFoundError(f"no crowd label sets (answers.csv, truth.csv) under {data}")
+        repeats = 2 if quick else 5
+        budget = PEER_BUDGET_QUICK if quick else PEER_BUDGET
+        for folder in folders:
+            rows += _classification(folder, repeats, budget)
+    parts = (
+        ("overlap", consensus_overlap.rows),
+        ("boxes", consensus_shapes.rows),
+        ("polygons", consensus_polygons.rows),
+        ("masks", consensus_masks.rows),
+        ("keypoints", consensus_keypoints.rows),
+    )
+    for section, part in parts:
+        if section in sections:
+            rows += part(quick)
     return rows

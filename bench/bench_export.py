@@ -1,4 +1,4 @@
-"""Dataset export: wall time and peak memory of building a COCO and a YOLO version.
+"""Dataset export: wall time and peak memory of building box and mask dataset versions.
 
 The database is seeded once, in a throwaway VAR_DIR (SQLite file, media): a bbox project of
 100,000 ready images (10,000 with ``--quick``) and one finished consensus run whose results
@@ -14,6 +14,16 @@ and not the high-water mark of seeding or of the other format. A baseline proces
 sets up Django, imports the export modules and connects shows what the interpreter and the
 framework take before any export; ``export_adds_MiB`` is the difference. Targets: COCO in
 at most 20 s, and a peak RSS of at most 1 GiB for either format.
+
+Masks: a mask project of 10,000 images of 1024x768 (1,000 with ``--quick``), each with 2 to 5
+instance masks (ellipses of 20 to 200 pixels across, two labels of three, COCO RLE of the
+whole image as a merge stores them), exported the same way to COCO (RLE), Pascal VOC
+(``SegmentationClass``/``SegmentationObject`` PNGs) and Cityscapes (``gtFine`` PNGs), labels
+only. A project of a tenth the size (1,000 images; 100 quick) is exported beside it in the
+same run: a writer that streams has the same peak RSS at both sizes (``rss_vs_small``, the
+peak's ratio to the small export's, should stay near 1; target at most 1.25), while one that
+held the dataset would grow tenfold. Each file is checked: every image has its PNGs, and the
+first image's class PNG says what its RLEs say.
 """
 
 from __future__ import annotations
@@ -27,13 +37,15 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 NAME = "export"
 DESCRIPTION = (
-    "dataset export of 10 boxes an image, COCO and YOLO labels-only: wall time and peak RSS "
-    "(targets: COCO <= 20 s, peak RSS <= 1 GiB)"
+    "dataset export of 10 boxes an image (COCO, YOLO labels-only) and of 2-5 masks an image "
+    "of 1024x768 (COCO RLE, VOC and Cityscapes PNGs): wall time and peak RSS (targets: box "
+    "COCO <= 20 s, peak RSS <= 1 GiB, mask peak RSS within 1.25x of a tenth the images)"
 )
 COCO_SECONDS = 20.0
 RSS_MIB = 1024.0
@@ -44,6 +56,12 @@ VOTERS = 5
 SEED_BATCH = 5000
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = "import sys; from bench.bench_export import child; child(sys.argv[1:])"
+MASK_WIDTH, MASK_HEIGHT = 1024, 768
+MASK_LABELS = ["person", "car", "road"]
+MASK_SHAPES = 300  # distinct masks drawn once, picked from for each image
+RSS_GROWTH = 1.25
+# Parts that run alone as ``python -m bench export:boxes`` / ``export:masks``.
+SECTIONS = ("boxes", "masks")
 
 
 # --- Seeding (not timed) ----------------------------------------------------------------------
@@ -119,7 +137,7 @@ def _request(project: Any, manager: Any, run: Any, fmt: str) -> int:
     from qa.exports.build import export_request
 
     data: dict[str, Any] = {"format": fmt, "consensus_run": run.pk}
-    if fmt == "yolo":
+    if fmt in ("yolo", "voc", "cityscapes"):
         data["include_images"] = False
     with mock.patch("crowd.jobs.send_on_commit") as send:
         export = export_request(project=project, user=manager, data=data)
@@ -193,6 +211,14 @@ def _check_file(storage: Any, name: str, fmt: str, images: int) -> None:
     assert {"data.yaml", "README.md"} <= set(members), name
 
 
+def _baseline_row(base_mib: float) -> dict[str, Any]:
+    return {
+        "format": "baseline (Django + export modules)", "images": None, "annotations": None,
+        "seconds": None, "cpu_seconds": None, "images_per_s": None, "file_MB": None,
+        "peak_rss_MiB": base_mib, "export_adds_MiB": None, "target": None,
+    }  # fmt: skip
+
+
 def _measure(images: int) -> list[dict[str, Any]]:
     from django.core.files.storage import default_storage
 
@@ -203,11 +229,7 @@ def _measure(images: int) -> list[dict[str, Any]]:
 
     baseline = _spawn("baseline")
     base_mib = baseline["rss_kib"] / 1024
-    rows: list[dict[str, Any]] = [{
-        "format": "baseline (Django + export modules)", "images": None, "annotations": None,
-        "seconds": None, "cpu_seconds": None, "images_per_s": None, "file_MB": None,
-        "peak_rss_MiB": base_mib, "export_adds_MiB": None, "target": None,
-    }]  # fmt: skip
+    rows: list[dict[str, Any]] = [_baseline_row(base_mib)]
     for fmt in ("coco", "yolo"):
         export_id = _request(project, manager, consensus, fmt)
         measured = _spawn("build", str(export_id))
@@ -231,7 +253,144 @@ def _measure(images: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+# --- Masks -----------------------------------------------------------------------------------
+
+
+def _mask_shapes(rng: random.Random) -> list[dict[str, Any]]:
+    """Ellipse masks of the full image as COCO RLE (counts a string, as results hold them)."""
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    y, x = np.ogrid[0:MASK_HEIGHT, 0:MASK_WIDTH]
+    shapes = []
+    for _ in range(MASK_SHAPES):
+        rx, ry = rng.uniform(10, 100), rng.uniform(10, 100)
+        cx, cy = rng.uniform(rx, MASK_WIDTH - rx), rng.uniform(ry, MASK_HEIGHT - ry)
+        mask = ((x + 0.5 - cx) / rx) ** 2 + ((y + 0.5 - cy) / ry) ** 2 <= 1.0
+        encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        shapes.append({"size": [MASK_HEIGHT, MASK_WIDTH], "counts": encoded["counts"].decode()})
+    return shapes
+
+
+def _seed_masks(images: int, name: str, shapes: list[dict[str, Any]]) -> tuple[Any, Any, int]:
+    """A mask project of ``images`` ready images and a finished run; returns its masks' count."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from crowd.models import Role, User
+    from qa.models import ConsensusResult, ConsensusRun, RunStatus
+    from tasks.models import Image, ImageStatus
+    from tasks.services import project_create
+
+    manager, _ = User.objects.get_or_create(username="bench-export", role=Role.MANAGER)
+    project = project_create(
+        owner=manager, data={"name": name, "kind": "mask", "labels": MASK_LABELS}
+    )
+    rng = random.Random(images)
+    total = 0
+    with transaction.atomic():
+        run = ConsensusRun.objects.create(
+            project=project, status=RunStatus.DONE, method="em", params={"iou": 0.5},
+            images_total=images, images_done=images, requested_by=manager,
+            started_at=timezone.now(), finished_at=timezone.now(),
+        )  # fmt: skip
+        for start in range(0, images, SEED_BATCH):
+            stop = min(start + SEED_BATCH, images)
+            rows = Image.objects.bulk_create(
+                Image(project=project, name=f"street_{i:06d}.jpg",
+                      file=f"projects/{project.pk}/images/{i}.jpg", sha256=f"{project.pk}{i:060x}",
+                      format="JPEG", width=MASK_WIDTH, height=MASK_HEIGHT, size_bytes=150_000,
+                      status=ImageStatus.READY, uploaded_by=manager)
+                for i in range(start, stop)
+            )  # fmt: skip
+            results = []
+            for image in rows:
+                items = [
+                    {"label": rng.choice(MASK_LABELS), "rle": rng.choice(shapes),
+                     "score": round(rng.uniform(0.4, 1.0), 6), "num_votes": rng.randint(2, 5)}
+                    for _ in range(rng.randint(2, 5))
+                ]  # fmt: skip
+                total += len(items)
+                results.append(
+                    ConsensusResult(project=project, run=run, image=image, method="em",
+                                    annotations=items, confidence=round(rng.random(), 6),
+                                    votes=VOTERS, low_confidence=False, contributors={})
+                )  # fmt: skip
+            ConsensusResult.objects.bulk_create(results)
+    return project, run, total
+
+
+def _check_mask_file(storage: Any, export: Any, fmt: str, images: int) -> None:
+    """Every image is in the file, and the first image's class map is what its RLEs say."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PilImage
+
+    from qa.exports.formats import decode_mask
+    from qa.models import ConsensusResult
+
+    first = ConsensusResult.objects.filter(run=export.consensus_run).order_by("image_id").first()
+    assert first is not None
+    covered = np.zeros((MASK_HEIGHT, MASK_WIDTH), dtype=bool)
+    for item in first.annotations:
+        covered |= decode_mask(item["rle"]) > 0
+    with storage.open(export.file.name, "rb") as fh:
+        if fmt == "coco":
+            coco = json.load(fh)
+            assert len(coco["images"]) == images
+            assert coco["annotations"][0]["segmentation"]["size"] == [MASK_HEIGHT, MASK_WIDTH]
+            return
+        with zipfile.ZipFile(fh) as archive:
+            members = archive.namelist()
+            if fmt == "voc":
+                pngs = [m for m in members if m.startswith("SegmentationClass/")]
+                first_png = "SegmentationClass/street_000000.png"
+            else:
+                pngs = [m for m in members if m.endswith("_gtFine_labelIds.png")]
+                first_png = "gtFine/train/default/street_000000_gtFine_labelIds.png"
+            assert len(pngs) == images, f"{fmt}: {len(pngs)} class PNGs"
+            classes = np.asarray(PilImage.open(io.BytesIO(archive.read(first_png))))
+    assert np.array_equal(classes > 0, covered), f"{fmt}: the first class PNG"
+
+
+def _measure_masks(sizes: tuple[int, int]) -> list[dict[str, Any]]:
+    from django.core.files.storage import default_storage
+
+    from qa.models import DatasetExport, RunStatus
+
+    shapes = _mask_shapes(random.Random(1))
+    projects = {n: _seed_masks(n, f"Mask export bench {n}", shapes) for n in sizes}
+    rows: list[dict[str, Any]] = []
+    small_rss: dict[str, float] = {}
+    for fmt in ("coco", "voc", "cityscapes"):
+        for images in sizes:
+            project, run, masks = projects[images]
+            export_id = _request(project, project.owner, run, fmt)
+            measured = _spawn("build", str(export_id))
+            export = DatasetExport.objects.get(pk=export_id)
+            assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
+            assert export.counts["images"] == images, export.counts
+            assert export.counts["annotations"] == masks, export.counts
+            _check_mask_file(default_storage, export, fmt, images)
+            rss_mib = measured["rss_kib"] / 1024
+            growth = None if images == min(sizes) else rss_mib / small_rss[fmt]
+            if images == min(sizes):
+                small_rss[fmt] = rss_mib
+            ok = rss_mib <= RSS_MIB and (growth is None or growth <= RSS_GROWTH)
+            rows.append({
+                "format": f"masks {fmt} ({export.file_name.rsplit('.', 1)[-1]})",
+                "images": images, "annotations": masks, "seconds": measured["seconds"],
+                "cpu_seconds": measured["cpu_seconds"],
+                "images_per_s": images / measured["seconds"],
+                "file_MB": export.size_bytes / 1e6, "peak_rss_MiB": rss_mib,
+                "export_adds_MiB": None, "rss_vs_small": growth,
+                "target": "ok" if ok else "MISSED",
+            })  # fmt: skip
+    return rows
+
+
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> list[dict[str, Any]]:
     from bench.django_env import setup
 
     # The files go to the throwaway VAR_DIR's media folder, never to a configured one.
@@ -242,7 +401,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
     assert Path(settings.MEDIA_ROOT).is_relative_to(var_dir), settings.MEDIA_ROOT
     try:
-        return _measure(10_000 if quick else 100_000)
+        rows = _measure(10_000 if quick else 100_000) if "boxes" in sections else []
+        if "masks" in sections:
+            if rows:
+                base_mib = rows[0]["peak_rss_MiB"]
+            else:
+                baseline = _spawn("baseline")
+                base_mib = baseline["rss_kib"] / 1024
+                rows.append(_baseline_row(base_mib))
+            masks = _measure_masks((100, 1_000) if quick else (1_000, 10_000))
+            for row in masks:
+                row["export_adds_MiB"] = row["peak_rss_MiB"] - base_mib
+            rows += masks
+        return [{**row, "rss_vs_small": row.get("rss_vs_small")} for row in rows]
     finally:
         # Several hundred MB of database and files at full size: not left behind in /tmp.
         connections.close_all()

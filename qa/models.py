@@ -194,6 +194,7 @@ class ExportFormat(models.TextChoices):
     VOC = "voc"
     CSV = "csv"
     RAW = "raw"
+    CITYSCAPES = "cityscapes"
 
 
 class DatasetExport(models.Model):
@@ -207,7 +208,7 @@ class DatasetExport(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
     version = models.PositiveIntegerField()
-    format = models.CharField(max_length=8, choices=ExportFormat.choices)
+    format = models.CharField(max_length=16, choices=ExportFormat.choices)
     options = models.JSONField(default=dict)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     consensus_run = models.ForeignKey(

@@ -33,8 +33,10 @@ Semantic masks (each pixel at most one label) are merged pixel by pixel instead
 (:func:`merge_semantic_batch`): each worker's answer is a label map, and every pixel some
 worker marked gets the label of a weighted vote, ``none`` included, in which each worker
 counts ``log(a (K - 1) / (1 - a))`` times their given weight (over the image's mean) with
-``a`` their pixel accuracy, learnt by EM over the batch (one-coin Dawid-Skene over the
-pixels anyone marked) and the classes' shares on the image as the prior. A pixel keeps the
+``a`` their pixel accuracy, learnt by EM over the batch (one-coin Dawid-Skene, measured on
+the pixels the answers dispute: where all agree everyone is right, and how much of an image
+that is says how large its objects are against their edges, not how good its workers are)
+and the classes' shares on the image as the prior. A pixel keeps the
 label of the highest posterior (``none`` wins ties). One object a label: its pixels, scored
 by their mean posterior.
 
@@ -631,12 +633,18 @@ def _learn_semantic(images: list[_LabelMaps], n_classes: int) -> SemanticModel:
         for image in images:
             if not image.votes.shape[1]:
                 continue
+            # Only the pixels the answers dispute tell one worker from another: where all
+            # agree, everyone is right, and the share of such pixels is the image's (its
+            # objects' size against their edges), not the worker's.
+            disputed = np.flatnonzero((image.votes != image.votes[:1]).any(axis=0))
+            if not len(disputed):
+                continue
             rows = [ids[w] for w in image.workers]
-            posterior = _semantic_posterior(image, accuracy[rows], n_classes)
-            pixels = np.arange(image.votes.shape[1])
+            posterior = _semantic_posterior(image, accuracy[rows], n_classes)[:, disputed]
+            pixels = np.arange(len(disputed))
             for a, j in enumerate(rows):
-                # Per image, the share of its marked pixels this worker labelled right.
-                right[j] += float(posterior[image.votes[a], pixels].mean())
+                # Per image, the share of its disputed pixels this worker labelled right.
+                right[j] += float(posterior[image.votes[a][disputed], pixels].mean())
                 seen[j] += 1.0
         crowd = (right.sum() + PRIOR_STRENGTH * TYPICAL_PIXEL_ACCURACY) / (
             seen.sum() + PRIOR_STRENGTH

@@ -78,7 +78,7 @@ class ExportOut(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.IntegerField()
     status = serializers.CharField(help_text="queued, running, done or failed.")
-    format = serializers.CharField(help_text="coco, yolo, voc, csv or raw.")
+    format = serializers.CharField(help_text="coco, yolo, voc, cityscapes, csv or raw.")
     version = serializers.IntegerField(help_text="The project's versions are 1, 2, 3, ...")
     options = ExportOptionsOut()
     sha256 = serializers.CharField(allow_null=True, help_text="The file's hash, once done.")

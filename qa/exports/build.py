@@ -48,7 +48,7 @@ from qa.models import (
 )
 from qa.services import suspended_workers
 from tasks.imaging import FORMATS
-from tasks.models import Assignment, AssignmentStatus, Image, Kind, Project
+from tasks.models import Assignment, AssignmentStatus, Image, Kind, MaskMode, Project
 from tasks.schema import project_labels
 from tasks.services import stored_files_delete_on_commit
 
@@ -66,13 +66,17 @@ KINDS = {
     ExportFormat.VOC: {Kind.BBOX, Kind.POLYGON, Kind.MASK},
     ExportFormat.CSV: {Kind.CLASSIFICATION},
     ExportFormat.RAW: {Kind.CLASSIFICATION, Kind.BBOX, Kind.POLYGON, Kind.KEYPOINTS, Kind.MASK},
+    ExportFormat.CITYSCAPES: {Kind.MASK},
 }
+# Formats that ship the images unless told not to, and may be split into subsets.
+IMAGE_FORMATS = (ExportFormat.YOLO, ExportFormat.VOC, ExportFormat.CITYSCAPES)
 FORMAT_NAMES = {
     ExportFormat.COCO: "COCO",
     ExportFormat.YOLO: "YOLO (Ultralytics)",
     ExportFormat.VOC: "Pascal VOC",
     ExportFormat.CSV: "CSV",
     ExportFormat.RAW: "raw worker answers (JSON Lines)",
+    ExportFormat.CITYSCAPES: "Cityscapes (gtFine)",
 }
 
 
@@ -138,7 +142,7 @@ class ExportIn(serializers.Serializer):
     # ``export_create``: ``fmt``, ``options`` and ``consensus_run_id``.
 
     default_error_messages = messages(
-        'Send {"format": "coco" | "yolo" | "voc" | "csv" | "raw", ...}.', "invalid"
+        'Send {"format": "coco" | "yolo" | "voc" | "cityscapes" | "csv" | "raw", ...}.', "invalid"
     )
 
     format = serializers.ChoiceField(
@@ -166,9 +170,12 @@ class ExportIn(serializers.Serializer):
     include_images = StrictBooleanField(
         required=False,
         error_messages=messages("Must be true or false.", "null", "invalid"),
-        help_text="Ship the image files (default: YOLO and Pascal VOC do, others do not).",
+        help_text="Ship the image files (default: YOLO, Pascal VOC and Cityscapes do, others "
+        "do not).",
     )
-    split = SplitField(required=False, allow_null=True, help_text="YOLO and Pascal VOC only.")
+    split = SplitField(
+        required=False, allow_null=True, help_text="YOLO, Pascal VOC and Cityscapes only."
+    )
     segmentation = serializers.ChoiceField(
         ["polygon", "rle"], default="polygon",
         error_messages=messages('Must be "polygon" or "rle".', "null", "invalid_choice"),
@@ -199,18 +206,19 @@ class ExportIn(serializers.Serializer):
         kind = self.context["project"].kind
         fmt = ExportFormat(attrs["format"])
         if kind not in KINDS[fmt]:
+            only = " (Cityscapes is for mask projects)" if fmt == ExportFormat.CITYSCAPES else ""
             raise serializers.ValidationError(
-                {"format": [f"A {kind} project cannot be exported as {fmt}."]}
+                {"format": [f"A {kind} project cannot be exported as {fmt}{only}."]}
             )
         errors: dict[str, list[str]] = {}
-        include_images = attrs.get("include_images", fmt in (ExportFormat.YOLO, ExportFormat.VOC))
+        include_images = attrs.get("include_images", fmt in IMAGE_FORMATS)
         if fmt in (ExportFormat.CSV, ExportFormat.RAW) and include_images:
             errors["include_images"] = [f"A {fmt} export carries no images."]
         if fmt == ExportFormat.YOLO and kind == Kind.CLASSIFICATION and not include_images:
             errors["include_images"] = ["A YOLO classification dataset is its images, by folder."]
         split = attrs.get("split")
-        if split is not None and fmt not in (ExportFormat.YOLO, ExportFormat.VOC):
-            errors["split"] = ["Only YOLO and Pascal VOC exports are split."]
+        if split is not None and fmt not in IMAGE_FORMATS:
+            errors["split"] = ["Only YOLO, Pascal VOC and Cityscapes exports are split."]
         segmentation = attrs["segmentation"]
         if segmentation == "rle" and (
             fmt != ExportFormat.COCO or kind not in (Kind.POLYGON, Kind.MASK)
@@ -224,6 +232,23 @@ class ExportIn(serializers.Serializer):
                 errors["format"] = [
                     f"A Pascal VOC segmentation PNG holds at most "
                     f"{formats.MAX_SEGMENTATION_INDEX} classes; this project has {labels} labels."
+                ]
+        if fmt == ExportFormat.CITYSCAPES:
+            project = self.context["project"]
+            labels = len(project_labels(project))
+            if labels > formats.MAX_SEGMENTATION_INDEX:
+                errors["format"] = [
+                    f"A Cityscapes labelIds PNG holds at most {formats.MAX_SEGMENTATION_INDEX} "
+                    f"classes; this project has {labels} labels."
+                ]
+            elif (
+                project.mask_mode == MaskMode.INSTANCE
+                and labels > formats.MAX_CITYSCAPES_INSTANCE_CLASSES
+            ):
+                errors["format"] = [
+                    f"Cityscapes instance ids (class x 1000 + instance, 16 bits) hold at most "
+                    f"{formats.MAX_CITYSCAPES_INSTANCE_CLASSES} classes; this instance-mask "
+                    f"project has {labels} labels."
                 ]
         if errors:
             raise serializers.ValidationError(errors)
@@ -562,6 +587,11 @@ def _write_file(
         )
     if export.format == ExportFormat.VOC:
         return formats.write_voc(out, records, labels=labels, card=card, kind=kind)
+    if export.format == ExportFormat.CITYSCAPES:
+        return formats.write_cityscapes(
+            out, records, labels=labels, card=card,
+            instances=project.mask_mode == MaskMode.INSTANCE,
+        )  # fmt: skip
     return formats.write_csv(out, records, card=card)
 
 
@@ -612,26 +642,9 @@ def export_records(
     if split := options.get("split"):
         splitter = Splitter({s: split.get(s, 0) for s in formats.SUBSETS}, int(split["seed"]))
     names = _names(run)
-    rows = (
-        ConsensusResult.objects.filter(run=run)
-        .order_by("image_id")
-        .values_list(
-            "image_id",
-            "image__name",
-            "image__format",
-            "image__width",
-            "image__height",
-            "image__file",
-            "annotations",
-            "confidence",
-            "votes",
-            "low_confidence",
-            "method",
-        )
-    )
     done = 0
     for (image_id, name, fmt, width, height, file, items, confidence, votes, low,
-         method) in rows.iterator(chunk_size=READ_CHUNK):  # fmt: skip
+         method) in _result_rows(run):  # fmt: skip
         done += 1
         if done % PROGRESS_EVERY == 0:
             if claim is not None:
@@ -650,6 +663,28 @@ def export_records(
             subset=splitter.assign(image_id, formats.stratum(items)) if splitter else "",
             open=_opener(file) if options.get("include_images") else None,
         )  # fmt: skip
+
+
+def _result_rows(run: ConsensusRun) -> Iterator[tuple[Any, ...]]:
+    """The run's results by image id, ``READ_CHUNK`` at a time, each chunk its own short
+    query (keyset pagination on the image id, one result an image a run). Not one cursor
+    held open over the whole export: on SQLite an open read keeps its snapshot, and the
+    build's progress write (its claim's fence) then fails with "database is locked" as soon
+    as the claim's heartbeat has renewed the lease since the read began."""
+    last = 0
+    while True:
+        chunk = list(
+            ConsensusResult.objects.filter(run=run, image_id__gt=last)
+            .order_by("image_id")
+            .values_list(
+                "image_id", "image__name", "image__format", "image__width", "image__height",
+                "image__file", "annotations", "confidence", "votes", "low_confidence", "method",
+            )[:READ_CHUNK]
+        )  # fmt: skip
+        yield from chunk
+        if len(chunk) < READ_CHUNK:
+            return
+        last = chunk[-1][0]
 
 
 def _opener(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Dataset writers: COCO, YOLO (Ultralytics), Pascal VOC, CSV and raw answers. Pure, no Django.
+"""Dataset writers: COCO, YOLO (Ultralytics), Pascal VOC, Cityscapes, CSV and raw answers.
+Pure, no Django.
 
 Each writer takes the images one at a time (an iterable of :class:`Record`, in a fixed
 order) and writes to a seekable binary file, never holding the dataset: COCO writes its
@@ -14,8 +15,9 @@ Masks: COCO carries them as RLE ``segmentation`` (``iscrowd`` 0), YOLO as segmen
 from them (one line a region of the mask: YOLO has neither holes nor parts), Pascal VOC as
 ``SegmentationClass/<stem>.png`` (palette indices: 0 background, label ``i`` at ``i + 1``,
 coloured as the label) and ``SegmentationObject/<stem>.png`` (0 background, the ``k``-th
-object of ``Annotations/<stem>.xml`` at ``k``, VOC's colour map). Where masks overlap, the
-pixel goes to the more confident object.
+object of ``Annotations/<stem>.xml`` at ``k``, VOC's colour map), Cityscapes as
+``gtFine/<subset>/<city>/<stem>_gtFine_labelIds.png`` and ``..._instanceIds.png`` (see
+:func:`write_cityscapes`). Where masks overlap, the pixel goes to the more confident object.
 """
 
 from __future__ import annotations
@@ -555,14 +557,18 @@ def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
 MAX_SEGMENTATION_INDEX = 254
 
 
-def _png(index: npt.NDArray[np.uint8], palette: Sequence[tuple[int, int, int]]) -> bytes:
+def _png(
+    index: npt.NDArray[np.uint8],
+    palette: Sequence[tuple[int, int, int]],
+    compress_level: int = 6,
+) -> bytes:
     from PIL import Image as PilImage
 
     image = PilImage.fromarray(index, mode="P")
     flat = [v for rgb in palette for v in rgb]
     image.putpalette(flat + [0] * (768 - len(flat)))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG", optimize=False, compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -629,6 +635,139 @@ def write_voc(
         labelmap = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
         labelmap += [f"{label.name}:{_rgb(label.color)}::" for label in labels]
         zip_write(archive, "labelmap.txt", "\n".join(labelmap) + "\n")
+        zip_write(archive, "README.md", card(counts))
+    return counts
+
+
+# --- Cityscapes ---------------------------------------------------------------------------------
+
+# Cityscapes codes an instance as its class id times 1000 plus its index among the image's
+# objects of that class (0, 1, ...), in a 16-bit PNG: class ids up to 64 leave room for
+# indices 0..999 (64,999 < 65,536).
+CITYSCAPES_INSTANCE_FACTOR = 1000
+MAX_CITYSCAPES_INSTANCE_CLASSES = 64
+# One folder a city under each subset; a project has no cities, so every image is in one.
+CITYSCAPES_CITY = "default"
+# zlib level of the gtFine PNGs: a mask's long runs compress well at any level, and level 3
+# takes a third of the default's time on a 16-bit map for a few kB more an image.
+CITYSCAPES_PNG_LEVEL = 3
+
+
+def cityscapes_ids(
+    record: Record,
+    items: Sequence[dict[str, Any]],
+    category_of: dict[str, int],
+    *,
+    instances: bool,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16]]:
+    """An image's label id map (0 unlabelled, label ``i`` at ``i``) and instance id map.
+
+    With ``instances``, the ``n``-th object of a class (in the order of ``items``) is
+    ``class * 1000 + n``; past 1,000 objects of one class an image, the rest are written as
+    the bare class id, Cityscapes' mark for a group of objects not told apart. Without
+    (semantic masks), the instance map holds the class ids, as Cityscapes does for classes
+    without instances. The more confident object wins a pixel two share."""
+    classes = np.zeros((record.height, record.width), dtype=np.uint8)
+    objects = np.zeros((record.height, record.width), dtype=np.uint16)
+    seen: Counter[int] = Counter()
+    instance_id: list[int] = []
+    for item in items:
+        cls = category_of[item["label"]]
+        index = seen[cls]
+        seen[cls] += 1
+        within = instances and index < CITYSCAPES_INSTANCE_FACTOR
+        instance_id.append(cls * CITYSCAPES_INSTANCE_FACTOR + index if within else cls)
+    ranked = sorted(range(len(items)), key=lambda k: (float(items[k].get("score", 1.0)), -k))
+    for k in ranked:  # least confident first, painted over by the more confident
+        inside = decode_mask(items[k]["rle"]) > 0
+        classes[inside] = category_of[items[k]["label"]]
+        objects[inside] = instance_id[k]
+    return classes, objects
+
+
+def _gray_png(values: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]) -> bytes:
+    """An 8-bit or 16-bit greyscale PNG of the values as they are (no palette)."""
+    from PIL import Image as PilImage
+
+    if values.dtype == np.uint16:
+        size = (values.shape[1], values.shape[0])
+        image = PilImage.frombytes("I;16", size, values.astype("<u2").tobytes())
+    else:
+        image = PilImage.fromarray(values, mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=CITYSCAPES_PNG_LEVEL)
+    return buffer.getvalue()
+
+
+def cityscapes_label_colors(labels: Sequence[Label]) -> str:
+    """``label_colors.txt`` as Datumaro's Cityscapes format reads it: ``r g b name`` a line,
+    the line number being the label id, ``background`` (0) first."""
+    lines = ["0 0 0 background"]
+    lines += [f"{_rgb(label.color).replace(',', ' ')} {label.name}" for label in labels]
+    return "\n".join(lines) + "\n"
+
+
+def cityscapes_meta(labels: Sequence[Label]) -> str:
+    """``dataset_meta.json`` (Datumaro's label file, which it reads before
+    ``label_colors.txt``): names with spaces survive it."""
+    names = ["background", *(label.name for label in labels)]
+    colors = [[0, 0, 0], *([*_color(label.color)] for label in labels)]
+    meta = {
+        "labels": names,
+        "label_map": {str(i): name for i, name in enumerate(names)},
+        "segmentation_colors": colors,
+        "background_label": "0",
+    }
+    return json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_cityscapes(
+    out: IO[bytes],
+    records: Iterable[Record],
+    *,
+    labels: Sequence[Label],
+    card: Callable[[Counts], str],
+    instances: bool = True,
+) -> Counts:
+    """Cityscapes' ``gtFine`` layout, one folder a subset (``train`` without a split) and one
+    city (``default``) in it. Per image ``<stem>_gtFine_labelIds.png`` (8-bit: 0 unlabelled,
+    label ``i`` at ``i``, as the lines of ``label_colors.txt``), ``<stem>_gtFine_instanceIds.png``
+    (16-bit, see :func:`cityscapes_ids`), ``<stem>_gtFine_labelTrainIds.png`` (the same ids as
+    labelIds: every label is trained, none ignored; what mmsegmentation's and Datumaro's
+    Cityscapes readers load) and ``<stem>_gtFine_color.png`` (the labels' colours); the image
+    as ``leftImg8bit/<subset>/default/<stem>_leftImg8bit.<ext>`` when images are shipped.
+    PNGs are stored in the zip as they are: deflating them again saves nothing."""
+    counts = Counts()
+    category_of = {label.name: i for i, label in enumerate(labels, start=1)}
+    palette = [(0, 0, 0)] + [_color(label.color) for label in labels]
+    folders: set[str] = set()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for record in records:
+            items = [i for i in record.annotations if item_box(i) is not None]
+            counts.add(record, items)
+            subset = record.subset or "train"
+            if subset not in folders:
+                # Readers look for both trees of a subset, even when one holds no file.
+                folders.add(subset)
+                for tree in ("gtFine", "leftImg8bit"):
+                    archive.writestr(zip_info(f"{tree}/{subset}/{CITYSCAPES_CITY}/"), b"")
+            name = stem(record.file_name)
+            gt = f"gtFine/{subset}/{CITYSCAPES_CITY}/{name}_gtFine_"
+            ext = record.file_name.rsplit(".", 1)[-1] if "." in record.file_name else "png"
+            _ship_image(
+                archive, f"leftImg8bit/{subset}/{CITYSCAPES_CITY}/{name}_leftImg8bit.{ext}", record
+            )
+            classes, objects = cityscapes_ids(record, items, category_of, instances=instances)
+            label_ids = _gray_png(classes)
+            for suffix, data in (
+                ("labelIds.png", label_ids),
+                ("labelTrainIds.png", label_ids),
+                ("instanceIds.png", _gray_png(objects)),
+                ("color.png", _png(classes, palette, CITYSCAPES_PNG_LEVEL)),
+            ):
+                archive.writestr(zip_info(gt + suffix, compress=False), data)
+        zip_write(archive, "label_colors.txt", cityscapes_label_colors(labels))
+        zip_write(archive, "dataset_meta.json", cityscapes_meta(labels))
         zip_write(archive, "README.md", card(counts))
     return counts
 
