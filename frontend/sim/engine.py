@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 
 from crowd.models import User
 from frontend.sim.clients import Client, HttpClient, HttpStats, Lease, ServicesClient, WorkerStopped
@@ -88,6 +88,19 @@ def lease_wait_note(expiries: Sequence[float], now: float) -> tuple[float, str]:
     return wait, f"waiting {math.ceil(wait)}s for abandoned leases to expire"
 
 
+# How long the run waits, once nobody has work, for tasks whose last answer is in but whose
+# decision (a job, after commit) is not yet made: a decision may ask for one more answer.
+DECISION_WAIT_SECONDS = 60.0
+
+
+def tasks_due(project_id: int) -> int:
+    """Real tasks with all their answers in and no decision yet."""
+    return Task.objects.filter(
+        project_id=project_id, is_gold=False, state=TaskState.OPEN,
+        answers__gte=F("required_overlap"),
+    ).count()  # fmt: skip
+
+
 def real_tasks(project_id: int) -> tuple[int, int]:
     """How many of the project's real (not gold) tasks are done, and of how many."""
     counts = Task.objects.filter(project_id=project_id, is_gold=False).aggregate(
@@ -143,6 +156,7 @@ class CrowdRun:
         self.answers = 0
         self.accepted: list[int] = []  # assignment ids of accepted answers
         self.abandoned: list[float] = []  # expiry times of abandoned leases
+        self.deciding_since: float | None = None  # when everyone first waited on decisions
         self.error: BaseException | None = None
         self.ended = ""
         self.note = ""
@@ -205,6 +219,23 @@ class CrowdRun:
             if threaded:
                 connections.close_all()  # this thread's connections only
 
+    def _deciding(self) -> bool:
+        """Whether tasks still wait for their decision (then wait a moment for it, and let
+        the parked workers ask again). Caller holds ``cond``. Gives up after
+        ``DECISION_WAIT_SECONDS`` without progress, so a server with no job worker cannot
+        hold the run forever."""
+        if not tasks_due(self.project_id):
+            self.deciding_since = None
+            return False
+        now = time.monotonic()
+        if self.deciding_since is None:
+            self.deciding_since = now
+        if now - self.deciding_since > DECISION_WAIT_SECONDS:
+            return False
+        self.cond.wait(timeout=0.2)
+        self._changed()
+        return True
+
     def _pick(self) -> tuple[_Worker, float] | None:
         """The next worker to act and when, or None when the run is over.
 
@@ -233,6 +264,8 @@ class CrowdRun:
                     continue
                 if self._reviewed():
                     continue  # rejected answers reopened tasks: workers ask again
+                if self._deciding():
+                    continue  # a decision may ask for more: parked workers ask again
                 if not self.abandoned:
                     self._end("no work left for these workers")
                     return None
@@ -291,6 +324,7 @@ class CrowdRun:
             self._release(changed=False)
             return
         w.idle_streak = 0
+        self.deciding_since = None  # work came: a later wait for decisions starts afresh
         if w.sim.abandons():
             w.abandoned += 1
             w.stopped = "dropped out, leaving a leased task unanswered"

@@ -3,7 +3,10 @@ with a small HTTP client for the set-up the pages themselves are not under test 
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -133,8 +136,14 @@ def corrupt_files() -> dict[str, bytes]:
 
 def site_running() -> Iterator[Site]:
     # Many accounts sign up and log in from one address within a minute here.
+    # A database of its own: each module that serves the site creates the same accounts.
+    var_dir = tempfile.mkdtemp(prefix="crowd-pages-var-")
+    atexit.register(shutil.rmtree, var_dir, ignore_errors=True)
     env = server_env(
-        THROTTLE_REGISTER="1000/minute", THROTTLE_AUTH="1000/minute", THROTTLE_NEXT="1000/minute"
+        VAR_DIR=var_dir,
+        THROTTLE_REGISTER="1000/minute",
+        THROTTLE_AUTH="1000/minute",
+        THROTTLE_NEXT="1000/minute",
     )
     manage(env, "migrate", "--noinput")
     manage(env, "collectstatic", "--noinput")

@@ -79,6 +79,7 @@ def test_every_worker_visible_response_is_free_of_gold(api_as, manager, worker) 
         "payout_id": 1,
         "batch_id": 1,
         "import_id": 1,
+        "run_id": 1,
     }
     visited = []
     for route in api_routes():

@@ -135,7 +135,11 @@ MATRIX: dict[str, dict[str, Case]] = {
         # Workers read the active projects they may work on (without the manager's settings).
         "get": Case({**members_of_the_project(200), "worker": 200}),
         "patch": Case(managers_of_the_project(200), lambda w: {"name": "Renamed"}),
+        # Workers have earned money in it: the ledger keeps it, so it cannot go.
+        "delete": Case(managers_of_the_project(409)),
     },
+    # Its task has an answer: the image stays.
+    "project-image": {"delete": Case(managers_of_the_project(409))},
     "project-start": {"post": Case(managers_of_the_project(200))},  # already active: harmless
     "project-pause": {"post": Case(managers_of_the_project(200))},
     "project-images": {
@@ -225,6 +229,8 @@ MATRIX: dict[str, dict[str, Case]] = {
     "exports": {"get": Case(managers_and_clients(200))},
     "export": {"get": Case(members_of_the_project(200))},
     "export-download": {"get": Case(members_of_the_project(200))},
+    # Only a failed version is built again: 409 for the world's finished one.
+    "export-retry": {"post": Case(members_of_the_project(409))},
     # Reviews and money
     "assignment-approve": {"post": Case(managers_of_the_project(200), lambda w: {})},
     "assignment-reject": {

@@ -221,7 +221,9 @@ def test_an_export_failed_for_good_is_built_again_on_request(
     store_proxy.restore()
     response = api_as(manager).post(url)
     assert response.status_code == 202, response.content
-    assert (response.json()["status"], response.json()["error"]) == ("queued", None)
+    # The in-process job worker may have taken it up before the answer was written.
+    assert response.json()["status"] in ("queued", "running")
+    assert response.json()["error"] is None
     # Only a failed version is built again: a queued or done one is left as it is.
     again = api_as(client_user).post(url)
     assert again.status_code == 409
