@@ -141,7 +141,7 @@ class Joined:
                 for model, alias in self._tables
                 for field in model._meta.concrete_fields
             )
-            sql = self._sql[using] = self._template.format(columns=columns)
+            sql = self._sql[using] = self._template.replace("{columns}", columns)
         return sql
 
     def first(self, params: Any, using: str = "default") -> tuple[Model, ...] | None:
@@ -149,8 +149,25 @@ class Joined:
         with connection.cursor() as cursor:
             cursor.execute(self.sql(using), params)
             row = cursor.fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._instances(row, using)
+
+    def all(
+        self, params: Any, using: str = "default", *, expand: dict[str, int] | None = None
+    ) -> list[tuple[Model, ...]]:
+        """Every row. ``expand`` gives the length of each ``{name}`` placeholder in ``sql``
+        to be written as a list of ``%s`` (an ``IN`` list); ``params`` then holds its values
+        in place."""
+        connection = connections[using]
+        sql = self.sql(using)
+        if expand:
+            sql = sql.format(**{name: ", ".join(["%s"] * n) for name, n in expand.items()})
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return [self._instances(row, using) for row in rows]
+
+    def _instances(self, row: Any, using: str) -> tuple[Model, ...]:
+        connection = connections[using]
         instances, start = [], 0
         for model, names, converters in self._converters(using):
             values = list(row[start : start + len(names)])

@@ -683,19 +683,46 @@ def tasks_decide_due(*, project_id: int | None = None, limit: int = 1000) -> int
     """Decide tasks whose answers reached their overlap (of one project, or all): the
     decision job's work, and the periodic sweep's for tasks a crash left due. Each project's
     tasks are decided together (:func:`_decide_batch`); returns how many were looked at."""
-    due = Task.objects.filter(
-        state=TaskState.OPEN, is_gold=False, answers__gte=F("required_overlap")
-    )
-    if project_id is not None:
-        due = due.filter(project_id=project_id)
-    found = list(due.order_by("pk").values_list("pk", "project_id")[:limit])
+    with connection.cursor() as cursor:
+        if project_id is None:
+            cursor.execute(_DUE_SQL.format(project=""), [limit])
+        else:
+            cursor.execute(_DUE_SQL.format(project="AND project_id = %s"), [project_id, limit])
+        found = cursor.fetchall()
     by_project: dict[int, list[int]] = {}
     for task_id, project in found:
         by_project.setdefault(project, []).append(task_id)
-    projects = Project.objects.in_bulk(list(by_project))
+    if project_id is not None and by_project:
+        one = _PROJECT.first(project_id)
+        projects = {} if one is None else {project_id: one}
+    else:
+        projects = Project.objects.in_bulk(list(by_project))
     for project, task_ids in by_project.items():
-        _decide_batch(projects[project], task_ids)
+        if project in projects:  # not deleted meanwhile
+            _decide_batch(projects[project], task_ids)
     return len(found)
+
+
+# A decision batch's reads, compiled once: under light load a batch holds a task or two,
+# and compiling its queries each time cost more than deciding them.
+_DUE_SQL = (
+    f"SELECT id, project_id FROM {_TASK} WHERE state = 'open' AND NOT is_gold "
+    "AND answers >= required_overlap {project} ORDER BY id LIMIT %s"
+)
+_PROJECT = Prepared(lambda project: Project.objects.filter(pk=project), int)
+_DUE_TASKS = Joined(
+    f"SELECT {{columns}} FROM {_TASK} t JOIN {_IMAGE} i ON i.id = t.image_id "
+    "WHERE t.id IN ({ids}) AND t.state = 'open' AND NOT t.is_gold "
+    "AND t.answers >= t.required_overlap ORDER BY t.id",
+    (Task, "t"),
+    (Image, "i"),
+)
+_COUNTED_ANSWERS = Joined(
+    f"SELECT {{columns}} FROM {_ASSIGNMENT} a WHERE a.task_id IN ({{ids}}) "
+    f"AND a.status IN ('{AssignmentStatus.SUBMITTED.value}', '{AssignmentStatus.APPROVED.value}') "
+    "ORDER BY a.id",
+    (Assignment, "a"),
+)
 
 
 _APPLY_DECISION_SQL = f"""
@@ -712,21 +739,16 @@ def _decide_batch(project: Project, task_ids: list[int]) -> int:
     transaction, each only if its task is still as it was read (open, the same answers and
     overlap; a task that moved meanwhile is left for the next look). Returns how many
     decisions were stored."""
-    tasks = list(
-        Task.objects.filter(
-            pk__in=task_ids, state=TaskState.OPEN, is_gold=False,
-            answers__gte=F("required_overlap"),
-        ).select_related("image").order_by("pk")
-    )  # fmt: skip
+    tasks: list[Task] = []
+    for task, image in _DUE_TASKS.all(task_ids, expand={"ids": len(task_ids)}):
+        task = cast(Task, task)
+        task.image = cast(Image, image)
+        tasks.append(task)
     if not tasks:
         return 0
     answers: dict[int, list[Assignment]] = {task.pk: [] for task in tasks}
-    counted = Assignment.objects.filter(
-        task_id__in=list(answers),
-        status__in=[AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED],
-    ).order_by("pk")
-    for assignment in counted:
-        answers[assignment.task_id].append(assignment)
+    for (assignment,) in _COUNTED_ANSWERS.all(list(answers), expand={"ids": len(answers)}):
+        answers[cast(Assignment, assignment).task_id].append(cast(Assignment, assignment))
     for task in tasks:
         task.project = project  # the policy reads it; no second query
     policy = routing_policy()

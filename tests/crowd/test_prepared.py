@@ -101,3 +101,20 @@ def test_reads_it_cannot_prepare_are_refused(manager: User) -> None:
     unused = Prepared(lambda pk: Task.objects.filter(project_id=project.pk), int)
     with pytest.raises(ValueError, match="every argument"):
         unused.all(1)
+
+
+def test_joined_reads_every_row_with_an_in_list(manager: User) -> None:
+    project = project_with_tasks(manager, tasks=5, overlap=1)
+    tasks = list(project.tasks.order_by("pk"))
+    joined = Joined(
+        "SELECT {columns} FROM tasks_task t JOIN tasks_image i ON i.id = t.image_id "
+        "WHERE t.id IN ({ids}) AND t.project_id = %s ORDER BY t.id",
+        (Task, "t"),
+        (Image, "i"),
+    )
+    wanted = [tasks[3].pk, tasks[0].pk, tasks[4].pk]
+    rows = joined.all([*wanted, project.pk], expand={"ids": 3})
+    assert [fields(task) for task, _ in rows] == [fields(tasks[i]) for i in (0, 3, 4)]
+    assert [fields(image) for _, image in rows] == [fields(tasks[i].image) for i in (0, 3, 4)]
+    assert joined.all([tasks[1].pk, project.pk], expand={"ids": 1})[0][0] == tasks[1]
+    assert joined.all([0, project.pk], expand={"ids": 1}) == []
