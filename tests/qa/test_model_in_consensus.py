@@ -1,0 +1,215 @@
+"""The model as one more member of the crowd (``qa.model_scores``, ``qa.merge``): it votes
+with the weight gold earned it, so a reliable model lets dynamic overlap close a task with
+fewer human answers and an unreliable one changes nothing; it is never a worker (no score
+row, no pay, not in the workers' list) and the dataset card says what rests on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from payouts.models import LedgerEntry
+from payouts.services import approvals_due, assignment_approve
+from qa import merge, model_scores, worker_model
+from qa.exports.build import dataset_card
+from qa.exports.formats import Counts
+from qa.models import ConsensusRun, ModelScore, WorkerScore
+from tasks.models import Assignment, AssignmentStatus, Project, Task, TaskState
+from tasks.predictions import predictions_import
+from tests.factories import WorkerFactory, token_for
+from tests.qa.helpers import LABELS, answer, classification_project, no_gold
+
+pytestmark = pytest.mark.django_db
+
+
+def _predict(project: Project, version: str, labels: dict[int, str], score: float = 0.95) -> None:
+    predictions_import(
+        project=project,
+        data={
+            "model_version": version,
+            "predictions": [
+                {"image": image, "annotations": [{"label": label, "score": score}]}
+                for image, label in labels.items()
+            ],
+        },
+    )
+
+
+def _setup(
+    manager: Any, *, model_right_on_gold: bool, threshold: float = 0.9
+) -> tuple[Project, dict[int, str]]:
+    """A classification project of 10 gold and 10 real images, tasks starting at one answer,
+    growing to 3 while the weighted vote's posterior is below 0.9. A model predicts every
+    image: the truth on the real ones, and the truth or a wrong label on the gold ones."""
+    project, truth = classification_project(
+        manager, images=10, gold=10, min_overlap=1, max_overlap=3, agreement_threshold=threshold,
+        gold_rate=0.0,
+    )  # fmt: skip
+    gold_ids = sorted(truth)[:10]
+
+    def wrong(label: str) -> str:
+        return LABELS[(LABELS.index(label) + 1) % len(LABELS)]
+
+    _predict(
+        project,
+        "m1",
+        {
+            i: (truth[i] if model_right_on_gold or i not in gold_ids else wrong(truth[i]))
+            for i in truth
+        },
+    )
+    return project, truth
+
+
+def _work(project: Project, truth: dict[int, str], workers: int) -> None:
+    for _ in range(workers):
+        worker = WorkerFactory.create()
+        while answer(project, worker, lambda a: [{"label": truth[a.task.image_id]}], rand=no_gold):
+            pass
+
+
+def test_a_reliable_model_closes_tasks_with_fewer_human_answers(manager: Any) -> None:
+    project, truth = _setup(manager, model_right_on_gold=True)
+    row = model_scores.model_score(project, "m1")
+    assert row.gold_seen == 10
+    assert model_scores.votes(project, row)[0]
+    _work(project, truth, workers=1)
+    real = Task.objects.filter(project=project, is_gold=False)
+    # One person and the model agree: posterior 0.99 >= 0.9, done with one human answer.
+    assert set(real.values_list("state", flat=True)) == {TaskState.DONE}
+    assert set(real.values_list("answers", flat=True)) == {1}
+    assert min(c or 0.0 for c in real.values_list("confidence", flat=True)) > 0.98
+
+
+def test_without_the_model_the_same_answers_ask_for_more(manager: Any) -> None:
+    project, truth = _setup(manager, model_right_on_gold=True)
+    project.predictions.all().delete()
+    _work(project, truth, workers=1)
+    real = Task.objects.filter(project=project, is_gold=False)
+    # A newcomer alone: posterior 0.8 < 0.9; the task asks for a second answer.
+    assert set(real.values_list("state", flat=True)) == {TaskState.OPEN}
+    assert set(real.values_list("required_overlap", flat=True)) == {2}
+
+
+def test_an_unreliable_model_does_not_shift_the_result(manager: Any) -> None:
+    project, truth = _setup(manager, model_right_on_gold=False)
+    allowed, reason = model_scores.votes(project, model_scores.model_score(project, "m1"))
+    assert not allowed, reason
+    # It predicts the real images wrongly too; it must change nothing.
+    real_ids = sorted(truth)[10:]
+    _predict(project, "m1", {i: LABELS[(LABELS.index(truth[i]) + 1) % 4] for i in real_ids})
+    _work(project, truth, workers=1)
+    real = Task.objects.filter(project=project, is_gold=False)
+    assert set(real.values_list("required_overlap", flat=True)) == {2}
+    task = real.first()
+    assert task is not None
+    found = merge.task_consensus(project, task, list(Assignment.objects.filter(task=task)))
+    assert found.model_agreement is None
+    assert found.annotations == [{"label": truth[task.image_id]}]
+
+
+def test_a_model_that_disagrees_with_a_lone_worker_holds_the_task_open(manager: Any) -> None:
+    project, truth = _setup(manager, model_right_on_gold=True)
+    # The worker is wrong on every real image; the reliable model is right.
+    worker = WorkerFactory.create()
+    while answer(project, worker, lambda a: [{"label": "fish" if truth[a.task.image_id] != "fish"
+                                              else "cat"}], rand=no_gold):  # fmt: skip
+        pass
+    real = Task.objects.filter(project=project, is_gold=False)
+    assert set(real.values_list("state", flat=True)) == {TaskState.OPEN}
+    # The worker's agreement evidence records their disagreement; the model has no row.
+    assert WorkerScore.objects.get(project=project, worker=worker).agreement_seen == 0
+
+
+def test_the_model_is_never_paid_nor_listed_nor_scored_as_a_worker(manager: Any) -> None:
+    # Two people and the model are needed to pass 0.999: both workers answer every task.
+    project, truth = _setup(manager, model_right_on_gold=True, threshold=0.999)
+    project.reward = 5
+    project.save()
+    _work(project, truth, workers=2)
+    run = merge.consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
+    assert run is not None
+    assert run.status == "done", run.error
+    for assignment in Assignment.objects.filter(project=project, status=AssignmentStatus.SUBMITTED):
+        assignment_approve(assignment_id=assignment.pk, by=manager)
+    approvals_due()
+    paid = Assignment.objects.filter(project=project, status=AssignmentStatus.APPROVED)
+    entries = LedgerEntry.objects.filter(project=project)
+    assert entries.count() == paid.count() > 0
+    assert set(entries.values_list("worker_id", flat=True)) <= set(
+        paid.values_list("worker_id", flat=True)
+    )
+    assert not WorkerScore.objects.filter(project=project, worker_id__lte=0).exists()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(manager)}")
+    listed = client.get(f"/api/v1/projects/{project.pk}/workers/").json()
+    assert all(row["worker"] > 0 for row in listed)
+    assert len(listed) == 2
+    # The run counted the model: its vote is in the contributors, and the tally says so.
+    assert run.tally["workers"] == 2
+    assert run.tally["model"]["version"] == "m1"
+    assert run.tally["model"]["agreed"] == 10
+    results = list(run.results.filter(method__in=["weighted_vote", "dawid_skene", "majority_vote"]))
+    assert results
+    assert all(r.contributors["model"]["agreed"] == 1 for r in results)
+    assert all(r.votes == 2 for r in results)
+
+
+def test_the_dataset_card_says_what_rests_on_the_model(manager: Any) -> None:
+    project, truth = _setup(manager, model_right_on_gold=True)
+    _work(project, truth, workers=1)
+    run = merge.consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
+    assert run is not None
+    assert run.status == "done"
+    # One worker a task and the model: every one of the 10 labels rests on the model.
+    assert run.tally["model"]["rests_on_model"] == 10
+    from qa.models import DatasetExport
+
+    export = DatasetExport.objects.create(project=project, version=1, format="coco")
+    card = dataset_card(export, run, Counts())
+    assert "Model `m1` voted in consensus" in card
+    assert "of 10 labels it agreed with 10, and 10 rest on it" in card
+
+
+def test_a_bbox_model_joins_the_worker_model_as_a_member(manager: Any) -> None:
+    from qa.services import gold_set
+    from tests.factories import image_ready, project_create
+
+    project = project_create(manager, gold_rate=0.0, min_overlap=2, max_overlap=2, tile_size=0)
+    boxes = [
+        {"label": "car", "bbox": [10, 10, 60, 40]},
+        {"label": "tree", "bbox": [150, 60, 50, 120]},
+    ]
+    images = [image_ready(project, seed=i) for i in range(16)]
+    for image in images[:6]:
+        gold_set(project=project, image_id=image.pk, annotations=boxes, user=manager)
+    predictions_import(
+        project=project,
+        data={
+            "model_version": "det-1",
+            "predictions": [
+                {"image": image.pk, "annotations": [{**boxes[0], "score": 0.9}]} for image in images
+            ],
+        },
+    )
+    from tasks.services import project_transition
+
+    project = project_transition(project=project, action="start")
+    for _ in range(2):
+        worker = WorkerFactory.create()
+        while answer(project, worker, lambda a: boxes, rand=no_gold):
+            pass
+    run = merge.consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
+    assert run is not None
+    assert run.status == "done", run.error
+    row = ModelScore.objects.get(project=project, model_version="det-1")
+    # The fit learnt the model like a worker: it finds one object of two.
+    assert row.model_seen == 10
+    assert row.model_params["recall"] == pytest.approx(0.5, abs=0.1)
+    assert not WorkerScore.objects.filter(project=project, worker_id__lte=0).exists()
+    assert run.tally["model"]["agreed"] == 10
+    assert run.tally["model"]["rests_on_model"] == 0  # two people marked every car
+    stored = worker_model.stored_model(project, [model_scores.MODEL_VOTER])
+    assert stored is not None
