@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -31,7 +31,7 @@ from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
 from qa.consensus.masks import merge_masks, merge_masks_batch, merge_semantic_batch
-from qa.consensus.objects import Answer, MergedObject
+from qa.consensus.objects import Answer, MergedObject, existence_confidence
 from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
 from qa.model_scores import MODEL_VOTER, ModelVoter
@@ -220,9 +220,29 @@ def tasks_consensus(
         }  # fmt: skip
         total = sum(weights[w] for w in agreement)
         confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
+        if MODEL_VOTER in agreement and project.kind == Kind.BBOX:
+            confidence = _existence(project, crowd, weights)
         model_agreement = agreement.pop(MODEL_VOTER, None)
         results.append(TaskConsensus(confidence, agreement, merged, model_agreement))
     return results
+
+
+def _existence(project: Project, crowd: Sequence[Answer], weights: dict[int, float]) -> float:
+    """With the model voting on boxes, a task's confidence is the crowd's certainty about
+    which objects are there (``existence_confidence``: every candidate box a weighted yes/no
+    vote of every voter), not the mean agreement of whole answers: a lone worker and a model
+    that mark the same objects settle them, while an object only one of them marked asks for
+    another answer. The mean agreement would let a worker and a model disagreeing on one
+    object in five close the task, and hold open every task where a model of 85% recall
+    missed something that the worker rightly marked."""
+    candidates = merge_boxes_batch([crowd], iou_threshold=project.iou_threshold, quorum=0.0)[0]
+    voters: dict[Hashable, float] = {a.worker: weights[int(a.worker)] for a in crowd}  # type: ignore[call-overload]
+    items = {a.worker: a.items for a in crowd}
+    clusters = [
+        [(w, str(items[w][i]["label"])) for w, i in zip(o.workers, o.items, strict=True)]
+        for o in candidates
+    ]
+    return existence_confidence(clusters, voters, n_labels=len(project_schema(project).labels))
 
 
 def _vote(

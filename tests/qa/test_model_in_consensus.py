@@ -5,6 +5,7 @@ row, no pay, not in the workers' list) and the dataset card says what rests on i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -213,3 +214,71 @@ def test_a_bbox_model_joins_the_worker_model_as_a_member(manager: Any) -> None:
     assert run.tally["model"]["rests_on_model"] == 0  # two people marked every car
     stored = worker_model.stored_model(project, [model_scores.MODEL_VOTER])
     assert stored is not None
+
+
+def test_existence_confidence_is_a_weighted_yes_no_vote_per_object() -> None:
+    from collections.abc import Hashable
+
+    from qa.consensus.objects import existence_confidence
+
+    weights: dict[Hashable, float] = {"a": 0.9, "b": 0.8}
+    logit = {k: math.log(w / (1 - w)) for k, w in weights.items()}
+    both = 1 / (1 + math.exp(-(logit["a"] + logit["b"])))
+    car = [("a", "car"), ("b", "car")]
+    # One label: the object is as certain as its existence.
+    assert existence_confidence([car], weights, n_labels=1) == pytest.approx(both)
+    only_a = 1 / (1 + math.exp(-(logit["a"] - logit["b"])))
+    assert existence_confidence([car, [("a", "car")]], weights, n_labels=1) == pytest.approx(only_a)
+    assert existence_confidence([], weights) == 1.0
+    # Two voters agreeing on the label of 4 leave it near certain; disagreeing, not.
+    agreed = existence_confidence([car], weights, n_labels=4)
+    split = existence_confidence([[("a", "car"), ("b", "dog")]], weights, n_labels=4)
+    assert agreed > 0.95
+    assert split < 0.75
+    # A voter no better than a coin counts for nothing either way.
+    coin: dict[Hashable, float] = {"c": 0.3, "a": 0.9}
+    assert existence_confidence([[("c", "car")]], coin, n_labels=1) == pytest.approx(
+        1 / (1 + math.exp(-logit["a"]))
+    )
+
+
+def test_a_bbox_task_closes_on_one_worker_when_the_model_marks_the_same_objects(
+    manager: Any,
+) -> None:
+    from qa.services import gold_set
+    from tasks.services import project_transition
+    from tests.factories import image_ready, project_create
+
+    project = project_create(
+        manager, gold_rate=0.0, min_overlap=1, max_overlap=3, agreement_threshold=0.95,
+        tile_size=0,
+    )  # fmt: skip
+    boxes = [{"label": "car", "bbox": [10, 10, 60, 40]}, {"label": "tree", "bbox": [150, 60, 50, 120]}]  # fmt: skip
+    images = [image_ready(project, seed=i) for i in range(8)]
+    for image in images[:6]:
+        gold_set(project=project, image_id=image.pk, annotations=boxes, user=manager)
+    predictions_import(
+        project=project,
+        data={
+            "model_version": "det-1",
+            "predictions": [
+                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in boxes]}
+                for image in images
+            ],
+        },
+    )
+    project = project_transition(project=project, action="start")
+    agree, disagree = images[6], images[7]
+    worker = WorkerFactory.create()
+    while answer(
+        project, worker, lambda a: boxes if a.task.image_id == agree.pk else boxes[:1],
+        rand=no_gold,
+    ):  # fmt: skip
+        pass
+    done = Task.objects.get(image=agree)
+    assert done.state == TaskState.DONE
+    assert done.answers == 1
+    held = Task.objects.get(image=disagree)
+    # The tree only the model marked is in doubt: one more answer is asked for.
+    assert held.state == TaskState.OPEN
+    assert held.required_overlap == 2
