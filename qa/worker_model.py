@@ -421,12 +421,15 @@ def record(project: Project, result: ProjectFit) -> None:
 
 def refit(*, project_id: int) -> ProjectFit | None:
     """Fit the project's model on its answers now and store it (the refit job)."""
-    from qa.merge import counted_answers
+    from qa.merge import counted_answers, model_rows
 
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return None
     answers = counted_answers(project)
+    # The voting model is a member of the crowd here too, as in a consensus run.
+    extra, _ = model_rows(project, answers)
+    answers = sorted([*answers, *extra], key=lambda row: (row[1], row[3] < 0))
     result = fit(project, answers)
     if result is not None:
         record(project, result)

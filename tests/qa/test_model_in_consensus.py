@@ -214,6 +214,11 @@ def test_a_bbox_model_joins_the_worker_model_as_a_member(manager: Any) -> None:
     assert run.tally["model"]["rests_on_model"] == 0  # two people marked every car
     stored = worker_model.stored_model(project, [model_scores.MODEL_VOTER])
     assert stored is not None
+    # The periodic refit counts the model as the run does.
+    ModelScore.objects.filter(pk=row.pk).update(model_seen=0, model_sum=0)
+    worker_model.refit(project_id=project.pk)
+    row.refresh_from_db()
+    assert row.model_seen == 10
 
 
 def test_existence_confidence_is_a_weighted_yes_no_vote_per_object() -> None:
