@@ -35,6 +35,7 @@ from typing import Any
 from bench import (
     consensus_keypoints,
     consensus_masks,
+    consensus_model,
     consensus_overlap,
     consensus_polygons,
     consensus_shapes,
@@ -48,7 +49,9 @@ MIN_SPEEDUP = 10.0
 # reported as skipped: GLAD takes minutes on the larger sets.
 PEER_BUDGET, PEER_BUDGET_QUICK = 240.0, 120.0
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowd"
-SECTIONS = ("classification", "overlap", "boxes", "polygons", "masks", "keypoints")
+SECTIONS = (
+    "classification", "overlap", "model", "boxes", "polygons", "masks", "keypoints",
+)  # fmt: skip
 
 
 def _crowd_kit() -> tuple[Any, Any]:
@@ -199,6 +202,7 @@ def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> list[dict[st
             rows += _classification(folder, repeats, budget)
     parts = (
         ("overlap", consensus_overlap.rows),
+        ("model", consensus_model.rows),
         ("boxes", consensus_shapes.rows),
         ("polygons", consensus_polygons.rows),
         ("masks", consensus_masks.rows),

@@ -23,7 +23,7 @@ from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from qa import merge, selectors, services
+from qa import merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
@@ -309,6 +309,13 @@ class ContributorAnswerOut(serializers.Serializer):
     weight = serializers.FloatField(help_text="The worker's vote weight.")
 
 
+class ContributorModelOut(serializers.Serializer):
+    weight = serializers.FloatField(help_text="The model's vote weight.")
+    agreed = serializers.IntegerField(help_text="Labels of the image it agreed with.")
+    rests_on_model = serializers.IntegerField(help_text="Labels it and at most one worker gave.")
+    label = _text("Classification: its label.", required=False)  # type: ignore[assignment]
+
+
 class ContributorsOut(serializers.Serializer):
     """Who contributed what: ``answers`` (classification), ``weights`` and ``objects``
     (shapes), or ``gold``."""
@@ -320,7 +327,14 @@ class ContributorsOut(serializers.Serializer):
     objects = serializers.ListField(
         child=serializers.ListField(child=serializers.ListField(child=serializers.IntegerField())),
         required=False,
-        help_text="Per merged object, its members as [assignment, item index] pairs.",
+        help_text="Per merged object, its members as [assignment, item index] pairs "
+        "(assignment 0: the project's model).",
+    )
+    model = ContributorModelOut(
+        required=False,
+        help_text="When the project's model voted: its weight, whether it agreed (objects it "
+        "shared with the consensus) and how many labels rest on it (it and at most one "
+        "worker); classification also its label.",
     )
     gold = serializers.BooleanField(required=False, help_text="The image's gold answer.")
 
@@ -527,6 +541,86 @@ class WorkerReinstateApi(APIView):
         project = project_for_manager(user, project_id)
         services.worker_reinstate(project=project, worker_id=worker_id, by=user)
         return Response(selectors.project_worker(project, worker_id))
+
+
+class ModelGoldOut(serializers.Serializer):
+    matched = serializers.IntegerField(help_text="Gold objects the model found, label right.")
+    missed = serializers.IntegerField(help_text="Gold objects it did not find.")
+    extra = serializers.IntegerField(help_text="Objects it gave where gold has none.")
+    wrong_label = serializers.IntegerField(help_text="Gold objects found with another label.")
+    min_score = serializers.FloatField(
+        help_text="Objects scoring below this were not part of its answer."
+    )
+    recall = _rate("matched over the gold's objects.")
+    precision = _rate("matched over its answer's objects.")
+
+
+class CalibrationBinOut(serializers.Serializer):
+    lower = serializers.FloatField()
+    upper = serializers.FloatField()
+    count = serializers.IntegerField(help_text="Predicted objects scoring in [lower, upper).")
+    mean_score = _rate("Their mean score.")
+    accuracy = _rate("The share of them that are right.")
+
+
+class CalibrationOut(serializers.Serializer):
+    objects = serializers.IntegerField(
+        help_text="Scored objects of its predictions of gold images, whatever their score."
+    )
+    ece = _rate(
+        "Expected calibration error: mean |score - accuracy| over the bins, weighted by "
+        "their objects."
+    )
+    mce = _rate("The largest gap of a bin.")
+    brier = _rate("Mean squared difference of score and outcome.")
+    mean_score = _rate("Mean score of all objects.")
+    accuracy = _rate("Share of all objects that are right; below mean_score: over-confident.")
+    bins = CalibrationBinOut(many=True)
+
+
+class ModelVersionOut(serializers.Serializer):
+    model_version = _text()
+    current = serializers.BooleanField(help_text="The version of the newest prediction.")
+    votes = serializers.BooleanField(help_text="Whether it counts in consensus now.")
+    not_voting_reason = _text("Why it does not vote, or null.", allow_null=True)
+    gold_seen = serializers.IntegerField(help_text="Gold images it has a prediction of.")
+    gold_passed = serializers.IntegerField(help_text="Of them, scored at gold_pass_score.")
+    gold_score = _rate("Mean gold score, as a worker's answers are scored.")
+    score = serializers.FloatField(help_text="Reliability, as a worker's score is computed.")
+    weight = serializers.FloatField(help_text="Its weight in consensus, as a worker's.")
+    gold = ModelGoldOut()
+    calibration = CalibrationOut()
+    model = WorkerModelOut(
+        allow_null=True,
+        help_text="What the project's worker model learnt of it, as of a worker, once a fit "
+        "counted it; null before.",
+    )
+    computed_at = serializers.DateTimeField()
+
+
+class ProjectModelsOut(serializers.Serializer):
+    current_version = _text("The version that votes when allowed; null without predictions.",
+                            allow_null=True)  # fmt: skip
+    min_score = serializers.FloatField(help_text="The object score a model's answer is cut at.")
+    minimum_accuracy = serializers.FloatField(
+        help_text="A model confidently below this gold accuracy does not vote."
+    )
+    versions = ModelVersionOut(many=True, help_text="Newest first.")
+
+
+class ProjectModelsApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        responses={200: ProjectModelsOut},
+        description="Each model version with predictions in the project, scored on the gold "
+        "images like a worker (gold score, reliability, weight in consensus) with the "
+        "calibration of its scores (managers of the project).",
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        return Response(model_scores.project_models(project))
 
 
 class ProjectAgreementApi(APIView):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -26,14 +26,15 @@ from django.utils import timezone
 from crowd import claims
 from crowd.claims import ClaimLost
 from crowd.models import User
-from qa import services, worker_model
+from qa import model_scores, services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
 from qa.consensus.masks import merge_masks, merge_masks_batch, merge_semantic_batch
-from qa.consensus.objects import Answer, MergedObject
+from qa.consensus.objects import Answer, MergedObject, existence_confidence
 from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
+from qa.model_scores import MODEL_VOTER, ModelVoter
 from qa.models import (
     ConsensusResult,
     ConsensusRun,
@@ -78,6 +79,9 @@ def vote_weights(project: Project, worker_ids: Sequence[int]) -> dict[int, float
     for worker_id, gold, gold_sum, agreed, agreed_sum, model, model_sum in rows:
         evidence = Evidence(gold, gold_sum, agreed, agreed_sum, model, model_sum)
         weights[worker_id] = vote_weight(evidence)
+    if MODEL_VOTER in weights:
+        # The model's weight is the one its own evidence earned (gold, and the fit).
+        weights[MODEL_VOTER] = model_scores.current_weight(project)
     return weights
 
 
@@ -145,6 +149,23 @@ class TaskConsensus:
     confidence: float
     agreement: dict[int, float]  # worker -> agreement of their answer with the consensus
     annotations: list[dict[str, Any]] = field(default_factory=list)  # the merged answer
+    # The model's agreement with the consensus when it voted (it is no worker: never in
+    # ``agreement``, which feeds the workers' scores); None when it did not.
+    model_agreement: float | None = None
+
+
+def _model_answers(
+    project: Project, tasks: Sequence[Task], voter: ModelVoter | None
+) -> list[list[dict[str, Any]] | None]:
+    """The voting model's answer to each task (None where it has none)."""
+    if voter is None:
+        return [None] * len(tasks)
+    return [
+        voter.answer(
+            project, t.image_id, t.region, image_size=[0, 0, t.image.width, t.image.height]
+        )
+        for t in tasks
+    ]
 
 
 def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
@@ -165,11 +186,22 @@ def tasks_consensus(
     if not tasks:
         return []
     weights = vote_weights(project, sorted({a.worker_id for group in answers for a in group}))
+    # The project's model votes as one more member of each task's crowd, where it may
+    # (``qa.model_scores``), with the weight it earned.
+    voter = model_scores.model_voter(project, sorted({t.image_id for t in tasks}))
+    if voter is not None:
+        weights[MODEL_VOTER] = voter.weight
+    model_items = _model_answers(project, tasks, voter)
     if project.kind == Kind.CLASSIFICATION:
         labels = list(project_schema(project).labels)
-        return [_vote(group, weights, labels) for group in answers]
+        return [
+            _vote(group, weights, labels, model)
+            for group, model in zip(answers, model_items, strict=True)
+        ]
     crowds = [
-        [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in g] for g in answers
+        [Answer(a.worker_id, weights[a.worker_id], a.answer or []) for a in g]
+        + ([] if model is None else [Answer(MODEL_VOTER, weights[MODEL_VOTER], model)])
+        for g, model in zip(answers, model_items, strict=True)
     ]
     sizes = [(task.image.width, task.image.height) for task in tasks]
     # The project's worker model, as the last fit learnt it, keeps and places objects as a
@@ -177,34 +209,60 @@ def tasks_consensus(
     model = worker_model.stored_model(project, list(weights))
     found = shapes_merge_many(project, crowds, sizes, model=model)
     results = []
-    for group, objects, (width, height) in zip(answers, found, sizes, strict=True):
+    for crowd, objects, (width, height) in zip(crowds, found, sizes, strict=True):
         merged = [o.to_item() for o in objects]
-        agreement = {
-            a.worker_id: services.answer_compare(
-                project=project, reference=merged, answer=list(a.answer or []),
+        agreement: dict[int, float] = {
+            int(a.worker): services.answer_compare(  # type: ignore[call-overload]
+                project=project, reference=merged, answer=[dict(i) for i in a.items],
                 width=width, height=height,
             ).f1
-            for a in group
+            for a in crowd
         }  # fmt: skip
         total = sum(weights[w] for w in agreement)
         confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
-        results.append(TaskConsensus(confidence, agreement, merged))
+        if MODEL_VOTER in agreement and project.kind == Kind.BBOX:
+            confidence = _existence(project, crowd, weights)
+        model_agreement = agreement.pop(MODEL_VOTER, None)
+        results.append(TaskConsensus(confidence, agreement, merged, model_agreement))
     return results
 
 
+def _existence(project: Project, crowd: Sequence[Answer], weights: dict[int, float]) -> float:
+    """With the model voting on boxes, a task's confidence is the crowd's certainty about
+    which objects are there (``existence_confidence``: every candidate box a weighted yes/no
+    vote of every voter), not the mean agreement of whole answers: a lone worker and a model
+    that mark the same objects settle them, while an object only one of them marked asks for
+    another answer. The mean agreement would let a worker and a model disagreeing on one
+    object in five close the task, and hold open every task where a model of 85% recall
+    missed something that the worker rightly marked."""
+    candidates = merge_boxes_batch([crowd], iou_threshold=project.iou_threshold, quorum=0.0)[0]
+    voters: dict[Hashable, float] = {a.worker: weights[int(a.worker)] for a in crowd}  # type: ignore[call-overload]
+    items = {a.worker: a.items for a in crowd}
+    clusters = [
+        [(w, str(items[w][i]["label"])) for w, i in zip(o.workers, o.items, strict=True)]
+        for o in candidates
+    ]
+    return existence_confidence(clusters, voters, n_labels=len(project_schema(project).labels))
+
+
 def _vote(
-    answers: Sequence[Assignment], weights: dict[int, float], labels: list[str]
+    answers: Sequence[Assignment],
+    weights: dict[int, float],
+    labels: list[str],
+    model: list[dict[str, Any]] | None = None,
 ) -> TaskConsensus:
     pairs = [(a.worker_id, a.answer[0]["label"]) for a in answers if a.answer]
     if not pairs:
         return TaskConsensus(0.0, {})
+    if model:
+        pairs.append((MODEL_VOTER, model[0]["label"]))
     encoded, _, workers, keys = cls.encode(((0, w, label) for w, label in pairs), labels=labels)
     result = cls.weighted_vote(encoded, [weights[w] for w in workers])  # type: ignore[index]
     winner = keys[int(result.label[0])]
+    agreement = {w: float(label == winner) for w, label in pairs}
+    model_agreement = agreement.pop(MODEL_VOTER, None)
     return TaskConsensus(
-        float(result.confidence[0]),
-        {w: float(label == winner) for w, label in pairs},
-        [{"label": winner}],
+        float(result.confidence[0]), agreement, [{"label": winner}], model_agreement
     )
 
 
@@ -250,6 +308,27 @@ def consensus_run_request(*, project: Project, user: User | None = None) -> Cons
     run = ConsensusRun.objects.create(project=project, requested_by=user)
     send_on_commit(consensus_compute, run.pk)
     return run
+
+
+def model_rows(
+    project: Project, answers: Sequence[tuple[int, int, int, int, Any]]
+) -> tuple[list[tuple[int, int, int, int, Any]], ModelVoter | None]:
+    """The voting model's answers to the tasks people answered, as rows like theirs
+    (assignment 0, worker :data:`MODEL_VOTER`): it joins a task's crowd, never answers a task
+    alone."""
+    voter = model_scores.model_voter(project, sorted({i for _, _, i, _, _ in answers}))
+    if voter is None:
+        return [], None
+    task_ids = sorted({t for _, t, _, _, _ in answers})
+    rows: list[tuple[int, int, int, int, Any]] = []
+    for start in range(0, len(task_ids), MERGE_CHUNK):
+        tasks = Task.objects.filter(pk__in=task_ids[start : start + MERGE_CHUNK]).select_related(
+            "image"
+        )
+        for task, items in zip(tasks, _model_answers(project, list(tasks), voter), strict=True):
+            if items is not None:
+                rows.append((0, task.pk, task.image_id, MODEL_VOTER, items))
+    return rows, voter
 
 
 def counted_answers(project: Project) -> list[tuple[int, int, int, int, Any]]:
@@ -311,6 +390,10 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
         try:
             answers = counted_answers(project)
             tally = run_tally(project, answers)
+            # The voting model joins every crowd as one more member: the worker model learns
+            # it like anyone, and it counts by the weight it earned.
+            extra, voter = model_rows(project, answers)
+            answers = sorted(answers + extra, key=lambda row: (row[1], row[3] == MODEL_VOTER))
             # The worker model over the whole project first: the run's weights and (shapes)
             # its merge read it, and so do scores and dynamic overlap from now on.
             fitted = worker_model.fit(project, answers)
@@ -323,6 +406,8 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
                 method, results = _classification_results(project, answers)
             else:
                 method, results = _shape_results(project, answers, fitted)
+            if voter is not None:
+                tally["model"] = _model_tally(project, voter, results)
             results += _gold_results(project)
             params: dict[str, Any] = {"iou_threshold": project.iou_threshold}
             if project.kind != Kind.CLASSIFICATION:
@@ -417,17 +502,28 @@ def _classification_results(
     for index, task in enumerate(tasks):
         confidence = float(result.confidence[index])
         label = keys[int(result.label[index])]
+        people = [(a, w, lab) for a, w, lab in by_task[task] if w != MODEL_VOTER]
+        contributors: dict[str, Any] = {"answers": [
+            {"assignment": a, "worker": w, "label": lab, "weight": round(weights[w], 4)}
+            for a, w, lab in people
+        ]}  # fmt: skip
+        model = [lab for _, w, lab in by_task[task] if w == MODEL_VOTER]
+        if model:
+            agreeing = sum(1 for _, _, lab in people if lab == label)
+            contributors["model"] = {
+                "label": model[0], "weight": round(weights[MODEL_VOTER], 4),
+                "agreed": int(model[0] == label), "rests_on_model": int(
+                    model[0] == label and agreeing <= 1
+                ),
+            }  # fmt: skip
         out.append(
             ConsensusResult(
                 project=project, image_id=image_of[task], method=result.method,
                 annotations=[{"label": label, "score": round(confidence, 6),
                               "num_votes": int(result.votes[index])}],
-                confidence=confidence, votes=int(result.votes[index]),
+                confidence=confidence, votes=len(people),
                 low_confidence=task in low or confidence < project.agreement_threshold,
-                contributors={"answers": [
-                    {"assignment": a, "worker": w, "label": lab, "weight": round(weights[w], 4)}
-                    for a, w, lab in by_task[task]
-                ]},
+                contributors=contributors,
             )
         )  # fmt: skip
     return result.method, out
@@ -490,20 +586,50 @@ def _shape_result(
     objects = _unite_tiles(project, objects_per_tile, [t.region for t in tasks])
     confidences = [c for t in tasks if (c := t.confidence) is not None]
     confidence = float(np.mean(confidences)) if confidences else None
+    answered = [x for v in per_task.values() for x in v]
+    contributors: dict[str, Any] = {
+        "weights": {str(w): round(weights[w], 4) for _, w, _ in answered if w != MODEL_VOTER},
+        # The model's items appear as assignment 0.
+        "objects": [
+            [[assignment_of[(m.tile or 0, m.worker)], m.item] for m in o.members] for o in objects
+        ],
+    }
+    if any(w == MODEL_VOTER for _, w, _ in answered):
+        with_model = [o for o in objects if MODEL_VOTER in o.workers]
+        contributors["model"] = {
+            "weight": round(weights[MODEL_VOTER], 4),
+            "agreed": len(with_model),
+            # Objects the model marked with at most one person: without it, one answer.
+            "rests_on_model": sum(
+                1 for o in with_model if len({w for w in o.workers if w != MODEL_VOTER}) <= 1
+            ),
+        }
     return ConsensusResult(
         project=project, image=image, method=method, confidence=confidence,
         annotations=[o.to_item() for o in objects],
-        votes=sum(len(v) for v in per_task.values()),
+        votes=sum(1 for _, w, _ in answered if w != MODEL_VOTER),
         low_confidence=any(t.low_confidence for t in tasks),
-        contributors={
-            "weights": {str(w): round(weights[w], 4) for a, w, _ in
-                        (x for v in per_task.values() for x in v)},
-            "objects": [
-                [[assignment_of[(m.tile or 0, m.worker)], m.item] for m in o.members]
-                for o in objects
-            ],
-        },
+        contributors=contributors,
     )  # fmt: skip
+
+
+def _model_tally(
+    project: Project, voter: ModelVoter, results: Sequence[ConsensusResult]
+) -> dict[str, Any]:
+    """What the run's labels owe the model: how many it agreed with, and how many rest on
+    it (it and at most one person gave them), for the dataset card."""
+    row = model_scores.model_score(project, voter.version)
+    labels = sum(len(r.annotations) for r in results)
+    model = [r.contributors.get("model") for r in results]
+    return {
+        "version": voter.version,
+        "weight": round(voter.weight, 4),
+        "gold_seen": row.gold_seen,
+        "gold_score": round(row.gold_score_sum / row.gold_seen, 4) if row.gold_seen else None,
+        "labels": labels,
+        "agreed": sum(m["agreed"] for m in model if m),
+        "rests_on_model": sum(m["rests_on_model"] for m in model if m),
+    }
 
 
 def _unite_tiles(

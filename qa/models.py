@@ -241,3 +241,37 @@ class DatasetExport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "version"], name="export_version_unique")
         ]
+
+
+class ModelScore(models.Model):
+    """A model version's standing in one project, as a worker's ``WorkerScore`` is theirs:
+    its answers to the gold images (its predictions of them, scored by the same functions as
+    a worker's gold answers), the calibration of its scores against them, and what the
+    project's worker model learnt of it (``model_*``, when the last fit counted it).
+
+    Computed from the predictions and gold answers by ``qa.model_scores``; ``fingerprint``
+    names the state of those inputs it was computed from, so a stale row is recomputed on
+    read. A model is never a worker: no ``WorkerScore``, no assignment, no pay.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_scores")
+    model_version = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=200, blank=True, default="")
+    gold_seen = models.PositiveIntegerField(default=0)
+    gold_passed = models.PositiveIntegerField(default=0)
+    gold_score_sum = models.FloatField(default=0.0)
+    # Summed match counts over the gold images (matched, missed, extra, wrong_label) and
+    # the minimum object score the model's answer was cut at.
+    details = models.JSONField(default=dict)
+    calibration = models.JSONField(default=dict)
+    model_seen = models.FloatField(default=0.0)
+    model_sum = models.FloatField(default=0.0)
+    model_params = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "model_version"], name="model_score_version_unique"
+            ),
+        ]

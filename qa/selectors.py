@@ -23,6 +23,7 @@ from qa.models import (
     DatasetExport,
     GoldAnswer,
     GoldResult,
+    ModelScore,
     WorkerModelFit,
     WorkerScore,
 )
@@ -129,8 +130,9 @@ def _submitted_counts(project: Project) -> dict[int, int]:
     return {r["worker_id"]: r["n"] for r in rows}
 
 
-def _model_json(row: WorkerScore, fit: ModelFit) -> dict[str, Any] | None:
-    """What the project's worker model (``qa.worker_model``) says of the worker, or None."""
+def _model_json(row: WorkerScore | ModelScore, fit: ModelFit) -> dict[str, Any] | None:
+    """What the project's worker model (``qa.worker_model``) says of the worker (or of a
+    model version, a member of the crowd like them), or None."""
     method, labels = fit
     if row.model_seen <= 0 or not method:
         return None

@@ -36,6 +36,11 @@ urlpatterns = [
         name="project-agreement",
     ),
     path(
+        "projects/<int:project_id>/models/",
+        apis.ProjectModelsApi.as_view(),
+        name="project-models",
+    ),
+    path(
         "projects/<int:project_id>/consensus/",
         apis.ProjectConsensusApi.as_view(),
         name="project-consensus",

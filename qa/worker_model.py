@@ -179,11 +179,17 @@ def gold_priors(project: Project) -> dict[int, tuple[float, float, float]]:
         row[1] += gold
         row[2] += float(details.get("extra", 0))
         row[3] += 1.0
-    return {
+    priors = {
         worker: (found / gold if gold else 0.5, extra / n, GOLD_PRIOR_WEIGHT * n)
         for worker, (found, gold, extra, n) in totals.items()
         if gold
     }
+    from qa import model_scores
+
+    # The model's own gold answers (its predictions of the gold images) are its prior alike.
+    if (rates := model_scores.gold_rates(project)) is not None:
+        priors[model_scores.MODEL_VOTER] = rates
+    return priors
 
 
 def _gold_rates(project: Project) -> dict[Hashable, GoldRates] | None:
@@ -284,10 +290,17 @@ def stored_model(project: Project, worker_ids: Sequence[int]) -> Any:
     fit_row = WorkerModelFit.objects.filter(project=project).first()
     if fit_row is None or not fit_row.crowd or fit_row.method not in REBUILD:
         return None
+    from qa import model_scores
+
     rows = WorkerScore.objects.filter(
         project=project, worker_id__in=list(worker_ids), model_seen__gt=0
     ).values_list("worker_id", "model_params")
-    return REBUILD[fit_row.method](fit_row.crowd, {w: p for w, p in rows if p})
+    params = {w: p for w, p in rows if p}
+    if model_scores.MODEL_VOTER in worker_ids:
+        row = model_scores.current_row(project)
+        if row is not None and row.model_seen > 0 and row.model_params:
+            params[model_scores.MODEL_VOTER] = row.model_params
+    return REBUILD[fit_row.method](fit_row.crowd, params)
 
 
 def _box_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> BoxModel:
@@ -379,12 +392,21 @@ REBUILD = {
 
 def record(project: Project, result: ProjectFit) -> None:
     """Store the fit: each worker's evidence and parameters, and the project's fit row."""
-    from qa import services
+    from qa import model_scores, services
 
     services.worker_models_record(
         project=project,
-        fits={f.worker: (f.answers, f.accuracy, f.params) for f in result.workers},
+        fits={
+            f.worker: (f.answers, f.accuracy, f.params)
+            for f in result.workers
+            if f.worker != model_scores.MODEL_VOTER
+        },
     )
+    for f in result.workers:
+        if f.worker == model_scores.MODEL_VOTER:  # the model: a member, never a worker
+            model_scores.fit_record(
+                project, answers=f.answers, accuracy=f.accuracy, params=f.params
+            )
     WorkerModelFit.objects.update_or_create(
         project=project,
         defaults={
@@ -399,12 +421,15 @@ def record(project: Project, result: ProjectFit) -> None:
 
 def refit(*, project_id: int) -> ProjectFit | None:
     """Fit the project's model on its answers now and store it (the refit job)."""
-    from qa.merge import counted_answers
+    from qa.merge import counted_answers, model_rows
 
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return None
     answers = counted_answers(project)
+    # The voting model is a member of the crowd here too, as in a consensus run.
+    extra, _ = model_rows(project, answers)
+    answers = sorted([*answers, *extra], key=lambda row: (row[1], row[3] < 0))
     result = fit(project, answers)
     if result is not None:
         record(project, result)

@@ -4,14 +4,22 @@ API calls, in this process whichever way the workers go."""
 
 from __future__ import annotations
 
+import zlib
+from typing import Any
+
 from django.db import transaction
 
 from crowd.models import User
+from frontend.sim.errors import SimError
+from frontend.sim.truth import Truth
 from payouts.services import reviews_bulk
 from qa import merge
 from qa import services as qa_services
 from qa.models import ConsensusRun
-from tasks.models import Assignment, AssignmentStatus, Project
+from qa.sim.model import model_parse
+from qa.sim.scenes import labels_json
+from tasks.models import Assignment, AssignmentStatus, Image, Project
+from tasks.predictions import predictions_import
 
 SUSPENDED_REASON = "Suspended for low accuracy on check tasks; these answers are not paid."
 
@@ -68,3 +76,51 @@ def consensus_fresh(*, project: Project, user: User | None) -> ConsensusRun:
         done = merge.consensus_compute(run_id=run.pk)
     assert done is not None
     return done
+
+
+def model_predictions(*, project: Project, truth: Truth, spec: str, seed: int) -> tuple[str, int]:
+    """The manager imports a simulated model's predictions of every image (gold included: it
+    is scored there like a worker) through the service the predictions API calls. Returns the
+    model version and how many images it predicted. Bounding boxes only."""
+    if project.kind != "bbox":
+        raise SimError("--model: the simulated model draws boxes; use it on a bbox project.")
+    try:
+        model = model_parse(spec, seed=seed, labels=[label["name"] for label in labels_json()])
+    except ValueError as exc:
+        raise SimError(f"--model: {exc}") from None
+    images = Image.objects.filter(project=project).values_list("pk", "name", "width", "height")
+    version = f"sim-model-{seed}-{zlib.crc32(spec.encode()):08x}"
+    predictions = [
+        {
+            "image": pk,
+            "annotations": model.predict(name, truth.images.get(name, []), width, height),
+        }
+        for pk, name, width, height in images
+    ]
+    predictions_import(project=project, data={"model_version": version, "predictions": predictions})
+    return version, len(predictions)
+
+
+def model_text(project: Project, tally: dict[str, Any] | None) -> str:
+    """The simulated model's standing after the run: its gold score and calibration, and
+    what the consensus owes it."""
+    from qa import model_scores
+
+    found = model_scores.project_models(project)["versions"]
+    if not found:
+        return "Model: no predictions."
+    v = found[0]
+    cal = v["calibration"]
+    line = (
+        f"Model {v['model_version']}: gold score {v['gold_score']} on {v['gold_seen']} gold "
+        f"images (recall {v['gold']['recall']}, precision {v['gold']['precision']}), weight "
+        f"{v['weight']}, calibration error {cal['ece']} (mean score {cal['mean_score']} against "
+        f"accuracy {cal['accuracy']}); "
+        + ("votes in consensus" if v["votes"] else f"does not vote: {v['not_voting_reason']}")
+    )
+    if tally:
+        line += (
+            f"; of {tally['labels']} labels it agreed with {tally['agreed']}, "
+            f"{tally['rests_on_model']} rest on it"
+        )
+    return line + "\n"

@@ -9,6 +9,7 @@ manager can see who said what and a worker's agreement with the consensus can be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -177,3 +178,52 @@ def weighted_median(values: npt.ArrayLike, weights: npt.ArrayLike) -> FloatArray
     high = np.take_along_axis(ordered, upper, axis=-1)[..., 0]
     # Where nothing counts both are +inf, whose sum is +inf without a warning.
     return np.asarray(np.where(half[..., 0] > 0, (low + high) / 2, np.nan), dtype=np.float64)
+
+
+# Weights are clipped so that no voter is taken as infallible, nor as worse than a coin.
+_MIN_VOTE, _MAX_VOTE = 0.5, 0.99
+
+
+def existence_confidence(
+    clusters: Sequence[Sequence[tuple[Hashable, str]]],
+    weights: Mapping[Hashable, float],
+    *,
+    n_labels: int = 2,
+) -> float:
+    """How sure the crowd is of which objects are there and what they are.
+
+    Each candidate object (a cluster of the voters' shapes: ``(voter, label)`` of each member)
+    is a yes/no question every voter answered, by marking it or not. As in classification's
+    weighted vote, a voter right with probability ``w`` counts ``log(w / (1 - w))`` for their
+    side, so the posterior that the object is real is the logistic of the marks' weights minus
+    the others'. A real object's label is then the weighted vote of its members over
+    ``n_labels`` classes (``log(w (K - 1) / (1 - w))`` each), and the object is as certain as
+    the product of both. The task's confidence is that of its least certain object (1 when no
+    one marked anything)."""
+    clipped = {v: min(max(w, _MIN_VOTE), _MAX_VOTE) for v, w in weights.items()}
+    logit = {v: math.log(w / (1 - w)) for v, w in clipped.items()}
+    k = max(n_labels, 1)
+    label_logit = (
+        {}
+        if k < 2
+        else {
+            v: math.log(max(w, 1 / k) * (k - 1) / (1 - max(w, 1 / k))) for v, w in clipped.items()
+        }
+    )
+    total = sum(logit.values())
+    least = 1.0
+    for members in clusters:
+        voters = {v: label for v, label in members if v in logit}
+        score = 2 * sum(logit[v] for v in voters) - total  # marks for, minus the others
+        real = 1.0 / (1.0 + math.exp(-score))
+        if real < 0.5 or k < 2:
+            least = min(least, max(real, 1.0 - real))
+            continue
+        tally: dict[str, float] = {}
+        for v, label in voters.items():
+            tally[label] = tally.get(label, 0.0) + label_logit[v]
+        top = max(tally.values())
+        # Labels nobody gave score 0 each.
+        norm = sum(math.exp(t - top) for t in tally.values()) + (k - len(tally)) * math.exp(-top)
+        least = min(least, real / norm)
+    return least

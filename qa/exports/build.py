@@ -842,6 +842,17 @@ def _quality(project: Project, run: ConsensusRun) -> list[str]:
             f"{_fmt(agreement.get('mean_pairwise_f1'))}"
         )
     lines.append(f"- Low-confidence images (answers disagreed at the cap): {low}")
+    model = tally.get("model")
+    if model:
+        gold_score = model["gold_score"]
+        lines.append(
+            f"- Model `{model['version']}`"
+            f" voted in consensus as one more member of the crowd (weight {model['weight']:.3f}"
+            f" from {model['gold_seen']} gold images"
+            + (f", mean gold score {gold_score:.3f}" if gold_score is not None else "")
+            + f"): of {model['labels']} labels it agreed with {model['agreed']}, and "
+            f"{model['rests_on_model']} rest on it (it and at most one worker gave them)"
+        )
     return lines
 
 

@@ -557,3 +557,75 @@ def test_simulated_names_and_passwords_are_stable() -> None:
     same = SimWorker(BEHAVIOURS["sloppy"], 1, seed=4)
     other = SimWorker(BEHAVIOURS["sloppy"], 1, seed=4)
     assert [same.seconds() for _ in range(5)] == [other.seconds() for _ in range(5)]
+
+
+def test_a_simulated_model_has_the_recall_and_calibration_it_claims() -> None:
+    from qa.calibration import calibration
+    from qa.scoring import gold_score
+    from qa.sim.model import SimModel, model_parse
+
+    truth = [
+        {"label": "car", "bbox": [10 + 60 * (k % 8), 10 + 60 * (k // 8), 40, 30]} for k in range(8)
+    ]
+    for kind in ("calibrated", "over-confident"):
+        model = SimModel(recall=0.85, calibration=kind, false_marks=2.0, labels=("car", "tree"))
+        scores: list[float] = []
+        right: list[bool] = []
+        found = total = 0
+        for image in range(300):
+            items = model.predict(image, truth, 640, 480)
+            result = gold_score("bbox", truth, [{k: v for k, v in i.items() if k != "score"}
+                                                for i in items])  # fmt: skip
+            found += result.matched + result.wrong_label
+            total += len(truth)
+            from qa.geometry import match_annotations
+
+            matched = {m.cand for m in match_annotations(truth, items, kind="bbox",
+                                                         threshold=0.5).matches}  # fmt: skip
+            scores += [i["score"] for i in items]
+            right += [k in matched for k in range(len(items))]
+        assert found / total == pytest.approx(0.85, abs=0.02)
+        measured = calibration(scores, right)
+        error, gap = measured.ece or 0.0, (measured.mean_score or 0.0) - (measured.accuracy or 0.0)
+        if kind == "calibrated":
+            assert error < 0.03
+            assert abs(gap) < 0.03
+        else:
+            assert error > 0.06
+            assert gap > 0.06
+        # The same image is answered the same way.
+        assert model.predict(5, truth, 640, 480) == model.predict(5, truth, 640, 480)
+    small = SimModel(recall=1.0, small_side=0.1, false_marks=0.0)
+    assert small.predict(0, truth, 640, 480) == []  # every object is under 10% of the scale
+    parsed = model_parse("recall=circle:0.9/star:0.6,calibration=over-confident,small=0.05")
+    assert parsed.class_recall("star") == 0.6
+    assert parsed.small_side == 0.05
+    with pytest.raises(ValueError, match="unknown model setting"):
+        model_parse("precision=1")
+    with pytest.raises(ValueError, match="calibration is one of"):
+        model_parse("calibration=perfect")
+
+
+@pytest.mark.django_db
+def test_crowdsim_with_a_model_scores_it_on_gold_and_counts_it(tmp_path: Path) -> None:
+    stdout = io.StringIO()
+    call_command(
+        "crowdsim", "--create", "bbox", "--images", "20", "--gold", "8", "--seed", "4",
+        "--crowd", "careful:4", "--model", "recall=0.9,calibration=over-confident",
+        "--quiet", stdout=stdout,
+    )  # fmt: skip
+    text = stdout.getvalue()
+    project = Project.objects.order_by("-pk").first()
+    assert project is not None
+    from qa import model_scores
+
+    row = model_scores.current_row(project)
+    assert row is not None
+    assert row.gold_seen == 8
+    assert "Model sim-model-4-" in text
+    assert "votes in consensus" in text
+    assert "rest on it" in text
+    assert not WorkerScore.objects.filter(project=project, worker_id__lte=0).exists()
+    with pytest.raises(CommandError, match="bbox project"):
+        call_command("crowdsim", "--create", "polygon", "--images", "2", "--gold", "1",
+                     "--crowd", "careful:1", "--model", "recall=0.9", "--quiet")  # fmt: skip

@@ -32,8 +32,9 @@ UNCACHED = (9, 6, 13)
 # The submit that gives a task its last required answer leaves its decision (consensus,
 # agreement of each worker) to a job: it costs what any submit does.
 COMPLETING = CACHED[1]
-# Deciding it in the request instead (TASK_DECISIONS=inline), two answers here.
-COMPLETING_INLINE = 17
+# Deciding it in the request instead (TASK_DECISIONS=inline), two answers here; one of them
+# asks whether the project has a model that votes (its newest prediction, none here).
+COMPLETING_INLINE = 18
 
 
 def queries(request: Callable[[], Any]) -> tuple[Any, list[str]]:

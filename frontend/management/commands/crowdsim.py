@@ -14,7 +14,12 @@ from crowd.models import Role
 from frontend.sim.accounts import account_ensure, sim_password
 from frontend.sim.engine import crowd_work
 from frontend.sim.errors import SimError
-from frontend.sim.manager import consensus_fresh, reviews_finish
+from frontend.sim.manager import (
+    consensus_fresh,
+    model_predictions,
+    model_text,
+    reviews_finish,
+)
 from frontend.sim.report import ProgressBar, crowd_report, report_text
 from frontend.sim.seeding import sim_project_create
 from frontend.sim.settle import jobs_settle
@@ -70,6 +75,12 @@ class Command(BaseCommand):
             "--approve", action="store_true",
             help="the manager rejects suspended workers' answers while the crowd works (their "
             "tasks ask for another answer) and approves the rest at the end, so money moves",
+        )  # fmt: skip
+        parser.add_argument(
+            "--model", default="",
+            help="a simulated model predicts every image first and votes in consensus when "
+            "gold allows, e.g. recall=0.85,calibration=over-confident,small=0.05,false=0.3 "
+            "(bbox projects)",
         )  # fmt: skip
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--json", default="", help="also write the report to this file")
@@ -134,6 +145,12 @@ class Command(BaseCommand):
                 raise CommandError(f"No project {options['project']}.")
             project, manager = found, found.owner
             truth = truth_load(project)
+        if options["model"]:
+            version, predicted = model_predictions(
+                project=project, truth=truth, spec=options["model"], seed=options["seed"]
+            )
+            if not quiet:
+                self.stdout.write(f"Model {version} predicted {predicted} images.")
         bar = None if quiet else ProgressBar(self._progress_write, tty=self.stderr.isatty())
         try:
             stats = crowd_work(
@@ -149,6 +166,8 @@ class Command(BaseCommand):
         run = consensus_fresh(project=project, user=manager)
         report = crowd_report(project=project, truth=truth, stats=stats, run=run, reviews=reviews)
         self.stdout.write(report_text(report))
+        if options["model"]:
+            self.stdout.write(model_text(project, run.tally.get("model")))
         if options["json"]:
             path = Path(options["json"])
             try:
