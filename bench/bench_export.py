@@ -211,6 +211,22 @@ def _check_file(storage: Any, name: str, fmt: str, images: int) -> None:
     assert {"data.yaml", "README.md"} <= set(members), name
 
 
+def _build(
+    project: Any, manager: Any, run: Any, fmt: str, images: int, annotations: int
+) -> tuple[dict[str, Any], Any]:
+    """Request an export, build it in a fresh process, and check what it says it holds:
+    the child's measurements and the export."""
+    from qa.models import DatasetExport, RunStatus
+
+    export_id = _request(project, manager, run, fmt)
+    measured = _spawn("build", str(export_id))
+    export = DatasetExport.objects.get(pk=export_id)
+    assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
+    assert export.counts["images"] == images, export.counts
+    assert export.counts["annotations"] == annotations, export.counts
+    return measured, export
+
+
 def _baseline_row(base_mib: float) -> dict[str, Any]:
     return {
         "format": "baseline (Django + export modules)", "images": None, "annotations": None,
@@ -222,8 +238,6 @@ def _baseline_row(base_mib: float) -> dict[str, Any]:
 def _measure(images: int) -> list[dict[str, Any]]:
     from django.core.files.storage import default_storage
 
-    from qa.models import DatasetExport, RunStatus
-
     annotations = images * BOXES_PER_IMAGE
     project, manager, consensus = _seed(images)
 
@@ -231,12 +245,7 @@ def _measure(images: int) -> list[dict[str, Any]]:
     base_mib = baseline["rss_kib"] / 1024
     rows: list[dict[str, Any]] = [_baseline_row(base_mib)]
     for fmt in ("coco", "yolo"):
-        export_id = _request(project, manager, consensus, fmt)
-        measured = _spawn("build", str(export_id))
-        export = DatasetExport.objects.get(pk=export_id)
-        assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
-        assert export.counts["images"] == images, export.counts
-        assert export.counts["annotations"] == annotations, export.counts
+        measured, export = _build(project, manager, consensus, fmt, images, annotations)
         assert export.size_bytes > 0
         assert default_storage.size(export.file.name) == export.size_bytes
         _check_file(default_storage, export.file.name, fmt, images)
@@ -357,8 +366,6 @@ def _check_mask_file(storage: Any, export: Any, fmt: str, images: int) -> None:
 def _measure_masks(sizes: tuple[int, int]) -> list[dict[str, Any]]:
     from django.core.files.storage import default_storage
 
-    from qa.models import DatasetExport, RunStatus
-
     shapes = _mask_shapes(random.Random(1))
     projects = {n: _seed_masks(n, f"Mask export bench {n}", shapes) for n in sizes}
     rows: list[dict[str, Any]] = []
@@ -366,12 +373,7 @@ def _measure_masks(sizes: tuple[int, int]) -> list[dict[str, Any]]:
     for fmt in ("coco", "voc", "cityscapes"):
         for images in sizes:
             project, run, masks = projects[images]
-            export_id = _request(project, project.owner, run, fmt)
-            measured = _spawn("build", str(export_id))
-            export = DatasetExport.objects.get(pk=export_id)
-            assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
-            assert export.counts["images"] == images, export.counts
-            assert export.counts["annotations"] == masks, export.counts
+            measured, export = _build(project, project.owner, run, fmt, images, masks)
             _check_mask_file(default_storage, export, fmt, images)
             rss_mib = measured["rss_kib"] / 1024
             growth = None if images == min(sizes) else rss_mib / small_rss[fmt]
