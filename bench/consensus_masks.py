@@ -82,6 +82,9 @@ class Profile:
     semantic: bool = False
     lobes: float = 0.3  # share of objects with a protruding part
     spam_share: float = 0.0  # share of images where a spammer replaces one answer
+    # "blobs": objects of 12 px to a fifth of the image's height; "mixed": a third of them
+    # thin (2 to 5 px across) and a third small (4 to 9 px radius) beside the large ones.
+    shapes: str = "blobs"
 
 
 def _pool(*groups: tuple[int, Painter]) -> tuple[Painter, ...]:
@@ -146,6 +149,33 @@ PROFILES = (
         lobes=0.8,
         spam_share=0.4,
     ),
+    Profile(
+        "instance: thin and small objects",
+        "5 of 16 on mixed sizes (a third thin, 2-5 px across; a third small, 4-9 px radius): "
+        "6 careful, 4 shaky (2 px), 3 paint over (+2 px), 3 stop short (-1 px)",
+        _pool(
+            (6, Painter(jitter=0.5, brush=2.0)),
+            (4, Painter(jitter=2.0, brush=3.0)),
+            (3, Painter(bias=2.0, jitter=0.7, brush=2.0)),
+            (3, Painter(bias=-1.0, jitter=0.7, brush=2.0)),
+        ),
+        lobes=0.0,
+        shapes="mixed",
+    ),
+    Profile(
+        "semantic: thin and small objects",
+        "5 of 16 label maps on mixed sizes: 6 careful, 4 shaky (2 px), 3 paint over (+2 px), "
+        "3 give the wrong label 20% of the time",
+        _pool(
+            (6, Painter(jitter=0.5, brush=2.0)),
+            (4, Painter(jitter=2.0, brush=3.0)),
+            (3, Painter(bias=2.0, jitter=0.7, brush=2.0)),
+            (3, Painter(jitter=0.7, brush=2.0, confuses=0.2)),
+        ),
+        semantic=True,
+        lobes=0.0,
+        shapes="mixed",
+    ),
 )
 
 
@@ -184,6 +214,13 @@ def _scene(rng: np.random.Generator, profile: Profile) -> Scene:
     for k in range(int(rng.integers(1, 5))):
         for _ in range(40):
             rx, ry = rng.uniform(12, height / 5), rng.uniform(12, height / 5)
+            smallest = 150
+            form = int(rng.integers(3)) if profile.shapes == "mixed" else 0
+            if form == 1:  # thin: a stroke 2 to 5 px across
+                rx, ry, smallest = rng.uniform(height / 6, height / 3), rng.uniform(1.0, 2.5), 20
+            elif form == 2:  # small
+                rx = ry = rng.uniform(4.0, 9.0)
+                smallest = 30
             angle = rng.uniform(0, np.pi)
             if k == 1 and blobs:
                 # Against the first object, so the two touch.
@@ -201,7 +238,7 @@ def _scene(rng: np.random.Generator, profile: Profile) -> Scene:
                     max(rx, ry) * 0.45, max(rx, ry) * 0.3, at,
                 ) & ~body  # fmt: skip
             shape = (body | lobe) & ~taken
-            if shape.sum() > 150 and not (shape & taken).any():
+            if shape.sum() > smallest and not (shape & taken).any():
                 break
         blobs.append(Blob(LABELS[int(rng.integers(len(LABELS)))], shape, lobe & shape))
         taken |= shape

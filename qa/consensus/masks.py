@@ -89,6 +89,15 @@ PRIOR_ROUNDS = 4
 MARGIN_PX, MARGIN_SHARE = 3, 0.15
 SEMANTIC_ROUNDS = 10
 TYPICAL_PIXEL_ACCURACY = 0.9
+# Bands of a pixel's distance to the consensus edge (pixels; 1 is a pixel on the edge):
+# 1, 2, 3-4, 5-8, and beyond. A worker's reliability is learnt band by band, since a shaky
+# hand or a broad brush errs near the edge and nowhere else.
+EDGE_BANDS = np.array([1.0, 2.0, 4.0, 8.0])
+N_BANDS = len(EDGE_BANDS) + 1
+# Rounds of (consensus, then its edge's bands) when a consensus is drawn with the bands.
+EDGE_ROUNDS = 2
+# Rounds that learn the semantic workers' accuracy band by band, after the overall one.
+SEMANTIC_EDGE_ROUNDS = 4
 
 
 class MaskWorker(NamedTuple):
@@ -100,6 +109,10 @@ class MaskWorker(NamedTuple):
     specificity: float  # share of the pixels around an object their mask leaves out
     label_accuracy: float  # chance their label is the right one
     images: int  # images they answered in the batch
+    # Sensitivity and specificity band by band of the distance to the consensus edge
+    # (``EDGE_BANDS``); empty in a model stored before they were learnt.
+    edge_sensitivity: tuple[float, ...] = ()
+    edge_specificity: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,9 @@ class SemanticWorker(NamedTuple):
 
     accuracy: float  # chance a pixel they (or another) marked gets the right label from them
     images: int
+    # The same chance band by band of the distance to the consensus's edges (``EDGE_BANDS``);
+    # empty in a model stored before it was learnt.
+    edge_accuracy: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,16 +305,51 @@ def _pixel_votes(sensitivity: FloatArray, specificity: FloatArray) -> tuple[Floa
     return np.maximum(on, 0.0), np.minimum(off, 0.0)
 
 
+def edge_bands(inside: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    """Each pixel's band (``EDGE_BANDS``) of its distance to the edge of ``inside``: the
+    distance to the nearest pixel on the other side. With no edge, every pixel is beyond."""
+    if inside.all() or not inside.any():
+        return np.full(inside.shape, N_BANDS - 1, dtype=np.intp)
+    distance = np.where(
+        inside, ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside)
+    )
+    return np.searchsorted(EDGE_BANDS, distance, side="left").astype(np.intp)
+
+
 def _posterior(
     masks: npt.NDArray[np.uint8],
     sensitivity: FloatArray,
     specificity: FloatArray,
     given: FloatArray,
-) -> npt.NDArray[np.float64]:
-    """Each pixel's posterior of belonging to the object (see the module, step 4)."""
+    edge: tuple[FloatArray, FloatArray] | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """Each pixel's posterior of belonging to the object (see the module, step 4), and each
+    pixel's band of distance to the resulting edge. With ``edge`` (each member's sensitivity
+    and specificity a band, (members, bands)) the vote is drawn again with each member's
+    rates of the band the pixel is in, from the edge the previous vote drew."""
     scale = given / max(float(given.mean()), EPS)
     on, off = _pixel_votes(sensitivity, specificity)
     evidence = float((scale * off).sum()) + np.tensordot(scale * (on - off), masks, axes=1)
+    posterior = _with_prior(evidence, masks)
+    bands = edge_bands(posterior >= 0.5)
+    if edge is None:
+        return posterior, bands
+    on_band, off_band = _pixel_votes(*edge)
+    for _ in range(EDGE_ROUNDS):
+        evidence = np.zeros(masks.shape[1:])
+        for m in range(len(masks)):
+            off_here = off_band[m][bands]
+            evidence += scale[m] * (off_here + (on_band[m][bands] - off_here) * masks[m])
+        posterior = _with_prior(evidence, masks)
+        bands = edge_bands(posterior >= 0.5)
+    return posterior, bands
+
+
+def _with_prior(
+    evidence: npt.NDArray[np.float64], masks: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.float64]:
+    """The posterior from the members' evidence, with the window's share of object pixels as
+    the prior, that share estimated along."""
     share = float(np.clip(masks.mean(), 0.01, 0.99))
     for _ in range(PRIOR_ROUNDS):
         posterior = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) + evidence)))
@@ -332,7 +383,9 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
         objects = RATE_FLOOR
     k = max(len({label for image in batch.polygons for label in image.labels}), 2)
     accuracy = _label_accuracy(batch, real, workers, k)
-    sensitivity, specificity = _pixel_model(batch, real, workers)
+    sensitivity, specificity, edge_sensitivity, edge_specificity = _pixel_model(
+        batch, real, workers
+    )
     evidence = pairs.worker_images.astype(np.float64)
     model = {
         w: MaskWorker(
@@ -342,6 +395,8 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
             float(specificity[j]),
             accuracy[w],
             int(pairs.worker_images[j]),
+            tuple(float(v) for v in edge_sensitivity[j]),
+            tuple(float(v) for v in edge_specificity[j]),
         )
         for j, w in enumerate(workers)
     }
@@ -352,19 +407,26 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
         float(specificity @ evidence / evidence.sum()),
         float(np.mean(list(accuracy.values()))),
         0,
+        tuple(float(v) for v in evidence @ edge_sensitivity / evidence.sum()),
+        tuple(float(v) for v in evidence @ edge_specificity / evidence.sum()),
     )
     return MaskModel(model, typical, float(objects), k)
 
 
 def _pixel_model(
     batch: _Batch, real: FloatArray, workers: list[Hashable]
-) -> tuple[FloatArray, FloatArray]:
-    """Each worker's sensitivity and specificity, alternating consensus and measurement over
-    the likely-real clusters of two or more members (at most ``LEARNING_CLUSTERS``)."""
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Each worker's sensitivity and specificity, overall and band by band of the distance to
+    the consensus edge ((workers, bands)), alternating consensus and measurement over the
+    likely-real clusters of two or more members (at most ``LEARNING_CLUSTERS``). A worker's
+    rate in a band is shrunk toward the crowd's in that band, the crowd's toward its overall
+    rate."""
     ids = {w: j for j, w in enumerate(workers)}
     n = len(workers)
     sensitivity = np.full(n, TYPICAL_SENSITIVITY)
     specificity = np.full(n, TYPICAL_SPECIFICITY)
+    edge_sensitivity = np.full((n, N_BANDS), TYPICAL_SENSITIVITY)
+    edge_specificity = np.full((n, N_BANDS), TYPICAL_SPECIFICITY)
     useful = [
         c for c, cluster in enumerate(batch.clusters)
         if real[c] >= 0.5 and len(cluster.members) >= 2
@@ -379,24 +441,42 @@ def _pixel_model(
             given = batch.polygons[cluster.image].weight[cluster.members]
             windows.append((float(real[c]), member_ids, given, window))
     if not windows:
-        return sensitivity, specificity
+        return sensitivity, specificity, edge_sensitivity, edge_specificity
     low, high = PIXEL_RATE_BOUNDS
-    for _ in range(PIXEL_ROUNDS):
-        covered = np.zeros(n)
-        left_out = np.zeros(n)
-        seen = np.zeros(n)
+    for round_ in range(PIXEL_ROUNDS):
+        covered, left_out, seen = np.zeros(n), np.zeros(n), np.zeros(n)
+        band_covered, band_left_out = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
+        band_seen_in, band_seen_out = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
         for q, member_ids, given, window in windows:
-            inside = _posterior(
-                window.masks, sensitivity[member_ids], specificity[member_ids], given
+            # The first round draws every consensus with the overall rates alone.
+            edge = (
+                None if round_ == 0
+                else (edge_sensitivity[member_ids], edge_specificity[member_ids])
+            )  # fmt: skip
+            inside, bands = _posterior(
+                window.masks, sensitivity[member_ids], specificity[member_ids], given, edge
             )
             outside = 1.0 - inside
             object_pixels, other_pixels = inside.sum(), outside.sum()
             if object_pixels < 1.0 or other_pixels < 1.0:
                 continue
+            flat_bands = bands.ravel()
+            band_inside = np.bincount(flat_bands, inside.ravel(), N_BANDS)
+            band_outside = np.bincount(flat_bands, outside.ravel(), N_BANDS)
+            has_in, has_out = band_inside >= 1.0, band_outside >= 1.0
             for j, mask in zip(member_ids, window.masks, strict=True):
-                covered[j] += q * float((inside * mask).sum()) / object_pixels
-                left_out[j] += q * float((outside * (1 - mask)).sum()) / other_pixels
+                marked = mask.ravel().astype(np.float64)
+                hit = inside.ravel() * marked
+                spared = outside.ravel() * (1.0 - marked)
+                covered[j] += q * float(hit.sum()) / object_pixels
+                left_out[j] += q * float(spared.sum()) / other_pixels
                 seen[j] += q
+                band_hit = np.bincount(flat_bands, hit, N_BANDS)
+                band_spared = np.bincount(flat_bands, spared, N_BANDS)
+                band_covered[j, has_in] += q * band_hit[has_in] / band_inside[has_in]
+                band_left_out[j, has_out] += q * band_spared[has_out] / band_outside[has_out]
+                band_seen_in[j, has_in] += q
+                band_seen_out[j, has_out] += q
         if not seen.any():
             break
         crowd_sensitivity = (covered.sum() + PRIOR_STRENGTH * TYPICAL_SENSITIVITY) / (
@@ -411,7 +491,25 @@ def _pixel_model(
         specificity = np.clip(
             (left_out + PRIOR_STRENGTH * crowd_specificity) / (seen + PRIOR_STRENGTH), low, high
         )
-    return sensitivity, specificity
+        crowd_band_sensitivity = (band_covered.sum(0) + PRIOR_STRENGTH * crowd_sensitivity) / (
+            band_seen_in.sum(0) + PRIOR_STRENGTH
+        )
+        crowd_band_specificity = (band_left_out.sum(0) + PRIOR_STRENGTH * crowd_specificity) / (
+            band_seen_out.sum(0) + PRIOR_STRENGTH
+        )
+        edge_sensitivity = np.clip(
+            (band_covered + PRIOR_STRENGTH * crowd_band_sensitivity)
+            / (band_seen_in + PRIOR_STRENGTH),
+            low,
+            high,
+        )
+        edge_specificity = np.clip(
+            (band_left_out + PRIOR_STRENGTH * crowd_band_specificity)
+            / (band_seen_out + PRIOR_STRENGTH),
+            low,
+            high,
+        )
+    return sensitivity, specificity, edge_sensitivity, edge_specificity
 
 
 def _apply(
@@ -455,11 +553,18 @@ def _merge(
         return None
     rates = [model.worker(w) for w in workers]
     weight = image.weight[members]
-    inside = _posterior(
+    edge = None
+    if all(len(r.edge_sensitivity) == len(r.edge_specificity) == N_BANDS for r in rates):
+        edge = (
+            np.array([r.edge_sensitivity for r in rates], dtype=np.float64),
+            np.array([r.edge_specificity for r in rates], dtype=np.float64),
+        )
+    inside, _ = _posterior(
         window.masks,
         np.array([r.sensitivity for r in rates]),
         np.array([r.specificity for r in rates]),
         weight,
+        edge,
     )
     if not (inside >= 0.5).any():
         return None
@@ -571,19 +676,65 @@ def _label_maps(crowd: list[Answer], width: int, height: int, labels: dict[str, 
 
 
 def _semantic_posterior(
-    image: _LabelMaps, accuracy: FloatArray, n_classes: int
+    image: _LabelMaps,
+    accuracy: FloatArray,
+    n_classes: int,
+    edge_accuracy: FloatArray | None = None,
 ) -> npt.NDArray[np.float64]:
     """(classes present, pixels marked) posterior of each class of ``image.classes`` on each
-    marked pixel; ``n_classes`` counts every label and none (a vote's strength)."""
+    marked pixel; ``n_classes`` counts every label and none (a vote's strength). With
+    ``edge_accuracy`` (answers, bands) the vote is drawn again with each answer's accuracy
+    in the band of the pixel's distance to the previous vote's edges."""
     present = len(image.classes)
     if not image.votes.shape[1]:
         return np.zeros((present, 0))
     scale = image.weight / max(float(image.weight.mean()), EPS)
-    strength = scale * np.log(accuracy * (n_classes - 1) / (1.0 - accuracy))
+    posterior = _class_posterior(image, (scale * _vote_strength(accuracy, n_classes))[:, None])
+    if edge_accuracy is None:
+        return posterior
+    strength = scale[:, None] * _vote_strength(edge_accuracy, n_classes)
+    for _ in range(EDGE_ROUNDS):
+        bands = _semantic_bands(image, posterior.argmax(axis=0))
+        posterior = _class_posterior(image, strength[:, bands])
+    return posterior
+
+
+def _vote_strength(accuracy: FloatArray, n_classes: int) -> FloatArray:
+    out: FloatArray = np.log(accuracy * (n_classes - 1) / (1.0 - accuracy))
+    return out
+
+
+def _semantic_bands(image: _LabelMaps, winner: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Each marked pixel's band (``EDGE_BANDS``) of its distance to the nearest pixel of
+    another class in the consensus ``winner`` (unmarked pixels are none), computed over the
+    marked pixels' bounding box and a pixel around it."""
+    rows, cols = np.nonzero(image.marked)
+    height, width = image.marked.shape
+    top, left = max(int(rows.min()) - 1, 0), max(int(cols.min()) - 1, 0)
+    bottom, right = min(int(rows.max()) + 2, height), min(int(cols.max()) + 2, width)
+    classes = np.zeros(image.marked.shape, dtype=np.intp)
+    classes[image.marked] = winner
+    crop = classes[top:bottom, left:right]
+    distance = np.full(crop.shape, np.inf)
+    for k in np.unique(crop):
+        own = crop == k
+        if not own.all():
+            distance[own] = ndimage.distance_transform_edt(own)[own]
+    bands = np.searchsorted(EDGE_BANDS, distance, side="left").astype(np.intp)
+    out: npt.NDArray[np.intp] = bands[image.marked[top:bottom, left:right]]
+    return out
+
+
+def _class_posterior(image: _LabelMaps, strength: FloatArray) -> npt.NDArray[np.float64]:
+    """The posterior of each class present on each marked pixel, from each answer's vote of
+    ``strength`` (answers, 1 or pixels), with the classes' shares on the image as the
+    prior."""
+    present = len(image.classes)
     score = np.zeros((present, image.votes.shape[1]))
     pixels = np.arange(image.votes.shape[1])
     for a in range(len(image.workers)):
-        score[image.votes[a], pixels] += strength[a]  # one vote an answer a pixel
+        # One vote an answer a pixel.
+        score[image.votes[a], pixels] += np.broadcast_to(strength[a], pixels.shape)
     share = np.full(present, 1.0 / present)
     for _ in range(PRIOR_ROUNDS):
         logits = score + np.log(share)[:, None]
@@ -650,10 +801,54 @@ def _learn_semantic(images: list[_LabelMaps], n_classes: int) -> SemanticModel:
             seen.sum() + PRIOR_STRENGTH
         )
         accuracy = np.clip((right + PRIOR_STRENGTH * crowd) / (seen + PRIOR_STRENGTH), low, high)
-    workers = {w: SemanticWorker(float(accuracy[j]), answered[w]) for w, j in ids.items()}
+    edge = _learn_semantic_edges(images, ids, accuracy, n_classes)
+    workers = {
+        w: SemanticWorker(float(accuracy[j]), answered[w], tuple(float(v) for v in edge[j]))
+        for w, j in ids.items()
+    }
     evidence = np.array([answered[w] for w in ids], dtype=np.float64)
-    typical = float(accuracy @ evidence / evidence.sum()) if n else TYPICAL_PIXEL_ACCURACY
-    return SemanticModel(workers, SemanticWorker(typical, 0), n_classes - 1)
+    if not n:
+        return SemanticModel(workers, SemanticWorker(TYPICAL_PIXEL_ACCURACY, 0), n_classes - 1)
+    typical = SemanticWorker(
+        float(accuracy @ evidence / evidence.sum()),
+        0,
+        tuple(float(v) for v in evidence @ edge / evidence.sum()),
+    )
+    return SemanticModel(workers, typical, n_classes - 1)
+
+
+def _learn_semantic_edges(
+    images: list[_LabelMaps], ids: dict[Hashable, int], accuracy: FloatArray, n_classes: int
+) -> FloatArray:
+    """Each worker's pixel accuracy band by band of the distance to the consensus's edges
+    ((workers, bands)), by EM from their overall ``accuracy``: per image and band, the share
+    of the band's marked pixels they labelled right, shrunk toward the crowd's share in that
+    band, the crowd's toward its overall accuracy. Within a band every pixel counts: the
+    bands, not a choice of pixels, keep the objects' size out of the measure."""
+    n = len(ids)
+    low, high = 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR
+    edge = np.repeat(accuracy[:, None], N_BANDS, axis=1)
+    crowd_overall = float(accuracy.mean()) if n else TYPICAL_PIXEL_ACCURACY
+    for round_ in range(SEMANTIC_EDGE_ROUNDS):
+        right, seen = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
+        for image in images:
+            if not image.votes.shape[1]:
+                continue
+            rows = [ids[w] for w in image.workers]
+            posterior = _semantic_posterior(
+                image, accuracy[rows], n_classes, None if round_ == 0 else edge[rows]
+            )
+            bands = _semantic_bands(image, posterior.argmax(axis=0))
+            size = np.bincount(bands, minlength=N_BANDS).astype(np.float64)
+            present = size > 0
+            pixels = np.arange(len(bands))
+            for a, j in enumerate(rows):
+                agreed = np.bincount(bands, posterior[image.votes[a], pixels], N_BANDS)
+                right[j, present] += agreed[present] / size[present]
+                seen[j, present] += 1.0
+        crowd = (right.sum(0) + PRIOR_STRENGTH * crowd_overall) / (seen.sum(0) + PRIOR_STRENGTH)
+        edge = np.clip((right + PRIOR_STRENGTH * crowd) / (seen + PRIOR_STRENGTH), low, high)
+    return edge
 
 
 def merge_semantic_batch(
@@ -670,9 +865,13 @@ def merge_semantic_batch(
     names = {k + 1: name for name, k in labels.items()}
     out: list[list[MergedObject]] = []
     for image, (width, height) in zip(images, sizes, strict=True):
-        accuracy = np.array([model.worker(w).accuracy for w in image.workers])
-        accuracy = np.clip(accuracy, 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR)
-        posterior = _semantic_posterior(image, accuracy, n_classes)
+        rates = [model.worker(w) for w in image.workers]
+        low, high = 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR
+        accuracy = np.clip([r.accuracy for r in rates], low, high)
+        edge = None
+        if all(len(r.edge_accuracy) == N_BANDS for r in rates):
+            edge = np.clip([r.edge_accuracy for r in rates], low, high)
+        posterior = _semantic_posterior(image, accuracy, n_classes, edge)
         objects: list[MergedObject] = []
         if posterior.shape[1]:
             # argmax takes the first of equal posteriors: "none" wins a tie.
@@ -758,3 +957,114 @@ def semantic_union(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# --- Tiles ---------------------------------------------------------------------------------------
+
+
+def unite_mask_tiles(
+    objects_per_tile: Sequence[Sequence[MergedObject]],
+    regions: Sequence[Sequence[int]],
+    *,
+    iou_threshold: float = 0.5,
+    semantic: bool = False,
+) -> list[MergedObject]:
+    """One image's masks from the merges of its tiles (``regions[t]`` the tile of
+    ``objects_per_tile[t]``, each mask an RLE of the full image).
+
+    Each tile decides the pixels of its core (:func:`tasks.tiling.tile_cores`: the tiles'
+    overlaps split down the middle), so no pixel is decided twice. Instance masks: two
+    objects of neighbouring tiles are one when they have the same label and their masks,
+    seen through the two tiles' shared overlap, have an IoU of at least ``iou_threshold``;
+    the pieces of one object on the tiles' cores are united. Semantic masks: the pieces of a
+    label are united. A united object's score, support and agreement are its pieces' means
+    weighted by their area, and its members are all of theirs, each with its tile."""
+    from tasks.tiling import tile_cores
+
+    if len(objects_per_tile) != len(regions):
+        raise ValueError("objects_per_tile and regions must be as long as each other")
+    cores = tile_cores([(int(x), int(y), int(w), int(h)) for x, y, w, h in regions])
+    pieces: list[tuple[int, MergedObject, Rle, float]] = []  # tile, object, core part, area
+    for tile, objects in enumerate(objects_per_tile):
+        for obj in objects:
+            if obj.mask is None:
+                continue
+            # A piece may hold nothing of its tile's core, and still join (with its members)
+            # the object another tile owns.
+            part = clip_rle(obj.mask, cores[tile])
+            pieces.append((tile, obj, part, float(coco_mask.area(part))))
+    parent = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (tile_i, obj_i, _, _) in enumerate(pieces):
+        for j in range(i + 1, len(pieces)):
+            tile_j, obj_j, _, _ = pieces[j]
+            if obj_i.label != obj_j.label or tile_i == tile_j:
+                continue
+            if semantic or _same_across(obj_i, obj_j, regions[tile_i], regions[tile_j],
+                                        iou_threshold):  # fmt: skip
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(root(i), []).append(i)
+    out = [
+        _united([pieces[i] for i in group])
+        for group in groups.values()
+        if any(pieces[i][3] for i in group)
+    ]
+    out.sort(key=lambda obj: -obj.score)
+    return out
+
+
+def clip_rle(mask: Rle, region: Sequence[int]) -> Rle:
+    """A mask (counts a string or bytes) cut to the rectangle ``region`` ``[x, y, w, h]``,
+    as pycocotools gives it (counts bytes)."""
+    height, width = (int(v) for v in mask["size"])
+    counts = mask["counts"]
+    whole = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+    x, y, w, h = (int(v) for v in region)
+    box = coco_mask.frPyObjects(np.array([[x, y, w, h]], dtype=np.float64), height, width)[0]
+    out: Rle = coco_mask.merge([whole, box], intersect=True)
+    out["size"] = [height, width]
+    return out
+
+
+def _same_across(
+    a: MergedObject, b: MergedObject, region_a: Sequence[int], region_b: Sequence[int],
+    iou_threshold: float,
+) -> bool:  # fmt: skip
+    """Whether two tiles' objects are one: their masks' IoU over the tiles' shared overlap."""
+    ax, ay, aw, ah = region_a
+    bx, by, bw, bh = region_b
+    left, top = max(ax, bx), max(ay, by)
+    right, bottom = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    if right <= left or bottom <= top or a.mask is None or b.mask is None:
+        return False
+    shared = (left, top, right - left, bottom - top)
+    seen_a, seen_b = clip_rle(a.mask, shared), clip_rle(b.mask, shared)
+    if not coco_mask.area(seen_a) or not coco_mask.area(seen_b):
+        return False
+    return float(coco_mask.iou([seen_a], [seen_b], [0])[0, 0]) >= iou_threshold
+
+
+def _united(pieces: list[tuple[int, MergedObject, Rle, float]]) -> MergedObject:
+    areas = np.array([area for _, _, _, area in pieces])
+    share = areas / areas.sum()
+    parts = [part for _, _, part, area in pieces if area]
+    mask = coco_mask.merge(parts, intersect=False) if len(parts) > 1 else parts[0]
+    first = max(pieces, key=lambda piece: piece[3])[1]
+    return first._replace(
+        score=float(share @ [obj.score for _, obj, _, _ in pieces]),
+        support=float(share @ [obj.support for _, obj, _, _ in pieces]),
+        agreement=float(share @ [obj.agreement for _, obj, _, _ in pieces]),
+        num_votes=max(obj.num_votes for _, obj, _, _ in pieces),
+        workers=tuple(w for _, obj, _, _ in pieces for w in obj.workers),
+        items=tuple(i for _, obj, _, _ in pieces for i in obj.items),
+        tiles=tuple(tile for tile, obj, _, _ in pieces for _ in obj.items),
+        mask={"size": [int(v) for v in mask["size"]], "counts": mask["counts"].decode("ascii")},
+    )
