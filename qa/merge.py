@@ -515,7 +515,8 @@ def _unite_tiles(
     project: Project, objects_per_tile: list[list[MergedObject]], regions: list[list[int]]
 ) -> list[MergedObject]:
     """One image's objects from its tiles' merges. Boxes crossing a seam are united into one
-    box, masks into one mask (each tile deciding the pixels of its core); polygons and keypoint instances found twice in an overlap keep the better copy."""
+    box, masks into one mask (each tile deciding the pixels of its core); polygons and
+    keypoint instances found twice in an overlap keep the better copy."""
     if len(objects_per_tile) == 1:
         return objects_per_tile[0]
     if project.kind == Kind.BBOX:

@@ -121,7 +121,7 @@ def clip_mask(rle: dict[str, Any], region: Region) -> dict[str, Any]:
     """A COCO RLE (counts a string or bytes) cut to the region's rectangle, counts a string."""
     from qa.consensus.masks import clip_rle
 
-    cut = clip_rle(rle, [int(round(v)) for v in region])
+    cut = clip_rle(rle, [round(v) for v in region])
     return {"size": cut["size"], "counts": cut["counts"].decode("ascii")}
 
 
@@ -130,7 +130,10 @@ def _mask_ops(region: Region) -> tuple[Any, Any, Any]:
 
     def as_coco(rle: dict[str, Any]) -> dict[str, Any]:
         counts = rle["counts"]
-        return {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+        return {
+            "size": list(rle["size"]),
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        }
 
     def clip(item: Item) -> Item | None:
         cut = clip_mask(item["rle"], region)

@@ -45,7 +45,9 @@ def tile_cores(regions: list[Region]) -> list[Region]:
         out = {}
         for k, (start, size) in enumerate(ordered):
             low = start if k == 0 else _midpoint(ordered[k - 1], (start, size))
-            high = start + size if k == len(ordered) - 1 else _midpoint((start, size), ordered[k + 1])
+            high = (
+                start + size if k == len(ordered) - 1 else _midpoint((start, size), ordered[k + 1])
+            )
             out[(start, size)] = (low, high)
         return out
 

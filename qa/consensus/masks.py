@@ -15,7 +15,11 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
    by alternating the consensus of each likely-real cluster and the measurement of every
    member against it, shrunk toward the crowd's mean by a prior worth a few clusters.
    Someone who paints over the edges with a broad brush covers the object and much around
-   it (high sensitivity, low specificity); someone who dabs at it, the reverse.
+   it (high sensitivity, low specificity); someone who dabs at it, the reverse. Both rates
+   are also learnt band by band of a pixel's distance to the consensus edge
+   (``EDGE_BANDS``: on the edge, 2 px, 3-4, 5-8, beyond), each worker's shrunk toward the
+   crowd's in that band: a shaky hand errs on the edge and nowhere else, and a careful
+   painter's word on the edge should outweigh theirs there, not merely on average.
 3. **Keep** a cluster when its posterior of being real reaches 0.5 (``method="em"``), or its
    support reaches ``quorum`` (``method="quorum"``).
 4. **Mask**: in a window around the cluster (the members' union box plus a margin), each
@@ -23,8 +27,11 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
    (Dawid-Skene on two classes: a member who marked the pixel adds
    ``log(sensitivity / (1 - specificity))``, one who did not
    ``log((1 - sensitivity) / specificity)``, each times the member's given weight over the
-   members' mean), with the window's share of object pixels as the prior. The mask is the
-   pixels at posterior >= 0.5; it may have several parts and holes, as masks do.
+   members' mean), with the window's share of object pixels as the prior. That vote draws
+   an edge; the vote is then drawn again (``EDGE_ROUNDS`` times) with each member's rates
+   of the band each pixel lies in from that edge, and each band's share of object pixels as
+   its prior (about half on the edge, all deep inside). The mask is the pixels at
+   posterior >= 0.5; it may have several parts and holes, as masks do.
 5. **Label** by the label accuracies; **score**: the posterior of being real (``em``), else
    (weight of the members that gave the winning label / weight of all voters) x (weighted
    mean IoU of the members with the mask).
@@ -96,8 +103,6 @@ EDGE_BANDS = np.array([1.0, 2.0, 4.0, 8.0])
 N_BANDS = len(EDGE_BANDS) + 1
 # Rounds of (consensus, then its edge's bands) when a consensus is drawn with the bands.
 EDGE_ROUNDS = 2
-# Rounds that learn the semantic workers' accuracy band by band, after the overall one.
-SEMANTIC_EDGE_ROUNDS = 4
 
 
 class MaskWorker(NamedTuple):
@@ -134,9 +139,6 @@ class SemanticWorker(NamedTuple):
 
     accuracy: float  # chance a pixel they (or another) marked gets the right label from them
     images: int
-    # The same chance band by band of the distance to the consensus's edges (``EDGE_BANDS``);
-    # empty in a model stored before it was learnt.
-    edge_accuracy: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -340,20 +342,28 @@ def _posterior(
         for m in range(len(masks)):
             off_here = off_band[m][bands]
             evidence += scale[m] * (off_here + (on_band[m][bands] - off_here) * masks[m])
-        posterior = _with_prior(evidence, masks)
+        posterior = _with_prior(evidence, masks, bands)
         bands = edge_bands(posterior >= 0.5)
     return posterior, bands
 
 
 def _with_prior(
-    evidence: npt.NDArray[np.float64], masks: npt.NDArray[np.uint8]
+    evidence: npt.NDArray[np.float64],
+    masks: npt.NDArray[np.uint8],
+    bands: npt.NDArray[np.intp] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The posterior from the members' evidence, with the window's share of object pixels as
-    the prior, that share estimated along."""
-    share = float(np.clip(masks.mean(), 0.01, 0.99))
+    """The posterior from the members' evidence, with the share of object pixels as the prior,
+    that share estimated along: the window's, or with ``bands`` each band's (half of the
+    pixels on an edge are the object's, all of those deep inside it)."""
+    if bands is None:
+        bands = np.zeros(evidence.shape, dtype=np.intp)
+    flat = bands.ravel()
+    count = np.maximum(np.bincount(flat, minlength=N_BANDS), 1)
+    share = np.clip(np.bincount(flat, masks.mean(axis=0).ravel(), N_BANDS) / count, 0.01, 0.99)
     for _ in range(PRIOR_ROUNDS):
-        posterior = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) + evidence)))
-        share = float(np.clip(posterior.mean(), 0.01, 0.99))
+        prior = np.log(share / (1.0 - share))[bands]
+        posterior = 1.0 / (1.0 + np.exp(-(prior + evidence)))
+        share = np.clip(np.bincount(flat, posterior.ravel(), N_BANDS) / count, 0.01, 0.99)
     out: npt.NDArray[np.float64] = posterior
     return out
 
@@ -676,65 +686,19 @@ def _label_maps(crowd: list[Answer], width: int, height: int, labels: dict[str, 
 
 
 def _semantic_posterior(
-    image: _LabelMaps,
-    accuracy: FloatArray,
-    n_classes: int,
-    edge_accuracy: FloatArray | None = None,
+    image: _LabelMaps, accuracy: FloatArray, n_classes: int
 ) -> npt.NDArray[np.float64]:
     """(classes present, pixels marked) posterior of each class of ``image.classes`` on each
-    marked pixel; ``n_classes`` counts every label and none (a vote's strength). With
-    ``edge_accuracy`` (answers, bands) the vote is drawn again with each answer's accuracy
-    in the band of the pixel's distance to the previous vote's edges."""
+    marked pixel; ``n_classes`` counts every label and none (a vote's strength)."""
     present = len(image.classes)
     if not image.votes.shape[1]:
         return np.zeros((present, 0))
     scale = image.weight / max(float(image.weight.mean()), EPS)
-    posterior = _class_posterior(image, (scale * _vote_strength(accuracy, n_classes))[:, None])
-    if edge_accuracy is None:
-        return posterior
-    strength = scale[:, None] * _vote_strength(edge_accuracy, n_classes)
-    for _ in range(EDGE_ROUNDS):
-        bands = _semantic_bands(image, posterior.argmax(axis=0))
-        posterior = _class_posterior(image, strength[:, bands])
-    return posterior
-
-
-def _vote_strength(accuracy: FloatArray, n_classes: int) -> FloatArray:
-    out: FloatArray = np.log(accuracy * (n_classes - 1) / (1.0 - accuracy))
-    return out
-
-
-def _semantic_bands(image: _LabelMaps, winner: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """Each marked pixel's band (``EDGE_BANDS``) of its distance to the nearest pixel of
-    another class in the consensus ``winner`` (unmarked pixels are none), computed over the
-    marked pixels' bounding box and a pixel around it."""
-    rows, cols = np.nonzero(image.marked)
-    height, width = image.marked.shape
-    top, left = max(int(rows.min()) - 1, 0), max(int(cols.min()) - 1, 0)
-    bottom, right = min(int(rows.max()) + 2, height), min(int(cols.max()) + 2, width)
-    classes = np.zeros(image.marked.shape, dtype=np.intp)
-    classes[image.marked] = winner
-    crop = classes[top:bottom, left:right]
-    distance = np.full(crop.shape, np.inf)
-    for k in np.unique(crop):
-        own = crop == k
-        if not own.all():
-            distance[own] = ndimage.distance_transform_edt(own)[own]
-    bands = np.searchsorted(EDGE_BANDS, distance, side="left").astype(np.intp)
-    out: npt.NDArray[np.intp] = bands[image.marked[top:bottom, left:right]]
-    return out
-
-
-def _class_posterior(image: _LabelMaps, strength: FloatArray) -> npt.NDArray[np.float64]:
-    """The posterior of each class present on each marked pixel, from each answer's vote of
-    ``strength`` (answers, 1 or pixels), with the classes' shares on the image as the
-    prior."""
-    present = len(image.classes)
+    strength = scale * np.log(accuracy * (n_classes - 1) / (1.0 - accuracy))
     score = np.zeros((present, image.votes.shape[1]))
     pixels = np.arange(image.votes.shape[1])
     for a in range(len(image.workers)):
-        # One vote an answer a pixel.
-        score[image.votes[a], pixels] += np.broadcast_to(strength[a], pixels.shape)
+        score[image.votes[a], pixels] += strength[a]  # one vote an answer a pixel
     share = np.full(present, 1.0 / present)
     for _ in range(PRIOR_ROUNDS):
         logits = score + np.log(share)[:, None]
@@ -801,54 +765,10 @@ def _learn_semantic(images: list[_LabelMaps], n_classes: int) -> SemanticModel:
             seen.sum() + PRIOR_STRENGTH
         )
         accuracy = np.clip((right + PRIOR_STRENGTH * crowd) / (seen + PRIOR_STRENGTH), low, high)
-    edge = _learn_semantic_edges(images, ids, accuracy, n_classes)
-    workers = {
-        w: SemanticWorker(float(accuracy[j]), answered[w], tuple(float(v) for v in edge[j]))
-        for w, j in ids.items()
-    }
+    workers = {w: SemanticWorker(float(accuracy[j]), answered[w]) for w, j in ids.items()}
     evidence = np.array([answered[w] for w in ids], dtype=np.float64)
-    if not n:
-        return SemanticModel(workers, SemanticWorker(TYPICAL_PIXEL_ACCURACY, 0), n_classes - 1)
-    typical = SemanticWorker(
-        float(accuracy @ evidence / evidence.sum()),
-        0,
-        tuple(float(v) for v in evidence @ edge / evidence.sum()),
-    )
-    return SemanticModel(workers, typical, n_classes - 1)
-
-
-def _learn_semantic_edges(
-    images: list[_LabelMaps], ids: dict[Hashable, int], accuracy: FloatArray, n_classes: int
-) -> FloatArray:
-    """Each worker's pixel accuracy band by band of the distance to the consensus's edges
-    ((workers, bands)), by EM from their overall ``accuracy``: per image and band, the share
-    of the band's marked pixels they labelled right, shrunk toward the crowd's share in that
-    band, the crowd's toward its overall accuracy. Within a band every pixel counts: the
-    bands, not a choice of pixels, keep the objects' size out of the measure."""
-    n = len(ids)
-    low, high = 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR
-    edge = np.repeat(accuracy[:, None], N_BANDS, axis=1)
-    crowd_overall = float(accuracy.mean()) if n else TYPICAL_PIXEL_ACCURACY
-    for round_ in range(SEMANTIC_EDGE_ROUNDS):
-        right, seen = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
-        for image in images:
-            if not image.votes.shape[1]:
-                continue
-            rows = [ids[w] for w in image.workers]
-            posterior = _semantic_posterior(
-                image, accuracy[rows], n_classes, None if round_ == 0 else edge[rows]
-            )
-            bands = _semantic_bands(image, posterior.argmax(axis=0))
-            size = np.bincount(bands, minlength=N_BANDS).astype(np.float64)
-            present = size > 0
-            pixels = np.arange(len(bands))
-            for a, j in enumerate(rows):
-                agreed = np.bincount(bands, posterior[image.votes[a], pixels], N_BANDS)
-                right[j, present] += agreed[present] / size[present]
-                seen[j, present] += 1.0
-        crowd = (right.sum(0) + PRIOR_STRENGTH * crowd_overall) / (seen.sum(0) + PRIOR_STRENGTH)
-        edge = np.clip((right + PRIOR_STRENGTH * crowd) / (seen + PRIOR_STRENGTH), low, high)
-    return edge
+    typical = float(accuracy @ evidence / evidence.sum()) if n else TYPICAL_PIXEL_ACCURACY
+    return SemanticModel(workers, SemanticWorker(typical, 0), n_classes - 1)
 
 
 def merge_semantic_batch(
@@ -865,13 +785,9 @@ def merge_semantic_batch(
     names = {k + 1: name for name, k in labels.items()}
     out: list[list[MergedObject]] = []
     for image, (width, height) in zip(images, sizes, strict=True):
-        rates = [model.worker(w) for w in image.workers]
-        low, high = 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR
-        accuracy = np.clip([r.accuracy for r in rates], low, high)
-        edge = None
-        if all(len(r.edge_accuracy) == N_BANDS for r in rates):
-            edge = np.clip([r.edge_accuracy for r in rates], low, high)
-        posterior = _semantic_posterior(image, accuracy, n_classes, edge)
+        accuracy = np.array([model.worker(w).accuracy for w in image.workers])
+        accuracy = np.clip(accuracy, 1.0 / n_classes + RATE_FLOOR, 1.0 - RATE_FLOOR)
+        posterior = _semantic_posterior(image, accuracy, n_classes)
         objects: list[MergedObject] = []
         if posterior.shape[1]:
             # argmax takes the first of equal posteriors: "none" wins a tie.
@@ -1026,7 +942,10 @@ def clip_rle(mask: Rle, region: Sequence[int]) -> Rle:
     as pycocotools gives it (counts bytes)."""
     height, width = (int(v) for v in mask["size"])
     counts = mask["counts"]
-    whole = {"size": [height, width], "counts": counts.encode() if isinstance(counts, str) else counts}
+    whole = {
+        "size": [height, width],
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
     x, y, w, h = (int(v) for v in region)
     box = coco_mask.frPyObjects(np.array([[x, y, w, h]], dtype=np.float64), height, width)[0]
     out: Rle = coco_mask.merge([whole, box], intersect=True)

@@ -44,7 +44,10 @@ def test_tile_cores_split_each_overlap_down_its_middle_and_cover_the_image_once(
     cores = tile_cores(regions)
     seen = np.zeros((H, W), dtype=np.intp)
     for (cx, cy, cw, ch), (x, y, w, h) in zip(cores, regions, strict=True):
-        assert x <= cx and y <= cy and cx + cw <= x + w and cy + ch <= y + h
+        assert x <= cx
+        assert y <= cy
+        assert cx + cw <= x + w
+        assert cy + ch <= y + h
         seen[cy : cy + ch, cx : cx + cw] += 1
     assert (seen == 1).all()
     assert tile_cores([(0, 0, W, H)]) == [(0, 0, W, H)]
@@ -71,7 +74,8 @@ def test_an_object_across_a_seam_is_one_mask_and_neighbours_stay_apart(semantic)
     roads = [o for o in united if o.label == "road"]
     assert len(roads) == 1
     assert mask_iou([roads[0].mask], [rle(road)])[0, 0] == 1.0
-    assert roads[0].tiles == (0, 1) and roads[0].workers == ("a", "b")
+    assert roads[0].tiles == (0, 1)
+    assert roads[0].workers == ("a", "b")
     # Area-weighted: the left core (columns 0-223) holds 124 of the road's 300 columns.
     assert roads[0].score == pytest.approx((124 * 0.9 + 176 * 0.7) / 300)
     if not semantic:
@@ -96,7 +100,7 @@ def test_a_mask_task_is_a_tile_and_an_answer_outside_it_is_refused(manager) -> N
     assert lease is not None
     region = lease.task.region
     assert region != [0, 0, W, H]
-    x, y, w, h = region
+    x, y = region[:2]
     outside = band(0, 0, W, H) - inside(band(0, 0, W, H), region)
     with pytest.raises(InvalidInput) as refused:
         routing.assignment_submit(
@@ -125,7 +129,7 @@ def test_tiles_answered_apart_give_one_full_image_result(manager, mode) -> None:
     car = band(450, 20, 40, 30)
     for _ in range(2):
         worker = WorkerFactory.create()
-        while (lease := routing.assignment_next(project=project, worker=worker, rand=no_gold)):
+        while lease := routing.assignment_next(project=project, worker=worker, rand=no_gold):
             region = lease.task.region
             items = [
                 {"label": label, "rle": rle(inside(mask, region))}
@@ -140,7 +144,8 @@ def test_tiles_answered_apart_give_one_full_image_result(manager, mode) -> None:
     for item in result.annotations:
         assert item["rle"]["size"] == [H, W]
         merged.setdefault(item["label"], []).append(item)
-    assert len(merged["road"]) == 1 and len(merged["car"]) == 1
+    assert len(merged["road"]) == 1
+    assert len(merged["car"]) == 1
     assert mask_iou([merged["road"][0]["rle"]], [rle(road)])[0, 0] == 1.0
     assert mask_iou([merged["car"][0]["rle"]], [rle(car)])[0, 0] == 1.0
     # Every answer of every tile is a member of the result.
