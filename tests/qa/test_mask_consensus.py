@@ -269,7 +269,7 @@ def test_the_model_learns_who_errs_on_the_edge_and_who_does_not() -> None:
     assert model.crowd.edge_sensitivity[0] < model.crowd.edge_sensitivity[-1]
     merged = merge_masks_batch(crowds, shapes, model=model)
     iou = [
-        mask_iou([rle(t.astype(np.uint8))], [objs[0].mask])[0, 0]
+        mask_iou([rle(t.astype(np.uint8))], [objs[0].to_item()["rle"]])[0, 0]
         for t, objs in zip(truths, merged, strict=True)
     ]
     assert np.mean(iou) > 0.98

@@ -73,7 +73,7 @@ def test_an_object_across_a_seam_is_one_mask_and_neighbours_stay_apart(semantic)
     united = unite_mask_tiles([left, right], regions, iou_threshold=0.5, semantic=semantic)
     roads = [o for o in united if o.label == "road"]
     assert len(roads) == 1
-    assert mask_iou([roads[0].mask], [rle(road)])[0, 0] == 1.0
+    assert mask_iou([roads[0].to_item()["rle"]], [rle(road)])[0, 0] == 1.0
     assert roads[0].tiles == (0, 1)
     assert roads[0].workers == ("a", "b")
     # Area-weighted: the left core (columns 0-223) holds 124 of the road's 300 columns.
