@@ -4,8 +4,8 @@ Run alone with ``make bench BENCH_ARGS="consensus --only masks"``.
 
 The scenes: smooth blobs (some with a protruding part) of three labels on images of 192x144
 to 320x240, some touching; in the "thin and small" profiles a third of the objects are thin
-strokes (2-5 px across) and a third small (4-9 px radius). Each profile (``PROFILES``) is a pool of workers with habits, ids
-kept across images as on a project, five of them answering each image. A worker paints
+strokes (2-5 px across) and a third small (4-9 px radius). Each profile (``PROFILES``) is a
+pool of workers with habits, ids kept across images as on a project, five of them answering each image. A worker paints
 a mask by moving the true edge: the truth's signed distance plus their *bias* (pixels;
 positive paints over the edge, as a broad brush does, negative stops short of it) plus a
 smooth random field of about *jitter* pixels (a shaky edge), with the spatial scale of
