@@ -5,15 +5,15 @@ Run alone with ``make bench BENCH_ARGS="consensus --only masks"``.
 The scenes: smooth blobs (some with a protruding part) of three labels on images of 192x144
 to 320x240, some touching; in the "thin and small" profiles a third of the objects are thin
 strokes (2-5 px across) and a third small (4-9 px radius). Each profile (``PROFILES``) is a
-pool of workers with habits, ids kept across images as on a project, five of them answering each image. A worker paints
-a mask by moving the true edge: the truth's signed distance plus their *bias* (pixels;
-positive paints over the edge, as a broad brush does, negative stops short of it) plus a
-smooth random field of about *jitter* pixels (a shaky edge), with the spatial scale of
-their brush. They leave an object out with chance ``1 - recall``, leave its protruding
-part out with chance ``leaves_out``, give it another label with chance ``confuses``; a
-spammer paints random blobs with random labels. ``spam_share`` of the images have one
-of their five answers replaced by a spammer's (spammers on a share of the images, not on
-every one).
+pool of workers with habits, ids kept across images as on a project, five of them answering
+each image. A worker paints a mask by moving the true edge: the truth's signed distance plus
+their *bias* (pixels; positive paints over the edge, as a broad brush does, negative stops
+short of it) plus a smooth random field of about *jitter* pixels (a shaky edge), with the
+spatial scale of their brush. They leave an object out with chance ``1 - recall``, leave its
+protruding part out with chance ``leaves_out``, give it another label with chance
+``confuses``; a spammer paints random blobs with random labels. ``spam_share`` of the images
+have one of their five answers replaced by a spammer's (spammers on a share of the images,
+not on every one).
 
 Instance profiles are merged by ``merge_masks_batch``, semantic ones (each worker's answer a
 label map: later strokes paint over earlier ones) by ``merge_semantic_batch``, both with
