@@ -3,16 +3,17 @@
 Run alone with ``make bench BENCH_ARGS="consensus --only masks"``.
 
 The scenes: smooth blobs (some with a protruding part) of three labels on images of 192x144
-to 320x240, some touching. Each profile (``PROFILES``) is a pool of workers with habits, ids
-kept across images as on a project, five of them answering each image. A worker paints
-a mask by moving the true edge: the truth's signed distance plus their *bias* (pixels;
-positive paints over the edge, as a broad brush does, negative stops short of it) plus a
-smooth random field of about *jitter* pixels (a shaky edge), with the spatial scale of
-their brush. They leave an object out with chance ``1 - recall``, leave its protruding
-part out with chance ``leaves_out``, give it another label with chance ``confuses``; a
-spammer paints random blobs with random labels. ``spam_share`` of the images have one
-of their five answers replaced by a spammer's (spammers on a share of the images, not on
-every one).
+to 320x240, some touching; in the "thin and small" profiles a third of the objects are thin
+strokes (2-5 px across) and a third small (4-9 px radius). Each profile (``PROFILES``) is a
+pool of workers with habits, ids kept across images as on a project, five of them answering
+each image. A worker paints a mask by moving the true edge: the truth's signed distance plus
+their *bias* (pixels; positive paints over the edge, as a broad brush does, negative stops
+short of it) plus a smooth random field of about *jitter* pixels (a shaky edge), with the
+spatial scale of their brush. They leave an object out with chance ``1 - recall``, leave its
+protruding part out with chance ``leaves_out``, give it another label with chance
+``confuses``; a spammer paints random blobs with random labels. ``spam_share`` of the images
+have one of their five answers replaced by a spammer's (spammers on a share of the images,
+not on every one).
 
 Instance profiles are merged by ``merge_masks_batch``, semantic ones (each worker's answer a
 label map: later strokes paint over earlier ones) by ``merge_semantic_batch``, both with
@@ -82,6 +83,9 @@ class Profile:
     semantic: bool = False
     lobes: float = 0.3  # share of objects with a protruding part
     spam_share: float = 0.0  # share of images where a spammer replaces one answer
+    # "blobs": objects of 12 px to a fifth of the image's height; "mixed": a third of them
+    # thin (2 to 5 px across) and a third small (4 to 9 px radius) beside the large ones.
+    shapes: str = "blobs"
 
 
 def _pool(*groups: tuple[int, Painter]) -> tuple[Painter, ...]:
@@ -146,6 +150,33 @@ PROFILES = (
         lobes=0.8,
         spam_share=0.4,
     ),
+    Profile(
+        "instance: thin and small objects",
+        "5 of 16 on mixed sizes (a third thin, 2-5 px across; a third small, 4-9 px radius): "
+        "6 careful, 4 shaky (2 px), 3 paint over (+2 px), 3 stop short (-1 px)",
+        _pool(
+            (6, Painter(jitter=0.5, brush=2.0)),
+            (4, Painter(jitter=2.0, brush=3.0)),
+            (3, Painter(bias=2.0, jitter=0.7, brush=2.0)),
+            (3, Painter(bias=-1.0, jitter=0.7, brush=2.0)),
+        ),
+        lobes=0.0,
+        shapes="mixed",
+    ),
+    Profile(
+        "semantic: thin and small objects",
+        "5 of 16 label maps on mixed sizes: 6 careful, 4 shaky (2 px), 3 paint over (+2 px), "
+        "3 give the wrong label 20% of the time",
+        _pool(
+            (6, Painter(jitter=0.5, brush=2.0)),
+            (4, Painter(jitter=2.0, brush=3.0)),
+            (3, Painter(bias=2.0, jitter=0.7, brush=2.0)),
+            (3, Painter(jitter=0.7, brush=2.0, confuses=0.2)),
+        ),
+        semantic=True,
+        lobes=0.0,
+        shapes="mixed",
+    ),
 )
 
 
@@ -184,6 +215,13 @@ def _scene(rng: np.random.Generator, profile: Profile) -> Scene:
     for k in range(int(rng.integers(1, 5))):
         for _ in range(40):
             rx, ry = rng.uniform(12, height / 5), rng.uniform(12, height / 5)
+            smallest = 150
+            form = int(rng.integers(3)) if profile.shapes == "mixed" else 0
+            if form == 1:  # thin: a stroke 2 to 5 px across
+                rx, ry, smallest = rng.uniform(height / 6, height / 3), rng.uniform(1.0, 2.5), 20
+            elif form == 2:  # small
+                rx = ry = rng.uniform(4.0, 9.0)
+                smallest = 30
             angle = rng.uniform(0, np.pi)
             if k == 1 and blobs:
                 # Against the first object, so the two touch.
@@ -201,8 +239,10 @@ def _scene(rng: np.random.Generator, profile: Profile) -> Scene:
                     max(rx, ry) * 0.45, max(rx, ry) * 0.3, at,
                 ) & ~body  # fmt: skip
             shape = (body | lobe) & ~taken
-            if shape.sum() > 150 and not (shape & taken).any():
+            if shape.sum() > smallest and not (shape & taken).any():
                 break
+        if not shape.any():
+            continue  # no room left for it
         blobs.append(Blob(LABELS[int(rng.integers(len(LABELS)))], shape, lobe & shape))
         taken |= shape
     return Scene(width, height, blobs)

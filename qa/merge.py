@@ -30,7 +30,12 @@ from qa import model_scores, services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
 from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
-from qa.consensus.masks import merge_masks, merge_masks_batch, merge_semantic_batch
+from qa.consensus.masks import (
+    merge_masks,
+    merge_masks_batch,
+    merge_semantic_batch,
+    unite_mask_tiles,
+)
 from qa.consensus.objects import Answer, MergedObject, existence_confidence
 from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
@@ -636,11 +641,19 @@ def _unite_tiles(
     project: Project, objects_per_tile: list[list[MergedObject]], regions: list[list[int]]
 ) -> list[MergedObject]:
     """One image's objects from its tiles' merges. Boxes crossing a seam are united into one
-    box; polygons and keypoint instances found twice in an overlap keep the better copy."""
+    box, masks into one mask (each tile deciding the pixels of its core); polygons and
+    keypoint instances found twice in an overlap keep the better copy."""
     if len(objects_per_tile) == 1:
         return objects_per_tile[0]
     if project.kind == Kind.BBOX:
         return merge_across_tiles(objects_per_tile, regions)
+    if project.kind == Kind.MASK:
+        return unite_mask_tiles(
+            objects_per_tile,
+            regions,
+            iou_threshold=project.iou_threshold,
+            semantic=project.mask_mode == MaskMode.SEMANTIC,
+        )
     kept: list[MergedObject] = []
     flat = [(o, tile) for tile, objs in enumerate(objects_per_tile) for o in objs]
     for obj, tile in sorted(flat, key=lambda x: -x[0].score):

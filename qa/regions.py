@@ -117,7 +117,40 @@ def restrict(
     return kept, seen
 
 
+def clip_mask(rle: dict[str, Any], region: Region) -> dict[str, Any]:
+    """A COCO RLE (counts a string or bytes) cut to the region's rectangle, counts a string."""
+    from qa.consensus.masks import clip_rle
+
+    cut = clip_rle(rle, [round(v) for v in region])
+    return {"size": cut["size"], "counts": cut["counts"].decode("ascii")}
+
+
+def _mask_ops(region: Region) -> tuple[Any, Any, Any]:
+    from pycocotools import mask as coco_mask
+
+    def as_coco(rle: dict[str, Any]) -> dict[str, Any]:
+        counts = rle["counts"]
+        return {
+            "size": list(rle["size"]),
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        }
+
+    def clip(item: Item) -> Item | None:
+        cut = clip_mask(item["rle"], region)
+        return {**item, "rle": cut} if coco_mask.area(as_coco(cut)) else None
+
+    def measure(item: Item) -> float:
+        return float(coco_mask.area(as_coco(item["rle"])))
+
+    def bounds(item: Item) -> list[float]:
+        return [float(v) for v in coco_mask.toBbox(as_coco(item["rle"]))]
+
+    return clip, measure, bounds
+
+
 def _shape_ops(kind: str, region: Region) -> tuple[Any, Any, Any]:
+    if kind == "mask":
+        return _mask_ops(region)
     if kind == "bbox":
 
         def clip_box(item: Item) -> Item | None:

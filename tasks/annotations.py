@@ -78,6 +78,8 @@ class _Checker:
         self.tolerance = edge_tolerance(width, height)
         self.errors: dict[str, list[str]] = {}
         self.clipped = False  # whether the item being checked had a coordinate clipped
+        # A task's tile [x, y, w, h], which its masks must lie inside; None: the whole image.
+        self.region: tuple[int, ...] | None = None
 
     def _clip(self, value: float, size: int) -> float | None:
         """The coordinate inside [0, size], or None when it lies too far out to clip."""
@@ -257,7 +259,25 @@ class _Checker:
         if not any(runs[1::2]):
             self.fail(spot, "The mask is empty; leave an empty mask out of the answer.")
             return None
+        if self.region is not None and not self._inside_region(counts):
+            x, y, w, h = self.region
+            self.fail(
+                spot,
+                f"The mask marks pixels outside this task's region [{x}, {y}, {w}, {h}] (a tile "
+                "of the image); paint inside the region only, in full-image coordinates.",
+            )
+            return None
         return {"size": [self.height, self.width], "counts": counts}
+
+    def _inside_region(self, counts: str) -> bool:
+        from pycocotools import mask as coco_mask
+
+        assert self.region is not None
+        x, y, w, h = self.region
+        left, top, width, height = coco_mask.toBbox(
+            {"size": [self.height, self.width], "counts": counts.encode("ascii")}
+        ).tolist()
+        return left >= x and top >= y and left + width <= x + w and top + height <= y + h
 
     def disjoint(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Semantic masks: no pixel may carry two labels (nor be marked twice)."""
@@ -309,9 +329,17 @@ def rle_runs(counts: str) -> list[int] | None:
     return runs
 
 
-def validate_annotations(payload: Any, *, schema: Schema, width: int, height: int) -> Annotations:
+def validate_annotations(
+    payload: Any,
+    *,
+    schema: Schema,
+    width: int,
+    height: int,
+    region: Sequence[int] | None = None,
+) -> Annotations:
     """Check ``payload`` (the ``annotations`` list) against the project's schema and the image;
-    coordinates a little past the edge are clipped (``clipped`` counts those objects)."""
+    coordinates a little past the edge are clipped (``clipped`` counts those objects). With
+    the ``region`` ``[x, y, w, h]`` of a task on a tile, a mask must lie inside it."""
     if not isinstance(payload, list):
         raise AnnotationError({"annotations": ["Give the annotations as a list."]})
     if len(payload) > MAX_ITEMS:
@@ -323,6 +351,8 @@ def validate_annotations(payload: Any, *, schema: Schema, width: int, height: in
             {"annotations": ['A classification answer has exactly one item: {"label": ...}.']}
         )
     check = _Checker(schema, width, height)
+    if region is not None and list(region) != [0, 0, width, height]:
+        check.region = tuple(int(v) for v in region)
     out = Annotations()
     for index, item in enumerate(payload):
         where = f"annotations[{index}]"

@@ -91,7 +91,8 @@ class Project(models.Model):
     stalled_grace_minutes = models.PositiveIntegerField(default=60, db_default=60)
 
     # Images wider or taller than tile_size are split into tiles overlapping by tile_overlap
-    # pixels; 0 disables tiling. Classification and masks never tile.
+    # pixels; 0 disables tiling. Classification never tiles. A mask answer on a tile is still an
+    # RLE of the full image, painted inside the tile only.
     tile_size = models.PositiveIntegerField(default=2048)
     tile_overlap = models.PositiveIntegerField(default=256)
 
@@ -122,9 +123,7 @@ class Project(models.Model):
 
     @property
     def tiles(self) -> bool:
-        # A mask answer is one RLE of the full image, and its consensus is taken over the
-        # whole image too: mask projects do not tile.
-        return self.kind not in (Kind.CLASSIFICATION, Kind.MASK) and self.tile_size > 0
+        return self.kind != Kind.CLASSIFICATION and self.tile_size > 0
 
     def lock(self) -> None:
         """Hold this project's row lock until the transaction ends: what reads a project-wide

@@ -570,7 +570,12 @@ def _replayed(stored: Assignment, annotations: Any, idempotency_key: str) -> Ass
     validated); otherwise a conflict naming the answer that was kept."""
     if idempotency_key and stored.idempotency_key == idempotency_key[:100]:
         return stored
-    clean = annotations_clean(project=stored.project, image=stored.task.image, payload=annotations)
+    clean = annotations_clean(
+        project=stored.project,
+        image=stored.task.image,
+        payload=annotations,
+        region=stored.task.region,
+    )
     if clean == stored.answer:
         stored.clipped = clean.clipped
         return stored
@@ -644,7 +649,9 @@ def assignment_submit(
     if assignment.status == AssignmentStatus.SKIPPED:
         raise Conflict("You skipped this task.", code="skipped")
     project, task = assignment.project, assignment.task
-    clean = annotations_clean(project=project, image=task.image, payload=annotations)
+    clean = annotations_clean(
+        project=project, image=task.image, payload=annotations, region=task.region
+    )
     now = timezone.now()
     elapsed_ms = max(0, int((now - assignment.leased_at).total_seconds() * 1000))
     values: dict[str, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tasks.annotations import AnnotationError, Annotations, Schema, validate_annotations
@@ -76,14 +76,21 @@ def project_schema(project: Project) -> Schema:
     )
 
 
-def annotations_clean(*, project: Project, image: Image, payload: Any) -> Annotations:
+def annotations_clean(
+    *, project: Project, image: Image, payload: Any, region: Sequence[int] | None = None
+) -> Annotations:
     """Validated, normalised annotations for this image (coordinates a little past its edge
-    clipped to it, and counted), or InvalidInput naming each problem."""
+    clipped to it, and counted), or InvalidInput naming each problem. ``region``: the task's
+    tile, inside which its masks must lie."""
     from crowd.errors import InvalidInput
 
     try:
         return validate_annotations(
-            payload, schema=project_schema(project), width=image.width, height=image.height
+            payload,
+            schema=project_schema(project),
+            width=image.width,
+            height=image.height,
+            region=region,
         )
     except AnnotationError as exc:
         raise InvalidInput("The annotations are not valid.", errors=exc.errors) from None

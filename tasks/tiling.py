@@ -31,3 +31,35 @@ def tile_regions(width: int, height: int, tile: int, overlap: int) -> list[Regio
         for y in _starts(height, tile, overlap)
         for x in _starts(width, tile, overlap)
     ]
+
+
+def tile_cores(regions: list[Region]) -> list[Region]:
+    """The part of each tile that is its own: every pixel of the image belongs to the core of
+    the tile whose centre is nearest along each axis, so neighbouring tiles split their
+    overlap down its middle and the cores cover the tiles' union once. What is merged on each
+    tile is kept on its core when the tiles' results are put together, so no pixel is decided
+    twice."""
+
+    def bounds(spans: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
+        ordered = sorted(spans)
+        out = {}
+        for k, (start, size) in enumerate(ordered):
+            low = start if k == 0 else _midpoint(ordered[k - 1], (start, size))
+            high = (
+                start + size if k == len(ordered) - 1 else _midpoint((start, size), ordered[k + 1])
+            )
+            out[(start, size)] = (low, high)
+        return out
+
+    columns = bounds({(x, w) for x, _, w, _ in regions})
+    rows = bounds({(y, h) for _, y, _, h in regions})
+    cores = []
+    for x, y, w, h in regions:
+        (left, right), (top, bottom) = columns[(x, w)], rows[(y, h)]
+        cores.append((left, top, right - left, bottom - top))
+    return cores
+
+
+def _midpoint(before: tuple[int, int], after: tuple[int, int]) -> int:
+    """Where the centres of two neighbouring spans ``(start, size)`` meet, in whole pixels."""
+    return (2 * before[0] + before[1] + 2 * after[0] + after[1]) // 4

@@ -15,7 +15,11 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
    by alternating the consensus of each likely-real cluster and the measurement of every
    member against it, shrunk toward the crowd's mean by a prior worth a few clusters.
    Someone who paints over the edges with a broad brush covers the object and much around
-   it (high sensitivity, low specificity); someone who dabs at it, the reverse.
+   it (high sensitivity, low specificity); someone who dabs at it, the reverse. Both rates
+   are also learnt band by band of a pixel's distance to the consensus edge
+   (``EDGE_BANDS``: on the edge, 2 px, 3-4, 5-8, beyond), each worker's shrunk toward the
+   crowd's in that band: a shaky hand errs on the edge and nowhere else, and a careful
+   painter's word on the edge should outweigh theirs there, not merely on average.
 3. **Keep** a cluster when its posterior of being real reaches 0.5 (``method="em"``), or its
    support reaches ``quorum`` (``method="quorum"``).
 4. **Mask**: in a window around the cluster (the members' union box plus a margin), each
@@ -23,8 +27,11 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
    (Dawid-Skene on two classes: a member who marked the pixel adds
    ``log(sensitivity / (1 - specificity))``, one who did not
    ``log((1 - sensitivity) / specificity)``, each times the member's given weight over the
-   members' mean), with the window's share of object pixels as the prior. The mask is the
-   pixels at posterior >= 0.5; it may have several parts and holes, as masks do.
+   members' mean), with the window's share of object pixels as the prior. That vote draws
+   an edge; the vote is then drawn again (``EDGE_ROUNDS`` times) with each member's rates
+   of the band each pixel lies in from that edge, and each band's share of object pixels as
+   its prior (about half on the edge, all deep inside). The mask is the pixels at
+   posterior >= 0.5; it may have several parts and holes, as masks do.
 5. **Label** by the label accuracies; **score**: the posterior of being real (``em``), else
    (weight of the members that gave the winning label / weight of all voters) x (weighted
    mean IoU of the members with the mask).
@@ -89,6 +96,13 @@ PRIOR_ROUNDS = 4
 MARGIN_PX, MARGIN_SHARE = 3, 0.15
 SEMANTIC_ROUNDS = 10
 TYPICAL_PIXEL_ACCURACY = 0.9
+# Bands of a pixel's distance to the consensus edge (pixels; 1 is a pixel on the edge):
+# 1, 2, 3-4, 5-8, and beyond. A worker's reliability is learnt band by band, since a shaky
+# hand or a broad brush errs near the edge and nowhere else.
+EDGE_BANDS = np.array([1.0, 2.0, 4.0, 8.0])
+N_BANDS = len(EDGE_BANDS) + 1
+# Rounds of (consensus, then its edge's bands) when a consensus is drawn with the bands.
+EDGE_ROUNDS = 2
 
 
 class MaskWorker(NamedTuple):
@@ -100,6 +114,10 @@ class MaskWorker(NamedTuple):
     specificity: float  # share of the pixels around an object their mask leaves out
     label_accuracy: float  # chance their label is the right one
     images: int  # images they answered in the batch
+    # Sensitivity and specificity band by band of the distance to the consensus edge
+    # (``EDGE_BANDS``); empty in a model stored before they were learnt.
+    edge_sensitivity: tuple[float, ...] = ()
+    edge_specificity: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,20 +307,63 @@ def _pixel_votes(sensitivity: FloatArray, specificity: FloatArray) -> tuple[Floa
     return np.maximum(on, 0.0), np.minimum(off, 0.0)
 
 
+def edge_bands(inside: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    """Each pixel's band (``EDGE_BANDS``) of its distance to the edge of ``inside``: the
+    distance to the nearest pixel on the other side. With no edge, every pixel is beyond."""
+    if inside.all() or not inside.any():
+        return np.full(inside.shape, N_BANDS - 1, dtype=np.intp)
+    distance = np.where(
+        inside, ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside)
+    )
+    return np.searchsorted(EDGE_BANDS, distance, side="left").astype(np.intp)
+
+
 def _posterior(
     masks: npt.NDArray[np.uint8],
     sensitivity: FloatArray,
     specificity: FloatArray,
     given: FloatArray,
-) -> npt.NDArray[np.float64]:
-    """Each pixel's posterior of belonging to the object (see the module, step 4)."""
+    edge: tuple[FloatArray, FloatArray] | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """Each pixel's posterior of belonging to the object (see the module, step 4), and each
+    pixel's band of distance to the resulting edge. With ``edge`` (each member's sensitivity
+    and specificity a band, (members, bands)) the vote is drawn again with each member's
+    rates of the band the pixel is in, from the edge the previous vote drew."""
     scale = given / max(float(given.mean()), EPS)
     on, off = _pixel_votes(sensitivity, specificity)
     evidence = float((scale * off).sum()) + np.tensordot(scale * (on - off), masks, axes=1)
-    share = float(np.clip(masks.mean(), 0.01, 0.99))
+    posterior = _with_prior(evidence, masks)
+    bands = edge_bands(posterior >= 0.5)
+    if edge is None:
+        return posterior, bands
+    on_band, off_band = _pixel_votes(*edge)
+    for _ in range(EDGE_ROUNDS):
+        evidence = np.zeros(masks.shape[1:])
+        for m in range(len(masks)):
+            off_here = off_band[m][bands]
+            evidence += scale[m] * (off_here + (on_band[m][bands] - off_here) * masks[m])
+        posterior = _with_prior(evidence, masks, bands)
+        bands = edge_bands(posterior >= 0.5)
+    return posterior, bands
+
+
+def _with_prior(
+    evidence: npt.NDArray[np.float64],
+    masks: npt.NDArray[np.uint8],
+    bands: npt.NDArray[np.intp] | None = None,
+) -> npt.NDArray[np.float64]:
+    """The posterior from the members' evidence, with the share of object pixels as the prior,
+    that share estimated along: the window's, or with ``bands`` each band's (half of the
+    pixels on an edge are the object's, all of those deep inside it)."""
+    if bands is None:
+        bands = np.zeros(evidence.shape, dtype=np.intp)
+    flat = bands.ravel()
+    count = np.maximum(np.bincount(flat, minlength=N_BANDS), 1)
+    share = np.clip(np.bincount(flat, masks.mean(axis=0).ravel(), N_BANDS) / count, 0.01, 0.99)
     for _ in range(PRIOR_ROUNDS):
-        posterior = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) + evidence)))
-        share = float(np.clip(posterior.mean(), 0.01, 0.99))
+        prior = np.log(share / (1.0 - share))[bands]
+        posterior = 1.0 / (1.0 + np.exp(-(prior + evidence)))
+        share = np.clip(np.bincount(flat, posterior.ravel(), N_BANDS) / count, 0.01, 0.99)
     out: npt.NDArray[np.float64] = posterior
     return out
 
@@ -332,7 +393,9 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
         objects = RATE_FLOOR
     k = max(len({label for image in batch.polygons for label in image.labels}), 2)
     accuracy = _label_accuracy(batch, real, workers, k)
-    sensitivity, specificity = _pixel_model(batch, real, workers)
+    sensitivity, specificity, edge_sensitivity, edge_specificity = _pixel_model(
+        batch, real, workers
+    )
     evidence = pairs.worker_images.astype(np.float64)
     model = {
         w: MaskWorker(
@@ -342,6 +405,8 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
             float(specificity[j]),
             accuracy[w],
             int(pairs.worker_images[j]),
+            tuple(float(v) for v in edge_sensitivity[j]),
+            tuple(float(v) for v in edge_specificity[j]),
         )
         for j, w in enumerate(workers)
     }
@@ -352,19 +417,26 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
         float(specificity @ evidence / evidence.sum()),
         float(np.mean(list(accuracy.values()))),
         0,
+        tuple(float(v) for v in evidence @ edge_sensitivity / evidence.sum()),
+        tuple(float(v) for v in evidence @ edge_specificity / evidence.sum()),
     )
     return MaskModel(model, typical, float(objects), k)
 
 
 def _pixel_model(
     batch: _Batch, real: FloatArray, workers: list[Hashable]
-) -> tuple[FloatArray, FloatArray]:
-    """Each worker's sensitivity and specificity, alternating consensus and measurement over
-    the likely-real clusters of two or more members (at most ``LEARNING_CLUSTERS``)."""
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Each worker's sensitivity and specificity, overall and band by band of the distance to
+    the consensus edge ((workers, bands)), alternating consensus and measurement over the
+    likely-real clusters of two or more members (at most ``LEARNING_CLUSTERS``). A worker's
+    rate in a band is shrunk toward the crowd's in that band, the crowd's toward its overall
+    rate."""
     ids = {w: j for j, w in enumerate(workers)}
     n = len(workers)
     sensitivity = np.full(n, TYPICAL_SENSITIVITY)
     specificity = np.full(n, TYPICAL_SPECIFICITY)
+    edge_sensitivity = np.full((n, N_BANDS), TYPICAL_SENSITIVITY)
+    edge_specificity = np.full((n, N_BANDS), TYPICAL_SPECIFICITY)
     useful = [
         c for c, cluster in enumerate(batch.clusters)
         if real[c] >= 0.5 and len(cluster.members) >= 2
@@ -379,24 +451,42 @@ def _pixel_model(
             given = batch.polygons[cluster.image].weight[cluster.members]
             windows.append((float(real[c]), member_ids, given, window))
     if not windows:
-        return sensitivity, specificity
+        return sensitivity, specificity, edge_sensitivity, edge_specificity
     low, high = PIXEL_RATE_BOUNDS
-    for _ in range(PIXEL_ROUNDS):
-        covered = np.zeros(n)
-        left_out = np.zeros(n)
-        seen = np.zeros(n)
+    for round_ in range(PIXEL_ROUNDS):
+        covered, left_out, seen = np.zeros(n), np.zeros(n), np.zeros(n)
+        band_covered, band_left_out = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
+        band_seen_in, band_seen_out = np.zeros((n, N_BANDS)), np.zeros((n, N_BANDS))
         for q, member_ids, given, window in windows:
-            inside = _posterior(
-                window.masks, sensitivity[member_ids], specificity[member_ids], given
+            # The first round draws every consensus with the overall rates alone.
+            edge = (
+                None if round_ == 0
+                else (edge_sensitivity[member_ids], edge_specificity[member_ids])
+            )  # fmt: skip
+            inside, bands = _posterior(
+                window.masks, sensitivity[member_ids], specificity[member_ids], given, edge
             )
             outside = 1.0 - inside
             object_pixels, other_pixels = inside.sum(), outside.sum()
             if object_pixels < 1.0 or other_pixels < 1.0:
                 continue
+            flat_bands = bands.ravel()
+            band_inside = np.bincount(flat_bands, inside.ravel(), N_BANDS)
+            band_outside = np.bincount(flat_bands, outside.ravel(), N_BANDS)
+            has_in, has_out = band_inside >= 1.0, band_outside >= 1.0
             for j, mask in zip(member_ids, window.masks, strict=True):
-                covered[j] += q * float((inside * mask).sum()) / object_pixels
-                left_out[j] += q * float((outside * (1 - mask)).sum()) / other_pixels
+                marked = mask.ravel().astype(np.float64)
+                hit = inside.ravel() * marked
+                spared = outside.ravel() * (1.0 - marked)
+                covered[j] += q * float(hit.sum()) / object_pixels
+                left_out[j] += q * float(spared.sum()) / other_pixels
                 seen[j] += q
+                band_hit = np.bincount(flat_bands, hit, N_BANDS)
+                band_spared = np.bincount(flat_bands, spared, N_BANDS)
+                band_covered[j, has_in] += q * band_hit[has_in] / band_inside[has_in]
+                band_left_out[j, has_out] += q * band_spared[has_out] / band_outside[has_out]
+                band_seen_in[j, has_in] += q
+                band_seen_out[j, has_out] += q
         if not seen.any():
             break
         crowd_sensitivity = (covered.sum() + PRIOR_STRENGTH * TYPICAL_SENSITIVITY) / (
@@ -411,7 +501,25 @@ def _pixel_model(
         specificity = np.clip(
             (left_out + PRIOR_STRENGTH * crowd_specificity) / (seen + PRIOR_STRENGTH), low, high
         )
-    return sensitivity, specificity
+        crowd_band_sensitivity = (band_covered.sum(0) + PRIOR_STRENGTH * crowd_sensitivity) / (
+            band_seen_in.sum(0) + PRIOR_STRENGTH
+        )
+        crowd_band_specificity = (band_left_out.sum(0) + PRIOR_STRENGTH * crowd_specificity) / (
+            band_seen_out.sum(0) + PRIOR_STRENGTH
+        )
+        edge_sensitivity = np.clip(
+            (band_covered + PRIOR_STRENGTH * crowd_band_sensitivity)
+            / (band_seen_in + PRIOR_STRENGTH),
+            low,
+            high,
+        )
+        edge_specificity = np.clip(
+            (band_left_out + PRIOR_STRENGTH * crowd_band_specificity)
+            / (band_seen_out + PRIOR_STRENGTH),
+            low,
+            high,
+        )
+    return sensitivity, specificity, edge_sensitivity, edge_specificity
 
 
 def _apply(
@@ -455,11 +563,18 @@ def _merge(
         return None
     rates = [model.worker(w) for w in workers]
     weight = image.weight[members]
-    inside = _posterior(
+    edge = None
+    if all(len(r.edge_sensitivity) == len(r.edge_specificity) == N_BANDS for r in rates):
+        edge = (
+            np.array([r.edge_sensitivity for r in rates], dtype=np.float64),
+            np.array([r.edge_specificity for r in rates], dtype=np.float64),
+        )
+    inside, _ = _posterior(
         window.masks,
         np.array([r.sensitivity for r in rates]),
         np.array([r.specificity for r in rates]),
         weight,
+        edge,
     )
     if not (inside >= 0.5).any():
         return None
@@ -758,3 +873,117 @@ def semantic_union(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# --- Tiles ---------------------------------------------------------------------------------------
+
+
+def unite_mask_tiles(
+    objects_per_tile: Sequence[Sequence[MergedObject]],
+    regions: Sequence[Sequence[int]],
+    *,
+    iou_threshold: float = 0.5,
+    semantic: bool = False,
+) -> list[MergedObject]:
+    """One image's masks from the merges of its tiles (``regions[t]`` the tile of
+    ``objects_per_tile[t]``, each mask an RLE of the full image).
+
+    Each tile decides the pixels of its core (:func:`tasks.tiling.tile_cores`: the tiles'
+    overlaps split down the middle), so no pixel is decided twice. Instance masks: two
+    objects of neighbouring tiles are one when they have the same label and their masks,
+    seen through the two tiles' shared overlap, have an IoU of at least ``iou_threshold``;
+    the pieces of one object on the tiles' cores are united. Semantic masks: the pieces of a
+    label are united. A united object's score, support and agreement are its pieces' means
+    weighted by their area, and its members are all of theirs, each with its tile."""
+    from tasks.tiling import tile_cores
+
+    if len(objects_per_tile) != len(regions):
+        raise ValueError("objects_per_tile and regions must be as long as each other")
+    cores = tile_cores([(int(x), int(y), int(w), int(h)) for x, y, w, h in regions])
+    pieces: list[tuple[int, MergedObject, Rle, float]] = []  # tile, object, core part, area
+    for tile, objects in enumerate(objects_per_tile):
+        for obj in objects:
+            if obj.mask is None:
+                continue
+            # A piece may hold nothing of its tile's core, and still join (with its members)
+            # the object another tile owns.
+            part = clip_rle(obj.mask, cores[tile])
+            pieces.append((tile, obj, part, float(coco_mask.area(part))))
+    parent = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (tile_i, obj_i, _, _) in enumerate(pieces):
+        for j in range(i + 1, len(pieces)):
+            tile_j, obj_j, _, _ = pieces[j]
+            if obj_i.label != obj_j.label or tile_i == tile_j:
+                continue
+            if semantic or _same_across(obj_i, obj_j, regions[tile_i], regions[tile_j],
+                                        iou_threshold):  # fmt: skip
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(root(i), []).append(i)
+    out = [
+        _united([pieces[i] for i in group])
+        for group in groups.values()
+        if any(pieces[i][3] for i in group)
+    ]
+    out.sort(key=lambda obj: -obj.score)
+    return out
+
+
+def clip_rle(mask: Rle, region: Sequence[int]) -> Rle:
+    """A mask (counts a string or bytes) cut to the rectangle ``region`` ``[x, y, w, h]``,
+    as pycocotools gives it (counts bytes)."""
+    height, width = (int(v) for v in mask["size"])
+    counts = mask["counts"]
+    whole = {
+        "size": [height, width],
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
+    x, y, w, h = (int(v) for v in region)
+    box = coco_mask.frPyObjects(np.array([[x, y, w, h]], dtype=np.float64), height, width)[0]
+    out: Rle = coco_mask.merge([whole, box], intersect=True)
+    out["size"] = [height, width]
+    return out
+
+
+def _same_across(
+    a: MergedObject, b: MergedObject, region_a: Sequence[int], region_b: Sequence[int],
+    iou_threshold: float,
+) -> bool:  # fmt: skip
+    """Whether two tiles' objects are one: their masks' IoU over the tiles' shared overlap."""
+    ax, ay, aw, ah = region_a
+    bx, by, bw, bh = region_b
+    left, top = max(ax, bx), max(ay, by)
+    right, bottom = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    if right <= left or bottom <= top or a.mask is None or b.mask is None:
+        return False
+    shared = (left, top, right - left, bottom - top)
+    seen_a, seen_b = clip_rle(a.mask, shared), clip_rle(b.mask, shared)
+    if not coco_mask.area(seen_a) or not coco_mask.area(seen_b):
+        return False
+    return float(coco_mask.iou([seen_a], [seen_b], [0])[0, 0]) >= iou_threshold
+
+
+def _united(pieces: list[tuple[int, MergedObject, Rle, float]]) -> MergedObject:
+    areas = np.array([area for _, _, _, area in pieces])
+    share = areas / areas.sum()
+    parts = [part for _, _, part, area in pieces if area]
+    mask = coco_mask.merge(parts, intersect=False) if len(parts) > 1 else parts[0]
+    first = max(pieces, key=lambda piece: piece[3])[1]
+    return first._replace(
+        score=float(share @ [obj.score for _, obj, _, _ in pieces]),
+        support=float(share @ [obj.support for _, obj, _, _ in pieces]),
+        agreement=float(share @ [obj.agreement for _, obj, _, _ in pieces]),
+        num_votes=max(obj.num_votes for _, obj, _, _ in pieces),
+        workers=tuple(w for _, obj, _, _ in pieces for w in obj.workers),
+        items=tuple(i for _, obj, _, _ in pieces for i in obj.items),
+        tiles=tuple(tile for tile, obj, _, _ in pieces for _ in obj.items),
+        mask={"size": [int(v) for v in mask["size"]], "counts": mask["counts"].decode("ascii")},
+    )

@@ -214,3 +214,75 @@ def test_a_window_is_cut_from_the_runs_as_the_decoded_mask_would_be() -> None:
         assert np.array_equal(
             _crop(as_bytes, left, top, right, bottom), mask[top:bottom, left:right]
         )
+
+
+def test_edge_bands_measure_the_distance_to_the_edge() -> None:
+    from qa.consensus.masks import N_BANDS, edge_bands
+
+    inside = np.zeros((40, 40), dtype=bool)
+    inside[5:35, 5:35] = True
+    bands = edge_bands(inside)
+    assert bands[5, 20] == 0  # either side of the edge
+    assert bands[4, 20] == 0
+    assert bands[6, 20] == 1  # 2 px in
+    assert bands[8, 20] == 2  # 4 px in
+    assert bands[20, 20] == N_BANDS - 1  # 16 px in
+    assert (edge_bands(np.ones((5, 5), dtype=bool)) == N_BANDS - 1).all()
+
+
+def _shaky_crowd(images: int, seed: int) -> tuple[list[np.ndarray], list, list[tuple[int, int]]]:
+    """Two careful painters and three shaky ones (edges moved out by 1 px and by a smooth
+    field of ~2.5 px) on each image of one ellipse: the shaky ones outnumber the careful on
+    every edge."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    truths, crowds = [], []
+    for _ in range(images):
+        truth = ellipse(100, 80, rng.uniform(40, 60), rng.uniform(35, 45), rng.uniform(15, 25),
+                        rng.uniform(15, 25))  # fmt: skip
+        signed = np.where(
+            truth,
+            -ndimage.distance_transform_edt(truth) + 0.5,
+            ndimage.distance_transform_edt(~truth) - 0.5,
+        )
+        answers = []
+        for worker in ("c1", "c2", "s1", "s2", "s3"):
+            jitter, bias = (0.3, 0.0) if worker.startswith("c") else (2.5, 1.0)
+            field = ndimage.gaussian_filter(rng.normal(size=truth.shape), 3.0)
+            painted = signed - bias + field * jitter / field.std() < 0
+            answers.append((worker, 1.0, [{"label": "a", "rle": rle(painted.astype(np.uint8))}]))
+        truths.append(truth)
+        crowds.append(answers)
+    return truths, crowds, [(100, 80)] * images
+
+
+def test_the_model_learns_who_errs_on_the_edge_and_who_does_not() -> None:
+    """Shaky painters err on the edge only: the band model sees them as unreliable there and
+    as reliable as the careful deep inside; the consensus keeps to the truth's edge."""
+    truths, crowds, shapes = _shaky_crowd(40, seed=3)
+    model = mask_model(crowds, shapes)
+    careful, shaky = model.worker("c1"), model.worker("s1")
+    assert careful.edge_sensitivity[0] > shaky.edge_sensitivity[0] + 0.1
+    assert careful.edge_sensitivity[1] > shaky.edge_sensitivity[1] + 0.05
+    assert min(shaky.edge_sensitivity[-1], careful.edge_sensitivity[-1]) > 0.99  # deep inside
+    assert model.crowd.edge_sensitivity[0] < model.crowd.edge_sensitivity[-1]
+    merged = merge_masks_batch(crowds, shapes, model=model)
+    iou = [
+        mask_iou([rle(t.astype(np.uint8))], [objs[0].to_item()["rle"]])[0, 0]
+        for t, objs in zip(truths, merged, strict=True)
+    ]
+    assert np.mean(iou) > 0.98
+
+
+def test_a_model_stored_without_edge_rates_still_merges() -> None:
+    _, crowds, shapes = _shaky_crowd(10, seed=4)
+    model = mask_model(crowds, shapes)
+    older = type(model)(
+        {w: r._replace(edge_sensitivity=(), edge_specificity=()) for w, r in model.workers.items()},
+        model.crowd._replace(edge_sensitivity=(), edge_specificity=()),
+        model.objects,
+        model.n_labels,
+    )
+    merged = merge_masks_batch(crowds, shapes, model=older)
+    assert all(len(objs) == 1 for objs in merged)

@@ -128,10 +128,10 @@ def test_a_mask_project_is_created_and_its_mode_checked(api_as, manager) -> None
 
 @pytest.mark.django_db
 @pytest.mark.both_databases
-def test_mask_projects_do_not_tile_and_fix_their_mode_once_they_have_tasks(api_as, manager) -> None:
+def test_mask_projects_tile_and_fix_their_mode_once_they_have_tasks(api_as, manager) -> None:
     project = project_create(manager, kind="mask", labels=["road"], tile_size=256, tile_overlap=64)
     image = image_ready(project, width=600, height=400)
-    assert Task.objects.filter(image=image).count() == 1
+    assert Task.objects.filter(image=image).count() == 6  # three columns, two rows
     response = api_as(manager).patch(
         f"/api/v1/projects/{project.pk}/", {"mask_mode": "semantic"}, format="json"
     )
@@ -208,4 +208,4 @@ def test_a_lease_tells_the_workspace_the_mask_mode(api_as, manager, worker) -> N
         assert response.status_code == 201, response.json()
         body = response.json()
         assert (body["kind"], body["mask_mode"]) == ("mask", mode)
-        assert body["task"]["region"] == [0, 0, W, H]  # masks do not tile
+        assert body["task"]["region"] == [0, 0, W, H]  # smaller than a tile: the whole image
