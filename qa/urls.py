@@ -1,6 +1,7 @@
 from django.urls import path
 
 from qa import apis
+from qa.prelabel_effect import ProjectPrelabelEffectApi
 from qa.exports import apis as export_apis
 
 urlpatterns = [
@@ -49,6 +50,11 @@ urlpatterns = [
         "projects/<int:project_id>/consensus/results/",
         apis.ProjectConsensusResultsApi.as_view(),
         name="project-consensus-results",
+    ),
+    path(
+        "projects/<int:project_id>/prelabels/effect/",
+        ProjectPrelabelEffectApi.as_view(),
+        name="project-prelabel-effect",
     ),
     path(
         "projects/<int:project_id>/me/",
