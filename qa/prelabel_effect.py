@@ -21,8 +21,8 @@ from crowd.permissions import IsManager, request_user
 from qa import prelabel_stats
 from qa.models import GoldAnswer
 from tasks import prelabels, selectors
-from tasks.prelabel_core import OUTCOMES
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Prediction, Project
+from tasks.prelabel_core import OUTCOMES
 
 MAX_WORKERS = 500  # per-worker rows, most answers first
 
@@ -110,7 +110,9 @@ def prelabel_effect(project: Project) -> dict[str, Any]:
     offered = outcomes["kept"] + outcomes["moved"] + outcomes["relabelled"] + outcomes["deleted"]
     ranked = sorted(
         workers.items(),
-        key=lambda kv: -(len(kv[1]["arms"][True]["answers"]) + len(kv[1]["arms"][False]["answers"])),
+        key=lambda kv: (
+            -(len(kv[1]["arms"][True]["answers"]) + len(kv[1]["arms"][False]["answers"]))
+        ),
     )
     return {
         "prelabels": project.prelabels,
@@ -147,7 +149,7 @@ _Arm = inline_serializer(
         "median_seconds": serializers.FloatField(allow_null=True),
     },
 )
-_COMPARISON = {
+_COMPARISON: dict[str, serializers.Field[Any, Any, Any, Any]] = {
     "with_prelabels": _Arm,
     "without_prelabels": _Arm,
     "gold_score_difference": inline_serializer(

@@ -1,8 +1,8 @@
 from django.urls import path
 
 from qa import apis
-from qa.prelabel_effect import ProjectPrelabelEffectApi
 from qa.exports import apis as export_apis
+from qa.prelabel_effect import ProjectPrelabelEffectApi
 
 urlpatterns = [
     path("projects/<int:project_id>/gold/", apis.GoldApi.as_view(), name="project-gold"),

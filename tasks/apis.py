@@ -1103,8 +1103,8 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
 
 class SubmitIn(serializers.Serializer):
     annotations = AnnotationsField(
-        help_text="Items may also carry \"prelabel\": the index of the lease's pre-label the "
-        "object comes from (kept, moved or relabelled), and \"outcome\", checked against the "
+        help_text='Items may also carry "prelabel": the index of the lease\'s pre-label the '
+        'object comes from (kept, moved or relabelled), and "outcome", checked against the '
         "one the server computes."
     )
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)

@@ -246,6 +246,7 @@ def record(
                 break
     objects: list[dict[str, Any]] = []
     errors: dict[str, list[str]] = {}
+    entry: dict[str, Any]
     for i, (item, ref) in enumerate(zip(items, refs, strict=True)):
         if ref is None:
             outcome, entry = "added", {"annotation": i, "prelabel": None, "outcome": "added"}

@@ -214,6 +214,7 @@ MATRIX: dict[str, dict[str, Case]] = {
     # The worker is not suspended: 409 not_suspended once the manager may ask at all.
     "project-worker-reinstate": {"post": Case(managers_of_the_project(409))},
     "project-agreement": {"get": Case(managers_of_the_project(200))},
+    "project-prelabel-effect": {"get": Case(managers_of_the_project(200))},
     "task-reference": {"get": Case(managers_of_the_project(200))},
     "project-throughput": {"get": Case(members_of_the_project(200))},
     "project-consensus": {

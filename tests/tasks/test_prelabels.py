@@ -20,6 +20,12 @@ TREE = {"label": "tree", "bbox": [100.0, 60.0, 30.0, 80.0], "score": 0.6}
 FAINT = {"label": "car", "bbox": [200.0, 150.0, 20.0, 20.0], "score": 0.2}
 
 
+def stored_record(assignment_id: int) -> dict[str, Any]:
+    record = Assignment.objects.get(pk=assignment_id).prelabels
+    assert isinstance(record, dict)
+    return record
+
+
 def predict(project, image, items, version="v1") -> Prediction:
     return Prediction.objects.create(
         project=project, image=image, model_version=version, annotations=items,
@@ -143,9 +149,7 @@ def test_a_lease_carries_the_current_prediction_filtered_by_min_score(
 
 
 @pytest.mark.django_db
-def test_no_prelabels_when_the_project_is_off_or_the_task_held_out(
-    manager, worker, api_as
-) -> None:
+def test_no_prelabels_when_the_project_is_off_or_the_task_held_out(manager, worker, api_as) -> None:
     project, (image,) = bbox_project(manager)
     predict(project, image, [CAR])
     project.prelabels = False
@@ -214,7 +218,8 @@ def test_prelabel_holdout_is_a_project_setting(manager, api_as) -> None:
     assert created.json()["prelabel_holdout"] == 0.1
     pk = created.json()["id"]
     ok = api.patch(f"/api/v1/projects/{pk}/", {"prelabel_holdout": 0.25}, format="json")
-    assert ok.status_code == 200 and ok.json()["prelabel_holdout"] == 0.25
+    assert ok.status_code == 200
+    assert ok.json()["prelabel_holdout"] == 0.25
     for bad in (-0.1, 1.5, "x"):
         refused = api.patch(f"/api/v1/projects/{pk}/", {"prelabel_holdout": bad}, format="json")
         assert refused.status_code == 400, bad
@@ -249,13 +254,15 @@ def test_the_answer_records_what_became_of_each_prelabel(manager, worker, api_as
     assert set(done.json()) == {"id", "status", "clipped"}
     stored = Assignment.objects.get(pk=lease["id"])
     assert stored.answer == [{k: v for k, v in a.items() if k in ("label", "bbox")} for a in answer]
-    record = stored.prelabels
+    record = stored_record(stored.pk)
     assert (record["model_version"], record["held_out"], record["offered"]) == ("v1", False, 3)
     assert record["counts"] == {"kept": 1, "moved": 0, "relabelled": 1, "deleted": 1, "added": 1}
     relabelled = next(o for o in record["objects"] if o["outcome"] == "relabelled")
-    assert relabelled["moved"] is True and relabelled["from_label"] == "tree"
+    assert relabelled["moved"] is True
+    assert relabelled["from_label"] == "tree"
     deleted = next(o for o in record["objects"] if o["outcome"] == "deleted")
     assert deleted == {"annotation": None, "prelabel": 2, "outcome": "deleted", "score": 0.2}
+    assert stored.time_spent_ms is not None
     assert 0 < stored.time_spent_ms <= 4200
 
 
@@ -277,9 +284,10 @@ def test_a_forged_outcome_is_refused_and_nothing_is_stored(manager, worker, api_
         ([{**CAR, "prelabel": 0}, {**TREE, "prelabel": 0}], "annotations[1].prelabel"),
     ):
         response = submit(api, lease, bad)
-        assert response.status_code == 400 and where in response.json()["errors"], bad
+        assert response.status_code == 400, bad
+        assert where in response.json()["errors"], bad
     assert submit(api, lease, forged[:0]).status_code == 200
-    assert Assignment.objects.get(pk=lease["id"]).prelabels["counts"]["deleted"] == 1
+    assert stored_record(lease["id"])["counts"]["deleted"] == 1
 
 
 @pytest.mark.django_db
@@ -293,10 +301,11 @@ def test_a_held_out_task_records_its_arm_and_refuses_references(manager, worker,
     Task.objects.filter(project=project).exclude(pk=task.pk).update(state="done")
     api = api_as(worker)
     lease = lease_of(api, project)
-    assert lease["task"]["id"] == task.pk and lease["prelabels"] == []
+    assert lease["task"]["id"] == task.pk
+    assert lease["prelabels"] == []
     assert submit(api, lease, [{**CAR, "prelabel": 0}]).status_code == 400
     assert submit(api, lease, [{"label": "car", "bbox": [10, 20, 50, 40]}]).status_code == 200
-    record = Assignment.objects.get(pk=lease["id"]).prelabels
+    record = stored_record(lease["id"])
     assert (record["held_out"], record["offered"], record["model_version"]) == (True, 0, "v1")
     assert record["counts"]["added"] == 1
 
@@ -324,10 +333,12 @@ def test_the_lease_version_is_used_when_a_newer_one_arrived(manager, worker, api
     predict(project, image, [TREE], version="v2")  # imported while the worker annotates
     kept = [{"label": "car", "bbox": [10.0, 20.0, 50.0, 40.0], "prelabel": 0}]
     unknown = submit(api, lease, kept, prelabel_version="nope")
-    assert unknown.status_code == 400 and "prelabel_version" in unknown.json()["errors"]
+    assert unknown.status_code == 400
+    assert "prelabel_version" in unknown.json()["errors"]
     assert submit(api, lease, kept, prelabel_version="v1").status_code == 200
-    record = Assignment.objects.get(pk=lease["id"]).prelabels
-    assert record["model_version"] == "v1" and record["counts"]["kept"] == 1
+    record = stored_record(lease["id"])
+    assert record["model_version"] == "v1"
+    assert record["counts"]["kept"] == 1
 
 
 @pytest.mark.django_db
@@ -343,7 +354,7 @@ def test_classification_prelabel_kept_or_relabelled(manager, worker, api_as) -> 
     lease = lease_of(api, project)
     assert lease["prelabels"] == [{"label": "cat", "score": 0.7, "model_version": "v1"}]
     assert submit(api, lease, [{"label": "dog"}]).status_code == 200
-    record = Assignment.objects.get(pk=lease["id"]).prelabels
+    record = stored_record(lease["id"])
     assert record["objects"] == [
         {"annotation": 0, "prelabel": 0, "outcome": "relabelled", "moved": False,
          "from_label": "cat", "score": 0.7}
@@ -356,5 +367,6 @@ def test_an_image_without_a_prediction_offers_nothing(manager, worker, api_as) -
     predict(project, other, [CAR])
     Task.objects.filter(image=other).update(state="done")
     lease = lease_of(api_as(worker), project)
-    assert lease["task"]["image"] == image.pk and lease["prelabels"] == []
+    assert lease["task"]["image"] == image.pk
+    assert lease["prelabels"] == []
     assert Image.objects.filter(status=ImageStatus.READY).count() == 2
