@@ -118,3 +118,15 @@ def test_a_worker_accepts_corrects_and_deletes_prelabels(page: Page, site: Site)
     # The next lease: the page went on to no task (one image, overlap one).
     expect(page.locator("#empty")).to_be_visible()
     assert re.search("No tasks", page.locator("#empty").inner_text())
+
+    # The manager's dashboard shows what became of the pre-labels and the comparison.
+    page.context.clear_cookies()
+    log_in(page, site, MANAGER)
+    page.goto(f"{site.url}/manage/projects/{project['id']}/#model")
+    effect = page.locator("#prelabel-effect")
+    expect(effect).to_contain_text("1 of 1 images predicted")
+    for outcome in ("kept", "moved", "relabelled", "deleted", "added"):
+        expect(effect.locator(f"[data-stat='{outcome}'] .value")).to_have_text("1")
+    expect(effect.locator("table")).to_contain_text("All workers")
+    expect(effect.locator("table")).to_contain_text(worker[0])
+    screenshot(page, "dashboard-prelabel-effect")
