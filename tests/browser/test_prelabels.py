@@ -130,3 +130,72 @@ def test_a_worker_accepts_corrects_and_deletes_prelabels(page: Page, site: Site)
     expect(effect.locator("table")).to_contain_text("All workers")
     expect(effect.locator("table")).to_contain_text(worker[0])
     screenshot(page, "dashboard-prelabel-effect")
+
+
+def _mask_rle() -> dict:
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    bitmap = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    bitmap[100:220, 150:330] = 1
+    rle = coco_mask.encode(np.asfortranarray(bitmap))
+    return {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode("ascii")}
+
+
+KINDS = {
+    "polygon": (
+        ["car", "person"],
+        [{"label": "car", "points": [[50.0, 50.0], [200.0, 60.0], [120.0, 180.0]], "score": 0.8}],
+    ),
+    "keypoints": (
+        [{"name": "person", "keypoints": ["head", "hand"]}],
+        [{"label": "person", "keypoints": [[100.0, 100.0, 2], [0.0, 0.0, 0]], "score": 0.7}],
+    ),
+    "classification": (["cat", "dog"], [{"label": "dog", "score": 0.6}]),
+    "mask": (["road", "tree"], [{"label": "road", "rle": "MASK", "score": 0.9}]),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind: str) -> None:
+    labels, items = KINDS[kind]
+    if kind == "mask":
+        items = [{**items[0], "rle": _mask_rle()}]
+    project = site.project(
+        images=1, kind=kind, labels=labels, prelabels=True, prelabel_holdout=0
+    )
+    image = site.call("GET", f"/api/v1/projects/{project['id']}/images/", as_=MANAGER)
+    site.call(
+        "POST",
+        f"/api/v1/projects/{project['id']}/predictions/",
+        {
+            "model_version": "m-1",
+            "predictions": [{"image": image["results"][0]["id"], "annotations": items}],
+        },
+        as_=MANAGER,
+    )
+    log_in(page, site, site.worker(f"{kind[:4]}-{uuid.uuid4().hex[:6]}"))
+    page.goto(f"{site.url}/work/projects/{project['id']}/")
+    expect(page.locator("#prelabel-note")).to_be_visible()
+    if kind != "mask":
+        expect(page.locator("#objects")).to_contain_text("unconfirmed")
+    page.locator("#stage").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-error")).to_contain_text("not confirmed yet")
+    page.locator("#stage").focus()
+    page.keyboard.press("a")
+    if kind == "mask":
+        expect(page.locator("#objects")).to_contain_text("road")
+    else:
+        expect(page.locator("#objects")).to_contain_text("(from the model)")
+    screenshot(page, f"workspace-prelabels-{kind}")
+    page.keyboard.press("Enter")
+    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
+    answer = site.call(
+        "GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER
+    )["results"][0]
+    assert answer["prelabels"]["counts"] == {
+        "kept": 1, "moved": 0, "relabelled": 0, "deleted": 0, "added": 0,
+    }  # fmt: skip
+    stripped = [{k: v for k, v in item.items() if k != "score"} for item in items]
+    assert answer["annotations"] == stripped
