@@ -67,6 +67,7 @@ def test_a_worker_accepts_corrects_and_deletes_prelabels(page: Page, site: Site)
     screenshot(page, "workspace-prelabels")
 
     # The model's boxes cannot be passed by unconfirmed.
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()  # loaded
     page.locator("#stage").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#task-error")).to_contain_text("4 of the model's pre-labels are")
@@ -109,7 +110,12 @@ def test_a_worker_accepts_corrects_and_deletes_prelabels(page: Page, site: Site)
     assert by_prelabel[1]["outcome"] == "moved"
     assert by_prelabel[2]["outcome"] == "relabelled"
     assert by_prelabel[2]["moved"] is False
-    assert by_prelabel[3] == {"annotation": None, "prelabel": 3, "outcome": "deleted", "score": 0.42}
+    assert by_prelabel[3] == {
+        "annotation": None,
+        "prelabel": 3,
+        "outcome": "deleted",
+        "score": 0.42,
+    }
     moved = answer["annotations"][by_prelabel[1]["annotation"]]["bbox"]
     assert moved[0] == pytest.approx(290, abs=2)
     assert moved[1] == pytest.approx(80, abs=2)
@@ -161,9 +167,7 @@ def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind:
     labels, items = KINDS[kind]
     if kind == "mask":
         items = [{**items[0], "rle": _mask_rle()}]
-    project = site.project(
-        images=1, kind=kind, labels=labels, prelabels=True, prelabel_holdout=0
-    )
+    project = site.project(images=1, kind=kind, labels=labels, prelabels=True, prelabel_holdout=0)
     image = site.call("GET", f"/api/v1/projects/{project['id']}/images/", as_=MANAGER)
     site.call(
         "POST",
@@ -179,6 +183,7 @@ def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind:
     expect(page.locator("#prelabel-note")).to_be_visible()
     if kind != "mask":
         expect(page.locator("#objects")).to_contain_text("unconfirmed")
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()  # loaded
     page.locator("#stage").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#task-error")).to_contain_text("not confirmed yet")
@@ -191,9 +196,9 @@ def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind:
     screenshot(page, f"workspace-prelabels-{kind}")
     page.keyboard.press("Enter")
     expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
-    answer = site.call(
-        "GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER
-    )["results"][0]
+    answer = site.call("GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER)[
+        "results"
+    ][0]
     assert answer["prelabels"]["counts"] == {
         "kept": 1, "moved": 0, "relabelled": 0, "deleted": 0, "added": 0,
     }  # fmt: skip
