@@ -110,9 +110,19 @@ async function show(assignment) {
     hintElement: $("#hint"),
     onLabel: markLabel,
     prelabels: assignment.prelabels || [],
+    // The refusal to submit unconfirmed pre-labels goes once none is left.
+    onChange: () => {
+      if (state.pendingRefused && state.annotator && !state.annotator.pendingPrelabels) {
+        state.pendingRefused = false;
+        setError("");
+      }
+    },
   });
   state.shownAt = performance.now();
-  $("#prelabel-note").hidden = !(assignment.prelabels || []).length;
+  state.pendingRefused = false;
+  const note = $("#prelabel-note");
+  note.hidden = !(assignment.prelabels || []).length;
+  note.querySelector("[data-what]").textContent = assignment.kind === "mask" ? "The light layer shows the model's masks" : "Dashed shapes are the model's guesses";
   if (assignment.kind !== "classification" && assignment.labels.length) state.annotator.setLabel(assignment.labels[0].name);
   startCountdown(assignment.expires_at);
   setButtons();
@@ -167,6 +177,7 @@ async function submit() {
   const pending = state.annotator.pendingPrelabels;
   if (pending) {
     // Every pre-label gets a decision: kept, changed or deleted, never passed by unseen.
+    state.pendingRefused = true;
     setError(`${pending === 1 ? "One of the model's pre-labels is" : `${pending} of the model's pre-labels are`} not confirmed yet: press A to accept them as they are, or edit or delete them first.`);
     return;
   }
