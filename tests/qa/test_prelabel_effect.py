@@ -15,6 +15,8 @@ from qa.models import GoldResult
 from tasks.models import Assignment, Task
 from tests.factories import WorkerFactory, project_with_tasks
 
+pytestmark = [pytest.mark.both_databases]
+
 
 def record(held_out: bool, version: str | None = "v1", kept: int = 1, deleted: int = 0):
     counts = {"kept": kept, "moved": 0, "relabelled": 0, "deleted": deleted, "added": 0}

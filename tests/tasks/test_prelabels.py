@@ -15,6 +15,8 @@ from tasks.models import Assignment, Image, ImageStatus, Prediction, PredictionS
 from tasks.services import project_transition
 from tests.factories import image_ready, project_create, project_with_tasks
 
+pytestmark = [pytest.mark.both_databases]
+
 CAR = {"label": "car", "bbox": [10.0, 20.0, 50.0, 40.0], "score": 0.9}
 TREE = {"label": "tree", "bbox": [100.0, 60.0, 30.0, 80.0], "score": 0.6}
 FAINT = {"label": "car", "bbox": [200.0, 150.0, 20.0, 20.0], "score": 0.2}
