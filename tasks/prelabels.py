@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from django.db.models import Subquery
 from django.utils.crypto import salted_hmac
 
 from crowd.errors import InvalidInput
@@ -56,24 +57,26 @@ def current_version(project: Project) -> str | None:
 def _prediction_items(
     project: Project, image_id: int, version: str | None
 ) -> tuple[str | None, list[dict[str, Any]] | None]:
-    """(model version, the image's prediction's items of it) or (version, None) when the image
-    has no prediction of that version. One query for the version, one for the items."""
-    version = version or current_version(project)
-    if version is None:
-        return None, None
-    items = (
-        Prediction.objects.filter(image_id=image_id, model_version=version)
-        .values_list("annotations", flat=True)
+    """(model version, the image's prediction's items of it), or (None, None) when the image
+    has no prediction of that version (by default the project's current one). One query."""
+    wanted: Any = version
+    if wanted is None:
+        wanted = Subquery(
+            Prediction.objects.filter(project=project).order_by("-pk").values("model_version")[:1]
+        )
+    row = (
+        Prediction.objects.filter(image_id=image_id, model_version=wanted)
+        .values_list("model_version", "annotations")
         .first()
     )
-    return version, items
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def offered(
     project: Project, task: Task, *, version: str | None = None
 ) -> tuple[str | None, list[dict[str, Any]] | None]:
-    """(model version, the pre-labels the task offers when not held out), the latter None
-    when the image has no prediction of the version."""
+    """(model version, the pre-labels the task offers when not held out), both None when
+    the image has no prediction of the version."""
     version, items = _prediction_items(project, task.image_id, version)
     if items is None:
         return version, None
@@ -118,15 +121,14 @@ def answer_record(
                 errors={"annotations": ["Leave out prelabel and outcome."]},
             )
         return None
-    if version is not None:
-        known = Prediction.objects.filter(image_id=task.image_id, model_version=version).exists()
-        if not known:
-            raise InvalidInput(
-                f"The image has no prediction of model version {version!r}.",
-                code="invalid_prelabels",
-                errors={"prelabel_version": ["Send the model_version the lease's pre-labels had."]},
-            )
-    version, items = offered(project, task, version=version)
+    asked = version
+    version, items = offered(project, task, version=asked)
+    if asked is not None and items is None:
+        raise InvalidInput(
+            f"The image has no prediction of model version {asked!r}.",
+            code="invalid_prelabels",
+            errors={"prelabel_version": ["Send the model_version the lease's pre-labels had."]},
+        )
     out = held_out(project, task.pk)
     shown = [] if items is None or out else items
     try:
@@ -139,7 +141,7 @@ def answer_record(
             errors=exc.errors,
         ) from None
     return {
-        "model_version": version if items is not None else None,
+        "model_version": version,
         "held_out": out,
         "offered": len(shown),
         **result,
