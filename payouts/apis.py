@@ -99,6 +99,12 @@ class AnswerReviewOut(serializers.Serializer):
     annotations = AnnotationsField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     time_spent_ms = serializers.IntegerField(allow_null=True)
+    prelabels = serializers.JSONField(
+        allow_null=True,
+        help_text="What the answer did with the model's pre-labels: model_version, held_out, "
+        "offered, objects [{annotation, prelabel, outcome}] (kept, moved, relabelled, "
+        "deleted, added) and counts; null when the project offered none.",
+    )
     reason = _text("The reviewer's reason, or null.", allow_null=True)
     reviewed_at = serializers.DateTimeField(allow_null=True)
 
@@ -340,6 +346,7 @@ def answer_review_json(assignment: Assignment) -> dict[str, Any]:
         "annotations": assignment.answer or [],
         "submitted_at": assignment.submitted_at.isoformat() if assignment.submitted_at else None,
         "time_spent_ms": assignment.time_spent_ms,
+        "prelabels": assignment.prelabels,
         "reason": assignment.review_reason or None,
         "reviewed_at": assignment.reviewed_at.isoformat() if assignment.reviewed_at else None,
     }

@@ -2,6 +2,7 @@ from django.urls import path
 
 from qa import apis
 from qa.exports import apis as export_apis
+from qa.prelabel_effect import ProjectPrelabelEffectApi
 
 urlpatterns = [
     path("projects/<int:project_id>/gold/", apis.GoldApi.as_view(), name="project-gold"),
@@ -54,6 +55,11 @@ urlpatterns = [
         "projects/<int:project_id>/consensus/results/",
         apis.ProjectConsensusResultsApi.as_view(),
         name="project-consensus-results",
+    ),
+    path(
+        "projects/<int:project_id>/prelabels/effect/",
+        ProjectPrelabelEffectApi.as_view(),
+        name="project-prelabel-effect",
     ),
     path(
         "projects/<int:project_id>/me/",

@@ -38,7 +38,7 @@ from crowd.money import format_amount
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from tasks import imports, ingest, predictions, routing, selectors, services, stalled
+from tasks import imports, ingest, predictions, prelabels, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import Assignment, Image, Kind, MaskMode, Project, ProjectState, StalledAction
 from tasks.schema import labels_load, project_labels
@@ -171,6 +171,10 @@ class ProjectManagerOut(_ProjectBaseOut):
         allow_null=True, help_text="The project's ML backend; null when it names none."
     )
     prelabels = serializers.BooleanField(help_text="Whether workers get the model's pre-labels.")
+    prelabel_holdout = serializers.FloatField(
+        help_text="The share of tasks (gold alike) drawn to get no pre-labels, to measure "
+        "their effect."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -430,6 +434,24 @@ class LeasedTaskOut(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "An annotation item of the project's kind, with the model's score "
+        "(null when it gave none) and model_version.",
+        "additionalProperties": True,
+        "properties": {
+            "label": {"type": "string"},
+            "score": {"type": "number", "nullable": True},
+            "model_version": {"type": "string"},
+        },
+        "required": ["label", "score", "model_version"],
+    }
+)
+class PrelabelOut(serializers.JSONField):
+    """One pre-label of a lease."""
+
+
 class LeaseOut(serializers.Serializer):
     id = serializers.IntegerField(help_text="The assignment to submit or skip.")
     status = serializers.CharField(help_text="leased")
@@ -444,6 +466,12 @@ class LeaseOut(serializers.Serializer):
     reward = serializers.CharField()
     currency = serializers.CharField()
     task = LeasedTaskOut()
+    prelabels = serializers.ListField(
+        child=PrelabelOut(),
+        help_text="The model's objects in the task's region, to show as editable shapes "
+        "(items as the kind has them, with score and model_version); empty when the project "
+        "offers none, the image has no prediction, or the task is among the share held out.",
+    )
 
 
 class SubmitOut(serializers.Serializer):
@@ -564,6 +592,13 @@ class ProjectIn(serializers.Serializer):
     prelabels = serializers.BooleanField(
         required=False, help_text="Show the model's objects to workers as pre-labels."
     )
+    prelabel_holdout = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        help_text="The share of tasks, drawn at random over all tasks (gold alike), that get "
+        "no pre-labels, so their effect on gold scores and time can be measured (default 0.1).",
+    )
 
 
 def project_json(
@@ -618,6 +653,7 @@ def project_json(
             if project.ml_backend_url
             else None,
             prelabels=project.prelabels,
+            prelabel_holdout=project.prelabel_holdout,
             created_at=project.created_at.isoformat(),
         )
     return data
@@ -1061,12 +1097,23 @@ def assignment_json(assignment: Assignment) -> dict[str, Any]:
             "height": image.height,
             "region": task.region,
         },
+        "prelabels": prelabels.lease_prelabels(project, task),
     }
 
 
 class SubmitIn(serializers.Serializer):
-    annotations = AnnotationsField()
+    annotations = AnnotationsField(
+        help_text='Items may also carry "prelabel": the index of the lease\'s pre-label the '
+        'object comes from (kept, moved or relabelled), and "outcome", checked against the '
+        "one the server computes."
+    )
     time_spent_ms = serializers.IntegerField(required=False, min_value=0, max_value=86_400_000)
+    prelabel_version = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="The model_version of the lease's pre-labels, when the answer names them "
+        "(default: the project's current one).",
+    )
 
 
 class AssignmentNextApi(APIView):
@@ -1129,6 +1176,7 @@ class AssignmentSubmitApi(APIView):
             annotations=data.validated_data["annotations"],
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             time_spent_ms=data.validated_data.get("time_spent_ms"),
+            prelabel_version=data.validated_data.get("prelabel_version"),
         )
         body: dict[str, Any] = {
             "id": assignment.pk,

@@ -102,6 +102,10 @@ class Project(models.Model):
     ml_backend_url = models.CharField(max_length=500, blank=True, default="", db_default="")
     ml_backend_min_score = models.FloatField(null=True, blank=True)
     prelabels = models.BooleanField(default=False, db_default=False)
+    # The share of tasks (all tasks, gold ones alike) drawn to get no pre-labels, so that the
+    # crowd's gold scores and times with and without them can be compared (see
+    # ``tasks.prelabels``): the draw is a keyed hash of the task, fixed for its life.
+    prelabel_holdout = models.FloatField(default=0.1, db_default=0.1)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -351,6 +355,11 @@ class Assignment(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     answer = models.JSONField(null=True, blank=True)
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Pre-labels (null when the project offered none): the model version the task's image
+    # had, whether the task was held out, and per object of the answer and per pre-label
+    # what became of it (kept, moved, relabelled, deleted, added), as the server computed it
+    # at submission (``tasks.prelabels.answer_record``).
+    prelabels = models.JSONField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, blank=True, default="")
     # Whether this assignment holds a slot in its task's overlap counters (false for gold
     # tasks, which every worker may answer once and which never complete, and for rejected

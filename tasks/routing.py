@@ -39,7 +39,7 @@ from django.utils import timezone
 from crowd.errors import Conflict, Forbidden, NotFound
 from crowd.models import User
 from crowd.prepared import Joined, Prepared
-from tasks import events
+from tasks import events, prelabels
 from tasks.hooks import Admission, budget_exhausted, routing_policy
 from tasks.models import (
     Assignment,
@@ -471,7 +471,7 @@ WITH a AS (
 ), s AS (
     UPDATE {_ASSIGNMENT} AS x
     SET status = 'submitted', answer = %(answer)s, submitted_at = %(now)s,
-        idempotency_key = %(key)s, time_spent_ms = %(spent)s
+        idempotency_key = %(key)s, time_spent_ms = %(spent)s, prelabels = %(prelabels)s
     FROM t
     WHERE x.id = %(assignment)s
     RETURNING x.id
@@ -487,7 +487,7 @@ def _record_in_one_statement(
         cursor.execute(
             _SUBMIT_SQL,
             {**values, "assignment": assignment.pk, "worker": assignment.worker_id,
-             "answer": json.dumps(values["answer"])},
+             "answer": json.dumps(values["answer"]), "prelabels": _json_or_null(values)},
         )  # fmt: skip
         row = cursor.fetchone()
     if row is None:
@@ -506,15 +506,21 @@ def _record_live_answer(assignment: Assignment, values: dict[str, Any]) -> bool:
         cursor.execute(
             _LIVE_ANSWER_SQL,
             {"assignment": assignment.pk, "now": now, "answer": json.dumps(values["answer"]),
-             "key": values["key"], "spent": values["spent"]},
+             "key": values["key"], "spent": values["spent"],
+             "prelabels": _json_or_null(values)},
         )  # fmt: skip
         return bool(cursor.rowcount == 1)
+
+
+def _json_or_null(values: dict[str, Any]) -> str | None:
+    """The pre-label record as the raw statements store a JSON column: SQL NULL when none."""
+    return None if values["prelabels"] is None else json.dumps(values["prelabels"])
 
 
 _LIVE_ANSWER_SQL = f"""
 UPDATE {_ASSIGNMENT}
 SET status = 'submitted', answer = %(answer)s, submitted_at = %(now)s,
-    idempotency_key = %(key)s, time_spent_ms = %(spent)s
+    idempotency_key = %(key)s, time_spent_ms = %(spent)s, prelabels = %(prelabels)s
 WHERE id = %(assignment)s AND status = 'leased' AND expires_at > %(now)s AND counted
 """
 
@@ -547,12 +553,13 @@ def _record_in_transaction(
         Assignment.objects.filter(pk=locked.pk).update(
             status=AssignmentStatus.SUBMITTED, answer=values["answer"],
             submitted_at=values["now"], idempotency_key=values["key"],
-            time_spent_ms=values["spent"],
+            time_spent_ms=values["spent"], prelabels=values["prelabels"],
         )  # fmt: skip
         if not locked.counted:
             assignment.status = AssignmentStatus.SUBMITTED
             assignment.answer = values["answer"]
             assignment.time_spent_ms = values["spent"]
+            assignment.prelabels = values["prelabels"]
             routing_policy().gold_answered(assignment=assignment)
             return None
         counts = _count_answer(locked.task_id, released=was_leased, holds_lease=live)
@@ -630,6 +637,7 @@ def assignment_submit(
     annotations: Any,
     idempotency_key: str = "",
     time_spent_ms: int | None = None,
+    prelabel_version: str | None = None,
 ) -> Assignment:
     """Record the worker's answer. Idempotent: a repeat (the same ``Idempotency-Key``, or the
     same answer) returns the first result unchanged; a different answer to an assignment
@@ -652,6 +660,9 @@ def assignment_submit(
     clean = annotations_clean(
         project=project, image=task.image, payload=annotations, region=task.region
     )
+    record = prelabels.answer_record(
+        project=project, task=task, payload=annotations, clean=clean, version=prelabel_version
+    )
     now = timezone.now()
     elapsed_ms = max(0, int((now - assignment.leased_at).total_seconds() * 1000))
     values: dict[str, Any] = {
@@ -659,6 +670,7 @@ def assignment_submit(
         "now": now,
         "key": idempotency_key[:100],
         "spent": min(time_spent_ms, elapsed_ms) if time_spent_ms else elapsed_ms,
+        "prelabels": record,
     }
     try:
         if assignment.counted and connection.vendor == "postgresql":
@@ -682,6 +694,7 @@ def assignment_submit(
     assignment.submitted_at = now
     assignment.idempotency_key = values["key"]
     assignment.time_spent_ms = values["spent"]
+    assignment.prelabels = record
     events.answer_submitted(assignment, task)
     return assignment
 

@@ -46,6 +46,7 @@ SETTINGS_FIELDS = (
     "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
     "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
     "stalled_action", "stalled_grace_minutes", "mask_mode", "prelabels",
+    "prelabel_holdout",
 )  # fmt: skip
 # Amounts a PATCH may change, as decimal strings in the project's currency.
 MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
@@ -143,6 +144,8 @@ def _check_settings(project: Project) -> None:
         bad("stalled_action", f"One of: {', '.join(StalledAction.values)}.")
     if not 0 <= project.stalled_grace_minutes <= 30 * 24 * 60:
         bad("stalled_grace_minutes", "Between 0 (at once) and 43200 minutes (30 days).")
+    if not 0 <= project.prelabel_holdout <= 1:
+        bad("prelabel_holdout", "Between 0 (every task gets pre-labels) and 1 (none does).")
     if project.mask_mode not in MaskMode.values:
         bad("mask_mode", f"One of: {', '.join(MaskMode.values)}.")
     if errors:

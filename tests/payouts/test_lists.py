@@ -98,7 +98,7 @@ def test_the_lists_rows_are_the_schemas_items(api_as, manager, paid) -> None:
     assert set(reviews["results"][0]) == {
         "id", "status", "worker", "worker_id", "task", "is_gold", "image", "image_name",
         "image_url", "width", "height", "region", "annotations", "submitted_at",
-        "time_spent_ms", "reason", "reviewed_at",
+        "time_spent_ms", "prelabels", "reason", "reviewed_at",
     }  # fmt: skip
     bonuses = api_as(manager).get(f"/api/v1/projects/{project.pk}/bonuses/").json()
     assert [b["reason"] for b in bonuses["results"]] == ["Fast", "Careful"]  # newest first

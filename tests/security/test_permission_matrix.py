@@ -215,6 +215,7 @@ MATRIX: dict[str, dict[str, Case]] = {
     "project-worker-reinstate": {"post": Case(managers_of_the_project(409))},
     "project-agreement": {"get": Case(managers_of_the_project(200))},
     "project-models": {"get": Case(managers_of_the_project(200))},
+    "project-prelabel-effect": {"get": Case(managers_of_the_project(200))},
     "task-reference": {"get": Case(managers_of_the_project(200))},
     "project-throughput": {"get": Case(members_of_the_project(200))},
     "project-consensus": {

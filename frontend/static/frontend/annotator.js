@@ -81,6 +81,10 @@ export class Annotator {
    * @param {number} [options.height] full-image height in pixels.
    * @param {number[]} [options.region] `[x, y, w, h]` to annotate; the whole image by default.
    * @param {object[]} [options.annotations] initial annotations (not an undo step).
+   * @param {object[]} [options.prelabels] the model's objects (a lease's `prelabels`: payload
+   *   items with `score`), shown as editable shapes marked as the model's until the person
+   *   accepts them (`acceptPrelabels`, key A) or edits them; masks: shown as a layer that A
+   *   copies into the answer.
    * @param {boolean} [options.readOnly] review mode: select, zoom and pan only.
    * @param {(annotations: object[]) => void} [options.onChange] called after every edit.
    * @param {(name: string) => void} [options.onLabel] called when the current label changes.
@@ -144,6 +148,8 @@ export class Annotator {
 
     this._buildDom(options.listElement, options.hintElement);
     this._state = this._stateFrom(this.kind === "mask" ? [] : (options.annotations ?? []));
+    this._prelabels = Array.isArray(options.prelabels) ? options.prelabels : [];
+    this._loadPrelabels();
     if (this._size) this._initMasks();
     if (this.kind === "classification") this._label = this._state.choice;
     this._bindEvents();
@@ -174,6 +180,54 @@ export class Annotator {
       if (clipped) out.push(clipped);
     }
     return out;
+  }
+
+  /**
+   * The annotations as `getAnnotations` gives them, each object that came from a pre-label
+   * with `prelabel`: its index in the `prelabels` option (what the server's record of kept,
+   * moved, relabelled, deleted and added objects is computed from).
+   * @returns {object[]}
+   */
+  getAnswer() {
+    if (this.kind === "mask") return this.getAnnotations();
+    if (this.kind === "classification") {
+      if (this._state.choice === null) return [];
+      const item = { label: this._state.choice };
+      if (this._state.prelabel !== undefined) item.prelabel = this._state.prelabel;
+      return [item];
+    }
+    const out = [];
+    for (const shape of this._state.shapes) {
+      const clipped = this._clipped(shape);
+      if (!clipped) continue;
+      if (shape.prelabel !== undefined) clipped.prelabel = shape.prelabel;
+      out.push(clipped);
+    }
+    return out;
+  }
+
+  /** How many of the model's pre-labels are still shown unconfirmed (masks: 0 or all). */
+  get pendingPrelabels() {
+    if (this.kind === "mask") return this._maskPrelabelsPending ? this._prelabels.length : 0;
+    if (this.kind === "classification") return this._state.pending ? 1 : 0;
+    return this._state.shapes.filter((shape) => shape.pending).length;
+  }
+
+  /** Accept every pre-label still unconfirmed, as it is (one undo step). */
+  acceptPrelabels() {
+    if (this.readOnly || !this.pendingPrelabels) return;
+    if (this.kind === "mask") {
+      if (!this._masks) return;
+      this._masks.load([...this._masks.annotations(), ...this._prelabels.map(({ label, rle }) => ({ label, rle }))], true);
+      this._maskPrelabelsPending = false;
+      this.setOverlay("prelabels", null);
+      this._maskChanged();
+      return;
+    }
+    const before = this._snapshot();
+    if (this.kind === "classification") this._state.pending = false;
+    for (const shape of this._state.shapes) shape.pending = false;
+    this._commit(before);
   }
 
   /**
@@ -217,6 +271,7 @@ export class Annotator {
       if (this.readOnly) return;
       const before = this._snapshot();
       this._state.choice = name;
+      this._state.pending = false; // choosing, even the model's class, confirms it
       this._label = name;
       this._onLabel?.(name);
       this._commit(before);
@@ -768,8 +823,46 @@ export class Annotator {
     return clone(this._state);
   }
 
+  /** The pre-labels as shapes marked `pending` (not an undo step). */
+  _loadPrelabels() {
+    if (!this._prelabels.length) return;
+    if (this.kind === "mask") {
+      this._maskPrelabelsPending = true;
+      this.setOverlay("prelabels", this._prelabels, { color: "#ffffff", title: `Model: ${plural(this._prelabels.length, "mask")} (A accepts)` });
+      return;
+    }
+    if (this.kind === "classification") {
+      const first = this._prelabels[0];
+      if (first && this._labelByName(first.label) && this._state.choice === null) {
+        Object.assign(this._state, { choice: first.label, prelabel: 0, pending: true, score: first.score ?? null });
+      }
+      return;
+    }
+    this._prelabels.forEach((item, index) => {
+      const shape = item && this._labelByName(item.label) ? this._shapeFrom(item) : null;
+      if (shape) this._state.shapes.push({ ...shape, prelabel: index, pending: true, score: item.score ?? null });
+    });
+  }
+
+  /** An edited pre-label is the person's: it is no longer shown as unconfirmed. */
+  _settlePrelabels() {
+    if (this.kind === "classification") {
+      const pre = this._prelabels[this._state.prelabel];
+      if (this._state.pending && pre && this._state.choice !== pre.label) this._state.pending = false;
+      return;
+    }
+    for (const shape of this._state.shapes) {
+      if (!shape.pending) continue;
+      const pre = this._prelabels[shape.prelabel];
+      const now = this._clipped(shape);
+      const was = pre ? this._clipped(this._shapeFrom(pre)) : null;
+      if (shape.label !== pre?.label || JSON.stringify(now) !== JSON.stringify(was)) shape.pending = false;
+    }
+  }
+
   /** Record `before` as one undo step if the state changed, then tell the page. */
   _commit(before) {
+    this._settlePrelabels();
     if (JSON.stringify(before) === JSON.stringify(this._state)) {
       this._refresh();
       return;
@@ -912,6 +1005,8 @@ export class Annotator {
     const before = this._snapshot();
     if (this.kind === "classification") {
       this._state.choice = null;
+      this._state.pending = false;
+      delete this._state.prelabel;
       this._setCurrentLabel(null);
     } else {
       if (index < 0 || index >= this._state.shapes.length) return;
@@ -1460,6 +1555,11 @@ export class Annotator {
       return true;
     }
     if (key === "n" || key === "N") return this._skipKeypoint();
+    if (key === "a" || key === "A") {
+      if (!this.pendingPrelabels) return false;
+      this.acceptPrelabels();
+      return true;
+    }
     if (/^[1-9]$/.test(key)) {
       const label = this._labels[Number(key) - 1];
       if (!label) return false;
@@ -1731,8 +1831,8 @@ export class Annotator {
     }
     const items = [];
     const entries = this.kind === "classification"
-      ? (this._state.choice === null ? [] : [{ text: `1. ${this._state.choice} — class`, label: this._state.choice }])
-      : this._state.shapes.map((shape, i) => ({ text: this._itemText(shape, i), label: shape.label }));
+      ? (this._state.choice === null ? [] : [{ text: `1. ${this._state.choice} — class${provenance(this._state)}`, label: this._state.choice }])
+      : this._state.shapes.map((shape, i) => ({ text: this._itemText(shape, i) + provenance(shape), label: shape.label }));
     entries.forEach((entry, i) => {
       const li = document.createElement("li");
       li.className = "annotator-item";
@@ -1812,7 +1912,9 @@ export class Annotator {
       this._drawImageAndRegion(ctx);
       if (this._masks) this._drawMasks(ctx);
       this._state.shapes.forEach((shape, i) => {
-        this._drawShape(ctx, shape, this._colorOf(shape.label), { selected: i === this._selected });
+        // The model's pre-labels not yet confirmed: dashed, unfilled, tagged "model".
+        const model = shape.pending ? { dashed: true, fill: false, tag: `${shape.label} · model${percent(shape.score)}` } : {};
+        this._drawShape(ctx, shape, this._colorOf(shape.label), { selected: i === this._selected, ...model });
       });
       this._drawInProgress(ctx);
       for (const overlay of this._overlays.values()) this._drawOverlay(ctx, overlay);
@@ -1915,7 +2017,7 @@ export class Annotator {
     ctx.restore();
   }
 
-  _drawShape(ctx, shape, color, { selected = false, dashed = false, fill = true, tagBelow = false } = {}) {
+  _drawShape(ctx, shape, color, { selected = false, dashed = false, fill = true, tagBelow = false, tag = null } = {}) {
     ctx.save();
     ctx.setLineDash(dashed ? [6, 4] : []);
     ctx.strokeStyle = color;
@@ -1950,7 +2052,7 @@ export class Annotator {
       const at = this._toScreen(x, y + h);
       drawTag(ctx, shape.label, at.x, at.y + 20, color);
     } else {
-      drawTag(ctx, shape.label, tagAt.x, tagAt.y - 4, color);
+      drawTag(ctx, tag ?? shape.label, tagAt.x, tagAt.y - 4, color);
     }
   }
 
@@ -2068,7 +2170,13 @@ export class Annotator {
   _drawLegend(ctx) {
     let y = 20;
     if (this.kind === "classification" && this._state.choice !== null) {
-      drawTag(ctx, this._state.choice, 10, y, this._colorOf(this._state.choice));
+      const model = this._state.pending ? ` · model${percent(this._state.score)} (A accepts)` : "";
+      drawTag(ctx, this._state.choice + model, 10, y, this._colorOf(this._state.choice));
+      y += 22;
+    }
+    const pending = this.kind === "classification" || this.kind === "mask" ? 0 : this.pendingPrelabels;
+    if (pending) {
+      drawTag(ctx, `Dashed: the model's ${plural(pending, "pre-label")}, unconfirmed (A accepts all)`, 10, y, "#fff3b0");
       y += 22;
     }
     for (const overlay of this._overlays.values()) {
@@ -2080,6 +2188,17 @@ export class Annotator {
 }
 
 // ---------------------------------------------------------------- pure helpers
+
+/** " 87%" for a model's score, "" when it gave none. */
+function percent(score) {
+  return isNum(score) ? ` ${Math.round(score * 100)}%` : "";
+}
+
+/** What the object list says of an object from a pre-label. */
+function provenance(entry) {
+  if (entry.prelabel === undefined) return "";
+  return entry.pending ? ` (model${percent(entry.score)}, unconfirmed)` : " (from the model)";
+}
 
 function tracePath(ctx, pts, closed) {
   pts.forEach((p, i) => (i === 0 ? ctx.moveTo(p.x, p.y) : ctx.lineTo(p.x, p.y)));

@@ -39,7 +39,7 @@ function renderProject(p) {
   $("#start").disabled = p.state === "active";
   $("#pause").disabled = p.state !== "active";
   const form = $("#settings-form");
-  for (const name of ["reward", "budget", "min_overlap", "max_overlap", "gold_rate", "min_worker_score", "instructions"]) {
+  for (const name of ["reward", "budget", "min_overlap", "max_overlap", "gold_rate", "prelabel_holdout", "min_worker_score", "instructions"]) {
     if (document.activeElement !== form.elements[name]) form.elements[name].value = p[name] ?? "";
   }
 }
@@ -144,6 +144,52 @@ async function loadWorkers() {
   select.replaceChildren(...workers.map((w) => h("option", { value: w.worker }, w.username)));
   if (current) select.value = current;
 }
+
+function fixed(v, digits) {
+  return v === null || v === undefined ? "—" : Number(v).toFixed(digits);
+}
+
+function seconds(v) {
+  return v === null || v === undefined ? "—" : `${Number(v).toFixed(1)} s`;
+}
+
+function difference(d, digits, unit = "") {
+  if (!d) return "—";
+  const p = d.p_value === undefined ? "" : `, p ${fixed(d.p_value, 3)}`;
+  const sign = d.estimate > 0 ? "+" : "";
+  return `${sign}${fixed(d.estimate, digits)}${unit} [${fixed(d.ci95[0], digits)}, ${fixed(d.ci95[1], digits)}]${p}`;
+}
+
+function comparisonRow(name, c) {
+  const w = c.with_prelabels;
+  const o = c.without_prelabels;
+  return [
+    name,
+    `${w.answers} / ${o.answers}`,
+    `${fixed(w.gold_score_mean, 3)} (${w.gold_answers}) / ${fixed(o.gold_score_mean, 3)} (${o.gold_answers})`,
+    difference(c.gold_score_difference, 3),
+    `${seconds(w.median_seconds)} / ${seconds(o.median_seconds)}`,
+    difference(c.median_seconds_difference, 1, " s"),
+  ];
+}
+
+const loadPrelabelEffect = throttle(async () => {
+  const e = await api(`${base}/prelabels/effect/`);
+  const box = $("#prelabel-effect");
+  if (!e.prelabels && !e.overall.with_prelabels.answers && !e.overall.without_prelabels.answers) {
+    box.replaceChildren(h("p.muted", {}, "Pre-labels are off for this project (PATCH prelabels: true to show workers the model's objects)."));
+    return;
+  }
+  const cov = e.coverage;
+  const out = e.outcomes;
+  const headers = ["", "Answers with / without", "Mean gold score with / without (gold answers)", "Gold score difference [95%]", "Median time with / without", "Time difference [95%]"];
+  box.replaceChildren(
+    h("p", {}, `Model version ${cov.model_version ?? "—"}: ${cov.images_predicted} of ${cov.images} images predicted (${cov.gold_images_predicted} of ${cov.gold_images} gold). Held out: ${Math.round(e.prelabel_holdout * 100)}% of tasks.`),
+    ...cov.warnings.map((w) => h("p.error", { role: "alert" }, w)),
+    h("div.stats", {}, ["kept", "moved", "relabelled", "deleted", "added"].map((k) => stat(`pre-labels ${k}`, String(out[k]), k)), stat("kept unchanged", out.kept_share === null ? "—" : `${Math.round(out.kept_share * 100)}%`, "kept_share")),
+    table("With and without pre-labels", headers, [comparisonRow("All workers", e.overall), ...e.workers.map((w) => comparisonRow(w.username, w))], "No answers yet."),
+  );
+}, 10000);
 
 async function suspend(w) {
   const reason = window.prompt(`Why suspend ${w.username}? They see this reason.`);
@@ -330,6 +376,7 @@ live(
       renderProgress(event);
       loadChart();
       loadAgreement();
+      loadPrelabelEffect();
     } else if (event.type === "worker") refreshWorkers();
     else if (event.type === "export") refreshExports();
   },
@@ -340,3 +387,4 @@ renderProject(await api(base));
 await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount()]).catch((err) => toast(err.message, "error"));
 loadChart();
 loadAgreement();
+loadPrelabelEffect();

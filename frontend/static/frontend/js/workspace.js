@@ -8,7 +8,7 @@ const projectId = Number(document.getElementById("main").dataset.project);
 const stage = $("#stage");
 const submitButton = $("#submit");
 const skipButton = $("#skip");
-const state = { assignment: null, annotator: null, key: null, busy: false, waiting: false, timer: null, done: 0, earned: 0, currency: "" };
+const state = { assignment: null, annotator: null, key: null, busy: false, waiting: false, timer: null, done: 0, earned: 0, currency: "", shownAt: 0 };
 
 function randomKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
@@ -109,7 +109,20 @@ async function show(assignment) {
     listElement: $("#objects"),
     hintElement: $("#hint"),
     onLabel: markLabel,
+    prelabels: assignment.prelabels || [],
+    // The refusal to submit unconfirmed pre-labels goes once none is left.
+    onChange: () => {
+      if (state.pendingRefused && state.annotator && !state.annotator.pendingPrelabels) {
+        state.pendingRefused = false;
+        setError("");
+      }
+    },
   });
+  state.shownAt = performance.now();
+  state.pendingRefused = false;
+  const note = $("#prelabel-note");
+  note.hidden = !(assignment.prelabels || []).length;
+  note.querySelector("[data-what]").textContent = assignment.kind === "mask" ? "The light layer shows the model's masks" : "Dashed shapes are the model's guesses";
   if (assignment.kind !== "classification" && assignment.labels.length) state.annotator.setLabel(assignment.labels[0].name);
   startCountdown(assignment.expires_at);
   setButtons();
@@ -156,9 +169,16 @@ async function next() {
 async function submit() {
   if (!state.assignment || state.busy) return;
   if (state.annotator.drafting) state.annotator.finishDraft();
-  const annotations = state.annotator.getAnnotations();
+  const annotations = state.annotator.getAnswer();
   if (state.assignment.kind === "classification" && !annotations.length) {
     setError("Pick a label first (number keys 1–9).");
+    return;
+  }
+  const pending = state.annotator.pendingPrelabels;
+  if (pending) {
+    // Every pre-label gets a decision: kept, changed or deleted, never passed by unseen.
+    state.pendingRefused = true;
+    setError(`${pending === 1 ? "One of the model's pre-labels is" : `${pending} of the model's pre-labels are`} not confirmed yet: press A to accept them as they are, or edit or delete them first.`);
     return;
   }
   state.busy = true; // a double click or a held Enter sends one submission
@@ -167,7 +187,10 @@ async function submit() {
   const { assignment, key } = state;
   try {
     // ?next=1: the next lease comes back with the answer's receipt, in one round trip.
-    const done = await api(`/assignments/${assignment.id}/submit/?next=1`, { method: "POST", body: { annotations }, headers: { "Idempotency-Key": key } });
+    const body = { annotations, time_spent_ms: Math.max(0, Math.round(performance.now() - state.shownAt)) };
+    const version = (assignment.prelabels || [])[0]?.model_version;
+    if (version) body.prelabel_version = version;
+    const done = await api(`/assignments/${assignment.id}/submit/?next=1`, { method: "POST", body, headers: { "Idempotency-Key": key } });
     state.done += 1;
     state.earned += Number(assignment.reward);
     state.currency = assignment.currency;

@@ -1,0 +1,106 @@
+"""The manager's comparison of answers with and without pre-labels, on a constructed crowd
+whose every figure is known: arms, means, medians, Welch's interval, per worker."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from scipy import stats
+
+from qa import prelabel_stats
+from qa.models import GoldResult
+from tasks.models import Assignment, Task
+from tests.factories import WorkerFactory, project_with_tasks
+
+pytestmark = [pytest.mark.both_databases]
+
+
+def record(held_out: bool, version: str | None = "v1", kept: int = 1, deleted: int = 0):
+    counts = {"kept": kept, "moved": 0, "relabelled": 0, "deleted": deleted, "added": 0}
+    return {"model_version": version, "held_out": held_out, "offered": 0 if held_out else 2,
+            "objects": [], "counts": counts if not held_out else {**counts, "kept": 0}}  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_the_comparison_on_a_constructed_crowd(manager, api_as) -> None:
+    project = project_with_tasks(manager, tasks=40, overlap=3)
+    project.prelabels = True
+    project.save(update_fields=["prelabels"])
+    tasks = iter(Task.objects.filter(project=project).select_related("image").order_by("pk"))
+    ann, bob = WorkerFactory.create(username="ann"), WorkerFactory.create(username="bob")
+    now = timezone.now()
+
+    def answer(worker, *, held_out, seconds, gold=None, version="v1"):
+        task = next(tasks)
+        a = Assignment.objects.create(
+            task=task, project=project, worker=worker, status="submitted", leased_at=now,
+            expires_at=now + timedelta(minutes=10), submitted_at=now, answer=[],
+            time_spent_ms=int(seconds * 1000), prelabels=record(held_out, version),
+        )  # fmt: skip
+        if gold is not None:
+            GoldResult.objects.create(
+                assignment=a, project=project, worker=worker, image=task.image, score=gold,
+                passed=gold >= 0.7,
+            )  # fmt: skip
+
+    ann_with = [(0.9, 10), (0.8, 12), (0.85, 8)]
+    ann_without = [(0.6, 20), (0.7, 22)]
+    bob_with = [(0.5, 5), (0.55, 6)]
+    bob_without = [(0.65, 15), (0.75, 14), (0.7, 18)]
+    for worker, rows, held in (
+        (ann, ann_with, False), (ann, ann_without, True),
+        (bob, bob_with, False), (bob, bob_without, True),
+    ):  # fmt: skip
+        for score, seconds in rows:
+            answer(worker, held_out=held, seconds=seconds, gold=score)
+    answer(ann, held_out=False, seconds=9)  # not gold: counts in time only
+    answer(bob, held_out=False, seconds=30, version=None)  # no prediction: left out
+    Assignment.objects.filter(prelabels__isnull=True).delete()
+
+    response = api_as(manager).get(f"/api/v1/projects/{project.pk}/prelabels/effect/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    overall = body["overall"]
+    gold_with = [s for s, _ in ann_with + bob_with]
+    gold_without = [s for s, _ in ann_without + bob_without]
+    secs_with = [t for _, t in ann_with + bob_with] + [9]
+    secs_without = [t for _, t in ann_without + bob_without]
+    assert overall["with_prelabels"] == {
+        "answers": 6, "gold_answers": 5,
+        "gold_score_mean": round(statistics.mean(gold_with), 4),
+        "timed_answers": 6, "median_seconds": statistics.median(secs_with),
+    }  # fmt: skip
+    assert overall["without_prelabels"]["answers"] == 5
+    assert overall["without_prelabels"]["median_seconds"] == statistics.median(secs_without)
+    diff = overall["gold_score_difference"]
+    welch = stats.ttest_ind(gold_with, gold_without, equal_var=False)
+    assert diff["estimate"] == round(statistics.mean(gold_with) - statistics.mean(gold_without), 4)
+    assert diff["p_value"] == pytest.approx(welch.pvalue, abs=1e-4)
+    ci = welch.confidence_interval(0.95)
+    assert diff["ci95"] == [pytest.approx(ci.low, abs=1e-4), pytest.approx(ci.high, abs=1e-4)]
+    time_diff = overall["median_seconds_difference"]
+    assert time_diff["estimate"] == statistics.median(secs_with) - statistics.median(secs_without)
+    assert time_diff["ci95"][0] <= time_diff["estimate"] <= time_diff["ci95"][1]
+    assert body["answers_without_prediction"] == 1
+    assert body["outcomes"]["kept"] == 6
+    assert body["outcomes"]["kept_share"] == 1.0
+    workers = {w["username"]: w for w in body["workers"]}
+    assert workers["ann"]["with_prelabels"]["gold_score_mean"] == round(
+        statistics.mean([s for s, _ in ann_with]), 4
+    )
+    assert workers["bob"]["gold_score_difference"]["estimate"] == round(
+        statistics.mean([0.5, 0.55]) - statistics.mean([0.65, 0.75, 0.7]), 4
+    )
+    # Ann is better with the model, Bob worse: the figures say which way each leans.
+    assert workers["ann"]["gold_score_difference"]["estimate"] > 0
+    assert workers["bob"]["gold_score_difference"]["estimate"] < 0
+
+
+def test_small_arms_give_no_interval() -> None:
+    out = prelabel_stats.compare([0.9], [0.5, 0.6], [1.0], [], with_answers=1, without_answers=2)
+    assert out["gold_score_difference"] is None
+    assert out["median_seconds_difference"] is None
+    assert out["without_prelabels"]["median_seconds"] is None
