@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # A command can also fail on a connection Redis has closed before redis-py noticed: under
 # uvloop the write raises a RuntimeError ("the handler is closed") until the layer's reader
-# finds the connection closed and reconnects.
-COMMAND_FAILED = (*REDIS_UNREACHABLE, RuntimeError)
+# finds the connection closed and reconnects; and when the reader's disconnect tears the
+# shared connection down while a command is being written on it, redis-py's write meets
+# its writer gone (an AttributeError on None).
+COMMAND_FAILED = (*REDIS_UNREACHABLE, RuntimeError, AttributeError)
 
 Sink = Callable[[dict[str, Any]], None]
 

@@ -215,3 +215,35 @@ async def test_listeners_of_a_group_are_counted_by_redis_and_assumed_when_it_is_
     restartable_redis.kill()
     assert await asyncio.to_thread(layer.has_listeners, "project.2")
     restartable_redis.start_again()
+
+
+async def test_a_subscription_whose_connection_is_torn_down_under_it_closes_with_1013(
+    redis_layer: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When Redis goes away, the layer's reader disconnects the shared subscribing
+    connection while a new connection's subscribe may be writing to it: redis-py then fails
+    with an AttributeError (its writer gone) rather than a ConnectionError. That is the same
+    outage, so the new connection is refused with 1013, not failed unhandled."""
+    token = await _worker_token()
+    first = await _snapshot(token)  # the shard's subscribing connection is up
+    (shard,) = _loop_layer()._shards
+    connection = shard._pubsub.connection
+    send = connection._send_packed_command
+
+    async def torn_down(command: Any) -> None:
+        connection._writer = None  # as the reader's disconnect leaves it, mid-command
+        await send(command)
+
+    monkeypatch.setattr(connection, "_send_packed_command", torn_down)
+    ws = WebsocketCommunicator(application, f"/ws/worker/?token={token}")
+    connected, _ = await ws.connect()
+    assert connected
+    assert await ws.receive_output(timeout=5) == TRY_AGAIN_LATER
+    await ws.disconnect()
+    assert _errors(caplog) == []
+
+    monkeypatch.undo()
+    await first.disconnect()
+    ws = await _connected_again(token)
+    await ws.disconnect()
+    await _emptied()
