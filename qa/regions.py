@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tasks.tiling import clip_polygon, polygon_area
+
 Region = Sequence[float]  # [x, y, width, height]
 Item = dict[str, Any]
 
@@ -27,49 +29,6 @@ def _clip_box(box: Sequence[float], region: Region) -> list[float]:
 
 def _area(box: Sequence[float]) -> float:
     return float(box[2] * box[3])
-
-
-def clip_polygon(points: Sequence[Sequence[float]], region: Region) -> list[list[float]]:
-    """Sutherland-Hodgman clipping of a polygon to the region's rectangle."""
-    rx, ry, rw, rh = region
-    edges = (
-        (lambda p: p[0] >= rx, lambda a, b: _cross_x(a, b, rx)),
-        (lambda p: p[0] <= rx + rw, lambda a, b: _cross_x(a, b, rx + rw)),
-        (lambda p: p[1] >= ry, lambda a, b: _cross_y(a, b, ry)),
-        (lambda p: p[1] <= ry + rh, lambda a, b: _cross_y(a, b, ry + rh)),
-    )
-    out = [[float(p[0]), float(p[1])] for p in points]
-    for inside, cross in edges:
-        if not out:
-            break
-        src, out = out, []
-        for i, cur in enumerate(src):
-            prev = src[i - 1]
-            if inside(cur):
-                if not inside(prev):
-                    out.append(cross(prev, cur))
-                out.append(cur)
-            elif inside(prev):
-                out.append(cross(prev, cur))
-    return out
-
-
-def _cross_x(a: Sequence[float], b: Sequence[float], x: float) -> list[float]:
-    t = (x - a[0]) / (b[0] - a[0])
-    return [x, a[1] + t * (b[1] - a[1])]
-
-
-def _cross_y(a: Sequence[float], b: Sequence[float], y: float) -> list[float]:
-    t = (y - a[1]) / (b[1] - a[1])
-    return [a[0] + t * (b[0] - a[0]), y]
-
-
-def polygon_area(points: Sequence[Sequence[float]]) -> float:
-    total = 0.0
-    for i, (x1, y1) in enumerate(points):
-        x0, y0 = points[i - 1]
-        total += x0 * y1 - x1 * y0
-    return abs(total) / 2
 
 
 def _bounds(points: Sequence[Sequence[float]]) -> list[float]:

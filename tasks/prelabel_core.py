@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tasks.tiling import clip_polygon, polygon_area
+
 OUTCOMES = ("kept", "moved", "relabelled", "deleted", "added")
 # Two coordinates this close (pixels) are the same: both sides round to 0.01 px.
 SAME_TOLERANCE = 0.02
@@ -39,48 +41,6 @@ def holdout_value(key: bytes, project_id: int, task_id: int) -> float:
 # --- Cutting to the region --------------------------------------------------------------------
 
 
-def _clip_polygon(points: Sequence[Sequence[float]], region: Region) -> list[list[float]]:
-    """Sutherland-Hodgman against the region's four edges (as annotator.js's clipPolygon)."""
-    rx, ry, rw, rh = region
-    edges = (
-        (lambda p: p[0] >= rx, lambda a, b: _at_x(a, b, rx)),
-        (lambda p: p[0] <= rx + rw, lambda a, b: _at_x(a, b, rx + rw)),
-        (lambda p: p[1] >= ry, lambda a, b: _at_y(a, b, ry)),
-        (lambda p: p[1] <= ry + rh, lambda a, b: _at_y(a, b, ry + rh)),
-    )
-    out = [list(p[:2]) for p in points]
-    for inside, cross in edges:
-        if not out:
-            break
-        src, out = out, []
-        for i, cur in enumerate(src):
-            prev = src[i - 1]
-            if inside(cur):
-                if not inside(prev):
-                    out.append(cross(prev, cur))
-                out.append(cur)
-            elif inside(prev):
-                out.append(cross(prev, cur))
-    return out
-
-
-def _at_x(a: Sequence[float], b: Sequence[float], x: float) -> list[float]:
-    t = (x - a[0]) / (b[0] - a[0])
-    return [x, a[1] + t * (b[1] - a[1])]
-
-
-def _at_y(a: Sequence[float], b: Sequence[float], y: float) -> list[float]:
-    t = (y - a[1]) / (b[1] - a[1])
-    return [a[0] + t * (b[0] - a[0]), y]
-
-
-def _area(points: Sequence[Sequence[float]]) -> float:
-    return 0.5 * sum(
-        points[i - 1][0] * points[i][1] - points[i][0] * points[i - 1][1]
-        for i in range(len(points))
-    )
-
-
 def cut(kind: str, item: Mapping[str, Any], region: Region) -> dict[str, Any] | None:
     """The item as the workspace would submit it unchanged in this region: cut to it and
     rounded; None when nothing of it is left there (a box under 1 px, a polygon under 3
@@ -99,13 +59,13 @@ def cut(kind: str, item: Mapping[str, Any], region: Region) -> dict[str, Any] | 
         return {"label": label, "bbox": [x1, y1, cw, ch]}
     if kind == "polygon":
         points: list[list[float]] = []
-        for x, y in _clip_polygon(item["points"], region):
+        for x, y in clip_polygon(item["points"], region):
             p = [r2(x), r2(y)]
             if not points or points[-1] != p:
                 points.append(p)
         while len(points) > 1 and points[0] == points[-1]:
             points.pop()
-        if len(points) < 3 or abs(_area(points)) < 1:
+        if len(points) < 3 or polygon_area(points) < 1:
             return None
         return {"label": label, "points": points}
     keypoints = [

@@ -1,8 +1,10 @@
-"""Splitting a large image into overlapping tiles, one microtask each. Pure, no Django."""
+"""Splitting a large image into overlapping tiles, one microtask each, and cutting a polygon to
+a tile. Pure, no Django."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 Region = tuple[int, int, int, int]  # COCO [x, y, width, height] in image pixels
 
@@ -63,3 +65,50 @@ def tile_cores(regions: list[Region]) -> list[Region]:
 def _midpoint(before: tuple[int, int], after: tuple[int, int]) -> int:
     """Where the centres of two neighbouring spans ``(start, size)`` meet, in whole pixels."""
     return (2 * before[0] + before[1] + 2 * after[0] + after[1]) // 4
+
+
+# --- Polygons and a region's rectangle ---------------------------------------------------------
+
+
+def clip_polygon(points: Sequence[Sequence[float]], region: Sequence[float]) -> list[list[float]]:
+    """Sutherland-Hodgman clipping of a polygon to the region's rectangle (as the workspace's
+    ``clipPolygon`` in annotator.js)."""
+    rx, ry, rw, rh = region
+    edges = (
+        (lambda p: p[0] >= rx, lambda a, b: _at_x(a, b, rx)),
+        (lambda p: p[0] <= rx + rw, lambda a, b: _at_x(a, b, rx + rw)),
+        (lambda p: p[1] >= ry, lambda a, b: _at_y(a, b, ry)),
+        (lambda p: p[1] <= ry + rh, lambda a, b: _at_y(a, b, ry + rh)),
+    )
+    out = [[float(p[0]), float(p[1])] for p in points]
+    for inside, cross in edges:
+        if not out:
+            break
+        src, out = out, []
+        for i, cur in enumerate(src):
+            prev = src[i - 1]
+            if inside(cur):
+                if not inside(prev):
+                    out.append(cross(prev, cur))
+                out.append(cur)
+            elif inside(prev):
+                out.append(cross(prev, cur))
+    return out
+
+
+def _at_x(a: Sequence[float], b: Sequence[float], x: float) -> list[float]:
+    t = (x - a[0]) / (b[0] - a[0])
+    return [x, a[1] + t * (b[1] - a[1])]
+
+
+def _at_y(a: Sequence[float], b: Sequence[float], y: float) -> list[float]:
+    t = (y - a[1]) / (b[1] - a[1])
+    return [a[0] + t * (b[0] - a[0]), y]
+
+
+def polygon_area(points: Sequence[Sequence[float]]) -> float:
+    total = 0.0
+    for i, (x1, y1) in enumerate(points):
+        x0, y0 = points[i - 1]
+        total += x0 * y1 - x1 * y0
+    return abs(total) / 2
