@@ -24,6 +24,7 @@ from django.db.models import Subquery
 from django.utils.crypto import salted_hmac
 
 from crowd.errors import InvalidInput
+from crowd.prepared import Prepared
 from tasks import prelabel_core as core
 from tasks.models import Prediction, Project, Task
 
@@ -54,22 +55,32 @@ def current_version(project: Project) -> str | None:
     )
 
 
+# The lease's read: the image's prediction of the project's current model version (that of
+# its newest prediction), compiled once; every lease runs it.
+_CURRENT_PREDICTION = Prepared(
+    lambda project, image: Prediction.objects.filter(
+        image_id=image,
+        model_version=Subquery(
+            Prediction.objects.filter(project_id=project)
+            .order_by("-pk")
+            .values("model_version")[:1]
+        ),
+    )[:1],
+    int,
+    int,
+)
+
+
 def _prediction_items(
     project: Project, image_id: int, version: str | None
 ) -> tuple[str | None, list[dict[str, Any]] | None]:
     """(model version, the image's prediction's items of it), or (None, None) when the image
     has no prediction of that version (by default the project's current one). One query."""
-    wanted: Any = version
-    if wanted is None:
-        wanted = Subquery(
-            Prediction.objects.filter(project=project).order_by("-pk").values("model_version")[:1]
-        )
-    row = (
-        Prediction.objects.filter(image_id=image_id, model_version=wanted)
-        .values_list("model_version", "annotations")
-        .first()
-    )
-    return (None, None) if row is None else (row[0], row[1])
+    if version is None:
+        found = _CURRENT_PREDICTION.first(project.pk, image_id)
+    else:
+        found = Prediction.objects.filter(image_id=image_id, model_version=version).first()
+    return (None, None) if found is None else (found.model_version, found.annotations)
 
 
 def offered(
