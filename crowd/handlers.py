@@ -15,27 +15,46 @@ request: for the ``request_started`` receivers, for the view with its middleware
 for a disconnect beside the view. Each hand-over wakes the loop and the thread (about as much
 processor time as a small view). Here a response that is not streamed is made and closed in
 one hand-over and then sent; a streamed one (files) is sent from the loop and closed after,
-as Django does. A client that goes away mid-request no longer cancels the waiting: the view
-was not cancelled before either (it runs on its thread to the end), and what is sent to a
-closed connection is dropped by the server.
+as Django does, and stops when the client goes away (a disconnect is listened for only
+then). A client that goes away before its response is made does not cancel the view: Django
+did not either (it runs on its thread to the end), and the response is dropped by the
+server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import FileResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
 # Threads kept idle for the next requests; more are started while more requests run at once.
 IDLE_THREADS = 64
+# A file is read this much at a time (one hand-over to the request's thread), and sent in
+# pieces of the handler's ``chunk_size``.
+FILE_BLOCK_BYTES = 1 << 20
+
+
+async def _parts_in_thread(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """A synchronous iterator's parts, each taken on the request's thread when wanted."""
+    iterator = iter(parts)
+    take = sync_to_async(_next_part, thread_sensitive=True)
+    while (part := await take(iterator)) is not None:
+        yield part
+
+
+def _next_part(iterator: Iterator[bytes]) -> bytes | None:
+    return next(iterator, None)
 
 
 class ReusedThreadsASGIHandler(ASGIHandler):
@@ -84,13 +103,37 @@ class ReusedThreadsASGIHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         try:
             response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
-            try:
+            if not response.streaming:
                 await self.send_response(response, send)
+                return
+            try:
+                await self._stream(response, receive, send)
             finally:
-                if response.streaming:
-                    await sync_to_async(response.close, thread_sensitive=True)()
+                await sync_to_async(response.close, thread_sensitive=True)()
         finally:
             body_file.close()
+
+    async def _stream(self, response: HttpResponseBase, receive: Any, send: Any) -> None:
+        """Send a streamed response a part at a time until it ends or the client goes.
+
+        Django serves a synchronous iterator (a file) under ASGI by reading it whole into a
+        list first: a 2 GB download held 2 GB of memory before its first byte went out. Here
+        each part is read on the request's thread when the previous one is sent, so a download
+        holds one block (``FILE_BLOCK_BYTES``) at a time, and a client that goes away stops
+        the reading."""
+        assert isinstance(response, StreamingHttpResponse)
+        if not response.is_async:
+            parts = cast(Iterable[bytes], response.streaming_content)
+            response.streaming_content = _parts_in_thread(parts)
+        sending = asyncio.ensure_future(self.send_response(response, send))
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait((sending, listening), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listening, sending):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                    await task
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         """On the request's thread: ``request_started``, the request, the view through its
@@ -110,7 +153,7 @@ class ReusedThreadsASGIHandler(ASGIHandler):
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
             )
         if isinstance(response, FileResponse):
-            response.block_size = self.chunk_size
+            response.block_size = FILE_BLOCK_BYTES
         if not response.streaming:
             response.close()
         return response

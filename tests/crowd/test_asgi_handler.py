@@ -18,7 +18,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from crowd.handlers import ReusedThreadsASGIHandler
+from crowd.handlers import FILE_BLOCK_BYTES, ReusedThreadsASGIHandler
 
 events: list[tuple[str, int]] = []
 
@@ -30,6 +30,13 @@ def _plain(request: HttpRequest) -> HttpResponse:
 
 
 class _TrackedFile(io.BytesIO):
+    read_bytes = 0  # by every instance: what the handler took from files
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        _TrackedFile.read_bytes += len(data)
+        return data
+
     def close(self) -> None:
         events.append(("file closed", threading.get_ident()))
         super().close()
@@ -48,9 +55,14 @@ def _broken(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("view failed")
 
 
+def _long_file(request: HttpRequest) -> FileResponse:
+    return FileResponse(_TrackedFile(b"y" * 50_000_000), content_type="application/octet-stream")
+
+
 urlpatterns = [
     path("plain/", _plain),
     path("file/", _file),
+    path("long-file/", _long_file),
     path("missing/", _missing),
     path("broken/", _broken),
 ]
@@ -177,3 +189,43 @@ async def test_a_failing_view_answers_500_and_finishes_the_request(
     assert status == 500
     assert [name for name, _ in events] == ["started", "finished", "sent body"]
     assert any("view failed" in str(r.exc_info) for r in caplog.records)
+
+
+async def test_a_streamed_file_stops_when_the_client_goes_and_is_closed(handler: Any) -> None:
+    """A client that goes away while a large file is on its way: reading and sending stop
+    (the rest of the file is not read to be dropped by the server; Django reads the whole
+    file into memory before its first byte is sent), and the file is closed, with
+    request_finished sent, as after a whole response."""
+    app, _ = handler
+    _TrackedFile.read_bytes = 0
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/long-file/", "raw_path": b"/long-file/", "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+    }  # fmt: skip
+    gone = asyncio.Event()
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    chunks = 0
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal chunks
+        if message["type"] == "http.response.body":
+            chunks += 1
+            if chunks == 3:
+                gone.set()
+            await asyncio.sleep(0)  # a server's send yields to the loop
+
+    await asyncio.wait_for(app(scope, receive, send), timeout=30)
+    total = 50_000_000 // app.chunk_size
+    assert 3 <= chunks < total // 2, (chunks, total)
+    assert _TrackedFile.read_bytes <= 4 * FILE_BLOCK_BYTES
+    names = [name for name, _ in events]
+    assert "file closed" in names
+    assert names[-1] == "finished"
