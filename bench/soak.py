@@ -210,6 +210,8 @@ def soak(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[float, in
         "req_per_s": record.requests / elapsed,
         "answers": record.acks(),
         "no_work_204": record.total(lambda e, s: s == "204"),
+        # THROTTLE_NEXT (120 a minute a worker) met by a crowd faster than people: waited out.
+        "throttled_429": record.total(lambda e, s: s == "429"),
         "expired_409": expired,
         "errors": record.server_errors + record.connection_errors + unexpected_4xx,
         "errors_5xx": record.server_errors,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import select
 import threading
 import time
 import urllib.parse
@@ -57,6 +58,8 @@ class Connection:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         """Send one request; raises one of CONNECTION_ERRORS when no response came back."""
+        if self._conn is not None and _dropped(self._conn):
+            self.close()  # the server closed it while it was idle (its keep-alive timeout)
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         sent = {"Content-Type": "application/json", **(headers or {})}
@@ -82,6 +85,18 @@ class Connection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle keep-alive connection was closed by the server, as a browser (or
+    urllib3) checks before reusing one: between responses nothing is due, so a socket ready
+    to read has reached its end. Sending on it would fail as a connection error that no
+    server did anything wrong to cause."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 class Unanswered(Exception):
