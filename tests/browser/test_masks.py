@@ -576,3 +576,47 @@ def pixel_at(page: Page, x: float, y: float) -> list[int]:
         [x, y],
     )
     return result
+
+
+def test_flood_fill_on_a_4000x3000_image_stops_at_paint_and_is_timed(
+    page: Page, live_server: Any
+) -> None:
+    """A fill of half a 4000x3000 image beside a painted wall, then of the rest into a third
+    object: each reaches exactly the pixels of its side. The time of each fill (the editor's
+    work for the click, repaint included) is printed."""
+    open_masks(page, live_server, "&size=4000x3000")
+    page.evaluate("window.annotator.setBrushSize(64)")
+    stroke(page, [(2000, -40), (2000, 3040)], steps=30)
+    wall = decoded(answer(page)[0])
+    assert wall[:, 1990:2010].all()
+    page.evaluate(
+        """() => {
+            const masks = window.annotator._masks;
+            const flood = masks.flood.bind(masks);
+            window.floodTimes = [];
+            masks.flood = (...args) => {
+                const t = performance.now();
+                const n = flood(...args);
+                window.floodTimes.push(performance.now() - t);
+                return n;
+            };
+        }"""
+    )
+    page.keyboard.press("n")
+    page.keyboard.press("f")
+    page.mouse.click(*at(page, 500, 1500))
+    left = decoded(answer(page)[1])
+    page.keyboard.press("n")
+    page.mouse.click(*at(page, 3500, 1500))
+    right = decoded(answer(page)[2])
+    times = page.evaluate("window.floodTimes")
+    print(f"\nflood fill on 4000x3000: {', '.join(f'{t:.0f} ms' for t in times)}")
+    assert len(times) == 2
+    assert not (left & wall).any()
+    assert not (right & wall).any()
+    assert not (left & right).any()
+    # Every pixel is in exactly one of the three: the wall split the image in two.
+    assert int(left.sum() + right.sum() + wall.sum()) == 4000 * 3000
+    assert left[:, :1900].all()
+    assert not left[:, 2100:].any()
+    assert right[:, 2100:].all()

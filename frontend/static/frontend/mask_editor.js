@@ -282,44 +282,87 @@ export class MaskEditor {
     const py = Math.floor(y);
     const [cx0, cy0, cx1, cy1] = this.clip;
     if (px < cx0 || py < cy0 || px >= cx1 || py >= cy1) return 0;
-    const { width } = this;
-    const objects = this.objects;
-    const owner = (i) => {
-      for (let k = objects.length - 1; k >= 0; k--) if (objects[k].data[i]) return k;
-      return -1;
-    };
-    const seedOwner = owner(py * width + px);
-    if (seedOwner >= 0 && objects[seedOwner] === stroke.target) return 0;
-    // Scanline fill over a visited bitmap of the clip rectangle.
+    const seedOwner = this.objectAt(px, py);
+    if (seedOwner >= 0 && this.objects[seedOwner] === stroke.target) return 0;
+    // Scanline fill over a bitmap of the clip rectangle: 1 where a pixel has the clicked
+    // pixel's owner and the fill has not reached it yet.
+    const open = this._ownedBy(seedOwner);
     const cw = cx1 - cx0;
-    const seen = new Uint8Array(cw * (cy1 - cy0));
+    const ch = cy1 - cy0;
     const spans = [];
-    const stack = [px, py];
+    let stack = new Int32Array(4096);
+    let top = 0;
+    const push = (xx, yy) => {
+      if (top + 2 > stack.length) {
+        const grown = new Int32Array(stack.length * 2);
+        grown.set(stack);
+        stack = grown;
+      }
+      stack[top++] = xx;
+      stack[top++] = yy;
+    };
+    push(px - cx0, py - cy0);
     let count = 0;
-    const same = (xx, yy) => !seen[(yy - cy0) * cw + xx - cx0] && owner(yy * width + xx) === seedOwner;
-    while (stack.length) {
-      const sy = stack.pop();
-      const sx = stack.pop();
-      if (!same(sx, sy)) continue;
+    while (top) {
+      const sy = stack[--top];
+      const sx = stack[--top];
+      const row = sy * cw;
+      if (!open[row + sx]) continue;
       let a = sx;
-      while (a - 1 >= cx0 && same(a - 1, sy)) a -= 1;
+      while (a > 0 && open[row + a - 1]) a -= 1;
       let b = sx + 1;
-      while (b < cx1 && same(b, sy)) b += 1;
-      for (let xx = a; xx < b; xx++) seen[(sy - cy0) * cw + xx - cx0] = 1;
-      spans.push(sy, a, b);
+      while (b < cw && open[row + b]) b += 1;
+      open.fill(0, row + a, row + b);
+      spans.push(sy + cy0, a + cx0, b + cx0);
       count += b - a;
-      for (const ny of [sy - 1, sy + 1]) {
-        if (ny < cy0 || ny >= cy1) continue;
+      for (let ny = sy - 1; ny <= sy + 1; ny += 2) {
+        if (ny < 0 || ny >= ch) continue;
+        const next = ny * cw;
         let inRun = false;
         for (let xx = a; xx < b; xx++) {
-          const ok = same(xx, ny);
-          if (ok && !inRun) stack.push(xx, ny);
+          const ok = open[next + xx] !== 0;
+          if (ok && !inRun) push(xx, ny);
           inRun = ok;
         }
       }
     }
     this._spans(stroke, spans);
     return count;
+  }
+
+  /**
+   * A bitmap of the clip rectangle: 1 where object `k` is the topmost paint (`k` = -1: where
+   * nothing is painted). Only the objects' bounds are read.
+   */
+  _ownedBy(k) {
+    const [cx0, cy0, cx1, cy1] = this.clip;
+    const cw = cx1 - cx0;
+    const { width } = this;
+    const open = new Uint8Array(cw * (cy1 - cy0));
+    const within = (object) => (object.bounds ? intersect(object.bounds, this.clip) : null);
+    if (k < 0) {
+      open.fill(1);
+    } else {
+      const r = within(this.objects[k]);
+      const data = this.objects[k].data;
+      if (r) {
+        for (let yy = r[1]; yy < r[3]; yy++) {
+          open.set(data.subarray(yy * width + r[0], yy * width + r[2]), (yy - cy0) * cw + r[0] - cx0);
+        }
+      }
+    }
+    // Paint above the owner hides it.
+    for (let m = k + 1; m < this.objects.length; m++) {
+      const r = within(this.objects[m]);
+      if (!r) continue;
+      const data = this.objects[m].data;
+      for (let yy = r[1]; yy < r[3]; yy++) {
+        const from = yy * width;
+        const to = (yy - cy0) * cw - cx0;
+        for (let xx = r[0]; xx < r[2]; xx++) if (data[from + xx]) open[to + xx] = 0;
+      }
+    }
+    return open;
   }
 
   /**
