@@ -1157,9 +1157,8 @@ def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5
         missed = np.bincount(
             crowd.answer_image, np.log1p(-recall[answer_worker]), minlength=n_images
         )
-        voted = np.bincount(crowd.answer_image, minlength=n_images) > 0
-        unmarked = np.where(voted, max(model.objects, RATE_FLOOR) * np.exp(missed), 1.0)
-        least = np.exp(-unmarked)
+        # (An image nobody answered has missed all of them: the chance it has none.)
+        least = np.exp(-max(model.objects, RATE_FLOOR) * np.exp(missed))
         if crowd.n_boxes == 0:
             return least.tolist()  # type: ignore[no-any-return]
         members = _clusters(crowd, iou_threshold, refine=False)
