@@ -10,14 +10,21 @@ Every image has one random order of the crowd's workers and each worker's answer
 
 - **fixed overlap 5**: the first five answers, merged by the worker model learnt by EM over
   all images (``merge_boxes_batch(method="em")``: what a consensus run does);
-- **with the model**: the model's answer (its boxes scoring at least ``MIN_SCORE``, the
-  product's default cut) votes with the weight its gold earned (``vote_weight`` of its
-  product-scored answers to ``GOLD`` gold images of the same profile, ``qa.scoring``); a task
-  starts at one human answer and gets one more while the weighted mean F1 of its answers
-  against their merge (the quorum merge with the vote weights, as a task is decided before
-  the project's first fit: ``qa.merge.task_consensus``) is below the threshold, up to
-  ``MAX_OVERLAP``; the labels are then the EM merge over all answers, the model's included
-  (the consensus run with the model as a member);
+- **with the model, rates** (the product's rule): the model's answer (its boxes scoring at
+  least ``MIN_SCORE``, the product's default cut) is one more voter; a task starts at one
+  human answer and gets one more while ``box_certainty`` (``qa.merge.tasks_consensus``) is
+  below the threshold, up to ``MAX_OVERLAP``. The rates are those the product decides with
+  (``qa.worker_model.decision_box_model``, through the same ``box_model_for``): before the
+  project's first fit, every voter's gold rates (``WORKER_GOLD`` gold images a worker,
+  ``GOLD`` for the model, scored by the product's gold scoring) shrunk toward the box EM's
+  starting crowd, and the objects a gold image holds; images then come in waves of ``WAVE``,
+  and after each the product's fit (``box_model`` over every answer so far, the model a
+  member, gold as the prior: ``qa.worker_model._box_fit``) is run again when the answers
+  grew as the periodic refit asks. The labels are then the EM merge over all answers, the
+  model's included (the consensus run with the model as a member);
+- **with the model, one weight** (the rule before): the same, but a task's confidence is
+  ``existence_confidence``, each voter counting by one weight (the model's from its gold,
+  ``vote_weight``; a worker's a gold-based score's), every candidate box a yes/no vote;
 - **without the model**, the same dynamic overlap from two answers, for reference.
 
 Human weights are a gold-based score's (``Marker.weight``: accuracy plus an estimate's error).
@@ -166,7 +173,9 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
         extra += result.extra
         total += result.matched + result.missed + result.wrong_label
     model_weight = vote_weight(Evidence(GOLD, float(sum(gold_scores))))
-    gold = {MODEL: GoldRates(located / total, extra / GOLD, GOLD_PRIOR_WEIGHT * GOLD)}
+    gold: dict[Hashable, GoldRates] = {
+        MODEL: GoldRates(located / total, extra / GOLD, GOLD_PRIOR_WEIGHT * GOLD)
+    }
     # The workers' gold, from a stream of its own so that the crowd's answers stay those of
     # the rows without it.
     gold_rng = np.random.default_rng(seed + 1)

@@ -1160,7 +1160,7 @@ def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5
         # (An image nobody answered has missed all of them: the chance it has none.)
         least = np.exp(-max(model.objects, RATE_FLOOR) * np.exp(missed))
         if crowd.n_boxes == 0:
-            return least.tolist()  # type: ignore[no-any-return]
+            return least.tolist()
         members = _clusters(crowd, iou_threshold, refine=False)
         pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
         posterior = existence_posterior(
@@ -1193,12 +1193,12 @@ def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5
             certain = np.where(posterior >= 0.5, posterior * label, certain)
         image = crowd.image[members.max(axis=1)]
         np.minimum.at(least, image, certain)
-        return least.tolist()  # type: ignore[no-any-return]
+        return least.tolist()
 
 
 def box_model_for(
     model: BoxModel | None,
-    gold: Mapping[Hashable, GoldRates],
+    gold: Mapping[Any, GoldRates],
     *,
     objects: float,
     strength: float = PRIOR_STRENGTH,

@@ -7,6 +7,8 @@ voters the last fit has not seen stand on their gold rates shrunk toward the cro
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+
 import pytest
 
 from qa.consensus.box_em import CROWD_FALSE_MARKS, CROWD_RECALL, PRIOR_STRENGTH, GoldRates
@@ -66,7 +68,7 @@ def test_a_careless_workers_lone_mark_does_not_settle_it_a_keen_ones_does() -> N
     assert careless < 0.9
     assert keen >= 0.95
     # One weight a voter cannot tell them apart: with equal accuracy, equal confidence.
-    one_weight = {"careless": 0.9, "keen": 0.9, "M": 0.86}
+    one_weight: dict[Hashable, float] = {"careless": 0.9, "keen": 0.9, "M": 0.86}
     assert existence_confidence([[("careless", "car")]], one_weight) == existence_confidence(
         [[("keen", "car")]], one_weight
     )

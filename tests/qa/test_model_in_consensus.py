@@ -316,7 +316,7 @@ def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None
         data={
             "model_version": "det-1",
             "predictions": [
-                {"image": image.pk, "annotations": [{**car, "score": 0.9}, {**other_car, "score": 0.9}]}  # fmt: skip
+                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in (car, other_car)]}
                 for image in images
             ],
         },
@@ -336,7 +336,8 @@ def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None
     # Each answers one real image: both cars and the tree the model missed.
     settled = answer(project, keen, lambda a: [car, other_car, tree], rand=no_gold)
     held = answer(project, careless, lambda a: [car, other_car, tree], rand=no_gold)
-    assert settled is not None and held is not None
+    assert settled is not None
+    assert held is not None
     assert settled.task_id != held.task_id
     done = Task.objects.get(pk=settled.task_id)
     assert (done.state, done.answers) == (TaskState.DONE, 1)
