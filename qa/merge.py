@@ -181,7 +181,8 @@ def _model_answers(
 def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
     """The consensus of one task's counted answers: classification by reliability-weighted
     vote (confidence: the leading label's posterior); shapes merged (confidence: the
-    weighted mean F1 of the answers against the merged objects). The weights read the
+    weighted mean F1 of the answers against the merged objects; boxes the model votes on,
+    how sure the worker model is of the objects, ``box_certainty``). The weights read the
     project's worker model once it has been fitted (``qa.worker_model``), so dynamic overlap
     asks for more answers where the workers it has are ones the model doubts."""
     return tasks_consensus(project, [task], [answers])[0]
