@@ -10,14 +10,21 @@ Every image has one random order of the crowd's workers and each worker's answer
 
 - **fixed overlap 5**: the first five answers, merged by the worker model learnt by EM over
   all images (``merge_boxes_batch(method="em")``: what a consensus run does);
-- **with the model**: the model's answer (its boxes scoring at least ``MIN_SCORE``, the
-  product's default cut) votes with the weight its gold earned (``vote_weight`` of its
-  product-scored answers to ``GOLD`` gold images of the same profile, ``qa.scoring``); a task
-  starts at one human answer and gets one more while the weighted mean F1 of its answers
-  against their merge (the quorum merge with the vote weights, as a task is decided before
-  the project's first fit: ``qa.merge.task_consensus``) is below the threshold, up to
-  ``MAX_OVERLAP``; the labels are then the EM merge over all answers, the model's included
-  (the consensus run with the model as a member);
+- **with the model, rates** (the product's rule): the model's answer (its boxes scoring at
+  least ``MIN_SCORE``, the product's default cut) is one more voter; a task starts at one
+  human answer and gets one more while ``box_certainty`` (``qa.merge.tasks_consensus``) is
+  below the threshold, up to ``MAX_OVERLAP``. The rates are those the product decides with
+  (``qa.worker_model.decision_box_model``, through the same ``box_model_for``): before the
+  project's first fit, every voter's gold rates (``WORKER_GOLD`` gold images a worker,
+  ``GOLD`` for the model, scored by the product's gold scoring) shrunk toward the box EM's
+  starting crowd, and the objects a gold image holds; images then come in waves of ``WAVE``,
+  and after each the product's fit (``box_model`` over every answer so far, the model a
+  member, gold as the prior: ``qa.worker_model._box_fit``) is run again when the answers
+  grew as the periodic refit asks. The labels are then the EM merge over all answers, the
+  model's included (the consensus run with the model as a member);
+- **with the model, one weight** (the rule before): the same, but a task's confidence is
+  ``existence_confidence``, each voter counting by one weight (the model's from its gold,
+  ``vote_weight``; a worker's a gold-based score's), every candidate box a yes/no vote;
 - **without the model**, the same dynamic overlap from two answers, for reference.
 
 Human weights are a gold-based score's (``Marker.weight``: accuracy plus an estimate's error).
@@ -49,7 +56,8 @@ from bench.consensus_shapes import (
     _varied,
     as_parsed_json,
 )
-from qa.consensus.boxes import merge_boxes_batch
+from qa.consensus.box_em import GoldRates
+from qa.consensus.boxes import BoxModel, box_certainty, box_model, box_model_for, merge_boxes_batch
 from qa.consensus.objects import existence_confidence
 from qa.reliability import Evidence, vote_weight
 from qa.scoring import gold_score
@@ -61,6 +69,15 @@ MIN_OVERLAP = 1
 MAX_OVERLAP = 10
 MIN_SCORE = 0.5  # qa.model_scores.DEFAULT_MIN_SCORE
 GOLD = 40
+# Gold images each worker answers (gold is mixed in at a higher rate for new workers), scored
+# by the product's gold scoring: the prior of their rates, as ``qa.worker_model.gold_priors``.
+WORKER_GOLD = 5
+# qa.worker_model: gold answers count twice in the box model's prior; a project is refitted
+# when its counted answers grew by a quarter and by at least 50.
+GOLD_PRIOR_WEIGHT = 2.0
+REFIT_GROWTH, REFIT_MIN_ANSWERS = 0.25, 50
+# Images decided between two looks at whether a refit is due (the periodic sweep's cadence).
+WAVE = 25
 MAX_HUMAN_SHARE = 0.35
 THRESHOLDS = (0.9, 0.95)
 MODEL = "__model__"
@@ -125,6 +142,10 @@ class World:
     model_weight: float
     model_recall: float  # on the gold images, as the product measures it
     model_gold_score: float
+    # Each voter's rates on gold (``qa.worker_model.gold_priors``), the model's too, and the
+    # objects a gold image holds (``qa.model_scores.gold_objects``).
+    gold: dict[Hashable, GoldRates]
+    gold_objects: float
 
 
 def _cut(items: Sequence[Item]) -> list[Item]:
@@ -141,15 +162,37 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
     weights = [m.weight(rng) for m in pool]
     model = SimModel(**{**profile.model.__dict__, "seed": seed})
     # The model's gold: GOLD images of the same kind, scored by the product's gold scoring.
-    gold_scores, found, total = [], 0, 0
+    gold_scores, found, total, located, extra = [], 0, 0, 0, 0
     for k in range(GOLD):
         width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
         truth = _true_boxes(rng, width, height)
         result = gold_score("bbox", truth, _cut(model.predict(("gold", k), truth, width, height)))
         gold_scores.append(result.score)
         found += result.matched
+        located += result.matched + result.wrong_label
+        extra += result.extra
         total += result.matched + result.missed + result.wrong_label
     model_weight = vote_weight(Evidence(GOLD, float(sum(gold_scores))))
+    gold: dict[Hashable, GoldRates] = {
+        MODEL: GoldRates(located / total, extra / GOLD, GOLD_PRIOR_WEIGHT * GOLD)
+    }
+    # The workers' gold, from a stream of its own so that the crowd's answers stay those of
+    # the rows without it.
+    gold_rng = np.random.default_rng(seed + 1)
+    for i, marker in enumerate(pool):
+        seen = marked = strays = 0
+        for _ in range(WORKER_GOLD):
+            width, height = IMAGE_SIZES[int(gold_rng.integers(len(IMAGE_SIZES)))]
+            truth = _true_boxes(gold_rng, width, height)
+            result = gold_score(
+                "bbox", truth, _marker_answer(gold_rng, marker, truth, width, height)
+            )
+            seen += result.matched + result.missed + result.wrong_label
+            marked += result.matched + result.wrong_label
+            strays += result.extra
+        if seen:
+            rates = GoldRates(marked / seen, strays / WORKER_GOLD, GOLD_PRIOR_WEIGHT * WORKER_GOLD)
+            gold[_worker_id(pool, i)] = rates
     images, answers, predicted = [], [], []
     for j in range(n_images):
         width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
@@ -159,7 +202,7 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
         answers.append(
             [
                 [
-                    f"{'s' if pool[i].spammer else 'w'}{i}",
+                    _worker_id(pool, i),
                     weights[i],
                     _marker_answer(rng, pool[i], truth, width, height),
                 ]
@@ -174,7 +217,13 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
         model_weight,
         found / total if total else 0.0,
         float(np.mean(gold_scores)),
+        gold,
+        total / GOLD,
     )
+
+
+def _worker_id(pool: Sequence[Marker], i: int) -> str:
+    return f"{'s' if pool[i].spammer else 'w'}{i}"
 
 
 def _confidence(crowd: Answers, merged: list[Item]) -> float:
@@ -183,8 +232,68 @@ def _confidence(crowd: Answers, merged: list[Item]) -> float:
     return agreed / total if total else 0.0
 
 
+def _final(world: World, given: Sequence[int], model: bool) -> tuple[float, float]:
+    """(F1, human answers a task) of the consensus run over the answers given."""
+    final = [
+        world.answers[j][: given[j]]
+        + ([[MODEL, world.model_weight, world.model[j]]] if model else [])
+        for j in range(len(world.images))
+    ]
+    merged = merge_boxes_batch(final, method="em")
+    f1, _ = _score_boxes(world.images, [[o.to_item() for o in objs] for objs in merged])
+    return f1, float(np.mean(given))
+
+
+def _fit(world: World, given: Sequence[int], images: Sequence[int]) -> BoxModel:
+    """The product's fit (``qa.worker_model._box_fit``) over the answers given so far to
+    ``images``: every answer weighs 1, the model is a member after the people, and gold
+    rates are the priors."""
+    crowds = [
+        [[w, 1.0, items] for w, _, items in world.answers[j][: given[j]]]
+        + [[MODEL, 1.0, world.model[j]]]
+        for j in images
+    ]
+    return box_model(crowds, iou_threshold=0.5, prior=world.gold)
+
+
+def _with_rates(world: World, *, threshold: float) -> tuple[float, float]:
+    """(F1, human answers a task) of dynamic overlap as the product decides a box task the
+    model votes on (``qa.merge.tasks_consensus``): a task starts at one answer and is
+    complete when ``box_certainty`` under the decision's model (``qa.worker_model.
+    decision_box_model``: the last fit, newcomers on their gold shrunk toward the crowd; before
+    the first fit, gold alone and the gold images' objects a picture) reaches the threshold.
+    Images come in waves of ``WAVE``; after each, the project is refitted over every answer
+    so far when they grew as the periodic refit asks (``REFIT_GROWTH``, ``REFIT_MIN_ANSWERS``)."""
+    n = len(world.images)
+    given = [MIN_OVERLAP] * n
+    fitted: BoxModel | None = None
+    last = 0
+    for first in range(0, n, WAVE):
+        rates = box_model_for(fitted, world.gold, objects=world.gold_objects)
+        open_ = list(range(first, min(first + WAVE, n)))
+        while open_:
+            crowds = [
+                [*world.answers[j][: given[j]], [MODEL, world.model_weight, world.model[j]]]
+                for j in open_
+            ]
+            certainty = box_certainty(crowds, model=rates, iou_threshold=0.5)
+            still = []
+            for j, confidence in zip(open_, certainty, strict=True):
+                if given[j] >= MAX_OVERLAP or confidence >= threshold:
+                    continue
+                given[j] += 1
+                still.append(j)
+            open_ = still
+        done = range(min(first + WAVE, n))
+        answers = sum(given[j] for j in done)
+        if answers >= last + max(REFIT_MIN_ANSWERS, REFIT_GROWTH * last):
+            fitted, last = _fit(world, given, done), answers
+    return _final(world, given, model=True)
+
+
 def _dynamic(world: World, *, threshold: float, model: bool, start: int) -> tuple[float, float]:
-    """(F1, human answers a task) of dynamic overlap from ``start`` answers."""
+    """(F1, human answers a task) of dynamic overlap from ``start`` answers, the task's
+    confidence from one weight a voter (the rule before each voter's rates were used)."""
     n = len(world.images)
     given = [start] * n
     open_ = list(range(n))
@@ -214,14 +323,7 @@ def _dynamic(world: World, *, threshold: float, model: bool, start: int) -> tupl
             given[j] += 1
             still.append(j)
         open_ = still
-    final = [
-        world.answers[j][: given[j]]
-        + ([[MODEL, world.model_weight, world.model[j]]] if model else [])
-        for j in range(n)
-    ]
-    merged = merge_boxes_batch(final, method="em")
-    f1, _ = _score_boxes(world.images, [[o.to_item() for o in objs] for objs in merged])
-    return f1, float(np.mean(given))
+    return _final(world, given, model)
 
 
 def _row(
@@ -262,13 +364,20 @@ def rows(quick: bool, profiles: Sequence[ModelProfile] = PROFILES) -> list[dict[
                  None, world)
         )  # fmt: skip
         for threshold in THRESHOLDS:
-            started = time.perf_counter()
-            f1, humans = _dynamic(world, threshold=threshold, model=True, start=MIN_OVERLAP)
-            ok = f1 >= fixed_f1 and humans <= MAX_HUMAN_SHARE * FIXED
-            out.append(
-                _row(profile, f"model + 1..{MAX_OVERLAP} at {threshold}", f1, humans,
-                     time.perf_counter() - started, "ok" if ok else "MISSED", world)
-            )  # fmt: skip
+            for rule, method in (
+                ("rates", "model + 1..{} at {}, rates"),
+                ("weights", "model + 1..{} at {}, one weight"),
+            ):
+                started = time.perf_counter()
+                if rule == "rates":
+                    f1, humans = _with_rates(world, threshold=threshold)
+                else:
+                    f1, humans = _dynamic(world, threshold=threshold, model=True, start=MIN_OVERLAP)
+                ok = f1 >= fixed_f1 and humans <= MAX_HUMAN_SHARE * FIXED
+                out.append(
+                    _row(profile, method.format(MAX_OVERLAP, threshold), f1, humans,
+                         time.perf_counter() - started, "ok" if ok else "MISSED", world)
+                )  # fmt: skip
         started = time.perf_counter()
         f1, humans = _dynamic(world, threshold=THRESHOLDS[-1], model=False, start=2)
         out.append(

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any
 
@@ -28,7 +28,12 @@ from crowd.claims import ClaimLost
 from crowd.models import User
 from qa import model_scores, services, worker_model
 from qa.consensus import classification as cls
-from qa.consensus.boxes import merge_across_tiles, merge_boxes, merge_boxes_batch
+from qa.consensus.boxes import (
+    box_certainty,
+    merge_across_tiles,
+    merge_boxes,
+    merge_boxes_batch,
+)
 from qa.consensus.keypoints import merge_keypoints, merge_keypoints_batch
 from qa.consensus.masks import (
     merge_masks,
@@ -36,7 +41,7 @@ from qa.consensus.masks import (
     merge_semantic_batch,
     unite_mask_tiles,
 )
-from qa.consensus.objects import Answer, MergedObject, existence_confidence
+from qa.consensus.objects import Answer, MergedObject
 from qa.consensus.polygons import merge_polygons, merge_polygons_batch
 from qa.geometry import box_iou
 from qa.model_scores import MODEL_VOTER, ModelVoter
@@ -176,7 +181,8 @@ def _model_answers(
 def task_consensus(project: Project, task: Task, answers: Sequence[Assignment]) -> TaskConsensus:
     """The consensus of one task's counted answers: classification by reliability-weighted
     vote (confidence: the leading label's posterior); shapes merged (confidence: the
-    weighted mean F1 of the answers against the merged objects). The weights read the
+    weighted mean F1 of the answers against the merged objects; boxes the model votes on,
+    how sure the worker model is of the objects, ``box_certainty``). The weights read the
     project's worker model once it has been fitted (``qa.worker_model``), so dynamic overlap
     asks for more answers where the workers it has are ones the model doubts."""
     return tasks_consensus(project, [task], [answers])[0]
@@ -225,29 +231,22 @@ def tasks_consensus(
         }  # fmt: skip
         total = sum(weights[w] for w in agreement)
         confidence = sum(weights[w] * f for w, f in agreement.items()) / total if total else 0.0
-        if MODEL_VOTER in agreement and project.kind == Kind.BBOX:
-            confidence = _existence(project, crowd, weights)
         model_agreement = agreement.pop(MODEL_VOTER, None)
         results.append(TaskConsensus(confidence, agreement, merged, model_agreement))
+    if voter is not None and project.kind == Kind.BBOX:
+        # With the model voting on boxes, a task is as certain as the worker model is of
+        # which objects are there and what they are (``box_certainty``), not the mean
+        # agreement of whole answers: that would let a worker and a model disagreeing on
+        # one object in five close the task, and hold open every task where a model of 85%
+        # recall missed something the worker rightly marked.
+        voting = [k for k, c in enumerate(crowds) if any(a.worker == MODEL_VOTER for a in c)]
+        rates = worker_model.decision_box_model(project, list(weights), fitted=model)
+        certainty = box_certainty(
+            [crowds[k] for k in voting], model=rates, iou_threshold=project.iou_threshold
+        )
+        for k, confidence in zip(voting, certainty, strict=True):
+            results[k] = replace(results[k], confidence=confidence)
     return results
-
-
-def _existence(project: Project, crowd: Sequence[Answer], weights: dict[int, float]) -> float:
-    """With the model voting on boxes, a task's confidence is the crowd's certainty about
-    which objects are there (``existence_confidence``: every candidate box a weighted yes/no
-    vote of every voter), not the mean agreement of whole answers: a lone worker and a model
-    that mark the same objects settle them, while an object only one of them marked asks for
-    another answer. The mean agreement would let a worker and a model disagreeing on one
-    object in five close the task, and hold open every task where a model of 85% recall
-    missed something that the worker rightly marked."""
-    candidates = merge_boxes_batch([crowd], iou_threshold=project.iou_threshold, quorum=0.0)[0]
-    voters: dict[Hashable, float] = {a.worker: weights[int(a.worker)] for a in crowd}  # type: ignore[call-overload]
-    items = {a.worker: a.items for a in crowd}
-    clusters = [
-        [(w, str(items[w][i]["label"])) for w, i in zip(o.workers, o.items, strict=True)]
-        for o in candidates
-    ]
-    return existence_confidence(clusters, voters, n_labels=len(project_schema(project).labels))
 
 
 def _vote(

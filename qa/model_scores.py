@@ -360,3 +360,15 @@ def gold_rates(project: Project) -> tuple[float, float, float] | None:
     from qa.worker_model import GOLD_PRIOR_WEIGHT
 
     return found / gold, float(d.get("extra", 0)) / row.gold_seen, GOLD_PRIOR_WEIGHT * row.gold_seen
+
+
+def gold_objects(project: Project) -> float | None:
+    """Objects a gold image the current version answered holds (found, wrong label or
+    missed): the rate of objects a picture the box decision assumes before the project's
+    first fit. None when it has answered none."""
+    row = current_row(project)
+    if row is None or not row.gold_seen:
+        return None
+    d = row.details
+    objects = sum(float(d.get(key, 0)) for key in ("matched", "wrong_label", "missed"))
+    return objects / row.gold_seen or None

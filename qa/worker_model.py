@@ -164,14 +164,17 @@ def _classification_fit(project: Project, answers: Sequence[AnswerRow]) -> Proje
     return ProjectFit("dawid_skene", len(labelled), fits, crowd)
 
 
-def gold_priors(project: Project) -> dict[int, tuple[float, float, float]]:
-    """Each worker's (recall, false marks a picture, weight in answers) on the project's gold:
-    objects found (matched or with a wrong label) over the gold's objects, and extra objects
-    an answer."""
+def gold_priors(
+    project: Project, worker_ids: Sequence[int] | None = None
+) -> dict[int, tuple[float, float, float]]:
+    """Each worker's (recall, false marks a picture, weight in answers) on the project's gold
+    (of ``worker_ids`` only, when given): objects found (matched or with a wrong label) over
+    the gold's objects, and extra objects an answer."""
     totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
-    for worker, details in GoldResult.objects.filter(project=project).values_list(
-        "worker_id", "details"
-    ):
+    results = GoldResult.objects.filter(project=project)
+    if worker_ids is not None:
+        results = results.filter(worker_id__in=[w for w in worker_ids if w > 0])
+    for worker, details in results.values_list("worker_id", "details"):
         found = float(details.get("matched", 0)) + float(details.get("wrong_label", 0))
         gold = found + float(details.get("missed", 0))
         row = totals[worker]
@@ -301,6 +304,30 @@ def stored_model(project: Project, worker_ids: Sequence[int]) -> Any:
         if row is not None and row.model_seen > 0 and row.model_params:
             params[model_scores.MODEL_VOTER] = row.model_params
     return REBUILD[fit_row.method](fit_row.crowd, params)
+
+
+def decision_box_model(
+    project: Project, worker_ids: Sequence[int], *, fitted: BoxModel | None = None
+) -> BoxModel:
+    """The rates a box task's decision weighs its voters by (``qa.consensus.boxes.
+    box_certainty``): the last fit's (``fitted``, as :func:`stored_model` rebuilt it, None
+    before the first fit), with each voter the fit has not seen (a newcomer, a model version
+    newer than the fit) on their gold rates shrunk toward the crowd's, else the crowd's.
+    Before the first fit the crowd is the box EM's starting one and the objects a picture are
+    the gold images' (a model votes once it has answered some)."""
+    from qa import model_scores
+    from qa.consensus.box_em import GoldRates
+    from qa.consensus.boxes import box_model_for
+
+    gold = {
+        w: GoldRates(*rates)
+        for w, rates in gold_priors(project, worker_ids).items()
+        if w in set(worker_ids)
+    }
+    objects = 1.0
+    if fitted is None:
+        objects = model_scores.gold_objects(project) or objects
+    return box_model_for(fitted, gold, objects=objects)
 
 
 def _box_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]) -> BoxModel:

@@ -55,7 +55,7 @@ object crossing a seam was marked in part on each tile.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
@@ -65,7 +65,11 @@ import numpy.typing as npt
 
 from qa.consensus import collector_paused
 from qa.consensus.box_em import (
+    CROWD_FALSE_MARKS,
+    CROWD_LABEL_ACCURACY,
+    CROWD_RECALL,
     NOISE_FLOOR,
+    PRIOR_STRENGTH,
     RATE_FLOOR,
     GoldRates,
     Prior,
@@ -1122,3 +1126,108 @@ def _unite(corners: FloatArray, cut: BoolArray, weight: FloatArray) -> list[floa
         else:
             out.append(float(corners[:, k].min() if k < 2 else corners[:, k].max()))
     return out
+
+
+def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5) -> list[float]:
+    """How sure the worker ``model`` is, per image, that its voters' answers together tell
+    which objects are there and what they are: the confidence dynamic overlap compares with
+    the project's threshold when a model votes.
+
+    Every candidate (a cluster of the voters' boxes) is real with the posterior of
+    :func:`qa.consensus.box_em.existence_posterior`, from each voter's recall and false marks:
+    with ``mu`` objects a picture, the odds that a candidate marked by the voters ``S`` of the
+    voters ``V`` is real are ``mu prod_S r_j prod_{V-S} (1 - r_k)`` against
+    ``sum_S l_j g^(|S|-1) (1 - g)^(|V|-|S|)``, the rate at which one of them draws a stray box
+    there and the others join it by chance. So a lone mark of a voter who seldom draws a stray
+    box is strong evidence, that of a careless one is not, and not marking an object says
+    little of a voter who misses much. A real candidate's class is the Dawid-Skene posterior
+    from its members' confusion matrices; it is as certain as ``p`` times its class's
+    posterior, a spurious one as ``1 - p``. An object no voter marked is missed: there are
+    ``mu prod_V (1 - r_j)`` of them a picture (a Poisson count), and the chance of none,
+    ``exp(-mu prod_V (1 - r_j))``, is one more factor. The image is as certain as the least
+    of these. Voters the model has not seen take the crowd's rates."""
+    _check(iou_threshold, "em")
+    with collector_paused():
+        crowd = _Crowd.build(images)
+        n_images = len(images)
+        ids = {worker: i for i, worker in enumerate(model.ids)}
+        answer_worker = _answer_workers(crowd, ids, len(ids))
+        recall = np.clip(model._column("recall"), RATE_FLOOR, 1.0 - RATE_FLOOR)
+        # Objects every voter missed: log of the product of misses, summed per image.
+        missed = np.bincount(
+            crowd.answer_image, np.log1p(-recall[answer_worker]), minlength=n_images
+        )
+        # (An image nobody answered has missed all of them: the chance it has none.)
+        least = np.exp(-max(model.objects, RATE_FLOOR) * np.exp(missed))
+        if crowd.n_boxes == 0:
+            return least.tolist()
+        members = _clusters(crowd, iou_threshold, refine=False)
+        pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
+        posterior = existence_posterior(
+            pair_candidate,
+            pair_worker,
+            marked,
+            n_candidates=len(members),
+            recall=model._column("recall"),
+            false_marks=model._column("false_marks"),
+            objects=model.objects,
+        )
+        certain = np.maximum(posterior, 1.0 - posterior)
+        known = set(model.labels)
+        names = [*model.labels, *(name for name in crowd.labels if name not in known)]
+        if len(names) > 1:
+            index = {name: i for i, name in enumerate(names)}
+            confusion, prior = model._confusion(names)
+            to_name = np.array([index[name] for name in crowd.labels], dtype=np.intp)
+            present = members >= 0
+            rows = np.broadcast_to(np.arange(len(members))[:, None], present.shape)[present]
+            boxes = members[present]
+            label = label_posterior(
+                rows,
+                answer_worker[crowd.box_answer][boxes],
+                to_name[crowd.label[boxes]],
+                n_candidates=len(members),
+                confusion=confusion,
+                prior=prior,
+            ).max(axis=1)
+            certain = np.where(posterior >= 0.5, posterior * label, certain)
+        image = crowd.image[members.max(axis=1)]
+        np.minimum.at(least, image, certain)
+        return least.tolist()
+
+
+def box_model_for(
+    model: BoxModel | None,
+    gold: Mapping[Any, GoldRates],
+    *,
+    objects: float,
+    strength: float = PRIOR_STRENGTH,
+) -> BoxModel:
+    """The model a decision applies to voters some of whom the last fit (``model``, None
+    before the first) has not seen: a voter it has not seen but who has ``gold`` rates gets
+    them shrunk toward the crowd's (the fit's crowd row, else the EM's starting crowd), the
+    gold worth its strength in answers against ``strength`` answers of the crowd, as the EM's
+    prior would weigh them; a voter without gold takes the crowd's rates. ``objects`` (a
+    picture) is used before a fit only, where the fit's is not known."""
+    if model is None:
+        crowd = BoxWorker(CROWD_RECALL, CROWD_FALSE_MARKS, 0.1, 0, CROWD_LABEL_ACCURACY)
+        model = BoxModel(ids=(), per_worker=(), crowd=crowd, objects=objects)
+    seen = set(model.ids)
+    extra = [(w, rates) for w, rates in gold.items() if w not in seen]
+    if not extra:
+        return model
+    crowd = model.crowd
+
+    def shrunk(rates: GoldRates) -> BoxWorker:
+        total = rates.strength + strength
+        return crowd._replace(
+            recall=(rates.strength * rates.recall + strength * crowd.recall) / total,
+            false_marks=(rates.strength * rates.false_marks + strength * crowd.false_marks) / total,
+            images=0,
+        )
+
+    return replace(
+        model,
+        ids=(*model.ids, *(w for w, _ in extra)),
+        per_worker=(*model.per_worker, *(shrunk(rates) for _, rates in extra)),
+    )

@@ -199,7 +199,12 @@ def existence_confidence(
     the others'. A real object's label is then the weighted vote of its members over
     ``n_labels`` classes (``log(w (K - 1) / (1 - w))`` each), and the object is as certain as
     the product of both. The task's confidence is that of its least certain object (1 when no
-    one marked anything)."""
+    one marked anything).
+
+    One weight a voter cannot tell a worker who misses much but never strays from a careless
+    one; a box task the model votes on is decided by each voter's recall and stray boxes
+    instead (:func:`qa.consensus.boxes.box_certainty`). This rule is kept as the benchmark's
+    comparison (``bench/consensus_model.py``)."""
     clipped = {v: min(max(w, _MIN_VOTE), _MAX_VOTE) for v, w in weights.items()}
     logit = {v: math.log(w / (1 - w)) for v, w in clipped.items()}
     k = max(n_labels, 1)

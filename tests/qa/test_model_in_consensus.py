@@ -287,3 +287,59 @@ def test_a_bbox_task_closes_on_one_worker_when_the_model_marks_the_same_objects(
     # The tree only the model marked is in doubt: one more answer is asked for.
     assert held.state == TaskState.OPEN
     assert held.required_overlap == 2
+
+
+def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None:
+    """Before any fit, a lone worker's box the model missed settles the object when their gold
+    says they draw no stray boxes, and not when it says they draw three a picture: the
+    decision stands on each voter's recall and false marks, not on one weight."""
+    from qa.services import gold_set
+    from tasks.services import project_transition
+    from tests.factories import image_ready, project_create
+    from tests.qa.helpers import gold_draw
+
+    project = project_create(
+        manager, gold_rate=0.5, min_overlap=1, max_overlap=3, agreement_threshold=0.85,
+        tile_size=0, min_worker_score=0.0,
+    )  # fmt: skip
+    # (0.85: before a fit, a lone label is right as often as the crowd's, 90%.)
+    car = {"label": "car", "bbox": [10, 10, 60, 40]}
+    other_car = {"label": "car", "bbox": [200, 150, 60, 40]}
+    tree = {"label": "tree", "bbox": [150, 20, 40, 100]}
+    gold = [car, tree, other_car]
+    images = [image_ready(project, seed=i) for i in range(8)]
+    for image in images[:6]:
+        gold_set(project=project, image_id=image.pk, annotations=gold, user=manager)
+    # The model finds the cars and misses the tree, on gold as on the real images.
+    predictions_import(
+        project=project,
+        data={
+            "model_version": "det-1",
+            "predictions": [
+                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in (car, other_car)]}
+                for image in images
+            ],
+        },
+    )
+    project = project_transition(project=project, action="start")
+    strays = [{"label": "car", "bbox": [5 + 60 * k, 190, 30, 30]} for k in range(3)]
+    keen, careless = WorkerFactory.create(), WorkerFactory.create()
+    for worker, extra in ((keen, []), (careless, strays)):
+        for _ in range(6):
+            assert answer(project, worker, lambda a, extra=extra: gold + extra, rand=gold_draw)
+    rates = worker_model.decision_box_model(
+        project, [keen.pk, careless.pk, model_scores.MODEL_VOTER]
+    ).workers()
+    assert rates[keen.pk].false_marks < 0.05 < 2.0 < rates[careless.pk].false_marks
+    assert rates[model_scores.MODEL_VOTER].recall == pytest.approx((12 * 2 / 3 + 4 * 0.8) / 16)
+    assert worker_model.decision_box_model(project, [keen.pk]).objects == pytest.approx(3.0)
+    # Each answers one real image: both cars and the tree the model missed.
+    settled = answer(project, keen, lambda a: [car, other_car, tree], rand=no_gold)
+    held = answer(project, careless, lambda a: [car, other_car, tree], rand=no_gold)
+    assert settled is not None
+    assert held is not None
+    assert settled.task_id != held.task_id
+    done = Task.objects.get(pk=settled.task_id)
+    assert (done.state, done.answers) == (TaskState.DONE, 1)
+    still = Task.objects.get(pk=held.task_id)
+    assert (still.state, still.required_overlap) == (TaskState.OPEN, 2)
