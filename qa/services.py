@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from crowd.errors import Conflict, NotFound
+from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import User
 from crowd.prepared import Prepared
 from crowd.tokens import tokens_forget_for_user
@@ -22,6 +22,7 @@ from qa.models import GoldAnswer, GoldResult, WorkerScore, WorkerStatus
 from qa.regions import restrict
 from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
 from qa.scoring import GoldScore, gold_score
+from tasks import annotation_imports
 from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
 from tasks.models import (
@@ -34,6 +35,7 @@ from tasks.models import (
     Project,
     Task,
 )
+from tasks.prediction_formats import FormatError
 from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
 from tasks.services import tasks_mark_gold
@@ -58,11 +60,65 @@ def gold_set(
             code="image_not_ready",
         )
     clean = annotations_clean(project=project, image=image, payload=annotations)
+    return _gold_store(project=project, image=image, annotations=clean, user=user)
+
+
+def _gold_store(
+    *, project: Project, image: Image, annotations: list[dict[str, Any]], user: User
+) -> tuple[GoldAnswer, bool]:
+    """What making a ready image gold is, one image or many: store (or replace) its answer,
+    already validated, and mark its tasks gold. Call inside the caller's transaction."""
     gold, created = GoldAnswer.objects.update_or_create(
-        image=image, defaults={"project": project, "annotations": clean, "created_by": user}
+        image=image, defaults={"project": project, "annotations": annotations, "created_by": user}
     )
     tasks_mark_gold(image=image)
     return gold, created
+
+
+@transaction.atomic
+def gold_import(
+    *,
+    project: Project,
+    data: Any,
+    user: User,
+    format_name: str | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Make the labelled images of a file gold: ``data`` is a parsed file of one of the
+    formats predictions are imported from (ours as ``{"gold": [...]}``, COCO, Label Studio
+    tasks with their ``annotations``), read by the same readers. Each image is matched by id
+    or file name and its items checked as :func:`gold_set` checks them; scores in the file are
+    ignored. An image that has gold already gets the file's answer instead, as ``gold_set``
+    replaces it.
+
+    Strict (the default): any bad item is InvalidInput naming every one, and nothing is
+    stored. Otherwise the good ones are stored and the others listed under ``rejected``. A
+    file that cannot be read at all is InvalidInput either way."""
+    try:
+        candidates = annotation_imports.candidates_read(
+            project, data, format_name=format_name, gold=True
+        )
+    except FormatError as exc:
+        raise InvalidInput(
+            "The gold file cannot be read; nothing was stored.",
+            code="invalid_gold_file",
+            errors=exc.errors,
+        ) from None
+    checked = annotation_imports.candidates_check(project, candidates, gold=True)
+    if strict:
+        annotation_imports.failures_raise(candidates, what="items", code="invalid_gold")
+    images = Image.objects.in_bulk([row.image_id for row in checked])
+    created = 0
+    for row in checked:
+        _, new = _gold_store(
+            project=project, image=images[row.image_id], annotations=row.items, user=user
+        )
+        created += new
+    return {
+        "created": created,
+        "replaced": len(checked) - created,
+        "rejected": annotation_imports.rejected_json(candidates),
+    }
 
 
 @transaction.atomic
