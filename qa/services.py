@@ -38,7 +38,7 @@ from tasks.models import (
 from tasks.prediction_formats import FormatError
 from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
-from tasks.services import tasks_mark_gold
+from tasks.services import tasks_mark_gold, tasks_mark_gold_bulk
 
 
 @transaction.atomic
@@ -60,19 +60,40 @@ def gold_set(
             code="image_not_ready",
         )
     clean = annotations_clean(project=project, image=image, payload=annotations)
-    return _gold_store(project=project, image=image, annotations=clean, user=user)
+    created = _gold_store(project=project, answers={image.pk: clean}, user=user)
+    return GoldAnswer.objects.select_related("image").get(image=image), bool(created)
 
 
 def _gold_store(
-    *, project: Project, image: Image, annotations: list[dict[str, Any]], user: User
-) -> tuple[GoldAnswer, bool]:
-    """What making a ready image gold is, one image or many: store (or replace) its answer,
-    already validated, and mark its tasks gold. Call inside the caller's transaction."""
-    gold, created = GoldAnswer.objects.update_or_create(
-        image=image, defaults={"project": project, "annotations": annotations, "created_by": user}
+    *, project: Project, answers: dict[int, list[dict[str, Any]]], user: User
+) -> set[int]:
+    """What making ready images gold is, one image or many: store (or replace) the answer of
+    each image (by id; already validated) and mark every task of it gold. Returns the images
+    that had no gold answer before. Call inside the caller's transaction.
+
+    One upsert per chunk rather than a read and a write per image: an import of thousands of
+    images stays one short transaction, and two requests setting the same image's gold at
+    once both succeed (the later one's answer stays), as ``update_or_create`` did."""
+    ids = list(answers)
+    had: set[int] = set()
+    for start in range(0, len(ids), 500):
+        had.update(
+            GoldAnswer.objects.filter(image_id__in=ids[start : start + 500]).values_list(
+                "image_id", flat=True
+            )
+        )
+    GoldAnswer.objects.bulk_create(
+        [
+            GoldAnswer(project=project, image_id=pk, annotations=items, created_by=user)
+            for pk, items in answers.items()
+        ],
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["image"],
+        update_fields=["project", "annotations", "created_by", "updated_at"],
     )
-    tasks_mark_gold(image=image)
-    return gold, created
+    tasks_mark_gold_bulk(image_ids=ids)
+    return set(ids) - had
 
 
 @transaction.atomic
@@ -107,16 +128,12 @@ def gold_import(
     checked = annotation_imports.candidates_check(project, candidates, gold=True)
     if strict:
         annotation_imports.failures_raise(candidates, what="items", code="invalid_gold")
-    images = Image.objects.in_bulk([row.image_id for row in checked])
-    created = 0
-    for row in checked:
-        _, new = _gold_store(
-            project=project, image=images[row.image_id], annotations=row.items, user=user
-        )
-        created += new
+    created = _gold_store(
+        project=project, answers={row.image_id: row.items for row in checked}, user=user
+    )
     return {
-        "created": created,
-        "replaced": len(checked) - created,
+        "created": len(created),
+        "replaced": len(checked) - len(created),
         "rejected": annotation_imports.rejected_json(candidates),
     }
 

@@ -108,11 +108,15 @@ def test_reimporting_replaces_gold_as_the_single_endpoint_does(
         f"/api/v1/projects/{project.pk}/gold/", {"image": a.pk, "annotations": [CAR]}, format="json"
     )
     assert single.status_code == 201
+    before = GoldAnswer.objects.get(image=a)
     body = {"gold": [{"image": a.pk, "annotations": []}, {"image": b.pk, "annotations": [CAR]}]}
     response = post_body(client, project, body)
     assert response.status_code == 201, response.json()
     assert response.json() == {"created": 1, "replaced": 1, "rejected": []}
     assert gold(project)[a.pk] == []
+    after = GoldAnswer.objects.get(image=a)
+    assert (after.pk, after.created_at) == (before.pk, before.created_at)
+    assert after.updated_at > before.updated_at
     assert GoldAnswer.objects.filter(project=project).count() == 2
     again = post_body(client, project, body)
     assert again.json() == {"created": 0, "replaced": 2, "rejected": []}
