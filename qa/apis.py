@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import (
     OpenApiTypes,
     PolymorphicProxySerializer,
@@ -12,20 +13,24 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import NotFound
+from crowd.errors import InvalidInput, NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
+from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
+from crowd.uploads import json_file_load
 from qa import merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
+from tasks.prediction_formats import FORMATS
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
 
 # --- Output shapes (what the views render, for the schema) ------------------------------------
@@ -444,6 +449,137 @@ class GoldApi(APIView):
             selectors.gold_list(project),
             lambda page: [gold_json(g, g.task_count) for g in page],
         )
+
+
+class GoldItemIn(serializers.Serializer):
+    image = serializers.IntegerField(
+        required=False, help_text="The image's id, as the image list shows it; or file_name."
+    )
+    file_name = serializers.CharField(
+        required=False, help_text="The image's file name (matched as predictions' are)."
+    )
+    annotations = AnnotationsField(
+        help_text="Items as in an answer of the project's kind, in full-image pixels."
+    )
+
+
+class GoldImportIn(serializers.Serializer):
+    gold = GoldItemIn(many=True)
+    strict = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="true (default): any invalid item is a 400 and nothing is stored; false: "
+        "the valid ones are stored and the others listed under rejected.",
+    )
+
+
+class GoldFileIn(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="A JSON file: ours (as the JSON body), a COCO dataset (images matched by "
+        "file_name) or results list (image_id and category_id as this server numbers them), "
+        "or Label Studio tasks (images matched by the file name of data.image; each task's "
+        "one annotation is its gold)."
+    )
+    # Text, not an enum, as predictions/file/ has it (an enum named "format" would take the
+    # name of the dataset exports' format enum).
+    format = serializers.CharField(
+        required=False,
+        help_text=f"One of {', '.join(FORMATS)}; read from the file's shape when omitted.",
+    )
+    strict = serializers.BooleanField(required=False, default=True)
+
+
+class RejectedGoldOut(serializers.Serializer):
+    index = serializers.IntegerField(help_text="The item's position in its list of the input.")
+    item = serializers.CharField(help_text='Where it is, e.g. "gold[3]", "images[0]".')
+    error = serializers.CharField()
+
+
+class GoldImportOut(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Images that had no gold answer and have one.")
+    replaced = serializers.IntegerField(help_text="Images whose gold answer was replaced.")
+    rejected = RejectedGoldOut(many=True, help_text="strict=false: the items not stored.")
+
+
+def _strict(value: Any) -> bool:
+    try:
+        return bool(serializers.BooleanField().to_internal_value(value))
+    except serializers.ValidationError:
+        raise InvalidInput(errors={"strict": ["true or false."]}) from None
+
+
+_GOLD_IMPORT_RULES = (
+    "Each item is checked as POST gold/ checks one (labels, bounds, the kind's rules), scores "
+    "are ignored, and each image becomes gold as POST gold/ makes it (an image with gold has "
+    "it replaced). 400 invalid_gold names every invalid item and stores nothing (strict, the "
+    "default); with strict=false the valid ones are stored and the others listed under "
+    "rejected."
+)
+
+
+class GoldBulkApi(APIView):
+    permission_classes = [IsManager]
+    parser_classes = [JSONParser]  # files go to .../gold/file/
+
+    @extend_schema(
+        request=GoldImportIn,
+        responses={201: GoldImportOut},
+        description="Managers of the project only: makes many images gold at once, each "
+        "named by id or file name, in a JSON body up to DATA_UPLOAD_MAX_MEMORY_SIZE (larger "
+        f"sets, and COCO or Label Studio files, go to .../gold/file/). {_GOLD_IMPORT_RULES}",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput('Give {"gold": [...]}.', code="invalid_gold_file")
+        report = services.gold_import(
+            project=project,
+            data={k: v for k, v in body.items() if k != "strict"},
+            user=user,
+            format_name="crowd",
+            strict=_strict(body.get("strict", True)),
+        )
+        return Response(report, status=status.HTTP_201_CREATED)
+
+
+class GoldFileApi(APIView):
+    permission_classes = [IsManager]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        operation_id="projects_gold_file_create",
+        request={"multipart/form-data": GoldFileIn},
+        responses={201: GoldImportOut},
+        description="Managers of the project only: makes many images gold at once from a file "
+        "(up to MAX_PREDICTIONS_BYTES) in any format predictions/file/ reads, by the same "
+        'readers: ours ({"gold": [{"image" or "file_name", "annotations"}]}, as gold/bulk/ '
+        "takes it), COCO (images matched by file_name), or Label Studio tasks (each task's "
+        f"one annotation, never its predictions). {_GOLD_IMPORT_RULES} A file that cannot "
+        "be read (not JSON, an unknown shape) is a 400 invalid_gold_file either way.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        data = json_file_load(
+            request,
+            limit=settings.MAX_PREDICTIONS_BYTES,
+            what="gold file",
+            code="invalid_gold_file",
+        )
+        fields = request.data
+        format_name = fields.get("format") or None
+        if format_name is not None and format_name not in FORMATS:
+            raise InvalidInput(errors={"format": [f"One of: {', '.join(FORMATS)}."]})
+        report = services.gold_import(
+            project=project,
+            data=data,
+            user=user,
+            format_name=format_name,
+            strict=_strict(fields.get("strict", True)),
+        )
+        return Response(report, status=status.HTTP_201_CREATED)
 
 
 class GoldDetailApi(APIView):

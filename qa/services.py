@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from crowd.errors import Conflict, NotFound
+from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import User
 from crowd.prepared import Prepared
 from crowd.tokens import tokens_forget_for_user
@@ -22,6 +22,7 @@ from qa.models import GoldAnswer, GoldResult, WorkerScore, WorkerStatus
 from qa.regions import restrict
 from qa.reliability import PROBATION_GOLD, Evidence, reliability, should_suspend
 from qa.scoring import GoldScore, gold_score
+from tasks import annotation_imports
 from tasks import events as task_events
 from tasks.hooks import ADMITTED, Admission
 from tasks.models import (
@@ -34,9 +35,10 @@ from tasks.models import (
     Project,
     Task,
 )
+from tasks.prediction_formats import FormatError
 from tasks.routing import answers_withdraw_for_worker, leases_release_for_worker
 from tasks.schema import annotations_clean, project_schema
-from tasks.services import tasks_mark_gold
+from tasks.services import tasks_mark_gold, tasks_mark_gold_bulk
 
 
 @transaction.atomic
@@ -58,11 +60,82 @@ def gold_set(
             code="image_not_ready",
         )
     clean = annotations_clean(project=project, image=image, payload=annotations)
-    gold, created = GoldAnswer.objects.update_or_create(
-        image=image, defaults={"project": project, "annotations": clean, "created_by": user}
+    created = _gold_store(project=project, answers={image.pk: clean}, user=user)
+    return GoldAnswer.objects.select_related("image").get(image=image), bool(created)
+
+
+def _gold_store(
+    *, project: Project, answers: dict[int, list[dict[str, Any]]], user: User
+) -> set[int]:
+    """What making ready images gold is, one image or many: store (or replace) the answer of
+    each image (by id; already validated) and mark every task of it gold. Returns the images
+    that had no gold answer before. Call inside the caller's transaction.
+
+    One upsert per chunk rather than a read and a write per image: an import of thousands of
+    images stays one short transaction, and two requests setting the same image's gold at
+    once both succeed (the later one's answer stays), as ``update_or_create`` did."""
+    ids = list(answers)
+    had: set[int] = set()
+    for start in range(0, len(ids), 500):
+        had.update(
+            GoldAnswer.objects.filter(image_id__in=ids[start : start + 500]).values_list(
+                "image_id", flat=True
+            )
+        )
+    GoldAnswer.objects.bulk_create(
+        [
+            GoldAnswer(project=project, image_id=pk, annotations=items, created_by=user)
+            for pk, items in answers.items()
+        ],
+        batch_size=500,
+        update_conflicts=True,
+        unique_fields=["image"],
+        update_fields=["project", "annotations", "created_by", "updated_at"],
     )
-    tasks_mark_gold(image=image)
-    return gold, created
+    tasks_mark_gold_bulk(image_ids=ids)
+    return set(ids) - had
+
+
+@transaction.atomic
+def gold_import(
+    *,
+    project: Project,
+    data: Any,
+    user: User,
+    format_name: str | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Make the labelled images of a file gold: ``data`` is a parsed file of one of the
+    formats predictions are imported from (ours as ``{"gold": [...]}``, COCO, Label Studio
+    tasks with their ``annotations``), read by the same readers. Each image is matched by id
+    or file name and its items checked as :func:`gold_set` checks them; scores in the file are
+    ignored. An image that has gold already gets the file's answer instead, as ``gold_set``
+    replaces it.
+
+    Strict (the default): any bad item is InvalidInput naming every one, and nothing is
+    stored. Otherwise the good ones are stored and the others listed under ``rejected``. A
+    file that cannot be read at all is InvalidInput either way."""
+    try:
+        candidates = annotation_imports.candidates_read(
+            project, data, format_name=format_name, gold=True
+        )
+    except FormatError as exc:
+        raise InvalidInput(
+            "The gold file cannot be read; nothing was stored.",
+            code="invalid_gold_file",
+            errors=exc.errors,
+        ) from None
+    checked = annotation_imports.candidates_check(project, candidates, gold=True)
+    if strict:
+        annotation_imports.failures_raise(candidates, what="items", code="invalid_gold")
+    created = _gold_store(
+        project=project, answers={row.image_id: row.items for row in checked}, user=user
+    )
+    return {
+        "created": len(created),
+        "replaced": len(checked) - len(created),
+        "rejected": annotation_imports.rejected_json(candidates),
+    }
 
 
 @transaction.atomic

@@ -7,6 +7,16 @@ from qa.prelabel_effect import ProjectPrelabelEffectApi
 urlpatterns = [
     path("projects/<int:project_id>/gold/", apis.GoldApi.as_view(), name="project-gold"),
     path(
+        "projects/<int:project_id>/gold/bulk/",
+        apis.GoldBulkApi.as_view(),
+        name="project-gold-bulk",
+    ),
+    path(
+        "projects/<int:project_id>/gold/file/",
+        apis.GoldFileApi.as_view(),
+        name="project-gold-file",
+    ),
+    path(
         "projects/<int:project_id>/gold/<int:image_id>/",
         apis.GoldDetailApi.as_view(),
         name="project-gold-detail",

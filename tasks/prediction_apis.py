@@ -6,7 +6,6 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect
@@ -21,11 +20,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd import storage
-from crowd.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from crowd.errors import Forbidden, InvalidInput, NotFound
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, request_user
 from crowd.schema import ANNOTATIONS_SCHEMA, ErrorOut
+from crowd.uploads import json_file_load
 from tasks import predictions, selectors
 from tasks.apis import PredictionRunDetailOut
 from tasks.ml_backend import image_signed_check
@@ -45,7 +45,14 @@ class ScoredAnnotationsField(serializers.JSONField):
 
 
 class PredictionIn(serializers.Serializer):
-    image = serializers.IntegerField(help_text="The image's id, as the image list shows it.")
+    image = serializers.IntegerField(
+        required=False, help_text="The image's id, as the image list shows it; or file_name."
+    )
+    file_name = serializers.CharField(
+        required=False,
+        help_text="The image's file name (the whole name, else its last part when only one "
+        "image has it).",
+    )
     annotations = ScoredAnnotationsField()
     score = serializers.FloatField(
         required=False, allow_null=True, help_text="A score of the whole image, 0..1."
@@ -189,23 +196,12 @@ class ProjectPredictionsFileApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        limit = settings.MAX_PREDICTIONS_BYTES
-        if length > limit + 64 * 1024:  # room for the form's other fields
-            raise PayloadTooLarge(f"The request is {length:,} bytes; at most {limit:,}.")
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise InvalidInput(errors={"file": ["Attach the predictions file as `file`."]})
-        if upload.size is not None and upload.size > limit:
-            raise PayloadTooLarge(f"The file is {upload.size:,} bytes; at most {limit:,}.")
-        try:
-            data = orjson.loads(upload.read())
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(
-                "The file is not JSON; nothing was stored.",
-                code="invalid_predictions_file",
-                errors={"file": [f"Not JSON: {exc}"]},
-            ) from None
+        data = json_file_load(
+            request,
+            limit=settings.MAX_PREDICTIONS_BYTES,
+            what="predictions file",
+            code="invalid_predictions_file",
+        )
         fields = request.data
         format_name = fields.get("format") or None
         if format_name is not None and format_name not in FORMATS:

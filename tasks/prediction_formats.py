@@ -1,17 +1,21 @@
-"""Model predictions in the formats models write them, read into our annotation items. Pure.
+"""Objects per image in the formats models and labelling tools write them, read into our
+annotation items. Pure. Two readings of the same formats: a model's predictions (with a model
+version and scores), and a manager's labelled images taken as gold (``gold=True``: no model
+version, scores ignored, and from Label Studio the tasks' human ``annotations``).
 
-Three inputs, each turned into :class:`Candidate` s (one image's objects of one model
-version, named by image id or by file name), which the caller matches to the project's
-images and validates like answers:
+Three inputs, each turned into :class:`Candidate` s (one image's objects, named by image id
+or by file name), which the caller matches to the project's images and validates like
+answers (see ``tasks.annotation_imports``):
 
-- ours: ``{"model_version", "predictions": [{"image": id, "annotations": [...], "score"?}]}``;
+- ours: ``{"model_version", "predictions": [...]}`` or ``{"gold": [...]}``, each item
+  ``{"image": id | "file_name": name, "annotations": [...], "score"?}``;
 - COCO: a full dataset (``images`` matched by ``file_name``, ``categories`` by name; every
-  listed image gets a prediction, an empty one when it has no annotation) or a results list
+  listed image gets an entry, an empty one when it has no annotation) or a results list
   (``[{"image_id", "category_id", "bbox"|"segmentation"|"keypoints", "score"}]``, image ids
   and category ids as this server's images and COCO exports number them);
-- Label Studio tasks with ``predictions`` (``data.image`` matched by file name), whose
-  results are converted from percent of the image to pixels by :func:`from_label_studio`,
-  the same conversion ML backends' answers go through.
+- Label Studio tasks (``data.image`` matched by file name) with ``predictions`` (or, as
+  gold, ``annotations``), whose results are converted from percent of the image to pixels by
+  :func:`from_label_studio`, the same conversion ML backends' answers go through.
 
 Also :func:`label_config`, the Label Studio labelling config of a project's labels.
 """
@@ -61,12 +65,12 @@ class FormatError(ValueError):
 
 @dataclass
 class Candidate:
-    """One image's predicted objects (items with ``score``) from the input, before they are
-    matched to an image and validated."""
+    """One image's objects (as predictions, items with ``score``) from the input, before
+    they are matched to an image and validated."""
 
     index: int  # the position in the input list it came from
     where: str  # that list, e.g. "predictions[3]", "images[0]", "tasks[2]"
-    model_version: str
+    model_version: str  # "" for gold
     image_id: int | None = None
     file_name: str | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +79,8 @@ class Candidate:
     raw_result: Any = None
     # Problems found while reading it (keyed by place); the caller adds the validator's.
     errors: dict[str, list[str]] = field(default_factory=dict)
+    # False for gold: the input's scores are ignored, not read.
+    scored: bool = True
 
     def fail(self, where: str, message: str) -> None:
         self.errors.setdefault(where, []).append(message)
@@ -105,9 +111,9 @@ def version_of(value: Any, where: str) -> str:
     return value.strip()
 
 
-def detect(data: Any) -> str:
+def detect(data: Any, *, gold: bool = False) -> str:
     """The format of a parsed file, from its shape."""
-    if isinstance(data, dict) and "predictions" in data:
+    if isinstance(data, dict) and ("gold" if gold else "predictions") in data:
         return "crowd"
     if isinstance(data, dict) and "images" in data and "annotations" in data:
         return "coco"
@@ -116,12 +122,13 @@ def detect(data: Any) -> str:
             return "label_studio"
         if "image_id" in data[0]:
             return "coco"
+    ours = '{"gold": [...]}' if gold else '{"model_version", "predictions"}'
+    what = "gold" if gold else "predictions"
     raise FormatError(
         {
             "format": [
-                'Not a predictions file this server reads: give ours ({"model_version", '
-                '"predictions"}), a COCO dataset or results list, or Label Studio tasks, or '
-                "name the format."
+                f"Not a {what} file this server reads: give ours ({ours}), a COCO dataset or "
+                "results list, or Label Studio tasks, or name the format."
             ]
         }
     )
@@ -130,26 +137,35 @@ def detect(data: Any) -> str:
 # --- Ours -------------------------------------------------------------------------------------
 
 
-def read_crowd(data: Any, model_version: str | None) -> list[Candidate]:
-    if not isinstance(data, dict) or not isinstance(data.get("predictions"), list):
-        raise FormatError({"predictions": ['Give {"model_version", "predictions": [...]}.']})
-    version = version_of(data.get("model_version", model_version), "model_version")
+def read_crowd(data: Any, model_version: str | None, *, gold: bool = False) -> list[Candidate]:
+    key = "gold" if gold else "predictions"
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        shape = '{"gold": [...]}' if gold else '{"model_version", "predictions": [...]}'
+        raise FormatError({key: [f"Give {shape}."]})
+    version = "" if gold else version_of(data.get("model_version", model_version), "model_version")
     out: list[Candidate] = []
-    for i, raw in enumerate(data["predictions"]):
-        where = f"predictions[{i}]"
-        cand = Candidate(index=i, where=where, model_version=version)
+    for i, raw in enumerate(data[key]):
+        where = f"{key}[{i}]"
+        cand = Candidate(index=i, where=where, model_version=version, scored=not gold)
         out.append(cand)
         if not isinstance(raw, dict):
-            cand.fail(where, 'Each prediction is {"image", "annotations", "score"?}.')
+            shape = '"annotations"' if gold else '"annotations", "score"?'
+            cand.fail(where, f'Each item is {{"image" or "file_name", {shape}}}.')
             continue
-        image = raw.get("image")
-        if isinstance(image, bool) or not isinstance(image, int):
-            cand.fail(f"{where}.image", "Give the image's id (as the image list shows it).")
+        image, name = raw.get("image"), raw.get("file_name")
+        if image is None and isinstance(name, str) and name:
+            cand.file_name = name
+        elif isinstance(image, bool) or not isinstance(image, int):
+            cand.fail(
+                f"{where}.image",
+                "Give the image's id (as the image list shows it), or its file_name.",
+            )
         else:
             cand.image_id = image
-        cand.score, problem = score_of(raw.get("score"))
-        if problem:
-            cand.fail(f"{where}.score", problem)
+        if not gold:
+            cand.score, problem = score_of(raw.get("score"))
+            if problem:
+                cand.fail(f"{where}.score", problem)
         items = raw.get("annotations")
         if not isinstance(items, list):
             cand.fail(f"{where}.annotations", "Give the annotations as a list.")
@@ -162,11 +178,16 @@ def read_crowd(data: Any, model_version: str | None) -> list[Candidate]:
 
 
 def read_coco(
-    data: Any, model_version: str | None, *, kind: str, labels: Sequence[LabelSpec]
+    data: Any,
+    model_version: str | None,
+    *,
+    kind: str,
+    labels: Sequence[LabelSpec],
+    gold: bool = False,
 ) -> list[Candidate]:
-    version = version_of(model_version, "model_version")
+    version = "" if gold else version_of(model_version, "model_version")
     if isinstance(data, list):
-        return _coco_results(data, version, kind=kind, labels=labels)
+        return _coco_results(data, version, kind=kind, labels=labels, gold=gold)
     if not isinstance(data, dict):
         raise FormatError({"file": ["A COCO file is a dataset object or a results list."]})
     images, annotations = data.get("images"), data.get("annotations")
@@ -192,7 +213,13 @@ def read_coco(
             raise FormatError({where: ['A COCO image is {"id", "file_name", ...}.']})
         if img["id"] in by_id:
             raise FormatError({where: [f"Image id {img['id']!r} is listed twice."]})
-        cand = Candidate(index=i, where=where, model_version=version, file_name=img["file_name"])
+        cand = Candidate(
+            index=i,
+            where=where,
+            model_version=version,
+            file_name=img["file_name"],
+            scored=not gold,
+        )
         by_id[img["id"]] = cand
         out.append(cand)
     for j, ann in enumerate(annotations):
@@ -211,7 +238,7 @@ def read_coco(
 
 
 def _coco_results(
-    data: list[Any], version: str, *, kind: str, labels: Sequence[LabelSpec]
+    data: list[Any], version: str, *, kind: str, labels: Sequence[LabelSpec], gold: bool
 ) -> list[Candidate]:
     by_image: dict[int, Candidate] = {}
     out: list[Candidate] = []
@@ -226,7 +253,9 @@ def _coco_results(
             )
         cand = by_image.get(image_id)
         if cand is None:
-            cand = Candidate(index=j, where=where, model_version=version, image_id=image_id)
+            cand = Candidate(
+                index=j, where=where, model_version=version, image_id=image_id, scored=not gold
+            )
             by_image[image_id] = cand
             out.append(cand)
         category = ann.get("category_id")
@@ -248,11 +277,13 @@ def _coco_results(
 def _coco_item(
     cand: Candidate, ann: Mapping[str, Any], label: str, where: str, *, kind: str
 ) -> None:
-    score, problem = score_of(ann.get("score"))
-    if problem:
-        cand.fail(f"{where}.score", problem)
-        return
-    item: dict[str, Any] = {"label": label, "score": score}
+    item: dict[str, Any] = {"label": label}
+    if cand.scored:
+        score, problem = score_of(ann.get("score"))
+        if problem:
+            cand.fail(f"{where}.score", problem)
+            return
+        item["score"] = score
     if kind == "bbox":
         item["bbox"] = ann.get("bbox")
     elif kind == "polygon":
@@ -312,8 +343,15 @@ def file_name_of(url: Any) -> str | None:
 
 
 def read_label_studio(
-    data: Any, model_version: str | None, *, kind: str, labels: Sequence[LabelSpec]
+    data: Any,
+    model_version: str | None,
+    *,
+    kind: str,
+    labels: Sequence[LabelSpec],
+    gold: bool = False,
 ) -> list[Candidate]:
+    """Label Studio tasks: each prediction a candidate; as gold, each task's one annotation
+    (a person's, as Label Studio exports them; cancelled ones left out)."""
     if not isinstance(data, list):
         raise FormatError({"tasks": ["Label Studio tasks are a JSON list."]})
     fallback = (
@@ -323,12 +361,14 @@ def read_label_studio(
     for i, task in enumerate(data):
         where = f"tasks[{i}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise FormatError(
-                {where: ['A task is {"data": {"image": ...}, "predictions": [...]}.']}
-            )
+            key = "annotations" if gold else "predictions"
+            raise FormatError({where: [f'A task is {{"data": {{"image": ...}}, "{key}": [...]}}.']})
         name = file_name_of(task["data"].get("image"))
         if name is None:
             raise FormatError({f"{where}.data.image": ["The task names no image file."]})
+        if gold:
+            out.append(_ls_gold(task, i, where, name))
+            continue
         predictions = task.get("predictions", [])
         if not isinstance(predictions, list):
             raise FormatError({f"{where}.predictions": ["Give the predictions as a list."]})
@@ -359,6 +399,33 @@ def read_label_studio(
             cand.raw_result = pred["result"]
             out.append(cand)
     return out
+
+
+def _ls_gold(task: Mapping[str, Any], index: int, where: str, name: str) -> Candidate:
+    """A task's gold: its one annotation that was not cancelled. None, or several (Label
+    Studio's own overlap), is the item's fault: gold is one answer, and which of several is
+    right is the manager's call. Predictions are never taken as gold."""
+    cand = Candidate(index=index, where=where, model_version="", file_name=name, scored=False)
+    annotations = task.get("annotations", [])
+    if not isinstance(annotations, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("result"), list) for a in annotations
+    ):
+        raise FormatError({f"{where}.annotations": ['Annotations are [{"result": [...]}].']})
+    kept = [a for a in annotations if not a.get("was_cancelled")]
+    if not kept:
+        cand.fail(
+            f"{where}.annotations",
+            "The task has no annotation to take as gold (predictions are not gold).",
+        )
+    elif len(kept) > 1:
+        cand.fail(
+            f"{where}.annotations",
+            f"The task has {len(kept)} annotations; gold is one answer: keep the right one.",
+        )
+    else:
+        cand.where = f"{where}.annotations[{annotations.index(kept[0])}]"
+        cand.raw_result = kept[0]["result"]
+    return cand
 
 
 def ls_point_names(labels: Sequence[LabelSpec]) -> dict[str, tuple[str, int]]:
@@ -429,7 +496,7 @@ def from_label_studio(
                 "Masks from Label Studio's brush format are not read yet: import them as COCO RLE.",
             )
             continue
-        score, problem = score_of(region.get("score", cand.score))
+        score, problem = score_of(region.get("score", cand.score)) if cand.scored else (None, None)
         if problem:
             cand.fail(f"{where}.score", problem)
             continue

@@ -13,7 +13,6 @@ others come back under ``rejected``; a file that cannot be read at all is a 400 
 from __future__ import annotations
 
 import logging
-import posixpath
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +29,15 @@ from crowd.jobs import send_on_commit
 from crowd.models import User
 from tasks import events
 from tasks import prediction_formats as fmt
-from tasks.annotations import AnnotationError, validate_annotations
+from tasks.annotation_imports import (
+    Checked,
+    candidate_clean,
+    candidates_check,
+    candidates_read,
+    failures_raise,
+    label_specs,
+    rejected_json,
+)
 from tasks.ml_backend import BackendError, Client, backend_url_problem, image_signed_url
 from tasks.models import (
     Image,
@@ -42,138 +49,17 @@ from tasks.models import (
     PredictionSource,
     Project,
 )
-from tasks.schema import project_schema
 
 logger = logging.getLogger(__name__)
 
-MAX_ERRORS_SHOWN = 200  # in a 400's errors; the detail gives the total
 MAX_RUN_ERRORS = 1000  # per-image errors kept on a run; ``failed`` counts them all
 UNVERSIONED = "unversioned"
-
-
-def label_specs(project: Project) -> list[fmt.LabelSpec]:
-    return [
-        fmt.LabelSpec(name=label.name, keypoints=tuple(label.keypoints))
-        for label in Label.objects.filter(project=project).order_by("order", "id")
-    ]
 
 
 def project_label_config(project: Project) -> str:
     labels = list(Label.objects.filter(project=project).order_by("order", "id"))
     specs = [fmt.LabelSpec(name=lb.name, keypoints=tuple(lb.keypoints)) for lb in labels]
     return fmt.label_config(project.kind, specs, {lb.name: lb.color for lb in labels})
-
-
-# --- Reading and checking ---------------------------------------------------------------------
-
-
-def _candidates(
-    project: Project, data: Any, *, format_name: str | None, model_version: str | None
-) -> list[fmt.Candidate]:
-    name = format_name or fmt.detect(data)
-    if name == "crowd":
-        return fmt.read_crowd(data, model_version)
-    specs = label_specs(project)
-    if name == "coco":
-        return fmt.read_coco(data, model_version, kind=project.kind, labels=specs)
-    if name == "label_studio":
-        return fmt.read_label_studio(data, model_version, kind=project.kind, labels=specs)
-    raise fmt.FormatError({"format": [f"One of: {', '.join(fmt.FORMATS)}."]})
-
-
-class _ImageIndex:
-    """The project's images by id and by file name (the whole name, else its last part when
-    only one image has it)."""
-
-    def __init__(self, project: Project) -> None:
-        rows = list(
-            Image.objects.filter(project=project)
-            .exclude(status=ImageStatus.FAILED)
-            .values_list("pk", "name", "width", "height")
-        )
-        self.by_id = {pk: (pk, w, h) for pk, _, w, h in rows}
-        self.by_name: dict[str, tuple[int, int, int] | None] = {}
-        by_base: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-        for pk, name, w, h in rows:
-            self.by_name[name] = (pk, w, h)
-            by_base[posixpath.basename(name)].append((pk, w, h))
-        self.by_base = {k: v[0] for k, v in by_base.items() if len(v) == 1}
-
-    def find(self, cand: fmt.Candidate) -> tuple[int, int, int] | None:
-        if cand.image_id is not None:
-            found = self.by_id.get(cand.image_id)
-            if found is None:
-                cand.fail(f"{cand.where}.image", f"No image {cand.image_id} in this project.")
-            return found
-        if cand.file_name is None:
-            return None  # unreadable: the reader said why
-        for name in fmt.ls_name_variants(cand.file_name):
-            hit = self.by_name.get(name) or self.by_base.get(posixpath.basename(name))
-            if hit is not None:
-                return hit
-        cand.fail(cand.where, f"No image named {cand.file_name!r} in this project.")
-        return None
-
-
-def _clean(
-    cand: fmt.Candidate, project: Project, specs: Sequence[fmt.LabelSpec], size: tuple[int, int]
-) -> list[dict[str, Any]] | None:
-    """The candidate's items checked like an answer, each with its score; None (with the
-    problems in ``cand.errors``) when any is wrong."""
-    if cand.raw_result is not None:
-        cand.items = fmt.from_label_studio(
-            cand.raw_result, cand, kind=project.kind, labels=specs, size=size
-        )
-    if cand.errors:
-        return None
-    scores: list[float | None] = []
-    bare: list[Any] = []
-    for k, item in enumerate(cand.items):
-        if isinstance(item, dict):
-            score, problem = fmt.score_of(item.get("score", cand.score))
-            if problem:
-                cand.fail(f"{cand.where}.annotations[{k}].score", problem)
-            scores.append(score)
-            bare.append({key: v for key, v in item.items() if key != "score"})
-        else:
-            scores.append(None)
-            bare.append(item)
-    if cand.errors:
-        return None
-    try:
-        items = validate_annotations(
-            bare, schema=project_schema(project), width=size[0], height=size[1]
-        )
-    except AnnotationError as exc:
-        for key, messages in exc.errors.items():
-            for message in messages:
-                cand.fail(f"{cand.where}.{key}", message)
-        return None
-    return [{**item, "score": score} for item, score in zip(items, scores, strict=True)]
-
-
-Checked = tuple[int, str, list[dict[str, Any]], float | None]  # image, version, items, score
-
-
-def _check_all(project: Project, candidates: list[fmt.Candidate]) -> list[Checked]:
-    index = _ImageIndex(project)
-    specs = label_specs(project) if any(c.raw_result is not None for c in candidates) else []
-    seen: dict[tuple[int, str], str] = {}
-    out: list[Checked] = []
-    for cand in candidates:
-        found = index.find(cand)
-        if found is None or (cand.errors and cand.raw_result is None):
-            continue
-        pk, width, height = found
-        key = (pk, cand.model_version)
-        if key in seen:
-            cand.fail(cand.where, f"Image {pk} has a prediction of this version at {seen[key]}.")
-            continue
-        seen[key] = cand.where
-        items = _clean(cand, project, specs, (width, height))
-        if items is not None:
-            out.append((pk, cand.model_version, items, cand.score))
-    return out
 
 
 @transaction.atomic
@@ -187,8 +73,8 @@ def _store(
     """Replace the predictions of these (image, version) pairs. Call inside the transaction
     that must hold them all."""
     by_version: dict[str, list[int]] = defaultdict(list)
-    for pk, version, _, _ in rows:
-        by_version[version].append(pk)
+    for row in rows:
+        by_version[row.model_version].append(row.image_id)
     for version, ids in by_version.items():
         for start in range(0, len(ids), 500):
             Prediction.objects.filter(
@@ -198,14 +84,14 @@ def _store(
         (
             Prediction(
                 project=project,
-                image_id=pk,
-                model_version=version,
-                annotations=items,
-                score=score,
+                image_id=row.image_id,
+                model_version=row.model_version,
+                annotations=row.items,
+                score=row.score,
                 source=source,
                 run=run,
             )
-            for pk, version, items, score in rows
+            for row in rows
         ),
         batch_size=500,
     )
@@ -222,7 +108,7 @@ def predictions_import(
 ) -> dict[str, Any]:
     """Store the predictions in ``data`` (a parsed file of one of :data:`FORMATS`)."""
     try:
-        candidates = _candidates(
+        candidates = candidates_read(
             project, data, format_name=format_name, model_version=model_version
         )
     except fmt.FormatError as exc:
@@ -231,32 +117,11 @@ def predictions_import(
             code="invalid_predictions_file",
             errors=exc.errors,
         ) from None
-    checked = _check_all(project, candidates)
-    bad = [c for c in candidates if c.errors]
-    if bad and strict:
-        errors: dict[str, list[str]] = {}
-        for cand in bad:
-            for where, messages in cand.errors.items():
-                if len(errors) < MAX_ERRORS_SHOWN:
-                    errors.setdefault(where, []).extend(messages)
-        raise InvalidInput(
-            f"{len(bad)} of the {len(candidates)} predictions are not valid; nothing was "
-            "stored. Fix them, or import with strict=false to store the valid ones.",
-            code="invalid_predictions",
-            errors=errors,
-        )
+    checked = candidates_check(project, candidates)
+    if strict:
+        failures_raise(candidates, what="predictions", code="invalid_predictions")
     created = _store(project, checked, source=PredictionSource.IMPORT)
-    return {
-        "created": created,
-        "rejected": [
-            {
-                "index": c.index,
-                "item": c.where,
-                "error": "; ".join(f"{k}: {' '.join(v)}" for k, v in c.errors.items()),
-            }
-            for c in bad
-        ],
-    }
+    return {"created": created, "rejected": rejected_json(candidates)}
 
 
 # --- Reading ----------------------------------------------------------------------------------
@@ -510,9 +375,9 @@ def _batch_rows(
         if problem:
             cand.fail("score", problem)
         cand.raw_result = result["result"]
-        items = _clean(cand, project, specs, (img.width, img.height))
+        items = candidate_clean(cand, project, specs, (img.width, img.height))
         if items is None:
             progress.fail(img.pk, "; ".join(f"{k}: {' '.join(v)}" for k, v in cand.errors.items()))
             continue
-        rows.append((img.pk, version, items, cand.score))
+        rows.append(Checked(img.pk, version, items, cand.score))
     return rows

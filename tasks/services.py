@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -329,9 +329,20 @@ def project_client_add(*, project: Project, username: str) -> ProjectMember:
 def tasks_mark_gold(*, image: Image, gold: bool = True) -> int:
     """Mark (or unmark) every task of the image as gold; called by ``qa`` when it stores or
     removes the image's expert answer."""
-    if not Task.objects.filter(image=image).exists():
+    marked = tasks_mark_gold_bulk(image_ids=[image.pk], gold=gold)
+    if not marked:
         raise NotFound("The image has no tasks yet.")
-    return Task.objects.filter(image=image).update(is_gold=gold)
+    return marked
+
+
+def tasks_mark_gold_bulk(*, image_ids: Sequence[int], gold: bool = True) -> int:
+    """Mark (or unmark) every task of these images as gold, a chunk of images a query; the
+    tasks marked."""
+    marked = 0
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start : start + 500]
+        marked += Task.objects.filter(image_id__in=chunk).update(is_gold=gold)
+    return marked
 
 
 # --- Deleting ---------------------------------------------------------------------------------

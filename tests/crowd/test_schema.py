@@ -133,6 +133,8 @@ def test_annotation_items_are_one_of_per_kind(built) -> None:
     [
         ("POST", "/api/v1/projects/", {"201"}),
         ("POST", "/api/v1/projects/{project_id}/gold/", {"201"}),
+        ("POST", "/api/v1/projects/{project_id}/gold/bulk/", {"201"}),
+        ("POST", "/api/v1/projects/{project_id}/gold/file/", {"201"}),
         ("POST", "/api/v1/projects/{project_id}/assignments/next/", {"201", "204"}),
         ("POST", "/api/v1/assignments/{assignment_id}/submit/", {"200"}),
         ("POST", "/api/v1/projects/{project_id}/images/", {"200", "201"}),

@@ -205,6 +205,25 @@ MATRIX: dict[str, dict[str, Case]] = {
             managers_of_the_project(201), lambda w: {"image": w.a.spare_image.pk, "annotations": []}
         ),
     },
+    "project-gold-bulk": {
+        "post": Case(
+            managers_of_the_project(201),
+            lambda w: {"gold": [{"image": w.a.spare_image.pk, "annotations": []}]},
+        )
+    },
+    "project-gold-file": {
+        "post": Case(
+            managers_of_the_project(201),
+            lambda w: {
+                "file": SimpleUploadedFile(
+                    "g.json",
+                    f'{{"gold": [{{"image": {w.a.spare_image.pk}, "annotations": []}}]}}'.encode(),
+                    "application/json",
+                )
+            },
+            format="multipart",
+        )
+    },
     "project-gold-detail": {"delete": Case(managers_of_the_project(204))},
     "project-workers": {"get": Case(managers_of_the_project(200))},
     "project-worker": {"get": Case(managers_of_the_project(200))},

@@ -86,6 +86,17 @@ def test_our_json_is_stored_with_scores_and_listed(api_as, manager, project, pic
     assert client.get(url(project), {"image": "x"}).status_code == 400
 
 
+def test_our_json_may_name_images_by_file_name(api_as, manager, project, pics) -> None:
+    body = {"model_version": "v1", "predictions": [
+        {"file_name": "a.jpg", "annotations": []},  # the last part of street/a.jpg
+        {"file_name": "nowhere.jpg", "annotations": []},
+    ], "strict": False}  # fmt: skip
+    response = api_as(manager).post(url(project), body, format="json")
+    assert response.status_code == 201, response.json()
+    assert [r["item"] for r in response.json()["rejected"]] == ["predictions[1]"]
+    assert stored(project) == [(pics[0].pk, "v1", [], None)]
+
+
 def test_a_reimport_of_the_same_image_and_version_replaces_it(
     api_as, manager, project, pics
 ) -> None:

@@ -1,0 +1,216 @@
+"""Objects per image read from files, matched to a project's images and checked as answers are:
+what importing a model's predictions (``tasks.predictions``) and a manager's labelled images
+as gold (``qa.services.gold_import``) share. The formats themselves are read by
+``tasks.prediction_formats``; this module adds the project: its labels, its images (by id or
+file name) and the validator of its kind.
+
+Every problem is put on the candidate it belongs to (``Candidate.errors``, keyed by place), so
+a caller can refuse the whole file (strict) or keep the good candidates and list the others.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crowd.errors import InvalidInput
+from tasks import prediction_formats as fmt
+from tasks.annotations import AnnotationError, validate_annotations
+from tasks.models import Image, ImageStatus, Label, Project
+from tasks.schema import project_schema
+
+MAX_ERRORS_SHOWN = 200  # in a 400's errors; the detail gives the total
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A candidate that passed: its image, model version ("" for gold), its items as the
+    validator normalised them (each with ``score`` unless gold) and the image's score."""
+
+    image_id: int
+    model_version: str
+    items: list[dict[str, Any]]
+    score: float | None
+
+
+def label_specs(project: Project) -> list[fmt.LabelSpec]:
+    return [
+        fmt.LabelSpec(name=label.name, keypoints=tuple(label.keypoints))
+        for label in Label.objects.filter(project=project).order_by("order", "id")
+    ]
+
+
+def candidates_read(
+    project: Project,
+    data: Any,
+    *,
+    format_name: str | None,
+    model_version: str | None = None,
+    gold: bool = False,
+) -> list[fmt.Candidate]:
+    """The candidates of a parsed file of one of ``fmt.FORMATS`` (detected from its shape
+    when not named). A file that cannot be read as a whole is ``fmt.FormatError``."""
+    name = format_name or fmt.detect(data, gold=gold)
+    if name == "crowd":
+        return fmt.read_crowd(data, model_version, gold=gold)
+    specs = label_specs(project)
+    if name == "coco":
+        return fmt.read_coco(data, model_version, kind=project.kind, labels=specs, gold=gold)
+    if name == "label_studio":
+        return fmt.read_label_studio(
+            data, model_version, kind=project.kind, labels=specs, gold=gold
+        )
+    raise fmt.FormatError({"format": [f"One of: {', '.join(fmt.FORMATS)}."]})
+
+
+class ImageIndex:
+    """The project's images by id and by file name (the whole name, else its last part when
+    only one image has it). ``ready_only``: an image still being processed is named, but
+    refused."""
+
+    def __init__(self, project: Project, *, ready_only: bool = False) -> None:
+        self.ready_only = ready_only
+        rows = list(
+            Image.objects.filter(project=project)
+            .exclude(status=ImageStatus.FAILED)
+            .values_list("pk", "name", "width", "height", "status")
+        )
+        self.status = {pk: status for pk, _, _, _, status in rows}
+        self.by_id = {pk: (pk, w, h) for pk, _, w, h, _ in rows}
+        self.by_name: dict[str, tuple[int, int, int]] = {}
+        by_base: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for pk, name, w, h, _ in rows:
+            self.by_name[name] = (pk, w, h)
+            by_base[posixpath.basename(name)].append((pk, w, h))
+        self.by_base = {k: v[0] for k, v in by_base.items() if len(v) == 1}
+
+    def find(self, cand: fmt.Candidate) -> tuple[int, int, int] | None:
+        """(id, width, height) of the candidate's image, or None with the reason on it."""
+        found = self._lookup(cand)
+        if found is not None and self.ready_only:
+            status = self.status[found[0]]
+            if status != ImageStatus.READY:
+                cand.fail(
+                    cand.where,
+                    f"Image {found[0]} is {status}; gold can be set once it is ready.",
+                )
+                return None
+        return found
+
+    def _lookup(self, cand: fmt.Candidate) -> tuple[int, int, int] | None:
+        if cand.image_id is not None:
+            found = self.by_id.get(cand.image_id)
+            if found is None:
+                cand.fail(f"{cand.where}.image", f"No image {cand.image_id} in this project.")
+            return found
+        if cand.file_name is None:
+            return None  # unreadable: the reader said why
+        for name in fmt.ls_name_variants(cand.file_name):
+            hit = self.by_name.get(name) or self.by_base.get(posixpath.basename(name))
+            if hit is not None:
+                return hit
+        cand.fail(cand.where, f"No image named {cand.file_name!r} in this project.")
+        return None
+
+
+def candidate_clean(
+    cand: fmt.Candidate, project: Project, specs: Sequence[fmt.LabelSpec], size: tuple[int, int]
+) -> list[dict[str, Any]] | None:
+    """The candidate's items checked like an answer of an image of ``size`` (width, height),
+    each with its score (predictions) or with none (gold: the input's scores are dropped
+    unread); None (with the problems in ``cand.errors``) when any is wrong."""
+    if cand.raw_result is not None:
+        cand.items = fmt.from_label_studio(
+            cand.raw_result, cand, kind=project.kind, labels=specs, size=size
+        )
+    if cand.errors:
+        return None
+    scores: list[float | None] = []
+    bare: list[Any] = []
+    for k, item in enumerate(cand.items):
+        if isinstance(item, dict):
+            if cand.scored:
+                score, problem = fmt.score_of(item.get("score", cand.score))
+                if problem:
+                    cand.fail(f"{cand.where}.annotations[{k}].score", problem)
+                scores.append(score)
+            bare.append({key: v for key, v in item.items() if key != "score"})
+        else:
+            scores.append(None)
+            bare.append(item)
+    if cand.errors:
+        return None
+    try:
+        items = validate_annotations(
+            bare, schema=project_schema(project), width=size[0], height=size[1]
+        )
+    except AnnotationError as exc:
+        for key, messages in exc.errors.items():
+            for message in messages:
+                cand.fail(f"{cand.where}.{key}", message)
+        return None
+    if not cand.scored:
+        return list(items)
+    return [{**item, "score": score} for item, score in zip(items, scores, strict=True)]
+
+
+def candidates_check(
+    project: Project, candidates: list[fmt.Candidate], *, gold: bool = False
+) -> list[Checked]:
+    """Match each candidate to its image and check its items; the good ones, in input order.
+    An image given twice (for predictions: twice with one model version) is refused the
+    second time."""
+    index = ImageIndex(project, ready_only=gold)
+    specs = label_specs(project) if any(c.raw_result is not None for c in candidates) else []
+    seen: dict[tuple[int, str], str] = {}
+    out: list[Checked] = []
+    for cand in candidates:
+        found = index.find(cand)
+        if found is None or (cand.errors and cand.raw_result is None):
+            continue
+        pk, width, height = found
+        key = (pk, cand.model_version)
+        if key in seen:
+            what = "is given" if gold else "has a prediction of this version"
+            cand.fail(cand.where, f"Image {pk} {what} at {seen[key]} too.")
+            continue
+        seen[key] = cand.where
+        items = candidate_clean(cand, project, specs, (width, height))
+        if items is not None:
+            out.append(Checked(pk, cand.model_version, items, cand.score))
+    return out
+
+
+def failures_raise(candidates: Sequence[fmt.Candidate], *, what: str, code: str) -> None:
+    """InvalidInput naming every bad candidate's problems by place (the first
+    :data:`MAX_ERRORS_SHOWN` places), when any is bad. ``what``: the items' plural name."""
+    bad = [c for c in candidates if c.errors]
+    if not bad:
+        return
+    errors: dict[str, list[str]] = {}
+    for cand in bad:
+        for where, messages in cand.errors.items():
+            if len(errors) < MAX_ERRORS_SHOWN:
+                errors.setdefault(where, []).extend(messages)
+    raise InvalidInput(
+        f"{len(bad)} of the {len(candidates)} {what} are not valid; nothing was stored. Fix "
+        "them, or import with strict=false to store the valid ones.",
+        code=code,
+        errors=errors,
+    )
+
+
+def rejected_json(candidates: Sequence[fmt.Candidate]) -> list[dict[str, Any]]:
+    """The bad candidates, each with its place in the input and its problems in one line."""
+    return [
+        {
+            "index": c.index,
+            "item": c.where,
+            "error": "; ".join(f"{k}: {' '.join(v)}" for k, v in c.errors.items()),
+        }
+        for c in candidates
+        if c.errors
+    ]
