@@ -205,3 +205,54 @@ def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind:
     }  # fmt: skip
     stripped = [{k: v for k, v in item.items() if k != "score"} for item in items]
     assert answer["annotations"] == stripped
+
+
+def test_an_accepted_mask_prelabel_that_is_repainted_is_moved(page: Page, site: Site) -> None:
+    """Masks accepted with A keep which pre-label each came from: one left as it was is kept,
+    one the eraser took a bite out of is moved (not deleted and added)."""
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    def rle(x0: int, y0: int, x1: int, y1: int) -> dict:
+        bitmap = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+        bitmap[y0:y1, x0:x1] = 1
+        counts = coco_mask.encode(np.asfortranarray(bitmap))["counts"].decode("ascii")
+        return {"size": [HEIGHT, WIDTH], "counts": counts}
+
+    project = site.project(
+        images=1, kind="mask", labels=["road", "tree"], prelabels=True, prelabel_holdout=0
+    )
+    image = site.call("GET", f"/api/v1/projects/{project['id']}/images/", as_=MANAGER)
+    items = [
+        {"label": "road", "rle": rle(40, 40, 200, 200), "score": 0.9},
+        {"label": "tree", "rle": rle(400, 200, 560, 400), "score": 0.8},
+    ]
+    site.call(
+        "POST",
+        f"/api/v1/projects/{project['id']}/predictions/",
+        {"model_version": "m-1", "predictions": [{"image": image["results"][0]["id"], "annotations": items}]},
+        as_=MANAGER,
+    )  # fmt: skip
+    log_in(page, site, site.worker(f"mask-{uuid.uuid4().hex[:6]}"))
+    page.goto(f"{site.url}/work/projects/{project['id']}/")
+    expect(page.get_by_role("button", name=re.compile("^Submit"))).to_be_enabled()  # loaded
+    page.locator("#stage").focus()
+    page.keyboard.press("a")
+    expect(page.locator("#objects")).to_contain_text("tree")
+    # The eraser (no object selected: it clears every object) across the tree's middle.
+    page.keyboard.press("e")
+    drag(page, to_page(page, 420, 300), to_page(page, 540, 300))
+    page.keyboard.press("Enter")
+    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
+    answer = site.call("GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER)[
+        "results"
+    ][0]
+    assert answer["prelabels"]["counts"] == {
+        "kept": 1, "moved": 1, "relabelled": 0, "deleted": 0, "added": 0,
+    }  # fmt: skip
+    outcomes = {o["prelabel"]: o["outcome"] for o in answer["prelabels"]["objects"]}
+    assert outcomes == {0: "kept", 1: "moved"}
+    erased = coco_mask.decode({**answer["annotations"][1]["rle"],
+                               "counts": answer["annotations"][1]["rle"]["counts"].encode()})  # fmt: skip
+    assert erased.sum() < 160 * 200
+    assert not erased[300, 480]

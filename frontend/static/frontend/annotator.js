@@ -189,7 +189,7 @@ export class Annotator {
    * @returns {object[]}
    */
   getAnswer() {
-    if (this.kind === "mask") return this.getAnnotations();
+    if (this.kind === "mask") return this._masks ? this._masks.annotations(true) : this.getAnnotations();
     if (this.kind === "classification") {
       if (this._state.choice === null) return [];
       const item = { label: this._state.choice };
@@ -218,7 +218,8 @@ export class Annotator {
     if (this.readOnly || !this.pendingPrelabels) return;
     if (this.kind === "mask") {
       if (!this._masks) return;
-      this._masks.load([...this._masks.annotations(), ...this._prelabels.map(({ label, rle }) => ({ label, rle }))], true);
+      const offered = this._prelabels.map(({ label, rle }, index) => ({ label, rle, prelabel: index }));
+      this._masks.load([...this._masks.annotations(true), ...offered], true);
       this._maskPrelabelsPending = false;
       this.setOverlay("prelabels", null);
       this._maskChanged();

@@ -129,6 +129,7 @@ export class MaskEditor {
         object.bounds = decoded.bounds;
         object.area = decoded.area;
         object.encoded = { counts: rle.counts, version: 0 };
+        if (Number.isInteger(item.prelabel)) object.prelabel = item.prelabel;
       } catch {
         skipped += 1;
         continue;
@@ -583,7 +584,7 @@ export class MaskEditor {
    * The objects as API payload items; an empty object is left out. Only objects changed since
    * their last encoding are encoded again, each over its own bounds.
    */
-  annotations() {
+  annotations(withPrelabels = false) {
     const out = [];
     for (const object of this.objects) {
       if (!object.area) continue;
@@ -594,7 +595,9 @@ export class MaskEditor {
           version: object.version,
         };
       }
-      out.push({ label: object.label, rle: { size: [this.height, this.width], counts: object.encoded.counts } });
+      const item = { label: object.label, rle: { size: [this.height, this.width], counts: object.encoded.counts } };
+      if (withPrelabels && object.prelabel !== undefined) item.prelabel = object.prelabel;
+      out.push(item);
     }
     return out;
   }
