@@ -17,13 +17,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import NotFound
+from crowd.errors import Conflict, NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from qa import merge, model_scores, selectors, services
+from qa import auto_accept, merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
@@ -621,6 +621,77 @@ class ProjectModelsApi(APIView):
         user = request_user(request)
         project = project_for_manager(user, project_id)
         return Response(model_scores.project_models(project))
+
+
+class AutoAcceptSpotChecksOut(serializers.Serializer):
+    checked = serializers.IntegerField(
+        help_text="Spot-checked images at or above the threshold that people answered."
+    )
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    lower_bound = serializers.FloatField()
+    upper_bound = serializers.FloatField(
+        help_text="Under the target: auto-accept stops (the spot-checks show it falls short)."
+    )
+
+
+class AutoAcceptOut(serializers.Serializer):
+    settings = serializers.DictField(
+        allow_null=True, help_text="The project's auto_accept with defaults; null: off."
+    )
+    enabled = serializers.BooleanField(help_text="Whether the model labels images alone now.")
+    model_version = _text("The version calibrated.", allow_null=True)
+    threshold = serializers.FloatField(
+        allow_null=True, help_text="The lowest confidence that passes; null: none does."
+    )
+    reason = _text("Why auto-accept is off; null when it is on.", allow_null=True)
+    images_checked = serializers.IntegerField(
+        help_text="Human-checked images (gold or consensus) with a prediction of the version."
+    )
+    checked = serializers.IntegerField(help_text="Of them, at or above the threshold.")
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    lower_bound = serializers.FloatField(
+        allow_null=True, help_text="One-sided Clopper-Pearson bound at the set confidence."
+    )
+    gold_images = serializers.IntegerField()
+    consensus_run = serializers.IntegerField(allow_null=True)
+    spot_checks = AutoAcceptSpotChecksOut(allow_null=True)
+    images_auto_accepted = serializers.IntegerField(
+        help_text="Images the model labelled alone (flagged machine_labelled in exports)."
+    )
+    computed_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProjectAutoAcceptApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        responses={200: AutoAcceptOut},
+        description="Auto-accept's calibration as last computed and the images the model "
+        "labelled alone (managers of the project).",
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        return Response(auto_accept.project_auto_accept(project))
+
+    @extend_schema(
+        request=None,
+        responses={202: AutoAcceptOut},
+        description="Calibrate and apply again now, in a job (it also runs after predictions "
+        "are stored, after a consensus run, and when the setting changes).",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        if project.auto_accept is None:
+            raise Conflict(
+                "Auto-accept is off for this project; set auto_accept first.",
+                code="auto_accept_off",
+            )
+        auto_accept.auto_accept_request(project.pk)
+        return Response(auto_accept.project_auto_accept(project), status=status.HTTP_202_ACCEPTED)
 
 
 class ProjectAgreementApi(APIView):

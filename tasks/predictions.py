@@ -28,7 +28,7 @@ from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import events
+from tasks import events, hooks
 from tasks import prediction_formats as fmt
 from tasks.annotations import AnnotationError, validate_annotations
 from tasks.ml_backend import BackendError, Client, backend_url_problem, image_signed_url
@@ -246,6 +246,8 @@ def predictions_import(
             errors=errors,
         )
     created = _store(project, checked, source=PredictionSource.IMPORT)
+    if created:
+        hooks.auto_accept_inputs_changed.notify(project.pk)
     return {
         "created": created,
         "rejected": [
@@ -393,6 +395,8 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
             claim.release(status=ImportStatus.DONE, finished_at=timezone.now())
     run.refresh_from_db()
     events.prediction_run_changed(run)
+    if run.predicted:
+        hooks.auto_accept_inputs_changed.notify(run.project_id)
     return run
 
 
