@@ -340,7 +340,9 @@ def test_spot_checks_that_show_the_model_falls_short_stop_it(manager: Any) -> No
     assert run is not None
     auto_accept.calibrate(project)
     state = auto_accept.project_auto_accept(project)
-    assert state["enabled"] is False, {k: state[k] for k in ("images_checked", "checked", "spot_checks", "consensus_run")}
+    assert state["enabled"] is False, {
+        k: state[k] for k in ("images_checked", "checked", "spot_checks", "consensus_run")
+    }
     assert state["reason"].startswith(("stopped: spot-checks", "no confidence threshold"))
     assert state["spot_checks"]["checked"] == 0 or state["spot_checks"]["accuracy"] == 0.0
 
@@ -488,18 +490,29 @@ def test_csv_flags_machine_labelled_images(manager: Any, media_root: None) -> No
 # --- A simulated crowd and a simulated model ---------------------------------------------------
 
 
+# (model, must it find a threshold): a calibrated detector of recall 0.95 reaches the target
+# on this crowd; an over-confident one of recall 0.85 that never finds small shapes may not,
+# and must then stay off rather than label badly.
+SIM_MODELS = [
+    ("recall=0.95,calibration=calibrated", True),
+    ("recall=0.85,calibration=over-confident,small=0.05", False),
+]
+
+
+@pytest.mark.parametrize(("model", "reaches"), SIM_MODELS)
 def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
-    manager: Any, media_root: None
+    manager: Any, media_root: None, model: str, reaches: bool
 ) -> None:
     """A bbox project of generated scenes: a simulated crowd answers the first half, a
-    simulated detector (recall 0.95, calibrated scores) predicts every image, and auto-accept
-    labels what passes of the rest. Measured against the scenes' exact truth, the images the
-    model labelled alone are right at least as often as the target."""
+    simulated detector predicts every image, and auto-accept labels what passes of the rest.
+    Measured against the scenes' exact truth, the images the model labelled alone are right
+    at least as often as the target."""
     from frontend.sim.manager import model_predictions
     from frontend.sim.seeding import sim_project_create
+    from qa.sim import scenes
     from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView
 
-    target = 0.9
+    target = 0.85
     project, truth = sim_project_create(
         kind="bbox", images=160, gold=16, manager=manager, seed=3,
         overrides={"min_overlap": 2, "max_overlap": 4, "gold_rate": 0.1, "auto_accept": {
@@ -507,7 +520,7 @@ def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
             "min_checked": 20,
         }},
     )  # fmt: skip
-    model_predictions(project=project, truth=truth, spec="recall=0.95,calibration=calibrated",
+    model_predictions(project=project, truth=truth, spec=model,
                       seed=3)  # fmt: skip
     images = {i.pk: i for i in Image.objects.filter(project=project)}
     truth_of = {pk: truth.images[image.name] for pk, image in images.items()}
@@ -525,7 +538,7 @@ def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
             if lease is None:
                 continue
             task = lease.task
-            view = TaskView(kind="bbox", keypoints={}, width=images[task.image_id].width,
+            view = TaskView(kind="bbox", keypoints={name: [] for name in scenes.CLASSES}, width=images[task.image_id].width,
                             height=images[task.image_id].height, region=task.region)  # fmt: skip
             routing.assignment_submit(
                 assignment_id=lease.pk, worker=user,
@@ -541,6 +554,11 @@ def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
         .exclude(auto_accepted_version="")
         .values_list("image_id", flat=True)
     )
+    print(f"{model}: {state}")
+    if not reaches and not state["enabled"]:
+        assert not accepted
+        assert "no confidence threshold reaches" in state["reason"]
+        return
     assert state["enabled"], state["reason"]
     assert len(accepted) >= 20, state
     project.refresh_from_db()
@@ -554,5 +572,5 @@ def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
                                 width=image.width, height=image.height)  # fmt: skip
         right += result.score >= project.gold_pass_score
     accuracy = right / len(accepted)
-    print(f"auto-accepted {len(accepted)} images, accuracy {accuracy:.3f}; {state}")
+    print(f"{model}: auto-accepted {len(accepted)} images, accuracy {accuracy:.3f}")
     assert accuracy >= target
