@@ -20,8 +20,8 @@ at least one human answer, not low-confidence, as people gave them: the model vo
 consensus, so for classification the people's weighted vote alone, and for shapes only
 results of which no object rests on the model (it and at most one person). The model's
 answer is right when ``answer_compare`` (the function a worker's gold answers are scored
-by) scores it at least the project's ``gold_pass_score`` against the human result. The threshold is chosen by
-``auto_accept_core.choose_threshold``.
+by) scores it at least the project's ``gold_pass_score`` against the human result. The
+threshold is chosen by ``auto_accept_core.choose_threshold``.
 
 **Spot-checks**: a share ``spot_check_rate`` of the images is drawn (a keyed hash of project
 and image, as the pre-label hold-out's: fixed, unpredictable without ``SECRET_KEY``, and

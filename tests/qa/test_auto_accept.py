@@ -244,7 +244,8 @@ def test_passing_images_are_completed_by_the_model_without_answers_or_pay(manage
     assert not LedgerEntry.objects.exists()
     # The consensus ships the model's label for those images, as auto-accepted.
     run = consensus_compute(run_id=consensus_run_request(project=project).pk)
-    assert run is not None and run.status == "done", run and run.error
+    assert run is not None
+    assert run.status == "done", run.error
     from qa.models import ConsensusResult
 
     rows = ConsensusResult.objects.filter(run=run, method=auto_accept.METHOD)
@@ -398,11 +399,12 @@ def _bbox_project(manager: Any) -> tuple[Project, set[int], set[int]]:
 
 
 def _export(manager: Any, project: Project, **body: Any) -> tuple[DatasetExport, bytes]:
-    api = _as(manager)
+    api: Any = _as(manager)
     response = api.post(f"/api/v1/projects/{project.pk}/exports/", body, format="json")
     assert response.status_code == 202, response.content
     export = export_build(export_id=response.json()["id"])
-    assert export is not None and export.status == "done", export and export.error
+    assert export is not None
+    assert export.status == "done", export.error
     download = api.get(f"/api/v1/exports/{export.pk}/download/")
     return export, b"".join(download.streaming_content)
 
@@ -461,7 +463,7 @@ def test_every_export_format_flags_machine_labelled_images(
         ET.parse(path).findtext("filename"): ET.parse(path).findtext("machine_labelled")
         for path in (root / "Annotations").glob("*.xml")
     }
-    assert sorted(flags.values()) == ["0"] * 14 + ["1"] * 2
+    assert sorted(str(flag) for flag in flags.values()) == ["0"] * 14 + ["1"] * 2
     assert len(Dataset.import_from(str(root), "voc_detection")) == 16
 
     # JSON Lines (raw answers): the model's line for each image it labelled alone.
