@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import Conflict, NotFound
+from crowd.errors import NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
@@ -635,8 +635,15 @@ class AutoAcceptSpotChecksOut(serializers.Serializer):
     )
 
 
+class AutoAcceptSettingsOut(serializers.Serializer):
+    target_accuracy = serializers.FloatField()
+    confidence = serializers.FloatField()
+    spot_check_rate = serializers.FloatField()
+    min_checked = serializers.IntegerField()
+
+
 class AutoAcceptOut(serializers.Serializer):
-    settings = serializers.DictField(
+    settings = AutoAcceptSettingsOut(
         allow_null=True, help_text="The project's auto_accept with defaults; null: off."
     )
     enabled = serializers.BooleanField(help_text="Whether the model labels images alone now.")
@@ -680,16 +687,12 @@ class ProjectAutoAcceptApi(APIView):
         request=None,
         responses={202: AutoAcceptOut},
         description="Calibrate and apply again now, in a job (it also runs after predictions "
-        "are stored, after a consensus run, and when the setting changes).",
+        "are stored, after a consensus run, and when the setting changes); nothing is queued "
+        "while auto-accept is off.",
     )
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        if project.auto_accept is None:
-            raise Conflict(
-                "Auto-accept is off for this project; set auto_accept first.",
-                code="auto_accept_off",
-            )
         auto_accept.auto_accept_request(project.pk)
         return Response(auto_accept.project_auto_accept(project), status=status.HTTP_202_ACCEPTED)
 
