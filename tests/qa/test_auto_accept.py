@@ -224,6 +224,7 @@ def _calibrated_classification(manager: Any, *, real: int = 6, **settings: Any):
     return project, truth
 
 
+@pytest.mark.both_databases
 def test_passing_images_are_completed_by_the_model_without_answers_or_pay(manager: Any) -> None:
     project, truth = _calibrated_classification(manager)
     result = auto_accept.auto_accept_run(project_id=project.pk)
@@ -257,6 +258,7 @@ def test_passing_images_are_completed_by_the_model_without_answers_or_pay(manage
     assert auto_accept.auto_accept_run(project_id=project.pk)["accepted"] == 0
 
 
+@pytest.mark.both_databases
 def test_gold_is_never_auto_accepted(manager: Any) -> None:
     project, _ = _calibrated_classification(manager)
     auto_accept.auto_accept_run(project_id=project.pk)
@@ -272,6 +274,7 @@ def test_gold_is_never_auto_accepted(manager: Any) -> None:
     )
 
 
+@pytest.mark.both_databases
 def test_a_leased_or_answered_task_is_not_auto_accepted(manager: Any) -> None:
     project, truth = _calibrated_classification(manager)
     holder, answerer = WorkerFactory.create(), WorkerFactory.create()
