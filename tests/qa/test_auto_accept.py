@@ -579,3 +579,33 @@ def test_auto_accept_reaches_its_target_on_a_simulated_crowd(
     accuracy = right / len(accepted)
     print(f"{model}: auto-accepted {len(accepted)} images, accuracy {accuracy:.3f}")
     assert accuracy >= target
+
+
+# --- When it runs ------------------------------------------------------------------------------
+
+
+def test_it_is_queued_after_predictions_consensus_and_setting_changes(
+    manager: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from qa import jobs
+
+    sent: list[int] = []
+    monkeypatch.setattr(jobs.auto_accept_run, "send", lambda project_id: sent.append(project_id))
+    project, truth = classification_project(manager, images=2, gold=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        _predict(project, truth)
+    assert sent == []  # off: nothing queued
+    with django_capture_on_commit_callbacks(execute=True):
+        project_update(project=project, data={"auto_accept": LENIENT})
+    assert sent == [project.pk]
+    project.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        _predict(project, truth)
+    assert sent == [project.pk] * 2
+    run = consensus_run_request(project=project)  # its own job is never sent: no commit
+    with django_capture_on_commit_callbacks(execute=True):
+        consensus_compute(run_id=run.pk)
+    assert sent == [project.pk] * 3
+    with django_capture_on_commit_callbacks(execute=True):
+        project_update(project=project, data={"name": "renamed"})
+    assert sent == [project.pk] * 3  # nothing auto-accept rests on changed
