@@ -316,9 +316,11 @@ def auto_accept_request(project_id: int) -> None:
 def auto_accepted_results(project: Project) -> list[ConsensusResult]:
     """The consensus results of the images the model labelled alone: its answer with each
     object's score (classification: the class with the confidence), no votes."""
+    # An image made gold since ships its gold answer instead.
     tasks = (
-        Task.objects.filter(project=project)
+        Task.objects.filter(project=project, is_gold=False)
         .exclude(auto_accepted_version="")
+        .exclude(image_id__in=GoldAnswer.objects.filter(project=project).values("image_id"))
         .values_list("image_id", "auto_accepted_version", "confidence")
     )
     by_image: dict[int, tuple[str, float | None]] = {}

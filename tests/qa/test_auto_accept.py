@@ -254,6 +254,17 @@ def test_passing_images_are_completed_by_the_model_without_answers_or_pay(manage
         i: truth[i] for i in real.values_list("image_id", flat=True)
     }
     assert run.tally["auto_accepted"]["images"] == 6
+    # An auto-accepted image made gold afterwards ships its gold answer, once.
+    first = rows.order_by("image_id").first()
+    assert first is not None
+    gold_set(project=project, image_id=first.image_id, annotations=[{"label": "fish"}],
+             user=manager)  # fmt: skip
+    again = consensus_compute(run_id=consensus_run_request(project=project).pk)
+    assert again is not None
+    assert again.status == "done", again.error
+    shipped = ConsensusResult.objects.filter(run=again, image_id=first.image_id)
+    assert list(shipped.values_list("method", flat=True)) == ["gold"]
+    assert again.tally["auto_accepted"]["images"] == 5
     # Run again: nothing more to do, nothing done twice.
     assert auto_accept.auto_accept_run(project_id=project.pk)["accepted"] == 0
 
