@@ -27,7 +27,7 @@ from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
 from crowd.uploads import json_file_load
-from qa import merge, model_scores, selectors, services
+from qa import auto_accept, merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
 from tasks.prediction_formats import FORMATS
@@ -757,6 +757,80 @@ class ProjectModelsApi(APIView):
         user = request_user(request)
         project = project_for_manager(user, project_id)
         return Response(model_scores.project_models(project))
+
+
+class AutoAcceptSpotChecksOut(serializers.Serializer):
+    checked = serializers.IntegerField(
+        help_text="Spot-checked images at or above the threshold that people answered."
+    )
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    lower_bound = serializers.FloatField()
+    upper_bound = serializers.FloatField(
+        help_text="Under the target: auto-accept stops (the spot-checks show it falls short)."
+    )
+
+
+class AutoAcceptSettingsOut(serializers.Serializer):
+    target_accuracy = serializers.FloatField()
+    confidence = serializers.FloatField()
+    spot_check_rate = serializers.FloatField()
+    min_checked = serializers.IntegerField()
+
+
+class AutoAcceptOut(serializers.Serializer):
+    settings = AutoAcceptSettingsOut(
+        allow_null=True, help_text="The project's auto_accept with defaults; null: off."
+    )
+    enabled = serializers.BooleanField(help_text="Whether the model labels images alone now.")
+    model_version = _text("The version calibrated.", allow_null=True)
+    threshold = serializers.FloatField(
+        allow_null=True, help_text="The lowest confidence that passes; null: none does."
+    )
+    reason = _text("Why auto-accept is off; null when it is on.", allow_null=True)
+    images_checked = serializers.IntegerField(
+        help_text="Human-checked images (gold or consensus) with a prediction of the version."
+    )
+    checked = serializers.IntegerField(help_text="Of them, at or above the threshold.")
+    correct = serializers.IntegerField()
+    accuracy = serializers.FloatField(allow_null=True)
+    lower_bound = serializers.FloatField(
+        allow_null=True, help_text="One-sided Clopper-Pearson bound at the set confidence."
+    )
+    gold_images = serializers.IntegerField()
+    consensus_run = serializers.IntegerField(allow_null=True)
+    spot_checks = AutoAcceptSpotChecksOut(allow_null=True)
+    images_auto_accepted = serializers.IntegerField(
+        help_text="Images the model labelled alone (flagged machine_labelled in exports)."
+    )
+    computed_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProjectAutoAcceptApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        responses={200: AutoAcceptOut},
+        description="Auto-accept's calibration as last computed and the images the model "
+        "labelled alone (managers of the project).",
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        return Response(auto_accept.project_auto_accept(project))
+
+    @extend_schema(
+        request=None,
+        responses={202: AutoAcceptOut},
+        description="Calibrate and apply again now, in a job (it also runs after predictions "
+        "are stored, after a consensus run, and when the setting changes); nothing is queued "
+        "while auto-accept is off.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        user = request_user(request)
+        project = project_for_manager(user, project_id)
+        auto_accept.auto_accept_request(project.pk)
+        return Response(auto_accept.project_auto_accept(project), status=status.HTTP_202_ACCEPTED)
 
 
 class ProjectAgreementApi(APIView):

@@ -10,6 +10,7 @@ class QaConfig(AppConfig):
 
         from crowd import contracts
         from crowd.profile import me_contributions
+        from qa.auto_accept import auto_accept_request
         from qa.events import status_frames
         from qa.exports.build import exports_files_delete
         from qa.jobs import stranded_jobs_resend
@@ -33,4 +34,5 @@ class QaConfig(AppConfig):
         me_contributions.register("qa", my_quality)
         hooks.periodic.register("stranded_jobs", stranded_jobs_resend)
         hooks.periodic.register("worker_models", refits_request)
+        hooks.auto_accept_inputs_changed.register("auto_accept", auto_accept_request)
         post_delete.connect(exports_files_delete, sender=Project, dispatch_uid="project_exports")

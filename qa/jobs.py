@@ -60,6 +60,13 @@ def worker_model_refit(project_id: int) -> None:
     worker_model.refit(project_id=project_id)
 
 
+@dramatiq.actor(queue_name="consensus", max_retries=3, time_limit=30 * 60 * 1000)
+def auto_accept_run(project_id: int) -> None:
+    from qa import auto_accept
+
+    auto_accept.auto_accept_run(project_id=project_id)
+
+
 # --- Stranded jobs ------------------------------------------------------------------------------
 
 # A row without a live claim this long after it was queued, last started, or sent again is

@@ -26,7 +26,7 @@ from django.utils import timezone
 from crowd import claims
 from crowd.claims import ClaimLost
 from crowd.models import User
-from qa import model_scores, services, worker_model
+from qa import auto_accept, model_scores, services, worker_model
 from qa.consensus import classification as cls
 from qa.consensus.boxes import (
     box_certainty,
@@ -412,6 +412,10 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
                 method, results = _shape_results(project, answers, fitted)
             if voter is not None:
                 tally["model"] = _model_tally(project, voter, results)
+            accepted = auto_accept.auto_accepted_results(project)
+            if accepted:
+                tally["auto_accepted"] = _auto_accept_tally(project, accepted)
+            results += accepted
             results += _gold_results(project)
             params: dict[str, Any] = {"iou_threshold": project.iou_threshold}
             if project.kind != Kind.CLASSIFICATION:
@@ -436,6 +440,8 @@ def consensus_compute(*, run_id: int) -> ConsensusRun | None:
                 return run
             raise
     results_prune(project)
+    # New human results: auto-accept's calibration may move.
+    auto_accept.auto_accept_request(project.pk)
     run.refresh_from_db()
     return run
 
@@ -633,6 +639,25 @@ def _model_tally(
         "labels": labels,
         "agreed": sum(m["agreed"] for m in model if m),
         "rests_on_model": sum(m["rests_on_model"] for m in model if m),
+    }
+
+
+def _auto_accept_tally(project: Project, results: Sequence[ConsensusResult]) -> dict[str, Any]:
+    """What the run's images owe the model alone, for the dataset card."""
+    from qa.models import AutoAcceptState
+
+    state = AutoAcceptState.objects.filter(project=project).first()
+    figures = state.figures if state else {}
+    versions = sorted({r.contributors["auto_accepted"]["model_version"] for r in results})
+    return {
+        "images": len(results),
+        "labels": sum(len(r.annotations) for r in results),
+        "versions": versions,
+        "threshold": state.threshold if state else None,
+        "settings": figures.get("settings"),
+        "checked": figures.get("checked"),
+        "accuracy": figures.get("accuracy"),
+        "lower_bound": figures.get("lower_bound"),
     }
 
 

@@ -275,3 +275,19 @@ class ModelScore(models.Model):
                 fields=["project", "model_version"], name="model_score_version_unique"
             ),
         ]
+
+
+class AutoAcceptState(models.Model):
+    """A project's auto-accept calibration as last computed (``qa.auto_accept``): the
+    threshold (null: off, ``reason`` says why), the human-checked images it was chosen on,
+    and the spot-checks' figures. Computed again by the ``auto_accept_run`` job whenever
+    predictions, the consensus or the setting change."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.CharField(max_length=200, blank=True, default="")
+    threshold = models.FloatField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    # checked, correct, accuracy, lower_bound (of the images at or above the threshold),
+    # images (all checked), consensus_run, spot_checks {...}, settings as used.
+    figures = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(auto_now=True)

@@ -52,6 +52,11 @@ urlpatterns = [
         name="project-models",
     ),
     path(
+        "projects/<int:project_id>/auto-accept/",
+        apis.ProjectAutoAcceptApi.as_view(),
+        name="project-auto-accept",
+    ),
+    path(
         "projects/<int:project_id>/consensus/",
         apis.ProjectConsensusApi.as_view(),
         name="project-consensus",

@@ -175,6 +175,11 @@ class ProjectManagerOut(_ProjectBaseOut):
         help_text="The share of tasks (gold alike) drawn to get no pre-labels, to measure "
         "their effect."
     )
+    auto_accept = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Managers only: the auto-accept settings (null: off).",
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -592,6 +597,13 @@ class ProjectIn(serializers.Serializer):
     prelabels = serializers.BooleanField(
         required=False, help_text="Show the model's objects to workers as pre-labels."
     )
+    auto_accept = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="Null (off), or {target_accuracy (0.95), confidence (0.95), spot_check_rate "
+        "(0.05), min_checked (30)}: the model alone labels images whose confidence passes a "
+        "threshold calibrated on human-checked images (managers only).",
+    )
     prelabel_holdout = serializers.FloatField(
         required=False,
         min_value=0,
@@ -656,6 +668,8 @@ def project_json(
             prelabel_holdout=project.prelabel_holdout,
             created_at=project.created_at.isoformat(),
         )
+        if user.role == Role.MANAGER:
+            data["auto_accept"] = project.auto_accept
     return data
 
 

@@ -149,3 +149,12 @@ worker_snapshot: Hook[[User], list[dict[str, object]]] = Hook(_no_snapshot)
 
 def worker_snapshot_frames(user: User) -> list[dict[str, object]]:
     return [frame for frames in worker_snapshot.gather(user) for frame in frames]
+
+
+def _nobody_listens(project_id: int) -> object:
+    return None
+
+
+# What auto-accept rests on changed in a project (its predictions, the setting, the scoring
+# thresholds): ``qa`` queues its calibration and applying job.
+auto_accept_inputs_changed: Hook[[int], object] = Hook(_nobody_listens)

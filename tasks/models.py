@@ -106,6 +106,11 @@ class Project(models.Model):
     # crowd's gold scores and times with and without them can be compared (see
     # ``tasks.prelabels``): the draw is a keyed hash of the task, fixed for its life.
     prelabel_holdout = models.FloatField(default=0.1, db_default=0.1)
+    # Auto-accept (null: off): {"target_accuracy", "confidence", "spot_check_rate",
+    # "min_checked"}. The model alone labels an image whose confidence passes a threshold
+    # calibrated on human-checked images to reach the target accuracy at that confidence,
+    # except a share drawn for spot-checks (``qa.auto_accept``).
+    auto_accept = models.JSONField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -292,6 +297,9 @@ class Task(models.Model):
     # Since when no worker left can answer this open task (set and cleared by the sweep);
     # kept on a task closed for it, as the reason it closed with what it had.
     stalled_at = models.DateTimeField(null=True, blank=True)
+    # The model version whose prediction completed this task without a human answer
+    # (auto-accept); empty for tasks people answered.
+    auto_accepted_version = models.CharField(max_length=200, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)
 

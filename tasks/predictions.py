@@ -27,7 +27,7 @@ from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import events
+from tasks import events, hooks
 from tasks import prediction_formats as fmt
 from tasks.annotation_imports import (
     Checked,
@@ -121,6 +121,8 @@ def predictions_import(
     if strict:
         failures_raise(candidates, what="predictions", code="invalid_predictions")
     created = _store(project, checked, source=PredictionSource.IMPORT)
+    if created:
+        hooks.auto_accept_inputs_changed.notify(project.pk)
     return {"created": created, "rejected": rejected_json(candidates)}
 
 
@@ -258,6 +260,8 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
             claim.release(status=ImportStatus.DONE, finished_at=timezone.now())
     run.refresh_from_db()
     events.prediction_run_changed(run)
+    if run.predicted:
+        hooks.auto_accept_inputs_changed.notify(run.project_id)
     return run
 
 

@@ -960,3 +960,38 @@ def assignment_skip(*, assignment_id: int, worker: User) -> Assignment:
             Task.objects.filter(pk=assignment.task_id).update(open_leases=F("open_leases") - 1)
         events.lease_released(project_id=assignment.project_id)
     return assignment
+
+
+class _NotWhole(Exception):
+    """Some task of the image was not free to complete: undo the others."""
+
+
+def image_auto_accept(
+    *, project: Project, image_id: int, model_version: str, confidence: float
+) -> bool:
+    """Complete every task of the image with the model's answer and no human one (auto-accept):
+    no assignment, no pay. All or nothing: only when each of its tasks is open, not gold, and
+    has neither an answer nor a lease, so a task a worker holds or answered stays theirs.
+
+    The guard is the claim's own rule, a conditional ``UPDATE ... WHERE`` on the task rows.
+    On PostgreSQL the update waits for a claim holding a row's lock and then sees its lease
+    (``open_leases`` > 0), so it skips that row; once the update holds the rows, claims skip
+    them (``SKIP LOCKED``) and then find them done. On SQLite the IMMEDIATE transaction
+    serialises the two. Fewer rows changed than the image has tasks undoes the whole image."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            total = Task.objects.filter(project=project, image_id=image_id).count()
+            changed = Task.objects.filter(
+                project=project, image_id=image_id, state=TaskState.OPEN, is_gold=False,
+                open_leases=0, answers=0,
+            ).update(
+                state=TaskState.DONE, done_at=now, confidence=confidence, low_confidence=False,
+                auto_accepted_version=model_version, stalled_at=None,
+            )  # fmt: skip
+            if not total or changed != total:
+                raise _NotWhole
+    except _NotWhole:
+        return False
+    events.project_changed(project.pk)
+    return True

@@ -14,7 +14,7 @@ from crowd import storage
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, normalize_currency, parse_amount
-from tasks import events
+from tasks import events, hooks
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -48,6 +48,19 @@ SETTINGS_FIELDS = (
     "stalled_action", "stalled_grace_minutes", "mask_mode", "prelabels",
     "prelabel_holdout",
 )  # fmt: skip
+# Auto-accept's settings and their defaults (``qa.auto_accept``): the accuracy the model's
+# labels must reach, the confidence of that bound, the share of passing images still sent to
+# people, and the fewest human-checked images above a threshold it may rest on.
+AUTO_ACCEPT_DEFAULTS: dict[str, float | int] = {
+    "target_accuracy": 0.95, "confidence": 0.95, "spot_check_rate": 0.05, "min_checked": 30,
+}  # fmt: skip
+_AUTO_ACCEPT_RANGES = {
+    "target_accuracy": (0.5, 1.0, "above 0.5 and below 1"),
+    "confidence": (0.5, 1.0, "above 0.5 and below 1"),
+    "spot_check_rate": (0.0, 1.0, "from 0 (none) to 1 (every passing image)"),
+}
+MAX_MIN_CHECKED = 100_000
+
 # Amounts a PATCH may change, as decimal strings in the project's currency.
 MONEY_FIELDS = ("reward", "budget", "auto_bonus_amount")
 
@@ -193,6 +206,50 @@ def _ml_backend(data: dict[str, Any], project: Project) -> None:
     project.ml_backend_min_score = spec.get("min_score")
 
 
+def _auto_accept(data: dict[str, Any], project: Project) -> bool:
+    """``auto_accept``: null (off) or an object of :data:`AUTO_ACCEPT_DEFAULTS`' keys, each
+    optional. Returns whether the request set it."""
+    if "auto_accept" not in data:
+        return False
+    spec = data["auto_accept"]
+    if spec is None:
+        project.auto_accept = None
+        return True
+    if not isinstance(spec, dict):
+        raise InvalidInput(
+            errors={"auto_accept": ['null (off), or {"target_accuracy", "confidence", '
+                                    '"spot_check_rate", "min_checked"} (each optional).']}
+        )  # fmt: skip
+    problems: dict[str, list[str]] = {}
+    clean: dict[str, float | int] = {}
+    for key, value in spec.items():
+        if key not in AUTO_ACCEPT_DEFAULTS:
+            problems[key] = [f"Unknown; one of: {', '.join(AUTO_ACCEPT_DEFAULTS)}."]
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key == "min_checked":
+            if not (isinstance(value, int) and not isinstance(value, bool)) or not (
+                1 <= value <= MAX_MIN_CHECKED
+            ):
+                problems[key] = [f"A whole number from 1 to {MAX_MIN_CHECKED}."]
+            else:
+                clean[key] = value
+            continue
+        low, high, words = _AUTO_ACCEPT_RANGES[key]
+        ok = number and value == value  # NaN is not a number here
+        ok = ok and low <= value <= high if key == "spot_check_rate" else ok and low < value < high
+        if not ok:
+            problems[key] = [f"A number {words}."]
+        else:
+            clean[key] = float(value)
+    if problems:
+        raise InvalidInput(
+            "The auto-accept settings are not valid.", errors={"auto_accept": problems}
+        )
+    project.auto_accept = clean
+    return True
+
+
 def _save_labels(project: Project, labels: list[dict[str, Any]]) -> None:
     Label.objects.bulk_create(
         Label(project=project, order=i, **spec) for i, spec in enumerate(labels)
@@ -213,6 +270,7 @@ def project_create(*, owner: User, data: dict[str, Any]) -> Project:
             setattr(project, field, data[field])
     _money(data, project)
     _ml_backend(data, project)
+    _auto_accept(data, project)
     _check_settings(project)
     project.save()
     _save_labels(project, labels)
@@ -246,6 +304,7 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
         )
     _money(data, project)
     _ml_backend(data, project)
+    auto_accept_set = _auto_accept(data, project)
     _check_settings(project)
     if "labels" in data or "kind" in data:
         labels = _labels_in(data.get("labels", project_labels(project)), project.kind)
@@ -254,6 +313,8 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
         Label.objects.filter(project=project).delete()
         _save_labels(project, labels)
     project.save()
+    if auto_accept_set or "gold_pass_score" in data or "iou_threshold" in data:
+        hooks.auto_accept_inputs_changed.notify(project.pk)
     return project
 
 

@@ -37,6 +37,7 @@ from crowd.errors import Conflict, InvalidInput
 from crowd.fields import StrictBooleanField, StrictFloatField, StrictIntegerField, messages
 from crowd.models import User
 from qa import merge
+from qa.auto_accept import METHOD as AUTO_ACCEPT_METHOD
 from qa.exports import formats
 from qa.exports.formats import Counts, Label, Record, Splitter
 from qa.models import (
@@ -660,6 +661,7 @@ def export_records(
         yield Record(
             id=image_id, file_name=names(name, image_id, fmt), width=width, height=height,
             annotations=items, confidence=confidence, votes=votes, method=method,
+            machine_labelled=method == AUTO_ACCEPT_METHOD,
             subset=splitter.assign(image_id, formats.stratum(items)) if splitter else "",
             open=_opener(file) if options.get("include_images") else None,
         )  # fmt: skip
@@ -738,6 +740,30 @@ def raw_answers(export: DatasetExport, run: ConsensusRun) -> Iterator[dict[str, 
             "annotations": answer or [],
             "time_spent_ms": spent,
             "submitted_at": submitted.isoformat() if submitted else None,
+            "machine_labelled": False,
+        }
+    # The images the model labelled alone: its answer, as the run shipped it.
+    machine = (
+        ConsensusResult.objects.filter(run=run, method=AUTO_ACCEPT_METHOD)
+        .order_by("image_id")
+        .values_list("image_id", "image__name", "annotations", "contributors")
+    )
+    for image_id, name, items, contributors in machine.iterator(chunk_size=READ_CHUNK):
+        yield {
+            "image": image_id,
+            "image_name": name,
+            "task": None,
+            "region": None,
+            "worker": "model",
+            "model_version": (contributors.get("auto_accepted") or {}).get("model_version"),
+            "status": "auto_accepted",
+            "counted": True,
+            "annotations": [
+                {k: v for k, v in item.items() if k != "num_votes"} for item in items or []
+            ],
+            "time_spent_ms": None,
+            "submitted_at": None,
+            "machine_labelled": True,
         }
 
 
@@ -780,11 +806,13 @@ def dataset_card(export: DatasetExport, run: ConsensusRun, counts: Counts) -> st
     ]
     if export.format == ExportFormat.RAW:
         lines += [f"| images | {counts.images} |", f"| worker answers | {counts.annotations} |"]
+        lines += [f"| images labelled by the model alone | {counts.machine_labelled} |"]
     else:
         lines += [
             f"| images | {counts.images} |",
             f"| annotations | {counts.annotations} |",
             f"| images without annotations | {counts.empty_images} |",
+            f"| images labelled by the model alone (auto-accept) | {counts.machine_labelled} |",
         ]
         lines += ["", "| label | annotations |", "|---|---:|"]
         lines += [f"| {_cell(name)} | {counts.per_label.get(name, 0)} |" for name in
@@ -852,6 +880,28 @@ def _quality(project: Project, run: ConsensusRun) -> list[str]:
             + (f", mean gold score {gold_score:.3f}" if gold_score is not None else "")
             + f"): of {model['labels']} labels it agreed with {model['agreed']}, and "
             f"{model['rests_on_model']} rest on it (it and at most one worker gave them)"
+        )
+    accepted = tally.get("auto_accepted")
+    if accepted:
+        config = accepted.get("settings") or {}
+        lines.append(
+            f"- Auto-accept: {accepted['images']} images ({accepted['labels']} labels) were "
+            f"labelled by the model alone (`{', '.join(accepted['versions'])}`), without a "
+            "human answer, where its confidence passed "
+            + (
+                f"{accepted['threshold']:.4f}"
+                if accepted.get("threshold") is not None
+                else "a threshold since withdrawn"
+            )
+            + (
+                f", calibrated on {accepted['checked']} human-checked images to reach "
+                f"{float(config['target_accuracy']):.1%} accuracy at "
+                f"{float(config['confidence']):.0%} confidence (measured {accepted['accuracy']}, "
+                f"lower bound {accepted['lower_bound']})"
+                if config and accepted.get("checked")
+                else ""
+            )
+            + "; each format flags them (`machine_labelled`)"
         )
     return lines
 

@@ -67,6 +67,8 @@ class Record:
     confidence: float | None = None
     votes: int = 0
     method: str = ""
+    # Labelled by the model alone (auto-accept), with no human answer: every format says so.
+    machine_labelled: bool = False
     subset: str = ""  # train, val, test; "" without a split
     open: Callable[[], IO[bytes]] | None = None  # the image's bytes, when images are shipped
 
@@ -80,6 +82,7 @@ class Counts:
     per_label: Counter[str] = field(default_factory=Counter)
     per_subset: Counter[str] = field(default_factory=Counter)
     empty_images: int = 0
+    machine_labelled: int = 0
 
     def add(self, record: Record, items: Sequence[dict[str, Any]]) -> None:
         self.images += 1
@@ -89,15 +92,27 @@ class Counts:
             self.per_subset[record.subset] += 1
         if not items:
             self.empty_images += 1
+        if record.machine_labelled:
+            self.machine_labelled += 1
 
     def as_json(self) -> dict[str, Any]:
         return {
             "images": self.images,
             "annotations": self.annotations,
             "empty_images": self.empty_images,
+            "machine_labelled": self.machine_labelled,
             "per_label": dict(sorted(self.per_label.items())),
             "per_subset": dict(sorted(self.per_subset.items())),
         }
+
+
+# The file of the zipped formats that lists what the model labelled alone, one path a line.
+MACHINE_LABELLED_LIST = "machine_labelled.txt"
+
+
+def machine_labelled_list(paths: Sequence[str]) -> str:
+    head = "# Files labelled by the model alone (auto-accept), without a human answer\n"
+    return head + "".join(path + "\n" for path in paths)
 
 
 # --- Shared helpers -----------------------------------------------------------------------------
@@ -286,6 +301,8 @@ def coco_annotation(
         ann["iscrowd"] = 0
     ann["score"] = float(item.get("score", 1.0))
     ann["num_votes"] = int(item.get("num_votes", 0))
+    # CVAT's and Datumaro's COCO keep per-annotation attributes here.
+    ann["attributes"] = {"machine_labelled": image.machine_labelled}
     return ann
 
 
@@ -303,8 +320,9 @@ def write_coco(
     description: str,
     rle: bool = False,
 ) -> Counts:
-    """A COCO file: ``info``, ``licenses``, ``categories``, ``images`` (classification adds
-    ``label``, ``score`` and ``num_votes``), ``annotations`` (with ``score``, ``num_votes``)."""
+    """A COCO file: ``info``, ``licenses``, ``categories``, ``images`` (with
+    ``machine_labelled``; classification adds ``label``, ``score`` and ``num_votes``),
+    ``annotations`` (with ``score``, ``num_votes`` and ``attributes.machine_labelled``)."""
     category_of = {label.name: i for i, label in enumerate(labels, start=1)}
     counts = Counts()
     header = {
@@ -322,6 +340,7 @@ def write_coco(
                 "file_name": record.file_name,
                 "width": record.width,
                 "height": record.height,
+                "machine_labelled": record.machine_labelled,
             }
             items = list(record.annotations)
             if kind == "classification" and items:
@@ -469,10 +488,13 @@ def write_yolo(
     split), ``data.yaml``. Detection
     lines are ``class xc yc w h``, segments ``class x1 y1 x2 y2 ...``, pose adds ``x y v`` per
     keypoint, all normalised to [0, 1]. Classification is Ultralytics' folder layout:
-    ``<subset>/<class>/<file>`` (``train`` without a split), images always shipped."""
+    ``<subset>/<class>/<file>`` (``train`` without a split), images always shipped.
+    ``machine_labelled.txt`` lists the label files (classification: the images) the model
+    labelled alone."""
     category_of = {label.name: i for i, label in enumerate(labels)}
     kpts = max((len(x.keypoints) for x in labels), default=0)
     counts = Counts()
+    machine: list[str] = []
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for record in records:
             items = list(record.annotations)
@@ -481,13 +503,18 @@ def write_yolo(
                 if items:
                     folder = f"{record.subset or 'train'}/{items[0]['label']}"
                     _ship_image(archive, f"{folder}/{record.file_name}", record)
+                    if record.machine_labelled:
+                        machine.append(f"{folder}/{record.file_name}")
                 continue
             sub = record.subset or "train"
             _ship_image(archive, f"images/{sub}/{record.file_name}", record)
             text = yolo_lines(record, kind=kind, category_of=category_of, kpts=kpts)
             zip_write(archive, f"labels/{sub}/{stem(record.file_name)}.txt", text)
+            if record.machine_labelled:
+                machine.append(f"labels/{sub}/{stem(record.file_name)}.txt")
         if kind != "classification":
             zip_write(archive, "data.yaml", yolo_yaml(kind, labels, list(subsets)))
+        zip_write(archive, MACHINE_LABELLED_LIST, machine_labelled_list(machine))
         zip_write(archive, "README.md", card(counts))
     return counts
 
@@ -522,7 +549,10 @@ def voc_xml(record: Record, *, folder: str, segmented: bool = False) -> str:
         "  <source><database>crowd</database></source>\n"
         f"  <size><width>{record.width}</width><height>{record.height}</height>"
         "<depth>3</depth></size>\n"
-        f"  <segmented>{int(segmented)}</segmented>\n" + "".join(objects) + "</annotation>\n"
+        f"  <segmented>{int(segmented)}</segmented>\n"
+        f"  <machine_labelled>{int(record.machine_labelled)}</machine_labelled>\n"
+        + "".join(objects)
+        + "</annotation>\n"
     )
 
 
@@ -602,10 +632,13 @@ def write_voc(
     """``Annotations/<stem>.xml`` (boxes; polygons, masks and keypoint instances by their
     bounds), ``ImageSets/Main/<subset>.txt``, ``JPEGImages/<file>`` when images are shipped,
     and ``labelmap.txt`` (names and colours) so readers need not assume VOC's 20 classes.
+    Each XML says ``<machine_labelled>`` (1: the model alone labelled it), and
+    ``machine_labelled.txt`` lists those files.
     Masks add ``SegmentationClass/`` and ``SegmentationObject/`` PNGs (see the module) and
     ``ImageSets/Segmentation/<subset>.txt``."""
     counts = Counts()
     members: dict[str, list[str]] = {}
+    machine: list[str] = []
     segmented = kind == "mask"
     category_of = {label.name: i for i, label in enumerate(labels, start=1)}
     class_palette = [(0, 0, 0)] + [_color(label.color) for label in labels]
@@ -616,6 +649,8 @@ def write_voc(
             counts.add(record, items)
             name = stem(record.file_name)
             members.setdefault(record.subset or "default", []).append(name)
+            if record.machine_labelled:
+                machine.append(f"Annotations/{name}.xml")
             _ship_image(archive, f"JPEGImages/{record.file_name}", record)
             shown = replace(record, annotations=items)
             zip_write(
@@ -635,6 +670,7 @@ def write_voc(
         labelmap = ["# label:color_rgb:parts:actions", "background:0,0,0::"]
         labelmap += [f"{label.name}:{_rgb(label.color)}::" for label in labels]
         zip_write(archive, "labelmap.txt", "\n".join(labelmap) + "\n")
+        zip_write(archive, MACHINE_LABELLED_LIST, machine_labelled_list(machine))
         zip_write(archive, "README.md", card(counts))
     return counts
 
@@ -741,6 +777,7 @@ def write_cityscapes(
     category_of = {label.name: i for i, label in enumerate(labels, start=1)}
     palette = [(0, 0, 0)] + [_color(label.color) for label in labels]
     folders: set[str] = set()
+    machine: list[str] = []
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for record in records:
             items = [i for i in record.annotations if item_box(i) is not None]
@@ -753,6 +790,8 @@ def write_cityscapes(
                     archive.writestr(zip_info(f"{tree}/{subset}/{CITYSCAPES_CITY}/"), b"")
             name = stem(record.file_name)
             gt = f"gtFine/{subset}/{CITYSCAPES_CITY}/{name}_gtFine_"
+            if record.machine_labelled:
+                machine.append(gt + "labelIds.png")
             ext = record.file_name.rsplit(".", 1)[-1] if "." in record.file_name else "png"
             _ship_image(
                 archive, f"leftImg8bit/{subset}/{CITYSCAPES_CITY}/{name}_leftImg8bit.{ext}", record
@@ -768,6 +807,7 @@ def write_cityscapes(
                 archive.writestr(zip_info(gt + suffix, compress=False), data)
         zip_write(archive, "label_colors.txt", cityscapes_label_colors(labels))
         zip_write(archive, "dataset_meta.json", cityscapes_meta(labels))
+        zip_write(archive, MACHINE_LABELLED_LIST, machine_labelled_list(machine))
         zip_write(archive, "README.md", card(counts))
     return counts
 
@@ -778,19 +818,25 @@ def write_cityscapes(
 def write_csv(
     out: IO[bytes], records: Iterable[Record], *, card: Callable[[Counts], str]
 ) -> Counts:
-    """``labels.csv``: ``image_id, file_name, label, confidence, votes`` (classification)."""
+    """``labels.csv``: ``image_id, file_name, label, confidence, votes, machine_labelled``
+    (classification; 1 when the model alone labelled the image)."""
     counts = Counts()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open(zip_info("labels.csv"), "w", force_zip64=True) as member:
             text = io.TextIOWrapper(member, encoding="utf-8", newline="")
             writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(["image_id", "file_name", "label", "confidence", "votes"])
+            writer.writerow(
+                ["image_id", "file_name", "label", "confidence", "votes", "machine_labelled"]
+            )
             for record in records:
                 items = list(record.annotations)
                 counts.add(record, items)
                 label = items[0]["label"] if items else ""
                 confidence = "" if record.confidence is None else f"{record.confidence:.6f}"
-                writer.writerow([record.id, record.file_name, label, confidence, record.votes])
+                writer.writerow(
+                    [record.id, record.file_name, label, confidence, record.votes,
+                     int(record.machine_labelled)]
+                )  # fmt: skip
             text.flush()
             text.detach()
         zip_write(archive, "README.md", card(counts))
@@ -800,16 +846,19 @@ def write_csv(
 def write_raw(
     out: IO[bytes], answers: Iterable[dict[str, Any]], *, card: Callable[[Counts], str]
 ) -> Counts:
-    """``answers.jsonl``: every worker answer, one JSON object a line, as given."""
+    """``answers.jsonl``: every worker answer, one JSON object a line, as given; an image the
+    model labelled alone is one line of ``"worker": "model"`` with ``"machine_labelled":
+    true`` (false on every person's answer)."""
     counts = Counts()
     images: set[int] = set()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open(zip_info("answers.jsonl"), "w", force_zip64=True) as member:
             for answer in answers:
                 member.write(orjson.dumps(answer) + b"\n")
-                counts.annotations += 1
+                counts.annotations += 0 if answer.get("machine_labelled") else 1
                 if answer["image"] not in images:
                     images.add(answer["image"])
                     counts.images += 1
+                    counts.machine_labelled += int(bool(answer.get("machine_labelled")))
         zip_write(archive, "README.md", card(counts))
     return counts

@@ -145,3 +145,39 @@ def test_a_burst_of_clicks_from_one_worker_gets_one_lease(manager) -> None:
     assert len(set(got)) == 1
     assert Assignment.objects.filter(worker=worker).count() == 1
     assert_counters_match_recount(project)
+
+
+def test_auto_accept_racing_claims_never_takes_a_task_a_worker_holds(manager) -> None:
+    """Workers claim and answer while two copies of auto-accept complete the same images:
+    every task ends either the crowd's or the model's, never both."""
+    project = project_with_tasks(manager, tasks=400, overlap=2)
+    workers = [WorkerFactory.create() for _ in range(16)]
+    images = list(Task.objects.filter(project=project).values_list("image_id", flat=True))
+
+    def body(index: int) -> None:
+        mine = Project.objects.get(pk=project.pk)
+        if index < 2:
+            order = images[:]
+            random.Random(index).shuffle(order)
+            for image_id in order:
+                routing.image_auto_accept(
+                    project=mine, image_id=image_id, model_version="m1", confidence=0.99
+                )
+            return
+        worker = workers[index - 2]
+        while (
+            lease := routing.assignment_next(project=mine, worker=worker, rand=never)
+        ) is not None:
+            routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+
+    assert run_threads(len(workers) + 2, body) == []
+    tasks = Task.objects.filter(project=project)
+    machine = tasks.exclude(auto_accepted_version="")
+    assert machine.exists()
+    assert machine.count() < tasks.count()  # the crowd got some before the model
+    assert not Assignment.objects.filter(task__in=machine).exists()
+    assert set(machine.values_list("state", "answers", "open_leases")) == {(TaskState.DONE, 0, 0)}
+    crowd = tasks.filter(auto_accepted_version="")
+    assert set(crowd.values_list("state", flat=True)) == {TaskState.DONE}
+    assert_counters_match_recount(project)
+    assert_no_worker_twice(project)

@@ -80,6 +80,7 @@ def test_streamed_coco_is_one_valid_document() -> None:
     assert data["annotations"][0] == {
         "id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20.5, 10], "area": 205,
         "segmentation": [], "iscrowd": 0, "score": 0.9, "num_votes": 3,
+        "attributes": {"machine_labelled": False},
     }  # fmt: skip
     assert (counts.images, counts.annotations, counts.empty_images) == (5, 6, 1)
 
@@ -100,4 +101,6 @@ def test_zip_members_carry_no_time_of_writing() -> None:
             "0 0.202500 0.200000 0.205000 0.200000",
             "0 0.202500 0.200000 0.205000 0.200000",
         ]
-    assert names == ["labels/train/1.txt", "labels/train/2.txt", "data.yaml", "README.md"]
+    assert names == [
+        "labels/train/1.txt", "labels/train/2.txt", "data.yaml", "machine_labelled.txt", "README.md"
+    ]  # fmt: skip

@@ -234,6 +234,10 @@ MATRIX: dict[str, dict[str, Case]] = {
     "project-worker-reinstate": {"post": Case(managers_of_the_project(409))},
     "project-agreement": {"get": Case(managers_of_the_project(200))},
     "project-models": {"get": Case(managers_of_the_project(200))},
+    "project-auto-accept": {
+        "get": Case(managers_of_the_project(200)),
+        "post": Case(managers_of_the_project(202)),
+    },
     "project-prelabel-effect": {"get": Case(managers_of_the_project(200))},
     "task-reference": {"get": Case(managers_of_the_project(200))},
     "project-throughput": {"get": Case(members_of_the_project(200))},
