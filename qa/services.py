@@ -93,6 +93,11 @@ def _gold_store(
         update_fields=["project", "annotations", "created_by", "updated_at"],
     )
     tasks_mark_gold_bulk(image_ids=ids)
+    if project.auto_accept is not None:
+        # Gold images are human-checked: auto-accept's calibration rests on them.
+        from qa.auto_accept import auto_accept_request
+
+        auto_accept_request(project.pk)
     return set(ids) - had
 
 

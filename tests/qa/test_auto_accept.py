@@ -620,3 +620,9 @@ def test_it_is_queued_after_predictions_consensus_and_setting_changes(
     with django_capture_on_commit_callbacks(execute=True):
         project_update(project=project, data={"name": "renamed"})
     assert sent == [project.pk] * 3  # nothing auto-accept rests on changed
+    image = Task.objects.filter(project=project).first()
+    assert image is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        gold_set(project=project, image_id=image.image_id, annotations=[{"label": truth[image.image_id]}],
+                 user=manager)  # fmt: skip
+    assert sent == [project.pk] * 4  # gold is human-checked: the calibration rests on it
