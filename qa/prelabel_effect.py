@@ -162,6 +162,13 @@ _COMPARISON: dict[str, serializers.Field[Any, Any, Any, Any]] = {
         allow_null=True,
         help_text="Mean gold score with minus without; null with under 2 gold answers a side.",
     ),
+    "gold_score_flag": serializers.ChoiceField(
+        ["lower_with_prelabels", "higher_with_prelabels"],
+        allow_null=True,
+        help_text="lower_with_prelabels when the gold score difference's 95% interval lies "
+        "below 0 (the model leads the crowd astray), higher_with_prelabels when above; null "
+        "when it holds 0 or there is too little gold.",
+    ),
     "median_seconds_difference": _Difference,
 }
 PrelabelEffectOut = inline_serializer(

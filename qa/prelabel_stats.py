@@ -63,6 +63,20 @@ def arm(gold_scores: Sequence[float], seconds: Sequence[float], answers: int) ->
     }
 
 
+def gold_flag(difference: dict[str, Any] | None) -> str | None:
+    """What the dashboard flags: ``"lower_with_prelabels"`` when the 95% interval of the gold
+    score difference lies below 0 (the model leads the crowd astray),
+    ``"higher_with_prelabels"`` when above, None when it holds 0 or there is too little gold."""
+    if difference is None:
+        return None
+    low, high = difference["ci95"]
+    if high is not None and high < 0:
+        return "lower_with_prelabels"
+    if low is not None and low > 0:
+        return "higher_with_prelabels"
+    return None
+
+
 def compare(
     with_gold: Sequence[float],
     without_gold: Sequence[float],
@@ -72,10 +86,12 @@ def compare(
     with_answers: int,
     without_answers: int,
 ) -> dict[str, Any]:
-    """Both arms and the differences between them (with minus without)."""
+    """Both arms, the differences between them (with minus without) and the flag."""
+    gold = welch(with_gold, without_gold)
     return {
         "with_prelabels": arm(with_gold, with_seconds, with_answers),
         "without_prelabels": arm(without_gold, without_seconds, without_answers),
-        "gold_score_difference": welch(with_gold, without_gold),
+        "gold_score_difference": gold,
+        "gold_score_flag": gold_flag(gold),
         "median_seconds_difference": median_difference(with_seconds, without_seconds),
     }
