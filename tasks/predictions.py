@@ -28,7 +28,7 @@ from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import events
+from tasks import events, prelabels, task_order
 from tasks import prediction_formats as fmt
 from tasks.annotations import AnnotationError, validate_annotations
 from tasks.ml_backend import BackendError, Client, backend_url_problem, image_signed_url
@@ -186,6 +186,7 @@ def _store(
 ) -> int:
     """Replace the predictions of these (image, version) pairs. Call inside the transaction
     that must hold them all."""
+    current = prelabels.current_version(project)
     by_version: dict[str, list[int]] = defaultdict(list)
     for pk, version, _, _ in rows:
         by_version[version].append(pk)
@@ -209,6 +210,13 @@ def _store(
         ),
         batch_size=500,
     )
+    if rows:
+        # The newest prediction's version is the current one: another one makes every
+        # task's confidence stale, the same one only those of the images stored.
+        moved = prelabels.current_version(project) != current
+        task_order.confidences_refresh(
+            project=project, image_ids=None if moved else [pk for pk, _, _, _ in rows]
+        )
     return len(rows)
 
 
