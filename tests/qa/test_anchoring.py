@@ -126,3 +126,33 @@ def test_the_dashboard_flags_a_crowd_that_anchors_and_not_one_that_does_not(
         # Anchored workers are quicker with pre-labels, and keep most of them.
         assert overall["median_seconds_difference"]["estimate"] < 0
         assert effect["outcomes"]["kept_share"] >= 0.8
+
+
+@pytest.mark.django_db
+def test_crowdsim_shows_prelabels_to_anchoring_workers_and_reports_the_comparison(
+    tmp_path,
+) -> None:
+    import io
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    out = tmp_path / "report.json"
+    stdout = io.StringIO()
+    call_command(
+        "crowdsim", "--create", "bbox", "--images", "16", "--gold", "6", "--seed", "2",
+        "--crowd", "careful:3", "--model", "recall=0.8", "--prelabels", "0.5",
+        "--anchoring", "1", "--quiet", "--json", str(out), stdout=stdout,
+    )  # fmt: skip
+    assert "Pre-labels (50% of tasks held out)" in stdout.getvalue()
+    report = json.loads(out.read_text())
+    effect = report["prelabel_effect"]
+    assert effect["prelabel_holdout"] == 0.5
+    # Fully anchored: every pre-label offered is kept as it was.
+    assert effect["outcomes"]["kept_share"] == 1.0
+    shown = Assignment.objects.filter(prelabels__held_out=False, prelabels__offered__gt=0)
+    assert shown.exists()
+    for bad in (["--anchoring", "1.5"], ["--prelabels", "-0.1"]):
+        with pytest.raises(CommandError, match="between 0 and 1"):
+            call_command("crowdsim", "--create", "bbox", "--images", "4", "--gold", "1",
+                         "--crowd", "careful:1", "--quiet", *bad)  # fmt: skip
