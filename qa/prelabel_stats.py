@@ -85,9 +85,19 @@ def compare(
     *,
     with_answers: int,
     without_answers: int,
+    with_gold_tasks: Sequence[float] | None = None,
+    without_gold_tasks: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Both arms, the differences between them (with minus without) and the flag."""
-    gold = welch(with_gold, without_gold)
+    """Both arms, the differences between them (with minus without) and the flag.
+
+    ``*_gold_tasks``: each gold task's mean gold score on that side. The holdout draw
+    withholds pre-labels by task, so the task is the unit the comparison is made over: a gold
+    image many workers answered counts once, and a side drawn with few (perhaps easy or hard)
+    gold images does not pass for a large sample. Without them, each answer is its own unit."""
+    gold = welch(
+        with_gold if with_gold_tasks is None else with_gold_tasks,
+        without_gold if without_gold_tasks is None else without_gold_tasks,
+    )
     return {
         "with_prelabels": arm(with_gold, with_seconds, with_answers),
         "without_prelabels": arm(without_gold, without_seconds, without_answers),
