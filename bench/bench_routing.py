@@ -1,6 +1,7 @@
 """Routing throughput on PostgreSQL: service level, over HTTP, and the bare-SQL ceiling.
 
-(a) claim+submit cycles/s through the routing services, 16 client processes;
+(a) claim+submit cycles/s through the routing services, 16 client processes, with the default
+    task order and with ``task_order: uncertain_first``;
 (b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against uvicorn with
     several processes, with p50/p99 latency per request;
 (c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
@@ -14,6 +15,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import time
 from typing import Any
@@ -24,14 +26,27 @@ OVERLAP = 3
 BOX = [{"label": "car", "bbox": [1, 1, 10, 10]}]
 
 
-def _make_project(tasks: int, workers: int, tag: str) -> tuple[int, list[tuple[int, str]]]:
+def _make_project(
+    tasks: int, workers: int, tag: str, order: str = "default"
+) -> tuple[int, list[tuple[int, str]]]:
     from rest_framework.authtoken.models import Token
 
     from crowd.models import Role, User
+    from tasks.models import Task
+    from tasks.services import project_update
     from tests.factories import project_with_tasks
 
     manager = User.objects.create(username=f"m-{tag}", role=Role.MANAGER)
     project = project_with_tasks(manager, tasks, OVERLAP)
+    if order != "default":
+        # A model's confidence on nine images in ten (the rest unpredicted), in no relation
+        # to the tasks' age, so the claim's order is not the table's.
+        rng = random.Random(tag)
+        rows = list(Task.objects.filter(project=project))
+        for task in rows:
+            task.model_confidence = rng.random() if rng.random() < 0.9 else None
+        Task.objects.bulk_update(rows, ["model_confidence"], batch_size=1000)
+        project_update(project=project, data={"task_order": order})
     people = []
     for i in range(workers):
         worker = User.objects.create(username=f"w-{tag}-{i}", role=Role.WORKER)
@@ -391,6 +406,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rows.append(_row("services (routing, 16 processes) + jobs", 16, cycles, elapsed,
                          ceiling, **_decided(service_project),
                          **_integrity(service_project)))  # fmt: skip
+
+        # The same with task_order uncertain_first: the claim orders by the model's
+        # confidence under its own index.
+        unsure_project, unsure_people = _make_project(tasks, 16, "unsure", "uncertain_first")
+        cycles, elapsed = _run_processes(
+            _service_client, [(unsure_project, w, seconds, None) for w, _ in unsure_people]
+        )
+        rows.append(_row("services, task_order uncertain_first", 16, cycles, elapsed,
+                         ceiling, **_decided(unsure_project),
+                         **_integrity(unsure_project)))  # fmt: skip
 
         http_project, http_people = _make_project(tasks, 64, "http")
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))

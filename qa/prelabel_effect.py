@@ -27,15 +27,23 @@ from tasks.prelabel_core import OUTCOMES
 MAX_WORKERS = 500  # per-worker rows, most answers first
 
 
-def _arms() -> dict[bool, dict[str, list[float]]]:
-    return {flag: {"gold": [], "seconds": [], "answers": []} for flag in (True, False)}
+def _arms() -> dict[bool, dict[str, Any]]:
+    return {
+        flag: {"gold": [], "seconds": [], "answers": [], "tasks": defaultdict(list)}
+        for flag in (True, False)
+    }
 
 
-def _figures(arms: dict[bool, dict[str, list[float]]]) -> dict[str, Any]:
+def _task_means(arm: dict[str, Any]) -> list[float]:
+    return [sum(scores) / len(scores) for scores in arm["tasks"].values()]
+
+
+def _figures(arms: dict[bool, dict[str, Any]]) -> dict[str, Any]:
     shown, held = arms[True], arms[False]
     return prelabel_stats.compare(
         shown["gold"], held["gold"], shown["seconds"], held["seconds"],
         with_answers=len(shown["answers"]), without_answers=len(held["answers"]),
+        with_gold_tasks=_task_means(shown), without_gold_tasks=_task_means(held),
     )  # fmt: skip
 
 
@@ -85,14 +93,15 @@ def prelabel_effect(project: Project) -> dict[str, Any]:
         )
         .order_by()
         .values_list(
-            "worker_id", "worker__username", "time_spent_ms", "prelabels", "gold_result__score"
+            "worker_id", "worker__username", "time_spent_ms", "prelabels", "gold_result__score",
+            "task_id",
         )
-    )
+    )  # fmt: skip
     overall = _arms()
     workers: dict[int, dict[str, Any]] = {}
     outcomes: dict[str, int] = defaultdict(int)
     excluded = 0
-    for worker_id, username, spent, record, gold_score in rows.iterator(chunk_size=2000):
+    for worker_id, username, spent, record, gold_score, task_id in rows.iterator(chunk_size=2000):
         if not isinstance(record, dict) or record.get("model_version") is None:
             excluded += 1  # no prediction of the image: the draw decided nothing there
             continue
@@ -104,6 +113,7 @@ def prelabel_effect(project: Project) -> dict[str, Any]:
                 arms[shown]["seconds"].append(spent / 1000)
             if gold_score is not None:
                 arms[shown]["gold"].append(gold_score)
+                arms[shown]["tasks"][task_id].append(gold_score)
         if shown:
             for name, count in (record.get("counts") or {}).items():
                 outcomes[name] += int(count)
@@ -160,7 +170,16 @@ _COMPARISON: dict[str, serializers.Field[Any, Any, Any, Any]] = {
             "p_value": serializers.FloatField(help_text="Welch's t-test, two-sided."),
         },
         allow_null=True,
-        help_text="Mean gold score with minus without; null with under 2 gold answers a side.",
+        help_text="Mean gold score with minus without, over gold tasks (each task's mean "
+        "gold score: the unit the holdout draw randomises), Welch's 95% interval and p; null "
+        "with under 2 gold tasks a side.",
+    ),
+    "gold_score_flag": serializers.ChoiceField(
+        ["lower_with_prelabels", "higher_with_prelabels"],
+        allow_null=True,
+        help_text="lower_with_prelabels when the gold score difference's 95% interval lies "
+        "below 0 (the model leads the crowd astray), higher_with_prelabels when above; null "
+        "when it holds 0 or there is too little gold.",
     ),
     "median_seconds_difference": _Difference,
 }

@@ -63,6 +63,20 @@ def arm(gold_scores: Sequence[float], seconds: Sequence[float], answers: int) ->
     }
 
 
+def gold_flag(difference: dict[str, Any] | None) -> str | None:
+    """What the dashboard flags: ``"lower_with_prelabels"`` when the 95% interval of the gold
+    score difference lies below 0 (the model leads the crowd astray),
+    ``"higher_with_prelabels"`` when above, None when it holds 0 or there is too little gold."""
+    if difference is None:
+        return None
+    low, high = difference["ci95"]
+    if high is not None and high < 0:
+        return "lower_with_prelabels"
+    if low is not None and low > 0:
+        return "higher_with_prelabels"
+    return None
+
+
 def compare(
     with_gold: Sequence[float],
     without_gold: Sequence[float],
@@ -71,11 +85,23 @@ def compare(
     *,
     with_answers: int,
     without_answers: int,
+    with_gold_tasks: Sequence[float] | None = None,
+    without_gold_tasks: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Both arms and the differences between them (with minus without)."""
+    """Both arms, the differences between them (with minus without) and the flag.
+
+    ``*_gold_tasks``: each gold task's mean gold score on that side. The holdout draw
+    withholds pre-labels by task, so the task is the unit the comparison is made over: a gold
+    image many workers answered counts once, and a side drawn with few (perhaps easy or hard)
+    gold images does not pass for a large sample. Without them, each answer is its own unit."""
+    gold = welch(
+        with_gold if with_gold_tasks is None else with_gold_tasks,
+        without_gold if without_gold_tasks is None else without_gold_tasks,
+    )
     return {
         "with_prelabels": arm(with_gold, with_seconds, with_answers),
         "without_prelabels": arm(without_gold, without_seconds, without_answers),
-        "gold_score_difference": welch(with_gold, without_gold),
+        "gold_score_difference": gold,
+        "gold_score_flag": gold_flag(gold),
         "median_seconds_difference": median_difference(with_seconds, without_seconds),
     }

@@ -40,7 +40,16 @@ from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_us
 from crowd.schema import AnnotationsField
 from tasks import imports, ingest, predictions, prelabels, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
-from tasks.models import Assignment, Image, Kind, MaskMode, Project, ProjectState, StalledAction
+from tasks.models import (
+    Assignment,
+    Image,
+    Kind,
+    MaskMode,
+    Project,
+    ProjectState,
+    StalledAction,
+    TaskOrder,
+)
 from tasks.schema import labels_load, project_labels
 
 # --- Schema-only shapes -----------------------------------------------------------------------
@@ -179,6 +188,9 @@ class ProjectManagerOut(_ProjectBaseOut):
         required=False,
         allow_null=True,
         help_text="Managers only: the auto-accept settings (null: off).",
+    )
+    task_order = serializers.CharField(
+        help_text="default (oldest first) or uncertain_first (least sure model first)."
     )
     created_at = serializers.DateTimeField()
 
@@ -611,6 +623,13 @@ class ProjectIn(serializers.Serializer):
         help_text="The share of tasks, drawn at random over all tasks (gold alike), that get "
         "no pre-labels, so their effect on gold scores and time can be measured (default 0.1).",
     )
+    task_order = serializers.ChoiceField(
+        TaskOrder.choices,
+        required=False,
+        help_text="Which task of equal need and priority is offered first: default (the "
+        "oldest) or uncertain_first (the one whose image the current model version is least "
+        "sure of; images without a prediction last).",
+    )
 
 
 def project_json(
@@ -666,6 +685,7 @@ def project_json(
             else None,
             prelabels=project.prelabels,
             prelabel_holdout=project.prelabel_holdout,
+            task_order=project.task_order,
             created_at=project.created_at.isoformat(),
         )
         if user.role == Role.MANAGER:

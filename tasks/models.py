@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 
 class Kind(models.TextChoices):
@@ -32,6 +33,14 @@ class StalledAction(models.TextChoices):
     # project has answered or skipped it) once it has been so for ``stalled_grace_minutes``.
     CLOSE = "close"  # done, with low confidence, on the answers it has
     WAIT = "wait"  # stays open for workers who join later
+
+
+class TaskOrder(models.TextChoices):
+    # Which claimable task routing offers first, after "closest to done" and priority.
+    DEFAULT = "default"  # the oldest
+    # Active learning: the task whose image the current model version is least sure of
+    # (``Task.model_confidence``), tasks of images without a prediction last.
+    UNCERTAIN_FIRST = "uncertain_first"
 
 
 class Project(models.Model):
@@ -111,6 +120,11 @@ class Project(models.Model):
     # calibrated on human-checked images to reach the target accuracy at that confidence,
     # except a share drawn for spot-checks (``qa.auto_accept``).
     auto_accept = models.JSONField(null=True, blank=True)
+    # The order among claimable tasks of equal need and priority (see TaskOrder).
+    task_order = models.CharField(
+        max_length=16, choices=TaskOrder.choices, default=TaskOrder.DEFAULT,
+        db_default=TaskOrder.DEFAULT,
+    )  # fmt: skip
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -300,6 +314,10 @@ class Task(models.Model):
     # The model version whose prediction completed this task without a human answer
     # (auto-accept); empty for tasks people answered.
     auto_accepted_version = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # How sure the project's current model version is of this task's image (0..1,
+    # ``prelabel_core.confidence``); null without a prediction of it. Kept by
+    # ``tasks.task_order`` whenever predictions are stored; ``uncertain_first`` routes by it.
+    model_confidence = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)
 
@@ -322,6 +340,17 @@ class Task(models.Model):
                 F("id"),
                 condition=Q(state="open", is_gold=False),
                 name="task_routing_order",
+            ),
+            # The same with ``uncertain_first``: the least sure model confidence before the
+            # age (tasks without one, as 2, after every other).
+            models.Index(
+                F("project"),
+                F("required_overlap") - F("answers"),
+                F("priority").desc(),
+                Coalesce(F("model_confidence"), Value(2.0)),
+                F("id"),
+                condition=Q(state="open", is_gold=False),
+                name="task_uncertain_order",
             ),
             models.Index(fields=["project", "id"], condition=Q(is_gold=True), name="task_gold"),
             models.Index(fields=["image"], name="task_image"),

@@ -27,7 +27,7 @@ from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import events, hooks
+from tasks import events, hooks, prelabels, task_order
 from tasks import prediction_formats as fmt
 from tasks.annotation_imports import (
     Checked,
@@ -72,6 +72,7 @@ def _store(
 ) -> int:
     """Replace the predictions of these (image, version) pairs. Call inside the transaction
     that must hold them all."""
+    current = prelabels.current_version(project)
     by_version: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         by_version[row.model_version].append(row.image_id)
@@ -95,6 +96,13 @@ def _store(
         ),
         batch_size=500,
     )
+    if rows:
+        # The newest prediction's version is the current one: another one makes every
+        # task's confidence stale, the same one only those of the images stored.
+        moved = prelabels.current_version(project) != current
+        task_order.confidences_refresh(
+            project=project, image_ids=None if moved else [pk for pk, _, _, _ in rows]
+        )
     return len(rows)
 
 

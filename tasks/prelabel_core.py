@@ -239,3 +239,37 @@ def record(
     for entry in objects:
         counts[entry["outcome"]] += 1
     return {"objects": objects, "counts": counts}
+
+
+# --- How sure the model is of an image ---------------------------------------------------------
+
+
+def _finite_score(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def confidence(kind: str, items: Sequence[Mapping[str, Any]], score: Any = None) -> float | None:
+    """How sure a prediction is of its image, 0..1 (the order of ``task_order:
+    uncertain_first``, least sure first), or None when it says nothing about it:
+
+    - classification: its top class's score (the items' ``score``, else the prediction's);
+    - shapes: the least sure of its objects' decisions, an object scoring ``s`` being as sure
+      as ``max(s, 1 - s)`` (a box at 0.5 is a coin flip; at 0.05 the model is sure it is
+      nothing): one doubtful object makes the image doubtful. Objects without a score say
+      nothing; with none scored, the prediction's own score; a prediction of no object at all
+      and no score is sure (1.0): the model saw nothing to doubt.
+    """
+    scores = [s for s in (_finite_score(item.get("score")) for item in items) if s is not None]
+    whole = _finite_score(score)
+    if kind == "classification":
+        if scores:
+            return min(1.0, max(0.0, max(scores)))
+        return whole
+    if scores:
+        return min(max(s, 1.0 - s) for s in (min(1.0, max(0.0, x)) for x in scores))
+    if whole is not None:
+        return whole
+    return 1.0 if not items else None

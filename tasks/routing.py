@@ -33,7 +33,8 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
 from crowd.errors import Conflict, Forbidden, NotFound
@@ -48,6 +49,7 @@ from tasks.models import (
     Project,
     ProjectState,
     Task,
+    TaskOrder,
     TaskState,
 )
 from tasks.schema import annotations_clean
@@ -211,17 +213,28 @@ def _lease(task: Task, project: Project, worker: User, *, counted: bool) -> Assi
 
 
 _TASK, _ASSIGNMENT, _IMAGE = (m._meta.db_table for m in (Task, Assignment, Image))
-# Pick, lock, take the slot and insert the lease in one statement: the task's row lock lives
-# only while the statement runs, never across a round trip to this process.
-_CLAIM_SQL = f"""
-WITH candidate AS (
-    SELECT t.id FROM {_TASK} t
-    WHERE t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold
+# The routing order of each ``task_order``, as the partial indexes ``task_routing_order`` and
+# ``task_uncertain_order`` have it: closest to done, then priority, then the oldest, or the
+# least sure model confidence (none, as 2, after any) before the oldest.
+UNSURE = "COALESCE(t.model_confidence, 2.0)"
+_ORDER: dict[str, str] = {
+    TaskOrder.DEFAULT: "t.required_overlap - t.answers, t.priority DESC, t.id",
+    TaskOrder.UNCERTAIN_FIRST: f"t.required_overlap - t.answers, t.priority DESC, {UNSURE}, t.id",
+}
+# The tasks a worker may claim.
+_CLAIMABLE = f"""t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold
       AND t.open_leases < t.required_overlap - t.answers
       AND NOT EXISTS (
           SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s
-      )
-    ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id
+      )"""
+# Pick, lock, take the slot and insert the lease in one statement: the task's row lock lives
+# only while the statement runs, never across a round trip to this process. One statement
+# text per task order, built once.
+_CLAIM_TEMPLATE = f"""
+WITH candidate AS (
+    SELECT t.id FROM {_TASK} t
+    WHERE {_CLAIMABLE}
+    ORDER BY {{order}}
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
 ), taken AS (
@@ -239,6 +252,7 @@ SELECT leased.id, taken.id, taken.image_id, taken.x, taken.y, taken.width, taken
        taken.priority, i.width, i.height
 FROM leased JOIN taken ON taken.id = leased.task_id JOIN {_IMAGE} i ON i.id = taken.image_id
 """
+_CLAIM_SQL = {order: _CLAIM_TEMPLATE.format(order=sql) for order, sql in _ORDER.items()}
 
 
 def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | None:
@@ -252,7 +266,7 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
     # savepoint, so a unique violation (a double click) does not abort the caller's work.
     guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with guard, connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, params)
+        cursor.execute(_CLAIM_SQL[_order_of(project)], params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -271,15 +285,31 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
 
 # SQLite: the pick (the routing order, as the partial index ``task_routing_order`` has it),
 # the slot and the lease as three statements of one IMMEDIATE transaction.
-_PICK = Joined(
-    f"SELECT {{columns}} FROM {_TASK} t JOIN {_IMAGE} i ON i.id = t.image_id "
-    "WHERE t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold "
-    "AND t.open_leases < t.required_overlap - t.answers AND NOT EXISTS ("
-    f"SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s) "
-    "ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id LIMIT 1",
-    (Task, "t"),
-    (Image, "i"),
+_PICK: dict[str, Joined] = {
+    order: Joined(
+        f"SELECT {{columns}} FROM {_TASK} t JOIN {_IMAGE} i ON i.id = t.image_id "
+        f"WHERE {_CLAIMABLE} ORDER BY {sql} LIMIT 1",
+        (Task, "t"),
+        (Image, "i"),
+    )
+    for order, sql in _ORDER.items()
+}
+# The model confidence of the task the worker would be offered next (``uncertain_first``):
+# the one a gold task offered instead is chosen nearest to.
+_FRONTIER_SQL = (
+    f"SELECT {UNSURE} FROM {_TASK} t WHERE {_CLAIMABLE} "
+    f"ORDER BY {_ORDER[TaskOrder.UNCERTAIN_FIRST]} LIMIT 1"
 )
+
+
+def _order_of(project: Project) -> str:
+    return (
+        TaskOrder.UNCERTAIN_FIRST
+        if project.task_order == TaskOrder.UNCERTAIN_FIRST
+        else TaskOrder.DEFAULT
+    )
+
+
 _TAKE_SLOT_SQL = f"""
 UPDATE {_TASK} SET open_leases = open_leases + 1
 WHERE id = %(task)s AND state = 'open' AND open_leases < required_overlap - answers
@@ -299,7 +329,7 @@ def _claim_regular(project: Project, worker: User) -> Assignment | None:
     # change exactly one row, is the guard.
     for _ in range(CLAIM_ATTEMPTS):
         with transaction.atomic():
-            found = _PICK.first({"project": project.pk, "worker": worker.pk})
+            found = _PICK[_order_of(project)].first({"project": project.pk, "worker": worker.pk})
             if found is None:
                 return None
             task, image = cast(Task, found[0]), cast(Image, found[1])
@@ -330,18 +360,31 @@ def _lease_raw(cursor: Any, task: Task, project: Project, worker: User) -> Assig
     return assignment
 
 
+def _frontier(project: Project, worker: User) -> float | None:
+    """The model confidence (2 for none) of the task the worker would be offered next, or
+    None when there is none for them."""
+    with connection.cursor() as cursor:
+        cursor.execute(_FRONTIER_SQL, {"project": project.pk, "worker": worker.pk})
+        row = cursor.fetchone()
+    return None if row is None else float(row[0])
+
+
 def _claim_gold(project: Project, worker: User) -> Assignment | None:
     # Not a second gold task from an image the worker has already seen (its tiles overlap).
     seen_image = Assignment.objects.filter(
         project=project, worker=worker, task__image=OuterRef("image")
     )
-    task = (
-        Task.objects.filter(project=project, is_gold=True)
-        .exclude(Exists(seen_image))
-        .select_related("image")
-        .order_by("?")
-        .first()
-    )
+    candidates = Task.objects.filter(project=project, is_gold=True).exclude(Exists(seen_image))
+    order: list[Any] = ["?"]
+    if project.task_order == TaskOrder.UNCERTAIN_FIRST:
+        # Real tasks come least sure first; a gold task drawn at random would stand out by
+        # its model's confidence (its pre-labels' scores show it), so it is the unseen one
+        # nearest to the confidence of the real task offered next, ties at random.
+        frontier = _frontier(project, worker)
+        if frontier is not None:
+            gap = Abs(Coalesce(F("model_confidence"), Value(2.0)) - Value(frontier))
+            order = [gap.asc(), "?"]
+    task = candidates.select_related("image").order_by(*order).first()
     if task is None:
         return None
     with transaction.atomic():

@@ -14,7 +14,7 @@ from crowd import storage
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, normalize_currency, parse_amount
-from tasks import events, hooks
+from tasks import events, hooks, task_order
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -28,6 +28,7 @@ from tasks.models import (
     ProjectState,
     StalledAction,
     Task,
+    TaskOrder,
 )
 from tasks.schema import project_labels
 
@@ -46,7 +47,7 @@ SETTINGS_FIELDS = (
     "gold_pass_score", "keypoint_sigma", "exam_tasks", "exam_pass_score", "review_delay_hours",
     "auto_reject_failed_gold", "auto_bonus_min_score", "auto_bonus_min_answers",
     "stalled_action", "stalled_grace_minutes", "mask_mode", "prelabels",
-    "prelabel_holdout",
+    "prelabel_holdout", "task_order",
 )  # fmt: skip
 # Auto-accept's settings and their defaults (``qa.auto_accept``): the accuracy the model's
 # labels must reach, the confidence of that bound, the share of passing images still sent to
@@ -161,6 +162,8 @@ def _check_settings(project: Project) -> None:
         bad("prelabel_holdout", "Between 0 (every task gets pre-labels) and 1 (none does).")
     if project.mask_mode not in MaskMode.values:
         bad("mask_mode", f"One of: {', '.join(MaskMode.values)}.")
+    if project.task_order not in TaskOrder.values:
+        bad("task_order", f"One of: {', '.join(TaskOrder.values)}.")
     if errors:
         raise InvalidInput(errors=errors)
 
@@ -315,6 +318,10 @@ def project_update(*, project: Project, data: dict[str, Any]) -> Project:
     project.save()
     if auto_accept_set or "gold_pass_score" in data or "iou_threshold" in data:
         hooks.auto_accept_inputs_changed.notify(project.pk)
+    if "task_order" in data and project.task_order == TaskOrder.UNCERTAIN_FIRST:
+        # The confidences are kept as predictions come; read them afresh once here, so a
+        # project switched over routes by its model as it is now.
+        task_order.confidences_refresh(project=project)
     return project
 
 

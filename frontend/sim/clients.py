@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from crowd.models import Role, User
 from frontend.sim.accounts import account_ensure, sim_password
 from frontend.sim.errors import SimError
 from qa.sim.crowd import Item
-from tasks import routing
+from tasks import prelabels, routing
 from tasks.models import Assignment
 from tasks.selectors import project_for_worker
 
@@ -48,6 +48,13 @@ class Lease:
     width: int
     height: int
     expires_at: float  # seconds since the epoch
+    # The model's objects the lease offers (empty: none, or the task is held out), and the
+    # model version they are of, sent back with the answer.
+    prelabels: list[Item] = field(default_factory=list)
+
+    @property
+    def prelabel_version(self) -> str | None:
+        return str(self.prelabels[0]["model_version"]) if self.prelabels else None
 
 
 class WorkerStopped(Exception):
@@ -97,6 +104,7 @@ class ServicesClient:
             id=assignment.pk, image_id=task.image_id, region=[float(v) for v in task.region],
             width=task.image.width, height=task.image.height,
             expires_at=assignment.expires_at.timestamp(),
+            prelabels=prelabels.lease_prelabels(project, task),
         )  # fmt: skip
 
     def submit(
@@ -107,6 +115,7 @@ class ServicesClient:
             assignment = routing.assignment_submit(
                 assignment_id=lease.id, worker=self.user, annotations=annotations,
                 idempotency_key=key, time_spent_ms=time_spent_ms,
+                prelabel_version=lease.prelabel_version,
             )  # fmt: skip
         except Conflict:
             return False  # late, and the task no longer needs an answer
@@ -227,14 +236,17 @@ class HttpClient:
             region=[float(v) for v in task["region"]], width=int(task["width"]),
             height=int(task["height"]),
             expires_at=datetime.fromisoformat(data["expires_at"]).timestamp(),
+            prelabels=list(data.get("prelabels") or []),
         )  # fmt: skip
 
     def submit(
         self, lease: Lease, annotations: list[Item], *, key: str, time_spent_ms: int
     ) -> bool:
+        body: dict[str, Any] = {"annotations": annotations, "time_spent_ms": time_spent_ms}
+        if lease.prelabel_version is not None:
+            body["prelabel_version"] = lease.prelabel_version
         response = self._request(
-            "submit", "POST", f"/assignments/{lease.id}/submit/",
-            {"annotations": annotations, "time_spent_ms": time_spent_ms},
+            "submit", "POST", f"/assignments/{lease.id}/submit/", body,
             headers={"Idempotency-Key": key},
         )  # fmt: skip
         if response.status_code == 200:

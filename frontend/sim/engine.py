@@ -35,7 +35,7 @@ from frontend.sim.clients import Client, HttpClient, HttpStats, Lease, ServicesC
 from frontend.sim.errors import SimError
 from frontend.sim.manager import reviews_suspended
 from frontend.sim.truth import Truth
-from qa.sim.crowd import Item, SimWorker, TaskView, crowd_make, marks
+from qa.sim.crowd import Item, SimWorker, TaskView, crowd_make, kept, marks
 from tasks.models import Image, Project, ProjectState, Task, TaskState
 from tasks.schema import project_schema
 
@@ -345,8 +345,12 @@ class CrowdRun:
         truth = self.truth_of.get(lease.image_id)
         if truth is None:
             raise SimError(f"Image {lease.image_id} has no simulator truth.")
-        w.lease, w.pending = lease, w.sim.answer(view, truth)
-        w.seconds = w.sim.seconds(self.kind, marks(self.kind, w.pending))
+        w.lease, w.pending = lease, w.sim.answer(view, truth, lease.prelabels)
+        w.seconds = w.sim.seconds(
+            self.kind,
+            marks(self.kind, w.pending, lease.prelabels),
+            kept(w.pending, lease.prelabels),
+        )
         w.ready_at = at + w.seconds
 
     def _release(self, *, changed: bool) -> None:
@@ -434,6 +438,7 @@ def crowd_work(
     until_done: float = 1.0,
     progress: Progress | None = None,
     manager: User | None = None,
+    anchoring: float = 0.0,
 ) -> RunStats:
     """Run the crowd on the project until it runs out of work, gives ``max_answers``
     answers, or has done ``until_done`` of the project's real tasks. With a ``manager``, the
@@ -441,7 +446,7 @@ def crowd_work(
     stops counting, so its task asks the crowd for another)."""
     if project.state != ProjectState.ACTIVE:
         raise SimError(f"Project {project.pk} is {project.state}; start it first.")
-    workers = crowd_make(crowd, seed=seed)
+    workers = crowd_make(crowd, seed=seed, anchoring=anchoring)
     stats = HttpStats()
     clients: list[Client]
     if via == "http":

@@ -124,3 +124,27 @@ def model_text(project: Project, tally: dict[str, Any] | None) -> str:
             f"{tally['rests_on_model']} rest on it"
         )
     return line + "\n"
+
+
+def prelabel_effect_text(effect: dict[str, Any]) -> str:
+    """The dashboard's comparison of answers with and without pre-labels, as one line."""
+    overall = effect["overall"]
+    w, o = overall["with_prelabels"], overall["without_prelabels"]
+    gold = overall["gold_score_difference"]
+    times = overall["median_seconds_difference"]
+    line = (
+        f"Pre-labels ({round(effect['prelabel_holdout'] * 100)}% of tasks held out): mean gold "
+        f"score {w['gold_score_mean']} with ({w['gold_answers']} gold answers), "
+        f"{o['gold_score_mean']} without ({o['gold_answers']})"
+    )
+    if gold is not None:
+        line += f"; difference {gold['estimate']} {gold['ci95']}, p {gold['p_value']}"
+    if times is not None:
+        line += f"; median time {times['estimate']} s {times['ci95']}"
+    line += f"; kept unchanged: {effect['outcomes']['kept_share']}"
+    flag = overall["gold_score_flag"]
+    if flag == "lower_with_prelabels":
+        line += "; FLAGGED: the crowd follows the model's mistakes"
+    elif flag == "higher_with_prelabels":
+        line += "; gold scores are higher with pre-labels"
+    return line + "\n"

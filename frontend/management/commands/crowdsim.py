@@ -18,15 +18,18 @@ from frontend.sim.manager import (
     consensus_fresh,
     model_predictions,
     model_text,
+    prelabel_effect_text,
     reviews_finish,
 )
 from frontend.sim.report import ProgressBar, crowd_report, report_text
 from frontend.sim.seeding import sim_project_create
 from frontend.sim.settle import jobs_settle
 from frontend.sim.truth import truth_load, truth_path
+from qa.prelabel_effect import prelabel_effect
 from qa.sim import scenes
 from qa.sim.crowd import crowd_parse
 from tasks.models import Project
+from tasks.services import project_update
 
 DEFAULT_CROWD = "careful:6,sloppy:3,spammer:2,adversary:1,dropout:1"
 
@@ -82,6 +85,16 @@ class Command(BaseCommand):
             "gold allows, e.g. recall=0.85,calibration=over-confident,small=0.05,false=0.3 "
             "(bbox projects)",
         )  # fmt: skip
+        parser.add_argument(
+            "--prelabels", type=float, default=None, metavar="HOLDOUT",
+            help="show workers the model's pre-labels, holding out this share of tasks "
+            "(e.g. 0.1); with --model",
+        )  # fmt: skip
+        parser.add_argument(
+            "--anchoring", type=float, default=0.0,
+            help="0..1: how often a worker keeps a pre-label as it is (the model's mistakes "
+            "too) instead of judging it, and leaves an object the model missed unmarked (0)",
+        )  # fmt: skip
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--json", default="", help="also write the report to this file")
 
@@ -106,6 +119,11 @@ class Command(BaseCommand):
             raise CommandError("--speed: 0 (as fast as possible) or more.")
         if options["max_answers"] < 0:
             raise CommandError("--max-answers: 0 (no limit) or more.")
+        if not 0 <= options["anchoring"] <= 1:
+            raise CommandError("--anchoring: between 0 and 1.")
+        holdout = options["prelabels"]
+        if holdout is not None and not 0 <= holdout <= 1:
+            raise CommandError("--prelabels: the share held out, between 0 and 1.")
         try:
             self._run(options, crowd=crowd, via=via, url=url, concurrency=concurrency)
         except SimError as exc:
@@ -151,6 +169,11 @@ class Command(BaseCommand):
             )
             if not quiet:
                 self.stdout.write(f"Model {version} predicted {predicted} images.")
+        if options["prelabels"] is not None:
+            project = project_update(
+                project=project,
+                data={"prelabels": True, "prelabel_holdout": options["prelabels"]},
+            )
         bar = None if quiet else ProgressBar(self._progress_write, tty=self.stderr.isatty())
         try:
             stats = crowd_work(
@@ -158,6 +181,7 @@ class Command(BaseCommand):
                 seed=options["seed"], speed=options["speed"], concurrency=concurrency,
                 max_answers=options["max_answers"], progress=bar,
                 manager=manager if options["approve"] else None,
+                anchoring=options["anchoring"],
             )  # fmt: skip
         finally:
             if bar is not None:
@@ -168,6 +192,12 @@ class Command(BaseCommand):
         self.stdout.write(report_text(report))
         if options["model"]:
             self.stdout.write(model_text(project, run.tally.get("model")))
+        if project.prelabels:
+            effect = prelabel_effect(project)
+            report["prelabel_effect"] = {
+                key: effect[key] for key in ("prelabel_holdout", "overall", "outcomes")
+            }
+            self.stdout.write(prelabel_effect_text(effect))
         if options["json"]:
             path = Path(options["json"])
             try:

@@ -186,6 +186,11 @@ const loadPrelabelEffect = throttle(async () => {
   box.replaceChildren(
     h("p", {}, `Model version ${cov.model_version ?? "—"}: ${cov.images_predicted} of ${cov.images} images predicted (${cov.gold_images_predicted} of ${cov.gold_images} gold). Held out: ${Math.round(e.prelabel_holdout * 100)}% of tasks.`),
     ...cov.warnings.map((w) => h("p.error", { role: "alert" }, w)),
+    ...(e.overall.gold_score_flag === "lower_with_prelabels"
+      ? [h("p.error", { role: "alert" }, "Gold scores are lower with pre-labels than without (95% interval below 0): workers follow the model's mistakes.")]
+      : e.overall.gold_score_flag === "higher_with_prelabels"
+        ? [h("p.muted", {}, "Gold scores are higher with pre-labels than without (95% interval above 0).")]
+        : []),
     h("div.stats", {}, ["kept", "moved", "relabelled", "deleted", "added"].map((k) => stat(`pre-labels ${k}`, String(out[k]), k)), stat("kept unchanged", out.kept_share === null ? "—" : `${Math.round(out.kept_share * 100)}%`, "kept_share")),
     table("With and without pre-labels", headers, [comparisonRow("All workers", e.overall), ...e.workers.map((w) => comparisonRow(w.username, w))], "No answers yet."),
   );
