@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0008_prelabel_holdout_and_outcomes'),
+        ('tasks', '0009_project_auto_accept_task_auto_accepted'),
     ]
 
     operations = [
