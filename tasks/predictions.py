@@ -101,7 +101,7 @@ def _store(
         # task's confidence stale, the same one only those of the images stored.
         moved = prelabels.current_version(project) != current
         task_order.confidences_refresh(
-            project=project, image_ids=None if moved else [pk for pk, _, _, _ in rows]
+            project=project, image_ids=None if moved else [row.image_id for row in rows]
         )
     return len(rows)
 
