@@ -432,3 +432,21 @@ def test_a_model_stored_before_the_tolerance_matches_by_plain_iou() -> None:
 
     assert stroke_votes(merge_masks_batch(crowds, shapes, model=model)) == [5] * 4
     assert max(stroke_votes(merge_masks_batch(crowds, shapes, model=older))) < 5
+
+
+def test_each_band_s_prior_is_the_share_its_edge_puts_inside() -> None:
+    """The banded vote's prior in a band is the share of its pixels inside the edge the bands
+    were measured from, not re-estimated from the vote: on the edge each member's word is
+    weak, and an estimate fed by a slightly negative vote there drifted with it (each round
+    lowering the share, and the next vote with it) until whole bands flipped."""
+    from qa.consensus.masks import _with_band_prior, edge_bands
+
+    drawn = np.zeros((40, 40), dtype=bool)
+    drawn[10:30, 10:30] = True
+    bands = edge_bands(drawn)
+    evidence = np.where(bands == 0, -0.1, np.where(drawn, 6.0, -6.0))
+    posterior = _with_band_prior(evidence, bands, drawn)
+    share = drawn[bands == 0].mean()
+    expected = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) - 0.1)))
+    assert posterior[bands == 0] == pytest.approx(expected)
+    assert 0.45 < expected < 0.5
