@@ -242,6 +242,8 @@ def _shape_fit(method: str, model: Any, n_answers: int) -> ProjectFit:
         # What rebuilding the model needs besides the workers (``stored_model``).
         "n_labels": getattr(model, "n_labels", None),
         "keypoints": dict(getattr(model, "labels", {})),
+        # Instance masks: the tolerance their clustering compares masks at.
+        "edge_tolerance": getattr(model, "edge_tolerance", None),
     }
     return ProjectFit(method, n_answers, fits, crowd, model)
 
@@ -392,6 +394,7 @@ def _mask_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]
         crowd=worker(crowd["crowd"]),
         objects=float(crowd["objects"]),
         n_labels=int(crowd.get("n_labels") or 2),
+        edge_tolerance=float(crowd.get("edge_tolerance") or 0.0),
     )
 
 

@@ -5,8 +5,12 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
 (:mod:`qa.consensus.polygons`), with a pixel vote where polygons average outlines:
 
 1. **Cluster**, on each image, at most one mask of each worker per cluster, labels ignored,
-   by mask IoU (workers in decreasing order of weight, Hungarian matching at
-   ``iou_threshold``).
+   by mask IoU at the crowd's edge tolerance (workers in decreasing order of weight,
+   Hungarian matching at ``iou_threshold``): each mask dilated first by 1.5 times how far
+   apart two workers' edges of one object typically lie, measured on the batch
+   (:func:`edge_tolerance`, :func:`tolerant_iou`). A large object's IoU hardly changes; a
+   stroke a few pixels across, whose workers' masks are off by a pixel or two and so overlap
+   at IoU 0.2 to 0.5, is still one object, and two strokes further apart than that stay two.
 2. **Learn each worker** from every cluster of the batch (:func:`mask_model`): *recall* and
    *false marks* by :func:`qa.consensus.box_em.existence_em` and *label accuracy* by EM over
    the clusters' labels, exactly as for polygons; and each worker's **pixel reliability**:
@@ -29,8 +33,8 @@ Instance masks (any number a label, each object its own mask) go the polygon mer
    ``log((1 - sensitivity) / specificity)``, each times the member's given weight over the
    members' mean), with the window's share of object pixels as the prior. That vote draws
    an edge; the vote is then drawn again (``EDGE_ROUNDS`` times) with each member's rates
-   of the band each pixel lies in from that edge, and each band's share of object pixels as
-   its prior (about half on the edge, all deep inside). The mask is the pixels at
+   of the band each pixel lies in from that edge, and as each band's prior the share of its
+   pixels inside that edge (about half near it, all deep inside). The mask is the pixels at
    posterior >= 0.5; it may have several parts and holes, as masks do.
 5. **Label** by the label accuracies; **score**: the posterior of being real (``em``), else
    (weight of the members that gave the winning label / weight of all voters) x (weighted
@@ -56,7 +60,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -103,6 +107,18 @@ EDGE_BANDS = np.array([1.0, 2.0, 4.0, 8.0])
 N_BANDS = len(EDGE_BANDS) + 1
 # Rounds of (consensus, then its edge's bands) when a consensus is drawn with the bands.
 EDGE_ROUNDS = 2
+# Clustering compares masks at the crowd's edge tolerance, each dilated first by
+# TOLERANCE_PER_EDGE_DISTANCE times the distance ``d`` two workers' edges of one object
+# typically lie apart: two strokes of no thickness ``d`` apart, dilated by ``t``, overlap at
+# IoU (2t - d) / (2t + d), which is 0.5 (the default threshold) at t = 1.5 d, so a stroke
+# however thin still matches another worker's as far off as the crowd's hand typically is.
+# ``d`` is the median, over pairs of masks of different workers that match by plain IoU, of
+# their mean symmetric edge distance, measured on at most EDGE_PAIRS pairs spread over the
+# batch and shrunk toward TYPICAL_EDGE_DISTANCE (px, about what the generated crowds'
+# painters show, 1.3 to 2.7) by a prior worth PRIOR_STRENGTH pairs.
+TOLERANCE_PER_EDGE_DISTANCE = 1.5
+EDGE_PAIRS = 1000
+TYPICAL_EDGE_DISTANCE = 1.5
 
 
 class MaskWorker(NamedTuple):
@@ -129,6 +145,9 @@ class MaskModel:
     crowd: MaskWorker
     objects: float
     n_labels: int = 2
+    # Pixels each mask is dilated by before masks are matched (``EDGE_PAIRS``); 0 in a model
+    # stored before it was learnt, which matches by plain IoU as that model's merge did.
+    edge_tolerance: float = 0.0
 
     def worker(self, worker: Hashable) -> MaskWorker:
         return self.workers.get(worker, self.crowd)
@@ -198,8 +217,98 @@ def _build(
     crowds: Sequence[Sequence[Answer | Sequence[Any]]],
     sizes: Sequence[tuple[int, int]],
     iou_threshold: float,
-) -> _Batch:
-    return _Batch.build(crowds, sizes, iou_threshold, shapes=_Masks)
+    tolerance: float | None = None,
+) -> tuple[_Batch, float]:
+    """The batch, its masks clustered by their IoU at the edge ``tolerance`` (measured on the
+    batch when None, :func:`edge_tolerance`), and that tolerance."""
+    used: list[float] = []
+
+    def similarity(images: list[_Polygons]) -> list[FloatArray]:
+        masks = cast(list[_Masks], images)  # what ``shapes=_Masks`` reads
+        used.append(edge_tolerance(masks, iou_threshold) if tolerance is None else tolerance)
+        return [tolerant_iou(image, used[0]) for image in masks]
+
+    batch = _Batch.build(crowds, sizes, iou_threshold, shapes=_Masks, similarity=similarity)
+    return batch, used[0] if used else 0.0
+
+
+def tolerant_iou(image: _Masks, tolerance: float) -> FloatArray:
+    """The IoU of every pair of an image's masks, each dilated by ``tolerance`` pixels (a
+    disc) first: two workers' masks of one object compared as far as their hands can tell.
+    Where an object is large against the tolerance this is its IoU; where it is a stroke a
+    few pixels across, the hand's offsets of a pixel or two are most of each mask, and this
+    still finds them one object, while two strokes further apart than the tolerance stay
+    apart. Only masks whose dilated boxes meet are compared; the rest are 0."""
+    if tolerance <= 0.0 or image.n < 2:
+        return image.iou
+    height, width = (int(v) for v in image.rles[0]["size"])
+    pad = int(np.ceil(tolerance))
+    boxes = coco_mask.toBbox(image.rles)
+    left = np.maximum(np.floor(boxes[:, 0]).astype(int) - pad, 0)
+    top = np.maximum(np.floor(boxes[:, 1]).astype(int) - pad, 0)
+    right = np.minimum(np.ceil(boxes[:, 0] + boxes[:, 2]).astype(int) + pad, width)
+    bottom = np.minimum(np.ceil(boxes[:, 1] + boxes[:, 3]).astype(int) + pad, height)
+    grown = []
+    for i, rle in enumerate(image.rles):
+        crop = _crop(rle, int(left[i]), int(top[i]), int(right[i]), int(bottom[i]))
+        grown.append(ndimage.distance_transform_edt(crop == 0) <= tolerance)
+    area = np.array([float(g.sum()) for g in grown])
+    out = np.eye(image.n)
+    meet = (
+        (left[:, None] < right[None, :])
+        & (left[None, :] < right[:, None])
+        & (top[:, None] < bottom[None, :])
+        & (top[None, :] < bottom[:, None])
+    )
+    for i, j in zip(*np.nonzero(np.triu(meet, 1)), strict=True):
+        x0, x1 = max(left[i], left[j]), min(right[i], right[j])
+        y0, y1 = max(top[i], top[j]), min(bottom[i], bottom[j])
+        a = grown[i][y0 - top[i] : y1 - top[i], x0 - left[i] : x1 - left[i]]
+        b = grown[j][y0 - top[j] : y1 - top[j], x0 - left[j] : x1 - left[j]]
+        shared = float(np.count_nonzero(a & b))
+        out[i, j] = out[j, i] = shared / (area[i] + area[j] - shared)
+    return out
+
+
+def edge_tolerance(images: Sequence[_Masks], iou_threshold: float) -> float:
+    """The dilation (pixels) masks are clustered at: ``TOLERANCE_PER_EDGE_DISTANCE`` times
+    how far apart two workers' edges of one object typically lie. That distance: over pairs
+    of masks of different workers on one image that match by plain IoU (at least
+    ``iou_threshold``), at most ``EDGE_PAIRS`` of them spread over the batch, the median of
+    each pair's mean symmetric edge distance (the mean, over both masks' edge pixels, of the
+    distance to the other mask's edge), shrunk toward ``TYPICAL_EDGE_DISTANCE``. Large
+    objects, which match by plain IoU whatever the hand, measure the hand for all."""
+    pairs = [
+        (image, int(i), int(j))
+        for image in images
+        for i, j in zip(*np.nonzero(np.triu(image.iou >= iou_threshold, 1)), strict=True)
+        if image.answer[i] != image.answer[j]
+    ]
+    step = max(len(pairs) / EDGE_PAIRS, 1.0)
+    chosen = [pairs[int(k * step)] for k in range(min(len(pairs), EDGE_PAIRS))]
+    distances = [_edge_distance(image, i, j) for image, i, j in chosen]
+    n = len(distances)
+    typical = TYPICAL_EDGE_DISTANCE if not n else float(np.median(distances))
+    distance = (n * typical + PRIOR_STRENGTH * TYPICAL_EDGE_DISTANCE) / (n + PRIOR_STRENGTH)
+    return TOLERANCE_PER_EDGE_DISTANCE * distance
+
+
+def _edge_distance(image: _Masks, i: int, j: int) -> float:
+    """The mean symmetric distance between the edges of masks ``i`` and ``j`` (pixels)."""
+    height, width = (int(v) for v in image.rles[i]["size"])
+    boxes = coco_mask.toBbox([image.rles[i], image.rles[j]])
+    left = max(int(np.floor(boxes[:, 0].min())) - 1, 0)
+    top = max(int(np.floor(boxes[:, 1].min())) - 1, 0)
+    right = min(int(np.ceil((boxes[:, 0] + boxes[:, 2]).max())) + 1, width)
+    bottom = min(int(np.ceil((boxes[:, 1] + boxes[:, 3]).max())) + 1, height)
+    edges = []
+    for k in (i, j):
+        mask = _crop(image.rles[k], left, top, right, bottom) > 0
+        edges.append(mask & ~ndimage.binary_erosion(mask))
+    a, b = edges
+    to_a = ndimage.distance_transform_edt(~a)
+    to_b = ndimage.distance_transform_edt(~b)
+    return float((to_b[a].sum() + to_a[b].sum()) / max(a.sum() + b.sum(), 1))
 
 
 def merge_masks(
@@ -238,9 +347,11 @@ def merge_masks_batch(
     ``sizes[k]`` (width, height). The worker model is learnt from the batch unless given."""
     if method not in ("quorum", "em"):
         raise ValueError(f"method must be 'quorum' or 'em', got {method!r}")
-    batch = _build(crowds, sizes, iou_threshold)
     if model is None:
-        model = _learn(batch)
+        batch, tolerance = _build(crowds, sizes, iou_threshold)
+        model = _learn(batch, tolerance=tolerance)
+    else:
+        batch, _ = _build(crowds, sizes, iou_threshold, model.edge_tolerance)
     return _apply(batch, model, method, quorum)
 
 
@@ -253,7 +364,8 @@ def mask_model(
 ) -> MaskModel:
     """The model of each worker that :func:`merge_masks_batch` learns from this batch;
     ``prior`` centres some workers' recall and false marks on what gold measured."""
-    return _learn(_build(crowds, sizes, iou_threshold), prior)
+    batch, tolerance = _build(crowds, sizes, iou_threshold)
+    return _learn(batch, prior, tolerance)
 
 
 @dataclass(frozen=True)
@@ -342,39 +454,51 @@ def _posterior(
         for m in range(len(masks)):
             off_here = off_band[m][bands]
             evidence += scale[m] * (off_here + (on_band[m][bands] - off_here) * masks[m])
-        posterior = _with_prior(evidence, masks, bands)
+        posterior = _with_band_prior(evidence, bands, posterior >= 0.5)
         bands = edge_bands(posterior >= 0.5)
     return posterior, bands
 
 
-def _with_prior(
+def _with_band_prior(
     evidence: npt.NDArray[np.float64],
-    masks: npt.NDArray[np.uint8],
-    bands: npt.NDArray[np.intp] | None = None,
+    bands: npt.NDArray[np.intp],
+    drawn: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.float64]:
-    """The posterior from the members' evidence, with the share of object pixels as the prior,
-    that share estimated along: the window's, or with ``bands`` each band's (half of the
-    pixels on an edge are the object's, all of those deep inside it)."""
-    if bands is None:
-        bands = np.zeros(evidence.shape, dtype=np.intp)
+    """The posterior from the members' evidence with each band's prior the share of its
+    pixels inside the edge ``drawn`` that the bands measure from (about half in the bands
+    near it, whatever the vote). Not re-estimated from the posterior as the window's share
+    is: on the edge each member's word is weak, and there that estimate ran away (a band's
+    share drifting to 0.7 took in every pixel two of five members marked)."""
     flat = bands.ravel()
     count = np.maximum(np.bincount(flat, minlength=N_BANDS), 1)
-    share = np.clip(np.bincount(flat, masks.mean(axis=0).ravel(), N_BANDS) / count, 0.01, 0.99)
+    share = np.clip(np.bincount(flat, drawn.ravel(), N_BANDS) / count, 0.01, 0.99)
+    prior = np.log(share / (1.0 - share))[bands]
+    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-(prior + evidence)))
+    return out
+
+
+def _with_prior(
+    evidence: npt.NDArray[np.float64], masks: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.float64]:
+    """The posterior from the members' evidence, with the window's share of object pixels as
+    the prior, that share estimated along."""
+    share = float(np.clip(masks.mean(), 0.01, 0.99))
     for _ in range(PRIOR_ROUNDS):
-        prior = np.log(share / (1.0 - share))[bands]
-        posterior = 1.0 / (1.0 + np.exp(-(prior + evidence)))
-        share = np.clip(np.bincount(flat, posterior.ravel(), N_BANDS) / count, 0.01, 0.99)
+        posterior = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) + evidence)))
+        share = float(np.clip(posterior.mean(), 0.01, 0.99))
     out: npt.NDArray[np.float64] = posterior
     return out
 
 
-def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> MaskModel:
+def _learn(
+    batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None, tolerance: float = 0.0
+) -> MaskModel:
     pairs = _Pairs.build(batch)
     workers = pairs.workers
     if not workers:
         crowd = MaskWorker(0.8, 0.1, TYPICAL_SENSITIVITY, TYPICAL_SPECIFICITY,
                            TYPICAL_LABEL_ACCURACY, 0)  # fmt: skip
-        return MaskModel({}, crowd, 1.0, 2)
+        return MaskModel({}, crowd, 1.0, 2, tolerance)
     if batch.clusters:
         existence = existence_em(
             pairs.candidate,
@@ -420,7 +544,7 @@ def _learn(batch: _Batch, prior: Mapping[Hashable, GoldRates] | None = None) -> 
         tuple(float(v) for v in evidence @ edge_sensitivity / evidence.sum()),
         tuple(float(v) for v in evidence @ edge_specificity / evidence.sum()),
     )
-    return MaskModel(model, typical, float(objects), k)
+    return MaskModel(model, typical, float(objects), k, tolerance)
 
 
 def _pixel_model(

@@ -270,9 +270,12 @@ class _Batch:
         sizes: Sequence[tuple[int, int]],
         iou_threshold: float,
         shapes: Callable[[list[Answer], int, int], _Polygons] = _Polygons,
+        similarity: Callable[[list[_Polygons]], list[FloatArray]] | None = None,
     ) -> _Batch:
         """The batch of ``crowds``; ``shapes`` reads one image's items (the polygons, or the
-        masks of :mod:`qa.consensus.masks`, which merges by the same clusters and model)."""
+        masks of :mod:`qa.consensus.masks`, which merges by the same clusters and model);
+        ``similarity`` gives each image's matrix to cluster by (the shapes' IoU unless
+        given)."""
         if not 0.0 < iou_threshold <= 1.0:
             raise ValueError("iou_threshold must be in (0, 1]")
         if len(crowds) != len(sizes):
@@ -281,10 +284,11 @@ class _Batch:
         polygons = [
             shapes(crowd, int(w), int(h)) for crowd, (w, h) in zip(checked, sizes, strict=True)
         ]
+        matrices = [image.iou for image in polygons] if similarity is None else similarity(polygons)
         clusters: list[_Cluster] = []
-        for k, image in enumerate(polygons):
+        for k, (image, matrix) in enumerate(zip(polygons, matrices, strict=True)):
             if image.n:
-                found = cluster_by_rank(image.iou, image.weight, image.rank, iou_threshold)
+                found = cluster_by_rank(matrix, image.weight, image.rank, iou_threshold)
                 clusters.extend(_Cluster(k, members) for members in found)
         return cls(checked, [(int(w), int(h)) for w, h in sizes], polygons, clusters)
 

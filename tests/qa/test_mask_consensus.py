@@ -286,3 +286,167 @@ def test_a_model_stored_without_edge_rates_still_merges() -> None:
     )
     merged = merge_masks_batch(crowds, shapes, model=older)
     assert all(len(objs) == 1 for objs in merged)
+
+
+# --- Matching thin objects at the crowd's edge tolerance ----------------------------------------
+
+
+def _stroke(width: int, height: int, y: float, across: float, x0: int = 10, x1: int = 90):
+    """A horizontal stroke ``across`` px thick centred on row ``y``, from ``x0`` to ``x1``."""
+    rows = np.arange(height)[:, None] + 0.5
+    mask = (np.abs(rows - y) <= across / 2) & (np.arange(width)[None, :] >= x0)
+    return (mask & (np.arange(width)[None, :] < x1)).astype(np.uint8)
+
+
+def _thin_crowd(images: int, seed: int, pairs: bool) -> tuple[list, list, list]:
+    """On each 100x60 image a disc of radius 12 and a stroke 3 px thick (``pairs``: two
+    strokes 3 px apart), painted by five workers whose hands are off by 0, +1, -1, +1 and -1
+    px (``pairs``: half that) down the image, with a light smooth wobble: the disc's masks
+    still match by plain IoU and tell the crowd's hand; on the stroke pairs of workers
+    overlap at IoU 0.2 (2 px apart) or 0.5 (1 px apart)."""
+    from scipy import ndimage
+
+    def signed(mask: np.ndarray) -> np.ndarray:
+        return np.where(
+            mask, -ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(1 - mask)
+        )
+
+    rng = np.random.default_rng(seed)
+    truths, crowds = [], []
+    for _ in range(images):
+        strokes = [_stroke(100, 60, 12.5, 3, 5, 55)]
+        if pairs:
+            strokes.append(_stroke(100, 60, 18.5, 3, 5, 55))  # 3 px below the first
+        answers = []
+        for k, offset in enumerate((0.0, 1.0, -1.0, 1.0, -1.0)):
+            shift = offset / 2 if pairs else offset
+            field = ndimage.gaussian_filter(rng.normal(size=(60, 100)), 3.0)
+            disc = ellipse(100, 60, 70, 40 + shift, 12, 12)
+            painted = signed(disc) + 0.5 + 0.5 * field / field.std() < 0
+            items = [{"label": "a", "rle": rle(painted.astype(np.uint8))}]
+            for stroke in strokes:
+                ys, _ = np.nonzero(stroke)
+                items.append({"label": "a", "rle": rle(_stroke(100, 60, ys.mean() + 0.5 + shift,
+                                                               3, 5 + k, 55 - k))})  # fmt: skip
+            answers.append((f"w{k}", 1.0, items))
+        truths.append(strokes)
+        crowds.append(answers)
+    return truths, crowds, [(100, 60)] * images
+
+
+def test_thin_masks_of_one_object_offset_by_a_pixel_or_two_are_one_object() -> None:
+    """Five strokes 3 px thick, each 1 or 2 px from the others: by plain IoU the pairs 2 px
+    apart fall below 0.5 and the object splits; at the crowd's edge tolerance (measured on
+    the discs) they are one object of all five, on the truth."""
+    from qa.consensus.masks import _build
+
+    truths, crowds, shapes = _thin_crowd(8, seed=1, pairs=False)
+    plain, _ = _build(crowds, shapes, 0.5, 0.0)
+    assert len(plain.clusters) >= 3 * 8  # the disc, and the stroke in two or more
+    model = mask_model(crowds, shapes)
+    assert 1.0 <= model.edge_tolerance < 3.0
+    merged = merge_masks_batch(crowds, shapes, model=model)
+    for strokes, objects in zip(truths, merged, strict=True):
+        assert len(objects) == 2  # the disc and the stroke
+        iou = mask_iou([rle(strokes[0])], [o.to_item()["rle"] for o in objects])[0]
+        assert iou.max() > 0.6
+        assert objects[int(iou.argmax())].num_votes == 5
+
+
+def test_two_adjacent_thin_objects_stay_two() -> None:
+    """Two strokes 3 px thick, 3 px apart, each painted by all five workers within a pixel:
+    at the crowd's tolerance the two are still apart, and each keeps its own masks."""
+    truths, crowds, shapes = _thin_crowd(8, seed=2, pairs=True)
+    model = mask_model(crowds, shapes)
+    merged = merge_masks_batch(crowds, shapes, model=model)
+    for strokes, objects in zip(truths, merged, strict=True):
+        assert len(objects) == 3  # the disc and both strokes
+        iou = mask_iou([rle(s) for s in strokes], [o.to_item()["rle"] for o in objects])
+        assert (iou.max(axis=1) > 0.6).all()
+        assert iou.argmax(axis=1)[0] != iou.argmax(axis=1)[1]
+
+
+def test_masks_are_compared_at_a_tolerance_of_their_dilation() -> None:
+    """Strokes 3 px thick, 80 long: one 1 px and one 2 px below the first, one with 4 px of
+    background between. Dilated by the tolerance first, those a pixel or two apart match at
+    IoU 0.5 and the one across a gap wider than twice the tolerance does not."""
+    from qa.consensus.masks import _Masks, tolerant_iou
+    from qa.consensus.objects import Answer
+
+    strokes = [_stroke(100, 60, y, 3) for y in (20.5, 21.5, 22.5, 27.5)]
+    image = _Masks([Answer(f"w{k}", 1.0, [{"label": "a", "rle": rle(m)}])
+                    for k, m in enumerate(strokes)], 100, 60)  # fmt: skip
+    assert image.iou[0, 1] == pytest.approx(2 / 4, abs=0.01)
+    assert image.iou[0, 2] == pytest.approx(1 / 5, abs=0.01)
+    assert (tolerant_iou(image, 0.0) == image.iou).all()
+    one = tolerant_iou(image, 1.0)  # each row band 2 px thicker
+    assert one[0, 1] == pytest.approx(4 / 6, abs=0.02)
+    assert one[0, 2] == pytest.approx(3 / 7, abs=0.02)
+    two = tolerant_iou(image, 2.0)
+    assert two[0, 2] == pytest.approx(5 / 9, abs=0.02)
+    assert two[0, 3] == 0.0
+    assert two[2, 3] < 0.3
+    assert two == pytest.approx(two.T)
+    assert (np.diag(two) == 1.0).all()
+
+
+def test_the_edge_tolerance_follows_the_crowd_s_hand() -> None:
+    """The dilation is measured on the batch: a crowd whose edges wander by 2.5 px is matched
+    more loosely than one of careful painters; with nothing to measure, the typical hand."""
+    from qa.consensus.masks import (
+        TOLERANCE_PER_EDGE_DISTANCE,
+        TYPICAL_EDGE_DISTANCE,
+        _build,
+        edge_tolerance,
+    )
+
+    _, crowds, shapes = _shaky_crowd(20, seed=5)
+    steady = mask_model([c[:2] for c in crowds], shapes).edge_tolerance
+    shaky = mask_model([c[2:] for c in crowds], shapes).edge_tolerance
+    assert steady < 1.2, steady
+    assert shaky > steady + 0.6, (steady, shaky)
+    # The median of the pairs' edge distances, shrunk toward the typical one by 4 pairs.
+    batch, _ = _build([c[:2] for c in crowds], shapes, 0.5, 0.0)
+    assert edge_tolerance(batch.polygons, 0.5) == pytest.approx(steady)  # type: ignore[arg-type]
+    lone = [[("w0", 1.0, [{"label": "a", "rle": rle(_stroke(100, 60, 20.5, 3))}])]]
+    assert mask_model(lone, [(100, 60)]).edge_tolerance == pytest.approx(
+        TOLERANCE_PER_EDGE_DISTANCE * TYPICAL_EDGE_DISTANCE
+    )
+
+
+def test_a_model_stored_before_the_tolerance_matches_by_plain_iou() -> None:
+    """A model stored before the tolerance was learnt rebuilds with none: its merge clusters
+    by plain IoU, as the merge it was learnt for did (and splits the strokes)."""
+    _, crowds, shapes = _thin_crowd(4, seed=3, pairs=False)
+    model = mask_model(crowds, shapes)
+    older = type(model)(model.workers, model.crowd, model.objects, model.n_labels)
+    assert older.edge_tolerance == 0.0 < model.edge_tolerance
+    stroke = rle(_stroke(100, 60, 12.5, 3, 5, 55))
+
+    def stroke_votes(merged: list) -> list[int]:
+        return [
+            max([o.num_votes for o in objects if mask_iou([o.mask], [stroke])[0, 0] > 0.3],
+                default=0)
+            for objects in merged
+        ]  # fmt: skip
+
+    assert stroke_votes(merge_masks_batch(crowds, shapes, model=model)) == [5] * 4
+    assert max(stroke_votes(merge_masks_batch(crowds, shapes, model=older))) < 5
+
+
+def test_each_band_s_prior_is_the_share_its_edge_puts_inside() -> None:
+    """The banded vote's prior in a band is the share of its pixels inside the edge the bands
+    were measured from, not re-estimated from the vote: on the edge each member's word is
+    weak, and an estimate fed by a slightly negative vote there drifted with it (each round
+    lowering the share, and the next vote with it) until whole bands flipped."""
+    from qa.consensus.masks import _with_band_prior, edge_bands
+
+    drawn = np.zeros((40, 40), dtype=bool)
+    drawn[10:30, 10:30] = True
+    bands = edge_bands(drawn)
+    evidence = np.where(bands == 0, -0.1, np.where(drawn, 6.0, -6.0))
+    posterior = _with_band_prior(evidence, bands, drawn)
+    share = drawn[bands == 0].mean()
+    expected = 1.0 / (1.0 + np.exp(-(np.log(share / (1.0 - share)) - 0.1)))
+    assert posterior[bands == 0] == pytest.approx(expected)
+    assert 0.45 < expected < 0.5

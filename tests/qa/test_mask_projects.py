@@ -75,6 +75,13 @@ def test_agreeing_masks_complete_a_task_and_merge_into_its_result(manager, mode)
     assert 0 < merged["car"]["score"] <= 1
     fit = WorkerModelFit.objects.get(project=project)
     assert fit.method == ("mask_em" if mode == "instance" else "mask_semantic_em")
+    if mode == "instance":
+        # A task decided between runs clusters at the tolerance the fit measured.
+        from qa import worker_model
+
+        stored = worker_model.stored_model(project, [w.pk for w in workers])
+        assert fit.crowd["edge_tolerance"] > 0
+        assert stored.edge_tolerance == pytest.approx(fit.crowd["edge_tolerance"])
 
 
 def test_a_gold_mask_answer_is_scored_by_iou(manager) -> None:
