@@ -284,5 +284,9 @@ def test_gold_cannot_be_told_by_its_place_in_the_order(manager, api_as, monkeypa
     nearest = _gap_auc(_gold_walk(manager, api_as, seed=1))
     monkeypatch.setattr(routing, "_frontier", lambda project, worker: None)
     at_random = _gap_auc(_gold_walk(manager, api_as, seed=1))
+    # The draws of which gold a worker meets are not seeded (the database picks among a
+    # worker's unseen gold): the random walk's AUC has come out 0.83 to 0.95, the nearest
+    # one's about 0.5.
     assert nearest < 0.7
-    assert at_random > 0.85
+    assert at_random > 0.75
+    assert at_random - nearest > 0.15
