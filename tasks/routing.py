@@ -369,24 +369,32 @@ def _frontier(project: Project, worker: User) -> float | None:
     return None if row is None else float(row[0])
 
 
-def _claim_gold(project: Project, worker: User) -> Assignment | None:
+def _claim_gold(
+    project: Project, worker: User, rand: Callable[[], float] | None
+) -> Assignment | None:
+    """A gold task the worker has not met, drawn with ``rand`` (``random.random`` if None)
+    among their candidates, so that a seeded caller meets the same gold every run."""
     # Not a second gold task from an image the worker has already seen (its tiles overlap).
     seen_image = Assignment.objects.filter(
         project=project, worker=worker, task__image=OuterRef("image")
     )
     candidates = Task.objects.filter(project=project, is_gold=True).exclude(Exists(seen_image))
-    order: list[Any] = ["?"]
+    frontier = None
     if project.task_order == TaskOrder.UNCERTAIN_FIRST:
+        frontier = _frontier(project, worker)
+    if frontier is None:
+        pool = list(candidates.order_by("pk").values_list("pk", flat=True))
+    else:
         # Real tasks come least sure first; a gold task drawn at random would stand out by
         # its model's confidence (its pre-labels' scores show it), so it is the unseen one
         # nearest to the confidence of the real task offered next, ties at random.
-        frontier = _frontier(project, worker)
-        if frontier is not None:
-            gap = Abs(Coalesce(F("model_confidence"), Value(2.0)) - Value(frontier))
-            order = [gap.asc(), "?"]
-    task = candidates.select_related("image").order_by(*order).first()
-    if task is None:
+        gap = Abs(Coalesce(F("model_confidence"), Value(2.0)) - Value(frontier))
+        ranked = list(candidates.annotate(gap=gap).order_by("gap", "pk").values_list("pk", "gap"))
+        pool = [pk for pk, g in ranked if g == ranked[0][1]]
+    if not pool:
         return None
+    chosen = pool[min(int((rand or random.random)() * len(pool)), len(pool) - 1)]
+    task = Task.objects.select_related("image").get(pk=chosen)
     with transaction.atomic():
         # Gold has no overlap limit: the unique constraints are the only guard it needs.
         return _lease(task, project, worker, counted=False)
@@ -443,10 +451,10 @@ def _claim(
     project: Project, worker: User, admission: Admission, rand: Callable[[], float] | None
 ) -> Assignment | None:
     if admission.gold_only:
-        return _claim_gold(project, worker)
+        return _claim_gold(project, worker, rand)
     draw = (rand or random.random)()
     want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
-    if want_gold and (gold := _claim_gold(project, worker)) is not None:
+    if want_gold and (gold := _claim_gold(project, worker, rand)) is not None:
         return gold
     return _claim_regular(project, worker)
 

@@ -44,6 +44,34 @@ def _jobs_finish_within_their_test() -> Iterator[None]:
             broker.flush_all()
 
 
+@pytest.fixture
+def seeded_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The draws made with the server's key (the tasks the pre-label holdout withholds, the
+    images auto-accept spot-checks) made instead from a fixed key and each row's place in its
+    project, so that a seeded run draws the same in every session and on either database:
+    each test session has its own ``SECRET_KEY``, and PostgreSQL's id sequences run on
+    across tests."""
+    from django.db.models import Min
+
+    from qa import auto_accept
+    from tasks import prelabel_core, prelabels
+    from tasks.models import Image, Task
+
+    def by_place(model: Any, salt: bytes) -> Any:
+        first: dict[int, int] = {}
+
+        def value(project_id: int, pk: int) -> float:
+            if project_id not in first:
+                rows = model.objects.filter(project_id=project_id)
+                first[project_id] = rows.aggregate(first=Min("pk"))["first"]
+            return prelabel_core.holdout_value(salt, 0, pk - first[project_id])
+
+        return value
+
+    monkeypatch.setattr(prelabels, "holdout_value", by_place(Task, b"seeded holdout"))
+    monkeypatch.setattr(auto_accept, "spot_check_value", by_place(Image, b"seeded spot checks"))
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Server:
     """A private Redis server for this test session (fails, not skips, with REQUIRE_SERVICES=1)."""
