@@ -39,9 +39,9 @@ class Profile:
     description: str
     crowd: list[tuple[str, int]]
     model: str  # crowdsim --model spec
-    images: int
-    gold: int
-    holdout: float
+    images: int = 80
+    gold: int = 30
+    holdout: float = 0.25
     gold_rate: float = 0.3
 
 
@@ -51,9 +51,6 @@ PROFILES = [
         description="12 careful workers; detector recall 0.85, calibrated, 0.3 stray boxes",
         crowd=[("careful", 12)],
         model="recall=0.85,calibration=calibrated,false=0.3",
-        images=80,
-        gold=30,
-        holdout=0.25,
     ),
     Profile(
         name="mixed crowd, over-confident model",
@@ -61,18 +58,12 @@ PROFILES = [
         "objects missed",
         crowd=[("careful", 6), ("sloppy", 4), ("spammer", 2)],
         model="recall=0.85,calibration=over-confident,small=0.05,false=0.3",
-        images=80,
-        gold=30,
-        holdout=0.25,
     ),
     Profile(
         name="weak model",
         description="10 careful; recall 0.6, 1 stray box an image, 8% jitter",
         crowd=[("careful", 10)],
         model="recall=0.6,false=1.0,jitter=0.08",
-        images=80,
-        gold=30,
-        holdout=0.25,
     ),
     Profile(
         name="small crowd, default holdout",

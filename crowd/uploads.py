@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from rest_framework import serializers
 from rest_framework.request import Request
 
 from crowd.errors import InvalidInput, PayloadTooLarge
@@ -34,3 +37,74 @@ def json_file_load(request: Request, *, limit: int, what: str, code: str) -> Any
             code=code,
             errors={"file": [f"Not JSON: {exc}"]},
         ) from None
+
+
+def strict_field(items: str) -> serializers.BooleanField:
+    """The ``strict`` field of an import's schema; ``items`` names what it imports."""
+    return serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text=f"true (default): any invalid {items[:-1]} is a 400 and nothing is stored; "
+        "false: the valid ones are stored and the others listed under rejected.",
+    )
+
+
+def format_field(formats: Collection[str]) -> serializers.CharField:
+    """The ``format`` field of a file import's schema. Text, not an enum: an enum named
+    "format" would take the name of the dataset exports' format enum that generated clients
+    already use."""
+    return serializers.CharField(
+        required=False,
+        help_text=f"One of {', '.join(formats)}; read from the file's shape when omitted.",
+    )
+
+
+@dataclass(frozen=True)
+class Import:
+    """An import request as read: its data, ``strict``, its format (None: find it out), and
+    the request's other fields."""
+
+    data: Any
+    strict: bool
+    format_name: str | None
+    fields: Mapping[str, Any]
+
+
+def strict_flag(value: Any) -> bool:
+    """The ``strict`` field of an import: a boolean as a form or JSON gives it."""
+    try:
+        return bool(serializers.BooleanField().to_internal_value(value))
+    except serializers.ValidationError:
+        raise InvalidInput(errors={"strict": ["true or false."]}) from None
+
+
+def json_body_import(request: Request, *, shape: str, code: str) -> Import:
+    """An import in our own format as a JSON object body; ``shape`` tells what to give when
+    the body is not an object, and ``code`` is that 400's code."""
+    body = request.data
+    if not isinstance(body, dict):
+        raise InvalidInput(f"Give {shape}.", code=code)
+    return Import(
+        data={k: v for k, v in body.items() if k != "strict"},
+        strict=strict_flag(body.get("strict", True)),
+        format_name="crowd",
+        fields=body,
+    )
+
+
+def json_file_import(
+    request: Request, *, limit: int, what: str, code: str, formats: Collection[str]
+) -> Import:
+    """An import as a JSON file in a form (see ``json_file_load``), with its optional
+    ``format`` (one of ``formats``) and ``strict`` fields."""
+    data = json_file_load(request, limit=limit, what=what, code=code)
+    fields = request.data
+    format_name = fields.get("format") or None
+    if format_name is not None and format_name not in formats:
+        raise InvalidInput(errors={"format": [f"One of: {', '.join(formats)}."]})
+    return Import(
+        data=data,
+        strict=strict_flag(fields.get("strict", True)),
+        format_name=format_name,
+        fields=fields,
+    )

@@ -19,14 +19,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import InvalidInput, NotFound
+from crowd.errors import NotFound
 from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
 from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
-from crowd.uploads import json_file_load
+from crowd.uploads import (
+    Import,
+    format_field,
+    json_body_import,
+    json_file_import,
+    strict_field,
+)
 from qa import auto_accept, merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
 from tasks.models import Task
@@ -465,12 +471,7 @@ class GoldItemIn(serializers.Serializer):
 
 class GoldImportIn(serializers.Serializer):
     gold = GoldItemIn(many=True)
-    strict = serializers.BooleanField(
-        required=False,
-        default=True,
-        help_text="true (default): any invalid item is a 400 and nothing is stored; false: "
-        "the valid ones are stored and the others listed under rejected.",
-    )
+    strict = strict_field("items")
 
 
 class GoldFileIn(serializers.Serializer):
@@ -480,13 +481,8 @@ class GoldFileIn(serializers.Serializer):
         "or Label Studio tasks (images matched by the file name of data.image; each task's "
         "one annotation is its gold)."
     )
-    # Text, not an enum, as predictions/file/ has it (an enum named "format" would take the
-    # name of the dataset exports' format enum).
-    format = serializers.CharField(
-        required=False,
-        help_text=f"One of {', '.join(FORMATS)}; read from the file's shape when omitted.",
-    )
-    strict = serializers.BooleanField(required=False, default=True)
+    format = format_field(FORMATS)
+    strict = strict_field("items")
 
 
 class RejectedGoldOut(serializers.Serializer):
@@ -501,13 +497,6 @@ class GoldImportOut(serializers.Serializer):
     rejected = RejectedGoldOut(many=True, help_text="strict=false: the items not stored.")
 
 
-def _strict(value: Any) -> bool:
-    try:
-        return bool(serializers.BooleanField().to_internal_value(value))
-    except serializers.ValidationError:
-        raise InvalidInput(errors={"strict": ["true or false."]}) from None
-
-
 _GOLD_IMPORT_RULES = (
     "Each item is checked as POST gold/ checks one (labels, bounds, the kind's rules), scores "
     "are ignored, and each image becomes gold as POST gold/ makes it (an image with gold has "
@@ -515,6 +504,17 @@ _GOLD_IMPORT_RULES = (
     "default); with strict=false the valid ones are stored and the others listed under "
     "rejected."
 )
+
+
+def _gold_imported(project: Any, user: Any, read: Import) -> Response:
+    report = services.gold_import(
+        project=project,
+        data=read.data,
+        user=user,
+        format_name=read.format_name,
+        strict=read.strict,
+    )
+    return Response(report, status=status.HTTP_201_CREATED)
 
 
 class GoldBulkApi(APIView):
@@ -531,17 +531,8 @@ class GoldBulkApi(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        body = request.data
-        if not isinstance(body, dict):
-            raise InvalidInput('Give {"gold": [...]}.', code="invalid_gold_file")
-        report = services.gold_import(
-            project=project,
-            data={k: v for k, v in body.items() if k != "strict"},
-            user=user,
-            format_name="crowd",
-            strict=_strict(body.get("strict", True)),
-        )
-        return Response(report, status=status.HTTP_201_CREATED)
+        read = json_body_import(request, shape='{"gold": [...]}', code="invalid_gold_file")
+        return _gold_imported(project, user, read)
 
 
 class GoldFileApi(APIView):
@@ -562,24 +553,14 @@ class GoldFileApi(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         user = request_user(request)
         project = project_for_manager(user, project_id)
-        data = json_file_load(
+        read = json_file_import(
             request,
             limit=settings.MAX_PREDICTIONS_BYTES,
             what="gold file",
             code="invalid_gold_file",
+            formats=FORMATS,
         )
-        fields = request.data
-        format_name = fields.get("format") or None
-        if format_name is not None and format_name not in FORMATS:
-            raise InvalidInput(errors={"format": [f"One of: {', '.join(FORMATS)}."]})
-        report = services.gold_import(
-            project=project,
-            data=data,
-            user=user,
-            format_name=format_name,
-            strict=_strict(fields.get("strict", True)),
-        )
-        return Response(report, status=status.HTTP_201_CREATED)
+        return _gold_imported(project, user, read)
 
 
 class GoldDetailApi(APIView):

@@ -25,7 +25,13 @@ from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.parsers import JSONParser
 from crowd.permissions import IsManager, request_user
 from crowd.schema import ANNOTATIONS_SCHEMA, ErrorOut
-from crowd.uploads import json_file_load
+from crowd.uploads import (
+    Import,
+    format_field,
+    json_body_import,
+    json_file_import,
+    strict_field,
+)
 from tasks import predictions, selectors
 from tasks.apis import PredictionRunDetailOut
 from tasks.ml_backend import image_signed_check
@@ -62,12 +68,7 @@ class PredictionIn(serializers.Serializer):
 class PredictionsImportIn(serializers.Serializer):
     model_version = serializers.CharField(max_length=200)
     predictions = PredictionIn(many=True)
-    strict = serializers.BooleanField(
-        required=False,
-        default=True,
-        help_text="true (default): any invalid prediction is a 400 and nothing is stored; "
-        "false: the valid ones are stored and the others listed under rejected.",
-    )
+    strict = strict_field("predictions")
 
 
 class PredictionsFileIn(serializers.Serializer):
@@ -77,18 +78,13 @@ class PredictionsFileIn(serializers.Serializer):
         "or Label Studio tasks with predictions (images matched by the file name of "
         "data.image)."
     )
-    # Text, not an enum in the schema: an enum named "format" would take the name of the
-    # dataset exports' format enum that generated clients already use.
-    format = serializers.CharField(
-        required=False,
-        help_text=f"One of {', '.join(FORMATS)}; read from the file's shape when omitted.",
-    )
+    format = format_field(FORMATS)
     model_version = serializers.CharField(
         required=False,
         max_length=200,
         help_text="COCO: required; Label Studio: for predictions that name none.",
     )
-    strict = serializers.BooleanField(required=False, default=True)
+    strict = strict_field("predictions")
 
 
 class RejectedPredictionOut(serializers.Serializer):
@@ -120,14 +116,6 @@ def _int_param(request: Request, name: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput(errors={name: ["An id: a whole number."]})
     return int(raw)
-
-
-def _bool(value: Any) -> bool:
-    field = serializers.BooleanField()
-    try:
-        return bool(field.to_internal_value(value))
-    except serializers.ValidationError:
-        raise InvalidInput(errors={"strict": ["true or false."]}) from None
 
 
 class ProjectPredictionsApi(APIView):
@@ -167,18 +155,23 @@ class ProjectPredictionsApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
-        body = request.data
-        if not isinstance(body, dict):
-            raise InvalidInput(
-                'Give {"model_version", "predictions": [...]}.', code="invalid_predictions_file"
-            )
-        report = predictions.predictions_import(
-            project=project,
-            data={k: v for k, v in body.items() if k != "strict"},
-            format_name="crowd",
-            strict=_bool(body.get("strict", True)),
+        read = json_body_import(
+            request,
+            shape='{"model_version", "predictions": [...]}',
+            code="invalid_predictions_file",
         )
-        return Response(report, status=status.HTTP_201_CREATED)
+        return _predictions_imported(project, read)
+
+
+def _predictions_imported(project: Any, read: Import, model_version: str | None = None) -> Response:
+    report = predictions.predictions_import(
+        project=project,
+        data=read.data,
+        format_name=read.format_name,
+        model_version=model_version,
+        strict=read.strict,
+    )
+    return Response(report, status=status.HTTP_201_CREATED)
 
 
 class ProjectPredictionsFileApi(APIView):
@@ -196,24 +189,14 @@ class ProjectPredictionsFileApi(APIView):
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.project_for_manager(request_user(request), project_id)
-        data = json_file_load(
+        read = json_file_import(
             request,
             limit=settings.MAX_PREDICTIONS_BYTES,
             what="predictions file",
             code="invalid_predictions_file",
+            formats=FORMATS,
         )
-        fields = request.data
-        format_name = fields.get("format") or None
-        if format_name is not None and format_name not in FORMATS:
-            raise InvalidInput(errors={"format": [f"One of: {', '.join(FORMATS)}."]})
-        report = predictions.predictions_import(
-            project=project,
-            data=data,
-            format_name=format_name,
-            model_version=fields.get("model_version") or None,
-            strict=_bool(fields.get("strict", True)),
-        )
-        return Response(report, status=status.HTTP_201_CREATED)
+        return _predictions_imported(project, read, read.fields.get("model_version") or None)
 
 
 class ProjectPredictionRunApi(APIView):

@@ -823,14 +823,19 @@ def _edges(values: list[float]) -> tuple[float, float, float, float]:
     return (x0, y0, x1, y1)
 
 
-def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> _Applied:
-    """With the model's parameters and nothing learnt: each cluster's probability of being
-    real and its class, each box's placement weight (its worker's precision, at most 1) and
-    its corners without its worker's shift."""
+def _model_answer_workers(crowd: _Crowd, model: BoxModel) -> IntArray:
+    """Each answer's worker as the model numbers them (its unseen workers: the crowd's row)."""
     ids = {worker: i for i, worker in enumerate(model.ids)}
-    answer_worker = _answer_workers(crowd, ids, len(ids))
+    return _answer_workers(crowd, ids, len(ids))
+
+
+def _existence(
+    crowd: _Crowd, members: IntArray, answer_worker: IntArray, model: BoxModel
+) -> FloatArray:
+    """Each cluster's probability of being a real object, by the model's recall and false
+    marks of the workers who marked it and of those who did not."""
     pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
-    posterior = existence_posterior(
+    return existence_posterior(
         pair_candidate,
         pair_worker,
         marked,
@@ -839,6 +844,14 @@ def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> _Applied:
         false_marks=model._column("false_marks"),
         objects=model.objects,
     )
+
+
+def _apply(crowd: _Crowd, members: IntArray, model: BoxModel) -> _Applied:
+    """With the model's parameters and nothing learnt: each cluster's probability of being
+    real and its class, each box's placement weight (its worker's precision, at most 1) and
+    its corners without its worker's shift."""
+    answer_worker = _model_answer_workers(crowd, model)
+    posterior = _existence(crowd, members, answer_worker, model)
     box_worker = answer_worker[crowd.box_answer]
     noise = np.maximum(model._column("noise"), NOISE_FLOOR)
     precision = (noise.min() / noise) ** 2
@@ -1150,8 +1163,7 @@ def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5
     with collector_paused():
         crowd = _Crowd.build(images)
         n_images = len(images)
-        ids = {worker: i for i, worker in enumerate(model.ids)}
-        answer_worker = _answer_workers(crowd, ids, len(ids))
+        answer_worker = _model_answer_workers(crowd, model)
         recall = np.clip(model._column("recall"), RATE_FLOOR, 1.0 - RATE_FLOOR)
         # Objects every voter missed: log of the product of misses, summed per image.
         missed = np.bincount(
@@ -1162,16 +1174,7 @@ def box_certainty(images: Images, *, model: BoxModel, iou_threshold: float = 0.5
         if crowd.n_boxes == 0:
             return least.tolist()
         members = _clusters(crowd, iou_threshold, refine=False)
-        pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
-        posterior = existence_posterior(
-            pair_candidate,
-            pair_worker,
-            marked,
-            n_candidates=len(members),
-            recall=model._column("recall"),
-            false_marks=model._column("false_marks"),
-            objects=model.objects,
-        )
+        posterior = _existence(crowd, members, answer_worker, model)
         certain = np.maximum(posterior, 1.0 - posterior)
         known = set(model.labels)
         names = [*model.labels, *(name for name in crowd.labels if name not in known)]

@@ -42,6 +42,18 @@ def to_page(page: Page, x: float, y: float) -> tuple[float, float]:
     return left + x * scale, top + y * scale
 
 
+def submit_and_read(page: Page, site: Site, project: dict) -> dict:
+    """Press Enter in the workspace and return the one answer the project then has, as its
+    manager reviews it."""
+    page.keyboard.press("Enter")
+    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
+    answers = site.call(
+        "GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER
+    )["results"]
+    assert len(answers) == 1
+    return answers[0]
+
+
 def centre(item: dict) -> tuple[float, float]:
     x, y, w, h = item["bbox"]
     return x + w / 2, y + h / 2
@@ -92,14 +104,7 @@ def test_a_worker_accepts_corrects_and_deletes_prelabels(page: Page, site: Site)
     drag(page, to_page(page, 300, 250), to_page(page, 380, 300))
     expect(objects).to_have_count(4)
     screenshot(page, "workspace-prelabels-corrected")
-    page.keyboard.press("Enter")
-    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
-
-    answers = site.call(
-        "GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER
-    )["results"]
-    assert len(answers) == 1
-    answer = answers[0]
+    answer = submit_and_read(page, site, project)
     record = answer["prelabels"]
     assert (record["model_version"], record["held_out"], record["offered"]) == (
         "detector-7", False, 4,
@@ -195,11 +200,7 @@ def test_every_kind_shows_prelabels_that_a_accepts(page: Page, site: Site, kind:
     else:
         expect(page.locator("#objects")).to_contain_text("(from the model)")
     screenshot(page, f"workspace-prelabels-{kind}")
-    page.keyboard.press("Enter")
-    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
-    answer = site.call("GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER)[
-        "results"
-    ][0]
+    answer = submit_and_read(page, site, project)
     assert answer["prelabels"]["counts"] == {
         "kept": 1, "moved": 0, "relabelled": 0, "deleted": 0, "added": 0,
     }  # fmt: skip
@@ -242,11 +243,7 @@ def test_an_accepted_mask_prelabel_that_is_repainted_is_moved(page: Page, site: 
     # The eraser (no object selected: it clears every object) across the tree's middle.
     page.keyboard.press("e")
     drag(page, to_page(page, 420, 300), to_page(page, 540, 300))
-    page.keyboard.press("Enter")
-    expect(page.locator("#session-stats")).to_contain_text("1 submitted this session")
-    answer = site.call("GET", f"/api/v1/projects/{project['id']}/reviews/?status=all", as_=MANAGER)[
-        "results"
-    ][0]
+    answer = submit_and_read(page, site, project)
     assert answer["prelabels"]["counts"] == {
         "kept": 1, "moved": 1, "relabelled": 0, "deleted": 0, "added": 0,
     }  # fmt: skip

@@ -17,7 +17,9 @@ from qa.models import GoldAnswer, GoldResult, WorkerScore
 from qa.services import gold_set
 from tasks.models import Image, ImageStatus, Task
 from tasks.services import project_client_add, project_transition
+from tests import imports
 from tests.factories import ClientFactory, ManagerFactory, image_ready, project_create
+from tests.imports import json_file_post, named_images
 from tests.qa.helpers import answer, gold_draw
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
@@ -32,13 +34,7 @@ def project(manager):
 
 @pytest.fixture
 def pics(project) -> list[Image]:
-    out = []
-    for seed, name in enumerate(["street/a.jpg", "b.jpg", "c.png"]):
-        image = image_ready(project, width=400, height=200, seed=seed)
-        image.name = name
-        image.save(update_fields=["name"])
-        out.append(image)
-    return out
+    return named_images(project)
 
 
 def url(project) -> str:
@@ -50,9 +46,7 @@ def post_body(client, project, body: Any):
 
 
 def post_file(client, project, content: Any, **fields: Any):
-    raw = content if isinstance(content, bytes) else json.dumps(content).encode()
-    payload = {"file": SimpleUploadedFile("gold.json", raw, "application/json"), **fields}
-    return client.post(url(project), payload, format="multipart")
+    return json_file_post(client, url(project), content, name="gold.json", **fields)
 
 
 def gold(project) -> dict[int, list[dict[str, Any]]]:
@@ -126,17 +120,7 @@ def test_reimporting_replaces_gold_as_the_single_endpoint_does(
 
 
 def coco_dataset() -> dict[str, Any]:
-    return {
-        "images": [
-            {"id": 7, "file_name": "a.jpg", "width": 400, "height": 200},  # matches street/a.jpg
-            {"id": 8, "file_name": "b.jpg", "width": 400, "height": 200},
-        ],
-        "categories": [{"id": 3, "name": "tree"}, {"id": 4, "name": "car"}],
-        "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 4, "bbox": [10, 10, 50, 20], "iscrowd": 0},
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [200, 50, 40, 100], "score": 2},
-        ],
-    }
+    return imports.coco_dataset({"iscrowd": 0}, {"score": 2})  # a score is ignored
 
 
 def test_a_coco_dataset_matches_images_by_file_name(api_as, manager, project, pics) -> None:

@@ -38,6 +38,30 @@ def _predict(project: Project, version: str, labels: dict[int, str], score: floa
     )
 
 
+def _boxes_with_gold_and_predictions(
+    project: Project, manager: Any, *, images: int, gold: list[dict], predicted: list[dict]
+) -> list[Any]:
+    """``images`` ready images; the first six with ``gold`` as their gold answer; model
+    det-1's ``predicted`` boxes, each scored 0.9, on every one."""
+    from qa.services import gold_set
+    from tests.factories import image_ready
+
+    made = [image_ready(project, seed=i) for i in range(images)]
+    for image in made[:6]:
+        gold_set(project=project, image_id=image.pk, annotations=gold, user=manager)
+    predictions_import(
+        project=project,
+        data={
+            "model_version": "det-1",
+            "predictions": [
+                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in predicted]}
+                for image in made
+            ],
+        },
+    )
+    return made
+
+
 def _setup(
     manager: Any, *, model_right_on_gold: bool, threshold: float = 0.9
 ) -> tuple[Project, dict[int, str]]:
@@ -175,26 +199,14 @@ def test_the_dataset_card_says_what_rests_on_the_model(manager: Any) -> None:
 
 
 def test_a_bbox_model_joins_the_worker_model_as_a_member(manager: Any) -> None:
-    from qa.services import gold_set
-    from tests.factories import image_ready, project_create
+    from tests.factories import project_create
 
     project = project_create(manager, gold_rate=0.0, min_overlap=2, max_overlap=2, tile_size=0)
     boxes = [
         {"label": "car", "bbox": [10, 10, 60, 40]},
         {"label": "tree", "bbox": [150, 60, 50, 120]},
     ]
-    images = [image_ready(project, seed=i) for i in range(16)]
-    for image in images[:6]:
-        gold_set(project=project, image_id=image.pk, annotations=boxes, user=manager)
-    predictions_import(
-        project=project,
-        data={
-            "model_version": "det-1",
-            "predictions": [
-                {"image": image.pk, "annotations": [{**boxes[0], "score": 0.9}]} for image in images
-            ],
-        },
-    )
+    _boxes_with_gold_and_predictions(project, manager, images=16, gold=boxes, predicted=boxes[:1])
     from tasks.services import project_transition
 
     project = project_transition(project=project, action="start")
@@ -250,27 +262,16 @@ def test_existence_confidence_is_a_weighted_yes_no_vote_per_object() -> None:
 def test_a_bbox_task_closes_on_one_worker_when_the_model_marks_the_same_objects(
     manager: Any,
 ) -> None:
-    from qa.services import gold_set
     from tasks.services import project_transition
-    from tests.factories import image_ready, project_create
+    from tests.factories import project_create
 
     project = project_create(
         manager, gold_rate=0.0, min_overlap=1, max_overlap=3, agreement_threshold=0.95,
         tile_size=0,
     )  # fmt: skip
     boxes = [{"label": "car", "bbox": [10, 10, 60, 40]}, {"label": "tree", "bbox": [150, 60, 50, 120]}]  # fmt: skip
-    images = [image_ready(project, seed=i) for i in range(8)]
-    for image in images[:6]:
-        gold_set(project=project, image_id=image.pk, annotations=boxes, user=manager)
-    predictions_import(
-        project=project,
-        data={
-            "model_version": "det-1",
-            "predictions": [
-                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in boxes]}
-                for image in images
-            ],
-        },
+    images = _boxes_with_gold_and_predictions(
+        project, manager, images=8, gold=boxes, predicted=boxes
     )
     project = project_transition(project=project, action="start")
     agree, disagree = images[6], images[7]
@@ -293,9 +294,8 @@ def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None
     """Before any fit, a lone worker's box the model missed settles the object when their gold
     says they draw no stray boxes, and not when it says they draw three a picture: the
     decision stands on each voter's recall and false marks, not on one weight."""
-    from qa.services import gold_set
     from tasks.services import project_transition
-    from tests.factories import image_ready, project_create
+    from tests.factories import project_create
     from tests.qa.helpers import gold_draw
 
     project = project_create(
@@ -307,19 +307,9 @@ def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None
     other_car = {"label": "car", "bbox": [200, 150, 60, 40]}
     tree = {"label": "tree", "bbox": [150, 20, 40, 100]}
     gold = [car, tree, other_car]
-    images = [image_ready(project, seed=i) for i in range(8)]
-    for image in images[:6]:
-        gold_set(project=project, image_id=image.pk, annotations=gold, user=manager)
     # The model finds the cars and misses the tree, on gold as on the real images.
-    predictions_import(
-        project=project,
-        data={
-            "model_version": "det-1",
-            "predictions": [
-                {"image": image.pk, "annotations": [{**b, "score": 0.9} for b in (car, other_car)]}
-                for image in images
-            ],
-        },
+    _boxes_with_gold_and_predictions(
+        project, manager, images=8, gold=gold, predicted=[car, other_car]
     )
     project = project_transition(project=project, action="start")
     strays = [{"label": "car", "bbox": [5 + 60 * k, 190, 30, 30]} for k in range(3)]

@@ -11,7 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pycocotools import mask as coco_mask
 
 from tasks.models import Image, Prediction
+from tests import imports
 from tests.factories import ClientFactory, ManagerFactory, image_ready, project_create
+from tests.imports import json_file_post, named_images
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
 
@@ -23,13 +25,7 @@ def project(manager):
 
 @pytest.fixture
 def pics(project) -> list[Image]:
-    out = []
-    for seed, name in enumerate(["street/a.jpg", "b.jpg", "c.png"]):
-        image = image_ready(project, width=400, height=200, seed=seed)
-        image.name = name
-        image.save(update_fields=["name"])
-        out.append(image)
-    return out
+    return named_images(project)
 
 
 def url(project) -> str:
@@ -37,9 +33,7 @@ def url(project) -> str:
 
 
 def post_file(client, project, content: Any, **fields: Any):
-    raw = content if isinstance(content, bytes) else json.dumps(content).encode()
-    payload = {"file": SimpleUploadedFile("preds.json", raw, "application/json"), **fields}
-    return client.post(f"{url(project)}file/", payload, format="multipart")
+    return json_file_post(client, f"{url(project)}file/", content, name="preds.json", **fields)
 
 
 def stored(project) -> list[tuple[int, str, list[dict[str, Any]], float | None]]:
@@ -249,17 +243,7 @@ def test_unreadable_files_are_400s(api_as, manager, project, pics, raw, field) -
 
 
 def coco_dataset(pics: list[Image]) -> dict[str, Any]:
-    return {
-        "images": [
-            {"id": 7, "file_name": "a.jpg", "width": 400, "height": 200},  # matches street/a.jpg
-            {"id": 8, "file_name": "b.jpg", "width": 400, "height": 200},
-        ],
-        "categories": [{"id": 3, "name": "tree"}, {"id": 4, "name": "car"}],
-        "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 4, "bbox": [10, 10, 50, 20], "score": 0.8},
-            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [200, 50, 40, 100], "score": 0.4},
-        ],
-    }
+    return imports.coco_dataset({"score": 0.8}, {"score": 0.4})
 
 
 def test_a_coco_dataset_matches_images_by_file_name(api_as, manager, project, pics) -> None:
