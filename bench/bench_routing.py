@@ -51,16 +51,6 @@ def _make_project(
     for i in range(workers):
         worker = User.objects.create(username=f"w-{tag}-{i}", role=Role.WORKER)
         people.append((worker.pk, Token.objects.create(user=worker).key))
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        # The steady state, as autovacuum's ANALYZE leaves the statistics within a minute of
-        # an import. Before it, a project made after the last ANALYZE is estimated at about
-        # one task, and its claim is planned as a sort of all its tasks (0.9 s a claim at
-        # 10,000 tasks) instead of the routing index's first row: which run of the bench
-        # that window fell into decided its figures.
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE tasks_task, tasks_assignment")
     return project.pk, people
 
 

@@ -401,6 +401,9 @@ AUTHENTICATION_BACKENDS = ["crowd.backends.CaseInsensitiveModelBackend"]
 
 # --- Routing --------------------------------------------------------------------------------
 LEASE_SWEEP_SECONDS = env.int("LEASE_SWEEP_SECONDS", default=30)  # 0: no periodic sweep
+# PostgreSQL: after tasks are added, their tables' statistics are refreshed at most this often
+# (tasks.planner_stats; the claim's plan depends on them). 0: only when a project starts.
+ROUTING_ANALYZE_SECONDS = env.int("ROUTING_ANALYZE_SECONDS", default=10)
 # A worker hears this many seconds before their lease expires (at most half the lease).
 LEASE_WARNING_SECONDS = env.int("LEASE_WARNING_SECONDS", default=60)
 # A worker sees their score move only every this many of their answers in a project: a

@@ -32,7 +32,7 @@ from crowd import storage
 from crowd.errors import Conflict, StorageUnavailable
 from crowd.jobs import send_on_commit
 from crowd.models import User
-from tasks import archives, events, imaging
+from tasks import archives, events, imaging, planner_stats
 from tasks.models import Image, ImageStatus, Project, ProjectState, Task
 from tasks.services import stored_files_delete_on_commit
 from tasks.tiling import tile_regions
@@ -369,8 +369,10 @@ def tasks_create_for_image(*, project: Project, image: Image) -> list[Task]:
         regions = tile_regions(image.width, image.height, project.tile_size, project.tile_overlap)
     else:
         regions = [(0, 0, image.width, image.height)]
-    return Task.objects.bulk_create(
+    tasks = Task.objects.bulk_create(
         Task(project=project, image=image, x=x, y=y, width=w, height=h,
              required_overlap=project.min_overlap)
         for x, y, w, h in regions
     )  # fmt: skip
+    planner_stats.routing_tables_analyze_soon()
+    return tasks

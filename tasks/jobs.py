@@ -72,6 +72,16 @@ def leases_sweep_schedule() -> None:
         leases_sweep.send_with_options(delay=interval * 1000)
 
 
+@dramatiq.actor(queue_name="routing", max_retries=3, time_limit=10 * 60 * 1000)
+def routing_tables_analyze() -> None:
+    """Refresh PostgreSQL's statistics of the tables the claim reads (``tasks.planner_stats``),
+    queued after tasks were added."""
+    from tasks import planner_stats
+
+    cache.delete(planner_stats.PENDING)  # tasks added from now on queue the next one
+    planner_stats.routing_tables_analyze()
+
+
 @dramatiq.actor(queue_name="decisions", max_retries=3, time_limit=10 * 60 * 1000)
 def tasks_decide(project_id: int) -> None:
     """Decide the project's tasks whose answers reached their overlap (consensus, dynamic

@@ -14,7 +14,7 @@ from crowd import storage
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.models import Role, User
 from crowd.money import MoneyError, normalize_currency, parse_amount
-from tasks import events, hooks, task_order
+from tasks import events, hooks, planner_stats, task_order
 from tasks.models import (
     Assignment,
     AssignmentStatus,
@@ -372,6 +372,8 @@ def project_transition(*, project: Project, action: str) -> Project:
     project.state = target
     project.save(update_fields=["state", "updated_at"])
     if target == ProjectState.ACTIVE:
+        # Before any worker claims: the claim's plan needs statistics that know its tasks.
+        planner_stats.routing_tables_analyze_on_commit()
         events.project_opened(project)
     else:
         events.project_changed(project.pk)

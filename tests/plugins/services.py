@@ -368,6 +368,8 @@ def pytest_load_initial_conftests(
     os.environ["DATABASE_POOL_MAX"] = "100"
     # No self-rescheduling sweep: each test that needs it runs it (and waits for no timer).
     os.environ["LEASE_SWEEP_SECONDS"] = "0"
+    # No delayed ANALYZE jobs after ingest (a test asks for them): a test waits for its jobs.
+    os.environ["ROUTING_ANALYZE_SECONDS"] = "0"
     early_config.stash[UNAVAILABLE] = ""
     if early_config.known_args_namespace.db == "postgres":
         try:

@@ -1,0 +1,119 @@
+"""PostgreSQL plans the claim as the first row of the routing index, also in a project whose
+tasks came after the last ANALYZE: starting a project and adding tasks refresh the statistics
+(``tasks.planner_stats``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from tasks import jobs, planner_stats, routing
+from tasks.models import Project
+from tests.factories import WorkerFactory, image_ready, project_create, project_with_tasks
+
+pytestmark = pytest.mark.django_db
+
+
+def _claim_plan(project: Project) -> list[tuple[str, str | None]]:
+    """The node types (and indexes) of the claim's plan, as run."""
+    now = timezone.now()
+    params: dict[str, Any] = {"project": project.pk, "worker": WorkerFactory.create().pk, "now": now,
+              "expires": now}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {routing._CLAIM_SQL['default']}", params)
+        plan = cursor.fetchone()[0][0]["Plan"]
+
+    def nodes(node: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+        yield node["Node Type"], node.get("Index Name")
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    return list(nodes(plan))
+
+
+@pytest.fixture
+def stale_statistics(manager) -> None:
+    """Statistics taken when the tasks table held one small project."""
+    project_with_tasks(manager, tasks=50, overlap=2)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tasks_task, tasks_assignment")
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        jobs.routing_tables_analyze, "send_with_options", lambda **kw: calls.append(kw)
+    )
+    cache.delete(planner_stats.PENDING)
+    return calls
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("stale_statistics")
+def test_without_fresh_statistics_a_new_project_is_claimed_by_sorting_all_its_tasks(
+    manager,
+) -> None:
+    """Why the statistics are refreshed: the plan the stale ones give."""
+    project = project_with_tasks(manager, tasks=3000, overlap=2)  # start's ANALYZE not run
+    assert ("Sort", None) in _claim_plan(project)
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("stale_statistics")
+def test_a_started_project_is_claimed_on_the_routing_index(
+    manager, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        project = project_with_tasks(manager, tasks=3000, overlap=2)
+    plan = _claim_plan(project)
+    assert ("Index Scan", "task_routing_order") in plan, plan
+    assert ("Sort", None) not in plan, plan
+
+
+@pytest.mark.postgres
+@pytest.mark.usefixtures("stale_statistics")
+def test_added_tasks_queue_one_analysis_at_a_time_which_fixes_the_plan(
+    manager, settings, sent, django_capture_on_commit_callbacks
+) -> None:
+    settings.ROUTING_ANALYZE_SECONDS = 10
+    project = project_with_tasks(manager, tasks=3000, overlap=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        for seed in range(3):
+            image_ready(project, seed=5000 + seed)
+    assert sent == [{"delay": 10_000}]
+    jobs.routing_tables_analyze.fn()
+    plan = _claim_plan(project)
+    assert ("Index Scan", "task_routing_order") in plan, plan
+    assert ("Sort", None) not in plan, plan
+    # The job lets the next tasks queue the next analysis.
+    with django_capture_on_commit_callbacks(execute=True):
+        image_ready(project, seed=5003)
+    assert sent == [{"delay": 10_000}] * 2
+
+
+@pytest.mark.postgres
+def test_no_analysis_is_queued_when_turned_off(
+    manager, settings, sent, django_capture_on_commit_callbacks
+) -> None:
+    settings.ROUTING_ANALYZE_SECONDS = 0
+    project = project_create(manager)
+    with django_capture_on_commit_callbacks(execute=True):
+        image_ready(project, seed=1)
+    assert sent == []
+
+
+def test_sqlite_plans_on_the_index_and_queues_nothing(
+    manager, sent, django_capture_on_commit_callbacks
+) -> None:
+    project = project_create(manager)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        image_ready(project, seed=1)
+        planner_stats.routing_tables_analyze_on_commit()
+    assert sent == []
+    assert not any(getattr(c, "__name__", "") == "run" for c in callbacks)
