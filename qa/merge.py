@@ -570,11 +570,20 @@ def _shape_results(
             (image.width, image.height) for image, _, image_tasks in chunk for _ in image_tasks
         ]
         merged = iter(shapes_merge_many(project, crowds, sizes, model=fitted and fitted.model))
+        # Masks crossing a seam are joined at the edge tolerance the fit clustered them at.
+        tolerance = float(getattr(fitted and fitted.model, "edge_tolerance", 0.0) or 0.0)
         for image, per_task, image_tasks in chunk:
             objects_per_tile = list(islice(merged, len(image_tasks)))
             out.append(
                 _shape_result(
-                    project, image, per_task, image_tasks, objects_per_tile, weights, method
+                    project,
+                    image,
+                    per_task,
+                    image_tasks,
+                    objects_per_tile,
+                    weights,
+                    method,
+                    tolerance,
                 )
             )
     return method, out
@@ -588,12 +597,14 @@ def _shape_result(
     objects_per_tile: list[list[MergedObject]],
     weights: dict[int, float],
     method: str,
+    tolerance: float = 0.0,
 ) -> ConsensusResult:
-    """One image's result from the merged objects of its tasks (its tiles, in order)."""
+    """One image's result from the merged objects of its tasks (its tiles, in order);
+    ``tolerance``: the masks' edge tolerance (:func:`_unite_tiles`)."""
     assignment_of: dict[tuple[int, Any], int] = {
         (tile, w): a for tile, task in enumerate(tasks) for a, w, _ in per_task[task.pk]
     }
-    objects = _unite_tiles(project, objects_per_tile, [t.region for t in tasks])
+    objects = _unite_tiles(project, objects_per_tile, [t.region for t in tasks], tolerance)
     confidences = [c for t in tasks if (c := t.confidence) is not None]
     confidence = float(np.mean(confidences)) if confidences else None
     answered = [x for v in per_task.values() for x in v]
@@ -662,11 +673,15 @@ def _auto_accept_tally(project: Project, results: Sequence[ConsensusResult]) -> 
 
 
 def _unite_tiles(
-    project: Project, objects_per_tile: list[list[MergedObject]], regions: list[list[int]]
+    project: Project,
+    objects_per_tile: list[list[MergedObject]],
+    regions: list[list[int]],
+    tolerance: float = 0.0,
 ) -> list[MergedObject]:
     """One image's objects from its tiles' merges. Boxes crossing a seam are united into one
-    box, masks into one mask (each tile deciding the pixels of its core); polygons and
-    keypoint instances found twice in an overlap keep the better copy."""
+    box, masks into one mask (each tile deciding the pixels of its core, pieces compared
+    dilated by ``tolerance`` pixels, the edge tolerance of the worker-model fit); polygons
+    and keypoint instances found twice in an overlap keep the better copy."""
     if len(objects_per_tile) == 1:
         return objects_per_tile[0]
     if project.kind == Kind.BBOX:
@@ -677,6 +692,7 @@ def _unite_tiles(
             regions,
             iou_threshold=project.iou_threshold,
             semantic=project.mask_mode == MaskMode.SEMANTIC,
+            tolerance=tolerance,
         )
     kept: list[MergedObject] = []
     flat = [(o, tile) for tile, objs in enumerate(objects_per_tile) for o in objs]

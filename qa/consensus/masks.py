@@ -1008,6 +1008,7 @@ def unite_mask_tiles(
     *,
     iou_threshold: float = 0.5,
     semantic: bool = False,
+    tolerance: float = 0.0,
 ) -> list[MergedObject]:
     """One image's masks from the merges of its tiles (``regions[t]`` the tile of
     ``objects_per_tile[t]``, each mask an RLE of the full image).
@@ -1015,10 +1016,13 @@ def unite_mask_tiles(
     Each tile decides the pixels of its core (:func:`tasks.tiling.tile_cores`: the tiles'
     overlaps split down the middle), so no pixel is decided twice. Instance masks: two
     objects of neighbouring tiles are one when they have the same label and their masks,
-    seen through the two tiles' shared overlap, have an IoU of at least ``iou_threshold``;
-    the pieces of one object on the tiles' cores are united. Semantic masks: the pieces of a
-    label are united. A united object's score, support and agreement are its pieces' means
-    weighted by their area, and its members are all of theirs, each with its tile."""
+    seen through the two tiles' shared overlap and each dilated by ``tolerance`` pixels (the
+    edge tolerance the masks were clustered at, :func:`tolerant_iou`: a stroke a few pixels
+    across that two tiles' crowds placed a pixel or two apart is still one), have an IoU of
+    at least ``iou_threshold``; the pieces of one object on the tiles' cores are united.
+    Semantic masks: the pieces of a label are united. A united object's score, support and
+    agreement are its pieces' means weighted by their area, and its members are all of
+    theirs, each with its tile."""
     from tasks.tiling import tile_cores
 
     if len(objects_per_tile) != len(regions):
@@ -1047,7 +1051,7 @@ def unite_mask_tiles(
             if obj_i.label != obj_j.label or tile_i == tile_j:
                 continue
             if semantic or _same_across(obj_i, obj_j, regions[tile_i], regions[tile_j],
-                                        iou_threshold):  # fmt: skip
+                                        iou_threshold, tolerance):  # fmt: skip
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(len(pieces)):
@@ -1079,9 +1083,10 @@ def clip_rle(mask: Rle, region: Sequence[int]) -> Rle:
 
 def _same_across(
     a: MergedObject, b: MergedObject, region_a: Sequence[int], region_b: Sequence[int],
-    iou_threshold: float,
+    iou_threshold: float, tolerance: float,
 ) -> bool:  # fmt: skip
-    """Whether two tiles' objects are one: their masks' IoU over the tiles' shared overlap."""
+    """Whether two tiles' objects are one: their masks' IoU over the tiles' shared overlap,
+    each dilated by ``tolerance`` pixels first (none at 0)."""
     ax, ay, aw, ah = region_a
     bx, by, bw, bh = region_b
     left, top = max(ax, bx), max(ay, by)
@@ -1092,7 +1097,14 @@ def _same_across(
     seen_a, seen_b = clip_rle(a.mask, shared), clip_rle(b.mask, shared)
     if not coco_mask.area(seen_a) or not coco_mask.area(seen_b):
         return False
-    return float(coco_mask.iou([seen_a], [seen_b], [0])[0, 0]) >= iou_threshold
+    if tolerance <= 0.0:
+        return float(coco_mask.iou([seen_a], [seen_b], [0])[0, 0]) >= iou_threshold
+    grown = [
+        ndimage.distance_transform_edt(_crop(m, left, top, right, bottom) == 0) <= tolerance
+        for m in (seen_a, seen_b)
+    ]
+    both = float(np.count_nonzero(grown[0] & grown[1]))
+    return both / float(np.count_nonzero(grown[0] | grown[1])) >= iou_threshold
 
 
 def _united(pieces: list[tuple[int, MergedObject, Rle, float]]) -> MergedObject:

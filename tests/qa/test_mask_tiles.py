@@ -85,6 +85,44 @@ def test_an_object_across_a_seam_is_one_mask_and_neighbours_stay_apart(semantic)
         assert len(cars) == 2
 
 
+def _strokes(offset: int) -> tuple[list[MergedObject], list[MergedObject]]:
+    """A stroke 3 px across crossing the seam, the right tile's crowd placing it ``offset``
+    px lower than the left's."""
+    left = [_piece("crack", inside(band(100, 100, 156, 3), [0, 0, 256, H]), 0.9, "a")]
+    right = [_piece("crack", inside(band(192, 100 + offset, 208, 3), [192, 0, 256, H]), 0.8, "b")]
+    return left, right
+
+
+@pytest.mark.parametrize(
+    ("offset", "tolerance", "objects"),
+    [
+        (2, 0.0, 2),  # IoU 1/5 in the overlap: plain IoU splits it
+        (2, 2.0, 1),  # dilated by 2 px: 5/9, one crack
+        (12, 2.0, 2),  # two cracks 12 px apart stay two
+    ],
+)
+def test_a_thin_object_across_a_seam_is_joined_at_the_edge_tolerance(
+    offset: int, tolerance: float, objects: int
+) -> None:
+    regions = [[0, 0, 256, H], [192, 0, 256, H]]
+    left, right = _strokes(offset)
+    united = unite_mask_tiles([left, right], regions, iou_threshold=0.5, tolerance=tolerance)
+    assert len(united) == objects
+    if objects == 1:
+        assert united[0].tiles == (0, 1)
+
+
+@pytest.mark.django_db
+def test_the_consensus_joins_tiles_at_the_fits_edge_tolerance(manager) -> None:
+    from qa.merge import _unite_tiles
+
+    project = project_create(manager, kind="mask", labels=["crack"], tile_size=TILE,
+                             tile_overlap=OVERLAP)  # fmt: skip
+    regions = [[0, 0, 256, H], [192, 0, 256, H]]
+    assert len(_unite_tiles(project, [*_strokes(2)], regions)) == 2
+    assert len(_unite_tiles(project, [*_strokes(2)], regions, tolerance=2.0)) == 1
+
+
 @pytest.mark.django_db
 def test_a_mask_task_is_a_tile_and_an_answer_outside_it_is_refused(manager) -> None:
     project = project_create(
