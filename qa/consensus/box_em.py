@@ -25,9 +25,11 @@ keeps an object two reliable workers marked where three who often miss things di
 :func:`existence_em` estimates ``r``, ``l`` and ``mu`` by EM and gives each candidate
 the posterior probability that it is real. A worker's rates have a weak prior centred on the
 crowd's mean (worth ``PRIOR_STRENGTH`` answers), so a worker with few answers sits near the
-crowd's average and one with many speaks for themself. :func:`placement_noise` then estimates
-``s`` from the candidates' members, each weighted by how likely its candidate is real, shrunk
-toward the crowd's mean the same way, after :func:`placement_shift` has taken out each
+crowd's average and one with many speaks for themself. A worker's rates on gold add to that
+prior (worth the gold's strength) rather than replace it: five gold pictures without a stray
+box do not make a worker who never strays. :func:`placement_noise` then estimates ``s`` from
+the candidates' members, each weighted by how likely its candidate is real, shrunk toward the
+crowd's mean the same way, after :func:`placement_shift` has taken out each
 worker's systematic **shift** of each edge (the mean signed error, as a share of the side,
 shrunk toward no shift by the same prior strength): a worker who draws every box 5% too wide
 is corrected, not only down-weighted.
@@ -117,8 +119,8 @@ def existence_em(
     One entry per (candidate, voter of its image): ``pair_candidate``, ``pair_worker`` (ids
     from 0) and whether that voter ``marked`` the candidate. ``worker_images[j]`` is how many
     images worker ``j`` answered (with candidates or not), and ``start`` a first guess of each
-    candidate's probability (e.g. its share of the votes). ``prior`` centres some workers'
-    priors on rates measured elsewhere (gold) instead of the crowd's mean.
+    candidate's probability (e.g. its share of the votes). ``prior`` adds to some workers'
+    priors rates measured elsewhere (gold), worth their strength beside the crowd's mean.
     """
     votes = _Votes.build(pair_candidate, pair_worker, marked, worker_images, len(start))
     q = np.clip(np.asarray(start, dtype=np.float64), 0.0, 1.0)
@@ -172,8 +174,8 @@ def existence_posterior(
 
 @dataclass(frozen=True)
 class Prior:
-    """Per worker: where the prior on their rates is centred, and what it is worth (answers).
-    NaN centres mean "the crowd's mean", at the default strength."""
+    """Per worker: rates measured on gold and what they are worth (answers), added to the
+    crowd's mean at the default strength; NaN for a worker without gold."""
 
     recall: FloatArray
     false_marks: FloatArray
@@ -186,8 +188,8 @@ class Prior:
 
     @classmethod
     def of(cls, workers: Sequence[Hashable], gold: Mapping[Hashable, GoldRates] | None) -> Prior:
-        """The prior of ``workers`` (in the EM's worker order): centred on their ``gold``
-        rates where given, on the crowd's mean for the rest (and for workers only gold saw)."""
+        """The prior of ``workers`` (in the EM's worker order): their ``gold`` rates where
+        given, beside the crowd's mean; the crowd's mean alone for the rest."""
         out = cls.none(len(workers))
         index = {worker: j for j, worker in enumerate(workers)}
         for worker, rates in (gold or {}).items():
@@ -199,8 +201,8 @@ class Prior:
 
 class GoldRates(NamedTuple):
     """A worker's rates measured on gold images (objects found over objects there, extra
-    objects an answer), worth ``strength`` answers in the EM's prior on that worker in place
-    of the crowd's mean. One kind for every shape: gold scoring counts objects alike."""
+    objects an answer), worth ``strength`` answers in the EM's prior on that worker beside
+    the crowd's mean. One kind for every shape: gold scoring counts objects alike."""
 
     recall: float
     false_marks: float
@@ -268,10 +270,12 @@ class _Rates:
         hit = np.bincount(votes.mark_worker, q[votes.mark_candidate], minlength=n_workers)
         seen = np.bincount(votes.worker, real, minlength=n_workers)
         mean_recall = (hit.sum() + crowd * CROWD_RECALL) / (seen.sum() + crowd)
-        # A worker with gold has their prior centred on it, worth what the gold says.
+        # A worker's gold is evidence on top of the crowd's prior, not in its place: a rate
+        # measured on a few gold images (no stray box in five) is a count, not a certainty.
         gold = ~np.isnan(prior.strength)
-        weight = np.where(gold, prior.strength, strength)
-        centre = np.where(gold, prior.recall, mean_recall)
+        gold_weight = np.where(gold, prior.strength, 0.0)
+        weight = gold_weight + strength
+        centre = (gold_weight * np.nan_to_num(prior.recall) + strength * mean_recall) / weight
         recall = (hit + weight * centre) / (seen + weight)
         # Each spurious candidate is one of its markers' false mark: which one, in proportion
         # to how many false marks each makes.
@@ -282,7 +286,7 @@ class _Rates:
             votes.mark_worker, spurious[votes.mark_candidate] * share, minlength=n_workers
         )
         mean_false = (made.sum() + crowd * CROWD_FALSE_MARKS) / (votes.n_answers + crowd)
-        centre = np.where(gold, prior.false_marks, mean_false)
+        centre = (gold_weight * np.nan_to_num(prior.false_marks) + strength * mean_false) / weight
         false_marks = (made + weight * centre) / (votes.worker_images + weight)
         # Real objects a picture: each candidate counted once per voter of its picture, over
         # all answers, so that pictures without candidates count too.

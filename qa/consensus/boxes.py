@@ -296,7 +296,7 @@ def box_model(
 ) -> BoxModel:
     """Learn the worker model over all ``images`` (the EM of ``method="em"``), once, to merge
     them in as many batches as wanted. ``prior`` gives some workers' rates measured on gold:
-    their prior is centred there, worth the given strength, instead of on the crowd's mean."""
+    their prior is the crowd's mean and the gold together, the gold worth its strength."""
     _check(iou_threshold, "em")
     with collector_paused():
         crowd = _Crowd.build(images)

@@ -12,7 +12,14 @@ from collections.abc import Hashable
 import pytest
 
 from qa.consensus.box_em import CROWD_FALSE_MARKS, CROWD_RECALL, PRIOR_STRENGTH, GoldRates
-from qa.consensus.boxes import BoxModel, BoxWorker, box_certainty, box_model_for
+from qa.consensus.boxes import (
+    BoxModel,
+    BoxWorker,
+    box_certainty,
+    box_model,
+    box_model_for,
+    merge_boxes_batch,
+)
 from qa.consensus.objects import existence_confidence
 
 CAR = {"label": "car", "bbox": [10, 10, 60, 40]}
@@ -127,6 +134,35 @@ def test_newcomers_stand_on_their_gold_shrunk_toward_the_crowd() -> None:
     # A worker the fit has seen keeps what it learnt; one without gold is not added.
     assert rates["keen"] == RATES.workers()["keen"]
     assert set(rates) == {"keen", "careless", "patchy", "M", "new"}
+
+
+def test_a_fit_takes_gold_of_no_stray_box_as_a_count_not_a_certainty() -> None:
+    # Gold of five pictures without a stray box (worth 10 answers) says little of a rate of a
+    # few a hundred pictures: in the fit it adds to the crowd's prior instead of replacing it,
+    # so the worker's false marks sit near the crowd's share, not at nothing, and a lone box of
+    # theirs that a voter who misses nothing did not mark is a stray, as the crowd's would be.
+    def stray(i: int) -> dict[str, object]:
+        return {"label": "car", "bbox": [300 + 40 * (i % 3), 200, 30, 30]}
+
+    images = [
+        [
+            ("a", 1.0, [CAR, TREE, *([stray(i)] if i % 3 == 0 else [])]),
+            ("b", 1.0, [CAR, TREE]),
+            ("c", 1.0, [CAR, TREE, *([stray(i + 1)] if i % 4 == 0 else [])]),
+        ]
+        for i in range(30)
+    ]
+    images.append([("w", 1.0, [CAR, TREE]), ("a", 1.0, [CAR, TREE]), ("b", 1.0, [CAR, TREE])])
+    fitted = box_model(images, prior={"w": GoldRates(1.0, 0.0, 10.0)})
+    new = fitted.workers()["w"]
+    crowd = fitted.crowd.false_marks
+    # One picture of their own and the gold, against the crowd's prior of 4 answers.
+    assert new.false_marks == pytest.approx(PRIOR_STRENGTH * crowd / (1 + 10 + PRIOR_STRENGTH), rel=0.05)  # fmt: skip
+    lone = [("w", 1.0, [CAR, stray(0)]), ("b", 1.0, [CAR])]
+    (objects,) = merge_boxes_batch([lone], method="em", model=fitted)
+    assert [o.label for o in objects] == ["car"]
+    (certainty,) = box_certainty([lone], model=fitted)
+    assert certainty >= 0.95
 
 
 def test_before_a_fit_the_crowd_is_the_em_start_and_objects_come_from_gold() -> None:
