@@ -39,12 +39,12 @@ def json_file_load(request: Request, *, limit: int, what: str, code: str) -> Any
         ) from None
 
 
-def strict_field(items: str) -> serializers.BooleanField:
-    """The ``strict`` field of an import's schema; ``items`` names what it imports."""
+def strict_field(item: str) -> serializers.BooleanField:
+    """The ``strict`` field of an import's schema; ``item`` names one thing it imports."""
     return serializers.BooleanField(
         required=False,
         default=True,
-        help_text=f"true (default): any invalid {items[:-1]} is a 400 and nothing is stored; "
+        help_text=f"true (default): any invalid {item} is a 400 and nothing is stored; "
         "false: the valid ones are stored and the others listed under rejected.",
     )
 

@@ -471,7 +471,7 @@ class GoldItemIn(serializers.Serializer):
 
 class GoldImportIn(serializers.Serializer):
     gold = GoldItemIn(many=True)
-    strict = strict_field("items")
+    strict = strict_field("item")
 
 
 class GoldFileIn(serializers.Serializer):
@@ -482,7 +482,7 @@ class GoldFileIn(serializers.Serializer):
         "one annotation is its gold)."
     )
     format = format_field(FORMATS)
-    strict = strict_field("items")
+    strict = strict_field("item")
 
 
 class RejectedGoldOut(serializers.Serializer):

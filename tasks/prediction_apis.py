@@ -68,7 +68,7 @@ class PredictionIn(serializers.Serializer):
 class PredictionsImportIn(serializers.Serializer):
     model_version = serializers.CharField(max_length=200)
     predictions = PredictionIn(many=True)
-    strict = strict_field("predictions")
+    strict = strict_field("prediction")
 
 
 class PredictionsFileIn(serializers.Serializer):
@@ -84,7 +84,7 @@ class PredictionsFileIn(serializers.Serializer):
         max_length=200,
         help_text="COCO: required; Label Studio: for predictions that name none.",
     )
-    strict = strict_field("predictions")
+    strict = strict_field("prediction")
 
 
 class RejectedPredictionOut(serializers.Serializer):

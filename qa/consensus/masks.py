@@ -248,10 +248,10 @@ def tolerant_iou(image: _Masks, tolerance: float) -> FloatArray:
     top = np.maximum(np.floor(boxes[:, 1]).astype(int) - pad, 0)
     right = np.minimum(np.ceil(boxes[:, 0] + boxes[:, 2]).astype(int) + pad, width)
     bottom = np.minimum(np.ceil(boxes[:, 1] + boxes[:, 3]).astype(int) + pad, height)
-    grown = []
-    for i, rle in enumerate(image.rles):
-        crop = _crop(rle, int(left[i]), int(top[i]), int(right[i]), int(bottom[i]))
-        grown.append(ndimage.distance_transform_edt(crop == 0) <= tolerance)
+    grown = [
+        _grown(rle, int(left[i]), int(top[i]), int(right[i]), int(bottom[i]), tolerance)
+        for i, rle in enumerate(image.rles)
+    ]
     area = np.array([float(g.sum()) for g in grown])
     out = np.eye(image.n)
     meet = (
@@ -267,6 +267,16 @@ def tolerant_iou(image: _Masks, tolerance: float) -> FloatArray:
         b = grown[j][y0 - top[j] : y1 - top[j], x0 - left[j] : x1 - left[j]]
         shared = float(np.count_nonzero(a & b))
         out[i, j] = out[j, i] = shared / (area[i] + area[j] - shared)
+    return out
+
+
+def _grown(
+    rle: Rle, left: int, top: int, right: int, bottom: int, tolerance: float
+) -> npt.NDArray[np.bool_]:
+    """The part ``[top:bottom, left:right]`` of a mask dilated by ``tolerance`` pixels (a
+    disc)."""
+    crop = _crop(rle, left, top, right, bottom)
+    out: npt.NDArray[np.bool_] = ndimage.distance_transform_edt(crop == 0) <= tolerance
     return out
 
 
@@ -1099,10 +1109,7 @@ def _same_across(
         return False
     if tolerance <= 0.0:
         return float(coco_mask.iou([seen_a], [seen_b], [0])[0, 0]) >= iou_threshold
-    grown = [
-        ndimage.distance_transform_edt(_crop(m, left, top, right, bottom) == 0) <= tolerance
-        for m in (seen_a, seen_b)
-    ]
+    grown = [_grown(m, left, top, right, bottom, tolerance) for m in (seen_a, seen_b)]
     both = float(np.count_nonzero(grown[0] & grown[1]))
     return both / float(np.count_nonzero(grown[0] | grown[1])) >= iou_threshold
 
