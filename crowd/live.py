@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -26,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 from asgiref.sync import SyncToAsync, async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connections, transaction
 
@@ -105,6 +106,24 @@ def _send_here(send: Coroutine[Any, Any, None]) -> None:
     if loop is None or loop.is_closed():
         loop = _thread_loops.loop = asyncio.new_event_loop()
     loop.run_until_complete(send)
+
+
+# What a forked child took over from its parent and must not use, kept so that it is never
+# collected either (a channels_redis loop's close, run on collection, would flush the parent's
+# connections from the child).
+_inherited: list[Any] = []
+
+
+def _forget_inherited() -> None:
+    """In a forked child: its own loop and channel layer from now on. The parent's layer
+    holds its Redis connections, and a socket both processes write to delivers each one's
+    replies to whichever reads first: the other then waits out its timeout, seconds a frame.
+    The coalescer's thread did not survive the fork, and its lock may have been held."""
+    global _home_loop, _thread_loops, _coalescer
+    _inherited.append((_home_loop, _thread_loops, dict(channel_layers.backends), _coalescer))
+    _home_loop, _thread_loops, _coalescer = None, threading.local(), None
+    _in_flight.clear()
+    channel_layers.backends.clear()
 
 
 def _report(group: str, done: Any) -> None:
@@ -370,3 +389,6 @@ def coalescer() -> Coalescer:
 def publish_coalesced(key: str, group: str, build: Builder) -> None:
     """After commit, send the frame ``build()`` makes to ``group``, coalesced by ``key``."""
     transaction.on_commit(lambda: coalescer().submit(key, group, build))
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
