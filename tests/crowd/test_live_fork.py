@@ -42,7 +42,7 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(
     client = redis.Redis.from_url(redis_server.url)
     listener = client.pubsub()
     listener.subscribe(f"{redis_layer}__group__g")
-    assert listener.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
 
     live.send_now("g", {"n": 0})  # the parent's connection, on this thread's own loop
     parent = _publishers(client)
