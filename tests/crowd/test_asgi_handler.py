@@ -55,6 +55,20 @@ def _broken(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("view failed")
 
 
+running: list[str] = []
+release = threading.Event()
+
+
+def _held(request: HttpRequest) -> HttpResponse:
+    """Stays in its slot until ``release`` is set."""
+    name = request.GET["n"]
+    running.append(name)
+    events.append((f"view {name}", threading.get_ident()))
+    release.wait(timeout=10)
+    running.remove(name)
+    return JsonResponse({"n": name})
+
+
 def _long_file(request: HttpRequest) -> FileResponse:
     return FileResponse(_TrackedFile(b"y" * 50_000_000), content_type="application/octet-stream")
 
@@ -65,6 +79,7 @@ urlpatterns = [
     path("long-file/", _long_file),
     path("missing/", _missing),
     path("broken/", _broken),
+    path("held/", _held),
 ]
 
 
@@ -102,11 +117,12 @@ def handler(settings: Any) -> Iterator[tuple[ReusedThreadsASGIHandler, CountingE
 
 
 async def _call(
-    app: ReusedThreadsASGIHandler, route: str, body: bytes = b"", method: str = "GET"
+    app: ReusedThreadsASGIHandler, route: str, body: bytes = b"", method: str = "GET",
+    query: bytes = b"",
 ) -> tuple[int, dict[bytes, bytes], bytes, list[dict[str, Any]]]:
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": route, "raw_path": route.encode(), "query_string": b"",
+        "scheme": "http", "path": route, "raw_path": route.encode(), "query_string": query,
         "root_path": "", "headers": [(b"host", b"testserver")],
         "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
     }  # fmt: skip
@@ -128,6 +144,45 @@ async def _call(
     start = sent[0]
     content = b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], dict(start["headers"]), content, sent
+
+
+async def _until(condition: Any) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_at_most_the_slots_run_at_once_and_the_rest_in_arrival_order(
+    handler: Any, settings: Any
+) -> None:
+    settings.WEB_REQUEST_SLOTS = 2
+    app, _ = handler
+    release.clear()
+    calls = []
+    for n in range(5):
+        calls.append(asyncio.ensure_future(_call(app, "/held/", query=f"n={n}".encode())))
+        await asyncio.sleep(0.02)  # they arrive in this order
+    await _until(lambda: len(running) == 2)
+    await asyncio.sleep(0.1)
+    assert sorted(running) == ["0", "1"]  # the other three wait for a slot, on no thread
+    release.set()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+    assert [a[0] for a in answers] == [200] * 5
+    views = [name for name, _ in events if name.startswith("view ")]
+    assert views == [f"view {n}" for n in range(5)]
+
+
+async def test_with_no_limit_every_request_runs_at_once(handler: Any, settings: Any) -> None:
+    settings.WEB_REQUEST_SLOTS = 0
+    app, _ = handler
+    release.clear()
+    calls = [asyncio.ensure_future(_call(app, "/held/", query=f"n={n}".encode())) for n in range(5)]
+    await _until(lambda: len(running) == 5)
+    release.set()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+    assert [a[0] for a in answers] == [200] * 5
 
 
 async def test_a_response_is_made_and_closed_in_one_hand_over(handler: Any) -> None:
