@@ -117,7 +117,10 @@ def handler(settings: Any) -> Iterator[tuple[ReusedThreadsASGIHandler, CountingE
 
 
 async def _call(
-    app: ReusedThreadsASGIHandler, route: str, body: bytes = b"", method: str = "GET",
+    app: ReusedThreadsASGIHandler,
+    route: str,
+    body: bytes = b"",
+    method: str = "GET",
     query: bytes = b"",
 ) -> tuple[int, dict[bytes, bytes], bytes, list[dict[str, Any]]]:
     scope = {
