@@ -163,21 +163,22 @@ def claim(
     model: type[Model],
     pk: int,
     *,
-    done: str,
+    done: str | tuple[str, ...],
     fields: Callable[[], dict[str, Any]] = dict,
 ) -> Claim | None:
     """Claim row ``pk`` of ``model`` (with ``status``, ``claim_token`` and
     ``lease_expires_at``) for this copy of a job, setting ``fields()`` in the same UPDATE.
 
-    None if the row is gone, its status is ``done``, or a live copy of the job holds it
-    (seen renewing its lease): the caller leaves the row alone. A lease that lapses without a
-    renewal is taken over, so this waits at most about one lease. Use the claim as a context
-    manager around the work.
+    None if the row is gone, its status is ``done`` (a final status, or a tuple of them), or a
+    live copy of the job holds it (seen renewing its lease): the caller leaves the row alone.
+    A lease that lapses without a renewal is taken over, so this waits at most about one
+    lease. Use the claim as a context manager around the work.
 
     A claim taken inside a transaction gets no heartbeat: no other connection could renew
     it, and the row lock of the UPDATE holds other copies off until the transaction ends.
     """
     label = _label(model, pk)
+    final = (done,) if isinstance(done, str) else done
     lease = float(settings.JOB_LEASE_SECONDS)
     heartbeat = not transaction.get_connection().in_atomic_block
     poll = min(1.0, max(0.05, lease / 10))
@@ -189,7 +190,7 @@ def claim(
         free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=Now())
         changed = (
             rows.filter(free)
-            .exclude(status=done)
+            .exclude(status__in=final)
             .update(claim_token=token, lease_expires_at=_expiry(lease), **fields())
         )
         if changed == 1:
@@ -199,7 +200,7 @@ def claim(
                 )
             return Claim(model, pk, token, lease=lease, heartbeat=heartbeat)
         row = rows.values_list("status", "claim_token", "lease_expires_at").first()
-        if row is None or row[0] == done:
+        if row is None or row[0] in final:
             return None
         holder = (row[1], row[2])
         if first_seen is None:

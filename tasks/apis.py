@@ -323,7 +323,7 @@ class PredictionRunErrorOut(serializers.Serializer):
 class PredictionRunOut(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.IntegerField()
-    status = serializers.CharField(help_text="queued, running, done or failed.")
+    status = serializers.CharField(help_text="queued, running, done, failed or canceled.")
     backend_url = serializers.CharField()
     model_version = serializers.CharField(
         allow_null=True, help_text="The backend's model version, once it told it."
@@ -332,7 +332,9 @@ class PredictionRunOut(serializers.Serializer):
     images_done = serializers.IntegerField(help_text="Of those, asked so far.")
     predicted = serializers.IntegerField(help_text="Predictions stored.")
     failed = serializers.IntegerField(help_text="Images the backend gave no usable answer for.")
-    error = serializers.CharField(allow_null=True, help_text="failed: why the run stopped.")
+    error = serializers.CharField(
+        allow_null=True, help_text="failed: why the run stopped; canceled: by whom."
+    )
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

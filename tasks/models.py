@@ -473,14 +473,21 @@ class Prediction(models.Model):
         ]
 
 
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
 class PredictionRun(models.Model):
     """A job asking the project's ML backend for the images without a prediction of its
-    current model version; progress and errors are written while it runs."""
+    current model version; progress and errors are written while it runs. A manager may
+    cancel it: a queued run never starts, a running one stops before its next batch."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prediction_runs")
-    status = models.CharField(
-        max_length=16, choices=ImportStatus.choices, default=ImportStatus.QUEUED
-    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

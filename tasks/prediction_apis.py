@@ -245,6 +245,25 @@ class ProjectPredictionRunDetailApi(APIView):
         return Response(predictions.run_json(run))
 
 
+class ProjectPredictionRunCancelApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=None,
+        responses={200: PredictionRunDetailOut},
+        description="Managers of the project only: cancels a queued or running run of its ML "
+        "backend. A queued run never starts; a running one keeps the batch the backend is "
+        "answering and stops before the next (a new run may start once it has stopped: "
+        "until then prediction_run_active). 409 prediction_run_finished when the run is "
+        "done, failed or canceled already.",
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        user = request_user(request)
+        project = selectors.project_for_manager(user, project_id)
+        run = predictions.prediction_run_cancel(project=project, run_id=run_id, user=user)
+        return Response(predictions.run_json(run))
+
+
 class ImageSignedApi(APIView):
     """An image file for a holder of a signed link, with no credentials: what ML backends
     fetch. The link is bound to the image and expires after ML_IMAGE_URL_SECONDS."""

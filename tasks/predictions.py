@@ -19,12 +19,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from crowd import claims
 from crowd.claims import ClaimLost
-from crowd.errors import Conflict, InvalidInput
+from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.jobs import send_on_commit
 from crowd.models import User
 from tasks import events, hooks, prelabels, task_order
@@ -42,12 +43,12 @@ from tasks.ml_backend import BackendError, Client, backend_url_problem, image_si
 from tasks.models import (
     Image,
     ImageStatus,
-    ImportStatus,
     Label,
     Prediction,
     PredictionRun,
     PredictionSource,
     Project,
+    RunStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -215,12 +216,16 @@ def prediction_run_request(*, project: Project, user: User) -> PredictionRun:
 
     with transaction.atomic():
         project.lock()
+        # A canceled run whose job still holds it is stopping (it finishes its batch): a
+        # second run beside it would ask the backend for the same images.
+        stopping = Q(status=RunStatus.CANCELED, claim_token__gt="", lease_expires_at__gt=Now())
         active = project.prediction_runs.filter(
-            status__in=[ImportStatus.QUEUED, ImportStatus.RUNNING]
+            Q(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]) | stopping
         ).first()
         if active is not None:
+            state = "stopping" if active.status == RunStatus.CANCELED else active.status
             raise Conflict(
-                f"Run {active.pk} of the ML backend is {active.status}; wait for it to finish.",
+                f"Run {active.pk} of the ML backend is {state}; wait for it to finish.",
                 code="prediction_run_active",
                 errors={"run": active.pk},
             )
@@ -231,6 +236,36 @@ def prediction_run_request(*, project: Project, user: User) -> PredictionRun:
     return run
 
 
+def prediction_run_cancel(*, project: Project, run_id: int, user: User) -> PredictionRun:
+    """Cancel a queued or running run: a queued one never starts; a running one stores the
+    batch the backend is answering and stops before the next. What it stored stays."""
+    with transaction.atomic():
+        run = project.prediction_runs.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NotFound("No such run of this project.")
+        if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            raise Conflict(
+                f"Run {run.pk} is {run.status}; only a queued or running run can be canceled.",
+                code="prediction_run_finished",
+            )
+        run.status, run.finished_at = RunStatus.CANCELED, timezone.now()
+        run.error = f"Canceled by {user.username}."[:500]
+        run.save(update_fields=["status", "finished_at", "error"])
+        events.prediction_run_changed(run)
+    return run
+
+
+class _Canceled(Exception):
+    pass
+
+
+def _unless_canceled(status: str) -> Case:
+    """``status`` as a run's final one, unless a manager canceled it meanwhile."""
+    return Case(
+        When(status=RunStatus.CANCELED, then=Value(RunStatus.CANCELED)), default=Value(status)
+    )
+
+
 def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
     """Run it. Safe to run twice, even at once (the copy that claims the run does it; see
     ``crowd.claims``); a redelivered run goes on where it stopped, since images predicted
@@ -238,9 +273,9 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
     claim = claims.claim(
         PredictionRun,
         run_id,
-        done=ImportStatus.DONE,
+        done=(RunStatus.DONE, RunStatus.CANCELED),
         fields=lambda: {
-            "status": ImportStatus.RUNNING, "started_at": timezone.now(), "error": "",
+            "status": RunStatus.RUNNING, "started_at": timezone.now(), "error": "",
             "attempts": F("attempts") + 1,
         },
     )  # fmt: skip
@@ -252,20 +287,23 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
             _execute(run, claim)
         except ClaimLost as exc:
             logger.warning("%s; this copy stops", exc)
+        except _Canceled:
+            claim.release()  # canceled, with what it stored, when the manager said so
         except BackendError as exc:
             claim.release(
-                status=ImportStatus.FAILED, error=str(exc)[:500], finished_at=timezone.now()
-            )
+                status=_unless_canceled(RunStatus.FAILED), error=str(exc)[:500],
+                finished_at=timezone.now(),
+            )  # fmt: skip
         except Exception:
             logger.exception("prediction run %s failed", run_id)
             claim.release(
-                status=ImportStatus.FAILED,
+                status=_unless_canceled(RunStatus.FAILED),
                 error="The run stopped on an internal error; run it again to go on.",
                 finished_at=timezone.now(),
             )
             raise
         else:
-            claim.release(status=ImportStatus.DONE, finished_at=timezone.now())
+            claim.release(status=_unless_canceled(RunStatus.DONE), finished_at=timezone.now())
     run.refresh_from_db()
     events.prediction_run_changed(run)
     if run.predicted:
@@ -322,6 +360,8 @@ def _execute(run: PredictionRun, claim: claims.Claim) -> None:
         size = max(1, settings.ML_BACKEND_BATCH_SIZE)
         while True:
             claim.check()
+            if PredictionRun.objects.filter(pk=run.pk, status=RunStatus.CANCELED).exists():
+                raise _Canceled
             batch = list(_todo(project, run.model_version).filter(pk__gt=cursor)[:size])
             if not batch:
                 break

@@ -66,6 +66,11 @@ urlpatterns = [
         name="project-predictions-run-detail",
     ),
     path(
+        "projects/<int:project_id>/predictions/runs/<int:run_id>/cancel/",
+        prediction_apis.ProjectPredictionRunCancelApi.as_view(),
+        name="project-predictions-run-cancel",
+    ),
+    path(
         "images/<int:image_id>/signed/",
         prediction_apis.ImageSignedApi.as_view(),
         name="image-signed",

@@ -600,3 +600,110 @@ async def test_the_dashboard_hears_a_runs_progress(manager, fast, backend_factor
     assert (frames[-1]["predicted"], frames[-1]["images_total"]) == (3, 3)
     assert [f["images_done"] for f in frames if f["status"] == "running"][-1] == 3
     await ws.disconnect()
+
+
+# --- Canceling a run ------------------------------------------------------------------------
+
+
+def cancel(api_as, manager, project, run_id: int) -> Any:
+    return api_as(manager).post(f"/api/v1/projects/{project.pk}/predictions/runs/{run_id}/cancel/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_run_canceled_never_starts(api_as, manager, fast, backend_factory) -> None:
+    backend = backend_factory(lambda body, n: (200, box_result(body)))
+    project = project_on(manager, backend, fast)
+    queued = PredictionRun.objects.create(project=project, backend_url=backend.url)
+    response = cancel(api_as, manager, project, queued.pk)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["error"]) == ("canceled", f"Canceled by {manager.username}.")
+    assert body["finished_at"] is not None
+    predictions.prediction_run_execute(run_id=queued.pk)  # its job comes, and leaves it
+    assert backend.calls == []
+    queued.refresh_from_db()
+    assert (queued.status, queued.started_at, queued.attempts) == ("canceled", None, 0)
+    # Not active: the next run may start.
+    assert run_now(api_as, manager, project)["status"] == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_run_keeps_its_batch_and_stops_before_the_next(
+    api_as, manager, fast, backend_factory
+) -> None:
+    from django.db import connection
+
+    def predict(body: dict[str, Any], n: int) -> tuple[int, Any]:
+        try:  # the manager cancels while the backend works on the first batch
+            run = PredictionRun.objects.get(project__ml_backend_url=backend.url)
+            predictions.prediction_run_cancel(project=run.project, run_id=run.pk, user=manager)
+        finally:
+            connection.close()  # this server thread's own
+        return 200, box_result(body)
+
+    backend = backend_factory(predict)
+    project = project_on(manager, backend, fast)
+    run = run_now(api_as, manager, project)
+    assert (run["status"], run["error"]) == ("canceled", f"Canceled by {manager.username}.")
+    assert (run["images_total"], run["images_done"], run["predicted"]) == (3, 2, 2)
+    assert backend.paths() == ["GET /health", "POST /setup", "POST /predict"]
+    assert Prediction.objects.filter(project=project).count() == 2  # what it stored stays
+    stored = PredictionRun.objects.get(pk=run["id"])
+    assert (stored.claim_token, stored.lease_expires_at) == ("", None)  # let go
+    assert cancel(api_as, manager, project, run["id"]).json()["code"] == "prediction_run_finished"
+
+
+@pytest.mark.django_db
+def test_a_canceled_run_still_stopping_holds_off_the_next(api_as, manager, fast) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = project_create(manager, kind="bbox", labels=["car"])
+    fast.ML_BACKEND_HOSTS = ["127.0.0.1:9"]
+    project.ml_backend_url = "http://127.0.0.1:9"
+    project.save(update_fields=["ml_backend_url"])
+    stopping = PredictionRun.objects.create(
+        project=project, backend_url=project.ml_backend_url, status="canceled",
+        claim_token="a-job", lease_expires_at=timezone.now() + timedelta(minutes=1),
+    )  # fmt: skip
+    response = api_as(manager).post(f"/api/v1/projects/{project.pk}/predictions/run/")
+    assert (response.status_code, response.json()["code"]) == (409, "prediction_run_active")
+    assert "stopping" in response.json()["detail"]
+    stopping.lease_expires_at = timezone.now() - timedelta(seconds=1)  # its job died
+    stopping.save(update_fields=["lease_expires_at"])
+    assert (
+        api_as(manager).post(f"/api/v1/projects/{project.pk}/predictions/run/").status_code == 202
+    )
+
+
+@pytest.mark.django_db
+def test_who_may_cancel_and_what(api_as, manager, worker, fast) -> None:
+    from tests.factories import ClientFactory, ManagerFactory
+
+    project = project_create(manager, kind="bbox", labels=["car"])
+    other = project_create(manager, kind="bbox", labels=["car"])
+    run = PredictionRun.objects.create(project=project, backend_url="http://x:1")
+    for user, expected in (
+        (worker, 403),
+        (ClientFactory.create(), 403),
+        (ManagerFactory.create(), 404),
+    ):
+        assert cancel(api_as, user, project, run.pk).status_code == expected
+    assert cancel(api_as, manager, other, run.pk).status_code == 404  # not that project's
+    for final in ("done", "failed"):
+        PredictionRun.objects.filter(pk=run.pk).update(status=final)
+        response = cancel(api_as, manager, project, run.pk)
+        assert (response.status_code, response.json()["code"]) == (409, "prediction_run_finished")
+    assert PredictionRun.objects.get(pk=run.pk).status == "failed"
+
+
+@pytest.mark.django_db
+def test_a_run_ending_after_a_cancel_stays_canceled(manager) -> None:
+    project = project_create(manager, kind="bbox", labels=["car"])
+    canceled = PredictionRun.objects.create(project=project, backend_url="x", status="canceled")
+    running = PredictionRun.objects.create(project=project, backend_url="x", status="running")
+    for status in ("done", "failed"):
+        PredictionRun.objects.update(status=predictions._unless_canceled(status))
+        assert PredictionRun.objects.get(pk=canceled.pk).status == "canceled"
+        assert PredictionRun.objects.get(pk=running.pk).status == status
