@@ -104,6 +104,8 @@ def _one(profile: Profile, anchoring: float, seed: int, number: int) -> dict[str
     seconds = time.perf_counter() - started
     effect = prelabel_effect(project)
     overall = effect["overall"]
+    # The same answers with suspended workers counted, as the comparison did before.
+    everyone = prelabel_effect(project, count_suspended=True)["overall"]
     gold = overall["gold_score_difference"] or {}
     times = overall["median_seconds_difference"] or {}
     with_, without = overall["with_prelabels"], overall["without_prelabels"]
@@ -121,6 +123,9 @@ def _one(profile: Profile, anchoring: float, seed: int, number: int) -> dict[str
         "p": gold.get("p_value"),
         "flag": overall["gold_score_flag"],
         "flagged": overall["gold_score_flag"] == "lower_with_prelabels",
+        "suspended_answers": effect["answers_of_suspended_workers"],
+        "difference_all": (everyone["gold_score_difference"] or {}).get("estimate"),
+        "flagged_all": everyone["gold_score_flag"] == "lower_with_prelabels",
         "time_diff_s": times.get("estimate"),
         "time_ci95": times.get("ci95"),
         "kept_share": effect["outcomes"]["kept_share"],
@@ -137,10 +142,16 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not runs:
                 continue
             diffs = [r["difference"] for r in runs if r["difference"] is not None]
+            diffs_all = [r["difference_all"] for r in runs if r["difference_all"] is not None]
             out.append({
                 "profile": profile.name, "anchoring": a, "runs": len(runs),
                 "flagged_share": round(sum(r["flagged"] for r in runs) / len(runs), 3),
                 "mean_difference": round(sum(diffs) / len(diffs), 4) if diffs else None,
+                "flagged_share_counting_suspended": round(
+                    sum(r["flagged_all"] for r in runs) / len(runs), 3),
+                "mean_difference_counting_suspended": (
+                    round(sum(diffs_all) / len(diffs_all), 4) if diffs_all else None),
+                "suspended_answers": sum(r["suspended_answers"] for r in runs),
                 "mean_time_diff_s": round(
                     sum(r["time_diff_s"] or 0 for r in runs) / len(runs), 2),
             })  # fmt: skip
@@ -176,5 +187,7 @@ def _line(row: dict[str, Any]) -> str:
     return (
         f"{row['profile']:<36} a={row['anchoring']:<4} seed {row['seed']}: diff "
         f"{row['difference']} {row['ci95']} p {row['p']} flag {row['flag']} "
-        f"(gold {row['gold_with']}/{row['gold_without']}, {row['run_s']} s)"
+        f"(gold {row['gold_with']}/{row['gold_without']}, {row['run_s']} s); counting "
+        f"{row['suspended_answers']} answers of suspended workers: diff {row['difference_all']}"
+        f" flagged {row['flagged_all']}"
     )

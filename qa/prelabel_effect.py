@@ -4,6 +4,10 @@ withheld them from), overall and per worker, with the differences and their inte
 
 Only answers to tasks whose image had a prediction count: there the draw alone decided whether
 the worker saw the model's objects, so the two arms differ by the pre-labels and nothing else.
+The overall comparison and the pre-label outcomes leave out the answers of workers suspended
+from the project, as consensus and agreement do: a spammer's answers ignore the image and the
+pre-labels alike, and in a mixed crowd they drowned the anchoring of everyone else. Suspended
+workers keep their own row, marked.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from rest_framework.views import APIView
 
 from crowd.permissions import IsManager, request_user
 from qa import prelabel_stats
-from qa.models import GoldAnswer
+from qa.models import GoldAnswer, WorkerScore, WorkerStatus
 from tasks import prelabels, selectors
 from tasks.models import Assignment, AssignmentStatus, Image, ImageStatus, Prediction, Project
 from tasks.prelabel_core import OUTCOMES
@@ -86,7 +90,14 @@ def _coverage(project: Project) -> dict[str, Any]:
     }
 
 
-def prelabel_effect(project: Project) -> dict[str, Any]:
+def prelabel_effect(project: Project, *, count_suspended: bool = False) -> dict[str, Any]:
+    """The comparison; ``count_suspended`` counts suspended workers' answers overall too (what
+    the comparison did before, for benchmarks to set beside it)."""
+    suspended = set(
+        WorkerScore.objects.filter(project=project, status=WorkerStatus.SUSPENDED).values_list(
+            "worker_id", flat=True
+        )
+    )
     rows = (
         Assignment.objects.filter(
             project=project, status__in=AssignmentStatus.answered(), prelabels__isnull=False
@@ -100,21 +111,23 @@ def prelabel_effect(project: Project) -> dict[str, Any]:
     overall = _arms()
     workers: dict[int, dict[str, Any]] = {}
     outcomes: dict[str, int] = defaultdict(int)
-    excluded = 0
+    excluded = left_out = 0
     for worker_id, username, spent, record, gold_score, task_id in rows.iterator(chunk_size=2000):
         if not isinstance(record, dict) or record.get("model_version") is None:
             excluded += 1  # no prediction of the image: the draw decided nothing there
             continue
         shown = not record.get("held_out", False)
         entry = workers.setdefault(worker_id, {"username": username, "arms": _arms()})
-        for arms in (overall, entry["arms"]):
+        counted = count_suspended or worker_id not in suspended
+        left_out += not counted
+        for arms in (overall, entry["arms"]) if counted else (entry["arms"],):
             arms[shown]["answers"].append(1)
             if spent is not None:
                 arms[shown]["seconds"].append(spent / 1000)
             if gold_score is not None:
                 arms[shown]["gold"].append(gold_score)
                 arms[shown]["tasks"][task_id].append(gold_score)
-        if shown:
+        if shown and counted:
             for name, count in (record.get("counts") or {}).items():
                 outcomes[name] += int(count)
     offered = outcomes["kept"] + outcomes["moved"] + outcomes["relabelled"] + outcomes["deleted"]
@@ -133,10 +146,16 @@ def prelabel_effect(project: Project) -> dict[str, Any]:
             "kept_share": round(outcomes["kept"] / offered, 4) if offered else None,
         },
         "workers": [
-            {"worker": worker_id, "username": entry["username"], **_figures(entry["arms"])}
+            {
+                "worker": worker_id,
+                "username": entry["username"],
+                "suspended": worker_id in suspended,
+                **_figures(entry["arms"]),
+            }
             for worker_id, entry in ranked[:MAX_WORKERS]
         ],
         "answers_without_prediction": excluded,
+        "answers_of_suspended_workers": left_out,
         "coverage": _coverage(project),
     }
 
@@ -203,11 +222,18 @@ PrelabelEffectOut = inline_serializer(
             {
                 "worker": serializers.IntegerField(),
                 "username": serializers.CharField(),
+                "suspended": serializers.BooleanField(
+                    help_text="Suspended from the project: their answers are left out of "
+                    "overall and outcomes."
+                ),
                 **_COMPARISON,
             },
             many=True,
         ),
         "answers_without_prediction": serializers.IntegerField(),
+        "answers_of_suspended_workers": serializers.IntegerField(
+            help_text="Answers left out of overall and outcomes: their workers are suspended."
+        ),
         "coverage": inline_serializer(
             "PrelabelCoverage",
             {
@@ -230,7 +256,8 @@ class ProjectPrelabelEffectApi(APIView):
         responses={200: PrelabelEffectOut},
         description="Managers of the project only: gold scores and time per task of answers "
         "given with the model's pre-labels and without them (the prelabel_holdout share), "
-        "overall and per worker, with the differences (with minus without) and 95% intervals "
+        "overall (suspended workers' answers left out) and per worker, with the differences "
+        "(with minus without) and 95% intervals "
         "(Welch for the mean gold score, bootstrap for the median time), what workers did "
         "with the pre-labels, and how many images have a prediction, gold ones apart.",
     )

@@ -104,3 +104,49 @@ def test_small_arms_give_no_interval() -> None:
     assert out["gold_score_difference"] is None
     assert out["median_seconds_difference"] is None
     assert out["without_prelabels"]["median_seconds"] is None
+
+
+@pytest.mark.django_db
+def test_a_suspended_workers_answers_are_left_out_of_the_overall_comparison(
+    manager, api_as
+) -> None:
+    from qa.models import WorkerScore
+
+    project = project_with_tasks(manager, tasks=12, overlap=2)
+    project.prelabels = True
+    project.save(update_fields=["prelabels"])
+    tasks = iter(Task.objects.filter(project=project).select_related("image").order_by("pk"))
+    ann, spam = WorkerFactory.create(username="ann"), WorkerFactory.create(username="spam")
+    now = timezone.now()
+    for worker, held, score in (
+        (ann, False, 0.6), (ann, False, 0.7), (ann, True, 0.9), (ann, True, 0.8),
+        (spam, False, 0.0), (spam, True, 1.0), (spam, True, 0.0),
+    ):  # fmt: skip
+        task = next(tasks)
+        a = Assignment.objects.create(
+            task=task, project=project, worker=worker, status="submitted", leased_at=now,
+            expires_at=now + timedelta(minutes=10), submitted_at=now, answer=[],
+            time_spent_ms=1000, prelabels=record(held, kept=3),
+        )  # fmt: skip
+        GoldResult.objects.create(
+            assignment=a, project=project, worker=worker, image=task.image, score=score,
+            passed=score >= 0.7,
+        )  # fmt: skip
+    url = f"/api/v1/projects/{project.pk}/prelabels/effect/"
+    before = api_as(manager).get(url).json()
+    assert before["overall"]["with_prelabels"]["gold_answers"] == 3  # nobody suspended yet
+    assert before["answers_of_suspended_workers"] == 0
+    WorkerScore.objects.update_or_create(
+        project=project, worker=spam, defaults={"status": "suspended"}
+    )
+
+    body = api_as(manager).get(url).json()
+    overall = body["overall"]
+    assert overall["with_prelabels"]["gold_answers"] == 2  # ann's alone
+    assert overall["without_prelabels"]["gold_answers"] == 2
+    assert overall["gold_score_difference"]["estimate"] == round(0.65 - 0.85, 4)
+    assert body["answers_of_suspended_workers"] == 3
+    assert body["outcomes"]["kept"] == 6  # ann's two answers shown pre-labels, 3 kept each
+    workers = {w["username"]: w for w in body["workers"]}
+    assert (workers["spam"]["suspended"], workers["ann"]["suspended"]) == (True, False)
+    assert workers["spam"]["with_prelabels"]["gold_answers"] == 1  # still on their own row

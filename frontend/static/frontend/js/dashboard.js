@@ -192,7 +192,10 @@ const loadPrelabelEffect = throttle(async () => {
         ? [h("p.muted", {}, "Gold scores are higher with pre-labels than without (95% interval above 0).")]
         : []),
     h("div.stats", {}, ["kept", "moved", "relabelled", "deleted", "added"].map((k) => stat(`pre-labels ${k}`, String(out[k]), k)), stat("kept unchanged", out.kept_share === null ? "—" : `${Math.round(out.kept_share * 100)}%`, "kept_share")),
-    table("With and without pre-labels", headers, [comparisonRow("All workers", e.overall), ...e.workers.map((w) => comparisonRow(w.username, w))], "No answers yet."),
+    ...(e.answers_of_suspended_workers
+      ? [h("p.muted", {}, `${e.answers_of_suspended_workers} answers of suspended workers are left out of "All workers" and the pre-label counts.`)]
+      : []),
+    table("With and without pre-labels", headers, [comparisonRow("All workers", e.overall), ...e.workers.map((w) => comparisonRow(w.suspended ? `${w.username} (suspended)` : w.username, w))], "No answers yet."),
   );
 }, 10000);
 
