@@ -297,12 +297,12 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-# How long the cache keeps a token's user (crowd/tokens.py); 0: every request reads them.
-# Every change drops the entry, but only in a cache the web processes share: with the
-# process-local cache of the embedded default it stays off unless set (one process only).
 # How many requests of a web process run their synchronous part (the view) at once; the rest
 # wait in arrival order (crowd/handlers.py). 0: no limit.
 WEB_REQUEST_SLOTS = env.int("WEB_REQUEST_SLOTS", default=4)
+# How long the cache keeps a token's user (crowd/tokens.py); 0: every request reads them.
+# Every change drops the entry, but only in a cache the web processes share: with the
+# process-local cache of the embedded default it stays off unless set (one process only).
 TOKEN_CACHE_SECONDS = env.int("TOKEN_CACHE_SECONDS", default=60 if REDIS_URL else 0)
 
 REST_FRAMEWORK: dict[str, Any] = {

@@ -259,11 +259,14 @@ class _Canceled(Exception):
     pass
 
 
-def _unless_canceled(status: str) -> Case:
-    """``status`` as a run's final one, unless a manager canceled it meanwhile."""
-    return Case(
-        When(status=RunStatus.CANCELED, then=Value(RunStatus.CANCELED)), default=Value(status)
-    )
+def _ending(status: str, error: str = "") -> dict[str, Case]:
+    """A run's final fields, unless a manager canceled it meanwhile (then it stays as the
+    cancel left it: canceled, by whom, when)."""
+    values = {"status": Value(status), "error": Value(error), "finished_at": Value(timezone.now())}
+    return {
+        name: Case(When(status=RunStatus.CANCELED, then=F(name)), default=value)
+        for name, value in values.items()
+    }
 
 
 def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
@@ -290,20 +293,17 @@ def prediction_run_execute(*, run_id: int) -> PredictionRun | None:
         except _Canceled:
             claim.release()  # canceled, with what it stored, when the manager said so
         except BackendError as exc:
-            claim.release(
-                status=_unless_canceled(RunStatus.FAILED), error=str(exc)[:500],
-                finished_at=timezone.now(),
-            )  # fmt: skip
+            claim.release(**_ending(RunStatus.FAILED, str(exc)[:500]))
         except Exception:
             logger.exception("prediction run %s failed", run_id)
             claim.release(
-                status=_unless_canceled(RunStatus.FAILED),
-                error="The run stopped on an internal error; run it again to go on.",
-                finished_at=timezone.now(),
+                **_ending(
+                    RunStatus.FAILED, "The run stopped on an internal error; run it again to go on."
+                )
             )
             raise
         else:
-            claim.release(status=_unless_canceled(RunStatus.DONE), finished_at=timezone.now())
+            claim.release(**_ending(RunStatus.DONE))
     run.refresh_from_db()
     events.prediction_run_changed(run)
     if run.predicted:

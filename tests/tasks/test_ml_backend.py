@@ -701,9 +701,14 @@ def test_who_may_cancel_and_what(api_as, manager, worker, fast) -> None:
 @pytest.mark.django_db
 def test_a_run_ending_after_a_cancel_stays_canceled(manager) -> None:
     project = project_create(manager, kind="bbox", labels=["car"])
-    canceled = PredictionRun.objects.create(project=project, backend_url="x", status="canceled")
+    canceled = PredictionRun.objects.create(
+        project=project, backend_url="x", status="canceled", error="Canceled by ann."
+    )
     running = PredictionRun.objects.create(project=project, backend_url="x", status="running")
-    for status in ("done", "failed"):
-        PredictionRun.objects.update(status=predictions._unless_canceled(status))
-        assert PredictionRun.objects.get(pk=canceled.pk).status == "canceled"
-        assert PredictionRun.objects.get(pk=running.pk).status == status
+    for status, error in (("done", ""), ("failed", "The backend answered 500.")):
+        PredictionRun.objects.update(**predictions._ending(status, error))
+        kept = PredictionRun.objects.get(pk=canceled.pk)
+        assert (kept.status, kept.error, kept.finished_at) == ("canceled", "Canceled by ann.", None)
+        ended = PredictionRun.objects.get(pk=running.pk)
+        assert (ended.status, ended.error) == (status, error)
+        assert ended.finished_at is not None
