@@ -179,6 +179,7 @@ MATRIX: dict[str, dict[str, Case]] = {
         "post": Case(managers_of_the_project(409)),
     },
     "project-predictions-run-detail": {"get": Case(managers_of_the_project(200))},
+    "project-predictions-run-cancel": {"post": Case(managers_of_the_project(409))},
     # A signed link is the only credential: without one, nobody.
     "image-signed": {"get": Case(anyone(403))},
     "project-progress": {"get": Case(members_of_the_project(200))},
