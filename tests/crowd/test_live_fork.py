@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from typing import Any
 
 import pytest
 import redis
 
 from crowd import live
+from tests.live import redis_channel_layers
 from tests.plugins.services import Server
 
 FRAMES = 20
@@ -21,13 +21,7 @@ FRAMES = 20
 
 @pytest.fixture
 def redis_layer(redis_server: Server, settings: Any) -> str:
-    prefix = f"crowd-fork-{uuid.uuid4().hex[:8]}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "crowd.layers.RedisBroadcastLayer",
-            "CONFIG": {"hosts": [{"address": redis_server.url}], "prefix": prefix},
-        }
-    }
+    settings.CHANNEL_LAYERS, prefix = redis_channel_layers(redis_server.url, "fork")
     return prefix
 
 

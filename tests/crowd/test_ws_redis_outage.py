@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from crowd.asgi import application
 from crowd.layers import RedisBroadcastLayer
 from crowd.ws import CLOSE_TRY_AGAIN_LATER
 from tests.factories import WorkerFactory, token_for
+from tests.live import redis_channel_layers
 from tests.plugins.services import RestartableRedis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -33,13 +33,7 @@ TRY_AGAIN_LATER = {"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER}
 def redis_layer(restartable_redis: RestartableRedis, settings: Any) -> str:
     """The production channel layer on the test's Redis (the settings fixture puts back the
     test default afterwards); returns its prefix."""
-    prefix = f"crowd-test-{uuid.uuid4().hex[:8]}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "crowd.layers.RedisBroadcastLayer",
-            "CONFIG": {"hosts": [{"address": restartable_redis.url}], "prefix": prefix},
-        }
-    }
+    settings.CHANNEL_LAYERS, prefix = redis_channel_layers(restartable_redis.url)
     return prefix
 
 

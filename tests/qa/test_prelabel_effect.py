@@ -4,7 +4,9 @@ whose every figure is known: arms, means, medians, Welch's interval, per worker.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -24,27 +26,35 @@ def record(held_out: bool, version: str | None = "v1", kept: int = 1, deleted: i
             "objects": [], "counts": counts if not held_out else {**counts, "kept": 0}}  # fmt: skip
 
 
-@pytest.mark.django_db
-def test_the_comparison_on_a_constructed_crowd(manager, api_as) -> None:
-    project = project_with_tasks(manager, tasks=40, overlap=3)
+def answering(manager, tasks: int) -> tuple[Any, Callable[..., None]]:
+    """A project with pre-labels on, and a way to store one answer after another to its tasks:
+    with or without pre-labels, the time it took, its gold score if any."""
+    project = project_with_tasks(manager, tasks=tasks, overlap=3)
     project.prelabels = True
     project.save(update_fields=["prelabels"])
-    tasks = iter(Task.objects.filter(project=project).select_related("image").order_by("pk"))
-    ann, bob = WorkerFactory.create(username="ann"), WorkerFactory.create(username="bob")
+    rows = iter(Task.objects.filter(project=project).select_related("image").order_by("pk"))
     now = timezone.now()
 
-    def answer(worker, *, held_out, seconds, gold=None, version="v1"):
-        task = next(tasks)
+    def answer(worker, *, held_out, seconds, gold=None, version="v1", kept=1):
+        task = next(rows)
         a = Assignment.objects.create(
             task=task, project=project, worker=worker, status="submitted", leased_at=now,
             expires_at=now + timedelta(minutes=10), submitted_at=now, answer=[],
-            time_spent_ms=int(seconds * 1000), prelabels=record(held_out, version),
+            time_spent_ms=int(seconds * 1000), prelabels=record(held_out, version, kept=kept),
         )  # fmt: skip
         if gold is not None:
             GoldResult.objects.create(
                 assignment=a, project=project, worker=worker, image=task.image, score=gold,
                 passed=gold >= 0.7,
             )  # fmt: skip
+
+    return project, answer
+
+
+@pytest.mark.django_db
+def test_the_comparison_on_a_constructed_crowd(manager, api_as) -> None:
+    project, answer = answering(manager, tasks=40)
+    ann, bob = WorkerFactory.create(username="ann"), WorkerFactory.create(username="bob")
 
     ann_with = [(0.9, 10), (0.8, 12), (0.85, 8)]
     ann_without = [(0.6, 20), (0.7, 22)]
@@ -112,26 +122,13 @@ def test_a_suspended_workers_answers_are_left_out_of_the_overall_comparison(
 ) -> None:
     from qa.models import WorkerScore
 
-    project = project_with_tasks(manager, tasks=12, overlap=2)
-    project.prelabels = True
-    project.save(update_fields=["prelabels"])
-    tasks = iter(Task.objects.filter(project=project).select_related("image").order_by("pk"))
+    project, answer = answering(manager, tasks=12)
     ann, spam = WorkerFactory.create(username="ann"), WorkerFactory.create(username="spam")
-    now = timezone.now()
     for worker, held, score in (
         (ann, False, 0.6), (ann, False, 0.7), (ann, True, 0.9), (ann, True, 0.8),
         (spam, False, 0.0), (spam, True, 1.0), (spam, True, 0.0),
     ):  # fmt: skip
-        task = next(tasks)
-        a = Assignment.objects.create(
-            task=task, project=project, worker=worker, status="submitted", leased_at=now,
-            expires_at=now + timedelta(minutes=10), submitted_at=now, answer=[],
-            time_spent_ms=1000, prelabels=record(held, kept=3),
-        )  # fmt: skip
-        GoldResult.objects.create(
-            assignment=a, project=project, worker=worker, image=task.image, score=score,
-            passed=score >= 0.7,
-        )  # fmt: skip
+        answer(worker, held_out=held, seconds=1, gold=score, kept=3)
     url = f"/api/v1/projects/{project.pk}/prelabels/effect/"
     before = api_as(manager).get(url).json()
     assert before["overall"]["with_prelabels"]["gold_answers"] == 3  # nobody suspended yet
