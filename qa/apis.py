@@ -19,8 +19,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import NotFound
-from crowd.fields import ID_MAX, ID_MIN, StrictCharField, messages
+from crowd.errors import InvalidInput, NotFound
+from crowd.fields import (
+    ID_MAX,
+    ID_MIN,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    messages,
+)
 from crowd.models import Role
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.parsers import JSONParser
@@ -35,6 +42,7 @@ from crowd.uploads import (
 )
 from qa import auto_accept, merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
+from tasks import routing
 from tasks.models import Task
 from tasks.prediction_formats import FORMATS
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
@@ -812,6 +820,68 @@ class ProjectAutoAcceptApi(APIView):
         project = project_for_manager(user, project_id)
         auto_accept.auto_accept_request(project.pk)
         return Response(auto_accept.project_auto_accept(project), status=status.HTTP_202_ACCEPTED)
+
+
+MAX_REOPEN_IMAGES = 10_000
+
+
+class AutoAcceptReopenIn(serializers.Serializer):
+    images = serializers.ListField(
+        child=StrictIntegerField(), min_length=1, max_length=MAX_REOPEN_IMAGES, required=False,
+        help_text="Images the model labelled alone, to send back to the crowd.",
+    )  # fmt: skip
+    all = StrictBooleanField(
+        required=False, help_text="true: every image the model labelled alone."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("images" in attrs) == bool(attrs.get("all")):
+            raise serializers.ValidationError('Give either "images" or "all": true.')
+        return attrs
+
+
+class AutoAcceptReopenOut(serializers.Serializer):
+    reopened = serializers.IntegerField(help_text="Images sent back to the crowd.")
+    images_auto_accepted = serializers.IntegerField(help_text="Images the model still labels.")
+
+
+class ProjectAutoAcceptReopenApi(APIView):
+    permission_classes = [IsManager]
+
+    @extend_schema(
+        request=AutoAcceptReopenIn,
+        responses={200: AutoAcceptReopenOut},
+        description="Managers of the project only: sends images the model labelled alone "
+        "(auto-accept) back to the crowd: their tasks are open again with no answer, routed "
+        "like any other, and auto-accept never labels them again. 400 naming the images "
+        "that are not the project's or were not labelled by the model alone; nothing is "
+        "reopened then.",
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_manager(request_user(request), project_id)
+        body = AutoAcceptReopenIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        ids = body.validated_data.get("images")
+        if ids is not None:
+            accepted = set(
+                Task.objects.filter(project=project, image_id__in=ids)
+                .exclude(auto_accepted_version="")
+                .values_list("image_id", flat=True)
+            )
+            if missing := sorted(set(ids) - accepted):
+                raise InvalidInput(
+                    f"{len(missing)} of the images were not labelled by the model alone in "
+                    "this project; nothing was reopened.",
+                    code="not_auto_accepted",
+                    errors={
+                        "images": [
+                            f"Image {i} was not labelled by the model alone." for i in missing[:100]
+                        ]
+                    },
+                )
+        reopened = routing.auto_accepted_reopen(project=project, image_ids=ids)
+        left = auto_accept.project_auto_accept(project)["images_auto_accepted"]
+        return Response({"reopened": reopened, "images_auto_accepted": left})
 
 
 class ProjectAgreementApi(APIView):

@@ -251,9 +251,13 @@ def calibrate(project: Project) -> AutoAcceptState:
 
 def _candidates(project: Project, version: str) -> Any:
     """Images whose every task is open, not gold, unanswered and unleased, with a prediction
-    of the version, and no gold answer."""
+    of the version, and no gold answer; none a manager sent back to the crowd."""
     blocking = Task.objects.filter(image=OuterRef("pk")).filter(
-        Q(is_gold=True) | ~Q(state=TaskState.OPEN) | Q(answers__gt=0) | Q(open_leases__gt=0)
+        Q(is_gold=True)
+        | ~Q(state=TaskState.OPEN)
+        | Q(answers__gt=0)
+        | Q(open_leases__gt=0)
+        | Q(people_only=True)
     )
     return (
         Image.objects.filter(project=project, status=ImageStatus.READY)

@@ -57,6 +57,11 @@ urlpatterns = [
         name="project-auto-accept",
     ),
     path(
+        "projects/<int:project_id>/auto-accept/reopen/",
+        apis.ProjectAutoAcceptReopenApi.as_view(),
+        name="project-auto-accept-reopen",
+    ),
+    path(
         "projects/<int:project_id>/consensus/",
         apis.ProjectConsensusApi.as_view(),
         name="project-consensus",

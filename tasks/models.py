@@ -314,6 +314,9 @@ class Task(models.Model):
     # The model version whose prediction completed this task without a human answer
     # (auto-accept); empty for tasks people answered.
     auto_accepted_version = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # A manager sent this task's image back to the crowd after the model had labelled it
+    # alone: auto-accept never labels it again.
+    people_only = models.BooleanField(default=False, db_default=False)
     # How sure the project's current model version is of this task's image (0..1,
     # ``prelabel_core.confidence``); null without a prediction of it. Kept by
     # ``tasks.task_order`` whenever predictions are stored; ``uncertain_first`` routes by it.

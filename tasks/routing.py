@@ -1035,7 +1035,7 @@ def image_auto_accept(
             total = Task.objects.filter(project=project, image_id=image_id).count()
             changed = Task.objects.filter(
                 project=project, image_id=image_id, state=TaskState.OPEN, is_gold=False,
-                open_leases=0, answers=0,
+                open_leases=0, answers=0, people_only=False,
             ).update(
                 state=TaskState.DONE, done_at=now, confidence=confidence, low_confidence=False,
                 auto_accepted_version=model_version, stalled_at=None,
@@ -1046,3 +1046,21 @@ def image_auto_accept(
         return False
     events.project_changed(project.pk)
     return True
+
+
+def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> int:
+    """Send images the model labelled alone back to the crowd (``None``: all of them): their
+    tasks are open again, with no answer, and auto-accept never labels them again. Returns
+    the images reopened; an image the model did not label alone is left as it is."""
+    tasks = Task.objects.filter(project=project).exclude(auto_accepted_version="")
+    if image_ids is not None:
+        tasks = tasks.filter(image_id__in=image_ids)
+    with transaction.atomic():
+        images = set(tasks.values_list("image_id", flat=True))
+        tasks.update(
+            state=TaskState.OPEN, done_at=None, confidence=None, low_confidence=False,
+            auto_accepted_version="", people_only=True,
+        )  # fmt: skip
+    if images:
+        events.project_changed(project.pk)
+    return len(images)

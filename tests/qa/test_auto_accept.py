@@ -271,6 +271,58 @@ def test_passing_images_are_completed_by_the_model_without_answers_or_pay(manage
 
 
 @pytest.mark.both_databases
+def test_images_the_model_labelled_go_back_to_the_crowd_when_the_manager_says(
+    manager: Any,
+) -> None:
+    project, _ = _calibrated_classification(manager)
+    assert auto_accept.auto_accept_run(project_id=project.pk)["accepted"] == 6
+    real = Task.objects.filter(project=project, is_gold=False).order_by("image_id")
+    first, second = list(real.values_list("image_id", flat=True))[:2]
+    url = f"/api/v1/projects/{project.pk}/auto-accept/reopen/"
+    api = _as(manager)
+
+    response = api.post(url, {"images": [first, second]}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"reopened": 2, "images_auto_accepted": 4}
+    back = Task.objects.filter(project=project, image_id__in=[first, second])
+    assert set(back.values_list("state", "auto_accepted_version", "people_only", "answers")) == {
+        (TaskState.OPEN, "", True, 0)
+    }
+    assert not back.exclude(done_at=None).exists()
+    # People get them, and the model does not label them again.
+    lease = routing.assignment_next(project=project, worker=WorkerFactory.create(), rand=no_gold)
+    assert lease is not None
+    assert lease.task.image_id in (first, second)
+    assert auto_accept.auto_accept_run(project_id=project.pk)["accepted"] == 0
+    assert back.filter(state=TaskState.OPEN).count() == 2
+
+    # An image not labelled by the model alone (now, or ever) is a 400 naming it; nothing moves.
+    gold_image = Task.objects.filter(project=project, is_gold=True).values_list(
+        "image_id", flat=True
+    )[0]
+    third = list(real.values_list("image_id", flat=True))[2]
+    refused = api.post(url, {"images": [third, first, gold_image]}, format="json")
+    assert (refused.status_code, refused.json()["code"]) == (400, "not_auto_accepted")
+    assert refused.json()["errors"] == {
+        "images": [
+            f"Image {i} was not labelled by the model alone." for i in sorted([first, gold_image])
+        ]
+    }
+    assert real.filter(image_id=third).get().state == TaskState.DONE
+    body: dict[str, Any]
+    for body in ({}, {"images": []}, {"images": ["1"]}, {"all": False},
+                 {"all": True, "images": [third]}, {"all": "yes"}):  # fmt: skip
+        assert api.post(url, body, format="json").status_code == 400, body
+    assert auto_accept.project_auto_accept(project)["images_auto_accepted"] == 4
+
+    everything = api.post(url, {"all": True}, format="json").json()
+    assert everything == {"reopened": 4, "images_auto_accepted": 0}
+    assert not real.exclude(state=TaskState.OPEN).exclude(image_id__in=[first, second]).exists()
+    for user in (WorkerFactory.create(), ClientFactory.create()):
+        assert _as(user).post(url, {"all": True}, format="json").status_code == 403
+
+
+@pytest.mark.both_databases
 def test_gold_is_never_auto_accepted(manager: Any) -> None:
     project, _ = _calibrated_classification(manager)
     auto_accept.auto_accept_run(project_id=project.pk)

@@ -239,6 +239,10 @@ MATRIX: dict[str, dict[str, Case]] = {
         "get": Case(managers_of_the_project(200)),
         "post": Case(managers_of_the_project(202)),
     },
+    # Nothing the model labelled alone in the world: 0 images reopened.
+    "project-auto-accept-reopen": {
+        "post": Case(managers_of_the_project(200), lambda w: {"all": True})
+    },
     "project-prelabel-effect": {"get": Case(managers_of_the_project(200))},
     "task-reference": {"get": Case(managers_of_the_project(200))},
     "project-throughput": {"get": Case(members_of_the_project(200))},
