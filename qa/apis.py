@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowd.apis import MoneyOut
-from crowd.errors import InvalidInput, NotFound
+from crowd.errors import NotFound
 from crowd.fields import (
     ID_MAX,
     ID_MIN,
@@ -42,7 +42,6 @@ from crowd.uploads import (
 )
 from qa import auto_accept, merge, model_scores, selectors, services
 from qa.models import ConsensusRun, GoldAnswer
-from tasks import routing
 from tasks.models import Task
 from tasks.prediction_formats import FORMATS
 from tasks.selectors import project_for_manager, project_for_user, project_for_worker
@@ -861,25 +860,9 @@ class ProjectAutoAcceptReopenApi(APIView):
         project = project_for_manager(request_user(request), project_id)
         body = AutoAcceptReopenIn(data=request.data)
         body.is_valid(raise_exception=True)
-        ids = body.validated_data.get("images")
-        if ids is not None:
-            accepted = set(
-                Task.objects.filter(project=project, image_id__in=ids)
-                .exclude(auto_accepted_version="")
-                .values_list("image_id", flat=True)
-            )
-            if missing := sorted(set(ids) - accepted):
-                raise InvalidInput(
-                    f"{len(missing)} of the images were not labelled by the model alone in "
-                    "this project; nothing was reopened.",
-                    code="not_auto_accepted",
-                    errors={
-                        "images": [
-                            f"Image {i} was not labelled by the model alone." for i in missing[:100]
-                        ]
-                    },
-                )
-        reopened = routing.auto_accepted_reopen(project=project, image_ids=ids)
+        reopened = auto_accept.auto_accepted_reopen(
+            project=project, image_ids=body.validated_data.get("images")
+        )
         left = auto_accept.project_auto_accept(project)["images_auto_accepted"]
         return Response({"reopened": reopened, "images_auto_accepted": left})
 

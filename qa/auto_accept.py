@@ -45,10 +45,11 @@ from typing import Any
 from django.db.models import Exists, OuterRef, Q
 from django.utils.crypto import salted_hmac
 
+from crowd.errors import InvalidInput
 from qa import auto_accept_core as core
 from qa.model_scores import current_version, min_score, model_answer
 from qa.models import AutoAcceptState, ConsensusResult, GoldAnswer
-from tasks import prelabel_core
+from tasks import prelabel_core, routing
 from tasks.models import Image, ImageStatus, Kind, Prediction, Project, Task, TaskState
 from tasks.routing import image_auto_accept
 from tasks.services import AUTO_ACCEPT_DEFAULTS
@@ -306,6 +307,30 @@ def auto_accept_run(*, project_id: int) -> dict[str, Any]:
     if accepted:
         logger.info("auto-accepted %s images of project %s", accepted, project_id)
     return {"accepted": accepted, "spot_checked": spot}
+
+
+def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> int:
+    """Send images the model labelled alone back to the crowd (``None``: all of them); the
+    number reopened. InvalidInput naming the images that are not the project's or were not
+    labelled by the model alone, and nothing reopened."""
+    if image_ids is not None:
+        accepted = set(
+            Task.objects.filter(project=project, image_id__in=image_ids)
+            .exclude(auto_accepted_version="")
+            .values_list("image_id", flat=True)
+        )
+        if missing := sorted(set(image_ids) - accepted):
+            raise InvalidInput(
+                f"{len(missing)} of the images were not labelled by the model alone in this "
+                "project; nothing was reopened.",
+                code="not_auto_accepted",
+                errors={
+                    "images": [
+                        f"Image {i} was not labelled by the model alone." for i in missing[:100]
+                    ]
+                },
+            )
+    return routing.auto_accepted_reopen(project=project, image_ids=image_ids)
 
 
 def auto_accept_request(project_id: int) -> None:
