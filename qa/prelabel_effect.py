@@ -6,8 +6,8 @@ Only answers to tasks whose image had a prediction count: there the draw alone d
 the worker saw the model's objects, so the two arms differ by the pre-labels and nothing else.
 The overall comparison and the pre-label outcomes leave out the answers of workers suspended
 from the project, as consensus and agreement do: a spammer's answers ignore the image and the
-pre-labels alike, and in a mixed crowd they drowned the anchoring of everyone else. Suspended
-workers keep their own row, marked.
+pre-labels alike, so they only add noise to both sides. Suspended workers keep their own row,
+marked.
 """
 
 from __future__ import annotations
