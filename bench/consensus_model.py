@@ -429,9 +429,8 @@ def _cheapest(
     else:
         humans, threshold, f1 = min(reaching)
         method = f"model + rates, fewest answers reaching fixed 5: at {threshold}"
-    row = _row(
+    return _row(
         profile, f"{method} ({unseen}; threshold: F1/answers {curve})", f1, humans,
         time.perf_counter() - started,
         "ok" if reaching and humans <= MAX_HUMAN_SHARE * FIXED else "MISSED", world,
     )  # fmt: skip
-    return row

@@ -860,11 +860,11 @@ class ProjectAutoAcceptReopenApi(APIView):
         project = project_for_manager(request_user(request), project_id)
         body = AutoAcceptReopenIn(data=request.data)
         body.is_valid(raise_exception=True)
-        reopened = auto_accept.auto_accepted_reopen(
-            project=project, image_ids=body.validated_data.get("images")
+        return Response(
+            auto_accept.auto_accepted_reopen(
+                project=project, image_ids=body.validated_data.get("images")
+            )
         )
-        left = auto_accept.project_auto_accept(project)["images_auto_accepted"]
-        return Response({"reopened": reopened, "images_auto_accepted": left})
 
 
 class ProjectAgreementApi(APIView):

@@ -45,7 +45,6 @@ from typing import Any
 from django.db.models import Exists, OuterRef, Q
 from django.utils.crypto import salted_hmac
 
-from crowd.errors import InvalidInput
 from qa import auto_accept_core as core
 from qa.model_scores import current_version, min_score, model_answer
 from qa.models import AutoAcceptState, ConsensusResult, GoldAnswer
@@ -309,28 +308,16 @@ def auto_accept_run(*, project_id: int) -> dict[str, Any]:
     return {"accepted": accepted, "spot_checked": spot}
 
 
-def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> int:
-    """Send images the model labelled alone back to the crowd (``None``: all of them); the
-    number reopened. InvalidInput naming the images that are not the project's or were not
-    labelled by the model alone, and nothing reopened."""
-    if image_ids is not None:
-        accepted = set(
-            Task.objects.filter(project=project, image_id__in=image_ids)
-            .exclude(auto_accepted_version="")
-            .values_list("image_id", flat=True)
-        )
-        if missing := sorted(set(image_ids) - accepted):
-            raise InvalidInput(
-                f"{len(missing)} of the images were not labelled by the model alone in this "
-                "project; nothing was reopened.",
-                code="not_auto_accepted",
-                errors={
-                    "images": [
-                        f"Image {i} was not labelled by the model alone." for i in missing[:100]
-                    ]
-                },
-            )
-    return routing.auto_accepted_reopen(project=project, image_ids=image_ids)
+def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> dict[str, int]:
+    """Send images the model labelled alone back to the crowd (``None``: all of them): the
+    images reopened and those the model still labels. ``routing.NotAutoAccepted`` (a 400)
+    naming the images the model did not label alone in the project, and nothing reopened."""
+    reopened = routing.auto_accepted_reopen(project=project, image_ids=image_ids)
+    return {"reopened": reopened, "images_auto_accepted": _images_auto_accepted(project)}
+
+
+def _images_auto_accepted(project: Project) -> int:
+    return routing.auto_accepted_images(project).values("image_id").distinct().count()
 
 
 def auto_accept_request(project_id: int) -> None:
@@ -404,13 +391,7 @@ def project_auto_accept(project: Project) -> dict[str, Any]:
     """What managers see: the setting, the calibration as last computed, and the images the
     model labelled alone."""
     state = AutoAcceptState.objects.filter(project=project).first()
-    accepted = (
-        Task.objects.filter(project=project)
-        .exclude(auto_accepted_version="")
-        .values("image_id")
-        .distinct()
-        .count()
-    )
+    accepted = _images_auto_accepted(project)
     figures = state.figures if state else {}
     return {
         "settings": settings_of(project),

@@ -33,11 +33,11 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
-from crowd.errors import Conflict, Forbidden, NotFound
+from crowd.errors import Conflict, Forbidden, InvalidInput, NotFound
 from crowd.models import User
 from crowd.prepared import Joined, Prepared
 from tasks import events, prelabels
@@ -1048,15 +1048,35 @@ def image_auto_accept(
     return True
 
 
+class NotAutoAccepted(InvalidInput):
+    def __init__(self, missing: list[int]) -> None:
+        super().__init__(
+            f"{len(missing)} of the images were not labelled by the model alone in this "
+            "project; nothing was reopened.",
+            code="not_auto_accepted",
+            errors={
+                "images": [f"Image {i} was not labelled by the model alone." for i in missing[:100]]
+            },
+        )
+
+
+def auto_accepted_images(project: Project) -> QuerySet[Task]:
+    """The project's tasks the model labelled alone (auto-accept)."""
+    return Task.objects.filter(project=project).exclude(auto_accepted_version="")
+
+
 def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> int:
     """Send images the model labelled alone back to the crowd (``None``: all of them): their
     tasks are open again, with no answer, and auto-accept never labels them again. Returns
-    the images reopened; an image the model did not label alone is left as it is."""
-    tasks = Task.objects.filter(project=project).exclude(auto_accepted_version="")
+    the images reopened. NotAutoAccepted naming the images the model did not label alone in
+    the project, and nothing reopened."""
+    tasks = auto_accepted_images(project)
     if image_ids is not None:
         tasks = tasks.filter(image_id__in=image_ids)
     with transaction.atomic():
         images = set(tasks.values_list("image_id", flat=True))
+        if image_ids is not None and (missing := sorted(set(image_ids) - images)):
+            raise NotAutoAccepted(missing)
         tasks.update(
             state=TaskState.OPEN, done_at=None, confidence=None, low_confidence=False,
             auto_accepted_version="", people_only=True,
