@@ -174,28 +174,44 @@ class RedisBroadcastLayer(RedisPubSubChannelLayer):
         super().__init__(*args, **kwargs)
         self._hosts = decode_hosts(kwargs.get("hosts"))
         self._prefix = kwargs.get("prefix", "asgi")
-        self._counters: dict[int, Any] = {}
+        self._clients: dict[int, Any] = {}
+
+    def _client(self, channel: str) -> Any:
+        """A plain (blocking, thread-safe) Redis client for ``channel``'s shard: a command
+        from any thread, with no event loop."""
+        import redis
+
+        shard = _consistent_hash(channel, len(self._hosts))
+        client = self._clients.get(shard)
+        if client is None:
+            client = redis.Redis.from_url(
+                self._hosts[shard]["address"], socket_timeout=1.0, socket_connect_timeout=1.0,
+                retry_on_error=[RedisConnectionError],
+            )  # fmt: skip
+            self._clients[shard] = client
+        return client
+
+    def _group_channel(self, group: str) -> str:
+        return f"{self._prefix}__group__{group}"  # as channels_redis names it
 
     def has_listeners(self, group: str) -> bool:
         """Whether any process has a consumer in ``group``: Redis counts the subscribers of
         the group's channel (one command, from any thread). True when Redis cannot say, so
         a frame is never dropped for want of an answer."""
-        import redis
-
-        channel = f"{self._prefix}__group__{group}"
-        shard = _consistent_hash(channel, len(self._hosts))
-        client = self._counters.get(shard)
-        if client is None:
-            host = self._hosts[shard]
-            client = redis.Redis.from_url(
-                host["address"], socket_timeout=1.0, socket_connect_timeout=1.0
-            )
-            self._counters[shard] = client
+        channel = self._group_channel(group)
         try:
-            counts = client.pubsub_numsub(channel)
-        except (redis.RedisError, OSError):
+            counts = self._client(channel).pubsub_numsub(channel)
+        except (*COMMAND_FAILED, OSError):
             return True
         return bool(counts and counts[0][1])
+
+    def publish_now(self, group: str, message: dict[str, Any]) -> None:
+        """``group_send`` from the calling thread, done when Redis has the message: one
+        PUBLISH on a plain connection, no event loop and no hand-over to the server's (a
+        request thread's frame used to cross to the loop's thread and back through the
+        interpreter lock). Raises what the command raised."""
+        channel = self._group_channel(group)
+        self._client(channel).publish(channel, self.serialize(message))
 
     def _get_layer(self) -> _BroadcastLoopLayer:
         loop = asyncio.get_running_loop()

@@ -48,15 +48,18 @@ def user_group(user_id: int) -> str:
 
 
 # The server's event loop (uvicorn's one loop per process), remembered by the ASGI application
-# on its first call. Frames sent from other threads (a request's, a job's, the coalescer's)
-# are handed to it and not waited for, so no request stalls behind a fan-out: the in-memory
-# layer's queues belong to that loop (a frame put from another thread may sit unnoticed), and
-# a Redis layer keeps its connections per loop (``async_to_sync`` from a plain thread makes a
-# loop, and with it a connection, per frame). Frames from one thread keep their order: the
-# loop starts the sends as they come, and each layer sends in the order it is called.
+# on its first call. On the Redis layer a frame sent from another thread (a request's, a
+# job's, the coalescer's) is published from that thread on a plain connection
+# (``publish_now``): one round trip, no event loop. Frames for the in-memory layer are handed
+# to the server's loop and not waited for: its queues belong to that loop (a frame put from
+# another thread may sit unnoticed). Frames from one thread keep their order either way.
 _home_loop: asyncio.AbstractEventLoop | None = None
 # Sends started on the loop itself, held until done (the loop keeps only weak references).
 _in_flight: set[asyncio.Task[None]] = set()
+# After a direct publish failed (Redis unreachable), frames go the loop's way for this long:
+# a request then does not wait on a connection timeout per frame.
+DIRECT_PAUSE_SECONDS = 5.0
+_direct_paused_until = 0.0
 
 
 def remember_loop() -> None:
@@ -68,14 +71,16 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is None and _published_here(layer, group, message):
+        return
     loop = _home_loop
     if loop is None or not loop.is_running():  # a job worker, a management command, a test
         _send_here(layer.group_send(group, message))
         return
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
     if running is loop:
         task = loop.create_task(layer.group_send(group, message))
         _in_flight.add(task)
@@ -83,6 +88,21 @@ def _layer_send(group: str, message: dict[str, Any]) -> None:
         return
     future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
     future.add_done_callback(lambda done: _report(group, done))
+
+
+def _published_here(layer: Any, group: str, message: dict[str, Any]) -> bool:
+    """Publish from this thread if the layer can (Redis); False to send it the loop's way."""
+    global _direct_paused_until
+    publish_now = getattr(layer, "publish_now", None)
+    if publish_now is None or time.monotonic() < _direct_paused_until:
+        return False
+    try:
+        publish_now(group, message)
+    except Exception as exc:
+        log.warning("live frame for %s not published directly: %r", group, exc)
+        _direct_paused_until = time.monotonic() + DIRECT_PAUSE_SECONDS
+        return False
+    return True
 
 
 _thread_loops = threading.local()
@@ -119,7 +139,8 @@ def _forget_inherited() -> None:
     holds its Redis connections, and a socket both processes write to delivers each one's
     replies to whichever reads first: the other then waits out its timeout, seconds a frame.
     The coalescer's thread did not survive the fork, and its lock may have been held."""
-    global _home_loop, _thread_loops, _coalescer
+    global _home_loop, _thread_loops, _coalescer, _direct_paused_until
+    _direct_paused_until = 0.0
     _inherited.append((_home_loop, _thread_loops, dict(channel_layers.backends), _coalescer))
     _home_loop, _thread_loops, _coalescer = None, threading.local(), None
     _in_flight.clear()
