@@ -217,6 +217,10 @@ class Coalescer:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="live-frames", daemon=True)
                 self._thread.start()
+            elif before is not None:
+                # The key's frame is waiting already, and the thread knows when it is due:
+                # waking it (a thread switch per submission, under load) would change nothing.
+                return
             self._wake.notify()
 
     def _due(self, now: float) -> tuple[dict[str, tuple[_Changes, float]], float | None]:

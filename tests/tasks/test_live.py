@@ -257,6 +257,37 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
     assert sent == sorted(sent)
 
 
+def test_changes_to_a_waiting_frame_do_not_wake_the_frames_thread() -> None:
+    """Under load every submission touches the same few keys: while a key's frame waits out
+    its quiet period, a change to it has nothing for the thread to do sooner."""
+    sent: list[int] = []
+    counter = {"n": 0}
+
+    class Counting(Coalescer):
+        def _send(self, key, group, build, committed):
+            sent.append(build()["n"])
+            return True
+
+    c = Counting(interval=0.2)
+    wakes = {"n": 0}
+    notify = c._wake.notify
+
+    def counted_notify(n: int = 1) -> None:
+        wakes["n"] += 1
+        notify(n)
+
+    c._wake.notify = counted_notify  # type: ignore[method-assign]
+    for _ in range(300):
+        counter["n"] += 1
+        c.submit("k", "g", lambda: {"n": counter["n"]})
+        time.sleep(0.001)
+    time.sleep(0.5)
+    # The first submission starts the thread, one per quiet period wakes it: not 300.
+    assert wakes["n"] <= 10
+    assert sent[0] == 1
+    assert sent[-1] == 300  # the trailing frame still carries the latest state
+
+
 def test_a_frame_with_nothing_new_is_not_sent_and_does_not_hold_the_next(monkeypatch) -> None:
     sent: list[tuple[str, dict]] = []
     monkeypatch.setattr(live, "send_now", lambda group, event: sent.append((group, event)))
