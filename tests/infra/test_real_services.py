@@ -102,3 +102,26 @@ def test_healthz_on_the_redis_channel_layer(redis_server: Server) -> None:
         response = APIClient().get("/healthz")
     assert response.status_code == 200, response.content
     assert response.json()["channel_layer"]["backend"] == "RedisBroadcastLayer"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_statement_run_again_and_again_is_planned_once_per_connection(manager: Any) -> None:
+    """DATABASE_PREPARE_THRESHOLD (5): from its fifth run on, a statement is a prepared one
+    of the connection's, planned once (the routing claim's cost was half planning)."""
+    from tests.factories import project_with_tasks
+
+    project = project_with_tasks(manager, tasks=3, overlap=1)
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["%tasks_task%project_id%"],
+            )
+            return int(cursor.fetchone()[0])
+
+    before = prepared()
+    for _ in range(6):
+        list(project.tasks.filter(state="open").values_list("pk", flat=True))
+    assert prepared() == before + 1
