@@ -97,11 +97,15 @@ def _service_client(args: tuple[int, int, float, Any]) -> int:
     project = Project.objects.get(pk=project_id)
     worker = User.objects.get(pk=worker_id)
     cycles, deadline = 0, time.monotonic() + seconds
+    answered = False  # as submit?next=1 asks for the next task: right after an answer
     while time.monotonic() < deadline:
-        lease = routing.assignment_next(project=project, worker=worker, rand=lambda: 1.0)
+        lease = routing.assignment_next(
+            project=project, worker=worker, rand=lambda: 1.0, after_answer=answered
+        )
         if lease is None:
             break
         routing.assignment_submit(assignment_id=lease.pk, worker=worker, annotations=BOX)
+        answered = True
         cycles += 1
     connections.close_all()
     return cycles

@@ -1230,7 +1230,7 @@ def _next_after(worker: User, project: Project) -> dict[str, Any]:
     not raised."""
     try:
         selectors.project_open_to_workers(project)
-        lease = routing.assignment_next(project=project, worker=worker)
+        lease = routing.assignment_next(project=project, worker=worker, after_answer=True)
     except (NotFound, Forbidden) as exc:
         return {"next": None, "next_refused": {"detail": exc.detail, "code": exc.code}}
     if lease is None:

@@ -417,34 +417,72 @@ def _keep_sweeping() -> None:
     leases_sweep_schedule()
 
 
+# Asked for the next task right after an answer, a worker holds no lease in the project (one
+# at most, and they answered it): routing claims at once, and looks for the project's expired
+# leases (to release them) at most this often per process. A lease of theirs after all (a
+# concurrent request's) makes the claim's insert fail on the one-lease constraint, and the
+# full path runs.
+RELEASE_LOOK_SECONDS = 1.0
+_release_looked: dict[int, float] = {}
+
+
+def _release_look_due(project_id: int) -> bool:
+    now = time.monotonic()
+    if now - _release_looked.get(project_id, float("-inf")) < RELEASE_LOOK_SECONDS:
+        return False
+    _release_looked[project_id] = now
+    return True
+
+
 def assignment_next(
-    *, project: Project, worker: User, rand: Callable[[], float] | None = None
+    *,
+    project: Project,
+    worker: User,
+    rand: Callable[[], float] | None = None,
+    after_answer: bool = False,
 ) -> Assignment | None:
     """The worker's task: their open lease if they hold one, else gold at the worker's gold
-    rate, else the claimable task closest to done. None when nothing is available."""
+    rate, else the claimable task closest to done. None when nothing is available.
+    ``after_answer``: the worker has just answered their lease in this project."""
     if project.state != ProjectState.ACTIVE:
         return None
     admission = routing_policy().admission(project=project, worker=worker)
     if admission.reason:
         raise NotEligible(admission.reason)
     _keep_sweeping()
-    own = _own_lease_releasing_expired(project, worker)
-    if own is not None:
-        return own
+    looked = not after_answer or _release_look_due(project.pk)
+    if looked:
+        own = _own_lease_releasing_expired(project, worker)
+        if own is not None:
+            return own
     try:
-        if project.budget is None:
-            return _claim(project, worker, admission, rand)
-        # The budget check and the claim are one step under the project's row lock (which
-        # bonuses take too): checked apart, concurrent claims each passed a check that only
-        # some of them fitted, and the project spent past its budget by a reward each.
-        with transaction.atomic():
-            project.lock()
-            if budget_exhausted(project):
-                return None
-            return _claim(project, worker, admission, rand)
+        lease = _claim_within_budget(project, worker, admission, rand)
     except IntegrityError:
-        # A concurrent request of the same worker (a double click) took a lease first.
-        return _open_lease(project, worker)
+        # The worker holds a lease: a concurrent request of theirs (a double click) took it
+        # first, or (after an answer) one this claim did not look for, perhaps expired.
+        if looked:
+            return _open_lease(project, worker)
+        return assignment_next(project=project, worker=worker, rand=rand)
+    if lease is None and not looked:
+        # Nothing to claim: the worker may hold a lease after all (a replayed answer), or
+        # expired leases may hold the last free slots. The full look decides.
+        return assignment_next(project=project, worker=worker, rand=rand)
+    return lease
+
+
+def _claim_within_budget(
+    project: Project, worker: User, admission: Admission, rand: Callable[[], float] | None
+) -> Assignment | None:
+    if project.budget is None:
+        return _claim(project, worker, admission, rand)
+    # The budget check and the claim are one step under the project's row lock (which
+    # bonuses take too): checked apart, concurrent claims each passed a check that only
+    # some of them fitted, and the project spent past its budget by a reward each.
+    with transaction.atomic():
+        project.lock()
+        if budget_exhausted(project):
+            return None
+        return _claim(project, worker, admission, rand)
 
 
 def _claim(

@@ -24,6 +24,15 @@ def _fresh_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _release_looks_forgotten() -> None:
+    """When routing last looked for a project's expired leases is the process's memory: a
+    project id a rolled-back test used before is a new project in the next."""
+    from tasks import routing
+
+    routing._release_looked.clear()
+
+
+@pytest.fixture(autouse=True)
 def _decisions(request: pytest.FixtureRequest, settings: Any) -> None:
     """Tests decide a completed task in the submitting request, where they can see it at
     once inside their rolled-back transaction; those marked ``deferred_decisions`` run the

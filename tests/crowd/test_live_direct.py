@@ -31,12 +31,24 @@ def server_loop() -> Iterator[asyncio.AbstractEventLoop]:
     finally:
         live._home_loop = None
         live._direct_paused_until = 0.0
+        asyncio.run_coroutine_threadsafe(_settled(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
+        loop.close()
 
 
 async def _remember() -> None:
     live.remember_loop()
+
+
+async def _settled() -> None:
+    """The sends handed to the loop end (or are canceled) before it stops."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if others:
+        await asyncio.wait(others, timeout=3)
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def test_a_frame_from_a_thread_reaches_redis_while_the_server_loop_is_busy(

@@ -26,9 +26,11 @@ pytestmark = [pytest.mark.django_db]
 
 BOX = {"annotations": [{"label": "car", "bbox": [10, 10, 50, 40]}]}
 
-# (next, submit, submit?next=1) with the token's user cached, and without.
-CACHED = (8, 5, 12)
-UNCACHED = (9, 6, 13)
+# (next, submit, submit?next=1, and submit?next=1 again) with the token's user cached, and
+# without. The first submit?next=1 of the project in this process looks for its expired
+# leases; the next within routing.RELEASE_LOOK_SECONDS claims without that read.
+CACHED = (8, 5, 12, 11)
+UNCACHED = (9, 6, 13, 12)
 # The submit that gives a task its last required answer leaves its decision (consensus,
 # agreement of each worker) to a job: it costs what any submit does.
 COMPLETING = CACHED[1]
@@ -54,19 +56,23 @@ def started(manager: User, worker: User, api_as: Callable[[User], APIClient]) ->
     return project, api
 
 
-def cycle(project: Project, api: APIClient) -> tuple[int, int, int]:
-    """One next, one submit, one submit?next=1 (none completes a task): their queries."""
+def cycle(project: Project, api: APIClient) -> tuple[int, int, int, int]:
+    """One next, one submit, two submit?next=1 (none completes a task): their queries."""
     lease, next_sql = queries(lambda: api.post(f"/api/v1/projects/{project.pk}/assignments/next/"))
     assert lease.status_code == 201
     url = f"/api/v1/assignments/{lease.json()['id']}/submit/"
     done, submit_sql = queries(lambda: api.post(url, BOX, format="json"))
     assert done.status_code == 200
-    lease = api.post(f"/api/v1/projects/{project.pk}/assignments/next/")
-    url = f"/api/v1/assignments/{lease.json()['id']}/submit/?next=1"
-    done, both_sql = queries(lambda: api.post(url, BOX, format="json"))
-    assert done.status_code == 200
-    assert done.json()["next"] is not None
-    return len(next_sql), len(submit_sql), len(both_sql)
+    lease = api.post(f"/api/v1/projects/{project.pk}/assignments/next/").json()
+    counts = []
+    for _ in range(2):
+        url = f"/api/v1/assignments/{lease['id']}/submit/?next=1"
+        done, both_sql = queries(lambda: api.post(url, BOX, format="json"))  # noqa: B023
+        assert done.status_code == 200
+        lease = done.json()["next"]
+        assert lease is not None
+        counts.append(len(both_sql))
+    return len(next_sql), len(submit_sql), counts[0], counts[1]
 
 
 @pytest.mark.parametrize(("seconds", "expected"), [(60, CACHED), (0, UNCACHED)])
