@@ -3,7 +3,9 @@
 (a) claim+submit cycles/s through the routing services, 16 client processes, with the default
     task order and with ``task_order: uncertain_first``;
 (b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against uvicorn with
-    several processes, with p50/p99 latency per request;
+    several processes, with p50/p99 latency per request: the processes sharing one socket
+    (``make serve``: the kernel splits the connections, often unevenly), then one process a
+    port with the connections split evenly (a least-connections balancer in front);
 (c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
     same tables and indexes, 16 client processes.
 Each phase runs on its own project; afterwards duplicates and over-assignments are counted.
@@ -12,6 +14,7 @@ Each phase runs on its own project; afterwards duplicates and over-assignments a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -197,15 +200,18 @@ async def _request(
     return int(status_line.split()[1]), payload
 
 
-async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: float) -> dict:
+async def _http_clients(
+    ports: list[int], project_id: int, tokens: list[str], seconds: float
+) -> dict:
     """Each client takes its first lease with ``next/``, then submits with ``?next=1``: the
-    answer and the next lease in one round trip, as the workspace does."""
+    answer and the next lease in one round trip, as the workspace does. Client i keeps one
+    connection to ``ports[i % len(ports)]``."""
     latencies: list[float] = []
     errors = cycles = 0
     deadline = time.monotonic() + seconds
     submit_body = json.dumps({"annotations": BOX}).encode()
 
-    async def client(token: str) -> None:
+    async def client(token: str, port: int) -> None:
         nonlocal errors, cycles
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
@@ -238,7 +244,7 @@ async def _http_clients(port: int, project_id: int, tokens: list[str], seconds: 
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(t) for t in tokens))
+    await asyncio.gather(*(client(t, ports[i % len(ports)]) for i, t in enumerate(tokens)))
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -330,7 +336,7 @@ def _embedded(tasks: int, clients: int, seconds: float) -> dict[str, Any]:
             tasks=tasks, overlap=OVERLAP, workers=clients)).strip().splitlines()[-1]
     )  # fmt: skip
     with live_server(env, workers=1) as live:
-        result = asyncio.run(_http_clients(live.port, made["project"], made["tokens"], seconds))
+        result = asyncio.run(_http_clients([live.port], made["project"], made["tokens"], seconds))
         deadline = time.monotonic() + 120
         while True:  # the server's jobs decide what its last answers completed
             counts = json.loads(
@@ -421,20 +427,39 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                          ceiling, **_decided(unsure_project),
                          **_integrity(unsure_project)))  # fmt: skip
 
-        http_project, http_people = _make_project(tasks, 64, "http")
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
+        # `make serve`: the processes share one listening socket, and the kernel hands each
+        # new connection to whichever process accepts first; the clients' connections live
+        # for the whole run, so an uneven split lasts as long.
+        http_project, http_people = _make_project(tasks, 64, "http")
         with live_server(env, workers=processes) as live:
             result = asyncio.run(
-                _http_clients(live.port, http_project, [t for _, t in http_people], seconds)
+                _http_clients([live.port], http_project, [t for _, t in http_people], seconds)
             )
             decided = _decided(http_project)
+        rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes} (one socket) + jobs, "
+                         "PostgreSQL+Redis", 64, result["cycles"], result["seconds"], ceiling,
+                         p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
+                         http_errors=result["errors"], **decided,
+                         **_integrity(http_project)))  # fmt: skip
+        # Behind a balancer that spreads connections evenly (least connections): one
+        # process a port, the clients' connections split among them alike.
+        even_project, even_people = _make_project(tasks, 64, "even")
+        with contextlib.ExitStack() as servers:
+            ports = [servers.enter_context(live_server(env, workers=1)).port
+                     for _ in range(processes)]  # fmt: skip
+            result = asyncio.run(
+                _http_clients(ports, even_project, [t for _, t in even_people], seconds)
+            )
+            decided = _decided(even_project)
+        rows.append(_row(f"HTTP submit?next=1, {processes} x uvicorn, connections spread "
+                         "evenly + jobs, PostgreSQL+Redis", 64, result["cycles"],
+                         result["seconds"], ceiling, p50_ms=result["p50_ms"],
+                         p99_ms=result["p99_ms"], http_errors=result["errors"], **decided,
+                         **_integrity(even_project)))  # fmt: skip
     finally:
         jobs.stop()
         redis_server.stop()
-    rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes} + jobs, PostgreSQL+Redis", 64,
-                     result["cycles"], result["seconds"], ceiling, p50_ms=result["p50_ms"],
-                     p99_ms=result["p99_ms"], http_errors=result["errors"], **decided,
-                     **_integrity(http_project)))  # fmt: skip
 
     embedded = _embedded(tasks, 64, seconds)
     rows.append(_row("HTTP submit?next=1, embedded default (SQLite, uvicorn x1)", 64,
