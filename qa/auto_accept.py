@@ -317,7 +317,7 @@ def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> di
 
 
 def _images_auto_accepted(project: Project) -> int:
-    return routing.auto_accepted_images(project).values("image_id").distinct().count()
+    return routing.auto_accepted_tasks(project).values("image_id").distinct().count()
 
 
 def auto_accept_request(project_id: int) -> None:

@@ -1098,7 +1098,7 @@ class NotAutoAccepted(InvalidInput):
         )
 
 
-def auto_accepted_images(project: Project) -> QuerySet[Task]:
+def auto_accepted_tasks(project: Project) -> QuerySet[Task]:
     """The project's tasks the model labelled alone (auto-accept)."""
     return Task.objects.filter(project=project).exclude(auto_accepted_version="")
 
@@ -1108,7 +1108,7 @@ def auto_accepted_reopen(*, project: Project, image_ids: list[int] | None) -> in
     tasks are open again, with no answer, and auto-accept never labels them again. Returns
     the images reopened. NotAutoAccepted naming the images the model did not label alone in
     the project, and nothing reopened."""
-    tasks = auto_accepted_images(project)
+    tasks = auto_accepted_tasks(project)
     if image_ids is not None:
         tasks = tasks.filter(image_id__in=image_ids)
     with transaction.atomic():
