@@ -26,6 +26,7 @@ CLIENT = ("pages-client", "Lantern-quill-7731")
 @dataclass
 class Site:
     server: LiveServer
+    env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -150,4 +151,4 @@ def site_running() -> Iterator[Site]:
     manage(env, "createuser", MANAGER[0], "--role", "manager", "--password", MANAGER[1])
     manage(env, "createuser", CLIENT[0], "--role", "client", "--password", CLIENT[1])
     with live_server(env) as server:
-        yield Site(server)
+        yield Site(server, env)

@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from tests.browser.conftest import screenshot
 from tests.browser.site import CLIENT, MANAGER, Site, corrupt_files, crowd, site_running
 from tests.images import encode, scene
+from tests.reliability.seeding import seed_in
 
 pytestmark = pytest.mark.browser
 
@@ -184,6 +185,33 @@ def test_a_manager_creates_a_project_uploads_and_watches_a_crowd_live(
         "GET", f"/api/v1/projects/{project_id}/reviews/?status=rejected", as_=MANAGER
     )["results"]
     assert [r["reason"] for r in reviewed] == ["The box misses the car."]
+
+
+def test_a_manager_sends_the_images_the_model_labelled_alone_back_to_the_crowd(
+    page: Page, site: Site
+) -> None:
+    project = site.project(images=4)
+    path = f"/api/v1/projects/{project['id']}"
+    site.call("PATCH", path + "/", {"auto_accept": {"target_accuracy": 0.9}}, as_=MANAGER)
+    images = seed_in(site.env, f"seeding.auto_accepted({project['id']}, 2)")["images"]
+    assert len(images) == 2
+
+    log_in(page, site, MANAGER)
+    page.goto(f"{site.url}/manage/projects/{project['id']}/")
+    box = page.locator("#auto-accept")
+    expect(box.locator("[data-stat='auto_accepted'] .value")).to_have_text("2")
+    expect(box).to_contain_text("Target accuracy 90.0% with 95.0% confidence")
+    expect(box.locator("[data-auto-accept]")).to_have_attribute("data-auto-accept", "off")
+    screenshot(page, "dashboard-auto-accept")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=re.compile("^Send every image the model labelled")).click()
+    expect(box.locator("[data-stat='auto_accepted'] .value")).to_have_text("0")
+    expect(page.locator("#auto-accept-reopen")).to_be_disabled()
+    assert site.call("GET", path + "/auto-accept/", as_=MANAGER)["images_auto_accepted"] == 0
+    progress = site.call("GET", path + "/progress/", as_=MANAGER)
+    assert progress["done"] == 0  # both tasks open again, for people
+    assert progress["open"] == 4
 
 
 def test_a_manager_saves_a_gold_answer_drawn_in_the_editor(page: Page, site: Site) -> None:

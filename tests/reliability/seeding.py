@@ -86,6 +86,22 @@ def tasks_add(project_id: int, count: int, emit: bool = True) -> int:
     return count
 
 
+def auto_accepted(project_id: int, images: int, model_version: str = "m1") -> None:
+    """The model alone labels the project's first ``images`` images (as auto-accept does once
+    its threshold is calibrated); prints their ids."""
+    from tasks.models import Image, Project
+    from tasks.routing import image_auto_accept
+
+    project = Project.objects.get(pk=project_id)
+    ids = list(Image.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))
+    done = [
+        i for i in ids[:images]
+        if image_auto_accept(project=project, image_id=i, model_version=model_version,
+                             confidence=0.99)
+    ]  # fmt: skip
+    _emit({"images": done})
+
+
 def crowd(*, workers: int, tasks: int, overlap: int, prefix: str = "crowd") -> None:
     """A manager, ``workers`` workers and an active bbox project with ``tasks`` open tasks
     needing ``overlap`` answers each; prints the tokens and the project id."""

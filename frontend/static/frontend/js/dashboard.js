@@ -199,6 +199,65 @@ const loadPrelabelEffect = throttle(async () => {
   );
 }, 10000);
 
+function percent(v) {
+  return v === null || v === undefined ? "—" : `${(100 * v).toFixed(1)}%`;
+}
+
+async function loadAutoAccept() {
+  const a = await api(`${base}/auto-accept/`);
+  const box = $("#auto-accept");
+  $("#auto-accept-reopen").disabled = !a.images_auto_accepted;
+  $("#auto-accept-run").disabled = !a.settings;
+  if (!a.settings) {
+    box.replaceChildren(
+      h("p.muted", {}, "Auto-accept is off for this project (PATCH auto_accept: {} to turn it on with the defaults)."),
+      ...(a.images_auto_accepted ? [h("p", {}, `${a.images_auto_accepted} images labelled by the model alone earlier still are.`)] : []),
+    );
+    return;
+  }
+  const cfg = a.settings;
+  const spot = a.spot_checks;
+  box.replaceChildren(
+    h("p", { "data-auto-accept": a.enabled ? "on" : "off" }, a.enabled
+      ? `On: model version ${a.model_version}, threshold ${a.threshold}.`
+      : `Not labelling: ${a.reason}.`),
+    h("p.muted", {}, `Target accuracy ${percent(cfg.target_accuracy)} with ${percent(cfg.confidence)} confidence, from at least ${cfg.min_checked} checked images; spot-checks on ${percent(cfg.spot_check_rate)} of the images it could label.`),
+    h("div.stats", {},
+      stat("Images labelled by the model alone", String(a.images_auto_accepted), "auto_accepted"),
+      stat("Checked images above the threshold", `${a.correct} / ${a.checked}`, "checked"),
+      stat("Their accuracy (lower bound)", `${percent(a.accuracy)} (${percent(a.lower_bound)})`, "accuracy"),
+      stat("Spot-checks right", spot ? `${spot.correct} / ${spot.checked}` : "—", "spot_checks"),
+    ),
+    ...(a.computed_at ? [h("p.muted", {}, `Calibrated ${when(a.computed_at)}.`)] : []),
+  );
+}
+
+async function autoAcceptAction(send, done) {
+  const box = $("#auto-accept-error");
+  box.hidden = true;
+  try {
+    toast(done(await send()), "ok");
+    await loadAutoAccept();
+  } catch (err) {
+    box.textContent = err.message;
+    box.hidden = false;
+  }
+}
+
+$("#auto-accept-run").addEventListener("click", () =>
+  autoAcceptAction(
+    () => api(`${base}/auto-accept/`, { method: "POST" }),
+    () => "Auto-accept is calibrating; the figures update when it is done.",
+  ),
+);
+$("#auto-accept-reopen").addEventListener("click", () => {
+  if (!window.confirm("Send every image the model labelled alone back to the crowd? Their tasks open again, and auto-accept never labels them again.")) return;
+  autoAcceptAction(
+    () => api(`${base}/auto-accept/reopen/`, { method: "POST", body: { all: true } }),
+    (r) => `${r.reopened} images sent back to the crowd.`,
+  );
+});
+
 async function suspend(w) {
   const reason = window.prompt(`Why suspend ${w.username}? They see this reason.`);
   if (reason === null) return;
@@ -377,6 +436,7 @@ formHandler("settings-form", async (form, data) => {
 
 const refreshWorkers = throttle(loadWorkers, 2000);
 const refreshExports = throttle(loadExports, 1000);
+const refreshAutoAccept = throttle(() => loadAutoAccept().catch(() => {}), 10000);
 live(
   `/ws/projects/${projectId}/`,
   (event) => {
@@ -385,6 +445,7 @@ live(
       loadChart();
       loadAgreement();
       loadPrelabelEffect();
+      refreshAutoAccept();
     } else if (event.type === "worker") refreshWorkers();
     else if (event.type === "export") refreshExports();
   },
@@ -392,7 +453,7 @@ live(
 );
 
 renderProject(await api(base));
-await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount()]).catch((err) => toast(err.message, "error"));
+await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount(), loadAutoAccept()]).catch((err) => toast(err.message, "error"));
 loadChart();
 loadAgreement();
 loadPrelabelEffect();
