@@ -232,25 +232,37 @@ async def test_a_burst_of_submissions_is_a_few_frames() -> None:
     await dashboard.disconnect()
 
 
-def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
-    sent: list[int] = []
+class Recording(Coalescer):
+    """Records the ``n`` of each frame it sends instead of sending it."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(interval=interval)
+        self.sent: list[int] = []
+        self._lock = threading.Lock()
+
+    def _send(self, key, group, build, committed):
+        with self._lock:
+            self.sent.append(build()["n"])
+        return True
+
+
+def burst(c: Coalescer, submissions: int) -> float:
+    """``submissions`` changes of one key a millisecond apart, the n-th frame saying n; the
+    seconds they took."""
     counter = {"n": 0}
-    lock = threading.Lock()
-
-    class Recording(Coalescer):
-        def _send(self, key, group, build, committed):
-            with lock:
-                sent.append(build()["n"])
-            return True
-
-    c = Recording(interval=0.1)
     started = time.monotonic()
-    for _ in range(500):
+    for _ in range(submissions):
         counter["n"] += 1
         c.submit("k", "g", lambda: {"n": counter["n"]})
         time.sleep(0.001)
-    elapsed = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
+    c = Recording(interval=0.1)
+    elapsed = burst(c, 500)
     time.sleep(0.3)
+    sent = c.sent
     assert sent[0] == 1  # the leading frame went at once
     assert sent[-1] == 500  # the trailing frame carries the latest state
     assert len(sent) <= elapsed / 0.1 + 2
@@ -260,15 +272,7 @@ def test_the_coalescer_sends_the_first_at_once_and_the_latest_last() -> None:
 def test_changes_to_a_waiting_frame_do_not_wake_the_frames_thread() -> None:
     """Under load every submission touches the same few keys: while a key's frame waits out
     its quiet period, a change to it has nothing for the thread to do sooner."""
-    sent: list[int] = []
-    counter = {"n": 0}
-
-    class Counting(Coalescer):
-        def _send(self, key, group, build, committed):
-            sent.append(build()["n"])
-            return True
-
-    c = Counting(interval=0.2)
+    c = Recording(interval=0.2)
     wakes = {"n": 0}
     notify = c._wake.notify
 
@@ -277,19 +281,14 @@ def test_changes_to_a_waiting_frame_do_not_wake_the_frames_thread() -> None:
         notify(n)
 
     c._wake.notify = counted_notify  # type: ignore[method-assign]
-    started = time.monotonic()
-    for _ in range(300):
-        counter["n"] += 1
-        c.submit("k", "g", lambda: {"n": counter["n"]})
-        time.sleep(0.001)
-    elapsed = time.monotonic() - started
+    elapsed = burst(c, 300)
     time.sleep(0.5)
     # The first submission of each quiet period wakes it (its frame went, so the key is
     # new again): a handful, not 300.
     assert wakes["n"] <= elapsed / 0.2 + 2
     assert wakes["n"] < 100
-    assert sent[0] == 1
-    assert sent[-1] == 300  # the trailing frame still carries the latest state
+    assert c.sent[0] == 1
+    assert c.sent[-1] == 300  # the trailing frame still carries the latest state
 
 
 def test_a_frame_with_nothing_new_is_not_sent_and_does_not_hold_the_next(monkeypatch) -> None:
