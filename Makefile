@@ -14,7 +14,7 @@ ML_BACKEND_PORT ?= 9090
 
 help:
 	@echo "make demo    embedded default (SQLite, in-memory layer, in-process jobs), demo data, serves on :$(PORT)"
-	@echo "make serve   migrate, collect static, serve with \$$WEB_CONCURRENCY ASGI processes (environment settings)"
+	@echo "make serve   migrate, collect static, serve with \$$WEB_CONCURRENCY ASGI processes, a socket each (environment settings)"
 	@echo "make worker  Dramatiq job workers for the environment's broker"
 	@echo "make ml-backend  the reference ML backend (a face detector) on :\$$ML_BACKEND_PORT (default 9090)"
 	@echo "make test    the whole suite on SQLite, the database-sensitive part again on PostgreSQL"
@@ -42,8 +42,7 @@ demo: install
 serve: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(VENV)/bin/uvicorn crowd.asgi:application --host $${HOST:-0.0.0.0} --port $(PORT) \
-		--workers $(WEB_CONCURRENCY) --lifespan off --proxy-headers --ws-per-message-deflate false
+	$(PY) -m crowd.serve --host $${HOST:-0.0.0.0} --port $(PORT) --workers $(WEB_CONCURRENCY)
 
 worker: install
 	$(PY) manage.py rundramatiq --processes $(JOB_PROCESSES) --threads $(JOB_THREADS)

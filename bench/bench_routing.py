@@ -2,10 +2,11 @@
 
 (a) claim+submit cycles/s through the routing services, 16 client processes, with the default
     task order and with ``task_order: uncertain_first``;
-(b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against uvicorn with
-    several processes, with p50/p99 latency per request: the processes sharing one socket
-    (``make serve``: the kernel splits the connections, often unevenly), then one process a
-    port with the connections split evenly (a least-connections balancer in front);
+(b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against several web
+    processes, with p50/p99 latency per request: as ``make serve`` runs them (a listening
+    socket each, the kernel spreading the connections), as ``uvicorn --workers`` does (one
+    shared socket: often an uneven split), and one process a port with the connections
+    split evenly (a least-connections balancer in front);
 (c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
     same tables and indexes, 16 client processes.
 Each phase runs on its own project; afterwards duplicates and over-assignments are counted.
@@ -21,6 +22,7 @@ import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 NAME = "routing"
@@ -428,35 +430,34 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                          **_integrity(unsure_project)))  # fmt: skip
 
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
-        # `make serve`: the processes share one listening socket, and the kernel hands each
-        # new connection to whichever process accepts first; the clients' connections live
-        # for the whole run, so an uneven split lasts as long.
-        http_project, http_people = _make_project(tasks, 64, "http")
-        with live_server(env, workers=processes) as live:
-            result = asyncio.run(
-                _http_clients([live.port], http_project, [t for _, t in http_people], seconds)
-            )
-            decided = _decided(http_project)
-        rows.append(_row(f"HTTP submit?next=1, uvicorn x{processes} (one socket) + jobs, "
-                         "PostgreSQL+Redis", 64, result["cycles"], result["seconds"], ceiling,
-                         p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
-                         http_errors=result["errors"], **decided,
-                         **_integrity(http_project)))  # fmt: skip
-        # Behind a balancer that spreads connections evenly (least connections): one
-        # process a port, the clients' connections split among them alike.
-        even_project, even_people = _make_project(tasks, 64, "even")
-        with contextlib.ExitStack() as servers:
-            ports = [servers.enter_context(live_server(env, workers=1)).port
-                     for _ in range(processes)]  # fmt: skip
-            result = asyncio.run(
-                _http_clients(ports, even_project, [t for _, t in even_people], seconds)
-            )
-            decided = _decided(even_project)
-        rows.append(_row(f"HTTP submit?next=1, {processes} x uvicorn, connections spread "
-                         "evenly + jobs, PostgreSQL+Redis", 64, result["cycles"],
-                         result["seconds"], ceiling, p50_ms=result["p50_ms"],
-                         p99_ms=result["p99_ms"], http_errors=result["errors"], **decided,
-                         **_integrity(even_project)))  # fmt: skip
+        # The clients' connections live for the whole run, so however they are split among
+        # the web processes at the start, the split lasts. `make serve` (crowd.serve): a
+        # listening socket per process, the kernel spreading connections among them; beside
+        # it `uvicorn --workers` (one socket, each connection to whichever process accepts
+        # first) and a balancer's ideal (one process a port, the clients split alike).
+        layouts: list[tuple[str, Callable[[contextlib.ExitStack], list[int]]]] = [
+            (f"make serve (crowd.serve x{processes}, a socket each)",
+             lambda stack: [stack.enter_context(live_server(env, workers=processes)).port]),
+            (f"uvicorn --workers {processes} (one shared socket)",
+             lambda stack: [stack.enter_context(
+                 live_server(env, workers=processes, shared_socket=True)).port]),
+            (f"{processes} x uvicorn, connections spread evenly",
+             lambda stack: [stack.enter_context(live_server(env, workers=1)).port
+                            for _ in range(processes)]),
+        ]  # fmt: skip
+        for number, (layout, serve) in enumerate(layouts):
+            http_project, http_people = _make_project(tasks, 64, f"http{number}")
+            with contextlib.ExitStack() as stack:
+                ports = serve(stack)
+                result = asyncio.run(
+                    _http_clients(ports, http_project, [t for _, t in http_people], seconds)
+                )
+                decided = _decided(http_project)
+            rows.append(_row(f"HTTP submit?next=1, {layout} + jobs, PostgreSQL+Redis", 64,
+                             result["cycles"], result["seconds"], ceiling,
+                             p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
+                             http_errors=result["errors"], **decided,
+                             **_integrity(http_project)))  # fmt: skip
     finally:
         jobs.stop()
         redis_server.stop()

@@ -74,15 +74,23 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def live_server(env: dict[str, str], workers: int = 1) -> Iterator[LiveServer]:
+def live_server(
+    env: dict[str, str], workers: int = 1, shared_socket: bool = False
+) -> Iterator[LiveServer]:
+    """Several workers run as ``make serve`` runs them (``crowd.serve``: a socket each),
+    or, with ``shared_socket``, as ``uvicorn --workers`` does (one socket for all)."""
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix="crowd-uvicorn-", suffix=".log")
     log = Path(log_name)
+    if workers > 1 and not shared_socket:
+        command = ["-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--workers", str(workers)]  # fmt: skip
+    else:
+        command = ["-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", str(workers), "--lifespan", "off"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--lifespan", "off"],
-        cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [sys.executable, *command], cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT
+    )
     server = LiveServer(f"http://127.0.0.1:{port}", port, process, log)
     try:
         deadline = time.monotonic() + 60

@@ -1,0 +1,134 @@
+"""``make serve`` (``crowd.serve``): a listening socket per web process, connections spread
+among them by the kernel, a dead process replaced on its own socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.server import LiveServer, live_server, manage, server_env
+
+pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
+
+LISTEN, ESTABLISHED = "0A", "01"
+
+
+def _tcp_sockets(port: int) -> dict[int, str]:
+    """Socket inode -> TCP state, for the sockets whose local port is ``port``."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            found[int(fields[9])] = fields[3]
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _web_processes(server: LiveServer) -> dict[int, tuple[frozenset[int], int]]:
+    """The launcher's children listening on the port: pid -> (its listening sockets, its
+    established connections)."""
+    sockets = _tcp_sockets(server.port)
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    found: dict[int, tuple[frozenset[int], int]] = {}
+    for pid in map(int, children.read_text().split()):
+        try:
+            held = _socket_inodes(pid) & sockets.keys()
+        except FileNotFoundError:
+            continue
+        listening = frozenset(inode for inode in held if sockets[inode] == LISTEN)
+        if listening:
+            found[pid] = (listening, sum(sockets[inode] == ESTABLISHED for inode in held))
+    return found
+
+
+def _healthz(port: int) -> socket.socket:
+    """A kept-alive connection that has been answered once."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert conn.recv(12) == b"HTTP/1.1 200"
+    return conn
+
+
+def _two_serving(server: LiveServer, gone: int = 0) -> dict[int, tuple[frozenset[int], int]]:
+    """The two web processes, once two listen (and ``gone`` is not one of them)."""
+    deadline = time.monotonic() + 60
+    while True:
+        web = _web_processes(server)
+        if len(web) == 2 and gone not in web:
+            return web
+        assert time.monotonic() < deadline, f"web processes: {web}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    env = server_env()
+    manage(env, "migrate", "--noinput")
+    return env
+
+
+def test_each_web_process_has_its_own_socket_and_connections_are_spread(
+    env: dict[str, str],
+) -> None:
+    with live_server(env, workers=2) as server:
+        web = _two_serving(server)
+        listening = [sockets for sockets, _ in web.values()]
+        assert all(len(sockets) == 1 for sockets in listening)
+        assert len(set(listening)) == 2, "the processes share a listening socket"
+        # 64 connections opened at once, as a crowd starting its shift (or a balancer's
+        # pool) opens them: each process holds a fair share. By the kernel's hash the
+        # split is binomial (32 +- 4); one shared socket split them 44/20 and worse.
+        connections = [_healthz(server.port) for _ in range(64)]
+        try:
+            held = sorted(connected for _, connected in _web_processes(server).values())
+            assert sum(held) == 64
+            assert held[0] >= 16, held
+        finally:
+            for conn in connections:
+                conn.close()
+
+
+def test_a_dead_web_process_is_replaced_on_its_socket_and_sighup_replaces_all(
+    env: dict[str, str],
+) -> None:
+    with live_server(env, workers=2) as server:
+        web = _two_serving(server)
+        victim = next(iter(web))
+        os.kill(victim, signal.SIGKILL)
+        after = _two_serving(server, gone=victim)
+        assert {sockets for sockets, _ in after.values()} == {
+            sockets for sockets, _ in web.values()
+        }, "the new process listens on the socket of the one it replaced"
+        for _ in range(20):
+            _healthz(server.port).close()
+
+        # SIGHUP: every process replaced, one by one, the port answering throughout.
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while set(_web_processes(server)) & set(after):
+            _healthz(server.port).close()
+            assert time.monotonic() < deadline, "SIGHUP did not replace the processes"
+        _two_serving(server)
+        _healthz(server.port).close()
+
+        # SIGTERM: the launcher stops its processes and exits.
+        server.process.terminate()
+        assert server.process.wait(timeout=40) == 0
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", server.port)) != 0
