@@ -234,6 +234,52 @@ def test_a_manager_saves_a_gold_answer_drawn_in_the_editor(page: Page, site: Sit
     assert [a["label"] for a in gold[0]["annotations"]] == ["car"]
 
 
+def test_a_manager_imports_gold_from_a_coco_file_strict_then_lenient(
+    page: Page, site: Site
+) -> None:
+    project = site.project(images=3)
+    path = f"/api/v1/projects/{project['id']}"
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "scene0.jpg", "width": 640, "height": 480},
+            {"id": 2, "file_name": "scene1.jpg", "width": 640, "height": 480},
+        ],
+        "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "truck"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [40, 50, 120, 80]},
+            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [10, 10, 60, 40]},
+        ],
+    }
+    payload = FilePayload(name="truth.json", mimeType="application/json",
+                          buffer=json.dumps(coco).encode())  # fmt: skip
+    log_in(page, site, MANAGER)
+    page.goto(f"{site.url}/manage/projects/{project['id']}/gold/")
+    expect(page.locator("[data-image]")).to_have_count(3)
+
+    # Strict (the default): the truck is not a label of the project, so nothing is stored.
+    page.get_by_label("File (JSON)").set_input_files(payload)
+    page.get_by_role("button", name="Import gold").click()
+    result = page.locator("#import-result")
+    expect(result.locator("[data-import='refused']")).to_contain_text("Nothing was stored")
+    expect(result.locator("tbody tr")).to_have_count(1)
+    assert site.call("GET", path + "/gold/", as_=MANAGER)["count"] == 0
+
+    # Lenient: the car's image becomes gold, and the other item is listed.
+    page.get_by_label("File (JSON)").set_input_files(payload)
+    page.get_by_label("Format").select_option("coco")
+    page.get_by_label(re.compile("Store the valid items")).check()
+    page.get_by_role("button", name="Import gold").click()
+    expect(result.locator("[data-import='stored']")).to_have_text(
+        "1 made gold, 0 replaced (images); 1 not stored (items)."
+    )
+    expect(result.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("#gold-count")).to_contain_text("1 with gold")
+    screenshot(page, "gold-import")
+    gold = site.call("GET", path + "/gold/", as_=MANAGER)["results"]
+    assert [[a["label"] for a in g["annotations"]] for g in gold] == [["car"]]
+    assert gold[0]["annotations"][0]["bbox"] == [40, 50, 120, 80]
+
+
 def test_a_client_downloads_a_coco_export_that_pycocotools_loads(
     page: Page, site: Site, tmp_path
 ) -> None:

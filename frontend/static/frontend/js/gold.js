@@ -1,7 +1,7 @@
 // The gold editor: the workspace's tools on the project's images; saves through /gold/.
 import { Annotator } from "../annotator.js";
-import { all, api } from "./api.js";
-import { $, h, labelMark, labelPicker, toast } from "./dom.js";
+import { all, api, upload } from "./api.js";
+import { $, h, labelMark, labelPicker, table, toast } from "./dom.js";
 
 const projectId = Number(document.getElementById("main").dataset.project);
 const base = `/projects/${projectId}`;
@@ -36,6 +36,8 @@ function open(image) {
     onLabel: markLabel,
   });
   current = { image, annotator };
+  // A card picked further down the page brings the editor back into sight.
+  $("#stage").scrollIntoView({ block: "nearest" });
   $("#save").disabled = false;
   $("#remove").disabled = !gold.has(image.id);
   for (const card of document.querySelectorAll("[data-image]")) card.setAttribute("aria-current", String(Number(card.dataset.image) === image.id));
@@ -102,6 +104,46 @@ async function loadPage() {
   renderImages(page.results);
 }
 
+async function loadGold() {
+  gold = new Map((await all(`${base}/gold/?limit=500`, Infinity)).map((g) => [g.image, g.annotations]));
+}
+
+async function importGold(event) {
+  event.preventDefault();
+  const file = $("#import-file").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  if ($("#import-format").value) form.append("format", $("#import-format").value);
+  form.append("strict", $("#import-lenient").checked ? "false" : "true");
+  const bar = $("#import-progress");
+  bar.value = 0;
+  bar.hidden = false;
+  $("#import-submit").disabled = true;
+  const result = $("#import-result");
+  try {
+    const report = await upload(`${base}/gold/file/`, form, (fraction) => (bar.value = fraction));
+    const rejected = report.rejected || [];
+    result.replaceChildren(
+      h("p", { class: rejected.length ? "warn" : "ok", "data-import": "stored" }, `${report.created} made gold, ${report.replaced} replaced (images); ${rejected.length} not stored (items).`),
+      ...(rejected.length ? [table("Items not stored", ["Item", "Problem"], rejected.map((r) => [r.item, r.error]))] : []),
+    );
+    await loadGold();
+    await loadPage();
+    if (current) open(current.image);
+  } catch (err) {
+    const problems = Object.entries(err.errors || {}).map(([item, messages]) => [item, [].concat(messages).join(" ")]);
+    result.replaceChildren(
+      h("p.error", { role: "alert", "data-import": "refused" }, problems.length && err.code === "invalid_gold" ? `${err.message} Nothing was stored.` : err.message),
+      ...(problems.length ? [table("Items", ["Item", "Problem"], problems)] : []),
+    );
+  } finally {
+    bar.hidden = true;
+    $("#import-submit").disabled = false;
+  }
+}
+
+$("#import-form").addEventListener("submit", importGold);
 $("#save").addEventListener("click", save);
 $("#remove").addEventListener("click", remove);
 $("#undo").addEventListener("click", () => current && current.annotator.undo());
@@ -119,5 +161,5 @@ $("#only-gold").addEventListener("change", () => renderImages(lastPage));
 project = await api(base);
 $("#project-name").textContent = project.name;
 labelButtons();
-gold = new Map((await all(`${base}/gold/?limit=500`, Infinity)).map((g) => [g.image, g.annotations]));
+await loadGold();
 await loadPage().catch((err) => toast(err.message, "error"));
