@@ -18,6 +18,7 @@ import requests
 
 from tests.e2e.server import LiveServer, live_server, manage, server_env
 from tests.images import corrupt_png, encode, scene
+from tests.plugins.services import free_port
 
 MANAGER = ("pages-manager", "Kestrel-orbit-4217")
 CLIENT = ("pages-client", "Lantern-quill-7731")
@@ -135,20 +136,25 @@ def corrupt_files() -> dict[str, bytes]:
     return {"broken.png": corrupt_png()}
 
 
-def site_running() -> Iterator[Site]:
+def site_running(**overrides: str) -> Iterator[Site]:
+    """The site on a database of its own, with ``overrides`` in its environment; its address
+    is its ``PUBLIC_URL`` (what ML backends fetch images from)."""
     # Many accounts sign up and log in from one address within a minute here.
     # A database of its own: each module that serves the site creates the same accounts.
     var_dir = tempfile.mkdtemp(prefix="crowd-pages-var-")
+    port = free_port()
     atexit.register(shutil.rmtree, var_dir, ignore_errors=True)
     env = server_env(
         VAR_DIR=var_dir,
         THROTTLE_REGISTER="1000/minute",
         THROTTLE_AUTH="1000/minute",
         THROTTLE_NEXT="1000/minute",
+        PUBLIC_URL=f"http://127.0.0.1:{port}",
+        **overrides,
     )
     manage(env, "migrate", "--noinput")
     manage(env, "collectstatic", "--noinput")
     manage(env, "createuser", MANAGER[0], "--role", "manager", "--password", MANAGER[1])
     manage(env, "createuser", CLIENT[0], "--role", "client", "--password", CLIENT[1])
-    with live_server(env) as server:
+    with live_server(env, port=port) as server:
         yield Site(server, env)

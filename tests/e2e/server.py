@@ -75,11 +75,12 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 @contextmanager
 def live_server(
-    env: dict[str, str], workers: int = 1, shared_socket: bool = False
+    env: dict[str, str], workers: int = 1, shared_socket: bool = False, port: int = 0
 ) -> Iterator[LiveServer]:
     """Several workers run as ``make serve`` runs them (``crowd.serve``: a socket each),
-    or, with ``shared_socket``, as ``uvicorn --workers`` does (one socket for all)."""
-    port = free_port()
+    or, with ``shared_socket``, as ``uvicorn --workers`` does (one socket for all). On
+    ``port``, or a free one."""
+    port = port or free_port()
     fd, log_name = tempfile.mkstemp(prefix="crowd-uvicorn-", suffix=".log")
     log = Path(log_name)
     if workers > 1 and not shared_socket:

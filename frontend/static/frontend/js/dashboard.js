@@ -2,6 +2,7 @@
 import { all, api, upload } from "./api.js";
 import { throughputChart } from "./chart.js";
 import { $, h, money, showErrors, table, toast, when } from "./dom.js";
+import { importForm } from "./imports.js";
 import { live } from "./live.js";
 
 const main = document.getElementById("main");
@@ -42,6 +43,7 @@ function renderProject(p) {
   for (const name of ["reward", "budget", "min_overlap", "max_overlap", "gold_rate", "prelabel_holdout", "min_worker_score", "instructions"]) {
     if (document.activeElement !== form.elements[name]) form.elements[name].value = p[name] ?? "";
   }
+  if (run !== undefined) renderRun();
 }
 
 function stat(label, value, id) {
@@ -202,6 +204,78 @@ const loadPrelabelEffect = throttle(async () => {
 function percent(v) {
   return v === null || v === undefined ? "—" : `${(100 * v).toFixed(1)}%`;
 }
+
+// --- Predictions: the ML backend's runs, and files of a model's output ---
+let run; // the latest run of the ML backend: undefined until loaded, null if none
+const RUN_ACTIVE = ["queued", "running"];
+
+function renderRun() {
+  const backend = project && project.ml_backend;
+  const active = Boolean(run && RUN_ACTIVE.includes(run.status));
+  $("#predict-run").disabled = !backend || active;
+  $("#predict-cancel").hidden = !active;
+  const lines = [
+    backend
+      ? h("p", {}, `ML backend: ${backend.url}`)
+      : h("p.muted", {}, "No ML backend: name one in the project's ml_backend setting, or import predictions from a file."),
+  ];
+  if (!run) {
+    lines.push(h("p.muted", {}, "The ML backend has not been run for this project."));
+  } else {
+    lines.push(
+      h("p", { "data-run-status": run.status }, `Run ${run.id}: ${run.status}${run.model_version ? `, model version ${run.model_version}` : ""}.`),
+      h("div.row", {},
+        h("label", { for: "run-bar" }, `${run.images_done} of ${run.images_total} images`),
+        h("progress", { id: "run-bar", max: String(run.images_total || 1), value: String(run.images_done) }),
+      ),
+      h("div.stats", {}, stat("Images predicted", String(run.predicted), "predicted"), stat("Images failed", String(run.failed), "failed")),
+    );
+    if (run.error) lines.push(h("p.error", {}, run.error));
+    if (run.errors && run.errors.length) {
+      lines.push(table("Images the backend failed on", ["Image", "Error"], run.errors.map((e) => [String(e.image), e.error])));
+    }
+  }
+  $("#prediction-run").replaceChildren(...lines);
+}
+
+async function loadRun() {
+  try {
+    run = await api(`${base}/predictions/run/`);
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    run = null;
+  }
+  renderRun();
+}
+
+/** A live frame of a run: its progress; once it has ended, the run with its errors. */
+function runChanged(frame) {
+  const { type, ...fields } = frame;
+  run = run && run.id === fields.id ? { ...run, ...fields } : fields;
+  renderRun();
+  if (!RUN_ACTIVE.includes(run.status)) loadRun().catch(() => {});
+}
+
+async function runAction(send) {
+  const box = $("#predict-error");
+  box.hidden = true;
+  try {
+    run = await send();
+    renderRun();
+  } catch (err) {
+    box.textContent = err.message;
+    box.hidden = false;
+  }
+}
+
+$("#predict-run").addEventListener("click", () => runAction(() => api(`${base}/predictions/run/`, { method: "POST" })));
+$("#predict-cancel").addEventListener("click", () => runAction(() => api(`${base}/predictions/runs/${run.id}/cancel/`, { method: "POST" })));
+importForm($("#predictions-import"), $("#predictions-import-result"), {
+  path: `${base}/predictions/file/`,
+  refusedCode: "invalid_predictions",
+  summary: (r) => `${r.created} predictions stored; ${(r.rejected || []).length} items not stored.`,
+  onStored: () => loadPrelabelEffect(),
+});
 
 async function loadAutoAccept() {
   const a = await api(`${base}/auto-accept/`);
@@ -446,14 +520,15 @@ live(
       loadAgreement();
       loadPrelabelEffect();
       refreshAutoAccept();
-    } else if (event.type === "worker") refreshWorkers();
+    } else if (event.type === "prediction_run") runChanged(event);
+    else if (event.type === "worker") refreshWorkers();
     else if (event.type === "export") refreshExports();
   },
   { onState: (state) => ($("#live-state").textContent = state === "open" ? "live" : "reconnecting…") },
 );
 
 renderProject(await api(base));
-await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount(), loadAutoAccept()]).catch((err) => toast(err.message, "error"));
+await Promise.all([loadProgress(), loadWorkers(), loadBonuses(), loadExports(), loadImageCount(), loadAutoAccept(), loadRun()]).catch((err) => toast(err.message, "error"));
 loadChart();
 loadAgreement();
 loadPrelabelEffect();

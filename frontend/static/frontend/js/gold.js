@@ -1,7 +1,8 @@
 // The gold editor: the workspace's tools on the project's images; saves through /gold/.
 import { Annotator } from "../annotator.js";
-import { all, api, upload } from "./api.js";
-import { $, h, labelMark, labelPicker, table, toast } from "./dom.js";
+import { all, api } from "./api.js";
+import { $, h, labelMark, labelPicker, toast } from "./dom.js";
+import { importForm } from "./imports.js";
 
 const projectId = Number(document.getElementById("main").dataset.project);
 const base = `/projects/${projectId}`;
@@ -108,42 +109,16 @@ async function loadGold() {
   gold = new Map((await all(`${base}/gold/?limit=500`, Infinity)).map((g) => [g.image, g.annotations]));
 }
 
-async function importGold(event) {
-  event.preventDefault();
-  const file = $("#import-file").files[0];
-  if (!file) return;
-  const form = new FormData();
-  form.append("file", file, file.name);
-  if ($("#import-format").value) form.append("format", $("#import-format").value);
-  form.append("strict", $("#import-lenient").checked ? "false" : "true");
-  const bar = $("#import-progress");
-  bar.value = 0;
-  bar.hidden = false;
-  $("#import-submit").disabled = true;
-  const result = $("#import-result");
-  try {
-    const report = await upload(`${base}/gold/file/`, form, (fraction) => (bar.value = fraction));
-    const rejected = report.rejected || [];
-    result.replaceChildren(
-      h("p", { class: rejected.length ? "warn" : "ok", "data-import": "stored" }, `${report.created} made gold, ${report.replaced} replaced (images); ${rejected.length} not stored (items).`),
-      ...(rejected.length ? [table("Items not stored", ["Item", "Problem"], rejected.map((r) => [r.item, r.error]))] : []),
-    );
+importForm($("#import-form"), $("#import-result"), {
+  path: `${base}/gold/file/`,
+  refusedCode: "invalid_gold",
+  summary: (r) => `${r.created} made gold, ${r.replaced} replaced (images); ${(r.rejected || []).length} not stored (items).`,
+  onStored: async () => {
     await loadGold();
     await loadPage();
     if (current) open(current.image);
-  } catch (err) {
-    const problems = Object.entries(err.errors || {}).map(([item, messages]) => [item, [].concat(messages).join(" ")]);
-    result.replaceChildren(
-      h("p.error", { role: "alert", "data-import": "refused" }, problems.length && err.code === "invalid_gold" ? `${err.message} Nothing was stored.` : err.message),
-      ...(problems.length ? [table("Items", ["Item", "Problem"], problems)] : []),
-    );
-  } finally {
-    bar.hidden = true;
-    $("#import-submit").disabled = false;
-  }
-}
-
-$("#import-form").addEventListener("submit", importGold);
+  },
+});
 $("#save").addEventListener("click", save);
 $("#remove").addEventListener("click", remove);
 $("#undo").addEventListener("click", () => current && current.annotator.undo());
