@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "2")))
+    parser.add_argument("--no-access-log", action="store_true", help="no line per request")
     parser.add_argument(
         "--no-proxy-headers", action="store_true",
         help="ignore X-Forwarded-* (trusted from FORWARDED_ALLOW_IPS, default 127.0.0.1)",
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     options = {"lifespan": "off", "proxy_headers": not args.no_proxy_headers,
-               "ws_per_message_deflate": False}  # fmt: skip
+               "ws_per_message_deflate": False, "access_log": not args.no_access_log}  # fmt: skip
     sockets = listening_sockets(args.host, args.port, args.workers)
     try:
         return Supervisor(sockets, args.workers, options).run()

@@ -162,22 +162,24 @@ def job_worker(env: dict[str, str], *, threads: int = 2) -> JobWorker:
 
 
 class WebServer(Group):
-    """uvicorn as ``make serve`` runs it. With ``workers > 1`` the supervisor holds the
-    listening socket and the worker processes accept from it, so the port outlives any one
-    of them; the supervisor replaces a worker process that dies."""
+    """The web processes as ``make serve`` runs them. With ``workers > 1``, ``crowd.serve``:
+    the supervisor holds the listening sockets (one a worker process) and each worker process
+    accepts from its own, so the port outlives any one of them; the supervisor replaces a
+    worker process that dies on its socket. One worker: uvicorn itself."""
 
     def __init__(self, env: dict[str, str], *, workers: int, access_log: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        super().__init__(
-            [sys.executable, "-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers), "--lifespan", "off",
-             "--ws-per-message-deflate", "false",
-             *([] if access_log else ["--no-access-log"])],
-            env,
-            f"uvicorn --workers {workers}",
-        )  # fmt: skip
+        quiet = [] if access_log else ["--no-access-log"]
+        if workers > 1:
+            command = ["-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(self.port),
+                       "--workers", str(workers), *quiet]  # fmt: skip
+        else:
+            command = ["-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
+                       "--port", str(self.port), "--lifespan", "off",
+                       "--ws-per-message-deflate", "false", *quiet]  # fmt: skip
+        super().__init__([sys.executable, *command], env, f"web x{workers}")
 
     def worker_pids(self) -> list[int]:
         """The processes serving requests: the supervisor's workers, or uvicorn itself."""
