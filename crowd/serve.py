@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 APP = "crowd.asgi:application"
-STARTUP_FAILURE = 3  # uvicorn's exit code when the app or its settings cannot load
+STARTUP_FAILURE = 3  # as uvicorn: the app, its settings or the socket could not be set up
 CHECK_SECONDS = 0.5
 STOP_SECONDS = 30.0
 
@@ -122,14 +122,15 @@ class Supervisor:
         return status
 
     def keep_alive(self) -> int:
-        """Replaces a dead process; stops everything when one could not even start."""
+        """Replaces a dead process; stops everything when one died before it served (the
+        app or its settings cannot load: every replacement would fail alike)."""
         for slot, process in enumerate(self.processes):
             if process.is_alive():
                 continue
             process.join()
-            self.ready.pop(process, None)
-            if process.exitcode == STARTUP_FAILURE:
-                logger.error("web process %s failed to start; stopping", process.pid)
+            if not self.ready.pop(process).is_set():
+                logger.error("web process %s exited (%s) before it served; stopping",
+                             process.pid, process.exitcode)  # fmt: skip
                 self.stopping.set()
                 return STARTUP_FAILURE
             logger.warning("web process %s exited (%s); starting another", process.pid,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import LiveServer, live_server, manage, server_env
+from tests.e2e.server import ROOT, LiveServer, live_server, manage, server_env
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
 
@@ -66,11 +68,13 @@ def _healthz(port: int) -> socket.socket:
 
 
 def _two_serving(server: LiveServer, gone: int = 0) -> dict[int, tuple[frozenset[int], int]]:
-    """The two web processes, once two listen (and ``gone`` is not one of them)."""
+    """The two web processes, once both have loaded the app (and ``gone`` is not one)."""
     deadline = time.monotonic() + 60
     while True:
         web = _web_processes(server)
-        if len(web) == 2 and gone not in web:
+        log = server.log.read_text()
+        loaded = all(f"Started server process [{pid}]" in log for pid in web)
+        if len(web) == 2 and gone not in web and loaded:
             return web
         assert time.monotonic() < deadline, f"web processes: {web}"
         time.sleep(0.2)
@@ -132,3 +136,14 @@ def test_a_dead_web_process_is_replaced_on_its_socket_and_sighup_replaces_all(
         assert server.process.wait(timeout=40) == 0
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", server.port)) != 0
+
+
+def test_a_web_process_that_cannot_load_the_app_stops_the_launcher(env: dict[str, str]) -> None:
+    broken = {**env, "DJANGO_SETTINGS_MODULE": "crowd.no_such_settings"}
+    done = subprocess.run(
+        [sys.executable, "-m", "crowd.serve", "--host", "127.0.0.1", "--port", "0",
+         "--workers", "2"],
+        cwd=ROOT, env=broken, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "before it served; stopping" in done.stderr
