@@ -250,7 +250,8 @@ async function loadRun() {
 
 /** A live frame of a run: its progress; once it has ended, the run with its errors. */
 function runChanged(frame) {
-  const { type, ...fields } = frame;
+  const fields = { ...frame };
+  delete fields.type;
   run = run && run.id === fields.id ? { ...run, ...fields } : fields;
   renderRun();
   if (!RUN_ACTIVE.includes(run.status)) loadRun().catch(() => {});
@@ -260,7 +261,9 @@ async function runAction(send) {
   const box = $("#predict-error");
   box.hidden = true;
   try {
-    run = await send();
+    const answer = await send();
+    // The run's first frames may come before the answer that queued it: they are newer.
+    if (!(run && run.id === answer.id && answer.status === "queued")) run = answer;
     renderRun();
   } catch (err) {
     box.textContent = err.message;
