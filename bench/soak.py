@@ -2,7 +2,7 @@
 
 ``make bench BENCH_ARGS=soak`` (or ``python -m bench soak --minutes 30``). Starts throwaway
 PostgreSQL and Redis servers (``--embedded``: the SQLite default instead), migrates, seeds a
-project and its workers, serves it with uvicorn as ``make serve`` does, and lets the workers
+project and its workers, serves it as ``make serve`` does, and lets the workers
 of ``tests/reliability/crowd_client.py`` loop next -> submit with no pause, retrying like a
 careful client. A feeder adds tasks whenever the project runs low. Every 10 s it samples the
 resident memory of the server processes. At the end it prints RSS at start, end and peak, the
@@ -41,7 +41,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=30.0, help="how long (default 30)")
     parser.add_argument("--workers", type=int, default=32, help="simulated workers (32)")
-    parser.add_argument("--web-processes", type=int, default=2, help="uvicorn --workers (2)")
+    parser.add_argument(
+        "--web-processes", type=int, default=2, help="web processes, as make serve runs them (2)"
+    )
     parser.add_argument("--overlap", type=int, default=3, help="answers per task (3)")
     parser.add_argument("--batch", type=int, default=1500, help="tasks added at a time (1500)")
     parser.add_argument(
@@ -191,6 +193,11 @@ def soak(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[float, in
         sampler.sample()
         feeder.join(timeout=60)
         replaced = len(sampler.pids) - args.web_processes
+        # Throttled requests (429, expected: the crowd is faster than people) left out.
+        server_warnings = [
+            line for line in server.log_text().splitlines()
+            if ("WARNING" in line or "ERROR" in line) and "Too Many Requests" not in line
+        ]  # fmt: skip
     finally:
         stop.set()
         server.stop()
@@ -225,6 +232,12 @@ def soak(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[float, in
         "processes_replaced": replaced,
         "tasks_added": feeder.added,
     }
+    if record.connection_errors:
+        by_endpoint = {e: n for (e, status), n in record.counts.items() if status == "conn"}
+        print("connection errors by endpoint:", by_endpoint)
+    if server_warnings:
+        print(f"server log: {len(server_warnings)} warnings and errors; the last:",
+              *server_warnings[-5:], sep="\n  ")  # fmt: skip
     if record.failures or record.unexpected or feeder.errors:
         print("problems:", *record.failures[:5], *record.unexpected[:5], *feeder.errors[:5],
               sep="\n  ")  # fmt: skip
