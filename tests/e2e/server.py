@@ -73,25 +73,34 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def web_command(
+    port: int, workers: int, *, shared_socket: bool = False, access_log: bool = True
+) -> list[str]:
+    """The command line of the web processes: several as ``make serve`` runs them
+    (``crowd.serve``: a socket each) or, with ``shared_socket``, as ``uvicorn --workers``
+    does (one socket for all); one, uvicorn itself."""
+    quiet = [] if access_log else ["--no-access-log"]
+    if workers > 1 and not shared_socket:
+        return [sys.executable, "-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), *quiet]  # fmt: skip
+    return [sys.executable, "-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--lifespan", "off",
+            "--ws-per-message-deflate", "false", *quiet]  # fmt: skip
+
+
 @contextmanager
 def live_server(
     env: dict[str, str], workers: int = 1, shared_socket: bool = False, port: int = 0
 ) -> Iterator[LiveServer]:
-    """Several workers run as ``make serve`` runs them (``crowd.serve``: a socket each),
-    or, with ``shared_socket``, as ``uvicorn --workers`` does (one socket for all). On
-    ``port``, or a free one."""
+    """The web processes of ``web_command`` on ``port`` (or a free one), until /healthz
+    answers."""
     port = port or free_port()
     fd, log_name = tempfile.mkstemp(prefix="crowd-uvicorn-", suffix=".log")
     log = Path(log_name)
-    if workers > 1 and not shared_socket:
-        command = ["-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", str(workers)]  # fmt: skip
-    else:
-        command = ["-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", str(workers), "--lifespan", "off"]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, *command], cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT
-    )
+        web_command(port, workers, shared_socket=shared_socket),
+        cwd=ROOT, env=env, stdout=fd, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     server = LiveServer(f"http://127.0.0.1:{port}", port, process, log)
     try:
         deadline = time.monotonic() + 60

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from tests.e2e.server import ROOT
+from tests.e2e.server import ROOT, web_command
 from tests.plugins.services import free_port
 from tests.reliability.crowd_client import Connection
 
@@ -171,15 +171,8 @@ class WebServer(Group):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        quiet = [] if access_log else ["--no-access-log"]
-        if workers > 1:
-            command = ["-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(self.port),
-                       "--workers", str(workers), *quiet]  # fmt: skip
-        else:
-            command = ["-m", "uvicorn", "crowd.asgi:application", "--host", "127.0.0.1",
-                       "--port", str(self.port), "--lifespan", "off",
-                       "--ws-per-message-deflate", "false", *quiet]  # fmt: skip
-        super().__init__([sys.executable, *command], env, f"web x{workers}")
+        command = web_command(self.port, workers, access_log=access_log)
+        super().__init__(command, env, f"web x{workers}")
 
     def worker_pids(self) -> list[int]:
         """The processes serving requests: the supervisor's workers, or uvicorn itself."""
