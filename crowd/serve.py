@@ -38,9 +38,16 @@ logger = logging.getLogger("crowd.serve")
 
 
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets listening on ``host:port``; one shared socket without SO_REUSEPORT."""
+    """``count`` sockets listening on ``host:port``; one shared socket without SO_REUSEPORT.
+    OSError when the port is taken, by this launcher's sockets too: sockets of one user that
+    set SO_REUSEPORT share a port, so a second launcher would silently take half of the
+    first one's connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     spread = hasattr(socket, "SO_REUSEPORT")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]  # port 0: a free one, for the sockets below
     sockets: list[socket.socket] = []
     try:
         for _ in range(count if spread else 1):
@@ -52,7 +59,6 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.bind((host, port))
             sock.listen(2048)
             sock.set_inheritable(True)
-            port = sock.getsockname()[1]  # port 0: the others join the port the first got
     except OSError:
         for sock in sockets:
             sock.close()
@@ -62,18 +68,24 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
 
 def _serve(sock: socket.socket, options: dict[str, Any], ready: Any) -> None:
     """One web process: uvicorn on its own socket (runs in the child); ``ready`` is set once
-    it serves."""
+    it serves. It stops as SIGTERM would stop it if the supervisor dies (killed, it could
+    not stop its processes, which would serve on alone)."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(APP, **options))
+    supervisor = os.getppid()
 
-    def announce() -> None:
+    def watch() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
             ready.set()
+        while not server.should_exit:
+            if os.getppid() != supervisor:
+                server.should_exit = True
+            time.sleep(CHECK_SECONDS)
 
-    threading.Thread(target=announce, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
     server.run(sockets=[sock])
 
 
@@ -194,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     options = {"lifespan": "off", "proxy_headers": not args.no_proxy_headers,
                "ws_per_message_deflate": False, "access_log": not args.no_access_log}  # fmt: skip
-    sockets = listening_sockets(args.host, args.port, args.workers)
+    try:
+        sockets = listening_sockets(args.host, args.port, args.workers)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        return STARTUP_FAILURE
     try:
         return Supervisor(sockets, args.workers, options).run()
     finally:

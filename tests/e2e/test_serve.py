@@ -147,3 +147,39 @@ def test_a_web_process_that_cannot_load_the_app_stops_the_launcher(env: dict[str
     )  # fmt: skip
     assert done.returncode == 3, done.stderr[-2000:]
     assert "before it served; stopping" in done.stderr
+
+
+def test_a_second_launcher_on_a_port_in_use_refuses_to_start(env: dict[str, str]) -> None:
+    # Sockets of one user that set SO_REUSEPORT may share a port: without the check, the
+    # second launcher would take half of the first one's connections.
+    with live_server(env, workers=2) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "crowd.serve", "--host", "127.0.0.1",
+             "--port", str(server.port), "--workers", "2"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 3, done.stderr[-2000:]
+        assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
+        assert "in use" in done.stderr
+        _healthz(server.port).close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_web_processes_stop_when_their_launcher_is_killed(env: dict[str, str]) -> None:
+    # Killed, the launcher cannot stop its processes: they notice and stop on their own,
+    # rather than serve on alone, unsupervised, on a port a new launcher cannot take.
+    with live_server(env, workers=2) as server:
+        orphans = list(_two_serving(server))
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in orphans):
+            assert time.monotonic() < deadline, "web processes outlived their launcher"
+            time.sleep(0.2)
