@@ -5,13 +5,15 @@ whichever order they wake, and an event loop accepts every connection waiting wh
 a burst of connections (a balancer's pool, a crowd starting its shift) can land mostly on
 one process, whose requests then queue twice as long as the other's. Here each process
 listens on a socket of its own, all bound to the port with ``SO_REUSEPORT``, so the kernel
-hands each new connection to one of them by a hash of its addresses: evenly, whoever is
-awake.
+hands each new connection to one of them by a hash of its addresses, whichever is awake: a
+fair share each, though not the exact split a least-connections balancer makes.
 
 The sockets belong to this supervising process. A process that dies is replaced on the same
 socket, so connections waiting in its queue are kept; ``SIGHUP`` replaces the processes one
 by one, each new one serving before the old one stops; ``SIGINT``/``SIGTERM`` stop them
-all. Where ``SO_REUSEPORT`` is missing, the processes share one socket.
+all. A process that dies before it serves stops the launcher, and the processes of a
+launcher that is killed stop on their own. A port in use is refused. Where
+``SO_REUSEPORT`` is missing, the processes share one socket.
 
     python -m crowd.serve --host 0.0.0.0 --port 8000 --workers 4
 """
