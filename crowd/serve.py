@@ -103,21 +103,22 @@ class Supervisor:
         self.signals: list[int] = []
         self.ready: dict[BaseProcess, Any] = {}
 
-    def start(self, slot: int) -> tuple[BaseProcess, Any]:
-        """A new process on the slot's socket, and the event it sets once it serves (held
-        until the process has read it: the child opens the parent's semaphore)."""
+    def start(self, slot: int) -> BaseProcess:
+        """A new process on the slot's socket. The event it sets once it serves is kept in
+        ``ready`` (held until the process has read it: the child opens the parent's
+        semaphore)."""
         ready = self.context.Event()
         process = self.context.Process(
             target=_serve, args=(self.slots[slot], self.options, ready), name=f"web-{slot}"
         )
         process.start()
         self.ready[process] = ready
-        return process, ready
+        return process
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda number, frame: self.signals.append(number))
-        self.processes = [self.start(slot)[0] for slot in range(len(self.slots))]
+        self.processes = [self.start(slot) for slot in range(len(self.slots))]
         logger.info(
             "serving on %d sockets with %d processes (pids %s)",
             len(set(map(id, self.slots))), len(self.slots),
@@ -149,14 +150,14 @@ class Supervisor:
                 return STARTUP_FAILURE
             logger.warning("web process %s exited (%s); starting another", process.pid,
                            process.exitcode)  # fmt: skip
-            self.processes[slot] = self.start(slot)[0]
+            self.processes[slot] = self.start(slot)
         return 0
 
     def replace_all(self) -> None:
         """A new process on each socket, serving before the old one is stopped."""
         for slot, old in enumerate(self.processes):
-            new, ready = self.start(slot)
-            if not _wait_ready(new, ready):
+            new = self.start(slot)
+            if not _wait_ready(new, self.ready[new]):
                 logger.error("web process %s did not start; keeping %s", new.pid, old.pid)
                 _stop([new])
                 self.ready.pop(new, None)

@@ -46,6 +46,17 @@ function renderProject(p) {
   if (run !== undefined) renderRun();
 }
 
+/** Runs `act`; its error's message shows in `box`, hidden again at the next try. */
+async function reporting(box, act) {
+  box.hidden = true;
+  try {
+    await act();
+  } catch (err) {
+    box.textContent = err.message;
+    box.hidden = false;
+  }
+}
+
 function stat(label, value, id) {
   return h("div.stat", { "data-stat": id }, h("div.value", {}, value), h("div.label", {}, label));
 }
@@ -257,18 +268,13 @@ function runChanged(frame) {
   if (!RUN_ACTIVE.includes(run.status)) loadRun().catch(() => {});
 }
 
-async function runAction(send) {
-  const box = $("#predict-error");
-  box.hidden = true;
-  try {
+function runAction(send) {
+  return reporting($("#predict-error"), async () => {
     const answer = await send();
     // The run's first frames may come before the answer that queued it: they are newer.
     if (!(run && run.id === answer.id && answer.status === "queued")) run = answer;
     renderRun();
-  } catch (err) {
-    box.textContent = err.message;
-    box.hidden = false;
-  }
+  });
 }
 
 $("#predict-run").addEventListener("click", () => runAction(() => api(`${base}/predictions/run/`, { method: "POST" })));
@@ -276,7 +282,7 @@ $("#predict-cancel").addEventListener("click", () => runAction(() => api(`${base
 importForm($("#predictions-import"), $("#predictions-import-result"), {
   path: `${base}/predictions/file/`,
   refusedCode: "invalid_predictions",
-  summary: (r) => `${r.created} predictions stored; ${(r.rejected || []).length} items not stored.`,
+  summary: (r, rejected) => `${r.created} predictions stored; ${rejected} items not stored.`,
   onStored: () => loadPrelabelEffect(),
 });
 
@@ -309,16 +315,11 @@ async function loadAutoAccept() {
   );
 }
 
-async function autoAcceptAction(send, done) {
-  const box = $("#auto-accept-error");
-  box.hidden = true;
-  try {
+function autoAcceptAction(send, done) {
+  return reporting($("#auto-accept-error"), async () => {
     toast(done(await send()), "ok");
     await loadAutoAccept();
-  } catch (err) {
-    box.textContent = err.message;
-    box.hidden = false;
-  }
+  });
 }
 
 $("#auto-accept-run").addEventListener("click", () =>
@@ -450,16 +451,11 @@ $("#files").addEventListener("change", (e) => {
   e.target.value = "";
 });
 
-async function transition(action) {
-  const box = $("#state-error");
-  box.hidden = true;
-  try {
+function transition(action) {
+  return reporting($("#state-error"), async () => {
     renderProject(await api(`${base}/${action}/`, { method: "POST" }));
     toast(action === "start" ? "Project started: workers can take tasks." : "Project paused.", "ok");
-  } catch (err) {
-    box.textContent = err.message;
-    box.hidden = false;
-  }
+  });
 }
 $("#start").addEventListener("click", () => transition("start"));
 $("#pause").addEventListener("click", () => transition("pause"));

@@ -112,7 +112,7 @@ async function loadGold() {
 importForm($("#import-form"), $("#import-result"), {
   path: `${base}/gold/file/`,
   refusedCode: "invalid_gold",
-  summary: (r) => `${r.created} made gold, ${r.replaced} replaced (images); ${(r.rejected || []).length} not stored (items).`,
+  summary: (r, rejected) => `${r.created} made gold, ${r.replaced} replaced (images); ${rejected} not stored (items).`,
   onStored: async () => {
     await loadGold();
     await loadPage();

@@ -5,8 +5,9 @@ import { h, table } from "./dom.js";
 
 /**
  * Wires `form` (a `file` input, optional `format` select, `lenient` checkbox and other named
- * fields, a submit button and a progress bar) to POST `path`. `summary(report)` words what was
- * stored; `onStored(report)` runs after. A strict import refused (`refusedCode`) lists its items.
+ * fields, a submit button and a progress bar) to POST `path`. `summary(report, refused)` words
+ * what was stored; `onStored(report)` runs after. A strict import refused (`refusedCode`)
+ * lists its items.
  */
 export function importForm(form, result, { path, summary, refusedCode, onStored = async () => {} }) {
   const bar = form.querySelector("progress");
@@ -29,7 +30,7 @@ export function importForm(form, result, { path, summary, refusedCode, onStored 
       const report = await upload(path, data, (fraction) => (bar.value = fraction));
       const rejected = report.rejected || [];
       result.replaceChildren(
-        h("p", { class: rejected.length ? "warn" : "ok", "data-import": "stored" }, summary(report)),
+        h("p", { class: rejected.length ? "warn" : "ok", "data-import": "stored" }, summary(report, rejected.length)),
         ...(rejected.length ? [table("Items not stored", ["Item", "Problem"], rejected.map((r) => [r.item, r.error]))] : []),
       );
       await onStored(report);
