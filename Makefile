@@ -14,7 +14,7 @@ ML_BACKEND_PORT ?= 9090
 
 help:
 	@echo "make demo    embedded default (SQLite, in-memory layer, in-process jobs), demo data, serves on :$(PORT)"
-	@echo "make serve   migrate, collect static, serve with \$$WEB_CONCURRENCY ASGI processes, a socket each (environment settings)"
+	@echo "make serve   migrate, collect static, serve with \$$WEB_CONCURRENCY ASGI processes, each connection to the least busy (environment settings)"
 	@echo "make worker  Dramatiq job workers for the environment's broker"
 	@echo "make ml-backend  the reference ML backend (a face detector) on :\$$ML_BACKEND_PORT (default 9090)"
 	@echo "make test    the whole suite on SQLite, the database-sensitive part again on PostgreSQL"

@@ -3,8 +3,8 @@
 (a) claim+submit cycles/s through the routing services, 16 client processes, with the default
     task order and with ``task_order: uncertain_first``;
 (b) next+submit cycles/s over HTTP, 64 concurrent asyncio clients against several web
-    processes, with p50/p99 latency per request: as ``make serve`` runs them (a listening
-    socket each, the kernel spreading the connections), as ``uvicorn --workers`` does (one
+    processes, with p50/p99 latency per request: as ``make serve`` runs them (the launcher
+    hands each connection to the process with the fewest), as ``uvicorn --workers`` does (one
     shared socket: often an uneven split), and one process a port with the connections
     split evenly (a least-connections balancer in front);
 (c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
@@ -445,12 +445,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
         # The clients' connections live for the whole run, so however they are split among
-        # the web processes at the start, the split lasts. `make serve` (crowd.serve): a
-        # listening socket per process, the kernel spreading connections among them; beside
+        # the web processes at the start, the split lasts. `make serve` (crowd.serve): the
+        # launcher accepts and hands each connection to the process with the fewest; beside
         # it `uvicorn --workers` (one socket, each connection to whichever process accepts
-        # first) and a balancer's ideal (one process a port, the clients split alike).
+        # first) and the ideal split with no launcher (one process a port, the clients split
+        # alike).
         layouts: list[tuple[str, Callable[[contextlib.ExitStack], list[int]]]] = [
-            (f"make serve (crowd.serve x{processes}, a socket each)",
+            (f"make serve (crowd.serve x{processes}, least connections)",
              lambda stack: [stack.enter_context(live_server(env, workers=processes)).port]),
             (f"uvicorn --workers {processes} (one shared socket)",
              lambda stack: [stack.enter_context(

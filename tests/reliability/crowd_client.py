@@ -157,6 +157,16 @@ def backoff(attempt: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 0.05 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
+def retry_after_jitter() -> float:
+    """Seconds added to a ``Retry-After`` wait. The header is a whole number of seconds, and
+    a client that sends again exactly that long after its last reply meets an idle
+    connection's keep-alive timeout (uvicorn's is 5 s) as the server closes it: the request
+    goes out on a socket closing under it and is lost. A little later, the close has arrived
+    and the idle connection is seen dropped (``_dropped``); clients throttled together also
+    come back apart."""
+    return random.uniform(0.05, 0.25)
+
+
 def call_until_answered(
     conn: Connection,
     method: str,
@@ -191,6 +201,7 @@ def call_until_answered(
                     wait = min(MAX_RETRY_AFTER_SECONDS, max(0.05, float(retry_after)))
                 except ValueError:
                     wait = 1.0
+                wait += retry_after_jitter()
             elif reply.status >= 500:
                 problem = f"{reply.status} {reply.body!r:.200}"
                 failures += 1

@@ -163,9 +163,9 @@ def job_worker(env: dict[str, str], *, threads: int = 2) -> JobWorker:
 
 class WebServer(Group):
     """The web processes as ``make serve`` runs them. With ``workers > 1``, ``crowd.serve``:
-    the supervisor holds the listening sockets (one a worker process) and each worker process
-    accepts from its own, so the port outlives any one of them; the supervisor replaces a
-    worker process that dies on its socket. One worker: uvicorn itself."""
+    the supervisor holds the listening socket and hands each connection to the worker process
+    with the fewest, so the port outlives any one of them; it replaces a worker process that
+    dies. One worker: uvicorn itself."""
 
     def __init__(self, env: dict[str, str], *, workers: int, access_log: bool = False) -> None:
         self.port = free_port()
