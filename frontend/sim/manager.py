@@ -81,9 +81,7 @@ def consensus_fresh(*, project: Project, user: User | None) -> ConsensusRun:
 def model_predictions(*, project: Project, truth: Truth, spec: str, seed: int) -> tuple[str, int]:
     """The manager imports a simulated model's predictions of every image (gold included: it
     is scored there like a worker) through the service the predictions API calls. Returns the
-    model version and how many images it predicted. Bounding boxes only."""
-    if project.kind != "bbox":
-        raise SimError("--model: the simulated model draws boxes; use it on a bbox project.")
+    model version and how many images it predicted: items of the project's kind."""
     try:
         model = model_parse(spec, seed=seed, labels=[label["name"] for label in labels_json()])
     except ValueError as exc:
@@ -93,7 +91,9 @@ def model_predictions(*, project: Project, truth: Truth, spec: str, seed: int) -
     predictions = [
         {
             "image": pk,
-            "annotations": model.predict(name, truth.images.get(name, []), width, height),
+            "annotations": model.predict(
+                name, truth.images.get(name, []), width, height, kind=project.kind
+            ),
         }
         for pk, name, width, height in images
     ]

@@ -16,10 +16,11 @@ then answer with their behaviour's skill:
 - ``dropout``: careful, but now and then takes a lease and leaves without answering.
 
 Pre-labels: a worker anchors on the model's objects to the degree ``anchoring`` (0..1). Given
-a lease's pre-labels (boxes, or a class), it keeps each one as it is with that probability,
-the model's mistakes with it (a wrong label, a stray box, a misplaced box); otherwise it
-judges it: it redraws the object the pre-label marks with its own skill, or deletes a
-pre-label that marks nothing. An object the model missed is left missed with that same
+a lease's pre-labels (shapes of the project's kind, or a class), it keeps each one as it is
+with that probability, the model's mistakes with it (a wrong label, a stray shape, a
+misplaced one); otherwise it judges it: it redraws the object the pre-label marks (the one
+whose bounding box it overlaps most) with its own skill, or deletes a pre-label that marks
+nothing. An object the model missed is left missed with that same
 probability, else drawn as the worker would without pre-labels. A task held out (no
 pre-labels) is answered on the worker's own. Keeping a pre-label takes a fraction
 (``VERIFY_SHARE``) of the time drawing it would, so answers with pre-labels are faster. Spammers
@@ -267,7 +268,7 @@ class SimWorker:
         if b.spammer:
             return self._spam(view)
         honest = self.rng.random() < b.honest_share
-        if honest and prelabels and view.kind in ("classification", "bbox"):
+        if honest and prelabels:
             return self._anchored(view, truth, prelabels)
         if view.kind == "classification":
             right = truth[0]["label"]
@@ -315,18 +316,18 @@ class SimWorker:
         covered: set[int] = set()
         out: list[Item] = []
         for k, pre in enumerate(prelabels):
-            target = _best_match(pre["bbox"], seen, covered)
+            target = _best_match(view.kind, pre, seen, covered)
             if target is not None:
                 covered.add(target)
             if self.rng.random() < a:
-                out.append({"label": pre["label"], "bbox": list(pre["bbox"]), "prelabel": k})
+                out.append({**_shown(pre), "prelabel": k})
                 continue
             if target is None or self.rng.random() < skill.miss_rate:
-                continue  # a stray box deleted (or a real one the worker missed)
+                continue  # a stray shape deleted (or a real one the worker missed)
             drawn = self._jittered(view, seen[target])
             if drawn is None:
                 continue
-            if self.rng.random() >= skill.accuracy:
+            if view.kind != "keypoints" and self.rng.random() >= skill.accuracy:
                 drawn["label"] = self._other(view, seen[target]["label"])
             out.append({**drawn, "prelabel": k})  # the pre-label, corrected
         for index, item in enumerate(seen):
@@ -337,7 +338,7 @@ class SimWorker:
             drawn = self._jittered(view, item)
             if drawn is None:
                 continue
-            if self.rng.random() >= skill.accuracy:
+            if view.kind != "keypoints" and self.rng.random() >= skill.accuracy:
                 drawn["label"] = self._other(view, item["label"])
             out.append(drawn)
         for _ in range(MAX_EXTRA):
@@ -459,13 +460,33 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _best_match(box: Sequence[float], seen: Sequence[Item], taken: set[int]) -> int | None:
-    """The true object (index in ``seen``, not yet taken) that a pre-label's box marks."""
+def extent(kind: str, item: Item) -> list[float]:
+    """An item's bounding box, [x, y, w, h], whatever its kind's geometry (a keypoint item's:
+    of its visible points)."""
+    if kind == "bbox":
+        return [float(v) for v in item["bbox"]]
+    if kind == "mask":
+        rows, cols = np.nonzero(_decode(item["rle"]))
+        if not len(rows):
+            return [0.0, 0.0, 0.0, 0.0]
+        return [float(cols.min()), float(rows.min()), float(cols.max() - cols.min() + 1),
+                float(rows.max() - rows.min() + 1)]  # fmt: skip
+    points = item["points"] if kind == "polygon" else [p for p in item["keypoints"] if p[2]]
+    if not points:
+        return [0.0, 0.0, 0.0, 0.0]
+    xs, ys = [float(p[0]) for p in points], [float(p[1]) for p in points]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _best_match(kind: str, pre: Item, seen: Sequence[Item], taken: set[int]) -> int | None:
+    """The true object (index in ``seen``, not yet taken) that a pre-label marks: the one
+    whose bounding box overlaps the pre-label's most, by at least ``PRELABEL_MATCH_IOU``."""
+    box = extent(kind, pre)
     best, best_iou = None, PRELABEL_MATCH_IOU
     for index, item in enumerate(seen):
         if index in taken:
             continue
-        iou = _iou(box, item["bbox"])
+        iou = _iou(box, extent(kind, item))
         if iou >= best_iou:
             best, best_iou = index, iou
     return best
@@ -519,6 +540,14 @@ def marks(kind: str, answer: Sequence[Item], prelabels: Sequence[Item] = ()) -> 
     return len(answer) - kept(answer, prelabels)
 
 
+GEOMETRY = ("bbox", "points", "keypoints", "rle")  # an item's shape, by kind
+
+
+def _shown(pre: Item) -> Item:
+    """A pre-label as the workspace puts it in an answer: its label and shape, as shown."""
+    return {key: pre[key] for key in ("label", *GEOMETRY) if key in pre}
+
+
 def kept(answer: Sequence[Item], prelabels: Sequence[Item]) -> int:
     """How many items of the answer are pre-labels kept exactly as shown."""
     count = 0
@@ -527,7 +556,7 @@ def kept(answer: Sequence[Item], prelabels: Sequence[Item]) -> int:
         if k is None or not 0 <= k < len(prelabels):
             continue
         pre = prelabels[k]
-        if item.get("label") == pre.get("label") and item.get("bbox") == pre.get("bbox"):
+        if all(item.get(key) == pre.get(key) for key in ("label", *GEOMETRY)):
             count += 1
     return count
 

@@ -14,6 +14,8 @@ from frontend.sim.manager import model_predictions
 from frontend.sim.seeding import sim_project_create
 from qa.prelabel_effect import prelabel_effect
 from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView, kept, marks
+from qa.sim.model import SimModel
+from qa.sim.scenes import CLASSES, KEYPOINTS, scene_make
 from tasks.models import Assignment
 from tasks.services import project_update
 
@@ -87,6 +89,41 @@ def test_a_task_without_prelabels_is_answered_the_same_whatever_the_anchoring() 
     free, anchored = careful(0.0, number=3), careful(0.9, number=3)
     for _ in range(30):
         assert free.answer(VIEW, TRUTH) == anchored.answer(VIEW, TRUTH)
+
+
+@pytest.mark.parametrize("kind", ["classification", "polygon", "keypoints", "mask"])
+def test_workers_anchor_on_prelabels_of_every_kind(kind: str) -> None:
+    scene = scene_make(11, kind=kind)
+    truth = scene.truth(kind)
+    view = TaskView(kind, {c: KEYPOINTS[c] for c in CLASSES}, scene.width, scene.height,
+                    [0, 0, scene.width, scene.height])  # fmt: skip
+    # The model finds every object; then its stray shapes where nothing is.
+    found = SimModel(recall=1.0, false_marks=0.0, labels=CLASSES, seed=2)
+    strays = SimModel(recall=0.0, false_marks=3.0, labels=CLASSES, seed=3)
+    real = found.predict("a", truth, scene.width, scene.height, kind=kind)
+    stray = strays.predict("b", truth, scene.width, scene.height, kind=kind)
+    prelabels = real + ([] if kind == "classification" else stray)
+    assert real
+    assert stray or kind == "classification"
+    for number in range(1, 11):
+        anchored = careful(1.0, number).answer(view, truth, prelabels)
+        # Every pre-label kept as shown, the strays with them (masks as answers hold them:
+        # disjoint, a stray giving up what a real mask before it covers).
+        exact = len(real) if kind == "mask" else len(prelabels)
+        assert kept(anchored, prelabels) >= exact
+        assert sorted(item["prelabel"] for item in anchored if "prelabel" in item) == list(
+            range(len(prelabels))
+        )
+        judged = careful(0.0, number).answer(view, truth, prelabels)
+        named = {item["prelabel"] for item in judged if "prelabel" in item}
+        # The strays deleted; the real objects redrawn from their pre-labels (a careful
+        # worker misses few); nothing kept as shown but by chance (a mask redrawn in place).
+        assert not named & set(range(len(real), len(prelabels)))
+        if kind == "classification":
+            assert named == set()
+        else:
+            assert len(named) >= len(real) - 1
+            assert kept(judged, prelabels) <= (len(real) if kind == "mask" else 0)
 
 
 def _run(*, anchoring: float, seed: int) -> dict:

@@ -31,7 +31,7 @@ from qa.scoring import gold_score
 from qa.sim import scenes
 from qa.sim.crowd import BEHAVIOURS, SimWorker, TaskView, crowd_parse, marks
 from tasks.annotations import Schema, validate_annotations
-from tasks.models import Assignment, AssignmentStatus, Project, Task, TaskState
+from tasks.models import Assignment, AssignmentStatus, Prediction, Project, Task, TaskState
 from tests.e2e.server import live_server, manage, server_env
 
 ANSWERED = [AssignmentStatus.SUBMITTED, AssignmentStatus.APPROVED, AssignmentStatus.REJECTED]
@@ -626,6 +626,31 @@ def test_crowdsim_with_a_model_scores_it_on_gold_and_counts_it(tmp_path: Path) -
     assert "votes in consensus" in text
     assert "rest on it" in text
     assert not WorkerScore.objects.filter(project=project, worker_id__lte=0).exists()
-    with pytest.raises(CommandError, match="bbox project"):
-        call_command("crowdsim", "--create", "polygon", "--images", "2", "--gold", "1",
-                     "--crowd", "careful:1", "--model", "recall=0.9", "--quiet")  # fmt: skip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["classification", "polygon", "keypoints", "mask"])
+def test_crowdsim_models_and_prelabels_for_every_kind(kind: str) -> None:
+    # The simulated model's items pass the predictions import's checks for the project's
+    # kind (strict: one bad item would refuse the file), and workers are shown them.
+    stdout = io.StringIO()
+    call_command(
+        "crowdsim", "--create", kind, "--images", "8", "--gold", "3", "--seed", "6",
+        "--crowd", "careful:3", "--model", "recall=0.8,false=0.5", "--prelabels", "0.2",
+        "--anchoring", "0.5", "--quiet", stdout=stdout,
+    )  # fmt: skip
+    project = Project.objects.order_by("-pk").first()
+    assert project is not None
+    assert project.kind == kind
+
+    assert Prediction.objects.filter(project=project).count() == 8
+    assert "Model sim-model-6-" in stdout.getvalue()
+    records = [a.prelabels for a in Assignment.objects.filter(project=project, status__in=ANSWERED)]
+    shown = [r for r in records if r and r["offered"]]
+    assert shown
+    # Workers anchoring half the time keep pre-labels as shown, and judge the others (a
+    # class answered on one's own is the pre-label kept, or relabelled where the model erred).
+    assert sum(r["counts"]["kept"] for r in shown) > 0
+    if kind != "classification":
+        judged = ("moved", "relabelled", "deleted")
+        assert sum(r["counts"][outcome] for r in shown for outcome in judged) > 0

@@ -82,8 +82,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--model", default="",
             help="a simulated model predicts every image first and votes in consensus when "
-            "gold allows, e.g. recall=0.85,calibration=over-confident,small=0.05,false=0.3 "
-            "(bbox projects)",
+            "gold allows, its items of the project's kind, e.g. "
+            "recall=0.85,calibration=over-confident,small=0.05,false=0.3",
         )  # fmt: skip
         parser.add_argument(
             "--prelabels", type=float, default=None, metavar="HOLDOUT",
