@@ -121,7 +121,7 @@ def _service_client(args: tuple[int, int, float, Any]) -> int:
 CLAIM = """
 SELECT t.id FROM tasks_task t
 WHERE t.project_id = %(p)s AND t.state = 'open' AND NOT t.is_gold
-  AND t.open_leases < t.required_overlap - t.answers
+  AND t.required_overlap - t.answers > 0 AND t.open_leases < t.required_overlap - t.answers
   AND NOT EXISTS (SELECT 1 FROM tasks_assignment a WHERE a.task_id = t.id AND a.worker_id = %(w)s)
 ORDER BY t.required_overlap - t.answers, t.priority DESC, t.id
 LIMIT 1 FOR UPDATE OF t SKIP LOCKED

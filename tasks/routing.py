@@ -221,8 +221,12 @@ _ORDER: dict[str, str] = {
     TaskOrder.DEFAULT: "t.required_overlap - t.answers, t.priority DESC, t.id",
     TaskOrder.UNCERTAIN_FIRST: f"t.required_overlap - t.answers, t.priority DESC, {UNSURE}, t.id",
 }
-# The tasks a worker may claim.
+# The tasks a worker may claim. A free slot implies answers still needed, and saying so
+# bounds the routing index's scan: it starts past the tasks with none needed, which sort
+# first (closest to done) and are many when their decisions wait for a job, rather than
+# reading each and its row only to drop it.
 _CLAIMABLE = f"""t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_gold
+      AND t.required_overlap - t.answers > 0
       AND t.open_leases < t.required_overlap - t.answers
       AND NOT EXISTS (
           SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s

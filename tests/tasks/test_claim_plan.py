@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from tasks import jobs, planner_stats, routing
-from tasks.models import Project
+from tasks.models import Project, Task
 from tests.factories import WorkerFactory, image_ready, project_create, project_with_tasks
 
 pytestmark = pytest.mark.django_db
 
 
-def _claim_plan(project: Project) -> list[tuple[str, str | None]]:
-    """The node types (and indexes) of the claim's plan, as run."""
+def _plan_nodes(project: Project) -> list[dict[str, Any]]:
+    """Every node of the claim's plan, as run."""
     now = timezone.now()
     params: dict[str, Any] = {"project": project.pk, "worker": WorkerFactory.create().pk, "now": now,
               "expires": now}  # fmt: skip
@@ -28,12 +29,17 @@ def _claim_plan(project: Project) -> list[tuple[str, str | None]]:
         cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {routing._CLAIM_SQL['default']}", params)
         plan = cursor.fetchone()[0][0]["Plan"]
 
-    def nodes(node: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
-        yield node["Node Type"], node.get("Index Name")
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
         for child in node.get("Plans", []):
             yield from nodes(child)
 
     return list(nodes(plan))
+
+
+def _claim_plan(project: Project) -> list[tuple[str, str | None]]:
+    """The node types (and indexes) of the claim's plan, as run."""
+    return [(node["Node Type"], node.get("Index Name")) for node in _plan_nodes(project)]
 
 
 @pytest.fixture
@@ -95,6 +101,24 @@ def test_added_tasks_queue_one_analysis_at_a_time_which_fixes_the_plan(
     with django_capture_on_commit_callbacks(execute=True):
         image_ready(project, seed=5003)
     assert sent == [{"delay": 10_000}] * 2
+
+
+@pytest.mark.postgres
+def test_the_claim_starts_past_the_tasks_awaiting_their_decision(
+    manager, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        project = project_with_tasks(manager, tasks=1000, overlap=2)
+    # The oldest 400 have all their answers and wait for the decision job: closest to done,
+    # they come first in the routing order, and none has a slot to claim.
+    due = Task.objects.filter(project=project).order_by("pk").values_list("pk", flat=True)[:400]
+    Task.objects.filter(pk__in=list(due)).update(answers=F("required_overlap"))
+    (scan,) = [node for node in _plan_nodes(project)
+               if node.get("Index Name") == "task_routing_order"]  # fmt: skip
+    assert "(required_overlap - answers) > 0" in scan["Index Cond"]
+    # Not one of them read only to be dropped.
+    assert scan.get("Rows Removed by Filter", 0) == 0, scan
+    assert routing.assignment_next(project=project, worker=WorkerFactory.create()) is not None
 
 
 @pytest.mark.postgres
