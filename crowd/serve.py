@@ -134,8 +134,8 @@ class _HandedServer(uvicorn.Server):
             await loop.connect_accepted_socket(protocol, sock)
         except OSError:
             sock.close()  # the client went away before it was served
-        # Counted once the connection is in ``live``, so the launcher never counts it as
-        # neither (it would send this process one too many).
+        # Taken once the connection is in ``live``: in between the launcher counts it twice
+        # (handed and live), never not at all, which would send this process one too many.
         self.taken.value += 1
 
     def _stop_receiving(self, loop: asyncio.AbstractEventLoop) -> None:
