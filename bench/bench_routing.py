@@ -20,9 +20,11 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 NAME = "routing"
@@ -178,6 +180,56 @@ def _run_processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[int, float
         counts = pool.map(target, args)
         elapsed = time.perf_counter() - started
     return sum(counts), elapsed
+
+
+# --- Processor time ---------------------------------------------------------------------------
+
+
+def _tree_seconds(pid: int) -> float:
+    """Processor seconds of a process and its descendants so far, those that exited and were
+    reaped included (a PostgreSQL backend's time passes to the postmaster when it ends);
+    0 where there is no /proc."""
+    ticks, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            threads = list(Path(f"/proc/{current}/task").iterdir())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += sum(int(value) for value in stat[11:15])  # utime stime cutime cstime
+        for thread in threads:
+            with contextlib.suppress(FileNotFoundError):
+                stack.extend(int(c) for c in (thread / "children").read_text().split())
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_now(**trees: int | None) -> dict[str, float]:
+    """Processor seconds so far: of each named process tree, of this process ("self": the
+    HTTP clients run here) and of its reaped children ("forked": the client processes)."""
+    own, forked = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    now = {name: _tree_seconds(pid) for name, pid in trees.items() if pid is not None}
+    now["self"] = own.ru_utime + own.ru_stime
+    now["forked"] = forked.ru_utime + forked.ru_stime
+    return now
+
+
+def _cpu_per_cycle(
+    before: dict[str, float], after: dict[str, float], cycles: int, app: str
+) -> dict[str, float | None]:
+    """Processor milliseconds a cycle: of the app (``app``: the web processes, or the client
+    processes that call the services), the database server and the job worker."""
+
+    def per_cycle(name: str) -> float | None:
+        if name not in after or not cycles:
+            return None
+        return round(1000 * (after[name] - before[name]) / cycles, 2)
+
+    return {"app_cpu_ms": per_cycle(app), "db_cpu_ms": per_cycle("db"),
+            "jobs_cpu_ms": per_cycle("jobs")}  # fmt: skip
 
 
 # --- (b) HTTP ---------------------------------------------------------------------------------
@@ -376,7 +428,8 @@ def _row(path: str, clients: int, cycles: int, seconds: float, ceiling: float,
     row: dict[str, Any] = {
         "path": path, "clients": clients, "cycles": cycles, "cycles_per_s": cycles / seconds,
         "of_ceiling_pct": 100 * cycles / seconds / ceiling, "p50_ms": None, "p99_ms": None,
-        "p99_after_1s_ms": None, "http_errors": None, "decided": None, "decide_p50_ms": None,
+        "p99_after_1s_ms": None, "app_cpu_ms": None, "db_cpu_ms": None, "jobs_cpu_ms": None,
+        "http_errors": None, "decided": None, "decide_p50_ms": None,
         "decide_p99_ms": None, "left_due": None, "over_assigned": None, "duplicates": None,
         "miscounted": None,
     }  # fmt: skip
@@ -395,7 +448,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("CREATE DATABASE crowd")
     from bench.django_env import setup
-    from tests.e2e.server import live_server, server_env
+    from tests.e2e.server import LiveServer, live_server, server_env
     from tests.reliability.processes import job_worker
 
     # The production layout (`make serve` and `make worker`): PostgreSQL, Redis for the cache,
@@ -416,32 +469,32 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows = []
 
     sql_project, sql_people = _make_project(tasks, 16, "sql")
+    before = _cpu_now(db=server.process.pid)
     cycles, elapsed = _run_processes(
         _sql_client, [(sql_project, w, seconds, server.url) for w, _ in sql_people]
     )
+    cpu = _cpu_per_cycle(before, _cpu_now(db=server.process.pid), cycles, "forked")
     ceiling = cycles / elapsed
-    rows.append(_row("bare SQL (psycopg)", 16, cycles, elapsed, ceiling,
+    rows.append(_row("bare SQL (psycopg)", 16, cycles, elapsed, ceiling, **cpu,
                      **_integrity(sql_project)))  # fmt: skip
 
     jobs = job_worker(env).wait_ready()
+    trees = {"db": server.process.pid, "jobs": jobs.pid}
     try:
-        service_project, service_people = _make_project(tasks, 16, "svc")
-        cycles, elapsed = _run_processes(
-            _service_client, [(service_project, w, seconds, None) for w, _ in service_people]
-        )
-        rows.append(_row("services (routing, 16 processes) + jobs", 16, cycles, elapsed,
-                         ceiling, **_decided(service_project),
-                         **_integrity(service_project)))  # fmt: skip
-
-        # The same with task_order uncertain_first: the claim orders by the model's
-        # confidence under its own index.
-        unsure_project, unsure_people = _make_project(tasks, 16, "unsure", "uncertain_first")
-        cycles, elapsed = _run_processes(
-            _service_client, [(unsure_project, w, seconds, None) for w, _ in unsure_people]
-        )
-        rows.append(_row("services, task_order uncertain_first", 16, cycles, elapsed,
-                         ceiling, **_decided(unsure_project),
-                         **_integrity(unsure_project)))  # fmt: skip
+        # The services, with the default task order and with uncertain_first (the claim
+        # orders by the model's confidence under its own index).
+        for path, tag, order in (("services (routing, 16 processes) + jobs", "svc", "default"),
+                                 ("services, task_order uncertain_first", "unsure",
+                                  "uncertain_first")):  # fmt: skip
+            project_id, people = _make_project(tasks, 16, tag, order)
+            before = _cpu_now(**trees)
+            cycles, elapsed = _run_processes(
+                _service_client, [(project_id, w, seconds, None) for w, _ in people]
+            )
+            decided = _decided(project_id)  # the job worker's time includes the catching up
+            cpu = _cpu_per_cycle(before, _cpu_now(**trees), cycles, "forked")
+            rows.append(_row(path, 16, cycles, elapsed, ceiling, **cpu, **decided,
+                             **_integrity(project_id)))  # fmt: skip
 
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
         # The clients' connections live for the whole run, so however they are split among
@@ -450,28 +503,35 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         # it `uvicorn --workers` (one socket, each connection to whichever process accepts
         # first) and the ideal split with no launcher (one process a port, the clients split
         # alike).
-        layouts: list[tuple[str, Callable[[contextlib.ExitStack], list[int]]]] = [
+        layouts: list[tuple[str, Callable[[contextlib.ExitStack], list[LiveServer]]]] = [
             (f"make serve (crowd.serve x{processes}, least connections)",
-             lambda stack: [stack.enter_context(live_server(env, workers=processes)).port]),
+             lambda stack: [stack.enter_context(live_server(env, workers=processes))]),
             (f"uvicorn --workers {processes} (one shared socket)",
              lambda stack: [stack.enter_context(
-                 live_server(env, workers=processes, shared_socket=True)).port]),
+                 live_server(env, workers=processes, shared_socket=True))]),
             (f"{processes} x uvicorn, connections spread evenly",
-             lambda stack: [stack.enter_context(live_server(env, workers=1)).port
+             lambda stack: [stack.enter_context(live_server(env, workers=1))
                             for _ in range(processes)]),
         ]  # fmt: skip
         for number, (layout, serve) in enumerate(layouts):
             http_project, http_people = _make_project(tasks, 64, f"http{number}")
             with contextlib.ExitStack() as stack:
-                ports = serve(stack)
-                result = asyncio.run(
-                    _http_clients(ports, http_project, [t for _, t in http_people], seconds)
-                )
+                servers = serve(stack)
+                web = {f"web{k}": live.process.pid for k, live in enumerate(servers)}
+                before = _cpu_now(**trees, **web)
+                result = asyncio.run(_http_clients(
+                    [live.port for live in servers], http_project,
+                    [t for _, t in http_people], seconds,
+                ))  # fmt: skip
                 decided = _decided(http_project)
+                after = _cpu_now(**trees, **web)
+            for cpu_now in (before, after):
+                cpu_now["web"] = sum(cpu_now.pop(name) for name in web)
+            cpu = _cpu_per_cycle(before, after, result["cycles"], "web")
             rows.append(_row(f"HTTP submit?next=1, {layout} + jobs, PostgreSQL+Redis", 64,
                              result["cycles"], result["seconds"], ceiling,
                              p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
-                             p99_after_1s_ms=result["p99_after_1s_ms"],
+                             p99_after_1s_ms=result["p99_after_1s_ms"], **cpu,
                              http_errors=result["errors"], **decided,
                              **_integrity(http_project)))  # fmt: skip
     finally:
