@@ -20,8 +20,8 @@ a lease's pre-labels (shapes of the project's kind, or a class), it keeps each o
 with that probability, the model's mistakes with it (a wrong label, a stray shape, a
 misplaced one); otherwise it judges it: it redraws the object the pre-label marks (the one
 whose bounding box it overlaps most) with its own skill, or deletes a pre-label that marks
-nothing. An object the model missed is left missed with that same
-probability, else drawn as the worker would without pre-labels. A task held out (no
+nothing. An object the model missed is left missed with that same probability, else drawn
+as the worker would without pre-labels. A task held out (no
 pre-labels) is answered on the worker's own. Keeping a pre-label takes a fraction
 (``VERIFY_SHARE``) of the time drawing it would, so answers with pre-labels are faster. Spammers
 and an adversary's dishonest answers ignore pre-labels.

@@ -7,12 +7,13 @@ things); its shapes stray by ``jitter`` of the object's side; it gives the wrong
 ``confusion`` of the time, and adds ``false_marks`` shapes a picture (Poisson) where nothing
 is. Every kind of project has its model: a detector's boxes; a segmenter's polygons (each
 vertex strays) or masks (the mask moves and grows or shrinks); a pose model's keypoints (each
-visible point strays; its false marks are a true object's pose of the class put elsewhere);
-a classifier's one class, right with the recall, its false mark a wrong class.
+visible point strays; its false marks are a true pose of the picture, of its own class, put
+elsewhere; it never confuses classes, each its own skeleton); a classifier's one class, the
+true one with the recall, else another.
 
-Scores: every box gets a raw confidence, drawn from ``Beta(8, 1.5)`` for a real object and
+Scores: every item gets a raw confidence, drawn from ``Beta(8, 1.5)`` for a real object and
 ``Beta(2, 5)`` for a false mark. ``calibration="calibrated"`` turns it into the probability
-that the box is right given that raw value (Bayes with the two densities and the share of
+that the item is right given that raw value (Bayes with the two densities and the share of
 real boxes), so a box scoring 0.8 is right 80% of the time; ``"over-confident"`` raises that
 probability to the power 0.25 (0.5 becomes 0.84, 0.2 becomes 0.67), as detectors trained
 with cross-entropy tend to be; ``"under-confident"`` squares it.
