@@ -187,8 +187,8 @@ def _run_processes(target: Any, args: list[tuple[Any, ...]]) -> tuple[int, float
 
 def _tree_seconds(pid: int) -> float:
     """Processor seconds of a process and its descendants so far, those that exited and were
-    reaped included (a PostgreSQL backend's time passes to the postmaster when it ends);
-    0 where there is no /proc."""
+    reaped included (a PostgreSQL backend's time passes to the postmaster when it ends).
+    Linux's /proc."""
     ticks, stack = 0, [pid]
     while stack:
         current = stack.pop()

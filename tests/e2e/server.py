@@ -77,8 +77,8 @@ def web_command(
     port: int, workers: int, *, shared_socket: bool = False, access_log: bool = True
 ) -> list[str]:
     """The command line of the web processes: several as ``make serve`` runs them
-    (``crowd.serve``: each connection to the least busy) or, with ``shared_socket``, as ``uvicorn --workers``
-    does (one socket for all); one, uvicorn itself."""
+    (``crowd.serve``: each connection to the least busy) or, with ``shared_socket``, as
+    ``uvicorn --workers`` does (one socket for all); one, uvicorn itself."""
     quiet = [] if access_log else ["--no-access-log"]
     if workers > 1 and not shared_socket:
         return [sys.executable, "-m", "crowd.serve", "--host", "127.0.0.1", "--port", str(port),
