@@ -10,15 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import ROOT, LiveServer, live_server, manage, server_env
+from tests.e2e.server import ROOT, LiveServer, live_server, manage, server_env, ws_connect
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")
 
 LISTEN, ESTABLISHED = "0A", "01"
+PASSWORD = "serve-test-password-42"
 
 
 def _tcp_sockets(port: int) -> dict[int, str]:
@@ -41,6 +43,17 @@ def _socket_inodes(pid: int) -> set[int]:
         if target.startswith("socket:["):
             inodes.add(int(target[8:-1]))
     return inodes
+
+
+def _peer_ports(pid: int, port: int) -> set[int]:
+    """The client ports of the connections to ``port`` that the process holds (any state)."""
+    held = _socket_inodes(pid)
+    peers = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and int(fields[9]) in held:
+            peers.add(int(fields[2].split(":")[1], 16))
+    return peers
 
 
 def _listening(pid: int, port: int) -> int:
@@ -134,6 +147,49 @@ def test_the_launcher_hands_each_connection_to_the_process_with_fewest(
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_websocket_counts_while_it_is_open_and_not_after(env: dict[str, str]) -> None:
+    manage(env, "createuser", "ws-worker", "--role", "worker", "--password", PASSWORD)
+    with live_server(env, workers=2) as server:
+        web = _two_serving(server)
+        status, body = server.request(
+            "POST", "/api/v1/auth/token/", {"username": "ws-worker", "password": PASSWORD}
+        )
+        assert status == 200, body
+        time.sleep(0.5)  # the answered requests' connections closed and counted out
+
+        def holder(client_port: int) -> int:
+            (pid,) = [pid for pid in web if client_port in _peer_ports(pid, server.port)]
+            return pid
+
+        # An HTTP connection upgraded to a WebSocket stays counted: six open at once are
+        # split as any six connections.
+        sockets = [ws_connect(server, f"/ws/worker/?token={body['token']}") for _ in range(6)]
+        opened = list(sockets)
+        try:
+            holders = {id(ws): holder(ws.socket.getsockname()[1]) for ws in sockets}
+            assert _even(sorted(Counter(holders.values()).values()), 6)
+            # Closed, a process's WebSockets are counted out: it gets the next connections.
+            emptied = holders[id(sockets[0])]
+            for ws in sockets:
+                if holders[id(ws)] == emptied:
+                    ws.close()
+                    opened.remove(ws)
+            deadline = time.monotonic() + 10
+            while _peer_ports(emptied, server.port):
+                assert time.monotonic() < deadline, "the WebSockets did not close"
+                time.sleep(0.05)
+            fresh = [_healthz(server.port) for _ in range(3)]
+            try:
+                landed = [holder(conn.getsockname()[1]) for conn in fresh]
+            finally:
+                for conn in fresh:
+                    conn.close()
+            assert landed.count(emptied) >= 2, (landed, emptied)
+        finally:
+            for ws in opened:
+                ws.close()
 
 
 def test_a_dead_web_process_is_replaced_and_sighup_replaces_all(
