@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import multiprocessing
 import os
 import re
@@ -38,6 +37,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
+
+from bench import percentile
 
 NAME = "live"
 DESCRIPTION = "commit-to-delivery latency of live events over WebSocket (target p99 < 200 ms)"
@@ -306,17 +307,12 @@ async def _close(client: Client) -> None:
             await asyncio.wait_for(client.done.wait(), 10)
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(math.ceil(len(ordered) * share) - 1, 0)]
-
-
 def _stats(latencies: list[float]) -> dict[str, float | None]:
     if not latencies:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
     return {
-        "p50_ms": _percentile(latencies, 0.5) * 1000,
-        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
         "max_ms": max(latencies) * 1000,
     }
 

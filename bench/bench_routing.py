@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import percentile
+
 NAME = "routing"
 DESCRIPTION = "next+submit cycles/s on PostgreSQL: services, HTTP, bare SQL ceiling"
 OVERLAP = 3
@@ -311,14 +313,9 @@ async def _http_clients(
     elapsed = time.perf_counter() - started
     return {
         "cycles": cycles, "seconds": elapsed, "errors": errors,
-        "p50_ms": statistics.median(latencies) * 1000, "p99_ms": _p99(latencies) * 1000,
-        "p99_after_1s_ms": _p99(settled) * 1000 if settled else None,
+        "p50_ms": statistics.median(latencies) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p99_after_1s_ms": percentile(settled, 0.99) * 1000 if settled else None,
     }  # fmt: skip
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(int(len(ordered) * 0.99) - 1, 0)]
 
 
 # How long a completed task waited for its decision: from its last counted answer to done_at.
@@ -353,7 +350,7 @@ def _decided(project_id: int, timeout: float = 120.0) -> dict[str, Any]:
     return {
         "decided": len(waits), "left_due": due,
         "decide_p50_ms": statistics.median(waits),
-        "decide_p99_ms": waits[max(int(len(waits) * 0.99) - 1, 0)],
+        "decide_p99_ms": percentile(waits, 0.99),
     }  # fmt: skip
 
 
@@ -419,7 +416,7 @@ def _embedded(tasks: int, clients: int, seconds: float) -> dict[str, Any]:
         **result, **counts,
         "decided": len(waits), "left_due": counts.pop("due"),
         "decide_p50_ms": statistics.median(waits) if waits else None,
-        "decide_p99_ms": _p99(waits) if waits else None,
+        "decide_p99_ms": percentile(waits, 0.99) if waits else None,
     }  # fmt: skip
 
 
