@@ -207,15 +207,11 @@ def _tree_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_now(**trees: int | None) -> dict[str, float]:
-    """Processor seconds so far: of each named process tree, of this process ("self": the
-    HTTP clients run here) and of its reaped children ("forked": the client processes)."""
-    own, forked = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    now = {name: _tree_seconds(pid) for name, pid in trees.items() if pid is not None}
-    now["self"] = own.ru_utime + own.ru_stime
+def _cpu_now(**trees: int) -> dict[str, float]:
+    """Processor seconds so far: of each named process tree, and of this process's reaped
+    children ("forked": the client processes)."""
+    forked = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = {name: _tree_seconds(pid) for name, pid in trees.items()}
     now["forked"] = forked.ru_utime + forked.ru_stime
     return now
 

@@ -94,7 +94,6 @@ class _HandedServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, channel: socket.socket, live: Any, taken: Any):
         super().__init__(config)
         self.channel, self.live, self.taken = channel, live, taken
-        self.receiving = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.server_state.connections = _Connections(self.live)
@@ -109,7 +108,6 @@ class _HandedServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         self.channel.setblocking(False)
         loop.add_reader(self.channel.fileno(), self._take, loop, protocol)
-        self.receiving = True
 
     def _take(self, loop: asyncio.AbstractEventLoop, protocol: Callable[[], Any]) -> None:
         try:
@@ -119,7 +117,7 @@ class _HandedServer(uvicorn.Server):
         except OSError:
             data, fds = b"", []
         if not data and not fds:  # the launcher is gone
-            self._stop_receiving(loop)
+            loop.remove_reader(self.channel.fileno())
             self.should_exit = True
             return
         for fd in fds:
@@ -138,13 +136,8 @@ class _HandedServer(uvicorn.Server):
         # (handed and live), never not at all, which would send this process one too many.
         self.taken.value += 1
 
-    def _stop_receiving(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.receiving:
-            loop.remove_reader(self.channel.fileno())
-            self.receiving = False
-
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._stop_receiving(asyncio.get_running_loop())
+        asyncio.get_running_loop().remove_reader(self.channel.fileno())  # False if not there
         self.channel.close()  # connections handed over and not taken are closed with it
         await super().shutdown(sockets)
 
@@ -182,7 +175,6 @@ class _Slot:
         self.live, self.taken = context.RawValue("q", 0), context.RawValue("q", 0)
         self.handed = 0  # by the accepting thread alone
         self.ready = context.Event()
-        self.serving = False
         self.process: BaseProcess = context.Process(
             target=_serve, args=(theirs, self.live, self.taken, options, self.ready), name=name
         )
@@ -191,14 +183,15 @@ class _Slot:
     def load(self) -> tuple[bool, int]:
         """Serving processes first (a new one may take seconds to load the app), then the
         fewest connections, those on their way included."""
-        serving = self.serving or self.ready.is_set()
-        return (not serving, self.live.value + self.handed - self.taken.value)
+        return (not self.ready.is_set(), self.live.value + self.handed - self.taken.value)
 
     def check_serving(self) -> bool:
-        if not self.serving and self.ready.is_set():
-            self.serving = True
-            self._release_theirs()
-        return self.serving
+        """Whether the process serves; once it does, the launcher lets go of its copy of the
+        process's end of the channel."""
+        if not self.ready.is_set():
+            return False
+        self._release_theirs()
+        return True
 
     def _release_theirs(self) -> None:
         # Once the process holds its copy, the launcher's would keep a dead process's channel
