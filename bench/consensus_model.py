@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -56,10 +56,10 @@ from bench.consensus_shapes import (
     _varied,
     as_parsed_json,
 )
-from qa.consensus.box_em import GoldRates
+from qa.consensus.box_em import GoldRates, gold_score_counts
 from qa.consensus.boxes import BoxModel, box_certainty, box_model, box_model_for, merge_boxes_batch
 from qa.consensus.objects import existence_confidence
-from qa.geometry import box_iou
+from qa.geometry import box_iou, match_annotations
 from qa.reliability import Evidence, vote_weight
 from qa.scoring import gold_score
 from qa.sim.model import SimModel
@@ -150,11 +150,18 @@ class World:
     # objects a gold image holds (``qa.model_scores.gold_objects``).
     gold: dict[Hashable, GoldRates]
     gold_objects: float
+    # The model's answer with each box's score, and the gold with the model's scored boxes
+    # counted per score bin, real or not: the world as the rule reading scores sees it.
+    scored: list[list[Item]]
+    scored_gold: dict[Hashable, GoldRates]
+
+    def with_scores(self) -> World:
+        return replace(self, model=self.scored, gold=self.scored_gold)
 
 
-def _cut(items: Sequence[Item]) -> list[Item]:
+def _cut(items: Sequence[Item], *, scores: bool = False) -> list[Item]:
     return [
-        {k: v for k, v in item.items() if k != "score"}
+        {k: v for k, v in item.items() if scores or k != "score"}
         for item in items
         if float(item["score"]) >= MIN_SCORE
     ]
@@ -167,10 +174,16 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
     model = SimModel(**{**profile.model.__dict__, "seed": seed})
     # The model's gold: GOLD images of the same kind, scored by the product's gold scoring.
     gold_scores, found, total, located, extra = [], 0, 0, 0, 0
+    box_scores: list[float] = []
+    box_real: list[bool] = []
     for k in range(GOLD):
         width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
         truth = _true_boxes(rng, width, height)
-        result = gold_score("bbox", truth, _cut(model.predict(("gold", k), truth, width, height)))
+        answer = _cut(model.predict(("gold", k), truth, width, height), scores=True)
+        spurious = set(match_annotations(truth, answer, kind="bbox", threshold=0.5).extras)
+        box_scores += [float(item["score"]) for item in answer]
+        box_real += [i not in spurious for i in range(len(answer))]
+        result = gold_score("bbox", truth, _cut(answer))
         gold_scores.append(result.score)
         found += result.matched
         located += result.matched + result.wrong_label
@@ -197,7 +210,11 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
         if seen:
             rates = GoldRates(marked / seen, strays / WORKER_GOLD, GOLD_PRIOR_WEIGHT * WORKER_GOLD)
             gold[_worker_id(pool, i)] = rates
-    images, answers, predicted = [], [], []
+    scored_gold = {
+        **gold,
+        MODEL: gold[MODEL]._replace(scores=gold_score_counts(box_scores, box_real)),
+    }
+    images, answers, predicted, scored = [], [], [], []
     for j in range(n_images):
         width, height = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
         truth = _true_boxes(rng, width, height)
@@ -213,7 +230,8 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
                 for i in order
             ]
         )
-        predicted.append(_cut(model.predict(j, truth, width, height)))
+        scored.append(_cut(model.predict(j, truth, width, height), scores=True))
+        predicted.append(_cut(scored[-1]))
     return World(
         images,
         as_parsed_json(answers),
@@ -223,6 +241,8 @@ def _world(profile: ModelProfile, n_images: int, seed: int) -> World:
         float(np.mean(gold_scores)),
         gold,
         total / GOLD,
+        scored,
+        scored_gold,
     )
 
 
@@ -368,7 +388,15 @@ def rows(quick: bool, profiles: Sequence[ModelProfile] = PROFILES) -> list[dict[
                  None, world)
         )  # fmt: skip
         scanned: dict[float, tuple[float, float]] = {}
+        scored: dict[float, tuple[float, float]] = {}
         for threshold in THRESHOLDS:
+            started = time.perf_counter()
+            f1, humans = scored[threshold] = _with_rates(world.with_scores(), threshold=threshold)
+            ok = f1 >= fixed_f1 and humans <= MAX_HUMAN_SHARE * FIXED
+            out.append(
+                _row(profile, f"model + 1..{MAX_OVERLAP} at {threshold}, rates and scores", f1,
+                     humans, time.perf_counter() - started, "ok" if ok else "MISSED", world)
+            )  # fmt: skip
             for rule, method in (
                 ("rates", "model + 1..{} at {}, rates"),
                 ("weights", "model + 1..{} at {}, one weight"),
@@ -384,6 +412,7 @@ def rows(quick: bool, profiles: Sequence[ModelProfile] = PROFILES) -> list[dict[
                          time.perf_counter() - started, "ok" if ok else "MISSED", world)
                 )  # fmt: skip
         out.append(_cheapest(profile, world, fixed_f1, scanned))
+        out.append(_cheapest(profile, world.with_scores(), fixed_f1, scored, "rates and scores"))
         started = time.perf_counter()
         f1, humans = _dynamic(world, threshold=THRESHOLDS[-1], model=False, start=2)
         out.append(
@@ -413,6 +442,7 @@ def _cheapest(
     world: World,
     fixed_f1: float,
     scanned: dict[float, tuple[float, float]],
+    rule: str = "rates",
 ) -> dict[str, Any]:
     """The rates' rule at every threshold of ``SCAN``: the fewest human answers whose F1
     reaches fixed overlap 5's (the target's question asked of the whole curve)."""
@@ -425,10 +455,10 @@ def _cheapest(
     unseen = f"after one answer {_unseen(world):.2%} of objects unmarked by all"
     if not reaching:
         f1, humans = scanned[max(scanned)]
-        method = f"model + rates, fewest answers reaching fixed 5: none up to {max(scanned)}"
+        method = f"model + {rule}, fewest answers reaching fixed 5: none up to {max(scanned)}"
     else:
         humans, threshold, f1 = min(reaching)
-        method = f"model + rates, fewest answers reaching fixed 5: at {threshold}"
+        method = f"model + {rule}, fewest answers reaching fixed 5: at {threshold}"
     return _row(
         profile, f"{method} ({unseen}; threshold: F1/answers {curve})", f1, humans,
         time.perf_counter() - started,

@@ -3,7 +3,9 @@ the project's current version votes in consensus with the weight it earned.
 
 A model version's *answer* to an image is its prediction's objects scoring at least the
 project's ``ml_backend_min_score`` (``DEFAULT_MIN_SCORE`` when unset), as a worker's answer
-has them (scores dropped). On each gold image it has a prediction of, that answer is scored
+has them (scores dropped; box consensus keeps them, reading a box's score as evidence, its
+prior the gold's real and spurious boxes per score bin, ``details["score_bins"]``). On each
+gold image it has a prediction of, that answer is scored
 against the gold answer by the very function that scores a worker's gold answer
 (``qa.services.answer_compare``: same matching, thresholds and score per kind), and the sums
 feed the same Beta posterior (``qa.reliability``). The calibration of its scores is measured on
@@ -32,6 +34,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Max
 
 from qa.calibration import calibration
+from qa.consensus.box_em import GoldRates, gold_score_counts
 from qa.geometry import match_annotations
 from qa.models import GoldAnswer, ModelScore
 from qa.regions import restrict
@@ -62,12 +65,15 @@ def min_score(project: Project) -> float:
     return DEFAULT_MIN_SCORE if value is None else float(value)
 
 
-def model_answer(project: Project, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def model_answer(
+    project: Project, items: Sequence[dict[str, Any]], *, scores: bool = False
+) -> list[dict[str, Any]]:
     """A prediction's objects as the model's answer: those scoring at least the project's
-    minimum (an object without a score is the model's plain claim and kept), without scores."""
+    minimum (an object without a score is the model's plain claim and kept), without scores
+    unless ``scores`` (box consensus reads a box's score as evidence, ``qa.consensus.box_em``)."""
     cut = min_score(project)
     return [
-        {k: v for k, v in item.items() if k != "score"}
+        item if scores else {k: v for k, v in item.items() if k != "score"}
         for item in items
         if item.get("score") is None or float(item["score"]) >= cut
     ]
@@ -136,6 +142,24 @@ def _object_outcomes(
     return [s for _, s in scored], [k in right for k, _ in scored]
 
 
+def _box_outcomes(
+    project: Project, gold: list[dict[str, Any]], answer: list[dict[str, Any]]
+) -> tuple[list[float], list[bool]]:
+    """Each scored box of the model's answer to a gold image: its score, and whether it is a
+    real object (matched to a gold box at the IoU threshold, whatever the labels)."""
+    scored = [k for k, item in enumerate(answer) if item.get("score") is not None]
+    if not scored:
+        return [], []
+    found = match_annotations(
+        gold,
+        [{k: v for k, v in item.items() if k != "score"} for item in answer],
+        kind=Kind.BBOX,
+        threshold=project.iou_threshold,
+    )
+    strays = set(found.extras)
+    return [float(answer[k]["score"]) for k in scored], [k not in strays for k in scored]
+
+
 def _compute(project: Project, version: str) -> dict[str, Any]:
     from qa.services import answer_compare
 
@@ -151,17 +175,27 @@ def _compute(project: Project, version: str) -> dict[str, Any]:
     counts = {"matched": 0, "missed": 0, "extra": 0, "wrong_label": 0}
     scores: list[float] = []
     correct: list[bool] = []
+    # Boxes: the answer's scored boxes, each with whether it was a real object (matched at
+    # the IoU threshold, whatever its label): the prior of what a box's score says in
+    # consensus (``GoldRates.scores``).
+    box_scores: list[float] = []
+    box_real: list[bool] = []
     for prediction in predictions.order_by("image_id"):
         image = prediction.image
         gold = gold_of[image.pk]
         items = list(prediction.annotations or [])
+        answer = model_answer(project, items, scores=True)
         result: GoldScore = answer_compare(
             project=project,
             reference=gold,
-            answer=model_answer(project, items),
+            answer=[{k: v for k, v in item.items() if k != "score"} for item in answer],
             width=image.width,
             height=image.height,
         )
+        if project.kind == Kind.BBOX:
+            box_s, box_r = _box_outcomes(project, gold, answer)
+            box_scores += box_s
+            box_real += box_r
         seen += 1
         passed += int(result.score >= project.gold_pass_score)
         score_sum += result.score
@@ -173,12 +207,15 @@ def _compute(project: Project, version: str) -> dict[str, Any]:
     found = counts["matched"] + counts["wrong_label"]
     gold_objects = found + counts["missed"]
     answered = found + counts["extra"]
-    details = {
+    details: dict[str, Any] = {
         **counts,
         "min_score": min_score(project),
         "recall": round(counts["matched"] / gold_objects, 4) if gold_objects else None,
         "precision": round(counts["matched"] / answered, 4) if answered else None,
     }
+    if box_scores:
+        real, spurious = gold_score_counts(box_scores, box_real)
+        details["score_bins"] = {"real": list(real), "spurious": list(spurious)}
     return {
         "gold_seen": seen,
         "gold_passed": passed,
@@ -275,7 +312,8 @@ def model_voter(project: Project, image_ids: Sequence[int]) -> ModelVoter | None
     rows = Prediction.objects.filter(
         project=project, model_version=version, image_id__in=list(image_ids)
     ).values_list("image_id", "annotations")
-    answers = {image: model_answer(project, items or []) for image, items in rows}
+    scored = project.kind == Kind.BBOX
+    answers = {image: model_answer(project, items or [], scores=scored) for image, items in rows}
     return ModelVoter(version, vote_weight(evidence(row)), answers)
 
 
@@ -346,9 +384,10 @@ def fit_record(project: Project, *, answers: int, accuracy: float, params: dict[
     )
 
 
-def gold_rates(project: Project) -> tuple[float, float, float] | None:
-    """The current version's (recall, false marks a picture, weight in answers) on gold, as
-    ``qa.worker_model.gold_priors`` gives a worker's."""
+def gold_rates(project: Project) -> GoldRates | None:
+    """The current version's recall, false marks a picture and weight in answers on gold, as
+    ``qa.worker_model.gold_priors`` gives a worker's, and its boxes' scores (real and spurious
+    boxes per score bin) where it answered box gold."""
     row = current_row(project)
     if row is None or not votes(project, row)[0]:
         return None
@@ -359,7 +398,16 @@ def gold_rates(project: Project) -> tuple[float, float, float] | None:
         return None
     from qa.worker_model import GOLD_PRIOR_WEIGHT
 
-    return found / gold, float(d.get("extra", 0)) / row.gold_seen, GOLD_PRIOR_WEIGHT * row.gold_seen
+    bins = d.get("score_bins")
+    scores = None
+    if isinstance(bins, dict):
+        scores = (tuple(map(float, bins["real"])), tuple(map(float, bins["spurious"])))
+    return GoldRates(
+        found / gold,
+        float(d.get("extra", 0)) / row.gold_seen,
+        GOLD_PRIOR_WEIGHT * row.gold_seen,
+        scores,
+    )
 
 
 def gold_objects(project: Project) -> float | None:

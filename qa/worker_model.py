@@ -42,12 +42,12 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from qa.consensus import classification as cls
+from qa.consensus.box_em import GoldRates
 from qa.models import GoldResult, WorkerModelFit, WorkerScore
 from tasks.models import Image, Kind, MaskMode, Project, Task
 from tasks.schema import project_schema
 
 if TYPE_CHECKING:
-    from qa.consensus.box_em import GoldRates
     from qa.consensus.boxes import BoxModel
 
 logger = logging.getLogger(__name__)
@@ -164,12 +164,10 @@ def _classification_fit(project: Project, answers: Sequence[AnswerRow]) -> Proje
     return ProjectFit("dawid_skene", len(labelled), fits, crowd)
 
 
-def gold_priors(
-    project: Project, worker_ids: Sequence[int] | None = None
-) -> dict[int, tuple[float, float, float]]:
-    """Each worker's (recall, false marks a picture, weight in answers) on the project's gold
+def gold_priors(project: Project, worker_ids: Sequence[int] | None = None) -> dict[int, GoldRates]:
+    """Each worker's recall, false marks a picture and weight in answers on the project's gold
     (of ``worker_ids`` only, when given): objects found (matched or with a wrong label) over
-    the gold's objects, and extra objects an answer."""
+    the gold's objects, and extra objects an answer; the model's with its boxes' scores."""
     totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     results = GoldResult.objects.filter(project=project)
     if worker_ids is not None:
@@ -183,7 +181,7 @@ def gold_priors(
         row[2] += float(details.get("extra", 0))
         row[3] += 1.0
     priors = {
-        worker: (found / gold if gold else 0.5, extra / n, GOLD_PRIOR_WEIGHT * n)
+        worker: GoldRates(found / gold if gold else 0.5, extra / n, GOLD_PRIOR_WEIGHT * n)
         for worker, (found, gold, extra, n) in totals.items()
         if gold
     }
@@ -197,9 +195,8 @@ def gold_priors(
 
 def _gold_rates(project: Project) -> dict[Hashable, GoldRates] | None:
     """:func:`gold_priors` as the shape models take them; None without gold results."""
-    from qa.consensus.box_em import GoldRates
-
-    return {w: GoldRates(*values) for w, values in gold_priors(project).items()} or None
+    rates: dict[Hashable, GoldRates] = dict(gold_priors(project).items())
+    return rates or None
 
 
 def _box_fit(project: Project, crowds: list[list[Any]], n_answers: int) -> ProjectFit:
@@ -318,14 +315,10 @@ def decision_box_model(
     Before the first fit the crowd is the box EM's starting one and the objects a picture are
     the gold images' (a model votes once it has answered some)."""
     from qa import model_scores
-    from qa.consensus.box_em import GoldRates
     from qa.consensus.boxes import box_model_for
 
-    gold = {
-        w: GoldRates(*rates)
-        for w, rates in gold_priors(project, worker_ids).items()
-        if w in set(worker_ids)
-    }
+    voters = set(worker_ids)
+    gold = {w: rates for w, rates in gold_priors(project, worker_ids).items() if w in voters}
     objects = 1.0
     if fitted is None:
         objects = model_scores.gold_objects(project) or objects
@@ -339,6 +332,7 @@ def _box_model(crowd: Mapping[str, Any], params: Mapping[int, Mapping[str, Any]]
         known = {k: v for k, v in values.items() if k in BoxWorker._fields}
         known["confusion"] = tuple(tuple(row) for row in known.get("confusion", ()))
         known["shift"] = tuple(known.get("shift", (0.0, 0.0, 0.0, 0.0)))
+        known["score_odds"] = tuple(known.get("score_odds", ()))
         return BoxWorker(**known)
 
     return BoxModel(

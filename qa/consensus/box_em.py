@@ -53,7 +53,7 @@ a few milliseconds for 10,000 images.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -87,6 +87,13 @@ RATE_FLOOR = 1e-3
 # a stray box that still matched tells that its worker is imprecise, not how imprecise.
 NOISE_CAP = 0.25
 NOISE_FLOOR = 1e-3
+# A voter whose marks carry a score (a model's boxes) is read by the score too: scores are cut
+# into ``SCORE_BINS`` equal bins (as ``qa.calibration`` cuts them), and a mark in bin ``b``
+# counts the odds of a real object by ``f(b | real) / f(b | spurious)``, the two histograms
+# of the voter's marks learnt with the rates. Each histogram has a flat prior worth
+# ``SCORE_PRIOR`` marks a bin: a voter seen on few scored marks is read by marks alone.
+SCORE_BINS = 10
+SCORE_PRIOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,30 @@ class Existence:
     iterations: int
     mean_recall: float = CROWD_RECALL  # the crowd's means, for a worker not seen
     mean_false_marks: float = CROWD_FALSE_MARKS
+    # (n_workers, SCORE_BINS): the log odds a scored mark in each bin adds; zeros for a
+    # worker whose marks carry no score.
+    score_odds: FloatArray | None = None
+
+
+def score_bins(scores: FloatArray) -> IntArray:
+    """Each score's bin (a score of exactly 1 in the last); -1 where there is none (NaN)."""
+    known = np.isfinite(scores)
+    out = np.full(len(scores), -1, dtype=np.intp)
+    out[known] = np.minimum((np.clip(scores[known], 0.0, 1.0) * SCORE_BINS).astype(np.intp),
+                            SCORE_BINS - 1)  # fmt: skip
+    return out
+
+
+def score_odds(real: FloatArray, spurious: FloatArray) -> FloatArray:
+    """Per bin, the log odds a mark there adds: ``log f(b | real) - log f(b | spurious)``
+    from (weighted) counts of real and spurious marks in each bin (rows: voters), each with
+    the flat prior. A voter without scored marks gets zeros."""
+    real = real + SCORE_PRIOR
+    spurious = spurious + SCORE_PRIOR
+    out: FloatArray = np.log(real / real.sum(axis=-1, keepdims=True)) - np.log(
+        spurious / spurious.sum(axis=-1, keepdims=True)
+    )
+    return out
 
 
 def existence_em(
@@ -113,6 +144,7 @@ def existence_em(
     max_iterations: int = MAX_ITERATIONS,
     tolerance: float = TOLERANCE,
     prior: Prior | None = None,
+    mark_bin: IntArray | None = None,
 ) -> Existence:
     """Posterior that each candidate is real, and each worker's recall and false marks.
 
@@ -121,8 +153,10 @@ def existence_em(
     images worker ``j`` answered (with candidates or not), and ``start`` a first guess of each
     candidate's probability (e.g. its share of the votes). ``prior`` adds to some workers'
     priors rates measured elsewhere (gold), worth their strength beside the crowd's mean.
+    ``mark_bin`` gives each marked pair (in the pairs' order) its box's score bin, -1 where
+    the box has no score: a voter's scored marks count by their bin too (``SCORE_BINS``).
     """
-    votes = _Votes.build(pair_candidate, pair_worker, marked, worker_images, len(start))
+    votes = _Votes.build(pair_candidate, pair_worker, marked, worker_images, len(start), mark_bin)
     q = np.clip(np.asarray(start, dtype=np.float64), 0.0, 1.0)
     n_workers = len(worker_images)
     prior = prior if prior is not None else Prior.none(n_workers)
@@ -144,6 +178,7 @@ def existence_em(
         iterations,
         model.mean_recall,
         model.mean_false_marks,
+        model.score_odds,
     )
 
 
@@ -156,18 +191,27 @@ def existence_posterior(
     recall: FloatArray,
     false_marks: FloatArray,
     objects: float,
+    mark_bin: IntArray | None = None,
+    score_odds: FloatArray | None = None,
 ) -> FloatArray:
     """The E step alone: each candidate's probability of being real under rates already learnt
-    (``recall[j]`` and ``false_marks[j]`` of worker id ``j``, ``objects`` a picture). It
+    (``recall[j]`` and ``false_marks[j]`` of worker id ``j``, ``objects`` a picture, and
+    ``score_odds[j]`` what a scored mark in each bin adds, with the marks' ``mark_bin``). It
     depends on nothing but the candidate's own pairs, so a batch's posteriors are those of its
     images taken one by one."""
     votes = _Votes.build(
-        pair_candidate, pair_worker, marked, np.zeros(len(recall), dtype=np.intp), n_candidates
+        pair_candidate,
+        pair_worker,
+        marked,
+        np.zeros(len(recall), dtype=np.intp),
+        n_candidates,
+        mark_bin,
     )
     rates = _Rates(
         np.clip(np.asarray(recall, dtype=np.float64), RATE_FLOOR, 1.0 - RATE_FLOOR),
         np.maximum(np.asarray(false_marks, dtype=np.float64), RATE_FLOOR),
         max(float(objects), RATE_FLOOR),
+        score_odds=score_odds,
     )
     return rates.posterior(votes)
 
@@ -180,6 +224,9 @@ class Prior:
     recall: FloatArray
     false_marks: FloatArray
     strength: FloatArray
+    # (n_workers, SCORE_BINS): the gold's scored marks that were real and spurious, per bin.
+    real_scores: FloatArray | None = None
+    spurious_scores: FloatArray | None = None
 
     @classmethod
     def none(cls, n_workers: int) -> Prior:
@@ -192,11 +239,17 @@ class Prior:
         given, beside the crowd's mean; the crowd's mean alone for the rest."""
         out = cls.none(len(workers))
         index = {worker: j for j, worker in enumerate(workers)}
+        real = np.zeros((len(workers), SCORE_BINS))
+        spurious = np.zeros((len(workers), SCORE_BINS))
         for worker, rates in (gold or {}).items():
             j = index.get(worker)
             if j is not None:
-                out.recall[j], out.false_marks[j], out.strength[j] = rates
-        return out
+                out.recall[j], out.false_marks[j], out.strength[j] = rates[:3]
+                if rates.scores is not None:
+                    real[j], spurious[j] = rates.scores
+        if not real.any() and not spurious.any():
+            return out
+        return replace(out, real_scores=real, spurious_scores=spurious)
 
 
 class GoldRates(NamedTuple):
@@ -207,6 +260,21 @@ class GoldRates(NamedTuple):
     recall: float
     false_marks: float
     strength: float
+    # A voter whose objects carry scores (a model): its gold objects that were real and those
+    # that were not, counted per score bin (``SCORE_BINS``); None for a person.
+    scores: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+
+def gold_score_counts(
+    scores: Sequence[float], real: Sequence[bool]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``GoldRates.scores`` from each scored gold object's score and whether it was real."""
+    bins = score_bins(np.asarray(scores, dtype=np.float64))
+    hit = np.asarray(real, dtype=bool)
+    return (
+        tuple(np.bincount(bins[hit], minlength=SCORE_BINS).astype(float).tolist()),
+        tuple(np.bincount(bins[~hit], minlength=SCORE_BINS).astype(float).tolist()),
+    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +289,9 @@ class _Votes:
     n_answers: float
     mark_candidate: IntArray  # the pairs where the voter marked the candidate
     mark_worker: IntArray
+    # The marks with a score: their index among the marks, and the score's bin.
+    scored: IntArray
+    scored_bin: IntArray
 
     @classmethod
     def build(
@@ -230,7 +301,9 @@ class _Votes:
         marked: BoolArray,
         worker_images: IntArray,
         n_candidates: int,
+        mark_bin: IntArray | None = None,
     ) -> _Votes:
+        scored = np.zeros(0, dtype=np.intp) if mark_bin is None else np.flatnonzero(mark_bin >= 0)
         return cls(
             candidate=candidate,
             worker=worker,
@@ -240,6 +313,8 @@ class _Votes:
             n_answers=max(float(worker_images.sum()), 1.0),
             mark_candidate=candidate[marked],
             mark_worker=worker[marked],
+            scored=scored,
+            scored_bin=scored if mark_bin is None else mark_bin[scored],
         )
 
 
@@ -250,6 +325,7 @@ class _Rates:
     objects: float
     mean_recall: float = CROWD_RECALL
     mean_false_marks: float = CROWD_FALSE_MARKS
+    score_odds: FloatArray | None = None  # (n_workers, SCORE_BINS), None: no scored marks
 
     @classmethod
     def first(cls, n_workers: int) -> _Rates:
@@ -297,6 +373,7 @@ class _Rates:
             max(objects, RATE_FLOOR),
             float(mean_recall),
             float(mean_false),
+            _fit_score_odds(q, votes, prior, n_workers),
         )
 
     def posterior(self, votes: _Votes) -> FloatArray:
@@ -317,8 +394,42 @@ class _Rates:
             + (votes.n_voters - votes.n_marks) * np.log1p(-JOIN)
         )
         logit = np.log(self.objects) + real - spurious
+        if self.score_odds is not None and len(votes.scored):
+            marks = votes.scored
+            logit += np.bincount(
+                votes.mark_candidate[marks],
+                self.score_odds[votes.mark_worker[marks], votes.scored_bin],
+                minlength=n,
+            )
         out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * logit))  # the logistic, without overflow
         return out
+
+
+def _fit_score_odds(
+    q: FloatArray, votes: _Votes, prior: Prior, n_workers: int
+) -> FloatArray | None:
+    """Each voter's score histograms of real and spurious marks, from the marks weighted by
+    how likely their candidate is real, with the gold's counts: the odds each bin adds."""
+    if not len(votes.scored) and prior.real_scores is None:
+        return None
+    real = np.zeros((n_workers, SCORE_BINS))
+    spurious = np.zeros((n_workers, SCORE_BINS))
+    if len(votes.scored):
+        marks = votes.scored
+        at = votes.mark_worker[marks] * SCORE_BINS + votes.scored_bin
+        p = q[votes.mark_candidate[marks]]
+        size = n_workers * SCORE_BINS
+        real += np.bincount(at, p, minlength=size).reshape(n_workers, SCORE_BINS)
+        spurious += np.bincount(at, 1.0 - p, minlength=size).reshape(n_workers, SCORE_BINS)
+    if prior.real_scores is not None and prior.spurious_scores is not None:
+        real += prior.real_scores
+        spurious += prior.spurious_scores
+    out = score_odds(real, spurious)
+    # A voter none of whose marks carry a score adds nothing, whatever the prior's flat
+    # histograms would say.
+    has = (real.sum(axis=1) + spurious.sum(axis=1)) > 0
+    out[~has] = 0.0
+    return out
 
 
 def placement_noise(

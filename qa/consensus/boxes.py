@@ -71,6 +71,7 @@ from qa.consensus.box_em import (
     NOISE_FLOOR,
     PRIOR_STRENGTH,
     RATE_FLOOR,
+    SCORE_BINS,
     GoldRates,
     Prior,
     existence_em,
@@ -79,6 +80,8 @@ from qa.consensus.box_em import (
     label_posterior,
     placement_noise,
     placement_shift,
+    score_bins,
+    score_odds,
 )
 from qa.consensus.objects import EPS, Answer, Item, MergedObject, weighted_median
 from qa.geometry import match
@@ -235,6 +238,9 @@ class BoxWorker(NamedTuple):
     # Systematic shift of each edge (x0, y0, x1, y1), as a share of the box's side: 0.05 on
     # x1 means their right edge lies 5% of the width right of the object's.
     shift: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    # A voter whose boxes carry scores (a model): the log odds of a real object that one of
+    # its boxes adds by its score's bin (``box_em.SCORE_BINS``); () for a person.
+    score_odds: tuple[float, ...] = ()
 
 
 # A worker's rates on gold, the prior of their rates in the box EM (the name boxes have
@@ -267,6 +273,17 @@ class BoxModel:
         """One parameter of every worker, then the crowd's (the unseen workers' row)."""
         values = [getattr(w, name) for w in self.per_worker]
         return np.array([*values, getattr(self.crowd, name)], dtype=np.float64)
+
+    def _score_odds(self) -> FloatArray | None:
+        """Every worker's score odds, then the crowd's (zeros); None when no one has any."""
+        rows = [*self.per_worker, self.crowd]
+        if not any(w.score_odds for w in rows):
+            return None
+        out = np.zeros((len(rows), SCORE_BINS))
+        for k, worker in enumerate(rows):
+            if worker.score_odds:
+                out[k] = worker.score_odds
+        return out
 
     def _confusion(self, names: Sequence[str]) -> tuple[FloatArray, FloatArray]:
         """Every worker's confusion (then the crowd's) over ``names``, which start with the
@@ -343,6 +360,7 @@ class _Crowd:
         labels: list[str],
         label_order: IntArray,
         n_images: int,
+        score: FloatArray | None = None,
     ) -> None:
         self.workers = workers
         self.answer_image = answer_image
@@ -356,6 +374,8 @@ class _Crowd:
         # Per box: when its label was first seen on its image (0, 1, ...): the tie-break of
         # the label vote, the same in a batch as for the image alone.
         self.label_order = label_order
+        # Per box: its score (a model's boxes), NaN where it has none; None: no box has one.
+        self.score = score
         self.image = answer_image[box_answer]
         self.rank = answer_rank[box_answer]
         self.weight = answer_weight[box_answer]
@@ -386,6 +406,7 @@ class _Crowd:
             raise ValueError("a bbox must be [x, y, w, h]")
         # Label ids in order of first sight, looked up in one C-level pass.
         ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        scores = list(map(_score_of, items))
         return cls._assemble(
             workers=workers,
             weight=np.array(weights, dtype=np.float64),
@@ -396,6 +417,7 @@ class _Crowd:
             ).reshape(-1, 4),
             label=np.fromiter(map(ids.__getitem__, names), dtype=np.intp, count=len(names)),
             labels=list(ids),
+            score=_scores(scores),
         )
 
     @classmethod
@@ -432,6 +454,7 @@ class _Crowd:
         boxes: FloatArray,
         label: IntArray,
         labels: list[str],
+        score: FloatArray | None = None,
     ) -> _Crowd:
         for index in np.flatnonzero(~((weight > 0) & (weight <= 1)))[:1].tolist():
             raise ValueError(
@@ -462,7 +485,21 @@ class _Crowd:
             labels=labels,
             label_order=_first_seen_order(image[box_answer], label, len(labels)),
             n_images=len(per_image),
+            score=score,
         )
+
+
+def _score_of(item: Item) -> float:
+    """An item's score, NaN when it has none (a person's box) or it is not a number."""
+    value = item.get("score")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return float("nan")
+
+
+def _scores(values: list[float]) -> FloatArray | None:
+    out = np.array(values, dtype=np.float64)
+    return None if np.isnan(out).all() else out
 
 
 def _first_seen_order(group: IntArray, value: IntArray, n_values: int) -> IntArray:
@@ -713,9 +750,10 @@ def _answer_workers(crowd: _Crowd, ids: Mapping[Hashable, int], unseen: int) -> 
 
 def _voters(
     crowd: _Crowd, members: IntArray, answer_worker: IntArray
-) -> tuple[IntArray, IntArray, BoolArray]:
+) -> tuple[IntArray, IntArray, BoolArray, IntArray | None]:
     """One pair per (cluster, voter of its image): the cluster, the voter's worker index, and
-    whether they marked it."""
+    whether they marked it; and per marked pair, its box's score bin (-1 for a box without
+    a score; None when no box has one)."""
     n_clusters = len(members)
     cluster_image = crowd.image[members.max(axis=1)]
     # Every voter of a cluster's image, marked or not: an image's answers are contiguous.
@@ -724,8 +762,10 @@ def _voters(
     per_cluster = n_answers[cluster_image]
     pair_candidate = np.repeat(np.arange(n_clusters), per_cluster)
     pair_answer = np.repeat(first_answer[cluster_image], per_cluster) + ragged_arange(per_cluster)
-    marked = members[pair_candidate, crowd.answer_rank[pair_answer]] >= 0
-    return pair_candidate, answer_worker[pair_answer], marked
+    box = members[pair_candidate, crowd.answer_rank[pair_answer]]
+    marked = box >= 0
+    mark_bin = None if crowd.score is None else score_bins(crowd.score[box[marked]])
+    return pair_candidate, answer_worker[pair_answer], marked, mark_bin
 
 
 def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] | None) -> BoxModel:
@@ -736,7 +776,7 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
     answer_worker = _answer_workers(crowd, ids, n_workers)
     worker_images = np.bincount(answer_worker, minlength=n_workers)
     gold = Prior.of(list(ids), prior)
-    pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
+    pair_candidate, pair_worker, marked, mark_bin = _voters(crowd, members, answer_worker)
     existence = existence_em(
         pair_candidate,
         pair_worker,
@@ -744,6 +784,7 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
         worker_images=worker_images,
         start=np.minimum(_support(crowd, members), 1.0),
         prior=gold,
+        mark_bin=mark_bin,
     )
     # Placement: each member's edge error against the merged box, as a share of the side:
     # its worker's shift is the mean, their noise the spread around it. The merged box is
@@ -784,9 +825,15 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
         n_labels=len(crowd.labels),
     )
     accuracy = np.einsum("k,jkk->j", labels.prior, labels.confusion)
+    odds = existence.score_odds
+    scored: list[tuple[float, ...]] = [()] * n_workers
+    if odds is not None:
+        scored = [tuple(row) if any(row) else () for row in odds.tolist()]
     per_worker = tuple(
-        BoxWorker(recall, false_marks, noise, images, accuracy, _nested(matrix), _edges(edges))
-        for recall, false_marks, noise, images, accuracy, matrix, edges in zip(
+        BoxWorker(
+            recall, false_marks, noise, images, accuracy, _nested(matrix), _edges(edges), bins
+        )
+        for recall, false_marks, noise, images, accuracy, matrix, edges, bins in zip(
             existence.recall.tolist(),
             existence.false_marks.tolist(),
             noise.tolist(),
@@ -794,6 +841,7 @@ def _learn(crowd: _Crowd, members: IntArray, prior: Mapping[Hashable, BoxPrior] 
             accuracy.tolist(),
             list(labels.confusion),
             shift.tolist(),
+            scored,
             strict=True,
         )
     )
@@ -834,7 +882,7 @@ def _existence(
 ) -> FloatArray:
     """Each cluster's probability of being a real object, by the model's recall and false
     marks of the workers who marked it and of those who did not."""
-    pair_candidate, pair_worker, marked = _voters(crowd, members, answer_worker)
+    pair_candidate, pair_worker, marked, mark_bin = _voters(crowd, members, answer_worker)
     return existence_posterior(
         pair_candidate,
         pair_worker,
@@ -843,6 +891,8 @@ def _existence(
         recall=model._column("recall"),
         false_marks=model._column("false_marks"),
         objects=model.objects,
+        mark_bin=mark_bin,
+        score_odds=model._score_odds(),
     )
 
 
@@ -1223,10 +1273,15 @@ def box_model_for(
 
     def shrunk(rates: GoldRates) -> BoxWorker:
         total = rates.strength + strength
+        odds: tuple[float, ...] = ()
+        if rates.scores is not None and any(map(any, rates.scores)):
+            real, spurious = (np.asarray(counts, dtype=np.float64) for counts in rates.scores)
+            odds = tuple(score_odds(real, spurious).tolist())
         return crowd._replace(
             recall=(rates.strength * rates.recall + strength * crowd.recall) / total,
             false_marks=(rates.strength * rates.false_marks + strength * crowd.false_marks) / total,
             images=0,
+            score_odds=odds,
         )
 
     return replace(

@@ -333,3 +333,58 @@ def test_a_bbox_lone_mark_counts_by_the_workers_gold_rates(manager: Any) -> None
     assert (done.state, done.answers) == (TaskState.DONE, 1)
     still = Task.objects.get(pk=held.task_id)
     assert (still.state, still.required_overlap) == (TaskState.OPEN, 2)
+
+
+def test_a_bbox_model_s_scores_are_learnt_on_gold_and_kept_by_the_fit(manager: Any) -> None:
+    """Box consensus reads the model's box scores (``qa.consensus.box_em``): gold counts its
+    real and spurious boxes per score bin, the decision before a fit stands on those counts,
+    the fit learns them as the model's own and the stored fit keeps them."""
+    from qa.consensus.box_em import SCORE_BINS
+    from qa.services import gold_set
+    from tasks.services import project_transition
+    from tests.factories import image_ready, project_create
+
+    project = project_create(manager, gold_rate=0.0, min_overlap=2, max_overlap=2, tile_size=0)
+    car = {"label": "car", "bbox": [10, 10, 60, 40]}
+    tree = {"label": "tree", "bbox": [150, 60, 50, 120]}
+    stray = {"label": "car", "bbox": [250, 180, 30, 30]}
+    made = [image_ready(project, seed=i) for i in range(12)]
+    for image in made[:6]:
+        gold_set(project=project, image_id=image.pk, annotations=[car, tree], user=manager)
+    # Sure of the car, unsure of a stray box; the tree under the cut (0.5).
+    predicted = [{**car, "score": 0.95}, {**stray, "score": 0.55}, {**tree, "score": 0.3}]
+    predictions_import(
+        project=project,
+        data={
+            "model_version": "det-1",
+            "predictions": [{"image": image.pk, "annotations": predicted} for image in made],
+        },
+    )
+    bins = model_scores.model_score(project, "det-1").details["score_bins"]
+    # Only the boxes that vote (at or above the cut) are counted.
+    assert bins["real"] == [0.0] * 9 + [6.0]
+    assert bins["spurious"] == [0.0] * 5 + [6.0] + [0.0] * 4
+    voter = model_scores.MODEL_VOTER
+    odds = worker_model.decision_box_model(project, [voter]).workers()[voter].score_odds
+    assert len(odds) == SCORE_BINS
+    assert odds[9] > 0 > odds[5]
+    # The voter's answers keep the scores the merge reads.
+    answers = model_scores.model_voter(project, [made[6].pk])
+    assert answers is not None
+    assert answers.answers[made[6].pk] == predicted[:2]
+    project = project_transition(project=project, action="start")
+    for _ in range(2):
+        worker = WorkerFactory.create()
+        while answer(project, worker, lambda a: [car, tree], rand=no_gold):
+            pass
+    run = merge.consensus_compute(run_id=ConsensusRun.objects.create(project=project).pk)
+    assert run is not None
+    assert run.status == "done", run.error
+    stored = worker_model.stored_model(project, [voter])
+    assert stored is not None
+    learnt = stored.workers()[voter].score_odds
+    assert len(learnt) == SCORE_BINS
+    assert learnt[9] > 0 > learnt[5]
+    # Both workers marked every car and neither the stray: the model's stray is dropped.
+    result = run.results.get(image=made[6])
+    assert sorted(item["label"] for item in result.annotations) == ["car", "tree"]

@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from qa import jobs, merge, worker_model
+from qa.consensus.box_em import GoldRates
 from qa.models import ConsensusResult, ConsensusRun, GoldResult, WorkerModelFit, WorkerScore
 from qa.reliability import Evidence, reliability, should_suspend, vote_weight
 from qa.sim.crowd import TaskView, crowd_make
@@ -182,7 +183,8 @@ def test_gold_results_give_each_workers_box_prior(manager: Any) -> None:
             passed=False, details={"matched": matched, "wrong_label": wrong, "missed": missed,
                                    "extra": extra},
         )  # fmt: skip
-    recall, false_marks, strength = worker_model.gold_priors(project)[worker.pk]
+    recall, false_marks, strength, scores = worker_model.gold_priors(project)[worker.pk]
+    assert scores is None  # a person's boxes carry no score
     assert recall == pytest.approx(6 / 8)
     assert false_marks == pytest.approx(0.5)
     assert strength == pytest.approx(2 * worker_model.GOLD_PRIOR_WEIGHT)
@@ -304,7 +306,7 @@ def test_polygon_and_keypoint_runs_learn_their_models(
     # Gold sets the prior: a careful worker whom gold found to miss nine objects in ten,
     # worth far more answers than they gave, is learnt so.
     monkeypatch.setattr(worker_model, "gold_priors", lambda project: {
-        workers[0]: (0.1, 3.0, 5000.0)})  # fmt: skip
+        workers[0]: GoldRates(0.1, 3.0, 5000.0)})  # fmt: skip
     fitted = worker_model.refit(project_id=project.pk)
     assert fitted is not None
     doubted = WorkerScore.objects.get(project=project, worker_id=workers[0])
