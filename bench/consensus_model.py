@@ -10,7 +10,7 @@ Every image has one random order of the crowd's workers and each worker's answer
 
 - **fixed overlap 5**: the first five answers, merged by the worker model learnt by EM over
   all images (``merge_boxes_batch(method="em")``: what a consensus run does);
-- **with the model, rates** (the product's rule): the model's answer (its boxes scoring at
+- **with the model, rates**: the model's answer (its boxes scoring at
   least ``MIN_SCORE``, the product's default cut) is one more voter; a task starts at one
   human answer and gets one more while ``box_certainty`` (``qa.merge.tasks_consensus``) is
   below the threshold, up to ``MAX_OVERLAP``. The rates are those the product decides with
@@ -22,7 +22,12 @@ Every image has one random order of the crowd's workers and each worker's answer
   member, gold as the prior: ``qa.worker_model._box_fit``) is run again when the answers
   grew as the periodic refit asks. The labels are then the EM merge over all answers, the
   model's included (the consensus run with the model as a member);
-- **with the model, one weight** (the rule before): the same, but a task's confidence is
+- **with the model, rates and scores** (the product's rule since box consensus reads a
+  model's box scores): the same, the model's boxes keeping their scores; the model's gold
+  counts its real and spurious boxes per score bin (``GoldRates.scores``, as
+  ``qa.model_scores`` stores them), and the fits learn what each bin says with the rates;
+  the rows "rates" are the rule before, the scores dropped;
+- **with the model, one weight** (the rule before rates): the same, but a task's confidence is
   ``existence_confidence``, each voter counting by one weight (the model's from its gold,
   ``vote_weight``; a worker's a gold-based score's), every candidate box a yes/no vote;
 - **without the model**, the same dynamic overlap from two answers, for reference.
