@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
+
 from tasks import prelabel_core, prelabels
 from tasks.models import Prediction, Project, Task
 
 BATCH = 500
+_SET_CONFIDENCE = f"UPDATE {Task._meta.db_table} SET model_confidence = %s WHERE id = %s"
 
 
 def confidences_refresh(*, project: Project, image_ids: Iterable[int] | None = None) -> int:
@@ -48,10 +51,13 @@ def confidences_refresh(*, project: Project, image_ids: Iterable[int] | None = N
                     project.kind, items if isinstance(items, list) else [], score
                 )
         stale = [
-            Task(pk=pk, model_confidence=sure.get(image_id))
+            (sure.get(image_id), pk)
             for pk, image_id, old in tasks.values_list("pk", "image_id", "model_confidence")
             if sure.get(image_id) != old
         ]
-        Task.objects.bulk_update(stale, ["model_confidence"], batch_size=BATCH)
+        # One prepared statement run for every task (pipelined on PostgreSQL): bulk_update's
+        # CASE over a batch's ids spent most of an import's time compiling expressions.
+        with connection.cursor() as cursor:
+            cursor.executemany(_SET_CONFIDENCE, stale)
         changed += len(stale)
     return changed
