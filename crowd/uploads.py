@@ -6,21 +6,21 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from rest_framework import serializers
 from rest_framework.request import Request
 
 from crowd.errors import InvalidInput, PayloadTooLarge
+from crowd.json_stream import JsonSource, Parsed, Streamed
 
 FORM_FIELDS_ROOM = 64 * 1024  # the form's other fields, beside the file
 
 
-def json_file_load(request: Request, *, limit: int, what: str, code: str) -> Any:
-    """The parsed JSON of a multipart request's ``file`` of at most ``limit`` bytes. A
+def json_file(request: Request, *, limit: int, what: str) -> Streamed:
+    """A multipart request's ``file`` of at most ``limit`` bytes, to be walked as JSON. A
     request past the limit is refused from its Content-Length before its body is read; the
-    file itself is spooled to disk by Django's upload handlers, so only parsing holds it in
-    memory. ``what`` names the file in messages ("predictions file"); ``code`` is the 400's
-    code when it is not JSON."""
+    file itself is spooled to disk by Django's upload handlers and never parsed whole (its
+    readers walk it, ``crowd.json_stream``), so a file that is not JSON is found out by them.
+    ``what`` names the file in messages ("predictions file")."""
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > limit + FORM_FIELDS_ROOM:
         raise PayloadTooLarge(f"The request is {length:,} bytes; at most {limit:,}.")
@@ -29,14 +29,7 @@ def json_file_load(request: Request, *, limit: int, what: str, code: str) -> Any
         raise InvalidInput(errors={"file": [f"Attach the {what} as `file`."]})
     if upload.size is not None and upload.size > limit:
         raise PayloadTooLarge(f"The file is {upload.size:,} bytes; at most {limit:,}.")
-    try:
-        return orjson.loads(upload.read())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(
-            "The file is not JSON; nothing was stored.",
-            code=code,
-            errors={"file": [f"Not JSON: {exc}"]},
-        ) from None
+    return Streamed(upload)
 
 
 def strict_field(item: str) -> serializers.BooleanField:
@@ -64,7 +57,7 @@ class Import:
     """An import request as read: its data, ``strict``, its format (None: find it out), and
     the request's other fields."""
 
-    data: Any
+    data: JsonSource
     strict: bool
     format_name: str | None
     fields: Mapping[str, Any]
@@ -85,7 +78,7 @@ def json_body_import(request: Request, *, shape: str, code: str) -> Import:
     if not isinstance(body, dict):
         raise InvalidInput(f"Give {shape}.", code=code)
     return Import(
-        data={k: v for k, v in body.items() if k != "strict"},
+        data=Parsed({k: v for k, v in body.items() if k != "strict"}),
         strict=strict_flag(body.get("strict", True)),
         format_name="crowd",
         fields=body,
@@ -93,11 +86,11 @@ def json_body_import(request: Request, *, shape: str, code: str) -> Import:
 
 
 def json_file_import(
-    request: Request, *, limit: int, what: str, code: str, formats: Collection[str]
+    request: Request, *, limit: int, what: str, formats: Collection[str]
 ) -> Import:
-    """An import as a JSON file in a form (see ``json_file_load``), with its optional
+    """An import as a JSON file in a form (see :func:`json_file`), with its optional
     ``format`` (one of ``formats``) and ``strict`` fields."""
-    data = json_file_load(request, limit=limit, what=what, code=code)
+    data = json_file(request, limit=limit, what=what)
     fields = request.data
     format_name = fields.get("format") or None
     if format_name is not None and format_name not in formats:

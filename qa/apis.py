@@ -564,7 +564,6 @@ class GoldFileApi(APIView):
             request,
             limit=settings.MAX_PREDICTIONS_BYTES,
             what="gold file",
-            code="invalid_gold_file",
             formats=FORMATS,
         )
         return _gold_imported(project, user, read)

@@ -12,7 +12,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from crowd.errors import Conflict, InvalidInput, NotFound
+from crowd.errors import Conflict, NotFound
+from crowd.json_stream import JsonSource, NotJson, Parsed
 from crowd.models import User
 from crowd.prepared import Prepared
 from crowd.tokens import tokens_forget_for_user
@@ -110,9 +111,10 @@ def gold_import(
     format_name: str | None = None,
     strict: bool = True,
 ) -> dict[str, Any]:
-    """Make the labelled images of a file gold: ``data`` is a parsed file of one of the
-    formats predictions are imported from (ours as ``{"gold": [...]}``, COCO, Label Studio
-    tasks with their ``annotations``), read by the same readers. Each image is matched by id
+    """Make the labelled images of a file gold: ``data`` is a file (parsed, or a
+    ``JsonSource`` walked as it is read) of one of the formats predictions are imported
+    from (ours as ``{"gold": [...]}``, COCO, Label Studio tasks with their
+    ``annotations``), read by the same readers. Each image is matched by id
     or file name and its items checked as :func:`gold_set` checks them; scores in the file are
     ignored. An image that has gold already gets the file's answer instead, as ``gold_set``
     replaces it.
@@ -120,26 +122,26 @@ def gold_import(
     Strict (the default): any bad item is InvalidInput naming every one, and nothing is
     stored. Otherwise the good ones are stored and the others listed under ``rejected``. A
     file that cannot be read at all is InvalidInput either way."""
+    source = data if isinstance(data, JsonSource) else Parsed(data)
+    checker = annotation_imports.Checker(project, gold=True)
     try:
         candidates = annotation_imports.candidates_read(
-            project, data, format_name=format_name, gold=True
+            project, source, format_name=format_name, gold=True
         )
-    except FormatError as exc:
-        raise InvalidInput(
-            "The gold file cannot be read; nothing was stored.",
-            code="invalid_gold_file",
-            errors=exc.errors,
+        checked = checker.check(candidates)
+    except (FormatError, NotJson) as exc:
+        raise annotation_imports.unreadable(
+            exc, what="gold file", code="invalid_gold_file"
         ) from None
-    checked = annotation_imports.candidates_check(project, candidates, gold=True)
     if strict:
-        annotation_imports.failures_raise(candidates, what="items", code="invalid_gold")
+        checker.failures_raise(what="items", code="invalid_gold")
     created = _gold_store(
         project=project, answers={row.image_id: row.items for row in checked}, user=user
     )
     return {
         "created": len(created),
         "replaced": len(checked) - len(created),
-        "rejected": annotation_imports.rejected_json(candidates),
+        "rejected": checker.rejected_json(),
     }
 
 

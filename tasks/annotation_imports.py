@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from crowd.errors import InvalidInput
+from crowd.json_stream import JsonSource, NotJson
 from tasks import prediction_formats as fmt
 from tasks.annotations import AnnotationError, validate_annotations
 from tasks.models import Image, ImageStatus, Label, Project
@@ -45,23 +46,25 @@ def label_specs(project: Project) -> list[fmt.LabelSpec]:
 
 def candidates_read(
     project: Project,
-    data: Any,
+    source: JsonSource,
     *,
     format_name: str | None,
     model_version: str | None = None,
     gold: bool = False,
-) -> list[fmt.Candidate]:
-    """The candidates of a parsed file of one of ``fmt.FORMATS`` (detected from its shape
-    when not named). A file that cannot be read as a whole is ``fmt.FormatError``."""
-    name = format_name or fmt.detect(data, gold=gold)
+) -> Iterable[fmt.Candidate]:
+    """The candidates of a file of one of ``fmt.FORMATS`` (detected from its shape when not
+    named), read as they are asked for (ours and Label Studio's one item at a time). A file
+    that cannot be read as a whole is ``fmt.FormatError``, raised when its reading finds out
+    (perhaps after some candidates), as is ``NotJson``."""
+    name = format_name or fmt.detect(source, gold=gold)
     if name == "crowd":
-        return fmt.read_crowd(data, model_version, gold=gold)
+        return fmt.read_crowd(source, model_version, gold=gold)
     specs = label_specs(project)
     if name == "coco":
-        return fmt.read_coco(data, model_version, kind=project.kind, labels=specs, gold=gold)
+        return fmt.read_coco(source, model_version, kind=project.kind, labels=specs, gold=gold)
     if name == "label_studio":
         return fmt.read_label_studio(
-            data, model_version, kind=project.kind, labels=specs, gold=gold
+            source, model_version, kind=project.kind, labels=specs, gold=gold
         )
     raise fmt.FormatError({"format": [f"One of: {', '.join(fmt.FORMATS)}."]})
 
@@ -157,60 +160,98 @@ def candidate_clean(
     return [{**item, "score": score} for item, score in zip(items, scores, strict=True)]
 
 
-def candidates_check(
-    project: Project, candidates: list[fmt.Candidate], *, gold: bool = False
-) -> list[Checked]:
-    """Match each candidate to its image and check its items; the good ones, in input order.
-    An image given twice (for predictions: twice with one model version) is refused the
-    second time."""
-    index = ImageIndex(project, ready_only=gold)
-    specs = label_specs(project) if any(c.raw_result is not None for c in candidates) else []
-    seen: dict[tuple[int, str], str] = {}
-    out: list[Checked] = []
-    for cand in candidates:
-        found = index.find(cand)
+class Checker:
+    """Matches candidates to the project's images and checks their items, batch after batch
+    of one input: an image given twice in it (for predictions: twice with one model version)
+    is refused the second time. Keeps the bad candidates (their items let go) and counts all."""
+
+    def __init__(self, project: Project, *, gold: bool = False) -> None:
+        self.project = project
+        self.gold = gold
+        self.index = ImageIndex(project, ready_only=gold)
+        self.specs = label_specs(project)
+        self.seen: dict[tuple[int, str], str] = {}
+        self.total = 0
+        self.bad: list[fmt.Candidate] = []
+
+    def check(self, candidates: Iterable[fmt.Candidate]) -> list[Checked]:
+        """The good ones, in input order."""
+        out: list[Checked] = []
+        for cand in candidates:
+            self.total += 1
+            checked = self._one(cand)
+            if checked is not None:
+                out.append(checked)
+            if cand.errors:
+                cand.items, cand.raw_result = [], None
+                self.bad.append(cand)
+        return out
+
+    def _one(self, cand: fmt.Candidate) -> Checked | None:
+        found = self.index.find(cand)
         if found is None or (cand.errors and cand.raw_result is None):
-            continue
+            return None
         pk, width, height = found
         key = (pk, cand.model_version)
-        if key in seen:
-            what = "is given" if gold else "has a prediction of this version"
-            cand.fail(cand.where, f"Image {pk} {what} at {seen[key]} too.")
-            continue
-        seen[key] = cand.where
-        items = candidate_clean(cand, project, specs, (width, height))
-        if items is not None:
-            out.append(Checked(pk, cand.model_version, items, cand.score))
-    return out
+        if key in self.seen:
+            what = "is given" if self.gold else "has a prediction of this version"
+            cand.fail(cand.where, f"Image {pk} {what} at {self.seen[key]} too.")
+            return None
+        self.seen[key] = cand.where
+        items = candidate_clean(cand, self.project, self.specs, (width, height))
+        return None if items is None else Checked(pk, cand.model_version, items, cand.score)
+
+    def failures_raise(self, *, what: str, code: str) -> None:
+        """InvalidInput naming every bad candidate's problems by place (the first
+        :data:`MAX_ERRORS_SHOWN` places), when any is bad. ``what``: the items' plural
+        name."""
+        if not self.bad:
+            return
+        errors: dict[str, list[str]] = {}
+        for cand in self.bad:
+            for where, messages in cand.errors.items():
+                if len(errors) < MAX_ERRORS_SHOWN:
+                    errors.setdefault(where, []).extend(messages)
+        raise InvalidInput(
+            f"{len(self.bad)} of the {self.total} {what} are not valid; nothing was stored. "
+            "Fix them, or import with strict=false to store the valid ones.",
+            code=code,
+            errors=errors,
+        )
+
+    def rejected_json(self) -> list[dict[str, Any]]:
+        """The bad candidates, each with its place in the input and its problems in one
+        line."""
+        return [
+            {
+                "index": c.index,
+                "item": c.where,
+                "error": "; ".join(f"{k}: {' '.join(v)}" for k, v in c.errors.items()),
+            }
+            for c in self.bad
+        ]
 
 
-def failures_raise(candidates: Sequence[fmt.Candidate], *, what: str, code: str) -> None:
-    """InvalidInput naming every bad candidate's problems by place (the first
-    :data:`MAX_ERRORS_SHOWN` places), when any is bad. ``what``: the items' plural name."""
-    bad = [c for c in candidates if c.errors]
-    if not bad:
-        return
-    errors: dict[str, list[str]] = {}
-    for cand in bad:
-        for where, messages in cand.errors.items():
-            if len(errors) < MAX_ERRORS_SHOWN:
-                errors.setdefault(where, []).extend(messages)
-    raise InvalidInput(
-        f"{len(bad)} of the {len(candidates)} {what} are not valid; nothing was stored. Fix "
-        "them, or import with strict=false to store the valid ones.",
-        code=code,
-        errors=errors,
+def batched(candidates: Iterable[fmt.Candidate], size: int) -> Iterator[list[fmt.Candidate]]:
+    """The candidates in lists of ``size``, as they are read."""
+    batch: list[fmt.Candidate] = []
+    for cand in candidates:
+        batch.append(cand)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def unreadable(exc: fmt.FormatError | NotJson, *, what: str, code: str) -> InvalidInput:
+    """The 400 of a file that cannot be read (``what``: "predictions file")."""
+    if isinstance(exc, NotJson):
+        return InvalidInput(
+            "The file is not JSON; nothing was stored.",
+            code=code,
+            errors={"file": [f"Not JSON: {exc}"]},
+        )
+    return InvalidInput(
+        f"The {what} cannot be read; nothing was stored.", code=code, errors=exc.errors
     )
-
-
-def rejected_json(candidates: Sequence[fmt.Candidate]) -> list[dict[str, Any]]:
-    """The bad candidates, each with its place in the input and its problems in one line."""
-    return [
-        {
-            "index": c.index,
-            "item": c.where,
-            "error": "; ".join(f"{k}: {' '.join(v)}" for k, v in c.errors.items()),
-        }
-        for c in candidates
-        if c.errors
-    ]

@@ -193,7 +193,6 @@ class ProjectPredictionsFileApi(APIView):
             request,
             limit=settings.MAX_PREDICTIONS_BYTES,
             what="predictions file",
-            code="invalid_predictions_file",
             formats=FORMATS,
         )
         return _predictions_imported(project, read, read.fields.get("model_version") or None)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import quoteattr
+
+from crowd.json_stream import MISSING, JsonSource
 
 FORMATS = ("crowd", "coco", "label_studio")
 MAX_VERSION_CHARS = 200
@@ -111,23 +113,31 @@ def version_of(value: Any, where: str) -> str:
     return value.strip()
 
 
-def detect(data: Any, *, gold: bool = False) -> str:
-    """The format of a parsed file, from its shape."""
-    if isinstance(data, dict) and ("gold" if gold else "predictions") in data:
-        return "crowd"
-    if isinstance(data, dict) and "images" in data and "annotations" in data:
-        return "coco"
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        if "data" in data[0]:
-            return "label_studio"
-        if "image_id" in data[0]:
+def detect(source: JsonSource, *, gold: bool = False) -> str:
+    """The format of a file, from its shape: an object whose first telling key is ours
+    (``predictions``, ``gold``) or COCO's (``images``, ``annotations``), or an array whose
+    first element is a Label Studio task or a COCO result."""
+    ours = "gold" if gold else "predictions"
+    shape = source.shape()
+    if shape == "object":
+        key = source.first_key({ours, "images", "annotations"})
+        if key == ours:
+            return "crowd"
+        if key is not None:
             return "coco"
-    ours = '{"gold": [...]}' if gold else '{"model_version", "predictions"}'
+    elif shape == "array":
+        first = source.first_element()
+        if isinstance(first, dict) and "data" in first:
+            return "label_studio"
+        if isinstance(first, dict) and "image_id" in first:
+            return "coco"
+    shape_of_ours = '{"gold": [...]}' if gold else '{"model_version", "predictions"}'
     what = "gold" if gold else "predictions"
     raise FormatError(
         {
             "format": [
-                f"Not a {what} file this server reads: give ours ({ours}), a COCO dataset or "
+                f"Not a {what} file this server reads: give ours ({shape_of_ours}), a COCO "
+                "dataset or "
                 "results list, or Label Studio tasks, or name the format."
             ]
         }
@@ -137,20 +147,24 @@ def detect(data: Any, *, gold: bool = False) -> str:
 # --- Ours -------------------------------------------------------------------------------------
 
 
-def read_crowd(data: Any, model_version: str | None, *, gold: bool = False) -> list[Candidate]:
+def read_crowd(
+    source: JsonSource, model_version: str | None, *, gold: bool = False
+) -> Iterator[Candidate]:
     key = "gold" if gold else "predictions"
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+    if source.shape() != "object" or not source.is_array(key):
         shape = '{"gold": [...]}' if gold else '{"model_version", "predictions": [...]}'
         raise FormatError({key: [f"Give {shape}."]})
-    version = "" if gold else version_of(data.get("model_version", model_version), "model_version")
-    out: list[Candidate] = []
-    for i, raw in enumerate(data[key]):
+    version = ""
+    if not gold:
+        given = source.value("model_version")
+        version = version_of(model_version if given is MISSING else given, "model_version")
+    for i, raw in enumerate(source.elements(key)):
         where = f"{key}[{i}]"
         cand = Candidate(index=i, where=where, model_version=version, scored=not gold)
-        out.append(cand)
         if not isinstance(raw, dict):
             shape = '"annotations"' if gold else '"annotations", "score"?'
             cand.fail(where, f'Each item is {{"image" or "file_name", {shape}}}.')
+            yield cand
             continue
         image, name = raw.get("image"), raw.get("file_name")
         if image is None and isinstance(name, str) and name:
@@ -171,29 +185,33 @@ def read_crowd(data: Any, model_version: str | None, *, gold: bool = False) -> l
             cand.fail(f"{where}.annotations", "Give the annotations as a list.")
         else:
             cand.items = items
-    return out
+        yield cand
 
 
 # --- COCO -------------------------------------------------------------------------------------
 
 
 def read_coco(
-    data: Any,
+    source: JsonSource,
     model_version: str | None,
     *,
     kind: str,
     labels: Sequence[LabelSpec],
     gold: bool = False,
 ) -> list[Candidate]:
+    """A COCO dataset or results list. Its annotations may come in any order, so every
+    image's objects are gathered before any is handed over."""
     version = "" if gold else version_of(model_version, "model_version")
-    if isinstance(data, list):
-        return _coco_results(data, version, kind=kind, labels=labels, gold=gold)
-    if not isinstance(data, dict):
+    shape = source.shape()
+    if shape == "array":
+        return _coco_results(source, version, kind=kind, labels=labels, gold=gold)
+    if shape != "object":
         raise FormatError({"file": ["A COCO file is a dataset object or a results list."]})
-    images, annotations = data.get("images"), data.get("annotations")
-    categories = data.get("categories", [])
-    if not isinstance(images, list) or not isinstance(annotations, list):
+    if not source.is_array("images") or not source.is_array("annotations"):
         raise FormatError({"images": ['A COCO dataset has "images" and "annotations" lists.']})
+    categories = source.value("categories")
+    if categories is MISSING:
+        categories = []
     if not isinstance(categories, list):
         raise FormatError({"categories": ["Give the categories as a list."]})
     names: dict[Any, str] = {}
@@ -203,7 +221,7 @@ def read_coco(
         names[cat["id"]] = cat["name"]
     by_id: dict[Any, Candidate] = {}
     out: list[Candidate] = []
-    for i, img in enumerate(images):
+    for i, img in enumerate(source.elements("images")):
         where = f"images[{i}]"
         if (
             not isinstance(img, dict)
@@ -222,7 +240,7 @@ def read_coco(
         )
         by_id[img["id"]] = cand
         out.append(cand)
-    for j, ann in enumerate(annotations):
+    for j, ann in enumerate(source.elements("annotations")):
         where = f"annotations[{j}]"
         if not isinstance(ann, dict):
             raise FormatError({where: ["Each annotation is a JSON object."]})
@@ -238,11 +256,11 @@ def read_coco(
 
 
 def _coco_results(
-    data: list[Any], version: str, *, kind: str, labels: Sequence[LabelSpec], gold: bool
+    source: JsonSource, version: str, *, kind: str, labels: Sequence[LabelSpec], gold: bool
 ) -> list[Candidate]:
     by_image: dict[int, Candidate] = {}
     out: list[Candidate] = []
-    for j, ann in enumerate(data):
+    for j, ann in enumerate(source.elements(None)):
         where = f"[{j}]"
         if not isinstance(ann, dict):
             raise FormatError({where: ["Each result is a JSON object."]})
@@ -343,22 +361,21 @@ def file_name_of(url: Any) -> str | None:
 
 
 def read_label_studio(
-    data: Any,
+    source: JsonSource,
     model_version: str | None,
     *,
     kind: str,
     labels: Sequence[LabelSpec],
     gold: bool = False,
-) -> list[Candidate]:
+) -> Iterator[Candidate]:
     """Label Studio tasks: each prediction a candidate; as gold, each task's one annotation
-    (a person's, as Label Studio exports them; cancelled ones left out)."""
-    if not isinstance(data, list):
+    (a person's, as Label Studio exports them; cancelled ones left out). Task by task."""
+    if source.shape() != "array":
         raise FormatError({"tasks": ["Label Studio tasks are a JSON list."]})
     fallback = (
         model_version.strip() if isinstance(model_version, str) and model_version.strip() else None
     )
-    out: list[Candidate] = []
-    for i, task in enumerate(data):
+    for i, task in enumerate(source.elements(None)):
         where = f"tasks[{i}]"
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             key = "annotations" if gold else "predictions"
@@ -367,7 +384,7 @@ def read_label_studio(
         if name is None:
             raise FormatError({f"{where}.data.image": ["The task names no image file."]})
         if gold:
-            out.append(_ls_gold(task, i, where, name))
+            yield _ls_gold(task, i, where, name)
             continue
         predictions = task.get("predictions", [])
         if not isinstance(predictions, list):
@@ -397,8 +414,7 @@ def read_label_studio(
             if problem:
                 cand.fail(f"{spot}.score", problem)
             cand.raw_result = pred["result"]
-            out.append(cand)
-    return out
+            yield cand
 
 
 def _ls_gold(task: Mapping[str, Any], index: int, where: str, name: str) -> Candidate:

@@ -27,17 +27,18 @@ from crowd import claims
 from crowd.claims import ClaimLost
 from crowd.errors import Conflict, InvalidInput, NotFound
 from crowd.jobs import send_on_commit
+from crowd.json_stream import JsonSource, NotJson, Parsed
 from crowd.models import User
 from tasks import events, hooks, prelabels, task_order
 from tasks import prediction_formats as fmt
 from tasks.annotation_imports import (
     Checked,
+    Checker,
+    batched,
     candidate_clean,
-    candidates_check,
     candidates_read,
-    failures_raise,
     label_specs,
-    rejected_json,
+    unreadable,
 )
 from tasks.ml_backend import BackendError, Client, backend_url_problem, image_signed_url
 from tasks.models import (
@@ -71,9 +72,25 @@ def _store(
     source: str,
     run: PredictionRun | None = None,
 ) -> int:
-    """Replace the predictions of these (image, version) pairs. Call inside the transaction
-    that must hold them all."""
+    """Replace the predictions of these (image, version) pairs, and refresh the confidences
+    of their tasks. Call inside the transaction that must hold them all."""
     current = prelabels.current_version(project)
+    _replace(project, rows, source=source, run=run)
+    if rows:
+        _confidences_after(project, current, [row.image_id for row in rows])
+    return len(rows)
+
+
+def _confidences_after(project: Project, current: str | None, image_ids: list[int]) -> None:
+    """After a store: the newest prediction's version is the current one, and another one
+    makes every task's confidence stale, the same one only those of the images stored."""
+    moved = prelabels.current_version(project) != current
+    task_order.confidences_refresh(project=project, image_ids=None if moved else image_ids)
+
+
+def _replace(
+    project: Project, rows: Sequence[Checked], *, source: str, run: PredictionRun | None
+) -> None:
     by_version: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         by_version[row.model_version].append(row.image_id)
@@ -97,14 +114,11 @@ def _store(
         ),
         batch_size=500,
     )
-    if rows:
-        # The newest prediction's version is the current one: another one makes every
-        # task's confidence stale, the same one only those of the images stored.
-        moved = prelabels.current_version(project) != current
-        task_order.confidences_refresh(
-            project=project, image_ids=None if moved else [row.image_id for row in rows]
-        )
-    return len(rows)
+
+
+# Predictions read, checked and stored at a time: what an import holds in memory besides the
+# bad ones' places and problems.
+IMPORT_BATCH = 500
 
 
 def predictions_import(
@@ -115,24 +129,43 @@ def predictions_import(
     model_version: str | None = None,
     strict: bool = True,
 ) -> dict[str, Any]:
-    """Store the predictions in ``data`` (a parsed file of one of :data:`FORMATS`)."""
+    """Store the predictions in ``data``: a file of one of :data:`FORMATS`, parsed or as a
+    ``JsonSource`` (an upload, walked as it is read). They are read, checked and stored a
+    batch at a time in one transaction, so a file is never whole in memory and a file that
+    turns out unreadable part way, or a strict import with any bad item, stores nothing."""
+    source = data if isinstance(data, JsonSource) else Parsed(data)
     try:
-        candidates = candidates_read(
-            project, data, format_name=format_name, model_version=model_version
-        )
-    except fmt.FormatError as exc:
-        raise InvalidInput(
-            "The predictions file cannot be read; nothing was stored.",
-            code="invalid_predictions_file",
-            errors=exc.errors,
-        ) from None
-    checked = candidates_check(project, candidates)
+        with transaction.atomic():
+            return _import(project, source, format_name, model_version, strict)
+    except (fmt.FormatError, NotJson) as exc:
+        raise unreadable(exc, what="predictions file", code="invalid_predictions_file") from None
+
+
+def _import(
+    project: Project,
+    source: JsonSource,
+    format_name: str | None,
+    model_version: str | None,
+    strict: bool,
+) -> dict[str, Any]:
+    candidates = candidates_read(
+        project, source, format_name=format_name, model_version=model_version
+    )
+    checker = Checker(project)
+    current = prelabels.current_version(project)
+    stored: list[int] = []
+    for batch in batched(candidates, IMPORT_BATCH):
+        rows = checker.check(batch)
+        if strict and checker.bad:
+            continue  # read on, to name every bad item; nothing will be stored
+        _replace(project, rows, source=PredictionSource.IMPORT, run=None)
+        stored += [row.image_id for row in rows]
     if strict:
-        failures_raise(candidates, what="predictions", code="invalid_predictions")
-    created = _store(project, checked, source=PredictionSource.IMPORT)
-    if created:
+        checker.failures_raise(what="predictions", code="invalid_predictions")
+    if stored:
+        _confidences_after(project, current, stored)
         hooks.auto_accept_inputs_changed.notify(project.pk)
-    return {"created": created, "rejected": rejected_json(candidates)}
+    return {"created": len(stored), "rejected": checker.rejected_json()}
 
 
 # --- Reading ----------------------------------------------------------------------------------

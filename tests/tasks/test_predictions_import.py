@@ -242,6 +242,65 @@ def test_unreadable_files_are_400s(api_as, manager, project, pics, raw, field) -
     assert stored(project) == []
 
 
+def _three(pics: list[Image], version: str = "v1") -> dict[str, Any]:
+    def car() -> dict[str, Any]:
+        return {"label": "car", "bbox": [10, 10, 50, 40], "score": 0.9}
+
+    return {
+        "model_version": version,
+        "predictions": [{"image": pic.pk, "annotations": [car()]} for pic in pics],
+    }
+
+
+@pytest.mark.parametrize("strict", ["true", "false"])
+def test_a_file_broken_part_way_stores_nothing(
+    api_as, manager, project, pics, monkeypatch, strict
+) -> None:
+    # A file is read, checked and stored a batch at a time, in one transaction: batches
+    # stored before the parser finds the file cut short are undone.
+    from tasks import predictions
+
+    monkeypatch.setattr(predictions, "IMPORT_BATCH", 1)
+    raw = json.dumps(_three(pics)).encode()
+    cut = raw[: raw.rindex(b'{"image"')]  # the third item and the closing brackets lost
+    response = post_file(api_as(manager), project, cut, strict=strict)
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "invalid_predictions_file"
+    assert "Not JSON" in response.json()["errors"]["file"][0]
+    assert stored(project) == []
+
+
+def test_a_strict_file_with_a_bad_item_in_a_later_batch_stores_nothing(
+    api_as, manager, project, pics, monkeypatch
+) -> None:
+    from tasks import predictions
+
+    monkeypatch.setattr(predictions, "IMPORT_BATCH", 1)
+    content = _three(pics)
+    content["predictions"][2]["annotations"][0]["label"] = "boat"
+    response = post_file(api_as(manager), project, content)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_predictions"
+    assert list(response.json()["errors"]) == ["predictions[2].annotations[0].label"]
+    assert "1 of the 3 predictions" in response.json()["detail"]
+    assert stored(project) == []
+    # Not strict: the first two are stored, the third listed.
+    response = post_file(api_as(manager), project, content, strict="false")
+    assert response.status_code == 201
+    assert response.json()["created"] == 2
+    assert [r["item"] for r in response.json()["rejected"]] == ["predictions[2]"]
+    assert [image for image, *_ in stored(project)] == [pics[0].pk, pics[1].pk]
+
+
+def test_the_model_version_may_follow_the_predictions(api_as, manager, project, pics) -> None:
+    # A file is walked, not parsed whole: the version is looked up wherever it is.
+    content = _three(pics, "late")
+    raw = json.dumps({"predictions": content["predictions"], "model_version": "late"})
+    response = post_file(api_as(manager), project, raw.encode())
+    assert response.status_code == 201, response.json()
+    assert {version for _, version, _, _ in stored(project)} == {"late"}
+
+
 def coco_dataset(pics: list[Image]) -> dict[str, Any]:
     return imports.coco_dataset({"score": 0.8}, {"score": 0.4})
 
