@@ -3,9 +3,12 @@ annotation items. Pure. Two readings of the same formats: a model's predictions 
 version and scores), and a manager's labelled images taken as gold (``gold=True``: no model
 version, scores ignored, and from Label Studio the tasks' human ``annotations``).
 
-Three inputs, each turned into :class:`Candidate` s (one image's objects, named by image id
-or by file name), which the caller matches to the project's images and validates like
-answers (see ``tasks.annotation_imports``):
+Three inputs, each read from a ``crowd.json_stream.JsonSource`` (a parsed body, or an upload
+walked element by element, never parsed whole) into :class:`Candidate` s (one image's objects,
+named by image id or by file name), which the caller matches to the project's images and
+validates like answers (see ``tasks.annotation_imports``). Ours and Label Studio's are handed
+over one item at a time; COCO's annotations may come in any order, so a COCO file's are
+gathered per image first:
 
 - ours: ``{"model_version", "predictions": [...]}`` or ``{"gold": [...]}``, each item
   ``{"image": id | "file_name": name, "annotations": [...], "score"?}``;
