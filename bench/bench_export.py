@@ -9,7 +9,7 @@ the job body, ``export_build``: reading the results, writing the file, hashing a
 it. COCO is the plain JSON file, YOLO the labels-only zip (no images).
 
 Each build runs in a fresh Python process of its own, set up like a job worker against the
-same database file, so that its peak RSS (``VmHWM``, see :func:`_peak_rss_kib`) is its own
+same database file, so that its peak RSS (``VmHWM``, see :func:`peak_rss_kib`) is its own
 and not the high-water mark of seeding or of the other format. A baseline process that only
 sets up Django, imports the export modules and connects shows what the interpreter and the
 framework take before any export; ``export_adds_MiB`` is the difference. Targets: COCO in
@@ -31,15 +31,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench import peak_rss_kib, spawn
 
 NAME = "export"
 DESCRIPTION = (
@@ -54,7 +53,6 @@ LABELS = ["car", "truck", "bus", "person", "bicycle"]
 WIDTH, HEIGHT = 1920, 1080
 VOTERS = 5
 SEED_BATCH = 5000
-ROOT = Path(__file__).resolve().parents[1]
 CHILD = "import sys; from bench.bench_export import child; child(sys.argv[1:])"
 MASK_WIDTH, MASK_HEIGHT = 1024, 768
 MASK_LABELS = ["person", "car", "road"]
@@ -165,34 +163,7 @@ def child(args: list[str]) -> None:
         wall, started_cpu = time.perf_counter(), time.process_time()
         build.export_build(export_id=int(args[1]))
         seconds, cpu = time.perf_counter() - wall, time.process_time() - started_cpu
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rss_kib": _peak_rss_kib()}))
-
-
-def _peak_rss_kib() -> int:
-    """This process's peak RSS in KiB: ``VmHWM``, the high-water mark of its own address
-    space. Linux's ``ru_maxrss`` keeps the parent's peak across fork and exec, so a child
-    started by a large parent would report the parent's; it is the fallback elsewhere."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
-
-def _spawn(*args: str) -> dict[str, Any]:
-    from django.db import connections
-
-    connections.close_all()  # the child opens its own; no handle is shared
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"export child {args} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rss_kib": peak_rss_kib()}))
 
 
 def _check_file(storage: Any, name: str, fmt: str, images: int) -> None:
@@ -219,7 +190,7 @@ def _build(
     from qa.models import DatasetExport, RunStatus
 
     export_id = _request(project, manager, run, fmt)
-    measured = _spawn("build", str(export_id))
+    measured = spawn(CHILD, "build", str(export_id))
     export = DatasetExport.objects.get(pk=export_id)
     assert export.status == RunStatus.DONE, f"{fmt}: {export.status} {export.error}"
     assert export.counts["images"] == images, export.counts
@@ -241,7 +212,7 @@ def _measure(images: int) -> list[dict[str, Any]]:
     annotations = images * BOXES_PER_IMAGE
     project, manager, consensus = _seed(images)
 
-    baseline = _spawn("baseline")
+    baseline = spawn(CHILD, "baseline")
     base_mib = baseline["rss_kib"] / 1024
     rows: list[dict[str, Any]] = [_baseline_row(base_mib)]
     for fmt in ("coco", "yolo"):
@@ -408,7 +379,7 @@ def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> list[dict[st
             if rows:
                 base_mib = rows[0]["peak_rss_MiB"]
             else:
-                baseline = _spawn("baseline")
+                baseline = spawn(CHILD, "baseline")
                 base_mib = baseline["rss_kib"] / 1024
                 rows.append(_baseline_row(base_mib))
             masks = _measure_masks((100, 1_000) if quick else (1_000, 10_000))

@@ -20,15 +20,12 @@ interpreter and the framework take; ``import_adds_MiB`` is the difference.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_export import _peak_rss_kib
+from bench import peak_rss_kib, spawn
 
 NAME = "imports"
 DESCRIPTION = (
@@ -37,7 +34,6 @@ DESCRIPTION = (
 )
 BOXES = 20
 RSS_GROWTH = 1.25
-ROOT = Path(__file__).resolve().parents[1]
 CHILD = "import sys; from bench.bench_imports import child; child(sys.argv[1:])"
 
 
@@ -81,7 +77,7 @@ def child(args: list[str]) -> None:
 
     if args[0] == "baseline":
         Project.objects.exists()  # connected, as an import is
-        print(json.dumps({"rss_kib": _peak_rss_kib()}))
+        print(json.dumps({"rss_kib": peak_rss_kib()}))
         return
     mode, project_id, path = args[0], int(args[1]), args[2]
     project = Project.objects.get(pk=project_id)
@@ -97,20 +93,7 @@ def child(args: list[str]) -> None:
     stored = Prediction.objects.filter(project=project).count()
     assert report["created"] == stored, report
     assert not report["rejected"], report
-    print(json.dumps({"seconds": seconds, "rss_kib": _peak_rss_kib(), "created": stored}))
-
-
-def _spawn(*args: str) -> dict[str, Any]:
-    from django.db import connections
-
-    connections.close_all()
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"import child {args} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps({"seconds": seconds, "rss_kib": peak_rss_kib(), "created": stored}))
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -121,16 +104,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     walked_project, walked_file = _seed(images, "walked", directory)
     parsed_project, parsed_file = _seed(images, "parsed", directory)
     small_project, small_file = _seed(images // 10, "small", directory)
-    base = _spawn("baseline")["rss_kib"] / 1024
+    base = spawn(CHILD, "baseline")["rss_kib"] / 1024
     rows: list[dict[str, Any]] = [{
         "import": "baseline (Django + import modules)", "images": None, "file_MB": None,
         "seconds": None, "predictions_per_s": None, "peak_rss_MiB": base,
         "import_adds_MiB": None, "rss_vs_small": None, "target": None,
     }]  # fmt: skip
-    small = _spawn("walked", str(small_project), str(small_file))
+    small = spawn(CHILD, "walked", str(small_project), str(small_file))
     measured = {
-        "walked": _spawn("walked", str(walked_project), str(walked_file)),
-        "parsed whole (orjson)": _spawn("parsed", str(parsed_project), str(parsed_file)),
+        "walked": spawn(CHILD, "walked", str(walked_project), str(walked_file)),
+        "parsed whole (orjson)": spawn(CHILD, "parsed", str(parsed_project), str(parsed_file)),
         "walked, a tenth": small,
     }
     sizes = {"walked": walked_file, "parsed whole (orjson)": parsed_file,
