@@ -57,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -182,7 +182,7 @@ def merge_boxes_batch(
     # reference cycles, so it waits until the end. (Process-wide: a merge running in another
     # thread meanwhile is only slower or faster, never wrong.)
     with collector_paused():
-        crowd = _Crowd.build(images)
+        crowd = _Crowd.build(images, scored=method == "em")
         if crowd.n_boxes == 0:
             return [[] for _ in range(len(images))]
         members = _clusters(crowd, iou_threshold, refine)
@@ -384,7 +384,9 @@ class _Crowd:
         self.voters_weight = np.bincount(answer_image, answer_weight, minlength=n_images)
 
     @classmethod
-    def build(cls, images: Images) -> _Crowd:
+    def build(cls, images: Images, *, scored: bool = True) -> _Crowd:
+        """``scored``: read the boxes' scores (the worker model's merges and decisions do;
+        the quorum merge does not)."""
         if isinstance(images, BoxColumns):
             return cls.from_columns(images)
         workers: list[Hashable] = []
@@ -406,7 +408,6 @@ class _Crowd:
             raise ValueError("a bbox must be [x, y, w, h]")
         # Label ids in order of first sight, looked up in one C-level pass.
         ids = {name: i for i, name in enumerate(dict.fromkeys(names))}
-        scores = list(map(_score_of, items))
         return cls._assemble(
             workers=workers,
             weight=np.array(weights, dtype=np.float64),
@@ -417,7 +418,7 @@ class _Crowd:
             ).reshape(-1, 4),
             label=np.fromiter(map(ids.__getitem__, names), dtype=np.intp, count=len(names)),
             labels=list(ids),
-            score=_scores(scores),
+            score=_scores(items) if scored else None,
         )
 
     @classmethod
@@ -489,17 +490,20 @@ class _Crowd:
         )
 
 
-def _score_of(item: Item) -> float:
-    """An item's score, NaN when it has none (a person's box) or it is not a number."""
-    value = item.get("score")
+def _scores(items: list[Item]) -> FloatArray | None:
+    """Each item's score, NaN where it has none (a person's box) or it is not a number; None
+    when no item has one (a crowd of people: one C-level pass)."""
+    given = list(map(methodcaller("get", "score"), items))
+    if given.count(None) == len(given):
+        return None
+    out = np.array([_number(value) for value in given], dtype=np.float64)
+    return None if np.isnan(out).all() else out
+
+
+def _number(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return float("nan")
-
-
-def _scores(values: list[float]) -> FloatArray | None:
-    out = np.array(values, dtype=np.float64)
-    return None if np.isnan(out).all() else out
 
 
 def _first_seen_order(group: IntArray, value: IntArray, n_values: int) -> IntArray:
