@@ -424,12 +424,7 @@ def _fit_score_odds(
     if prior.real_scores is not None and prior.spurious_scores is not None:
         real += prior.real_scores
         spurious += prior.spurious_scores
-    out = score_odds(real, spurious)
-    # A voter none of whose marks carry a score adds nothing, whatever the prior's flat
-    # histograms would say.
-    has = (real.sum(axis=1) + spurious.sum(axis=1)) > 0
-    out[~has] = 0.0
-    return out
+    return score_odds(real, spurious)  # zeros for a voter without scored marks
 
 
 def placement_noise(
