@@ -64,6 +64,9 @@ class Annotations(list[dict[str, Any]]):
     clipped: int = 0
 
 
+_PLAIN = (int, float)
+
+
 def _number(value: Any) -> float | None:
     # bool is an int in Python, but `true` is not a coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -127,6 +130,15 @@ class _Checker:
 
     def bbox(self, item: Mapping[str, Any], where: str) -> list[float] | None:
         raw = item.get("bbox")
+        # The common case in a few operations (an import checks millions of boxes): four
+        # plain numbers (not bools), the box inside the image, nothing to clip. NaN and
+        # infinities fail a comparison and take the full path, as anything else does.
+        if type(raw) is list and len(raw) == 4:
+            x, y, w, h = raw
+            if type(x) in _PLAIN and type(y) in _PLAIN and type(w) in _PLAIN and type(h) in _PLAIN:
+                right, bottom = x + w, y + h
+                if 0 <= x < right <= self.width and 0 <= y < bottom <= self.height and w > 0 < h:
+                    return [float(x), float(y), float(right - x), float(bottom - y)]
         if not isinstance(raw, list | tuple) or len(raw) != 4:
             self.fail(f"{where}.bbox", "A box is [x, y, width, height].")
             return None

@@ -137,6 +137,26 @@ class TestAnnotations:
         errors = errors_of("bbox", [{"label": "car", "bbox": [101, 0, 2, 5]}])
         assert "along its edge" in errors["annotations[0].bbox"][0]
 
+    def test_a_box_checks_alike_on_the_short_path_and_the_full_one(self) -> None:
+        # Lists of four plain numbers inside the image take a short path; a tuple always
+        # takes the full one. Both give the same box, clipped count or error for each.
+        rng = np.random.default_rng(7)
+        picks = [0, 0.0, 1, 0.1, 0.2, 49.5, 50, 99.99, 100, 100.0, 101, -0.0, -1, 1e-300, 2**60]
+        values: list[object] = [*picks, True, float("nan"), float("inf"), "3", None]
+        for _ in range(3000):
+            raw = [values[k] for k in rng.integers(len(values), size=4)]
+            if rng.random() < 0.5:
+                raw = [float(v) + float(rng.random()) if type(v) in (int, float) else v
+                       for v in raw]  # fmt: skip
+            outcomes = []
+            for box in (list(raw), tuple(raw)):
+                try:
+                    got = check("bbox", [{"label": "car", "bbox": box}])
+                    outcomes.append((got, got.clipped))
+                except AnnotationError as exc:
+                    outcomes.append(exc.errors)
+            assert outcomes[0] == outcomes[1], raw
+
     def test_payload_size_is_bounded(self) -> None:
         errors = errors_of("bbox", [{"label": "car", "bbox": [0, 0, 1, 1]}] * 2001)
         assert "At most" in errors["annotations"][0]
