@@ -34,6 +34,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+
 from crowd.json_stream import MISSING, JsonSource
 
 FORMATS = ("crowd", "coco", "label_studio")
@@ -509,12 +511,6 @@ def from_label_studio(
         if rtype != expected:
             cand.fail(f"{where}.type", f"A {kind} project reads {expected} regions; got {rtype!r}.")
             continue
-        if kind == "mask":
-            cand.fail(
-                f"{where}.type",
-                "Masks from Label Studio's brush format are not read yet: import them as COCO RLE.",
-            )
-            continue
         score, problem = score_of(region.get("score", cand.score)) if cand.scored else (None, None)
         if problem:
             cand.fail(f"{where}.score", problem)
@@ -528,7 +524,11 @@ def from_label_studio(
         if scale is None:
             continue
         sx, sy = scale
-        if kind == "classification":
+        if kind == "mask":
+            rle = _brush_rle(region, value, where, cand, size)
+            if rle is not None:
+                items.append({"label": name, "score": score, "rle": rle})
+        elif kind == "classification":
             items.append({"label": name, "score": score})
         elif kind == "bbox":
             if value.get("rotation", 0) not in (0, 0.0, None):
@@ -583,6 +583,43 @@ def from_label_studio(
             if score is not None:
                 group["score"] = score if group["score"] is None else min(group["score"], score)
     return items
+
+
+def _brush_rle(
+    region: Mapping[str, Any],
+    value: Mapping[str, Any],
+    where: str,
+    cand: Candidate,
+    size: tuple[int, int],
+) -> dict[str, Any] | None:
+    """A brush region's mask (``tasks.ls_brush``) as our COCO RLE of the image's ``size``:
+    decoded at the ``original_width/height`` the region gives, and scaled to the image's
+    size (nearest pixel) when the backend saw it at another one."""
+    import cv2
+    from pycocotools import mask as coco_mask
+
+    from tasks.ls_brush import BrushError, brush_mask
+
+    if value.get("format", "rle") != "rle" or not isinstance(value.get("rle"), list):
+        cand.fail(f"{where}.value.rle", 'A brush region is {"format": "rle", "rle": [bytes]}.')
+        return None
+    width, height = size
+    ow, oh = region.get("original_width", width), region.get("original_height", height)
+    if not isinstance(ow, int) or not isinstance(oh, int) or ow * oh > 4 * width * height:
+        cand.fail(where, "original_width and original_height are the mask's size in pixels.")
+        return None
+    try:
+        mask = brush_mask(value["rle"], ow, oh)
+    except BrushError as exc:
+        cand.fail(f"{where}.value.rle", str(exc))
+        return None
+    if (ow, oh) != (width, height):
+        resized = cv2.resize(
+            mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+        )
+        mask = resized > 0
+    encoded = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
 
 
 def _num(value: Any) -> float | None:
