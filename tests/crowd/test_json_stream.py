@@ -66,5 +66,10 @@ def test_a_file_that_is_not_json_says_so_where_the_walk_finds_it() -> None:
     for raw_bytes in (b"", b"{not json", b"\xff\xfe\x00", b'{"a": []} trailing'):
         source = Streamed(io.BytesIO(raw_bytes))
         with pytest.raises(NotJson):
-            source.shape()
-            list(source.elements("a"))
+            _walk(source)
+
+
+def _walk(source: Streamed) -> None:
+    """What a reader does: look at the shape, then walk."""
+    source.shape()
+    list(source.elements("a"))

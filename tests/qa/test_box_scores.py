@@ -16,7 +16,7 @@ from qa.consensus.box_em import SCORE_BINS, SCORE_PRIOR, GoldRates, gold_score_c
 from qa.consensus.boxes import box_certainty, box_model, box_model_for, merge_boxes_batch
 
 CAR = {"label": "car", "bbox": [10, 10, 60, 40]}
-TREE = {"label": "car", "bbox": [150, 60, 50, 120]}
+OTHER_CAR = {"label": "car", "bbox": [150, 60, 50, 120]}
 
 
 def _scored(item: dict[str, Any], score: float) -> dict[str, Any]:
@@ -53,11 +53,11 @@ def test_a_lone_model_box_counts_by_its_score() -> None:
     assert len(odds) == SCORE_BINS
     assert odds[9] > 0 > odds[5]
     # A worker who missed the car, and the model's box of it: sure, doubtful, or unscored.
-    sure = [[("w", 1.0, [TREE]), ("M", 1.0, [TREE, _scored(CAR, 0.95)])]]
-    doubtful = [[("w", 1.0, [TREE]), ("M", 1.0, [TREE, _scored(CAR, 0.55)])]]
-    plain = [[("w", 1.0, [TREE]), ("M", 1.0, [TREE, CAR])]]
+    sure = [[("w", 1.0, [OTHER_CAR]), ("M", 1.0, [OTHER_CAR, _scored(CAR, 0.95)])]]
+    doubtful = [[("w", 1.0, [OTHER_CAR]), ("M", 1.0, [OTHER_CAR, _scored(CAR, 0.55)])]]
+    plain = [[("w", 1.0, [OTHER_CAR]), ("M", 1.0, [OTHER_CAR, CAR])]]
     merged = [merge_boxes_batch(c, method="em", model=rates)[0] for c in (sure, doubtful, plain)]
-    car = tuple(float(v) for v in CAR["bbox"])
+    car = (10.0, 10.0, 60.0, 40.0)  # CAR's box
     kept, dropped, unscored = ({o.bbox: o.score for o in objects} for objects in merged)
     assert kept[car] > 0.95
     assert car not in dropped
@@ -113,9 +113,9 @@ def test_the_fit_learns_what_the_model_s_scores_say() -> None:
     assert not fitted.workers()["a"].score_odds
     hidden = {"label": "car", "bbox": [20, 300, 50, 50]}
     lone = [[("a", 1.0, []), ("M", 1.0, [_scored(hidden, 0.97), _scored(stray, 0.55)])]]
-    (objects,) = merge_boxes_batch(lone, method="em", model=fitted)
-    assert [o.bbox for o in objects] == [pytest.approx((20, 300, 50, 50))]
+    (merged,) = merge_boxes_batch(lone, method="em", model=fitted)
+    assert [o.bbox for o in merged] == [pytest.approx((20, 300, 50, 50))]
     # The same boxes unscored are both kept or both dropped: the rates cannot tell them apart.
     plain = [[("a", 1.0, []), ("M", 1.0, [hidden, stray])]]
-    (objects,) = merge_boxes_batch(plain, method="em", model=fitted)
-    assert len(objects) != 1
+    (merged,) = merge_boxes_batch(plain, method="em", model=fitted)
+    assert len(merged) != 1

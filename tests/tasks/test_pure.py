@@ -148,7 +148,7 @@ class TestAnnotations:
             if rng.random() < 0.5:
                 raw = [float(v) + float(rng.random()) if type(v) in (int, float) else v
                        for v in raw]  # fmt: skip
-            outcomes = []
+            outcomes: list[object] = []
             for box in (list(raw), tuple(raw)):
                 try:
                     got = check("bbox", [{"label": "car", "bbox": box}])
