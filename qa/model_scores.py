@@ -51,6 +51,9 @@ from tasks.models import Image, Kind, Prediction, Project
 # The pseudo-worker id the current model version votes under in consensus (user ids are
 # positive: it can never be a person's).
 MODEL_VOTER = -1
+# What a stored score was computed by: a row of an earlier computation (before the gold's
+# box score bins were counted) is computed again when next read.
+COMPUTED = "c2"
 # The object score a model's answer is cut at when the project sets no ``ml_backend_min_score``.
 DEFAULT_MIN_SCORE = 0.5
 # A model votes only while gold does not put it confidently below this accuracy (or the
@@ -110,7 +113,7 @@ def _fingerprint(project: Project, version: str) -> str:
     ).aggregate(n=Count("pk"), last=Max("pk"))
     stamp = gold["t"].isoformat() if gold["t"] else ""
     return (
-        f"g{gold['n']}:{stamp}:p{predicted['n']}:{predicted['last']}:"
+        f"{COMPUTED}:g{gold['n']}:{stamp}:p{predicted['n']}:{predicted['last']}:"
         f"s{min_score(project)}:i{project.iou_threshold}:{project.gold_pass_score}"
     )[:200]
 
