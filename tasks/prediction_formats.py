@@ -17,8 +17,9 @@ gathered per image first:
   (``[{"image_id", "category_id", "bbox"|"segmentation"|"keypoints", "score"}]``, image ids
   and category ids as this server's images and COCO exports number them);
 - Label Studio tasks (``data.image`` matched by file name) with ``predictions`` (or, as
-  gold, ``annotations``), whose results are converted from percent of the image to pixels by
-  :func:`from_label_studio`, the same conversion ML backends' answers go through.
+  gold, ``annotations``), whose results are converted from percent of the image to pixels
+  (brush masks from their packed runs, ``tasks.ls_brush``) by :func:`from_label_studio`, the
+  same conversion ML backends' answers go through.
 
 Also :func:`label_config`, the Label Studio labelling config of a project's labels.
 """
