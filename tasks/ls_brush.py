@@ -28,7 +28,11 @@ class BrushError(ValueError):
 
 
 def unpack(rle: Sequence[int], *, limit: int) -> npt.NDArray[np.uint32]:
-    """The values of a packed stream, at most ``limit`` of them."""
+    """The values of a packed stream, at most ``limit`` of them. A stream longer than such a
+    mask can pack to (a byte a value and the chunks' headers, twice over) is refused before
+    it is read, so that its reading holds no more than the mask would."""
+    if len(rle) > 2 * limit + 64:
+        raise BrushError(f"The rle has {len(rle):,} bytes: more than a mask of its size packs to.")
     if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in rle):
         raise BrushError("The rle is a list of bytes (integers 0 to 255).")
     bits = "".join(format(b, "08b") for b in rle)

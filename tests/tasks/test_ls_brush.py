@@ -48,6 +48,9 @@ def test_a_stream_of_another_size_or_cut_short_is_refused() -> None:
         unpack(rle, limit=10)
     with pytest.raises(BrushError, match="bytes"):
         brush_mask([*rle[:-1], 256], width, height)
+    # Longer than any packing of a 7x5 mask: refused before a bit of it is read.
+    with pytest.raises(BrushError, match="more than a mask of its size"):
+        brush_mask(rle + [0] * 400, width, height)
 
 
 def test_brush_predictions_import_as_masks(api_as, manager) -> None:
