@@ -15,6 +15,7 @@ stores what they read.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator
 from typing import IO, Any
 
@@ -27,29 +28,29 @@ class NotJson(ValueError):
     """The file is not (well-formed) JSON."""
 
 
-class JsonSource:
+class JsonSource(ABC):
     """A JSON document, parsed (:class:`Parsed`) or on disk (:class:`Streamed`)."""
 
+    @abstractmethod
     def shape(self) -> str:
         """``object``, ``array`` or ``other`` (the top-level value's kind)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def first_key(self, wanted: Collection[str]) -> str | None:
         """The first of the top-level object's keys that is in ``wanted`` (None: none is)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def value(self, key: str) -> Any:
         """The top-level object's value at ``key``, whole; :data:`MISSING` when absent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def is_array(self, key: str | None) -> bool:
         """Whether the value at ``key`` (None: the top-level value) is an array."""
-        raise NotImplementedError
 
+    @abstractmethod
     def elements(self, key: str | None) -> Iterator[Any]:
         """Each element of the array at ``key`` (None: the top-level array), one at a time;
         nothing when it is not an array (ask :meth:`is_array` first)."""
-        raise NotImplementedError
 
     def first_element(self, key: str | None = None) -> Any:
         """The array's first element, :data:`MISSING` when it is empty or not an array."""
