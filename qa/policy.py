@@ -16,6 +16,9 @@ class QaRoutingPolicy:
     def admission(self, *, project: Project, worker: User) -> Admission:
         return services.worker_admission(project=project, worker=worker)
 
+    def admitted_sql(self) -> str:
+        return services.ADMITTED_SQL
+
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         """Suspended workers' answers do not count; the rest complete the task when they
         agree with the consensus (reliability-weighted vote, or merged shapes) at the project's

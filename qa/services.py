@@ -260,6 +260,15 @@ def _gold_images(project: Project) -> int:
     return Task.objects.filter(project=project, is_gold=True).values("image").distinct().count()
 
 
+# ``worker_admission`` is ADMITTED, with nothing to write, exactly when the worker's row says
+# active or on probation (a missing row is created by the read; an exam may end on it).
+ADMITTED_SQL = (
+    f"EXISTS (SELECT 1 FROM {WorkerScore._meta.db_table} s WHERE s.project_id = %(project)s "
+    f"AND s.worker_id = %(worker)s "
+    f"AND s.status IN ('{WorkerStatus.ACTIVE.value}', '{WorkerStatus.PROBATION.value}'))"
+)
+
+
 def worker_admission(*, project: Project, worker: User) -> Admission:
     """May the worker get tasks of the project (the routing policy's admission)."""
     row = worker_score_get(project=project, worker_id=worker.pk)

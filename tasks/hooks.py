@@ -55,6 +55,13 @@ class RoutingPolicy(Protocol):
     def admission(self, *, project: Project, worker: User) -> Admission:
         """May the worker get tasks of this project, and which (called by every ``next``)."""
 
+    def admitted_sql(self) -> str | None:
+        """An SQL condition on ``%(project)s`` and ``%(worker)s`` that holds exactly when
+        ``admission`` would admit the worker to every task (no reason, not gold only) and
+        has nothing to write first; None when there is none. The claim after an answer
+        checks it in its own statement rather than asking ``admission`` in a read before;
+        anything else (gold, a claim that finds nothing) asks ``admission`` as usual."""
+
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         """Complete the task, or ask for one more answer. Called inside the transaction that
         holds the task's row lock, once its answers reach the required overlap."""
@@ -84,6 +91,9 @@ class CompleteAtOverlap:
 
     def admission(self, *, project: Project, worker: User) -> Admission:
         return ADMITTED
+
+    def admitted_sql(self) -> str | None:
+        return None  # admission reads nothing
 
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         return Decision(complete=True)

@@ -22,6 +22,7 @@ row is the guard.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -231,13 +232,21 @@ _CLAIMABLE = f"""t.project_id = %(project)s AND t.state = 'open' AND NOT t.is_go
       AND NOT EXISTS (
           SELECT 1 FROM {_ASSIGNMENT} a WHERE a.task_id = t.id AND a.worker_id = %(worker)s
       )"""
+
+
+def _admitted(condition: str | None) -> str:
+    """``_CLAIMABLE``'s addition for a claim that checks the routing policy's admission
+    itself (:meth:`~tasks.hooks.RoutingPolicy.admitted_sql`), or none."""
+    return f"\n      AND {condition}" if condition else ""
+
+
 # Pick, lock, take the slot and insert the lease in one statement: the task's row lock lives
 # only while the statement runs, never across a round trip to this process. One statement
 # text per task order, built once.
 _CLAIM_TEMPLATE = f"""
 WITH candidate AS (
     SELECT t.id FROM {_TASK} t
-    WHERE {_CLAIMABLE}
+    WHERE {_CLAIMABLE}{{admitted}}
     ORDER BY {{order}}
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
@@ -256,10 +265,16 @@ SELECT leased.id, taken.id, taken.image_id, taken.x, taken.y, taken.width, taken
        taken.priority, i.width, i.height
 FROM leased JOIN taken ON taken.id = leased.task_id JOIN {_IMAGE} i ON i.id = taken.image_id
 """
-_CLAIM_SQL = {order: _CLAIM_TEMPLATE.format(order=sql) for order, sql in _ORDER.items()}
 
 
-def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | None:
+@functools.cache
+def _claim_sql(order: str, admitted: str | None) -> str:
+    return _CLAIM_TEMPLATE.format(order=_ORDER[order], admitted=_admitted(admitted))
+
+
+def _claim_regular_skip_locked(
+    project: Project, worker: User, admitted: str | None
+) -> Assignment | None:
     """PostgreSQL: concurrent claimers skip each other's locked rows instead of waiting."""
     now = timezone.now()
     expires = now + timedelta(seconds=project.assignment_seconds)
@@ -270,7 +285,7 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
     # savepoint, so a unique violation (a double click) does not abort the caller's work.
     guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with guard, connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL[_order_of(project)], params)
+        cursor.execute(_claim_sql(_order_of(project), admitted), params)
         row = cursor.fetchone()
     if row is None:
         return None
@@ -289,15 +304,16 @@ def _claim_regular_skip_locked(project: Project, worker: User) -> Assignment | N
 
 # SQLite: the pick (the routing order, as the partial index ``task_routing_order`` has it),
 # the slot and the lease as three statements of one IMMEDIATE transaction.
-_PICK: dict[str, Joined] = {
-    order: Joined(
+@functools.cache
+def _pick(order: str, admitted: str | None) -> Joined:
+    return Joined(
         f"SELECT {{columns}} FROM {_TASK} t JOIN {_IMAGE} i ON i.id = t.image_id "
-        f"WHERE {_CLAIMABLE} ORDER BY {sql} LIMIT 1",
+        f"WHERE {_CLAIMABLE}{_admitted(admitted)} ORDER BY {_ORDER[order]} LIMIT 1",
         (Task, "t"),
         (Image, "i"),
     )
-    for order, sql in _ORDER.items()
-}
+
+
 # The model confidence of the task the worker would be offered next (``uncertain_first``):
 # the one a gold task offered instead is chosen nearest to.
 _FRONTIER_SQL = (
@@ -326,14 +342,19 @@ RETURNING id
 """
 
 
-def _claim_regular(project: Project, worker: User) -> Assignment | None:
+def _claim_regular(
+    project: Project, worker: User, admitted: str | None = None
+) -> Assignment | None:
+    """The claimable task closest to done; ``admitted``: the routing policy's condition for
+    admission, checked by the claim itself (the policy was not asked)."""
     if connection.features.has_select_for_update_skip_locked:
-        return _claim_regular_skip_locked(project, worker)
+        return _claim_regular_skip_locked(project, worker, admitted)
     # SQLite: IMMEDIATE transactions serialise writers; the conditional update, which must
     # change exactly one row, is the guard.
     for _ in range(CLAIM_ATTEMPTS):
         with transaction.atomic():
-            found = _PICK[_order_of(project)].first({"project": project.pk, "worker": worker.pk})
+            pick = _pick(_order_of(project), admitted)
+            found = pick.first({"project": project.pk, "worker": worker.pk})
             if found is None:
                 return None
             task, image = cast(Task, found[0]), cast(Image, found[1])
@@ -450,17 +471,24 @@ def assignment_next(
     ``after_answer``: the worker has just answered their lease in this project."""
     if project.state != ProjectState.ACTIVE:
         return None
-    admission = routing_policy().admission(project=project, worker=worker)
-    if admission.reason:
-        raise NotEligible(admission.reason)
-    _keep_sweeping()
+    policy = routing_policy()
     looked = not after_answer or _release_look_due(project.pk)
+    # Right after an answer, with no look due, the claim checks the worker's admission in
+    # its own statement where the policy can say it in SQL; when that claim finds nothing,
+    # the full path below asks the policy.
+    admitted = None if looked else policy.admitted_sql()
+    admission = None
+    if admitted is None:
+        admission = policy.admission(project=project, worker=worker)
+        if admission.reason:
+            raise NotEligible(admission.reason)
+    _keep_sweeping()
     if looked:
         own = _own_lease_releasing_expired(project, worker)
         if own is not None:
             return own
     try:
-        lease = _claim_within_budget(project, worker, admission, rand)
+        lease = _claim_within_budget(project, worker, admission, rand, admitted)
     except IntegrityError:
         # The worker holds a lease: a concurrent request of theirs (a double click) took it
         # first, or (after an answer) one this claim did not look for, perhaps expired.
@@ -468,17 +496,22 @@ def assignment_next(
             return _open_lease(project, worker)
         return assignment_next(project=project, worker=worker, rand=rand)
     if lease is None and not looked:
-        # Nothing to claim: the worker may hold a lease after all (a replayed answer), or
-        # expired leases may hold the last free slots. The full look decides.
+        # Nothing to claim: the worker may hold a lease after all (a replayed answer),
+        # expired leases may hold the last free slots, or the policy may not admit them.
+        # The full look decides.
         return assignment_next(project=project, worker=worker, rand=rand)
     return lease
 
 
 def _claim_within_budget(
-    project: Project, worker: User, admission: Admission, rand: Callable[[], float] | None
+    project: Project,
+    worker: User,
+    admission: Admission | None,
+    rand: Callable[[], float] | None,
+    admitted: str | None,
 ) -> Assignment | None:
     if project.budget is None:
-        return _claim(project, worker, admission, rand)
+        return _claim(project, worker, admission, rand, admitted)
     # The budget check and the claim are one step under the project's row lock (which
     # bonuses take too): checked apart, concurrent claims each passed a check that only
     # some of them fitted, and the project spent past its budget by a reward each.
@@ -486,19 +519,41 @@ def _claim_within_budget(
         project.lock()
         if budget_exhausted(project):
             return None
-        return _claim(project, worker, admission, rand)
+        return _claim(project, worker, admission, rand, admitted)
 
 
 def _claim(
-    project: Project, worker: User, admission: Admission, rand: Callable[[], float] | None
+    project: Project,
+    worker: User,
+    admission: Admission | None,
+    rand: Callable[[], float] | None,
+    admitted: str | None,
 ) -> Assignment | None:
-    if admission.gold_only:
+    """``admission`` None: the policy was not asked, and ``admitted`` is its condition, which
+    the regular claim checks; a gold task asks the policy first."""
+    if admission is not None and admission.gold_only:
         return _claim_gold(project, worker, rand)
     draw = (rand or random.random)()
-    want_gold = project.gold_rate > 0 and draw < gold_rate_for(project=project, worker=worker)
-    if want_gold and (gold := _claim_gold(project, worker, rand)) is not None:
-        return gold
-    return _claim_regular(project, worker)
+    if _wants_gold(project, worker, draw):
+        if admission is None:
+            admission = routing_policy().admission(project=project, worker=worker)
+            if admission.reason:
+                raise NotEligible(admission.reason)
+        if (gold := _claim_gold(project, worker, rand)) is not None:
+            return gold
+        if admission.gold_only:
+            return None
+    return _claim_regular(project, worker, admitted if admission is None else None)
+
+
+def _wants_gold(project: Project, worker: User, draw: float) -> bool:
+    """Whether ``draw`` falls within the worker's gold rate. The rate lies between the
+    project's base rate and the warm-up's start, so the worker's count is read only for a
+    draw between the two."""
+    base = project.gold_rate
+    if base <= 0 or draw >= max(base, min(GOLD_WARMUP_MAX_RATE, 3 * base)):
+        return False
+    return draw < base or draw < gold_rate_for(project=project, worker=worker)
 
 
 def _decide(task: Task, project: Project) -> None:

@@ -13,7 +13,9 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
+from qa.models import WorkerScore, WorkerStatus
 from tasks import jobs, planner_stats, routing
+from tasks.hooks import routing_policy
 from tasks.models import Project, Task
 from tests.factories import WorkerFactory, image_ready, project_create, project_with_tasks
 
@@ -21,12 +23,16 @@ pytestmark = pytest.mark.django_db
 
 
 def _plan_nodes(project: Project) -> list[dict[str, Any]]:
-    """Every node of the claim's plan, as run."""
+    """Every node of the claim's plan, as run: the claim after an answer, which checks the
+    worker's admission itself (an admitted worker's)."""
     now = timezone.now()
-    params: dict[str, Any] = {"project": project.pk, "worker": WorkerFactory.create().pk, "now": now,
+    worker = WorkerFactory.create()
+    WorkerScore.objects.create(project=project, worker=worker, status=WorkerStatus.ACTIVE)
+    params: dict[str, Any] = {"project": project.pk, "worker": worker.pk, "now": now,
               "expires": now}  # fmt: skip
+    claim = routing._claim_sql("default", routing_policy().admitted_sql())
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {routing._CLAIM_SQL['default']}", params)
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim}", params)
         plan = cursor.fetchone()[0][0]["Plan"]
 
     def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -28,9 +28,10 @@ BOX = {"annotations": [{"label": "car", "bbox": [10, 10, 50, 40]}]}
 
 # (next, submit, submit?next=1, and submit?next=1 again) with the token's user cached, and
 # without. The first submit?next=1 of the project in this process looks for its expired
-# leases; the next within routing.RELEASE_LOOK_SECONDS claims without that read.
-CACHED = (8, 5, 12, 11)
-UNCACHED = (9, 6, 13, 12)
+# leases; the next within routing.RELEASE_LOOK_SECONDS claims without that read, and without
+# a read of the worker's standing (the claim's statement checks it).
+CACHED = (8, 5, 12, 10)
+UNCACHED = (9, 6, 13, 11)
 # The submit that gives a task its last required answer leaves its decision (consensus,
 # agreement of each worker) to a job: it costs what any submit does.
 COMPLETING = CACHED[1]

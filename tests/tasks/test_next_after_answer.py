@@ -8,11 +8,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crowd.models import User
+from qa.models import WorkerScore, WorkerStatus
+from qa.services import worker_suspend
 from tasks import routing
 from tasks.models import Assignment, AssignmentStatus, Project, Task
+from tasks.services import tasks_mark_gold
 from tests.factories import WorkerFactory, project_with_tasks
 
 pytestmark = [pytest.mark.django_db, pytest.mark.both_databases]
@@ -90,3 +95,47 @@ def test_with_nothing_to_claim_the_full_look_runs(manager, worker) -> None:
     Assignment.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(1))
     routing._release_looked[project.pk] = float("inf")
     assert _next(project, worker, after_answer=True).task_id == stale.task_id
+
+
+def _look_not_due(project: Project) -> None:
+    routing._release_looked[project.pk] = float("inf")
+
+
+def test_after_an_answer_the_claim_itself_checks_admission(manager, worker) -> None:
+    """No read of the worker's standing before the claim: its statement checks it."""
+    project = project_with_tasks(manager, tasks=4, overlap=1)
+    _answered(project, worker)
+    _look_not_due(project)
+    with CaptureQueriesContext(connection) as queries:
+        lease = _next(project, worker, after_answer=True)
+    assert lease.worker_id == worker.pk
+    reads = [q["sql"] for q in queries.captured_queries if "qa_workerscore" in q["sql"]]
+    assert len(reads) == 1, reads
+    assert "tasks_task" in reads[0]
+
+
+def test_a_worker_suspended_since_their_answer_gets_no_task(manager, worker) -> None:
+    project = project_with_tasks(manager, tasks=4, overlap=1)
+    _answered(project, worker)
+    worker_suspend(project=project, worker_id=worker.pk, by=manager, reason="Random boxes.")
+    _look_not_due(project)
+    with pytest.raises(routing.NotEligible, match="Random boxes"):
+        routing.assignment_next(project=project, worker=worker, after_answer=True)
+    assert not Assignment.objects.filter(worker=worker, status=AssignmentStatus.LEASED).exists()
+
+
+def test_a_worker_taking_the_exam_gets_gold_only(manager, worker) -> None:
+    """The claim's check refuses a regular task to a worker taking the exam; the policy,
+    asked, hands them gold."""
+    project = project_with_tasks(manager, tasks=4, overlap=1)
+    _answered(project, worker)
+    gold = Task.objects.filter(project=project, answers=0).order_by("-pk")[0]
+    tasks_mark_gold(image=gold.image)
+    project.exam_tasks = 3
+    project.save()
+    WorkerScore.objects.filter(project=project, worker=worker).update(
+        status=WorkerStatus.EXAM, exam_seen=0
+    )
+    _look_not_due(project)
+    lease = _next(project, worker, after_answer=True)
+    assert lease.task_id == gold.pk

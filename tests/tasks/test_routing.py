@@ -6,7 +6,8 @@ import random
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tasks import routing
@@ -98,6 +99,25 @@ class TestSelection:
         assert rates[0] == pytest.approx(0.5)  # min(3 x base, 50%)
         assert rates[10] == pytest.approx(0.35)
         assert rates[20:] == [pytest.approx(0.2)] * 5
+
+    def test_the_gold_draw_reads_the_count_only_between_the_base_and_the_start(
+        self, manager, worker
+    ) -> None:
+        """``_wants_gold`` says what the draw against the warm-up rate says, for every draw;
+        below the base rate and above the start it reads nothing."""
+        project = active_project(manager, images=12, min_overlap=1, max_overlap=1)
+        draws = [k / 100 for k in range(101)]
+        for base in (0.0, 0.05, 0.2, 0.4):
+            project.gold_rate = base
+            for _ in range(3):
+                rate = routing.gold_rate_for(project=project, worker=worker)
+                for draw in draws:
+                    start = max(base, min(routing.GOLD_WARMUP_MAX_RATE, 3 * base))
+                    with CaptureQueriesContext(connection) as queries:
+                        wants = routing._wants_gold(project, worker, draw)
+                    assert wants == (base > 0 and draw < rate), (base, draw)
+                    assert len(queries) == int(base <= draw < start), (base, draw)
+                work(project, worker)
 
     def test_gold_is_mixed_in_at_the_rate_within_statistical_bounds(self, manager) -> None:
         project = project_create(manager, gold_rate=0.2, min_overlap=1, max_overlap=1)
