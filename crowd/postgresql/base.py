@@ -7,10 +7,17 @@ connection is dead at once, so the first request of a process would find them on
 a time: seconds, or a 503 once the pool timeout passes. Here a failed check sends the pool
 through all its idle connections (``ConnectionPool.check`` replaces the dead ones), so the
 request waits only for one new connection.
+
+The check costs no round trip while the connection is quiet. A connection that sits idle
+in the pool has nothing to read: a server that ends it (a terminated backend, a shutdown,
+a restart) sends its last message and closes the socket, which then reads as ready. Only
+then does the check ask the server; every request would otherwise pay one more round trip
+before its first query.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import psycopg
@@ -18,6 +25,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool
+
+
+def _quiet(conn: psycopg.Connection[Any]) -> bool:
+    """Open, idle, and nothing from the server waiting on its socket."""
+    if (
+        conn.closed
+        or conn.broken
+        or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    ):
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    return not poller.poll(0)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -38,6 +58,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
             created: list[ConnectionPool[Any]] = []
 
             def check(conn: psycopg.Connection[Any]) -> None:
+                if _quiet(conn):
+                    return
                 try:
                     ConnectionPool.check_connection(conn)
                 except psycopg.Error:

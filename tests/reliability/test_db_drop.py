@@ -209,3 +209,25 @@ def test_a_database_refusing_connections_is_a_503_until_it_is_back(
         )  # fmt: skip
         assert reply.status == 201, reply
         assert record.connection_errors == 0
+
+
+def test_a_pooled_connection_is_asked_only_once_the_server_has_spoken(
+    database_url: str, db_conn: psycopg.Connection
+) -> None:
+    """The pool's check on checkout sends no query while the connection is quiet; one the
+    server cut reads as ready within moments, and is then checked (and replaced)."""
+    from crowd.postgresql.base import _quiet
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert _quiet(conn)
+        conn.execute("SELECT 1").fetchall()
+        assert _quiet(conn)  # a finished query leaves nothing behind
+        pid = conn.info.backend_pid
+        db_conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 5
+        while _quiet(conn) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _quiet(conn)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1")  # a transaction left open is not quiet
+        assert not _quiet(conn)
