@@ -11,8 +11,8 @@ from drf_spectacular.views import (
 from crowd.health import healthz
 
 api_v1 = [
+    path("", include("tasks.urls")),  # first: it begins with the worker's hot path
     path("", include("crowd.api_urls")),
-    path("", include("tasks.urls")),
     path("", include("qa.urls")),
     path("", include("payouts.urls")),
 ]

@@ -3,6 +3,18 @@ from django.urls import path
 from tasks import apis, prediction_apis
 
 urlpatterns = [
+    # The worker's hot path first: Django tries the patterns in order, and these two are
+    # most of the API's requests.
+    path(
+        "projects/<int:project_id>/assignments/next/",
+        apis.AssignmentNextApi.as_view(),
+        name="assignment-next",
+    ),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        apis.AssignmentSubmitApi.as_view(),
+        name="assignment-submit",
+    ),
     path("projects/", apis.ProjectListApi.as_view(), name="projects"),
     path("projects/<int:project_id>/", apis.ProjectDetailApi.as_view(), name="project"),
     path("projects/<int:project_id>/start/", apis.ProjectStartApi.as_view(), name="project-start"),
@@ -78,16 +90,6 @@ urlpatterns = [
     path("images/<int:image_id>/file/", apis.ImageFileApi.as_view(), name="image-file"),
     path(
         "images/<int:image_id>/thumbnail/", apis.ImageThumbnailApi.as_view(), name="image-thumbnail"
-    ),
-    path(
-        "projects/<int:project_id>/assignments/next/",
-        apis.AssignmentNextApi.as_view(),
-        name="assignment-next",
-    ),
-    path(
-        "assignments/<int:assignment_id>/submit/",
-        apis.AssignmentSubmitApi.as_view(),
-        name="assignment-submit",
     ),
     path(
         "assignments/<int:assignment_id>/skip/",
