@@ -12,13 +12,13 @@ from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from crowd import services
 from crowd.models import Role, User
 from crowd.permissions import IsManager, request_user
 from crowd.profile import me_contributions
+from crowd.throttles import ScopedRateThrottle
 from crowd.tokens import tokens_forget_for_user
 
 

@@ -9,6 +9,8 @@ Redis being down, restarting or hanging must not stop a request that the databas
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +37,23 @@ RETRY_EVERY_SECONDS = 1.0
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 T = TypeVar("T")
+
+# A rate limit's check and count in one step (``FailOpenRedisCache.rate_record``): the key
+# holds the times of the requests counted within the window, as a sorted set. ARGV: now, the
+# window's start (times at or before it are dropped), the limit, this request's member, the
+# key's lifetime in milliseconds. Returns 1 and the count with this request, or 0, the count
+# and the oldest time counted.
+_RATE_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local counted = redis.call('ZCARD', KEYS[1])
+if counted < tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    return {1, counted + 1, ''}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, counted, oldest[2]}
+"""
 
 
 @dataclass
@@ -94,6 +113,16 @@ def _outage_of(location: str) -> _Outage:
 
 _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
+_scripts: dict[int, Any] = {}
+
+
+def _rate_script(client: Any) -> Any:
+    """The rate script registered on ``client`` (redis-py sends it by its digest, and once
+    whole if the server does not know it)."""
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_RATE_SCRIPT)
+    return script
 
 
 class FailOpenRedisCache(RedisCache):
@@ -194,3 +223,22 @@ class FailOpenRedisCache(RedisCache):
 
     def clear(self) -> None:
         self._fail_open(None, super().clear)
+
+    def rate_record(
+        self, key: str, now: float, window: float, limit: int
+    ) -> tuple[bool, list[float]]:
+        """Count a request against ``limit`` requests a ``window`` of seconds, in one step
+        on Redis (a script: concurrent requests cannot each read the same count and all
+        pass). Whether it is allowed, and the times counted (newest first, as DRF keeps a
+        throttle's history; on a refusal, as many as were counted with the oldest last).
+        Fails open: allowed while Redis is unreachable."""
+        full_key = self.make_and_validate_key(f"rate:{key}")
+        client = self._cache.get_client(full_key, write=True)
+        script = _rate_script(client)
+        member = f"{now!r}:{os.urandom(6).hex()}"
+        ttl_ms = max(1, math.ceil(window * 1000))
+        args = [repr(now), repr(now - window), limit, member, ttl_ms]
+        allowed, counted, oldest = self._fail_open((1, 1, b""), script, keys=[full_key], args=args)
+        if allowed:
+            return True, [now]
+        return False, [now] * (int(counted) - 1) + [float(oldest)]

@@ -27,7 +27,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from crowd import storage
@@ -38,6 +37,7 @@ from crowd.money import format_amount
 from crowd.pagination import PAGE_PARAMETERS, page_of, paginate
 from crowd.permissions import IsManager, IsManagerOrClient, IsWorker, request_user
 from crowd.schema import AnnotationsField
+from crowd.throttles import ScopedRateThrottle
 from tasks import imports, ingest, predictions, prelabels, routing, selectors, services, stalled
 from tasks.hooks import progress_contributions
 from tasks.models import (
