@@ -48,7 +48,8 @@ def _call(throttle: Any, user_id: int) -> tuple[bool, float | None]:
 def test_the_answers_are_drf_s(backend: str) -> None:
     """The same requests at the same times: allowed and refused alike, the same wait."""
     times = [0.0, 1.0, 2.0, 2.5, 3.0, 4.0, 10.0, 59.9, 60.0, 60.5, 61.0, 63.0, 130.0, 130.1]
-    ours, drf = [], []
+    ours: list[tuple[bool, float | None]] = []
+    drf: list[tuple[bool, float | None]] = []
     for kind, answers, user in ((ScopedRateThrottle, ours, 1),
                                 (throttling.ScopedRateThrottle, drf, 2)):  # fmt: skip
         clock = [0.0]
