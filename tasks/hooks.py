@@ -60,7 +60,8 @@ class RoutingPolicy(Protocol):
         ``admission`` would admit the worker to every task (no reason, not gold only) and
         has nothing to write first; None when there is none. The claim after an answer
         checks it in its own statement rather than asking ``admission`` in a read before;
-        anything else (gold, a claim that finds nothing) asks ``admission`` as usual."""
+        anything else (gold, a claim that finds nothing) asks ``admission`` as usual. A
+        policy that changes ``admission`` changes this with it (or answers None)."""
 
     def decide(self, *, task: Task, answers: Sequence[Assignment]) -> Decision:
         """Complete the task, or ask for one more answer. Called inside the transaction that
