@@ -113,16 +113,18 @@ def _outage_of(location: str) -> _Outage:
 
 _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
-_scripts: dict[int, Any] = {}
+_script: Any = None
 
 
 def _rate_script(client: Any) -> Any:
-    """The rate script registered on ``client`` (redis-py sends it by its digest, and once
-    whole if the server does not know it)."""
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(_RATE_SCRIPT)
-    return script
+    """The rate script, one for the process, run with the client it is called with
+    (redis-py sends it by its digest, and once whole if the server does not know it).
+    Django's cache makes a new client object for every command, so a script registered on
+    each would keep every one of them alive."""
+    global _script
+    if _script is None:
+        _script = client.register_script(_RATE_SCRIPT)
+    return _script
 
 
 class FailOpenRedisCache(RedisCache):
@@ -238,7 +240,9 @@ class FailOpenRedisCache(RedisCache):
         member = f"{now!r}:{os.urandom(6).hex()}"
         ttl_ms = max(1, math.ceil(window * 1000))
         args = [repr(now), repr(now - window), limit, member, ttl_ms]
-        allowed, counted, oldest = self._fail_open((1, 1, b""), script, keys=[full_key], args=args)
+        allowed, counted, oldest = self._fail_open(
+            (1, 1, b""), script, keys=[full_key], args=args, client=client
+        )
         if allowed:
             return True, [now]
         return False, [now] * (int(counted) - 1) + [float(oldest)]

@@ -4,12 +4,14 @@ embedded default's cache (a lock of the process)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import uuid
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 from rest_framework import throttling
 
 from crowd.throttles import ScopedRateThrottle
@@ -17,17 +19,20 @@ from crowd.throttles import ScopedRateThrottle
 RATE = "5/minute"
 
 
+def _on_redis(settings: Any, server: Any) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "crowd.cache.FailOpenRedisCache",
+            "LOCATION": server.url,
+            "KEY_PREFIX": f"crowd-test-{uuid.uuid4().hex[:8]}",
+        }
+    }
+
+
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, settings: Any) -> str:
     if request.param == "redis":
-        server = request.getfixturevalue("redis_server")
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "crowd.cache.FailOpenRedisCache",
-                "LOCATION": server.url,
-                "KEY_PREFIX": f"crowd-test-{uuid.uuid4().hex[:8]}",
-            }
-        }
+        _on_redis(settings, request.getfixturevalue("redis_server"))
     return str(request.param)
 
 
@@ -79,3 +84,22 @@ def test_requests_arriving_together_are_counted_one_by_one(backend: str) -> None
     assert sorted(answers) == [False] * 19 + [True] * 5
     # Another worker has an allowance of their own.
     assert _call(_throttle(ScopedRateThrottle, clock), 8)[0]
+
+
+@pytest.mark.postgres
+def test_counting_keeps_no_redis_client_alive(settings: Any, redis_server: Any) -> None:
+    """Django's cache makes a new client object for each command: a script registered on each
+    one kept them all (about 4 KB a request in a web process, found by the soak)."""
+    _on_redis(settings, redis_server)
+
+    def clients() -> int:
+        gc.collect()
+        return sum(isinstance(o, redis.Redis) for o in gc.get_objects())
+
+    clock = [5000.0]
+    _call(_throttle(ScopedRateThrottle, clock), 9)
+    before = clients()
+    for n in range(500):
+        clock[0] += 1.0
+        _call(_throttle(ScopedRateThrottle, clock), 10 + n % 3)
+    assert clients() - before < 10
