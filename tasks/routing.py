@@ -89,8 +89,21 @@ def gold_rate_for(*, project: Project, worker: User) -> float:
     if base <= 0:
         return 0.0
     seen = Assignment.objects.filter(project=project, worker=worker).count()
-    start = max(base, min(GOLD_WARMUP_MAX_RATE, 3 * base))
+    start = _warmup_start(base)
     return base + (start - base) * max(0.0, 1 - seen / GOLD_WARMUP_TASKS)
+
+
+def _warmup_start(base: float) -> float:
+    """A new worker's gold rate at a base rate of ``base``."""
+    return max(base, min(GOLD_WARMUP_MAX_RATE, 3 * base))
+
+
+def _admission(project: Project, worker: User) -> Admission:
+    """The routing policy's admission of the worker; NotEligible with its reason."""
+    admission = routing_policy().admission(project=project, worker=worker)
+    if admission.reason:
+        raise NotEligible(admission.reason)
+    return admission
 
 
 def _release(rows: list[tuple[int, int, int, bool]]) -> int:
@@ -471,17 +484,12 @@ def assignment_next(
     ``after_answer``: the worker has just answered their lease in this project."""
     if project.state != ProjectState.ACTIVE:
         return None
-    policy = routing_policy()
     looked = not after_answer or _release_look_due(project.pk)
     # Right after an answer, with no look due, the claim checks the worker's admission in
     # its own statement where the policy can say it in SQL; when that claim finds nothing,
     # the full path below asks the policy.
-    admitted = None if looked else policy.admitted_sql()
-    admission = None
-    if admitted is None:
-        admission = policy.admission(project=project, worker=worker)
-        if admission.reason:
-            raise NotEligible(admission.reason)
+    admitted = None if looked else routing_policy().admitted_sql()
+    admission = None if admitted is not None else _admission(project, worker)
     _keep_sweeping()
     if looked:
         own = _own_lease_releasing_expired(project, worker)
@@ -536,9 +544,7 @@ def _claim(
     draw = (rand or random.random)()
     if _wants_gold(project, worker, draw):
         if admission is None:
-            admission = routing_policy().admission(project=project, worker=worker)
-            if admission.reason:
-                raise NotEligible(admission.reason)
+            admission = _admission(project, worker)
         if (gold := _claim_gold(project, worker, rand)) is not None:
             return gold
         if admission.gold_only:
@@ -551,7 +557,7 @@ def _wants_gold(project: Project, worker: User, draw: float) -> bool:
     project's base rate and the warm-up's start, so the worker's count is read only for a
     draw between the two."""
     base = project.gold_rate
-    if base <= 0 or draw >= max(base, min(GOLD_WARMUP_MAX_RATE, 3 * base)):
+    if base <= 0 or draw >= _warmup_start(base):
         return False
     return draw < base or draw < gold_rate_for(project=project, worker=worker)
 
