@@ -5,6 +5,8 @@ for the literal runs), and decode to the masks drawn beside them."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
@@ -36,6 +38,48 @@ def _drawn(rows: list[str]) -> np.ndarray:
 @pytest.mark.parametrize(("width", "height", "rle", "rows"), CASES)
 def test_label_studio_s_packed_masks_decode_to_what_was_drawn(width, height, rle, rows) -> None:
     assert (brush_mask(rle, width, height) == _drawn(rows)).all()
+
+
+def _pack(values: list[int], word: int, sizes: list[int], rng: random.Random) -> list[int]:
+    """The packed stream of ``values`` as the format describes it, cut into runs and literal
+    chunks at random, every field at whatever bit it falls on."""
+    bits = [format(len(values), "032b"), format(word - 1, "05b")]
+    bits += [format(size - 1, "04b") for size in sizes]
+    i = 0
+    while i < len(values):
+        pick = rng.randrange(4)
+        length = rng.randint(1, min(1 << sizes[pick], len(values) - i))
+        chunk = values[i : i + length]
+        repeated = len(set(chunk)) == 1 and rng.random() < 0.8
+        bits += [
+            "1" if repeated else "0",
+            format(pick, "02b"),
+            format(length - 1, f"0{sizes[pick]}b"),
+        ]
+        bits += [format(v, f"0{word}b") for v in (chunk[:1] if repeated else chunk)]
+        i += length
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[k : k + 8], 2) for k in range(0, len(stream), 8)]
+
+
+@pytest.mark.parametrize("word", [8, 3, 12, 32])
+def test_streams_of_runs_and_literals_at_any_bit_read_back_whole(word: int) -> None:
+    rng = random.Random(word)
+    for _ in range(20):
+        # Runs of one value beside stretches of noise, as a painted mask's edges give.
+        values: list[int] = []
+        while len(values) < 600:
+            if rng.random() < 0.5:
+                values += [rng.randrange(1 << word)] * rng.randint(1, 40)
+            else:
+                values += [rng.randrange(1 << word) for _ in range(rng.randint(1, 40))]
+        sizes = [rng.randint(1, 9) for _ in range(4)]
+        packed = _pack(values, word, sizes, rng)
+        # (The limit on the stream's length counts a byte a value: Label Studio's words.)
+        out = unpack(packed, limit=len(values) * max(1, word // 4))
+        assert out.tolist() == values
+        assert out.dtype.itemsize == (1 if word <= 8 else 2 if word <= 16 else 4)
 
 
 def test_a_stream_of_another_size_or_cut_short_is_refused() -> None:
