@@ -532,15 +532,18 @@ def from_label_studio(
         elif kind == "classification":
             items.append({"label": name, "score": score})
         elif kind == "bbox":
-            if value.get("rotation", 0) not in (0, 0.0, None):
-                cand.fail(f"{where}.value.rotation", "Rotated boxes are not read: give rotation 0.")
-                continue
             nums = [_num(value.get(k)) for k in ("x", "y", "width", "height")]
             if any(v is None for v in nums):
                 cand.fail(f"{where}.value", "A box has numeric x, y, width and height (percent).")
                 continue
+            turned = value.get("rotation")
+            angle = 0.0 if turned is None else _num(turned)
+            if angle is None:
+                cand.fail(f"{where}.value.rotation", "A box's rotation is a number of degrees.")
+                continue
             x, y, w, h = (float(v) for v in nums)  # type: ignore[arg-type]
-            items.append({"label": name, "score": score, "bbox": [x * sx, y * sy, w * sx, h * sy]})
+            box = [x * sx, y * sy, w * sx, h * sy]
+            items.append({"label": name, "score": score, "bbox": _upright(box, angle)})
         elif kind == "polygon":
             raw = value.get("points")
             if not isinstance(raw, list) or not all(
@@ -584,6 +587,22 @@ def from_label_studio(
             if score is not None:
                 group["score"] = score if group["score"] is None else min(group["score"], score)
     return items
+
+
+def _upright(box: list[float], degrees: float) -> list[float]:
+    """The axis-aligned box around a Label Studio box ``[x, y, width, height]`` (pixels)
+    turned ``degrees`` clockwise on screen about its top-left corner, as Label Studio turns
+    it: the box a worker would draw around a rectangular object seen at that angle."""
+    x, y, w, h = box
+    if not degrees % 360:
+        return box
+    turn = math.radians(degrees)
+    cos, sin = math.cos(turn), math.sin(turn)
+    # The corners (0, 0), (w, 0), (w, h) and (0, h), turned (y grows downwards).
+    xs = [0.0, w * cos, w * cos - h * sin, -h * sin]
+    ys = [0.0, w * sin, w * sin + h * cos, h * cos]
+    left, top = x + min(xs), y + min(ys)
+    return [left, top, x + max(xs) - left, y + max(ys) - top]
 
 
 def _brush_rle(

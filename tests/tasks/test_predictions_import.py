@@ -4,6 +4,7 @@ tasks; bad files store nothing; who may import and list."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -428,6 +429,36 @@ def test_label_studio_tasks_convert_percent_to_pixels(api_as, manager, project, 
     assert stored(project) == [
         (b.pk, "ls-1", [{"label": "car", "bbox": [40.0, 50.0, 200.0, 100.0], "score": 0.66}], 0.5),
         (c.pk, "fallback", [], None),
+    ]
+
+
+def test_label_studio_turned_boxes_become_the_upright_box_around_them(
+    api_as, manager, project, pics
+) -> None:
+    tasks = ls_tasks()
+    region = tasks[0]["predictions"][0]["result"][0]
+    # 20 x 20 pixels at (100, 100), turned 45 degrees clockwise about that corner.
+    region["value"].update(x=25, y=50, width=5, height=10, rotation=45)
+    half = 20 * math.sqrt(0.5)
+    response = post_file(api_as(manager), project, tasks, model_version="x")
+    assert response.status_code == 201, response.json()
+    (item,) = stored(project)[0][2]
+    assert item["bbox"] == pytest.approx([100 - half, 100, 2 * half, 2 * half], abs=1e-6)
+    # A full turn is no turn; a rotation that is not a number is the region's fault.
+    region["value"]["rotation"] = 360
+    tasks[0]["predictions"][0]["model_version"] = "y"
+    tasks[1]["predictions"][0]["result"] = [
+        {**region, "value": {**region["value"], "rotation": "45deg"}}
+    ]
+    response = post_file(api_as(manager), project, tasks, model_version="y")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["tasks[1].predictions[0].result[0].value.rotation"]
+    tasks[1]["predictions"][0]["result"] = []
+    response = post_file(api_as(manager), project, tasks, model_version="y")
+    assert response.status_code == 201, response.json()
+    assert [p[2] for p in stored(project) if p[1] == "y"] == [
+        [{"label": "car", "bbox": pytest.approx([100, 100, 20, 20]), "score": 0.66}],
+        [],
     ]
 
 
