@@ -7,8 +7,8 @@ Three inputs, each read from a ``crowd.json_stream.JsonSource`` (a parsed body, 
 walked element by element, never parsed whole) into :class:`Candidate` s (one image's objects,
 named by image id or by file name), which the caller matches to the project's images and
 validates like answers (see ``tasks.annotation_imports``). Ours and Label Studio's are handed
-over one item at a time; COCO's annotations may come in any order, so a COCO file's are
-gathered per image first:
+over one item at a time; COCO's annotations may come in any order, so a COCO file is walked
+twice, and each image handed over after its last annotation (see :func:`read_coco`):
 
 - ours: ``{"model_version", "predictions": [...]}`` or ``{"gold": [...]}``, each item
   ``{"image": id | "file_name": name, "annotations": [...], "score"?}``;
@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -204,9 +204,13 @@ def read_coco(
     kind: str,
     labels: Sequence[LabelSpec],
     gold: bool = False,
-) -> list[Candidate]:
-    """A COCO dataset or results list. Its annotations may come in any order, so every
-    image's objects are gathered before any is handed over."""
+) -> Iterator[Candidate]:
+    """A COCO dataset or results list. Its annotations may come in any order, so they are
+    walked twice: the first walk notes where each image's last annotation is (and refuses a
+    file that cannot be read), the second hands an image over as soon as its last one is
+    read. A file ordered by image (as detectors write them) thus holds one image's objects at
+    a time, a shuffled one at worst all of them. A dataset's images without annotations
+    come last."""
     version = "" if gold else version_of(model_version, "model_version")
     shape = source.shape()
     if shape == "array":
@@ -226,48 +230,75 @@ def read_coco(
             raise FormatError({f"categories[{i}]": ['A category is {"id", "name"}.']})
         names[cat["id"]] = cat["name"]
     by_id: dict[Any, Candidate] = {}
-    out: list[Candidate] = []
     for i, img in enumerate(source.elements("images")):
         where = f"images[{i}]"
         if (
             not isinstance(img, dict)
-            or "id" not in img
+            or not _is_key(img.get("id", []))
             or not isinstance(img.get("file_name"), str)
         ):
             raise FormatError({where: ['A COCO image is {"id", "file_name", ...}.']})
         if img["id"] in by_id:
             raise FormatError({where: [f"Image id {img['id']!r} is listed twice."]})
-        cand = Candidate(
+        by_id[img["id"]] = Candidate(
             index=i,
             where=where,
             model_version=version,
             file_name=img["file_name"],
             scored=not gold,
         )
-        by_id[img["id"]] = cand
-        out.append(cand)
-    for j, ann in enumerate(source.elements("annotations")):
-        where = f"annotations[{j}]"
+
+    def image_of(ann: Any, where: str) -> Any:
         if not isinstance(ann, dict):
             raise FormatError({where: ["Each annotation is a JSON object."]})
-        cand_for = by_id.get(ann.get("image_id"))
-        if cand_for is None:
-            raise FormatError({where: [f"image_id {ann.get('image_id')!r} is not in images."]})
-        name = names.get(ann.get("category_id"))
+        image_id = ann.get("image_id")
+        if not _is_key(image_id) or image_id not in by_id:
+            raise FormatError({where: [f"image_id {image_id!r} is not in images."]})
+        return image_id
+
+    last = _last_annotations(source.elements("annotations"), image_of, "annotations")
+    return _coco_dataset(source, by_id, last, names, kind)
+
+
+def _is_key(value: Any) -> bool:
+    """Whether a JSON value can be an id: a string or a number (not a list or an object)."""
+    return isinstance(value, str | int | float) or value is None
+
+
+def _last_annotations(
+    elements: Iterator[Any], image_of: Callable[[Any, str], Any], where: str
+) -> dict[Any, int]:
+    """The first walk: the position of each image's last annotation."""
+    last: dict[Any, int] = {}
+    for j, ann in enumerate(elements):
+        last[image_of(ann, f"{where}[{j}]")] = j
+    return last
+
+
+def _coco_dataset(
+    source: JsonSource,
+    by_id: dict[Any, Candidate],
+    last: dict[Any, int],
+    names: dict[Any, str],
+    kind: str,
+) -> Iterator[Candidate]:
+    for j, ann in enumerate(source.elements("annotations")):
+        where = f"annotations[{j}]"
+        cand = by_id[ann["image_id"]]
+        name = names.get(ann.get("category_id")) if _is_key(ann.get("category_id")) else None
         if name is None:
-            cand_for.fail(where, f"category_id {ann.get('category_id')!r} is not in categories.")
-            continue
-        _coco_item(cand_for, ann, name, where, kind=kind)
-    return out
+            cand.fail(where, f"category_id {ann.get('category_id')!r} is not in categories.")
+        else:
+            _coco_item(cand, ann, name, where, kind=kind)
+        if last[ann["image_id"]] == j:
+            yield by_id.pop(ann["image_id"])
+    yield from by_id.values()
 
 
 def _coco_results(
     source: JsonSource, version: str, *, kind: str, labels: Sequence[LabelSpec], gold: bool
-) -> list[Candidate]:
-    by_image: dict[int, Candidate] = {}
-    out: list[Candidate] = []
-    for j, ann in enumerate(source.elements(None)):
-        where = f"[{j}]"
+) -> Iterator[Candidate]:
+    def image_of(ann: Any, where: str) -> int:
         if not isinstance(ann, dict):
             raise FormatError({where: ["Each result is a JSON object."]})
         image_id = ann.get("image_id")
@@ -275,13 +306,31 @@ def _coco_results(
             raise FormatError(
                 {f"{where}.image_id": ["Give the image's id as this server numbers it."]}
             )
-        cand = by_image.get(image_id)
+        return image_id
+
+    last = _last_annotations(source.elements(None), image_of, "")
+    return _coco_results_gathered(source, last, version, kind=kind, labels=labels, gold=gold)
+
+
+def _coco_results_gathered(
+    source: JsonSource,
+    last: dict[Any, int],
+    version: str,
+    *,
+    kind: str,
+    labels: Sequence[LabelSpec],
+    gold: bool,
+) -> Iterator[Candidate]:
+    gathering: dict[int, Candidate] = {}
+    for j, ann in enumerate(source.elements(None)):
+        where = f"[{j}]"
+        image_id = ann["image_id"]
+        cand = gathering.get(image_id)
         if cand is None:
             cand = Candidate(
                 index=j, where=where, model_version=version, image_id=image_id, scored=not gold
             )
-            by_image[image_id] = cand
-            out.append(cand)
+            gathering[image_id] = cand
         category = ann.get("category_id")
         if (
             isinstance(category, bool)
@@ -293,9 +342,10 @@ def _coco_results(
                 f"A category id is a label's position, 1 to {len(labels)}, as this server's "
                 "COCO exports number them.",
             )
-            continue
-        _coco_item(cand, ann, labels[category - 1].name, where, kind=kind)
-    return out
+        else:
+            _coco_item(cand, ann, labels[category - 1].name, where, kind=kind)
+        if last[image_id] == j:
+            yield gathering.pop(image_id)
 
 
 def _coco_item(

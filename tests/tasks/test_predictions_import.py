@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pycocotools import mask as coco_mask
 
+from crowd.json_stream import Parsed
 from tasks.models import Image, Prediction
+from tasks.prediction_formats import LabelSpec, read_coco
 from tests import imports
 from tests.factories import ClientFactory, ManagerFactory, image_ready, project_create
 from tests.imports import json_file_post, named_images
@@ -371,6 +374,59 @@ def test_a_coco_results_list_uses_our_ids(api_as, manager, project, pics) -> Non
     bad = post_file(api_as(manager), project, results, model_version="det-3", format="coco")
     assert bad.status_code == 400
     assert list(bad.json()["errors"]) == ["[1].category_id"]
+
+
+class _Counted(Parsed):
+    """A parsed document that counts the elements its walks hand out."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__(data)
+        self.walked = 0
+
+    def elements(self, key: str | None) -> Iterator[Any]:
+        for element in super().elements(key):
+            self.walked += 1
+            yield element
+
+
+def test_a_coco_file_hands_each_image_over_after_its_last_annotation() -> None:
+    box = {"category_id": 1, "bbox": [1, 1, 2, 2], "score": 0.5}
+    source = _Counted([{**box, "image_id": i} for i in (1, 1, 2, 2, 2, 3)])
+    reader = read_coco(source, "m", kind="bbox", labels=[LabelSpec("car")])
+    assert source.walked == 6  # the first walk, before any image is handed over
+    # (image, its objects, how far the second walk had gone when it was handed over)
+    got = [(c.image_id, len(c.items), source.walked - 6) for c in reader]
+    assert got == [(1, 2, 2), (2, 3, 5), (3, 1, 6)]
+
+    dataset = {
+        "images": [{"id": k, "file_name": f"{k}.jpg"} for k in ("a", "b", "c")],
+        "categories": [{"id": 7, "name": "car"}],
+        "annotations": [{**box, "category_id": 7, "image_id": k} for k in ("b", "a", "a")],
+    }
+    source = _Counted(dataset)
+    reader = read_coco(source, "m", kind="bbox", labels=[LabelSpec("car")])
+    walked = source.walked
+    named = [(c.file_name, len(c.items), source.walked - walked) for c in reader]
+    assert named == [("b.jpg", 1, 1), ("a.jpg", 2, 3), ("c.jpg", 0, 3)]  # unannotated last
+
+
+def test_coco_ids_that_are_lists_or_objects_are_400s(api_as, manager, project, pics) -> None:
+    data = coco_dataset(pics)
+    data["annotations"][0]["category_id"] = [1]
+    response = post_file(api_as(manager), project, data, model_version="det-1")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["annotations[0]"]
+    data = coco_dataset(pics)
+    data["annotations"][1]["image_id"] = {"id": 1}
+    response = post_file(api_as(manager), project, data, model_version="det-1")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["annotations[1]"]
+    data = coco_dataset(pics)
+    data["images"][0]["id"] = [1]
+    response = post_file(api_as(manager), project, data, model_version="det-1")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["images[0]"]
+    assert stored(project) == []
 
 
 def test_coco_segmentations_in_polygon_and_mask_projects(api_as, manager) -> None:
