@@ -36,6 +36,10 @@ _EXPONENTS: dict[str, int] = {
     **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
 }
 _CODE = re.compile(r"^[A-Z]{3}$")
+# The largest amount a person may type, in minor units (ten billion dollars in cents): far
+# beyond any reward, budget or bonus, and far enough inside a 64-bit column that sums and
+# products of such amounts in SQL do not overflow it.
+MAX_MINOR = 10**12
 
 
 class MoneyError(ValueError):
@@ -68,6 +72,11 @@ def parse_amount(text: str, currency: str) -> int:
         raise MoneyError(
             f"{text!r} has more decimal places than {normalize_currency(currency)} allows "
             f"({exponent(currency)})."
+        )
+    if abs(scaled) > MAX_MINOR:
+        raise MoneyError(
+            f"{text!r} is more than the largest amount taken, "
+            f"{format_amount(MAX_MINOR, currency)} {normalize_currency(currency)}."
         )
     return int(scaled)
 

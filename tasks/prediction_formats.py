@@ -226,7 +226,11 @@ def read_coco(
         raise FormatError({"categories": ["Give the categories as a list."]})
     names: dict[Any, str] = {}
     for i, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not isinstance(cat.get("name"), str) or "id" not in cat:
+        if (
+            not isinstance(cat, dict)
+            or not isinstance(cat.get("name"), str)
+            or not _is_key(cat.get("id", []))
+        ):
             raise FormatError({f"categories[{i}]": ['A category is {"id", "name"}.']})
         names[cat["id"]] = cat["name"]
     by_id: dict[Any, Candidate] = {}

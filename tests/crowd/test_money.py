@@ -18,11 +18,18 @@ def test_parse_amount_is_exact(text: str, currency: str, minor: int) -> None:
 @pytest.mark.parametrize(
     ("text", "currency"),
     [("0.001", "USD"), ("1.5", "JPY"), ("abc", "USD"), ("NaN", "USD"), ("Infinity", "USD"),
-     ("1", "US"), ("1", "usd1"), (True, "USD"), (0.1, "USD")],
+     ("1", "US"), ("1", "usd1"), (True, "USD"), (0.1, "USD"), ("1e+308", "USD"),
+     (10**30, "USD"), ("-10000000001", "USD"), ("1000000000001", "JPY")],
 )  # fmt: skip
 def test_parse_amount_rejects_what_cannot_be_stored_exactly(text: object, currency: str) -> None:
     with pytest.raises(MoneyError):
         parse_amount(text, currency)  # type: ignore[arg-type]
+
+
+def test_the_largest_amount_is_taken() -> None:
+    assert parse_amount("10000000000", "USD") == 10**12
+    assert parse_amount("-10000000000.00", "USD") == -(10**12)
+    assert parse_amount("1000000000000", "JPY") == 10**12
 
 
 def test_format_amount() -> None:

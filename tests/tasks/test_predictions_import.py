@@ -426,6 +426,11 @@ def test_coco_ids_that_are_lists_or_objects_are_400s(api_as, manager, project, p
     response = post_file(api_as(manager), project, data, model_version="det-1")
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["images[0]"]
+    data = coco_dataset(pics)
+    data["categories"][1]["id"] = {"id": 4}
+    response = post_file(api_as(manager), project, data, model_version="det-1")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["categories[1]"]
     assert stored(project) == []
 
 

@@ -54,6 +54,9 @@ def test_keypoint_labels_carry_their_keypoint_names(api_as, manager) -> None:
         ({"reward": "-1"}, "reward"),
         ({"reward": "0.001"}, "reward"),
         ({"reward": "lots"}, "reward"),
+        ({"reward": 1e308}, "reward"),  # more than a 64-bit column of cents holds
+        ({"reward": "1" + "0" * 30}, "reward"),
+        ({"budget": "1e+40"}, "budget"),
         ({"currency": "dollars"}, "currency"),
         ({"labels": []}, "labels"),
         ({"labels": ["car", "Car"]}, "labels"),
