@@ -40,6 +40,7 @@ def answered(manager):
         ({"worker": 0, "amount": "1.00", "reason": "x"}, {"worker": ["No worker of this project has that id."]}),
         ({"worker": "WORKER", "amount": "0", "reason": "x"}, {"amount": ["Must be more than zero."]}),
         ({"worker": "WORKER", "amount": "-1", "reason": "x"}, {"amount": ["Must be more than zero."]}),
+        ({"worker": "WORKER", "amount": "1e+20", "reason": "x"}, {"amount": ["'1e+20' is more than the largest amount taken, 10000000000.00 USD."]}),
     ],
 )  # fmt: skip
 def test_a_bonus_that_is_not_valid_is_refused(api_as, manager, answered, body, errors) -> None:
