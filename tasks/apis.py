@@ -121,6 +121,15 @@ class MlBackendIn(serializers.Serializer):
         help_text="Objects scored below this are not offered to workers as pre-labels.",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A PATCH of the project is partial, and DRF carries that into this object's
+        # fields: a backend is still named by its URL.
+        if "url" not in attrs:
+            raise serializers.ValidationError(
+                {"url": [self.fields["url"].error_messages["required"]]}
+            )
+        return attrs
+
 
 class MlBackendOut(serializers.Serializer):
     url = serializers.CharField()

@@ -25,6 +25,7 @@ from tasks.ml_backend import image_signed_url
 from tasks.models import Prediction, PredictionRun
 from tests import images
 from tests.factories import image_ready, project_create
+from tests.tasks.test_projects import VALID
 
 # Runs claim their row and store in transactions: the same on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -65,6 +66,20 @@ def test_a_backend_on_an_allowed_host_is_saved(api_as, manager, hosts, url) -> N
         f"/api/v1/projects/{project.pk}/", {"ml_backend": None}, format="json"
     )
     assert cleared.json()["ml_backend"] is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("spec", [{}, {"min_score": 0.5}, {"url": None}, {"url": ["x"]}])
+def test_a_backend_without_a_url_is_a_400_naming_it(api_as, manager, hosts, spec) -> None:
+    project = project_create(manager)
+    for method in ("patch", "post"):
+        url = f"/api/v1/projects/{project.pk}/" if method == "patch" else "/api/v1/projects/"
+        body = {"ml_backend": spec} if method == "patch" else {**VALID, "ml_backend": spec}
+        response = getattr(api_as(manager), method)(url, body, format="json")
+        assert response.status_code == 400, response.content
+        assert list(response.json()["errors"]["ml_backend"]) == ["url"]
+    project.refresh_from_db()
+    assert project.ml_backend_url == ""
 
 
 @pytest.mark.django_db
