@@ -410,27 +410,23 @@ def test_a_coco_file_hands_each_image_over_after_its_last_annotation() -> None:
     assert named == [("b.jpg", 1, 1), ("a.jpg", 2, 3), ("c.jpg", 0, 3)]  # unannotated last
 
 
-def test_coco_ids_that_are_lists_or_objects_are_400s(api_as, manager, project, pics) -> None:
+@pytest.mark.parametrize(
+    ("section", "index", "key", "value"),
+    [
+        ("annotations", 0, "category_id", [1]),
+        ("annotations", 1, "image_id", {"id": 1}),
+        ("images", 0, "id", [1]),
+        ("categories", 1, "id", {"id": 4}),
+    ],
+)
+def test_coco_ids_that_are_lists_or_objects_are_400s(
+    api_as, manager, project, pics, section, index, key, value
+) -> None:
     data = coco_dataset(pics)
-    data["annotations"][0]["category_id"] = [1]
+    data[section][index][key] = value
     response = post_file(api_as(manager), project, data, model_version="det-1")
     assert response.status_code == 400
-    assert list(response.json()["errors"]) == ["annotations[0]"]
-    data = coco_dataset(pics)
-    data["annotations"][1]["image_id"] = {"id": 1}
-    response = post_file(api_as(manager), project, data, model_version="det-1")
-    assert response.status_code == 400
-    assert list(response.json()["errors"]) == ["annotations[1]"]
-    data = coco_dataset(pics)
-    data["images"][0]["id"] = [1]
-    response = post_file(api_as(manager), project, data, model_version="det-1")
-    assert response.status_code == 400
-    assert list(response.json()["errors"]) == ["images[0]"]
-    data = coco_dataset(pics)
-    data["categories"][1]["id"] = {"id": 4}
-    response = post_file(api_as(manager), project, data, model_version="det-1")
-    assert response.status_code == 400
-    assert list(response.json()["errors"]) == ["categories[1]"]
+    assert list(response.json()["errors"]) == [f"{section}[{index}]"]
     assert stored(project) == []
 
 
