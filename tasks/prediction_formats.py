@@ -229,7 +229,8 @@ def read_coco(
         if (
             not isinstance(cat, dict)
             or not isinstance(cat.get("name"), str)
-            or not _is_key(cat.get("id", []))
+            or "id" not in cat
+            or not _is_key(cat["id"])
         ):
             raise FormatError({f"categories[{i}]": ['A category is {"id", "name"}.']})
         names[cat["id"]] = cat["name"]
@@ -238,7 +239,8 @@ def read_coco(
         where = f"images[{i}]"
         if (
             not isinstance(img, dict)
-            or not _is_key(img.get("id", []))
+            or "id" not in img
+            or not _is_key(img["id"])
             or not isinstance(img.get("file_name"), str)
         ):
             raise FormatError({where: ['A COCO image is {"id", "file_name", ...}.']})
