@@ -4,7 +4,6 @@ submission the server refuses (400) is shown to the worker, the painting kept.""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 from pycocotools import mask as coco_mask
 
 from tests.browser.conftest import screenshot
@@ -51,6 +50,22 @@ def lasso(page: Page, x0: float, y0: float, x1: float, y1: float) -> None:
     for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)]:
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
+
+
+# Wraps the page's fetch so that, while `window.mangleSubmits` holds, a submitted answer's first
+# mask claims to be 48x64.
+MANGLE_SUBMITS = """() => {
+    const send = window.fetch;
+    window.mangleSubmits = true;
+    window.fetch = (url, init) => {
+        if (window.mangleSubmits && String(url).includes("/submit/")) {
+            const body = JSON.parse(init.body);
+            body.annotations[0].rle.size = [48, 64];
+            init = { ...init, body: JSON.stringify(body) };
+        }
+        return send(url, init);
+    };
+}"""
 
 
 def answers(site: Site, project: int) -> list[dict[str, Any]]:
@@ -126,12 +141,9 @@ def test_a_worker_paints_semantic_masks_submits_and_sees_a_refusal(page: Page, s
     lasso(page, cx - 50, cy - 50, cx + 50, cy + 50)
     expect(page.locator("#objects li")).to_have_count(1)
 
-    def mangle(route: Route) -> None:
-        body = json.loads(route.request.post_data or "{}")
-        body["annotations"][0]["rle"]["size"] = [48, 64]
-        route.continue_(post_data=json.dumps(body))
-
-    page.route(re.compile(r"/submit/"), mangle)
+    # The answer is mangled in the page as it is sent (its mask's size is not the image's), so
+    # the change is in place before the request exists and cannot race it.
+    page.evaluate(MANGLE_SUBMITS)
     page.keyboard.press("Enter")
     error = page.locator("#task-error")
     expect(error).to_be_visible()
@@ -140,7 +152,7 @@ def test_a_worker_paints_semantic_masks_submits_and_sees_a_refusal(page: Page, s
     expect(error).to_contain_text("Encode a mask of the full image")
     expect(page.locator("#objects li")).to_have_count(1)  # the painting is kept
     screenshot(page, "workspace-mask-refused")
-    page.unroute(re.compile(r"/submit/"))
+    page.evaluate("() => { window.mangleSubmits = false; }")
     page.get_by_role("button", name=re.compile("^Submit")).click()
     expect(page.locator("#session-stats")).to_contain_text("2 submitted this session")
     second = [a for a in answers(site, project["id"]) if a["id"] != stored[0]["id"]]
