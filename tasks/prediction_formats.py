@@ -1,5 +1,6 @@
 """Objects per image in the formats models and labelling tools write them, read into our
-annotation items. Pure. Two readings of the same formats: a model's predictions (with a model
+annotation items. Pure, but for the temporary file a shuffled COCO file's annotations may wait
+in (:class:`_Held`). Two readings of the same formats: a model's predictions (with a model
 version and scores), and a manager's labelled images taken as gold (``gold=True``: no model
 version, scores ignored, and from Label Studio the tasks' human ``annotations``).
 
@@ -27,11 +28,14 @@ Also :func:`label_config`, the Label Studio labelling config of a project's labe
 from __future__ import annotations
 
 import math
+import pickle
 import posixpath
 import re
+import tempfile
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import quoteattr
 
@@ -61,6 +65,9 @@ _LS_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 # How far the aspect ratio a backend saw may differ from the image's before its percent
 # coordinates are taken to be of another picture (a rotated or cropped one).
 ASPECT_TOLERANCE = 0.02
+# How many annotations of a COCO file waiting for their image's last one are held in memory;
+# past that they wait in a temporary file (a shuffled file's).
+HELD_IN_MEMORY = 20_000
 
 
 class FormatError(ValueError):
@@ -209,8 +216,8 @@ def read_coco(
     walked twice: the first walk notes where each image's last annotation is (and refuses a
     file that cannot be read), the second hands an image over as soon as its last one is
     read. A file ordered by image (as detectors write them) thus holds one image's objects at
-    a time, a shuffled one at worst all of them. A dataset's images without annotations
-    come last."""
+    a time; a shuffled one holds those still waiting, past ``HELD_IN_MEMORY`` in a temporary
+    file. A dataset's images without annotations come last."""
     version = "" if gold else version_of(model_version, "model_version")
     shape = source.shape()
     if shape == "array":
@@ -288,16 +295,16 @@ def _coco_dataset(
     names: dict[Any, str],
     kind: str,
 ) -> Iterator[Candidate]:
-    for j, ann in enumerate(source.elements("annotations")):
-        where = f"annotations[{j}]"
-        cand = by_id[ann["image_id"]]
-        name = names.get(ann.get("category_id")) if _is_key(ann.get("category_id")) else None
-        if name is None:
-            cand.fail(where, f"category_id {ann.get('category_id')!r} is not in categories.")
-        else:
-            _coco_item(cand, ann, name, where, kind=kind)
-        if last[ann["image_id"]] == j:
-            yield by_id.pop(ann["image_id"])
+    for image_id, image_anns in _by_image(source.elements("annotations"), last):
+        cand = by_id.pop(image_id)
+        for j, ann in image_anns:
+            where = f"annotations[{j}]"
+            name = names.get(ann.get("category_id")) if _is_key(ann.get("category_id")) else None
+            if name is None:
+                cand.fail(where, f"category_id {ann.get('category_id')!r} is not in categories.")
+            else:
+                _coco_item(cand, ann, name, where, kind=kind)
+        yield cand
     yield from by_id.values()
 
 
@@ -327,31 +334,90 @@ def _coco_results_gathered(
     labels: Sequence[LabelSpec],
     gold: bool,
 ) -> Iterator[Candidate]:
-    gathering: dict[int, Candidate] = {}
-    for j, ann in enumerate(source.elements(None)):
-        where = f"[{j}]"
-        image_id = ann["image_id"]
-        cand = gathering.get(image_id)
-        if cand is None:
-            cand = Candidate(
-                index=j, where=where, model_version=version, image_id=image_id, scored=not gold
-            )
-            gathering[image_id] = cand
-        category = ann.get("category_id")
-        if (
-            isinstance(category, bool)
-            or not isinstance(category, int)
-            or not 1 <= category <= len(labels)
-        ):
-            cand.fail(
-                f"{where}.category_id",
-                f"A category id is a label's position, 1 to {len(labels)}, as this server's "
-                "COCO exports number them.",
-            )
-        else:
-            _coco_item(cand, ann, labels[category - 1].name, where, kind=kind)
-        if last[image_id] == j:
-            yield gathering.pop(image_id)
+    for image_id, image_anns in _by_image(source.elements(None), last):
+        first = image_anns[0][0]
+        cand = Candidate(
+            index=first, where=f"[{first}]", model_version=version, image_id=image_id,
+            scored=not gold,
+        )  # fmt: skip
+        for j, ann in image_anns:
+            where = f"[{j}]"
+            category = ann.get("category_id")
+            if (
+                isinstance(category, bool)
+                or not isinstance(category, int)
+                or not 1 <= category <= len(labels)
+            ):
+                cand.fail(
+                    f"{where}.category_id",
+                    f"A category id is a label's position, 1 to {len(labels)}, as this "
+                    "server's COCO exports number them.",
+                )
+            else:
+                _coco_item(cand, ann, labels[category - 1].name, where, kind=kind)
+        yield cand
+
+
+def _by_image(
+    elements: Iterator[Any], last: dict[Any, int]
+) -> Iterator[tuple[Any, list[tuple[int, Any]]]]:
+    """The second walk: each image's annotations with their positions, in the file's order,
+    handed over when its last one is read. Those of images still open are held (see
+    :class:`_Held`)."""
+    with _Held(HELD_IN_MEMORY) as held:
+        for j, ann in enumerate(elements):
+            image_id = ann["image_id"]
+            if last[image_id] == j:
+                yield image_id, [*held.take(image_id), (j, ann)]
+            else:
+                held.keep(image_id, j, ann)
+
+
+class _Held:
+    """Annotations waiting for their image's last one: the first ``limit`` in memory, the
+    rest pickled into a temporary file with only their places in memory (16 bytes each), so
+    that a shuffled file's peak stays near an ordered one's. Pickle keeps every value as the
+    walk read it (integers of any size, the infinity a huge number reads as)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_memory: dict[Any, list[tuple[int, Any]]] = {}
+        self.count = 0
+        self.spilled: dict[Any, array[int]] = {}
+        self.file: IO[bytes] | None = None
+        self.end = 0
+
+    def __enter__(self) -> _Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def keep(self, key: Any, position: int, ann: Any) -> None:
+        if self.count < self.limit:
+            self.in_memory.setdefault(key, []).append((position, ann))
+            self.count += 1
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
+        data = pickle.dumps((position, ann), protocol=pickle.HIGHEST_PROTOCOL)
+        self.file.seek(self.end)
+        self.file.write(data)
+        self.spilled.setdefault(key, array("q")).extend((self.end, len(data)))
+        self.end += len(data)
+
+    def take(self, key: Any) -> list[tuple[int, Any]]:
+        """The held annotations of ``key``, in the file's order, forgotten here."""
+        out = self.in_memory.pop(key, [])
+        self.count -= len(out)
+        places = self.spilled.pop(key, None)
+        if places is not None and self.file is not None:
+            for k in range(0, len(places), 2):
+                self.file.seek(places[k])
+                out.append(pickle.loads(self.file.read(places[k + 1])))
+            out.sort(key=lambda entry: entry[0])
+        return out
 
 
 def _coco_item(

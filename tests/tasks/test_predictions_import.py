@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pycocotools import mask as coco_mask
 
 from crowd.json_stream import Parsed
+from tasks import prediction_formats
 from tasks.models import Image, Prediction
 from tasks.prediction_formats import LabelSpec, read_coco
 from tests import imports
@@ -408,6 +410,35 @@ def test_a_coco_file_hands_each_image_over_after_its_last_annotation() -> None:
     walked = source.walked
     named = [(c.file_name, len(c.items), source.walked - walked) for c in reader]
     assert named == [("b.jpg", 1, 1), ("a.jpg", 2, 3), ("c.jpg", 0, 3)]  # unannotated last
+
+
+def test_a_shuffled_coco_file_read_through_its_spill_file_is_read_the_same(monkeypatch) -> None:
+    """Annotations waiting for their image's last one go to a temporary file past
+    ``HELD_IN_MEMORY``: read through it, every image has the same objects in the file's
+    order and the same refusals at the same places, whatever the values (a huge integer, a
+    number read as infinity, a mask's counts)."""
+    rng = random.Random(5)
+    results: list[dict[str, Any]] = []
+    for j in range(300):
+        ann = {"image_id": rng.randrange(1, 40), "category_id": rng.choice([1, 2, 9]),
+               "bbox": [j, rng.random() * 50, 10**30 if j == 7 else 5, float("inf")],
+               "score": rng.random(), "segmentation": {"size": [4, 4], "counts": f"c{j}"}}  # fmt: skip
+        results.append(ann)
+
+    def read(held: int) -> list[tuple[Any, ...]]:
+        monkeypatch.setattr(prediction_formats, "HELD_IN_MEMORY", held)
+        reader = read_coco(Parsed(results), "m", kind="bbox", labels=[LabelSpec("car"), LabelSpec("tree")])  # fmt: skip
+        return [(c.image_id, c.index, c.where, c.items, c.errors) for c in reader]
+
+    in_memory, spilled, half = read(10**6), read(0), read(150)
+    assert spilled == in_memory
+    assert half == in_memory
+    assert sum(len(items) for _, _, _, items, _ in in_memory) == sum(
+        r["category_id"] != 9 for r in results
+    )
+    assert any(errors for *_, errors in in_memory)  # category 9 is refused where it stands
+    first = next(items for image, _, _, items, _ in in_memory if image == results[7]["image_id"])
+    assert [10**30, float("inf")] in [item["bbox"][2:] for item in first]
 
 
 @pytest.mark.parametrize(
