@@ -50,7 +50,7 @@ import numpy.typing as npt
 from ensemble_boxes import weighted_boxes_fusion  # type: ignore[import-untyped]
 
 from qa.consensus.boxes import merge_boxes_batch
-from qa.geometry import box_iou, match
+from qa.geometry import Pair, box_iou, match
 
 FloatArray = npt.NDArray[np.float64]
 Item = dict[str, Any]
@@ -292,13 +292,19 @@ def score_items(
         n_found += len(ours)
         if not gold or not ours:
             continue
-        matrix = similarity(index, gold, ours)
-        same = np.array([[g["label"] == o["label"] for o in ours] for g in gold])
-        for pair in match(np.where(same, matrix, 0.0), threshold).pairs:
+        for pair in matched_pairs(gold, ours, similarity(index, gold, ours), threshold):
             hits += 1
             total += pair.similarity
     f1 = 2 * hits / (n_truth + n_found) if n_truth + n_found else 1.0
     return f1, total / hits if hits else 0.0, total / n_truth if n_truth else 0.0
+
+
+def matched_pairs(
+    gold: Sequence[Item], ours: Sequence[Item], similarity: FloatArray, threshold: float
+) -> tuple[Pair, ...]:
+    """The one-to-one matches of one image: same label, similarity at least ``threshold``."""
+    same = np.array([[g["label"] == o["label"] for o in ours] for g in gold])
+    return match(np.where(same, similarity, 0.0), threshold).pairs
 
 
 def _box_similarity(index: int, gold: Sequence[Item], ours: Sequence[Item]) -> FloatArray:
