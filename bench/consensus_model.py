@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.budget import most_f1
 from bench.consensus_shapes import (
     CAREFUL_MARKER,
     CLASSES,
@@ -478,13 +479,10 @@ def _knowing_the_truth(profile: ModelProfile, world: World, fixed_f1: float) -> 
     """What no stopping rule can beat with this merge: each task's human answers chosen
     knowing the truth. The worker model is fitted once over all ``MAX_OVERLAP`` answers and
     the model's (the most any rule could know of the voters); each image is merged with it at
-    1 to ``MAX_OVERLAP`` answers, and its matches and objects counted. The choice maximises
-    F1 = 2 hits / (true + found) within a budget of answers by Dinkelbach's method (for a
-    ratio ``rho``, each image takes the count maximising ``2 hits - rho found - lam k``, with
-    ``lam`` bisected to the budget). Lagrangian choices are the best allocations their own
-    budgets allow, so the F1 at ``MAX_HUMAN_SHARE`` of fixed overlap 5's answers is at most a
-    hair below the true optimum; the fewest answers reaching fixed overlap 5's F1 is found by
-    bisecting the budget."""
+    1 to ``MAX_OVERLAP`` answers, and its matches and objects counted; ``bench.budget``
+    chooses the counts. Reported: the F1 within ``MAX_HUMAN_SHARE`` of fixed overlap 5's
+    answers, and the fewest answers whose F1 reaches fixed overlap 5's (the budget
+    bisected)."""
     started = time.perf_counter()
     crowds = [[*world.answers[j], [MODEL, 1.0, world.model[j]]] for j in range(len(world.images))]
     fitted = box_model(crowds, iou_threshold=0.5, prior=world.gold)
@@ -505,36 +503,19 @@ def _knowing_the_truth(profile: ModelProfile, world: World, fixed_f1: float) -> 
                 hits[j, k - 1] = len(matched_pairs(image.truth, items, similarity, 0.5))
     true = sum(len(image.truth) for image in world.images)
 
-    def best(budget: float) -> tuple[float, float]:
-        """(F1, answers a task) of the best choice using at most ``budget`` answers a task."""
-        rho, f1, mean = 0.0, 0.0, float(MIN_OVERLAP)
-        for _ in range(8):
-            gain = 2 * hits - rho * found
-            low, high = 0.0, float(2 * hits.max() + rho * found.max() + 1)
-            for _ in range(40):
-                lam = (low + high) / 2
-                if counts[np.argmax(gain - lam * counts, axis=1)].mean() > budget:
-                    low = lam
-                else:
-                    high = lam
-            choice = np.argmax(gain - high * counts, axis=1)
-            rows = np.arange(len(choice))
-            h, n = hits[rows, choice].sum(), found[rows, choice].sum()
-            f1, mean = (2 * h / (true + n) if true + n else 1.0), float(counts[choice].mean())
-            if abs(f1 - rho) < 1e-9:
-                break
-            rho = f1
-        return f1, mean
-
-    f1, humans = best(MAX_HUMAN_SHARE * FIXED)
-    low, high = float(MIN_OVERLAP), float(MAX_OVERLAP)
-    if best(high)[0] < fixed_f1:
+    f1, humans, _ = most_f1(hits, found, true, MAX_HUMAN_SHARE * FIXED)
+    if most_f1(hits, found, true, MAX_OVERLAP)[0] < fixed_f1:
         reach = f"not reached at {MAX_OVERLAP} answers"
     else:
+        low, high = float(MIN_OVERLAP), float(MAX_OVERLAP)
         for _ in range(20):
             middle = (low + high) / 2
-            low, high = (low, middle) if best(middle)[0] >= fixed_f1 else (middle, high)
-        reach = f"fixed 5's F1 reached at {best(high)[1]:.2f} answers ({best(high)[1] / FIXED:.0%})"
+            if most_f1(hits, found, true, middle)[0] >= fixed_f1:
+                high = middle
+            else:
+                low = middle
+        needed = most_f1(hits, found, true, high)[1]
+        reach = f"fixed 5's F1 reached at {needed:.2f} answers ({needed / FIXED:.0%})"
     return _row(
         profile,
         f"model + 1..{MAX_OVERLAP}, answers chosen knowing the truth, at most "
