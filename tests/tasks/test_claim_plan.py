@@ -13,21 +13,23 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
+from crowd.models import User
 from qa.models import WorkerScore, WorkerStatus
 from tasks import jobs, planner_stats, routing
 from tasks.hooks import routing_policy
-from tasks.models import Project, Task
+from tasks.models import Assignment, AssignmentStatus, Project, Task
 from tests.factories import WorkerFactory, image_ready, project_create, project_with_tasks
 
 pytestmark = pytest.mark.django_db
 
 
-def _plan_nodes(project: Project) -> list[dict[str, Any]]:
+def _plan_nodes(project: Project, worker: User | None = None) -> list[dict[str, Any]]:
     """Every node of the claim's plan, as run: the claim after an answer, which checks the
-    worker's admission itself (an admitted worker's)."""
+    worker's admission itself (an admitted worker's: a new one unless ``worker``)."""
     now = timezone.now()
-    worker = WorkerFactory.create()
-    WorkerScore.objects.create(project=project, worker=worker, status=WorkerStatus.ACTIVE)
+    if worker is None:
+        worker = WorkerFactory.create()
+        WorkerScore.objects.create(project=project, worker=worker, status=WorkerStatus.ACTIVE)
     params: dict[str, Any] = {"project": project.pk, "worker": worker.pk, "now": now,
               "expires": now}  # fmt: skip
     claim = routing._claim_sql("default", routing_policy().admitted_sql())
@@ -125,6 +127,48 @@ def test_the_claim_starts_past_the_tasks_awaiting_their_decision(
     # Not one of them read only to be dropped.
     assert scan.get("Rows Removed by Filter", 0) == 0, scan
     assert routing.assignment_next(project=project, worker=WorkerFactory.create()) is not None
+
+
+@pytest.mark.postgres
+def test_a_worker_with_many_answered_open_tasks_is_claimed_by_one_probe_a_task(
+    manager, django_capture_on_commit_callbacks
+) -> None:
+    """The worker's own answered tasks that still need others' answers sort first (closest
+    to done), and the claim reads past each. Whatever the statistics say of the worker (here
+    taken when others had answered 3,000 tasks and they none), each is left out by one probe
+    of that task's assignments, never by a scan of all the worker's: at 400 such tasks the
+    plan those statistics chose compared each with each, 80,200 rows."""
+    now = timezone.now()
+
+    def answer(project: Project, worker: User, tasks: list[Task]) -> None:
+        Assignment.objects.bulk_create(
+            Assignment(task=task, project=project, worker=worker, leased_at=now,
+                       expires_at=now, submitted_at=now, status=AssignmentStatus.SUBMITTED,
+                       answer=[], counted=True)
+            for task in tasks
+        )  # fmt: skip
+        Task.objects.filter(pk__in=[t.pk for t in tasks]).update(answers=F("answers") + 1)
+
+    other = project_with_tasks(manager, tasks=1000, overlap=3)
+    for _ in range(3):
+        answer(other, WorkerFactory.create(), list(Task.objects.filter(project=other)))
+    with django_capture_on_commit_callbacks(execute=True):
+        project = project_with_tasks(manager, tasks=1000, overlap=3)  # analyses both tables
+    worker = WorkerFactory.create()
+    WorkerScore.objects.create(project=project, worker=worker, status=WorkerStatus.ACTIVE)
+    answered = list(Task.objects.filter(project=project).order_by("pk")[:400])
+    answer(project, worker, answered)
+    nodes = _plan_nodes(project, worker)  # the claim, run
+    probes = [node for node in nodes
+              if node.get("Relation Name") == "tasks_assignment" and "Scan" in node["Node Type"]]  # fmt: skip
+    assert probes
+    # One probe a skipped task and one for the task claimed, each reading at most its row.
+    for node in probes:
+        assert node["Actual Loops"] <= 401, node
+        assert node["Actual Rows"] + node.get("Rows Removed by Filter", 0) <= 1, node
+    assert all(node.get("Rows Removed by Join Filter", 0) == 0 for node in nodes), nodes
+    lease = Assignment.objects.get(worker=worker, status=AssignmentStatus.LEASED)
+    assert lease.task_id not in {t.pk for t in answered}
 
 
 @pytest.mark.postgres
