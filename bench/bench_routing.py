@@ -8,7 +8,12 @@
     shared socket: often an uneven split), and one process a port with the connections
     split evenly (a least-connections balancer in front);
 (c) the machine's ceiling: the same claim and submit as bare SQL (psycopg, no Django) on the
-    same tables and indexes, 16 client processes.
+    same tables and indexes, 16 client processes;
+(d) one claim at a time (then a skip) by a worker far ahead of the crowd, whose ``AHEAD``
+    answered tasks still need others' answers and sort first, under statistics taken before
+    anyone answered, beside a new worker in the same project: the product's claim (one probe
+    of each task's assignments) and the same claim with a plain ``NOT EXISTS``, for
+    comparison (p50/p99 a claim).
 Each phase runs on its own project, after the routing tables are vacuumed and analysed;
 afterwards duplicates and over-assignments are counted.
 """
@@ -427,11 +432,63 @@ def _embedded(tasks: int, clients: int, seconds: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _row(path: str, clients: int, cycles: int, seconds: float, ceiling: float,
+AHEAD = 2000
+
+
+def _far_ahead(tasks: int, picks: int) -> list[dict[str, Any]]:
+    from django.db.models import F
+    from django.utils import timezone
+
+    from crowd.models import User
+    from tasks import routing
+    from tasks.models import Assignment, AssignmentStatus, Project, Task
+
+    project_id, people = _make_project(tasks, 2, "ahead")
+    _settle()  # the statistics: before anyone answered
+    project = Project.objects.get(pk=project_id)
+    ahead, new = (User.objects.get(pk=w) for w, _ in people)
+    now = timezone.now()
+    answered = list(Task.objects.filter(project=project).order_by("pk")[:AHEAD])
+    Assignment.objects.bulk_create(
+        Assignment(task=task, project=project, worker=ahead, leased_at=now, expires_at=now,
+                   submitted_at=now, status=AssignmentStatus.SUBMITTED, answer=BOX,
+                   counted=True)
+        for task in answered
+    )  # fmt: skip
+    Task.objects.filter(pk__in=[t.pk for t in answered]).update(answers=F("answers") + 1)
+    product = routing._CLAIM_TEMPLATE
+    plain = product.replace(routing._CLAIMABLE_PG, routing._CLAIMABLE)
+    rows = []
+    try:
+        for form, template in (("one probe a task", product), ("plain NOT EXISTS", plain)):
+            routing._CLAIM_TEMPLATE = template
+            routing._claim_sql.cache_clear()
+            for who, worker in ((f"{AHEAD} answered still open", ahead), ("new", new)):
+                times = []
+                for _ in range(picks):
+                    started = time.perf_counter()
+                    lease = routing.assignment_next(project=project, worker=worker)
+                    times.append(time.perf_counter() - started)
+                    assert lease is not None
+                    routing.assignment_skip(assignment_id=lease.pk, worker=worker)
+                rows.append(_row(
+                    f"claim alone, a worker {who}, {form}", 1, picks, sum(times), None,
+                    p50_ms=statistics.median(times) * 1000,
+                    p99_ms=percentile(times, 0.99) * 1000,
+                ))  # fmt: skip
+    finally:
+        routing._CLAIM_TEMPLATE = product
+        routing._claim_sql.cache_clear()
+    return rows
+
+
+def _row(path: str, clients: int, cycles: int, seconds: float, ceiling: float | None,
          **figures: Any) -> dict[str, Any]:  # fmt: skip
+    """``ceiling`` None: a figure that is not a share of the bare-SQL cycles."""
     row: dict[str, Any] = {
         "path": path, "clients": clients, "cycles": cycles, "cycles_per_s": cycles / seconds,
-        "of_ceiling_pct": 100 * cycles / seconds / ceiling, "p50_ms": None, "p99_ms": None,
+        "of_ceiling_pct": 100 * cycles / seconds / ceiling if ceiling else None,
+        "p50_ms": None, "p99_ms": None,
         "p99_after_1s_ms": None, "app_cpu_ms": None, "db_cpu_ms": None, "jobs_cpu_ms": None,
         "http_errors": None, "decided": None, "decide_p50_ms": None,
         "decide_p99_ms": None, "left_due": None, "over_assigned": None, "duplicates": None,
@@ -501,6 +558,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             cpu = _cpu_per_cycle(before, _cpu_now(**trees), cycles, "forked")
             rows.append(_row(path, 16, cycles, elapsed, ceiling, **cpu, **decided,
                              **_integrity(project_id)))  # fmt: skip
+
+        rows += _far_ahead(tasks, 30 if quick else 100)
 
         processes = int(os.environ.get("BENCH_WEB_PROCESSES", "2"))
         # The clients' connections live for the whole run, so however they are split among
