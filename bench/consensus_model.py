@@ -476,8 +476,9 @@ def _cheapest(
 
 
 def _knowing_the_truth(profile: ModelProfile, world: World, fixed_f1: float) -> dict[str, Any]:
-    """What no stopping rule can beat with this merge: each task's human answers chosen
-    knowing the truth. The worker model is fitted once over all ``MAX_OVERLAP`` answers and
+    """What this merge can give when each task's human answers are chosen knowing the
+    truth: a choice no stopping rule can know to make, so the answers it needs are at least
+    what the merge needs. The worker model is fitted once over all ``MAX_OVERLAP`` answers and
     the model's (the most any rule could know of the voters); each image is merged with it at
     1 to ``MAX_OVERLAP`` answers, and its matches and objects counted; ``bench.budget``
     chooses the counts. Reported: the F1 within ``MAX_HUMAN_SHARE`` of fixed overlap 5's
