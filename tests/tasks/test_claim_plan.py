@@ -166,7 +166,6 @@ def test_a_worker_with_many_answered_open_tasks_is_claimed_by_one_probe_a_task(
     for node in probes:
         assert node["Actual Loops"] <= 401, node
         assert node["Actual Rows"] + node.get("Rows Removed by Filter", 0) <= 1, node
-    assert all(node.get("Rows Removed by Join Filter", 0) == 0 for node in nodes), nodes
     lease = Assignment.objects.get(worker=worker, status=AssignmentStatus.LEASED)
     assert lease.task_id not in {t.pk for t in answered}
 
