@@ -31,9 +31,13 @@ def _seed(env: dict[str, str]) -> dict[str, Any]:
 
 
 def _terminate_backends(db_conn: psycopg.Connection, *spare: int) -> int:
-    """Cut every connection to the test's database but this one and ``spare``."""
+    """Cut every connection to the test's database but this one and ``spare``, and wait
+    until each backend has gone: ``pg_terminate_backend`` alone only signals it, and a
+    request sent in the moment before a busy machine runs the backend's exit would find
+    its connection still alive, and then cut under it (a connection lost mid-request,
+    answered 503 as a database that drops one then must be), not cut between requests."""
     rows = db_conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
         (list(spare),),
     ).fetchall()
@@ -143,30 +147,35 @@ def test_a_submit_cut_off_mid_statement_is_a_503_and_writes_nothing(
         assert (answers, open_leases) == (before[3] + 1, before[4] - 1)
 
 
+def _backends(db_conn: psycopg.Connection) -> int:
+    """How many other connections the test's database has."""
+    row = db_conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_connections_cut_between_requests_are_replaced_unseen(
     services_env: dict[str, str], db_conn: psycopg.Connection
 ) -> None:
     seeded = _seed(services_env)
     token, project = seeded["workers"][0], seeded["project"]
-    with web_server(services_env) as server:
+    pooled = 6
+    with web_server({**services_env, "DATABASE_POOL_MIN": str(pooled)}) as server:
         client = Connection(server.url, token)
-        # Fill the pool: requests at once leave several idle connections in it.
-        threads = [
-            threading.Thread(
-                target=lambda: Connection(server.url, token).request("GET", "/api/v1/me/")
-            )
-            for _ in range(8)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert _terminate_backends(db_conn) >= 4
+        # The pool, opened by the first request, fills itself to its minimum meanwhile.
+        assert client.request("GET", "/api/v1/me/").status == 200
+        deadline = time.monotonic() + 30
+        while _backends(db_conn) < pooled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _terminate_backends(db_conn) >= pooled
         for _ in range(10):  # more requests than the pool had connections
             started = time.monotonic()
             reply = client.request("GET", "/api/v1/me/")
             assert reply.status == 200, reply
-            # Not a back-off per dead connection (1 s, 2 s, 4 s: 7 s for four of them).
+            # Not a back-off per dead connection (1 s, 2 s, 4 s, ...: 7 s for the first four).
             assert time.monotonic() - started < 3.0
         assignment = _lease(server, token, project)
         assert _terminate_backends(db_conn) >= 1
