@@ -137,6 +137,23 @@ def test_a_new_model_version_reorders_and_images_it_did_not_predict_go_last(
     assert Task.objects.get(image_id=a).model_confidence == pytest.approx(0.5)
 
 
+def test_a_version_made_current_again_brings_back_its_earlier_predictions(
+    manager, api_as
+) -> None:
+    """The images just stored take their confidence from the items in hand; those the version
+    predicted before, from their stored rows."""
+    project = project_with_tasks(manager, tasks=4, overlap=1)
+    a, b, c, d = images_of(project)
+    boss = api_as(manager)
+    predict(boss, project, {a: [box(0.9)], b: [box(0.6)]}, version="v1")
+    predict(boss, project, {c: [box(0.7)]}, version="v2")
+    got = dict(Task.objects.filter(project=project).values_list("image_id", "model_confidence"))
+    assert got == pytest.approx({a: None, b: None, c: 0.7, d: None})
+    predict(boss, project, {d: [box(0.2), box(0.95, x=100)]}, version="v1")
+    got = dict(Task.objects.filter(project=project).values_list("image_id", "model_confidence"))
+    assert got == pytest.approx({a: 0.9, b: 0.6, c: None, d: 0.8})
+
+
 def test_bad_task_orders_are_refused_and_change_nothing(manager, api_as) -> None:
     boss = api_as(manager)
     created = boss.post(
