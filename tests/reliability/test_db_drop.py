@@ -32,10 +32,9 @@ def _seed(env: dict[str, str]) -> dict[str, Any]:
 
 def _terminate_backends(db_conn: psycopg.Connection, *spare: int) -> int:
     """Cut every connection to the test's database but this one and ``spare``, and wait
-    until each backend has gone: ``pg_terminate_backend`` alone only signals it, and a
-    request sent in the moment before a busy machine runs the backend's exit would find
-    its connection still alive, and then cut under it (a connection lost mid-request,
-    answered 503 as a database that drops one then must be), not cut between requests."""
+    until each backend has gone. ``pg_terminate_backend`` alone only signals it: on a busy
+    machine the next request could take a connection whose server is still ending, and
+    lose it mid-request (a 503, as it must be), which is not a cut between requests."""
     rows = db_conn.execute(
         "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",

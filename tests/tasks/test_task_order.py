@@ -137,11 +137,10 @@ def test_a_new_model_version_reorders_and_images_it_did_not_predict_go_last(
     assert Task.objects.get(image_id=a).model_confidence == pytest.approx(0.5)
 
 
-def test_a_version_made_current_again_brings_back_its_earlier_predictions(
-    manager, api_as
-) -> None:
-    """The images just stored take their confidence from the items in hand; those the version
-    predicted before, from their stored rows."""
+def test_a_version_made_current_again_brings_back_its_earlier_predictions(manager, api_as) -> None:
+    """Every image the version predicted takes its prediction's confidence again, those of
+    earlier imports as well as the one just stored; images only the displaced version
+    predicted have none."""
     project = project_with_tasks(manager, tasks=4, overlap=1)
     a, b, c, d = images_of(project)
     boss = api_as(manager)
