@@ -115,7 +115,8 @@ def test_a_hanging_redis_holds_a_call_no_longer_than_the_timeout(
         for _ in range(20):
             assert cache.get("history", []) == []
             assert cache.add("sweep", 1) is False
-        assert time.monotonic() - started < 0.1
+        # All forty together in less than one wait on Redis (a loaded machine's slack kept).
+        assert time.monotonic() - started < TIMEOUT - 0.05
     finally:
         os.kill(pid, signal.SIGCONT)
     _until(lambda: cache.get("history") == [1.0], seconds=BACK_SECONDS)
