@@ -436,26 +436,17 @@ AHEAD = 2000
 
 
 def _far_ahead(tasks: int, picks: int) -> list[dict[str, Any]]:
-    from django.db.models import F
-    from django.utils import timezone
-
     from crowd.models import User
     from tasks import routing
-    from tasks.models import Assignment, AssignmentStatus, Project, Task
+    from tasks.models import Project, Task
+    from tests.factories import answers_counted
 
     project_id, people = _make_project(tasks, 2, "ahead")
     _settle()  # the statistics: before anyone answered
     project = Project.objects.get(pk=project_id)
     ahead, new = (User.objects.get(pk=w) for w, _ in people)
-    now = timezone.now()
     answered = list(Task.objects.filter(project=project).order_by("pk")[:AHEAD])
-    Assignment.objects.bulk_create(
-        Assignment(task=task, project=project, worker=ahead, leased_at=now, expires_at=now,
-                   submitted_at=now, status=AssignmentStatus.SUBMITTED, answer=BOX,
-                   counted=True)
-        for task in answered
-    )  # fmt: skip
-    Task.objects.filter(pk__in=[t.pk for t in answered]).update(answers=F("answers") + 1)
+    answers_counted(project, ahead, answered, BOX)
     product = routing._CLAIM_TEMPLATE
     plain = product.replace(routing._CLAIMABLE_PG, routing._CLAIMABLE)
     rows = []

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import factory
 from rest_framework.authtoken.models import Token
 
 from crowd.models import Role, User
 from tasks.models import Image, ImageStatus, Project
+
+if TYPE_CHECKING:
+    from tasks.models import Task
 
 PASSWORD = "a-long-test-password-42"
 
@@ -84,3 +89,21 @@ def project_with_tasks(manager: User, tasks: int, overlap: int) -> Project:
         for image in images
     )
     return project_transition(project=project, action="start")
+
+
+def answers_counted(project: Project, worker: User, tasks: list[Task], answer: list) -> None:
+    """``worker`` has answered each of ``tasks`` (a counted, submitted assignment a task and
+    the task's answers raised), in bulk: no decision, pay or event follows."""
+    from django.db.models import F
+    from django.utils import timezone
+
+    from tasks.models import Assignment, AssignmentStatus, Task
+
+    now = timezone.now()
+    Assignment.objects.bulk_create(
+        Assignment(task=task, project=project, worker=worker, leased_at=now, expires_at=now,
+                   submitted_at=now, status=AssignmentStatus.SUBMITTED, answer=answer,
+                   counted=True)
+        for task in tasks
+    )  # fmt: skip
+    Task.objects.filter(pk__in=[t.pk for t in tasks]).update(answers=F("answers") + 1)

@@ -18,7 +18,13 @@ from qa.models import WorkerScore, WorkerStatus
 from tasks import jobs, planner_stats, routing
 from tasks.hooks import routing_policy
 from tasks.models import Assignment, AssignmentStatus, Project, Task
-from tests.factories import WorkerFactory, image_ready, project_create, project_with_tasks
+from tests.factories import (
+    WorkerFactory,
+    answers_counted,
+    image_ready,
+    project_create,
+    project_with_tasks,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -138,26 +144,15 @@ def test_a_worker_with_many_answered_open_tasks_is_claimed_by_one_probe_a_task(
     taken when others had answered 3,000 tasks and they none), each is left out by one probe
     of that task's assignments, never by a scan of all the worker's: at 400 such tasks the
     plan those statistics chose compared each with each, 80,200 rows."""
-    now = timezone.now()
-
-    def answer(project: Project, worker: User, tasks: list[Task]) -> None:
-        Assignment.objects.bulk_create(
-            Assignment(task=task, project=project, worker=worker, leased_at=now,
-                       expires_at=now, submitted_at=now, status=AssignmentStatus.SUBMITTED,
-                       answer=[], counted=True)
-            for task in tasks
-        )  # fmt: skip
-        Task.objects.filter(pk__in=[t.pk for t in tasks]).update(answers=F("answers") + 1)
-
     other = project_with_tasks(manager, tasks=1000, overlap=3)
     for _ in range(3):
-        answer(other, WorkerFactory.create(), list(Task.objects.filter(project=other)))
+        answers_counted(other, WorkerFactory.create(), list(Task.objects.filter(project=other)), [])
     with django_capture_on_commit_callbacks(execute=True):
         project = project_with_tasks(manager, tasks=1000, overlap=3)  # analyses both tables
     worker = WorkerFactory.create()
     WorkerScore.objects.create(project=project, worker=worker, status=WorkerStatus.ACTIVE)
     answered = list(Task.objects.filter(project=project).order_by("pk")[:400])
-    answer(project, worker, answered)
+    answers_counted(project, worker, answered, [])
     nodes = _plan_nodes(project, worker)  # the claim, run
     probes = [node for node in nodes
               if node.get("Relation Name") == "tasks_assignment" and "Scan" in node["Node Type"]]  # fmt: skip
